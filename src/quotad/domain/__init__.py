@@ -1,0 +1,1 @@
+"""The rules of quotad, free of any web framework or storage driver."""

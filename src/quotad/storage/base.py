@@ -1,0 +1,190 @@
+"""The Store protocol: everything quotad keeps, behind one small async interface.
+
+Each method is one atomic step in the backend. In particular ``consume`` decides and
+records in a single operation (a conditional upsert in SQL, one critical section in
+memory), so no caller ever reads a counter and then writes it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import Protocol
+
+from quotad.domain.models import (
+    Account,
+    ApiKey,
+    ConsumeOutcome,
+    EventsOutcome,
+    IdempotencyClaim,
+    Plan,
+    Service,
+    UsageDay,
+    UsageEvent,
+)
+
+
+class Store(Protocol):
+    """Durable records and counters of one quotad deployment."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StorageError`` unless the store answers."""
+        ...
+
+    # Settings ---------------------------------------------------------------
+    async def get_setting(self, name: str) -> str | None:
+        """A stored deployment setting."""
+        ...
+
+    async def put_setting(self, name: str, value: str) -> None:
+        """Store or replace a deployment setting."""
+        ...
+
+    # Services ---------------------------------------------------------------
+    async def create_service(self, service: Service) -> None:
+        """Register a service; ``Conflict`` if the name is taken."""
+        ...
+
+    async def get_service(self, name: str) -> Service | None:
+        """The service called ``name``."""
+        ...
+
+    async def list_services(self) -> list[Service]:
+        """Every service, by name."""
+        ...
+
+    # Plans ------------------------------------------------------------------
+    async def create_plan(self, plan: Plan) -> None:
+        """Add a plan; ``Conflict`` if the id is taken."""
+        ...
+
+    async def get_plan(self, plan_id: str) -> Plan | None:
+        """The plan with ``plan_id``."""
+        ...
+
+    async def list_plans(self, limit: int, after: str | None) -> list[Plan]:
+        """Up to ``limit`` plans with ids after ``after``, by id."""
+        ...
+
+    async def replace_plan(self, plan: Plan) -> None:
+        """Replace a plan's quotas and limits; ``NotFound`` if absent."""
+        ...
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete a plan; ``NotFound`` if absent, ``Conflict`` while an account uses it."""
+        ...
+
+    # Accounts ---------------------------------------------------------------
+    async def create_account(self, account: Account) -> None:
+        """Add an account; ``Conflict`` if the id is taken, ``NotFound`` if its plan is gone."""
+        ...
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account with ``account_id``."""
+        ...
+
+    async def list_accounts(
+        self, limit: int, after: str | None, search: str | None = None
+    ) -> list[Account]:
+        """Up to ``limit`` accounts with ids after ``after``, by id, optionally filtered."""
+        ...
+
+    async def update_account(self, account: Account) -> None:
+        """Replace an account's mutable fields; ``NotFound`` if it or its plan is gone."""
+        ...
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account with its keys, usage and gauges; ``NotFound`` if absent."""
+        ...
+
+    # Keys -------------------------------------------------------------------
+    async def create_key(self, key: ApiKey) -> None:
+        """Store a new key record."""
+        ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key record with ``key_id``."""
+        ...
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        """The key record whose SHA-256 digest is ``digest``."""
+        ...
+
+    async def list_keys(self, account_id: str) -> list[ApiKey]:
+        """Every key of an account, oldest first."""
+        ...
+
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Mark a key revoked from ``at`` (kept if already earlier); ``NotFound`` if absent."""
+        ...
+
+    async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
+        """Store ``new_key`` and end the old key at ``old_valid_until``, in one step."""
+        ...
+
+    # Usage ------------------------------------------------------------------
+    async def consume(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> ConsumeOutcome:
+        """Atomically add ``cost`` to the day's use if it stays within ``total``.
+
+        The day's stored total becomes ``total``. A refusal changes no use and counts one
+        rejection. With a ``claim`` already seen (and not expired at ``now``), the first
+        outcome is returned with ``replayed=True`` and nothing changes; a claim seen with a
+        different fingerprint raises ``Conflict``.
+        """
+        ...
+
+    async def adjust(
+        self, account_id: str, service: str, day: date, delta: int, total: int
+    ) -> UsageDay:
+        """Add ``delta`` to a day's use, flooring at zero; ``total`` is used for a new day."""
+        ...
+
+    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
+        """Add each event not seen before (by id) to its day's use, all in one step."""
+        ...
+
+    async def usage(
+        self, account_id: str, service: str, start: date, end: date
+    ) -> list[UsageDay]:
+        """The stored days of one account and service between two dates, ascending."""
+        ...
+
+    def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
+        """Every stored usage day as ``(account_id, service, day)``."""
+        ...
+
+    # Gauges -----------------------------------------------------------------
+    async def gauges(self, account_id: str) -> dict[str, int]:
+        """Current usage of every gauge of an account that has been touched."""
+        ...
+
+    async def set_gauge(self, account_id: str, name: str, usage: int) -> int:
+        """Set a gauge; returns the new usage."""
+        ...
+
+    async def acquire(self, account_id: str, name: str, amount: int, limit: int) -> int | None:
+        """Add ``amount`` if it keeps usage within ``limit``: the new usage, or ``None``."""
+        ...
+
+    async def release(self, account_id: str, name: str, amount: int) -> int | None:
+        """Take ``amount`` away if that much is in use: the new usage, or ``None``."""
+        ...

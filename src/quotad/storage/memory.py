@@ -1,0 +1,311 @@
+"""The in-process store: dictionaries, for tests, benchmarks and embedded use.
+
+Nothing survives the process. Every method runs to completion without awaiting, so
+on one event loop each is atomic; a lock makes that true across threads as well.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import date, datetime
+
+from quotad.domain.models import (
+    Account,
+    ApiKey,
+    ConsumeOutcome,
+    EventsOutcome,
+    IdempotencyClaim,
+    Plan,
+    Service,
+    UsageDay,
+    UsageEvent,
+)
+from quotad.errors import Conflict, NotFound
+
+_UsageKey = tuple[str, str, date]
+
+
+class MemoryStore:
+    """Everything in dictionaries guarded by one lock."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._settings: dict[str, str] = {}
+        self._services: dict[str, Service] = {}
+        self._plans: dict[str, Plan] = {}
+        self._accounts: dict[str, Account] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._key_by_digest: dict[str, str] = {}
+        self._usage: dict[_UsageKey, UsageDay] = {}
+        self._events: set[str] = set()
+        self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
+        self._gauges: dict[tuple[str, str], int] = {}
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    async def get_setting(self, name: str) -> str | None:
+        """A stored setting."""
+        return self._settings.get(name)
+
+    async def put_setting(self, name: str, value: str) -> None:
+        """Store a setting."""
+        with self._lock:
+            self._settings[name] = value
+
+    async def create_service(self, service: Service) -> None:
+        """Register a service."""
+        with self._lock:
+            if service.name in self._services:
+                raise Conflict(f"service {service.name!r} already exists")
+            self._services[service.name] = service
+
+    async def get_service(self, name: str) -> Service | None:
+        """The named service."""
+        return self._services.get(name)
+
+    async def list_services(self) -> list[Service]:
+        """Every service by name."""
+        return sorted(self._services.values(), key=lambda s: s.name)
+
+    async def create_plan(self, plan: Plan) -> None:
+        """Add a plan."""
+        with self._lock:
+            if plan.id in self._plans:
+                raise Conflict(f"plan {plan.id!r} already exists")
+            self._plans[plan.id] = plan
+
+    async def get_plan(self, plan_id: str) -> Plan | None:
+        """The plan with this id."""
+        return self._plans.get(plan_id)
+
+    async def list_plans(self, limit: int, after: str | None) -> list[Plan]:
+        """A page of plans."""
+        ids = sorted(i for i in self._plans if after is None or i > after)
+        return [self._plans[i] for i in ids[:limit]]
+
+    async def replace_plan(self, plan: Plan) -> None:
+        """Replace a plan, keeping its creation time."""
+        with self._lock:
+            old = self._plans.get(plan.id)
+            if old is None:
+                raise NotFound(f"plan {plan.id!r} not found")
+            self._plans[plan.id] = replace(plan, created_at=old.created_at)
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete an unused plan."""
+        with self._lock:
+            if plan_id not in self._plans:
+                raise NotFound(f"plan {plan_id!r} not found")
+            if any(a.plan_id == plan_id for a in self._accounts.values()):
+                raise Conflict(f"plan {plan_id!r} is used by accounts")
+            del self._plans[plan_id]
+
+    async def create_account(self, account: Account) -> None:
+        """Add an account."""
+        with self._lock:
+            if account.id in self._accounts:
+                raise Conflict(f"account {account.id!r} already exists")
+            if account.plan_id not in self._plans:
+                raise NotFound(f"plan {account.plan_id!r} not found")
+            self._accounts[account.id] = account
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account with this id."""
+        return self._accounts.get(account_id)
+
+    async def list_accounts(
+        self, limit: int, after: str | None, search: str | None = None
+    ) -> list[Account]:
+        """A page of accounts, optionally matching ``search`` in id or name."""
+        needle = (search or "").casefold()
+        ids = sorted(
+            i
+            for i, a in self._accounts.items()
+            if (after is None or i > after)
+            and (not needle or needle in i.casefold() or needle in a.name.casefold())
+        )
+        return [self._accounts[i] for i in ids[:limit]]
+
+    async def update_account(self, account: Account) -> None:
+        """Replace an account's fields."""
+        with self._lock:
+            if account.id not in self._accounts:
+                raise NotFound(f"account {account.id!r} not found")
+            if account.plan_id not in self._plans:
+                raise NotFound(f"plan {account.plan_id!r} not found")
+            self._accounts[account.id] = account
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account and everything it owns."""
+        with self._lock:
+            if self._accounts.pop(account_id, None) is None:
+                raise NotFound(f"account {account_id!r} not found")
+            for key in [k for k in self._keys.values() if k.account_id == account_id]:
+                del self._keys[key.id]
+                del self._key_by_digest[key.digest]
+            for usage_key in [u for u in self._usage if u[0] == account_id]:
+                del self._usage[usage_key]
+            for gauge_key in [g for g in self._gauges if g[0] == account_id]:
+                del self._gauges[gauge_key]
+            for idem_key in [i for i in self._idempotency if i[0] == account_id]:
+                del self._idempotency[idem_key]
+
+    async def create_key(self, key: ApiKey) -> None:
+        """Store a key record."""
+        with self._lock:
+            self._insert_key(key)
+
+    def _insert_key(self, key: ApiKey) -> None:
+        if key.account_id not in self._accounts:
+            raise NotFound(f"account {key.account_id!r} not found")
+        if key.id in self._keys or key.digest in self._key_by_digest:
+            raise Conflict("key already exists")
+        self._keys[key.id] = key
+        self._key_by_digest[key.digest] = key.id
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key record with this id."""
+        return self._keys.get(key_id)
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        """The key record with this digest."""
+        key_id = self._key_by_digest.get(digest)
+        return None if key_id is None else self._keys.get(key_id)
+
+    async def list_keys(self, account_id: str) -> list[ApiKey]:
+        """An account's keys, oldest first."""
+        keys = [k for k in self._keys.values() if k.account_id == account_id]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Revoke a key."""
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                raise NotFound(f"key {key_id!r} not found")
+            if key.revoked_at is None or key.revoked_at > at:
+                key = replace(key, revoked_at=at)
+                self._keys[key_id] = key
+            return key
+
+    async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
+        """Replace a key, keeping the old one valid until ``old_valid_until``."""
+        with self._lock:
+            old = self._keys.get(key_id)
+            if old is None:
+                raise NotFound(f"key {key_id!r} not found")
+            self._insert_key(new_key)
+            expires = old_valid_until
+            if old.expires_at is not None and old.expires_at < expires:
+                expires = old.expires_at
+            self._keys[key_id] = replace(old, expires_at=expires, replaced_by=new_key.id)
+
+    async def consume(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> ConsumeOutcome:
+        """Add ``cost`` within ``total``, all or nothing."""
+        with self._lock:
+            if claim is not None:
+                seen = self._idempotency.get((account_id, claim.key))
+                if seen is not None and (now is None or seen[0].expires_at > now):
+                    if seen[0].fingerprint != claim.fingerprint:
+                        raise Conflict("Idempotency-Key was used with a different request")
+                    return replace(seen[1], replayed=True)
+            key = (account_id, service, day)
+            row = self._usage.get(key) or UsageDay(day, 0, total)
+            granted = row.used + cost <= total
+            if granted:
+                row = replace(row, used=row.used + cost, total=total)
+            else:
+                row = replace(row, total=total, rejected=row.rejected + 1)
+            self._usage[key] = row
+            outcome = ConsumeOutcome(granted, row.used, total, day)
+            if claim is not None:
+                self._idempotency[(account_id, claim.key)] = (claim, outcome)
+            return outcome
+
+    async def adjust(
+        self, account_id: str, service: str, day: date, delta: int, total: int
+    ) -> UsageDay:
+        """Add ``delta`` to a day, flooring at zero."""
+        with self._lock:
+            key = (account_id, service, day)
+            row = self._usage.get(key) or UsageDay(day, 0, total)
+            row = replace(row, used=max(row.used + delta, 0))
+            self._usage[key] = row
+            return row
+
+    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
+        """Add unseen events to their days."""
+        with self._lock:
+            accepted = 0
+            for event in events:
+                if event.id in self._events:
+                    continue
+                self._events.add(event.id)
+                key = (event.account_id, event.service, event.day)
+                row = self._usage.get(key) or UsageDay(event.day, 0, event.total)
+                self._usage[key] = replace(row, used=row.used + event.amount)
+                accepted += 1
+            return EventsOutcome(accepted, len(events) - accepted)
+
+    async def usage(
+        self, account_id: str, service: str, start: date, end: date
+    ) -> list[UsageDay]:
+        """Stored days in a range."""
+        rows = [
+            row
+            for (acc, svc, day), row in self._usage.items()
+            if acc == account_id and svc == service and start <= day <= end
+        ]
+        return sorted(rows, key=lambda r: r.day)
+
+    async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
+        """Every stored day."""
+        for (account_id, service, _day), row in sorted(self._usage.items()):
+            yield account_id, service, row
+
+    async def gauges(self, account_id: str) -> dict[str, int]:
+        """An account's gauges."""
+        return {name: v for (acc, name), v in self._gauges.items() if acc == account_id}
+
+    async def set_gauge(self, account_id: str, name: str, usage: int) -> int:
+        """Set a gauge."""
+        with self._lock:
+            self._gauges[(account_id, name)] = usage
+            return usage
+
+    async def acquire(self, account_id: str, name: str, amount: int, limit: int) -> int | None:
+        """Acquire within the limit."""
+        with self._lock:
+            usage = self._gauges.get((account_id, name), 0)
+            if usage + amount > limit:
+                return None
+            self._gauges[(account_id, name)] = usage + amount
+            return usage + amount
+
+    async def release(self, account_id: str, name: str, amount: int) -> int | None:
+        """Release what is in use."""
+        with self._lock:
+            usage = self._gauges.get((account_id, name), 0)
+            if amount > usage:
+                return None
+            self._gauges[(account_id, name)] = usage - amount
+            return usage - amount

@@ -1,0 +1,690 @@
+"""The SQL store (SQLAlchemy Core): SQLite today, written to stay dialect-neutral.
+
+Atomicity comes from the database, not from Python: ``consume`` is one conditional
+upsert (``ON CONFLICT … DO UPDATE … WHERE used + cost <= total RETURNING used``), and
+every multi-statement step runs in one transaction. On SQLite, writers open their
+transactions with ``BEGIN IMMEDIATE`` so two processes (a server and the CLI, say)
+queue on the file lock instead of failing mid-transaction, and readers use a second
+engine so WAL lets them proceed while a write is in progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from quotad.domain.models import (
+    Account,
+    AccountStatus,
+    ApiKey,
+    ConsumeOutcome,
+    EventsOutcome,
+    IdempotencyClaim,
+    Limit,
+    Overrides,
+    Plan,
+    Quota,
+    Service,
+    UsageDay,
+    UsageEvent,
+)
+from quotad.errors import Conflict, NotFound, StorageError
+from quotad.storage.schema import (
+    accounts,
+    api_keys,
+    gauges,
+    idempotency,
+    plans,
+    services,
+    settings,
+    usage_days,
+    usage_events,
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def to_micros(instant: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch."""
+    delta = instant.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """Integer microseconds since the epoch as an aware UTC datetime."""
+    seconds, micros = divmod(value, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+
+
+def _opt_micros(instant: datetime | None) -> int | None:
+    return None if instant is None else to_micros(instant)
+
+
+def _opt_dt(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def migrate(connection: sa.Connection, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` on an open synchronous connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _driver_url(url: str) -> sa.URL:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            msg = "sqlite:// needs a file path, such as sqlite:///./quotad.db (use memory:// instead)"
+            raise ValueError(msg)
+        return parsed.set(drivername="sqlite+aiosqlite")
+    msg = f"unsupported SQL URL scheme {parsed.drivername!r}"
+    raise ValueError(msg)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver so SQLAlchemy's "begin" event decides how a
+    # transaction starts (BEGIN IMMEDIATE for writers, plain BEGIN for readers).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: an acknowledged consume survives a power cut, not only a crash.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _begin_with(statement: str) -> Callable[[sa.Connection], None]:
+    def begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(statement)
+
+    return begin
+
+
+class SqlStore:
+    """Records and counters in one SQL database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._driver_url = _driver_url(url)
+        self._writer: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
+        self._insert = (
+            sqlite_dialect.insert
+            if self._driver_url.get_backend_name() == "sqlite"
+            else pg_dialect.insert
+        )
+
+    async def open(self) -> None:
+        """Create the engines and migrate the schema to the latest revision."""
+        database = self._driver_url.database
+        if database:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._writer = create_async_engine(self._driver_url, pool_size=1, max_overflow=0)
+        self._reader = create_async_engine(self._driver_url, pool_size=4, max_overflow=4)
+        for engine, begin in ((self._writer, "BEGIN IMMEDIATE"), (self._reader, "BEGIN")):
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _begin_with(begin))
+        async with self._write() as conn:
+            await conn.run_sync(migrate)
+
+    async def close(self) -> None:
+        """Dispose of both engines."""
+        for engine in (self._writer, self._reader):
+            if engine is not None:
+                await engine.dispose()
+        self._writer = self._reader = None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        if self._writer is None:
+            raise StorageError("store is not open")
+        try:
+            async with self._writer.begin() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StorageError("the database could not complete the write") from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        if self._reader is None:
+            raise StorageError("store is not open")
+        try:
+            async with self._reader.connect() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StorageError("the database could not complete the read") from exc
+
+    async def ping(self) -> None:
+        """Run a trivial query."""
+        async with self._read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    # Settings ---------------------------------------------------------------
+    async def get_setting(self, name: str) -> str | None:
+        """A stored setting."""
+        async with self._read() as conn:
+            value = await conn.scalar(sa.select(settings.c.value).where(settings.c.name == name))
+        return None if value is None else str(value)
+
+    async def put_setting(self, name: str, value: str) -> None:
+        """Store or replace a setting."""
+        stmt = self._insert(settings).values(name=name, value=value)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value})
+        async with self._write() as conn:
+            await conn.execute(stmt)
+
+    # Services ---------------------------------------------------------------
+    async def create_service(self, service: Service) -> None:
+        """Register a service."""
+        stmt = self._insert(services).values(
+            name=service.name,
+            description=service.description,
+            created_at=to_micros(service.created_at),
+        )
+        async with self._write() as conn:
+            result = await conn.execute(stmt.on_conflict_do_nothing())
+            if result.rowcount == 0:
+                raise Conflict(f"service {service.name!r} already exists")
+
+    async def get_service(self, name: str) -> Service | None:
+        """The named service."""
+        async with self._read() as conn:
+            row = (await conn.execute(services.select().where(services.c.name == name))).first()
+        return None if row is None else _service(row)
+
+    async def list_services(self) -> list[Service]:
+        """Every service by name."""
+        async with self._read() as conn:
+            rows = await conn.execute(services.select().order_by(services.c.name))
+            return [_service(row) for row in rows]
+
+    # Plans ------------------------------------------------------------------
+    async def create_plan(self, plan: Plan) -> None:
+        """Add a plan."""
+        stmt = self._insert(plans).values(**_plan_values(plan)).on_conflict_do_nothing()
+        async with self._write() as conn:
+            if (await conn.execute(stmt)).rowcount == 0:
+                raise Conflict(f"plan {plan.id!r} already exists")
+
+    async def get_plan(self, plan_id: str) -> Plan | None:
+        """The plan with this id."""
+        async with self._read() as conn:
+            row = (await conn.execute(plans.select().where(plans.c.id == plan_id))).first()
+        return None if row is None else _plan(row)
+
+    async def list_plans(self, limit: int, after: str | None) -> list[Plan]:
+        """A page of plans."""
+        query = plans.select().order_by(plans.c.id).limit(limit)
+        if after is not None:
+            query = query.where(plans.c.id > after)
+        async with self._read() as conn:
+            return [_plan(row) for row in await conn.execute(query)]
+
+    async def replace_plan(self, plan: Plan) -> None:
+        """Replace a plan's content, keeping its creation time."""
+        values = _plan_values(plan)
+        del values["id"], values["created_at"]
+        stmt = plans.update().where(plans.c.id == plan.id).values(**values)
+        async with self._write() as conn:
+            if (await conn.execute(stmt)).rowcount == 0:
+                raise NotFound(f"plan {plan.id!r} not found")
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete a plan no account uses."""
+        in_use = sa.exists().where(accounts.c.plan_id == plan_id)
+        async with self._write() as conn:
+            if await conn.scalar(sa.select(in_use)):
+                raise Conflict(f"plan {plan_id!r} is used by accounts")
+            result = await conn.execute(plans.delete().where(plans.c.id == plan_id))
+            if result.rowcount == 0:
+                raise NotFound(f"plan {plan_id!r} not found")
+
+    # Accounts ---------------------------------------------------------------
+    async def create_account(self, account: Account) -> None:
+        """Add an account."""
+        stmt = self._insert(accounts).values(**_account_values(account)).on_conflict_do_nothing()
+        async with self._write() as conn:
+            await self._require_plan(conn, account.plan_id)
+            if (await conn.execute(stmt)).rowcount == 0:
+                raise Conflict(f"account {account.id!r} already exists")
+
+    async def _require_plan(self, conn: AsyncConnection, plan_id: str) -> None:
+        if await conn.scalar(sa.select(plans.c.id).where(plans.c.id == plan_id)) is None:
+            raise NotFound(f"plan {plan_id!r} not found")
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account with this id."""
+        async with self._read() as conn:
+            query = accounts.select().where(accounts.c.id == account_id)
+            row = (await conn.execute(query)).first()
+        return None if row is None else _account(row)
+
+    async def list_accounts(
+        self, limit: int, after: str | None, search: str | None = None
+    ) -> list[Account]:
+        """A page of accounts, optionally matching ``search`` in id or name."""
+        query = accounts.select().order_by(accounts.c.id).limit(limit)
+        if after is not None:
+            query = query.where(accounts.c.id > after)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern += "%"
+            query = query.where(
+                sa.or_(
+                    accounts.c.id.ilike(pattern, escape="\\"),
+                    accounts.c.name.ilike(pattern, escape="\\"),
+                )
+            )
+        async with self._read() as conn:
+            return [_account(row) for row in await conn.execute(query)]
+
+    async def update_account(self, account: Account) -> None:
+        """Replace an account's mutable fields."""
+        values = _account_values(account)
+        del values["id"], values["created_at"]
+        stmt = accounts.update().where(accounts.c.id == account.id).values(**values)
+        async with self._write() as conn:
+            await self._require_plan(conn, account.plan_id)
+            if (await conn.execute(stmt)).rowcount == 0:
+                raise NotFound(f"account {account.id!r} not found")
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account; its keys, usage, gauges and idempotency records cascade."""
+        async with self._write() as conn:
+            result = await conn.execute(accounts.delete().where(accounts.c.id == account_id))
+            if result.rowcount == 0:
+                raise NotFound(f"account {account_id!r} not found")
+
+    # Keys -------------------------------------------------------------------
+    async def create_key(self, key: ApiKey) -> None:
+        """Store a key record."""
+        async with self._write() as conn:
+            await self._insert_key(conn, key)
+
+    async def _insert_key(self, conn: AsyncConnection, key: ApiKey) -> None:
+        exists = sa.select(accounts.c.id).where(accounts.c.id == key.account_id)
+        if await conn.scalar(exists) is None:
+            raise NotFound(f"account {key.account_id!r} not found")
+        stmt = self._insert(api_keys).values(**_key_values(key)).on_conflict_do_nothing()
+        if (await conn.execute(stmt)).rowcount == 0:
+            raise Conflict("key already exists")
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key record with this id."""
+        return await self._one_key(api_keys.c.id == key_id)
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        """The key record with this digest."""
+        return await self._one_key(api_keys.c.digest == digest)
+
+    async def _one_key(self, where: sa.ColumnElement[bool]) -> ApiKey | None:
+        async with self._read() as conn:
+            row = (await conn.execute(api_keys.select().where(where))).first()
+        return None if row is None else _key(row)
+
+    async def list_keys(self, account_id: str) -> list[ApiKey]:
+        """An account's keys, oldest first."""
+        query = (
+            api_keys.select()
+            .where(api_keys.c.account_id == account_id)
+            .order_by(api_keys.c.created_at, api_keys.c.id)
+        )
+        async with self._read() as conn:
+            return [_key(row) for row in await conn.execute(query)]
+
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Revoke a key from ``at`` unless it already was earlier."""
+        when = to_micros(at)
+        async with self._write() as conn:
+            await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .where(sa.or_(api_keys.c.revoked_at.is_(None), api_keys.c.revoked_at > when))
+                .values(revoked_at=when)
+            )
+            row = (await conn.execute(api_keys.select().where(api_keys.c.id == key_id))).first()
+        if row is None:
+            raise NotFound(f"key {key_id!r} not found")
+        return _key(row)
+
+    async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
+        """Store the new key and shorten the old one's life, in one transaction."""
+        until = to_micros(old_valid_until)
+        async with self._write() as conn:
+            old = (await conn.execute(api_keys.select().where(api_keys.c.id == key_id))).first()
+            if old is None:
+                raise NotFound(f"key {key_id!r} not found")
+            await self._insert_key(conn, new_key)
+            expires = until if old.expires_at is None else min(old.expires_at, until)
+            await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .values(expires_at=expires, replaced_by=new_key.id)
+            )
+
+    # Usage ------------------------------------------------------------------
+    async def consume(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> ConsumeOutcome:
+        """Add ``cost`` within ``total`` in one conditional upsert."""
+        day_text = day.isoformat()
+        async with self._write() as conn:
+            if claim is not None:
+                replayed = await self._claim(conn, account_id, claim, now)
+                if replayed is not None:
+                    return replayed
+            used: int | None = None
+            if cost <= total:
+                stmt = self._insert(usage_days).values(
+                    account_id=account_id,
+                    service=service,
+                    day=day_text,
+                    used=cost,
+                    total=total,
+                    rejected=0,
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["account_id", "service", "day"],
+                    set_={"used": usage_days.c.used + cost, "total": total},
+                    where=usage_days.c.used + cost <= total,
+                )
+                used = await conn.scalar(stmt.returning(usage_days.c.used))
+            granted = used is not None
+            if used is None:
+                refusal = self._insert(usage_days).values(
+                    account_id=account_id,
+                    service=service,
+                    day=day_text,
+                    used=0,
+                    total=total,
+                    rejected=1,
+                )
+                refusal = refusal.on_conflict_do_update(
+                    index_elements=["account_id", "service", "day"],
+                    set_={"rejected": usage_days.c.rejected + 1, "total": total},
+                )
+                used = await conn.scalar(refusal.returning(usage_days.c.used))
+            outcome = ConsumeOutcome(granted, int(used or 0), total, day)
+            if claim is not None:
+                await conn.execute(
+                    idempotency.update()
+                    .where(idempotency.c.account_id == account_id)
+                    .where(idempotency.c.key == claim.key)
+                    .values(granted=granted, used=outcome.used, total=total, day=day_text)
+                )
+            return outcome
+
+    async def _claim(
+        self,
+        conn: AsyncConnection,
+        account_id: str,
+        claim: IdempotencyClaim,
+        now: datetime | None,
+    ) -> ConsumeOutcome | None:
+        """Take the claim (``None``), or return the outcome of the request that took it."""
+        values = {
+            "account_id": account_id,
+            "key": claim.key,
+            "fingerprint": claim.fingerprint,
+            "expires_at": to_micros(claim.expires_at),
+        }
+        inserted = await conn.execute(
+            self._insert(idempotency).values(**values).on_conflict_do_nothing()
+        )
+        if inserted.rowcount == 1:
+            return None
+        where = sa.and_(idempotency.c.account_id == account_id, idempotency.c.key == claim.key)
+        row = (await conn.execute(idempotency.select().where(where))).one()
+        if now is not None and row.expires_at <= to_micros(now):
+            await conn.execute(
+                idempotency.update()
+                .where(where)
+                .values(granted=None, used=None, total=None, day=None, **values)
+            )
+            return None
+        if row.fingerprint != claim.fingerprint:
+            raise Conflict("Idempotency-Key was used with a different request")
+        return ConsumeOutcome(
+            bool(row.granted), int(row.used), int(row.total), date.fromisoformat(row.day), True
+        )
+
+    async def adjust(
+        self, account_id: str, service: str, day: date, delta: int, total: int
+    ) -> UsageDay:
+        """Add ``delta`` to a day, flooring at zero."""
+        stmt = self._insert(usage_days).values(
+            account_id=account_id,
+            service=service,
+            day=day.isoformat(),
+            used=max(delta, 0),
+            total=total,
+            rejected=0,
+        )
+        new_used = sa.case(
+            (usage_days.c.used + delta < 0, 0), else_=usage_days.c.used + delta
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "service", "day"], set_={"used": new_used}
+        ).returning(usage_days)
+        async with self._write() as conn:
+            row = (await conn.execute(stmt)).one()
+        return _usage_day(row)
+
+    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
+        """Add unseen events to their days, in one transaction."""
+        accepted = 0
+        async with self._write() as conn:
+            for item in events:
+                seen = await conn.execute(
+                    self._insert(usage_events)
+                    .values(
+                        id=item.id,
+                        account_id=item.account_id,
+                        recorded_at=to_micros(item.timestamp),
+                    )
+                    .on_conflict_do_nothing()
+                )
+                if seen.rowcount == 0:
+                    continue
+                accepted += 1
+                stmt = self._insert(usage_days).values(
+                    account_id=item.account_id,
+                    service=item.service,
+                    day=item.day.isoformat(),
+                    used=item.amount,
+                    total=item.total,
+                    rejected=0,
+                )
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["account_id", "service", "day"],
+                        set_={"used": usage_days.c.used + item.amount},
+                    )
+                )
+        return EventsOutcome(accepted, len(events) - accepted)
+
+    async def usage(
+        self, account_id: str, service: str, start: date, end: date
+    ) -> list[UsageDay]:
+        """Stored days in a range, ascending."""
+        query = (
+            usage_days.select()
+            .where(usage_days.c.account_id == account_id)
+            .where(usage_days.c.service == service)
+            .where(usage_days.c.day.between(start.isoformat(), end.isoformat()))
+            .order_by(usage_days.c.day)
+        )
+        async with self._read() as conn:
+            return [_usage_day(row) for row in await conn.execute(query)]
+
+    async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
+        """Every stored day, streamed in primary-key order."""
+        query = usage_days.select().order_by(
+            usage_days.c.account_id, usage_days.c.service, usage_days.c.day
+        )
+        async with self._read() as conn:
+            result = await conn.stream(query)
+            async for row in result:
+                yield row.account_id, row.service, _usage_day(row)
+
+    # Gauges -----------------------------------------------------------------
+    async def gauges(self, account_id: str) -> dict[str, int]:
+        """An account's gauges."""
+        query = sa.select(gauges.c.name, gauges.c.usage).where(gauges.c.account_id == account_id)
+        async with self._read() as conn:
+            return {row.name: int(row.usage) for row in await conn.execute(query)}
+
+    async def set_gauge(self, account_id: str, name: str, usage: int) -> int:
+        """Set a gauge."""
+        stmt = self._insert(gauges).values(account_id=account_id, name=name, usage=usage)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "name"], set_={"usage": usage}
+        )
+        async with self._write() as conn:
+            await conn.execute(stmt)
+        return usage
+
+    async def acquire(self, account_id: str, name: str, amount: int, limit: int) -> int | None:
+        """Acquire within the limit, in one conditional upsert."""
+        if amount > limit:
+            return None
+        stmt = self._insert(gauges).values(account_id=account_id, name=name, usage=amount)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "name"],
+            set_={"usage": gauges.c.usage + amount},
+            where=gauges.c.usage + amount <= limit,
+        ).returning(gauges.c.usage)
+        async with self._write() as conn:
+            usage = await conn.scalar(stmt)
+        return None if usage is None else int(usage)
+
+    async def release(self, account_id: str, name: str, amount: int) -> int | None:
+        """Release what is in use, in one conditional update."""
+        stmt = (
+            gauges.update()
+            .where(gauges.c.account_id == account_id)
+            .where(gauges.c.name == name)
+            .where(gauges.c.usage >= amount)
+            .values(usage=gauges.c.usage - amount)
+            .returning(gauges.c.usage)
+        )
+        async with self._write() as conn:
+            usage = await conn.scalar(stmt)
+        if usage is None:
+            return 0 if amount == 0 else None
+        return int(usage)
+
+
+def _service(row: sa.Row[Any]) -> Service:
+    return Service(row.name, row.description, from_micros(row.created_at))
+
+
+def _plan_values(plan: Plan) -> dict[str, Any]:
+    return {
+        "id": plan.id,
+        "description": plan.description,
+        "quotas": {name: {"total": q.total, "period": q.period} for name, q in plan.quotas.items()},
+        "limits": [
+            {"name": lim.name, "description": lim.description, "limit": lim.limit}
+            for lim in plan.limits
+        ],
+        "created_at": to_micros(plan.created_at),
+    }
+
+
+def _plan(row: sa.Row[Any]) -> Plan:
+    return Plan(
+        id=row.id,
+        quotas={name: Quota(int(q["total"]), q["period"]) for name, q in row.quotas.items()},
+        limits=tuple(Limit(lim["name"], lim["description"], int(lim["limit"])) for lim in row.limits),
+        created_at=from_micros(row.created_at),
+        description=row.description,
+    )
+
+
+def _account_values(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "plan_id": account.plan_id,
+        "timezone": account.timezone,
+        "status": account.status.value,
+        "overrides": {"quotas": account.overrides.quotas, "limits": account.overrides.limits},
+        "created_at": to_micros(account.created_at),
+    }
+
+
+def _account(row: sa.Row[Any]) -> Account:
+    overrides = row.overrides or {}
+    return Account(
+        id=row.id,
+        name=row.name,
+        plan_id=row.plan_id,
+        timezone=row.timezone,
+        status=AccountStatus(row.status),
+        overrides=Overrides(
+            quotas={k: int(v) for k, v in overrides.get("quotas", {}).items()},
+            limits={k: int(v) for k, v in overrides.get("limits", {}).items()},
+        ),
+        created_at=from_micros(row.created_at),
+    )
+
+
+def _key_values(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "digest": key.digest,
+        "prefix": key.prefix,
+        "last4": key.last4,
+        "scopes": None if key.scopes is None else list(key.scopes),
+        "created_at": to_micros(key.created_at),
+        "expires_at": _opt_micros(key.expires_at),
+        "revoked_at": _opt_micros(key.revoked_at),
+        "replaced_by": key.replaced_by,
+    }
+
+
+def _key(row: sa.Row[Any]) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        account_id=row.account_id,
+        name=row.name,
+        digest=row.digest,
+        prefix=row.prefix,
+        last4=row.last4,
+        scopes=None if row.scopes is None else tuple(row.scopes),
+        created_at=from_micros(row.created_at),
+        expires_at=_opt_dt(row.expires_at),
+        revoked_at=_opt_dt(row.revoked_at),
+        replaced_by=row.replaced_by,
+    )
+
+
+def _usage_day(row: sa.Row[Any]) -> UsageDay:
+    return UsageDay(date.fromisoformat(row.day), int(row.used), int(row.total), int(row.rejected))
+
+
+__all__ = ["SqlStore", "from_micros", "migrate", "to_micros"]
