@@ -1,0 +1,285 @@
+"""The operator API under ``/admin/v1`` (SPEC 4.1)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Query
+from starlette.responses import Response, StreamingResponse
+
+from quotad.api import views
+from quotad.api.deps import Ctx, operator
+from quotad.api.responses import ORJSONResponse
+from quotad.api.schemas import (
+    AccountIn,
+    AccountOut,
+    AccountPatch,
+    AdjustIn,
+    ErrorBody,
+    GaugeAmountIn,
+    GaugeOut,
+    GaugeSetIn,
+    IssuedKeyOut,
+    KeyIn,
+    KeyOut,
+    LimitIn,
+    OverridesIn,
+    Page,
+    PlanIn,
+    PlanOut,
+    PlanReplaceIn,
+    QuotaIn,
+    RotateIn,
+    ServiceIn,
+    ServiceOut,
+    UsageDayOut,
+)
+from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
+from quotad.service import admin, usage
+
+router = APIRouter(
+    prefix="/admin/v1",
+    tags=["operator"],
+    dependencies=[Depends(operator)],
+    responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 500, 503)},
+)
+
+PageSize = Annotated[int, Query(ge=1, le=500, description="Items per page")]
+Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
+
+
+def _quotas(quotas: dict[str, QuotaIn]) -> dict[str, Quota]:
+    return {name: Quota(q.total, q.period) for name, q in quotas.items()}
+
+
+def _limits(limits: list[LimitIn]) -> list[Limit]:
+    return [Limit(x.name, x.description, x.limit) for x in limits]
+
+
+def _overrides(body: OverridesIn) -> Overrides:
+    return Overrides({k: v.total for k, v in body.quotas.items()}, dict(body.limits))
+
+
+def _page(items: list[dict[str, object]], ids: list[str], limit: int) -> Response:
+    more = len(items) > limit
+    next_cursor = views.encode_cursor(ids[limit - 1]) if more else None
+    return ORJSONResponse({"items": items[:limit], "next_cursor": next_cursor})
+
+
+# Services -------------------------------------------------------------------
+@router.post("/services", status_code=201, response_model=ServiceOut)
+async def create_service(ctx: Ctx, body: ServiceIn) -> Response:
+    """Register a service."""
+    service = await admin.create_service(ctx, body.name, body.description)
+    return ORJSONResponse(views.service_view(service), status_code=201)
+
+
+@router.get("/services", response_model=Page[ServiceOut])
+async def list_services(ctx: Ctx) -> Response:
+    """Every service."""
+    services = await ctx.store.list_services()
+    return ORJSONResponse({"items": [views.service_view(s) for s in services], "next_cursor": None})
+
+
+# Plans ----------------------------------------------------------------------
+@router.post("/plans", status_code=201, response_model=PlanOut)
+async def create_plan(ctx: Ctx, body: PlanIn) -> Response:
+    """Create a plan."""
+    plan = await admin.create_plan(
+        ctx, body.id, _quotas(body.quotas), _limits(body.limits), body.description
+    )
+    return ORJSONResponse(views.plan_view(plan), status_code=201)
+
+
+@router.get("/plans", response_model=Page[PlanOut])
+async def list_plans(ctx: Ctx, limit: PageSize = 50, cursor: Cursor = None) -> Response:
+    """A page of plans."""
+    plans = await ctx.store.list_plans(limit + 1, views.decode_cursor(cursor))
+    return _page([views.plan_view(p) for p in plans], [p.id for p in plans], limit)
+
+
+@router.get("/plans/{plan_id}", response_model=PlanOut)
+async def get_plan(ctx: Ctx, plan_id: str) -> Response:
+    """One plan."""
+    return ORJSONResponse(views.plan_view(await admin.require_plan(ctx, plan_id)))
+
+
+@router.put("/plans/{plan_id}", response_model=PlanOut)
+async def replace_plan(ctx: Ctx, plan_id: str, body: PlanReplaceIn) -> Response:
+    """Replace a plan's quotas and limits."""
+    plan = await admin.replace_plan(
+        ctx, plan_id, _quotas(body.quotas), _limits(body.limits), body.description
+    )
+    return ORJSONResponse(views.plan_view(plan))
+
+
+@router.delete("/plans/{plan_id}", status_code=204)
+async def delete_plan(ctx: Ctx, plan_id: str) -> Response:
+    """Delete a plan no account uses."""
+    await ctx.store.delete_plan(plan_id)
+    return Response(status_code=204)
+
+
+# Accounts -------------------------------------------------------------------
+@router.post("/accounts", status_code=201, response_model=AccountOut)
+async def create_account(ctx: Ctx, body: AccountIn) -> Response:
+    """Create an account."""
+    account = await admin.create_account(
+        ctx,
+        body.id,
+        body.name,
+        body.plan,
+        body.timezone,
+        _overrides(body.overrides),
+        AccountStatus(body.status),
+    )
+    return ORJSONResponse(views.account_view(account), status_code=201)
+
+
+@router.get("/accounts", response_model=Page[AccountOut])
+async def list_accounts(
+    ctx: Ctx,
+    limit: PageSize = 50,
+    cursor: Cursor = None,
+    search: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    """A page of accounts, optionally filtered by id or name."""
+    accounts = await ctx.store.list_accounts(limit + 1, views.decode_cursor(cursor), search)
+    return _page([views.account_view(a) for a in accounts], [a.id for a in accounts], limit)
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut)
+async def get_account(ctx: Ctx, account_id: str) -> Response:
+    """One account."""
+    return ORJSONResponse(views.account_view(await admin.require_account(ctx, account_id)))
+
+
+@router.patch("/accounts/{account_id}", response_model=AccountOut)
+async def update_account(ctx: Ctx, account_id: str, body: AccountPatch) -> Response:
+    """Change an account's plan, overrides, timezone, name or status."""
+    changes = admin.AccountChanges(
+        name=body.name,
+        plan_id=body.plan,
+        timezone=body.timezone,
+        status=None if body.status is None else AccountStatus(body.status),
+        overrides=None if body.overrides is None else _overrides(body.overrides),
+    )
+    account = await admin.update_account(ctx, account_id, changes)
+    return ORJSONResponse(views.account_view(account))
+
+
+@router.delete("/accounts/{account_id}", status_code=204)
+async def delete_account(ctx: Ctx, account_id: str) -> Response:
+    """Delete an account with its keys, usage and gauges."""
+    await ctx.store.delete_account(account_id)
+    return Response(status_code=204)
+
+
+# Keys -----------------------------------------------------------------------
+@router.post("/accounts/{account_id}/keys", status_code=201, response_model=IssuedKeyOut)
+async def create_key(ctx: Ctx, account_id: str, body: KeyIn) -> Response:
+    """Issue a key; its secret is in this answer only."""
+    scopes = None if body.scopes is None else tuple(body.scopes)
+    issued = await admin.create_key(ctx, account_id, body.name, body.expires_at, scopes)
+    return ORJSONResponse(views.issued_key_view(issued, ctx.clock.now()), status_code=201)
+
+
+@router.get("/accounts/{account_id}/keys", response_model=Page[KeyOut])
+async def list_keys(ctx: Ctx, account_id: str) -> Response:
+    """An account's keys, without secrets."""
+    await admin.require_account(ctx, account_id)
+    now = ctx.clock.now()
+    keys = await ctx.store.list_keys(account_id)
+    return ORJSONResponse({"items": [views.key_view(k, now) for k in keys], "next_cursor": None})
+
+
+@router.delete("/keys/{key_id}", response_model=KeyOut)
+async def revoke_key(ctx: Ctx, key_id: str) -> Response:
+    """Revoke a key now."""
+    key = await admin.revoke_key(ctx, key_id)
+    return ORJSONResponse(views.key_view(key, ctx.clock.now()))
+
+
+@router.post("/keys/{key_id}/rotate", status_code=201, response_model=IssuedKeyOut)
+async def rotate_key(
+    ctx: Ctx, key_id: str, body: Annotated[RotateIn | None, Body()] = None
+) -> Response:
+    """Issue a replacement; the old key stays valid for ``grace_seconds``."""
+    grace = (body or RotateIn()).grace_seconds
+    issued = await admin.rotate_key(ctx, key_id, grace)
+    return ORJSONResponse(views.issued_key_view(issued, ctx.clock.now()), status_code=201)
+
+
+# Usage ----------------------------------------------------------------------
+@router.get("/accounts/{account_id}/usage/{service}", response_model=list[UsageDayOut])
+async def account_usage(
+    ctx: Ctx,
+    account_id: str,
+    service: str,
+    start_date: str | None = None,
+    end_date: str | None = None,
+) -> Response:
+    """The rows of ``GET /usage/{service}`` for any account."""
+    account = await admin.require_account(ctx, account_id)
+    rows = await usage.history(ctx, account, service, start_date, end_date)
+    return ORJSONResponse([views.usage_day_view(row) for row in rows])
+
+
+@router.post("/accounts/{account_id}/usage/{service}/adjust", response_model=UsageDayOut)
+async def adjust_usage(ctx: Ctx, account_id: str, service: str, body: AdjustIn) -> Response:
+    """Correct or credit a day (use never goes below zero)."""
+    row = await usage.adjust(ctx, account_id, service, body.date, body.delta)
+    return ORJSONResponse(views.usage_day_view(row))
+
+
+# Resource limits ------------------------------------------------------------
+@router.put("/accounts/{account_id}/limits/{name}", response_model=GaugeOut)
+async def set_limit_usage(ctx: Ctx, account_id: str, name: str, body: GaugeSetIn) -> Response:
+    """Set a resource limit's usage."""
+    return ORJSONResponse(views.gauge_view(await admin.set_gauge(ctx, account_id, name, body.usage)))
+
+
+@router.post("/accounts/{account_id}/limits/{name}/acquire", response_model=GaugeOut)
+async def acquire(
+    ctx: Ctx, account_id: str, name: str, body: Annotated[GaugeAmountIn | None, Body()] = None
+) -> Response:
+    """Take units of a limit; 403 MAX_RESOURCES_REACHED past it, nothing changed."""
+    amount = (body or GaugeAmountIn()).amount
+    return ORJSONResponse(views.gauge_view(await admin.acquire(ctx, account_id, name, amount)))
+
+
+@router.post("/accounts/{account_id}/limits/{name}/release", response_model=GaugeOut)
+async def release(
+    ctx: Ctx, account_id: str, name: str, body: Annotated[GaugeAmountIn | None, Body()] = None
+) -> Response:
+    """Give units of a limit back; 409 if more than is in use."""
+    amount = (body or GaugeAmountIn()).amount
+    return ORJSONResponse(views.gauge_view(await admin.release(ctx, account_id, name, amount)))
+
+
+# Export ---------------------------------------------------------------------
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def export(ctx: Ctx, format: Literal["jsonl"] = "jsonl") -> Response:  # noqa: A002
+    """Every account's usage days, one JSON object per line."""
+    del format
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for account_id, service, row in ctx.store.export_usage():
+            yield orjson.dumps(
+                {
+                    "account_id": account_id,
+                    "service": service,
+                    "date": row.day.isoformat(),
+                    "used": row.used,
+                    "total": row.total,
+                    "rejected": row.rejected,
+                }
+            ) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,67 @@
+"""The ASGI application: routers, error mapping and guards around one service context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from quotad import __version__
+from quotad.api import admin, customer, errors, metering
+from quotad.api.middleware import RequestGuard
+from quotad.api.responses import ORJSONResponse
+from quotad.service.context import Context
+
+DESCRIPTION = """\
+Usage metering and quotas for API providers.
+
+* **Customer API** (the account's API key, as `Authorization: Bearer` or `x-api-key`):
+  `GET /v1/usages`, `GET /usage/{service}`.
+* **Operator API** (the operator token as `Authorization: Bearer`): `/admin/v1/…`,
+  `POST /v1/verify`, `POST /v1/events`.
+
+Every error is `{"error", "id", "note", "validationErrors"}`.
+"""
+
+
+def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
+    """The quotad application over ``ctx``.
+
+    Args:
+        ctx: the service context (store, settings, clock).
+        manage_store: open the store on startup and close it on shutdown.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_store:
+            await ctx.store.open()
+        try:
+            yield
+        finally:
+            if manage_store:
+                await ctx.store.close()
+
+    app = FastAPI(
+        title="quotad",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.include_router(customer.router)
+    app.include_router(metering.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", tags=["health"], include_in_schema=True)
+    async def healthz() -> Response:
+        """Whether the process runs and its store answers."""
+        await ctx.store.ping()
+        return ORJSONResponse({"status": "ok"})
+
+    app.add_middleware(RequestGuard, max_body_bytes=ctx.settings.max_body_bytes)
+    return app

@@ -1,0 +1,60 @@
+"""The customer endpoints of the two seed documents (SPEC 3.1 and 3.2)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from starlette.responses import Response
+
+from quotad.api.deps import Ctx, Customer, key_problems_are_403
+from quotad.api.responses import ORJSONResponse
+from quotad.api.schemas import ErrorBody, UsageDayOut, UsageLineOut
+from quotad.api.views import usage_day_view
+from quotad.service import usage
+
+router = APIRouter(tags=["customer"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 429, 500, 503)
+}
+
+
+@router.get(
+    "/v1/usages",
+    response_model=list[UsageLineOut],
+    responses=_ERRORS,
+    summary="Usage stats of the caller's account",
+)
+async def get_usages(ctx: Ctx, caller: Customer) -> Response:
+    """Every resource limit and daily quota of the caller's account, with current usage."""
+    lines = await usage.overview(ctx, caller.account)
+    return ORJSONResponse(
+        [
+            {"description": x.description, "limit": x.limit, "name": x.name, "usage": x.usage}
+            for x in lines
+        ]
+    )
+
+
+@router.get(
+    "/usage/{service}",
+    response_model=list[UsageDayOut],
+    responses=_ERRORS,
+    dependencies=[Depends(key_problems_are_403)],
+    summary="Daily quota usage of one service, today or over up to 90 days",
+)
+async def get_usage(
+    ctx: Ctx,
+    caller: Customer,
+    service: str,
+    start_date: Annotated[str | None, Query(description="YYYY-MM-DD; default today")] = None,
+    end_date: Annotated[str | None, Query(description="YYYY-MM-DD; needs start_date")] = None,
+    api_version: Annotated[
+        str | None, Header(alias="api-version", description="v1 (default: latest)")
+    ] = None,
+) -> Response:
+    """One object per day of the range, or ``[]`` when nothing was used in it."""
+    del api_version  # checked and echoed by the RequestGuard middleware
+    rows = await usage.history(ctx, caller.account, service, start_date, end_date)
+    return ORJSONResponse([usage_day_view(row) for row in rows])

@@ -1,0 +1,63 @@
+"""Dependencies shared by the routers: the context and the two kinds of caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from quotad.api.errors import AUTH_FAILURE_STATUS
+from quotad.service import auth
+from quotad.service.auth import Caller
+from quotad.service.context import Context
+
+bearer_header = APIKeyHeader(
+    name="Authorization",
+    scheme_name="BearerKey",
+    description="Authorization: Bearer <API key>",
+    auto_error=False,
+)
+x_api_key_header = APIKeyHeader(
+    name="x-api-key", scheme_name="ApiKeyHeader", description="The API key", auto_error=False
+)
+operator_header = APIKeyHeader(
+    name="Authorization",
+    scheme_name="OperatorToken",
+    description="Authorization: Bearer <operator token>",
+    auto_error=False,
+)
+
+
+def get_ctx(request: Request) -> Context:
+    """The process's service context."""
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(get_ctx)]
+
+
+async def operator(ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]) -> None:
+    """Admit only the operator token."""
+    await auth.authenticate_operator(ctx, authorization)
+
+
+async def customer(
+    ctx: Ctx,
+    authorization: Annotated[str | None, Security(bearer_header)],
+    x_api_key: Annotated[str | None, Security(x_api_key_header)],
+) -> Caller:
+    """The customer whose key the request carries, throttled per key."""
+    caller = await auth.authenticate(ctx, auth.key_from_headers(authorization, x_api_key))
+    auth.require_scope(caller, "usage:read")
+    ctx.throttle.check(caller.key.id)
+    return caller
+
+
+def key_problems_are_403(request: Request) -> None:
+    """Seed 003's clients expect 403 "Invalid API Key" for every key problem."""
+    setattr(request.state, AUTH_FAILURE_STATUS, 403)
+
+
+Customer = Annotated[Caller, Depends(customer)]

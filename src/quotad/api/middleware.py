@@ -1,0 +1,142 @@
+"""Pure-ASGI guards that run before routing: request ids, ``api-version``, body checks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import structlog
+
+from quotad.api.errors import error_response
+from quotad.errors import ErrorCode, FieldError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+API_VERSIONS = ("v1",)
+LATEST_VERSION = API_VERSIONS[-1]
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+log = structlog.get_logger("quotad.access")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class RequestGuard:
+    """Gives each request an id, pins ``api-version``, and checks the body's type and size.
+
+    Every response echoes ``api-version`` and ``x-request-id``. A body that is not JSON,
+    or larger than ``max_body_bytes``, is refused here, before any route reads it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        status_seen: list[int] = []
+        extra = [(b"api-version", LATEST_VERSION.encode()), (b"x-request-id", request_id.encode())]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(message["status"])
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            refusal, receive = await self._check(scope, receive)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status_seen[0] if status_seen else None,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+    async def _check(self, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
+        version = _header(scope, b"api-version")
+        if version is not None and version.strip() not in API_VERSIONS:
+            return error_response(
+                ErrorCode.VALIDATION_FAILED,
+                f"unknown api-version; supported: {', '.join(API_VERSIONS)}",
+                [
+                    FieldError(
+                        "/header/api-version",
+                        "api-version must be one of: " + ", ".join(API_VERSIONS),
+                        "enum",
+                        f"send api-version: {LATEST_VERSION} or omit the header",
+                    )
+                ],
+            ), receive
+        if scope["method"] not in _BODY_METHODS:
+            return None, receive
+        length_header = _header(scope, b"content-length")
+        chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
+        try:
+            length = int(length_header) if length_header is not None else None
+        except ValueError:
+            return error_response(ErrorCode.BAD_REQUEST, "invalid Content-Length"), receive
+        if not chunked and not length:
+            return None, receive
+        content_type = _header(scope, b"content-type")
+        if content_type is None or not _is_json(content_type):
+            return error_response(
+                ErrorCode.BAD_REQUEST, "the body must be JSON (Content-Type: application/json)"
+            ), receive
+        if length is not None and length > self.max_body_bytes:
+            return self._too_large(), receive
+        if length is not None:
+            return None, receive
+        # No length given: read the body here, bounded, and hand it on whole.
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return self._too_large(), receive
+            if not message.get("more_body", False):
+                break
+        return None, _replay(bytes(body))
+
+    def _too_large(self) -> Any:
+        return error_response(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the body is larger than the limit of {self.max_body_bytes} bytes",
+        )
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

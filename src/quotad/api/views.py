@@ -1,0 +1,102 @@
+"""Domain records as JSON bodies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from quotad.domain import days
+from quotad.domain.models import Account, ApiKey, GaugeChange, Plan, Service, UsageDay
+from quotad.errors import ValidationFailed
+from quotad.service.admin import IssuedKey, key_status
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else days.rfc3339(value)
+
+
+def service_view(service: Service) -> dict[str, Any]:
+    """A service."""
+    return {
+        "name": service.name,
+        "description": service.description,
+        "created_at": days.rfc3339(service.created_at),
+    }
+
+
+def plan_view(plan: Plan) -> dict[str, Any]:
+    """A plan."""
+    return {
+        "id": plan.id,
+        "description": plan.description,
+        "quotas": {k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())},
+        "limits": [
+            {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
+        ],
+        "created_at": days.rfc3339(plan.created_at),
+    }
+
+
+def account_view(account: Account) -> dict[str, Any]:
+    """An account."""
+    return {
+        "id": account.id,
+        "name": account.name,
+        "plan": account.plan_id,
+        "timezone": account.timezone,
+        "status": account.status.value,
+        "overrides": {
+            "quotas": {k: {"total": v} for k, v in sorted(account.overrides.quotas.items())},
+            "limits": dict(sorted(account.overrides.limits.items())),
+        },
+        "created_at": days.rfc3339(account.created_at),
+    }
+
+
+def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key record, never its secret."""
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "hint": key.hint,
+        "scopes": None if key.scopes is None else list(key.scopes),
+        "status": key_status(key, now),
+        "created_at": days.rfc3339(key.created_at),
+        "expires_at": _time(key.expires_at),
+        "revoked_at": _time(key.revoked_at),
+        "replaced_by": key.replaced_by,
+    }
+
+
+def issued_key_view(issued: IssuedKey, now: datetime) -> dict[str, Any]:
+    """A new key with its secret, shown this once."""
+    return {**key_view(issued.record, now), "key": issued.secret}
+
+
+def usage_day_view(row: UsageDay) -> dict[str, Any]:
+    """A usage day in the seed's shape."""
+    return {"used": row.used, "remaining": row.remaining, "total": row.total, "date": row.day.isoformat()}
+
+
+def gauge_view(change: GaugeChange) -> dict[str, Any]:
+    """A resource limit's usage."""
+    return {"name": change.name, "usage": change.usage, "limit": change.limit}
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque cursor pointing after ``last_id``."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The id a cursor points after."""
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValidationFailed.at("/query/cursor", "the cursor is not valid", "format") from exc

@@ -1,0 +1,305 @@
+"""Operator use cases: services, plans, accounts, keys and resource limits."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from quotad.domain import days, keys
+from quotad.domain.models import (
+    Account,
+    AccountStatus,
+    ApiKey,
+    GaugeChange,
+    Limit,
+    Overrides,
+    Plan,
+    Quota,
+    Service,
+    effective_limits,
+)
+from quotad.errors import Conflict, FieldError, MaxResourcesReached, NotFound, ValidationFailed
+from quotad.service.context import Context
+
+KEY_SCOPES = ("usage:read", "consume:*")
+
+
+def new_id(prefix: str) -> str:
+    """A random identifier such as ``acct_3fK9…``."""
+    return f"{prefix}_{''.join(secrets.choice(keys.BASE62) for _ in range(16))}"
+
+
+# Services -------------------------------------------------------------------
+async def create_service(ctx: Context, name: str, description: str) -> Service:
+    """Register a service."""
+    service = Service(name, description, ctx.clock.now())
+    await ctx.store.create_service(service)
+    return service
+
+
+async def require_service(ctx: Context, name: str) -> Service:
+    """The named service, or ``NotFound``."""
+    service = await ctx.store.get_service(name)
+    if service is None:
+        raise NotFound(f"service {name!r} is not configured")
+    return service
+
+
+# Plans ----------------------------------------------------------------------
+async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit]) -> None:
+    known = {s.name for s in await ctx.store.list_services()}
+    problems = [
+        FieldError(
+            f"/body/quotas/{name}",
+            f"service {name!r} is not registered",
+            "unknown",
+            "register it with POST /admin/v1/services first",
+        )
+        for name in quotas
+        if name not in known
+    ]
+    seen: set[str] = set()
+    for index, item in enumerate(limits):
+        if item.name in seen:
+            problems.append(
+                FieldError(f"/body/limits/{index}/name", f"limit {item.name!r} appears twice")
+            )
+        seen.add(item.name)
+    if problems:
+        raise ValidationFailed("the plan is not valid", validation_errors=problems)
+
+
+async def create_plan(
+    ctx: Context, plan_id: str, quotas: dict[str, Quota], limits: list[Limit], description: str
+) -> Plan:
+    """Create a plan whose quotas name registered services."""
+    await _check_plan(ctx, quotas, limits)
+    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description)
+    await ctx.store.create_plan(plan)
+    return plan
+
+
+async def replace_plan(
+    ctx: Context, plan_id: str, quotas: dict[str, Quota], limits: list[Limit], description: str
+) -> Plan:
+    """Replace a plan's quotas and limits; today's totals follow on the next consume."""
+    await _check_plan(ctx, quotas, limits)
+    await ctx.store.replace_plan(Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description))
+    return await require_plan(ctx, plan_id)
+
+
+async def require_plan(ctx: Context, plan_id: str) -> Plan:
+    """The plan, or ``NotFound``."""
+    plan = await ctx.store.get_plan(plan_id)
+    if plan is None:
+        raise NotFound(f"plan {plan_id!r} not found")
+    return plan
+
+
+# Accounts -------------------------------------------------------------------
+def _check_timezone(timezone: str) -> None:
+    if not days.is_timezone(timezone):
+        raise ValidationFailed.at(
+            "/body/timezone",
+            f"{timezone!r} is not an IANA timezone",
+            "format",
+            "use a name such as UTC or Europe/Paris",
+        )
+
+
+async def _check_plan_exists(ctx: Context, plan_id: str) -> None:
+    if await ctx.store.get_plan(plan_id) is None:
+        raise ValidationFailed.at("/body/plan", f"plan {plan_id!r} does not exist", "unknown")
+
+
+async def create_account(
+    ctx: Context,
+    account_id: str | None,
+    name: str,
+    plan_id: str,
+    timezone: str,
+    overrides: Overrides,
+    status: AccountStatus = AccountStatus.ACTIVE,
+) -> Account:
+    """Create an account on an existing plan."""
+    _check_timezone(timezone)
+    await _check_plan_exists(ctx, plan_id)
+    account = Account(
+        id=account_id or new_id("acct"),
+        name=name,
+        plan_id=plan_id,
+        timezone=timezone,
+        status=status,
+        overrides=overrides,
+        created_at=ctx.clock.now(),
+    )
+    await ctx.store.create_account(account)
+    return account
+
+
+async def require_account(ctx: Context, account_id: str) -> Account:
+    """The account, or ``NotFound``."""
+    account = await ctx.store.get_account(account_id)
+    if account is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return account
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanges:
+    """The fields a PATCH may change; ``None`` leaves a field as it is."""
+
+    name: str | None = None
+    plan_id: str | None = None
+    timezone: str | None = None
+    status: AccountStatus | None = None
+    overrides: Overrides | None = None
+
+
+async def update_account(ctx: Context, account_id: str, changes: AccountChanges) -> Account:
+    """Change an account's plan, overrides, timezone, name or status."""
+    account = await require_account(ctx, account_id)
+    if changes.timezone is not None:
+        _check_timezone(changes.timezone)
+    if changes.plan_id is not None:
+        await _check_plan_exists(ctx, changes.plan_id)
+    updated = replace(
+        account,
+        name=account.name if changes.name is None else changes.name,
+        plan_id=account.plan_id if changes.plan_id is None else changes.plan_id,
+        timezone=account.timezone if changes.timezone is None else changes.timezone,
+        status=account.status if changes.status is None else changes.status,
+        overrides=account.overrides if changes.overrides is None else changes.overrides,
+    )
+    await ctx.store.update_account(updated)
+    return updated
+
+
+# Keys -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key record together with its secret, which exists only in this answer."""
+
+    record: ApiKey
+    secret: str
+
+
+def _check_expiry(ctx: Context, expires_at: datetime | None) -> None:
+    if expires_at is not None and expires_at <= ctx.clock.now():
+        raise ValidationFailed.at(
+            "/body/expires_at", "expires_at must be in the future", "minimum"
+        )
+
+
+def _issue(
+    ctx: Context,
+    account_id: str,
+    name: str,
+    scopes: tuple[str, ...] | None,
+    expires_at: datetime | None,
+) -> IssuedKey:
+    secret = keys.generate(ctx.settings.key_prefix)
+    record = ApiKey(
+        id=new_id("key"),
+        account_id=account_id,
+        name=name,
+        digest=keys.digest(secret),
+        prefix=ctx.settings.key_prefix,
+        last4=secret[-4:],
+        scopes=scopes,
+        created_at=ctx.clock.now(),
+        expires_at=expires_at,
+    )
+    return IssuedKey(record, secret)
+
+
+async def create_key(
+    ctx: Context,
+    account_id: str,
+    name: str,
+    expires_at: datetime | None = None,
+    scopes: tuple[str, ...] | None = None,
+) -> IssuedKey:
+    """Issue a key for an account; the secret is returned once and stored only hashed."""
+    await require_account(ctx, account_id)
+    _check_expiry(ctx, expires_at)
+    issued = _issue(ctx, account_id, name, scopes, expires_at)
+    await ctx.store.create_key(issued.record)
+    return issued
+
+
+async def require_key(ctx: Context, key_id: str) -> ApiKey:
+    """The key record, or ``NotFound``."""
+    key = await ctx.store.get_key(key_id)
+    if key is None:
+        raise NotFound(f"key {key_id!r} not found")
+    return key
+
+
+async def revoke_key(ctx: Context, key_id: str) -> ApiKey:
+    """Revoke a key now."""
+    return await ctx.store.revoke_key(key_id, ctx.clock.now())
+
+
+async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey:
+    """Issue a replacement key; the old one keeps working for ``grace_seconds``."""
+    old = await require_key(ctx, key_id)
+    now = ctx.clock.now()
+    if old.revoked(now) or old.expired(now):
+        raise Conflict(f"key {key_id!r} is no longer valid and cannot be rotated")
+    if old.replaced_by is not None:
+        raise Conflict(f"key {key_id!r} was already rotated to {old.replaced_by!r}")
+    issued = _issue(ctx, old.account_id, old.name, old.scopes, old.expires_at)
+    await ctx.store.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
+    return issued
+
+
+def key_status(key: ApiKey, now: datetime) -> str:
+    """``active``, ``revoked`` or ``expired``."""
+    if key.revoked(now):
+        return "revoked"
+    if key.expired(now):
+        return "expired"
+    return "active"
+
+
+# Resource limits ------------------------------------------------------------
+async def _limit_of(ctx: Context, account: Account, name: str) -> Limit:
+    plan = await require_plan(ctx, account.plan_id)
+    for item in effective_limits(plan, account):
+        if item.name == name:
+            return item
+    raise NotFound(f"the plan of account {account.id!r} has no limit {name!r}")
+
+
+async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> GaugeChange:
+    """Set a limit's usage (for reconciling with the provider's own records)."""
+    account = await require_account(ctx, account_id)
+    limit = await _limit_of(ctx, account, name)
+    value = await ctx.store.set_gauge(account.id, name, usage)
+    return GaugeChange(name, value, limit.limit)
+
+
+async def acquire(ctx: Context, account_id: str, name: str, amount: int) -> GaugeChange:
+    """Take ``amount`` units of a limit, or refuse with ``MaxResourcesReached``."""
+    account = await require_account(ctx, account_id)
+    limit = await _limit_of(ctx, account, name)
+    usage = await ctx.store.acquire(account.id, name, amount, limit.limit)
+    if usage is None:
+        current = (await ctx.store.gauges(account.id)).get(name, 0)
+        raise MaxResourcesReached(
+            f"{name}: {current} of {limit.limit} in use; {amount} more would pass the limit"
+        )
+    return GaugeChange(name, usage, limit.limit)
+
+
+async def release(ctx: Context, account_id: str, name: str, amount: int) -> GaugeChange:
+    """Give back ``amount`` units of a limit; more than is in use is a ``Conflict``."""
+    account = await require_account(ctx, account_id)
+    limit = await _limit_of(ctx, account, name)
+    usage = await ctx.store.release(account.id, name, amount)
+    if usage is None:
+        current = (await ctx.store.gauges(account.id)).get(name, 0)
+        raise Conflict(f"{name}: cannot release {amount}, only {current} in use")
+    return GaugeChange(name, usage, limit.limit)

@@ -1,0 +1,28 @@
+"""What every use case needs: the store, the clock and the settings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from quotad.domain.clock import Clock, SystemClock
+from quotad.service.throttle import Throttle
+from quotad.settings import Settings
+from quotad.storage import Store
+
+
+@dataclass
+class Context:
+    """The dependencies of the service layer, built once per process."""
+
+    store: Store
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    throttle: Throttle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttle = Throttle(
+            self.settings.rate_limit_per_second,
+            self.settings.rate_limit_burst,
+            monotonic=time.monotonic,
+        )

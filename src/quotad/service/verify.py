@@ -1,0 +1,90 @@
+"""Verify-and-consume, the hot path: authenticate a key and consume quota in one answer.
+
+The decision is the store's single atomic ``consume``; this module only resolves the
+key, the account's day and total, and the idempotency claim around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from quotad.domain import days
+from quotad.domain.models import IdempotencyClaim
+from quotad.errors import AuthError, Forbidden
+from quotad.service import admin, auth
+from quotad.service.context import Context
+from quotad.service.usage import current_total
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to ``POST /v1/verify``."""
+
+    valid: bool
+    code: str
+    service: str
+    account_id: str | None = None
+    used: int | None = None
+    total: int | None = None
+    reset: datetime | None = None
+    window_seconds: int | None = None
+    note: str | None = None
+
+    @property
+    def remaining(self) -> int | None:
+        """Units left today, when known."""
+        if self.used is None or self.total is None:
+            return None
+        return max(self.total - self.used, 0)
+
+
+def fingerprint(key_digest: str, service: str, cost: int) -> str:
+    """What an Idempotency-Key binds to: the same key, service and cost."""
+    return hashlib.sha256(f"{key_digest}\n{service}\n{cost}".encode()).hexdigest()
+
+
+async def verify(
+    ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None = None
+) -> Verdict:
+    """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account."""
+    await admin.require_service(ctx, service)
+    try:
+        caller = await auth.authenticate(ctx, raw_key)
+        auth.require_scope(caller, f"consume:{service}")
+    except (AuthError, Forbidden) as exc:
+        return Verdict(False, exc.code.value, service, note=exc.note)
+    account = caller.account
+    total = await current_total(ctx, account, service)
+    if total is None:
+        return Verdict(
+            False,
+            "FORBIDDEN",
+            service,
+            account.id,
+            note=f"the plan of account {account.id!r} has no quota for {service!r}",
+        )
+    now = ctx.clock.now()
+    day = days.local_day(now, account.timezone)
+    claim = None
+    if idempotency_key is not None:
+        claim = IdempotencyClaim(
+            idempotency_key,
+            fingerprint(caller.key.digest, service, cost),
+            now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
+        )
+    outcome = await ctx.store.consume(account.id, service, day, cost, total, claim, now)
+    start, reset = days.day_start(outcome.day, account.timezone), days.next_reset(
+        outcome.day, account.timezone
+    )
+    return Verdict(
+        valid=outcome.granted,
+        code="VALID" if outcome.granted else "QUOTA_EXCEEDED",
+        service=service,
+        account_id=account.id,
+        used=outcome.used,
+        total=outcome.total,
+        reset=reset,
+        window_seconds=int((reset - start).total_seconds()),
+    )

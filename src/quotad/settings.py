@@ -1,0 +1,52 @@
+"""Every knob of quotad, each a ``QUOTAD_*`` environment variable with a safe default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from quotad.domain import keys
+
+
+class Settings(BaseSettings):
+    """Settings read from the environment (and ``.env``); command-line flags override them."""
+
+    model_config = SettingsConfigDict(env_prefix="QUOTAD_", env_file=".env", extra="ignore")
+
+    store_url: str = Field(
+        "sqlite:///./quotad.db",
+        description="Where records and counters live: memory://, sqlite:///path.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Operator token; when unset one is generated on first start and printed once.",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds.")
+    key_prefix: str = Field("qd", description="Prefix of new API keys.")
+    rate_limit_per_second: float = Field(
+        10.0, ge=0, description="Customer endpoints: requests per second refilled per key."
+    )
+    rate_limit_burst: int = Field(
+        20, ge=1, description="Customer endpoints: requests a key may make at once."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Bodies larger than this are refused with 413."
+    )
+    idempotency_ttl_seconds: int = Field(
+        86_400, ge=60, description="How long an Idempotency-Key keeps its first answer."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON unless stderr is a terminal."
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if not keys.valid_prefix(value):
+            msg = "key_prefix must be a letter followed by up to 15 letters or digits"
+            raise ValueError(msg)
+        return value
