@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,11 +30,9 @@ class Demo:
 async def seed(ctx: Context) -> Demo:
     """Create the demo records if missing (with a week of history), and a new key."""
     for name, description in (("insights", "Insights API queries"), ("scoring", "Scoring API")):
-        try:
+        with suppress(Conflict):
             await admin.create_service(ctx, name, description)
-        except Conflict:
-            pass
-    try:
+    with suppress(Conflict):
         await admin.create_plan(
             ctx,
             DEMO_PLAN,
@@ -41,8 +40,6 @@ async def seed(ctx: Context) -> Demo:
             [Limit("cohort.max_count", "Number of known contacts (KCs) allowed", 10)],
             "Demo plan",
         )
-    except Conflict:
-        pass
     now = ctx.clock.now()
     try:
         account = await admin.create_account(

@@ -3,7 +3,8 @@
 Hierarchy::
 
     QuotadError
-    ├── AuthError            MISSING_API_KEY, INVALID_AUTHORIZATION, MALFORMED_API_KEY, EXPIRED_API_KEY
+    ├── AuthError            MISSING_API_KEY, INVALID_AUTHORIZATION,
+    │                        MALFORMED_API_KEY, EXPIRED_API_KEY
     ├── Forbidden            FORBIDDEN
     ├── NotFound             NOT_FOUND
     ├── ValidationFailed     VALIDATION_FAILED (with validation errors)

@@ -238,7 +238,9 @@ async def adjust_usage(ctx: Ctx, account_id: str, service: str, body: AdjustIn) 
 @router.put("/accounts/{account_id}/limits/{name}", response_model=GaugeOut)
 async def set_limit_usage(ctx: Ctx, account_id: str, name: str, body: GaugeSetIn) -> Response:
     """Set a resource limit's usage."""
-    return ORJSONResponse(views.gauge_view(await admin.set_gauge(ctx, account_id, name, body.usage)))
+    return ORJSONResponse(
+        views.gauge_view(await admin.set_gauge(ctx, account_id, name, body.usage))
+    )
 
 
 @router.post("/accounts/{account_id}/limits/{name}/acquire", response_model=GaugeOut)
@@ -265,21 +267,24 @@ async def release(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
-async def export(ctx: Ctx, format: Literal["jsonl"] = "jsonl") -> Response:  # noqa: A002
+async def export(ctx: Ctx, format: Literal["jsonl"] = "jsonl") -> Response:
     """Every account's usage days, one JSON object per line."""
     del format
 
     async def lines() -> AsyncIterator[bytes]:
         async for account_id, service, row in ctx.store.export_usage():
-            yield orjson.dumps(
-                {
-                    "account_id": account_id,
-                    "service": service,
-                    "date": row.day.isoformat(),
-                    "used": row.used,
-                    "total": row.total,
-                    "rejected": row.rejected,
-                }
-            ) + b"\n"
+            yield (
+                orjson.dumps(
+                    {
+                        "account_id": account_id,
+                        "service": service,
+                        "date": row.day.isoformat(),
+                        "used": row.used,
+                        "total": row.total,
+                        "rejected": row.rejected,
+                    }
+                )
+                + b"\n"
+            )
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

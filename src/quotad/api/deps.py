@@ -38,7 +38,9 @@ def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
-async def operator(ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]) -> None:
+async def operator(
+    ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
+) -> None:
     """Admit only the operator token."""
     await auth.authenticate_operator(ctx, authorization)
 

@@ -102,7 +102,9 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
         )
         for item in errors
     ]
-    missing_body = any(item.get("loc") == ("body",) and item.get("type") == "missing" for item in errors)
+    missing_body = any(
+        item.get("loc") == ("body",) and item.get("type") == "missing" for item in errors
+    )
     note = "a JSON body is required" if missing_body else "the request failed validation"
     return error_response(ErrorCode.VALIDATION_FAILED, note, problems)
 
@@ -117,14 +119,18 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(code, str(exc.detail), status=exc.status_code)
 
 
-async def _unexpected(_request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error", exc_info=exc)
+def unexpected_error(exc: BaseException) -> Response:
+    """A 500 for an exception no handler expected; the details go to the log only."""
+    log.error("unexpected error", exc_info=exc)
     return error_response(ErrorCode.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into the contract's error body."""
+    """Register the handlers that turn expected failures into the contract's error body.
+
+    Unexpected exceptions are caught by ``RequestGuard`` (see ``unexpected_error``), so
+    the server does not log them a second time.
+    """
     app.add_exception_handler(QuotadError, _quotad_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -37,7 +37,9 @@ async def verify_key(
             "/header/Idempotency-Key", "must be 1 to 255 visible ASCII characters", "pattern"
         )
     verdict = await verify.verify(ctx, body.key, body.service, body.cost, idempotency_key)
-    return ORJSONResponse(verdict_body(verdict), headers=verdict_headers(verdict, ctx.clock.now().timestamp()))
+    return ORJSONResponse(
+        verdict_body(verdict), headers=verdict_headers(verdict, ctx.clock.now().timestamp())
+    )
 
 
 @router.post("/v1/events", response_model=EventsOut)

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from quotad.api.errors import error_response
+from quotad.api.errors import error_response, unexpected_error
 from quotad.errors import ErrorCode, FieldError
 
 Scope = MutableMapping[str, Any]
@@ -33,7 +33,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class RequestGuard:
@@ -65,10 +67,12 @@ class RequestGuard:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             refusal, receive = await self._check(scope, receive)
-            if refusal is not None:
-                await refusal(scope, receive, send_with_headers)
-            else:
-                await self.app(scope, receive, send_with_headers)
+            try:
+                await (refusal or self.app)(scope, receive, send_with_headers)
+            except Exception as exc:
+                if status_seen:  # the answer has begun; nothing better can be sent now
+                    raise
+                await unexpected_error(exc)(scope, receive, send_with_headers)
             log.info(
                 "request",
                 method=scope["method"],

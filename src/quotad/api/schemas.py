@@ -47,7 +47,7 @@ class Strict(BaseModel):
 class ValidationErrorContext(BaseModel):
     """Context of one validation error."""
 
-    errorType: str  # noqa: N815 - the vendor's field name
+    errorType: str
 
 
 class ValidationErrorItem(BaseModel):
@@ -65,7 +65,7 @@ class ErrorBody(BaseModel):
     error: str = Field(examples=["VALIDATION_FAILED"])
     id: str = Field(examples=["082f9513-901c-4308-8081-902a8fe22d7e"])
     note: str
-    validationErrors: list[ValidationErrorItem]  # noqa: N815 - the vendor's field name
+    validationErrors: list[ValidationErrorItem]
 
 
 # Customer ---------------------------------------------------------------------

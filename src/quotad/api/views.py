@@ -31,7 +31,9 @@ def plan_view(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "description": plan.description,
-        "quotas": {k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())},
+        "quotas": {
+            k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())
+        },
         "limits": [
             {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
         ],
@@ -79,7 +81,12 @@ def issued_key_view(issued: IssuedKey, now: datetime) -> dict[str, Any]:
 
 def usage_day_view(row: UsageDay) -> dict[str, Any]:
     """A usage day in the seed's shape."""
-    return {"used": row.used, "remaining": row.remaining, "total": row.total, "date": row.day.isoformat()}
+    return {
+        "used": row.used,
+        "remaining": row.remaining,
+        "total": row.total,
+        "date": row.day.isoformat(),
+    }
 
 
 def gauge_view(change: GaugeChange) -> dict[str, Any]:
@@ -97,6 +104,10 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValidationFailed.at("/query/cursor", "the cursor is not valid", "format") from exc
+    if not decoded:
+        raise ValidationFailed.at("/query/cursor", "the cursor is not valid", "format")
+    return decoded

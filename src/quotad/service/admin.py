@@ -187,9 +187,7 @@ class IssuedKey:
 
 def _check_expiry(ctx: Context, expires_at: datetime | None) -> None:
     if expires_at is not None and expires_at <= ctx.clock.now():
-        raise ValidationFailed.at(
-            "/body/expires_at", "expires_at must be in the future", "minimum"
-        )
+        raise ValidationFailed.at("/body/expires_at", "expires_at must be in the future", "minimum")
 
 
 def _issue(

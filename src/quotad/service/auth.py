@@ -14,8 +14,8 @@ from quotad.domain.models import Account, AccountStatus, ApiKey
 from quotad.errors import AuthError, ErrorCode, Forbidden
 from quotad.service.context import Context
 
-ADMIN_TOKEN_SETTING = "admin_token_digest"
-OPERATOR_TOKEN_PREFIX = "qdop"
+ADMIN_TOKEN_SETTING = "admin_token_digest"  # noqa: S105 - a setting name, not a secret
+OPERATOR_TOKEN_PREFIX = "qdop"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,12 +171,16 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
         account = accounts[item.account_id]
         if account is None:
             problems.append(
-                FieldError(f"{path}/account_id", f"account {item.account_id!r} not found", "unknown")
+                FieldError(
+                    f"{path}/account_id", f"account {item.account_id!r} not found", "unknown"
+                )
             )
             continue
         if item.service not in services:
             problems.append(
-                FieldError(f"{path}/service", f"service {item.service!r} is not configured", "unknown")
+                FieldError(
+                    f"{path}/service", f"service {item.service!r} is not configured", "unknown"
+                )
             )
             continue
         if item.timestamp > latest:

@@ -75,8 +75,9 @@ async def verify(
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
     outcome = await ctx.store.consume(account.id, service, day, cost, total, claim, now)
-    start, reset = days.day_start(outcome.day, account.timezone), days.next_reset(
-        outcome.day, account.timezone
+    start, reset = (
+        days.day_start(outcome.day, account.timezone),
+        days.next_reset(outcome.day, account.timezone),
     )
     return Verdict(
         valid=outcome.granted,

@@ -162,9 +162,7 @@ class Store(Protocol):
         """Add each event not seen before (by id) to its day's use, all in one step."""
         ...
 
-    async def usage(
-        self, account_id: str, service: str, start: date, end: date
-    ) -> list[UsageDay]:
+    async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """The stored days of one account and service between two dates, ascending."""
         ...
 

@@ -266,9 +266,7 @@ class MemoryStore:
                 accepted += 1
             return EventsOutcome(accepted, len(events) - accepted)
 
-    async def usage(
-        self, account_id: str, service: str, start: date, end: date
-    ) -> list[UsageDay]:
+    async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range."""
         rows = [
             row

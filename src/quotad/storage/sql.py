@@ -87,7 +87,9 @@ def _driver_url(url: str) -> sa.URL:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            msg = "sqlite:// needs a file path, such as sqlite:///./quotad.db (use memory:// instead)"
+            msg = (
+                "sqlite:// needs a file path, such as sqlite:///./quotad.db (use memory:// instead)"
+            )
             raise ValueError(msg)
         return parsed.set(drivername="sqlite+aiosqlite")
     msg = f"unsupported SQL URL scheme {parsed.drivername!r}"
@@ -132,7 +134,8 @@ class SqlStore:
         """Create the engines and migrate the schema to the latest revision."""
         database = self._driver_url.database
         if database:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # Once at start-up, before any request: blocking here is harmless.
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         self._writer = create_async_engine(self._driver_url, pool_size=1, max_overflow=0)
         self._reader = create_async_engine(self._driver_url, pool_size=4, max_overflow=4)
         for engine, begin in ((self._writer, "BEGIN IMMEDIATE"), (self._reader, "BEGIN")):
@@ -481,14 +484,12 @@ class SqlStore:
             total=total,
             rejected=0,
         )
-        new_used = sa.case(
-            (usage_days.c.used + delta < 0, 0), else_=usage_days.c.used + delta
-        )
-        stmt = stmt.on_conflict_do_update(
+        new_used = sa.case((usage_days.c.used + delta < 0, 0), else_=usage_days.c.used + delta)
+        upsert = stmt.on_conflict_do_update(
             index_elements=["account_id", "service", "day"], set_={"used": new_used}
         ).returning(usage_days)
         async with self._write() as conn:
-            row = (await conn.execute(stmt)).one()
+            row = (await conn.execute(upsert)).one()
         return _usage_day(row)
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
@@ -524,9 +525,7 @@ class SqlStore:
                 )
         return EventsOutcome(accepted, len(events) - accepted)
 
-    async def usage(
-        self, account_id: str, service: str, start: date, end: date
-    ) -> list[UsageDay]:
+    async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range, ascending."""
         query = (
             usage_days.select()
@@ -570,13 +569,13 @@ class SqlStore:
         if amount > limit:
             return None
         stmt = self._insert(gauges).values(account_id=account_id, name=name, usage=amount)
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=["account_id", "name"],
             set_={"usage": gauges.c.usage + amount},
             where=gauges.c.usage + amount <= limit,
         ).returning(gauges.c.usage)
         async with self._write() as conn:
-            usage = await conn.scalar(stmt)
+            usage = await conn.scalar(upsert)
         return None if usage is None else int(usage)
 
     async def release(self, account_id: str, name: str, amount: int) -> int | None:
@@ -617,7 +616,9 @@ def _plan(row: sa.Row[Any]) -> Plan:
     return Plan(
         id=row.id,
         quotas={name: Quota(int(q["total"]), q["period"]) for name, q in row.quotas.items()},
-        limits=tuple(Limit(lim["name"], lim["description"], int(lim["limit"])) for lim in row.limits),
+        limits=tuple(
+            Limit(lim["name"], lim["description"], int(lim["limit"])) for lim in row.limits
+        ),
         created_at=from_micros(row.created_at),
         description=row.description,
     )
