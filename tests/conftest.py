@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,29 @@ from quotad.service.context import Context
 from quotad.settings import Settings
 from quotad.storage import Store, store_from_url
 from quotad.testing import FakeClock
+from tests.servers import postgres_schema
 
 ADMIN_TOKEN = "test-operator-token"
 OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STORES = [
     pytest.param("memory", marks=pytest.mark.memory, id="memory"),
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
+    pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
 ]
 
 
-def store_url(kind: str, tmp_path: Path) -> str:
-    """The URL of a fresh, empty store of ``kind``."""
+@contextmanager
+def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty store of ``kind``, cleaned up afterwards."""
     if kind == "memory":
-        return "memory://"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'quotad.db'}"
-    raise AssertionError(kind)
+        yield "memory://"
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'quotad.db'}"
+    elif kind == "postgresql":
+        with postgres_schema() as url:
+            yield url
+    else:
+        raise AssertionError(kind)
 
 
 @pytest.fixture(params=STORES)
@@ -43,12 +51,13 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     """An opened, empty store."""
-    opened = store_from_url(store_url(store_kind, tmp_path))
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
+    with store_url(store_kind, tmp_path) as url:
+        opened = store_from_url(url)
+        await opened.open()
+        try:
+            yield opened
+        finally:
+            await opened.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Stores, opened by URL: ``memory://``, ``sqlite:///path/to/quotad.db``.
+"""Stores, opened by URL: ``memory://``, ``sqlite:///path/to/quotad.db``, ``postgresql://…``.
 
 Backends are named as ``"module:Class"`` and imported only when a URL asks for
 them, so a deployment never needs the drivers of stores it does not use.
@@ -14,7 +14,18 @@ from quotad.storage.base import Store
 BACKENDS: dict[str, str] = {
     "memory": "quotad.storage.memory:MemoryStore",
     "sqlite": "quotad.storage.sql:SqlStore",
+    "postgresql": "quotad.storage.sql:SqlStore",
+    "postgres": "quotad.storage.sql:SqlStore",
 }
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for logs and banners."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def store_from_url(url: str) -> Store:
@@ -35,4 +46,4 @@ def store_from_url(url: str) -> Store:
     return store
 
 
-__all__ = ["BACKENDS", "Store", "store_from_url"]
+__all__ = ["BACKENDS", "Store", "mask_url", "store_from_url"]

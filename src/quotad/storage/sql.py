@@ -1,11 +1,13 @@
-"""The SQL store (SQLAlchemy Core): SQLite today, written to stay dialect-neutral.
+"""The SQL store (SQLAlchemy Core) for SQLite and PostgreSQL.
 
 Atomicity comes from the database, not from Python: ``consume`` is one conditional
 upsert (``ON CONFLICT … DO UPDATE … WHERE used + cost <= total RETURNING used``), and
 every multi-statement step runs in one transaction. On SQLite, writers open their
 transactions with ``BEGIN IMMEDIATE`` so two processes (a server and the CLI, say)
 queue on the file lock instead of failing mid-transaction, and readers use a second
-engine so WAL lets them proceed while a write is in progress.
+engine so WAL lets them proceed while a write is in progress. On PostgreSQL one pooled
+engine serves both; row locks taken by the upserts serialise concurrent consumes of the
+same day, under READ COMMITTED, across any number of quotad nodes.
 """
 
 from __future__ import annotations
@@ -83,9 +85,22 @@ def migrate(connection: sa.Connection, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+# Any constant works; it only has to be the same for every quotad node.
+_MIGRATION_LOCK = 0x71756F746164
+
+
+def _migrate_locked(connection: sa.Connection) -> None:
+    # Several nodes may start at once; only one may run the migrations at a time.
+    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    migrate(connection)
+
+
 def _driver_url(url: str) -> sa.URL:
     parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             msg = (
                 "sqlite:// needs a file path, such as sqlite:///./quotad.db (use memory:// instead)"
@@ -119,36 +134,45 @@ def _begin_with(statement: str) -> Callable[[sa.Connection], None]:
 class SqlStore:
     """Records and counters in one SQL database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
         self._driver_url = _driver_url(url)
+        self._sqlite = self._driver_url.get_backend_name() == "sqlite"
+        self._pool_size = pool_size
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        self._insert = (
-            sqlite_dialect.insert
-            if self._driver_url.get_backend_name() == "sqlite"
-            else pg_dialect.insert
-        )
+        self._insert = sqlite_dialect.insert if self._sqlite else pg_dialect.insert
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""
+        if self._sqlite:
+            self._open_sqlite()
+        else:
+            self._writer = self._reader = create_async_engine(
+                self._driver_url,
+                pool_size=self._pool_size,
+                max_overflow=self._pool_size,
+                pool_timeout=5,
+            )
+        async with self._write() as conn:
+            await conn.run_sync(migrate if self._sqlite else _migrate_locked)
+
+    def _open_sqlite(self) -> None:
         database = self._driver_url.database
         if database:
             # Once at start-up, before any request: blocking here is harmless.
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._writer = create_async_engine(self._driver_url, pool_size=1, max_overflow=0)
         self._reader = create_async_engine(self._driver_url, pool_size=4, max_overflow=4)
         for engine, begin in ((self._writer, "BEGIN IMMEDIATE"), (self._reader, "BEGIN")):
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(engine.sync_engine, "begin", _begin_with(begin))
-        async with self._write() as conn:
-            await conn.run_sync(migrate)
 
     async def close(self) -> None:
-        """Dispose of both engines."""
-        for engine in (self._writer, self._reader):
-            if engine is not None:
-                await engine.dispose()
+        """Dispose of the engines (one on PostgreSQL, two on SQLite)."""
+        engines = {id(e): e for e in (self._writer, self._reader) if e is not None}
+        for engine in engines.values():
+            await engine.dispose()
         self._writer = self._reader = None
 
     @asynccontextmanager
@@ -158,7 +182,11 @@ class SqlStore:
         try:
             async with self._writer.begin() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except sa.exc.IntegrityError as exc:
+            # A concurrent change won a race the checks above could not see (a plan
+            # deleted while an account was created on it, say).
+            raise Conflict("the change conflicts with a concurrent change; retry") from exc
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
             raise StorageError("the database could not complete the write") from exc
 
     @asynccontextmanager
@@ -168,7 +196,7 @@ class SqlStore:
         try:
             async with self._reader.connect() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
             raise StorageError("the database could not complete the read") from exc
 
     async def ping(self) -> None:
@@ -199,8 +227,7 @@ class SqlStore:
             created_at=to_micros(service.created_at),
         )
         async with self._write() as conn:
-            result = await conn.execute(stmt.on_conflict_do_nothing())
-            if result.rowcount == 0:
+            if not await _affects_a_row(conn, stmt.on_conflict_do_nothing()):
                 raise Conflict(f"service {service.name!r} already exists")
 
     async def get_service(self, name: str) -> Service | None:
@@ -220,7 +247,7 @@ class SqlStore:
         """Add a plan."""
         stmt = self._insert(plans).values(**_plan_values(plan)).on_conflict_do_nothing()
         async with self._write() as conn:
-            if (await conn.execute(stmt)).rowcount == 0:
+            if not await _affects_a_row(conn, stmt):
                 raise Conflict(f"plan {plan.id!r} already exists")
 
     async def get_plan(self, plan_id: str) -> Plan | None:
@@ -243,7 +270,7 @@ class SqlStore:
         del values["id"], values["created_at"]
         stmt = plans.update().where(plans.c.id == plan.id).values(**values)
         async with self._write() as conn:
-            if (await conn.execute(stmt)).rowcount == 0:
+            if not await _affects_a_row(conn, stmt):
                 raise NotFound(f"plan {plan.id!r} not found")
 
     async def delete_plan(self, plan_id: str) -> None:
@@ -252,8 +279,7 @@ class SqlStore:
         async with self._write() as conn:
             if await conn.scalar(sa.select(in_use)):
                 raise Conflict(f"plan {plan_id!r} is used by accounts")
-            result = await conn.execute(plans.delete().where(plans.c.id == plan_id))
-            if result.rowcount == 0:
+            if not await _affects_a_row(conn, plans.delete().where(plans.c.id == plan_id)):
                 raise NotFound(f"plan {plan_id!r} not found")
 
     # Accounts ---------------------------------------------------------------
@@ -262,7 +288,7 @@ class SqlStore:
         stmt = self._insert(accounts).values(**_account_values(account)).on_conflict_do_nothing()
         async with self._write() as conn:
             await self._require_plan(conn, account.plan_id)
-            if (await conn.execute(stmt)).rowcount == 0:
+            if not await _affects_a_row(conn, stmt):
                 raise Conflict(f"account {account.id!r} already exists")
 
     async def _require_plan(self, conn: AsyncConnection, plan_id: str) -> None:
@@ -302,14 +328,14 @@ class SqlStore:
         stmt = accounts.update().where(accounts.c.id == account.id).values(**values)
         async with self._write() as conn:
             await self._require_plan(conn, account.plan_id)
-            if (await conn.execute(stmt)).rowcount == 0:
+            if not await _affects_a_row(conn, stmt):
                 raise NotFound(f"account {account.id!r} not found")
 
     async def delete_account(self, account_id: str) -> None:
         """Delete an account; its keys, usage, gauges and idempotency records cascade."""
         async with self._write() as conn:
-            result = await conn.execute(accounts.delete().where(accounts.c.id == account_id))
-            if result.rowcount == 0:
+            stmt = accounts.delete().where(accounts.c.id == account_id)
+            if not await _affects_a_row(conn, stmt):
                 raise NotFound(f"account {account_id!r} not found")
 
     # Keys -------------------------------------------------------------------
@@ -323,7 +349,7 @@ class SqlStore:
         if await conn.scalar(exists) is None:
             raise NotFound(f"account {key.account_id!r} not found")
         stmt = self._insert(api_keys).values(**_key_values(key)).on_conflict_do_nothing()
-        if (await conn.execute(stmt)).rowcount == 0:
+        if not await _affects_a_row(conn, stmt):
             raise Conflict("key already exists")
 
     async def get_key(self, key_id: str) -> ApiKey | None:
@@ -452,10 +478,8 @@ class SqlStore:
             "fingerprint": claim.fingerprint,
             "expires_at": to_micros(claim.expires_at),
         }
-        inserted = await conn.execute(
-            self._insert(idempotency).values(**values).on_conflict_do_nothing()
-        )
-        if inserted.rowcount == 1:
+        claim_stmt = self._insert(idempotency).values(**values).on_conflict_do_nothing()
+        if await _affects_a_row(conn, claim_stmt):
             return None
         where = sa.and_(idempotency.c.account_id == account_id, idempotency.c.key == claim.key)
         row = (await conn.execute(idempotency.select().where(where))).one()
@@ -497,16 +521,17 @@ class SqlStore:
         accepted = 0
         async with self._write() as conn:
             for item in events:
-                seen = await conn.execute(
+                new = await _affects_a_row(
+                    conn,
                     self._insert(usage_events)
                     .values(
                         id=item.id,
                         account_id=item.account_id,
                         recorded_at=to_micros(item.timestamp),
                     )
-                    .on_conflict_do_nothing()
+                    .on_conflict_do_nothing(),
                 )
-                if seen.rowcount == 0:
+                if not new:
                     continue
                 accepted += 1
                 stmt = self._insert(usage_days).values(
@@ -593,6 +618,16 @@ class SqlStore:
         if usage is None:
             return 0 if amount == 0 else None
         return int(usage)
+
+
+async def _affects_a_row(conn: AsyncConnection, stmt: Any) -> bool:
+    """Whether an INSERT, UPDATE or DELETE touched a row.
+
+    Asked with RETURNING rather than ``rowcount``, which psycopg's async cursor
+    leaves at -1 for these statements.
+    """
+    returning = stmt.returning(*stmt.table.primary_key.columns)
+    return (await conn.execute(returning)).first() is not None
 
 
 def _service(row: sa.Row[Any]) -> Service:

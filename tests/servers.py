@@ -1,0 +1,84 @@
+"""Real PostgreSQL and Redis servers for the tests: found, or skipped with a reason.
+
+Under ``CI=true`` a missing server fails the test instead of skipping it, so CI can
+never pass by silently testing less.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "QUOTAD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("QUOTAD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START_POSTGRES = (
+    "start PostgreSQL with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+    "or point QUOTAD_TEST_POSTGRES_URL at one"
+)
+START_REDIS = (
+    "start Redis with `redis-server --daemonize yes --port 6379 --save '' --appendonly no` "
+    "or point QUOTAD_TEST_REDIS_URL at one"
+)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test, or fail it under CI=true."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """The URL of a fresh, empty schema on the test PostgreSQL, dropped afterwards."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if "does not exist" in str(exc):
+            _create_database()
+            admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+        else:
+            unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}: {START_POSTGRES}")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield _with_search_path(POSTGRES_URL, schema)
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _create_database() -> None:
+    import psycopg
+    from psycopg import sql
+
+    base, _, name = POSTGRES_URL.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=3) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name.split("?")[0])))
+
+
+def redis_available() -> None:
+    """Skip (or fail under CI) unless the test Redis answers PING."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        unavailable(f"Redis is not reachable at {REDIS_URL}: {START_REDIS}")
+    finally:
+        client.close()
