@@ -16,7 +16,7 @@ from quotad.service.context import Context
 from quotad.settings import Settings
 from quotad.storage import Store, store_from_url
 from quotad.testing import FakeClock
-from tests.servers import postgres_schema
+from tests.servers import postgres_schema, redis_namespace
 
 ADMIN_TOKEN = "test-operator-token"
 OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -24,6 +24,7 @@ STORES = [
     pytest.param("memory", marks=pytest.mark.memory, id="memory"),
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
     pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
 ]
 
 
@@ -36,6 +37,9 @@ def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'quotad.db'}"
     elif kind == "postgresql":
         with postgres_schema() as url:
+            yield url
+    elif kind == "redis":
+        with redis_namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
             yield url
     else:
         raise AssertionError(kind)

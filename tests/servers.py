@@ -82,3 +82,23 @@ def redis_available() -> None:
         unavailable(f"Redis is not reachable at {REDIS_URL}: {START_REDIS}")
     finally:
         client.close()
+
+
+@contextmanager
+def redis_namespace(records_url: str) -> Iterator[str]:
+    """The URL of a Redis store under a fresh key prefix, its keys deleted afterwards."""
+    import redis
+
+    redis_available()
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in REDIS_URL else "?"
+    try:
+        yield f"{REDIS_URL}{separator}prefix={prefix}&records={records_url}"
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()

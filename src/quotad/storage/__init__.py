@@ -16,6 +16,8 @@ BACKENDS: dict[str, str] = {
     "sqlite": "quotad.storage.sql:SqlStore",
     "postgresql": "quotad.storage.sql:SqlStore",
     "postgres": "quotad.storage.sql:SqlStore",
+    "redis": "quotad.storage.redis:RedisStore",
+    "rediss": "quotad.storage.redis:RedisStore",
 }
 
 

@@ -159,7 +159,7 @@ class Store(Protocol):
         ...
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
-        """Add each event not seen before (by id) to its day's use, all in one step."""
+        """Add each event not seen before (by account and id) to its day's use, in one step."""
         ...
 
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:

@@ -40,7 +40,7 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._key_by_digest: dict[str, str] = {}
         self._usage: dict[_UsageKey, UsageDay] = {}
-        self._events: set[str] = set()
+        self._events: set[tuple[str, str]] = set()
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
 
@@ -257,9 +257,9 @@ class MemoryStore:
         with self._lock:
             accepted = 0
             for event in events:
-                if event.id in self._events:
+                if (event.account_id, event.id) in self._events:
                     continue
-                self._events.add(event.id)
+                self._events.add((event.account_id, event.id))
                 key = (event.account_id, event.service, event.day)
                 row = self._usage.get(key) or UsageDay(event.day, 0, event.total)
                 self._usage[key] = replace(row, used=row.used + event.amount)

@@ -88,8 +88,8 @@ usage_days = sa.Table(
 usage_events = sa.Table(
     "usage_events",
     metadata,
+    sa.Column("account_id", sa.String(64), primary_key=True),
     sa.Column("id", sa.String(128), primary_key=True),
-    sa.Column("account_id", sa.String(64), nullable=False),
     sa.Column("recorded_at", sa.BigInteger, nullable=False),
 )
 

@@ -550,6 +550,27 @@ class SqlStore:
                 )
         return EventsOutcome(accepted, len(events) - accepted)
 
+    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
+        """Store days' absolute values (the write-behind of a counter store)."""
+        if not rows:
+            return
+        async with self._write() as conn:
+            for service, row in rows:
+                stmt = self._insert(usage_days).values(
+                    account_id=account_id,
+                    service=service,
+                    day=row.day.isoformat(),
+                    used=row.used,
+                    total=row.total,
+                    rejected=row.rejected,
+                )
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["account_id", "service", "day"],
+                        set_={"used": row.used, "total": row.total, "rejected": row.rejected},
+                    )
+                )
+
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range, ascending."""
         query = (

@@ -81,8 +81,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "usage_events",
+        sa.Column("account_id", sa.String(64), primary_key=True),
         sa.Column("id", sa.String(128), primary_key=True),
-        sa.Column("account_id", sa.String(64), nullable=False),
         sa.Column("recorded_at", sa.BigInteger, nullable=False),
     )
     op.create_table(

@@ -1,0 +1,11 @@
+-- Add delta to a day's use, flooring at zero.
+-- KEYS[1] counter hash   KEYS[2] the account's dirty set   ARGV: delta, counter_ttl_s
+-- Returns {used, total, rejected} | {"missing"}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local used = tonumber(redis.call('HGET', KEYS[1], 'used')) + tonumber(ARGV[1])
+if used < 0 then used = 0 end
+redis.call('HSET', KEYS[1], 'used', used)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+local row = redis.call('HMGET', KEYS[1], 'used', 'total', 'rejected')
+return {row[1], row[2], row[3]}

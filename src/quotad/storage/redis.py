@@ -1,0 +1,423 @@
+"""Counters in Redis (or Redis Cluster), records in SQL: the store for many quotad nodes.
+
+``redis://host:6379/0?records=<SQL URL>`` (or ``redis+cluster://host:7000?records=…``).
+Accounts, plans, keys, gauges and the durable usage history live in the SQL store named
+by ``records`` (default: ``QUOTAD_RECORDS_URL``, else ``sqlite:///./quotad.db``). The hot
+path lives in Redis: each day's counter, idempotency answers and event de-duplication,
+changed only by Lua scripts whose keys all carry the account as hash tag, so every step
+is atomic on one Cluster slot.
+
+Durability: every changed counter is marked dirty in the same script that changes it, and
+a background task copies dirty counters to SQL (absolute values) every ``flush_interval``.
+A counter missing from Redis (a new day, or a Redis restarted without its data) is loaded
+from SQL before it is used. So a Redis restart loses at most the last flush interval of
+usage, and nothing at all when Redis runs with ``appendonly yes`` and ``appendfsync always``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date, datetime
+from importlib.resources import files
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from quotad.domain.models import (
+    Account,
+    ApiKey,
+    ConsumeOutcome,
+    EventsOutcome,
+    IdempotencyClaim,
+    Plan,
+    Service,
+    UsageDay,
+    UsageEvent,
+)
+from quotad.errors import Conflict, StorageError
+from quotad.storage.sql import SqlStore
+
+log = structlog.get_logger("quotad.storage.redis")
+T = TypeVar("T")
+
+COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
+EVENT_DEDUP_SECONDS = 90 * 86_400  # the 90 days a customer can look back
+_SCRIPTS = ("consume", "seed", "adjust", "events", "take_dirty", "bucket")
+
+
+def _parse(url: str) -> tuple[str, bool, str, str]:
+    """The Redis URL to connect to, whether it is a cluster, the key prefix, the records URL."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    cluster = parts.scheme == "redis+cluster" or query.pop("cluster", "") in ("true", "1", "yes")
+    prefix = query.pop("prefix", "qd")
+    records = query.pop("records", "") or os.environ.get(
+        "QUOTAD_RECORDS_URL", "sqlite:///./quotad.db"
+    )
+    scheme = "rediss" if parts.scheme == "rediss" else "redis"
+    redis_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
+    return redis_url, cluster, prefix, records
+
+
+class RedisStore:
+    """A Store whose counters live in Redis and whose records live in SQL."""
+
+    def __init__(
+        self,
+        url: str,
+        flush_interval: float = 1.0,
+        timeout: float = 0.25,
+    ) -> None:
+        self.url = url
+        redis_url, self._cluster, self._prefix, records_url = _parse(url)
+        self._redis_url = redis_url
+        self.records = SqlStore(records_url)
+        self._flush_interval = flush_interval
+        self._timeout = timeout
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    # Keys: "{account}" is the hash tag, so one account's keys share a Cluster slot.
+    def _counter(self, account_id: str, service: str, day: date) -> str:
+        return f"{self._prefix}:{{{account_id}}}:u:{service}:{day.isoformat()}"
+
+    def _dirty(self, account_id: str) -> str:
+        return f"{self._prefix}:{{{account_id}}}:dirty"
+
+    def _idempotency(self, account_id: str, key: str) -> str:
+        return f"{self._prefix}:{{{account_id}}}:i:{key}"
+
+    def _event(self, account_id: str, event_id: str) -> str:
+        return f"{self._prefix}:{{{account_id}}}:e:{event_id}"
+
+    @property
+    def _dirty_accounts(self) -> str:
+        return f"{self._prefix}:dirty-accounts"
+
+    async def open(self) -> None:
+        """Open the records store, connect to Redis, load the scripts, start flushing."""
+        await self.records.open()
+        options: dict[str, Any] = {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "decode_responses": True,
+        }
+        if self._cluster:
+            self._client = RedisCluster.from_url(self._redis_url, **options)
+        else:
+            self._client = aioredis.Redis.from_url(
+                self._redis_url, retry_on_timeout=False, **options
+            )
+        package = files("quotad.storage") / "lua"
+        for name in _SCRIPTS:
+            source = (package / f"{name}.lua").read_text()
+            self._scripts[name] = self._client.register_script(source)
+        self._flusher = asyncio.create_task(self._flush_forever(), name="quotad-redis-flush")
+
+    async def close(self) -> None:
+        """Stop the flusher, flush what is left, disconnect."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        if self._client is not None:
+            with contextlib.suppress(StorageError):
+                await self.flush()
+            await self._client.aclose()
+            self._client = None
+        await self.records.close()
+
+    async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await action()
+        except (RedisError, OSError) as exc:
+            raise StorageError("the counter store (Redis) could not be reached") from exc
+
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._call(lambda: self._scripts[name](keys=keys, args=args))
+
+    async def ping(self) -> None:
+        """Ping Redis and the records store."""
+        await self._call(self._client.ping)
+        await self.records.ping()
+
+    # Write-behind ---------------------------------------------------------------
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except Exception as exc:  # the loop must outlive any outage
+                log.warning("flush to the records store failed; will retry", error=str(exc))
+
+    async def flush(self) -> None:
+        """Copy every dirty counter to the records store (absolute values)."""
+        while True:
+            batch = await self._call(lambda: self._client.spop(self._dirty_accounts, 100))
+            if not batch:
+                return
+            for account_id in batch:
+                await self._flush_account(account_id)
+
+    async def _flush_account(self, account_id: str) -> None:
+        dirty = self._dirty(account_id)
+        keys: list[str] = await self._script("take_dirty", [dirty], [])
+        if not keys:
+            return
+        try:
+            rows = await self._read_counters(keys)
+            await self.records.put_usage_days(account_id, rows)
+        except Conflict:
+            log.info("dropping counters of a deleted account", account_id=account_id)
+        except Exception:
+            # Put the marks back so the next flush retries these counters.
+            await self._call(lambda: self._client.sadd(dirty, *keys))
+            await self._call(lambda: self._client.sadd(self._dirty_accounts, account_id))
+            raise
+
+    async def _read_counters(self, keys: list[str]) -> list[tuple[str, UsageDay]]:
+        async def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, "used", "total", "rejected")
+            return list(await pipe.execute())
+
+        rows = []
+        for key, values in zip(keys, await self._call(read), strict=True):
+            if values[0] is None:
+                continue
+            _, service, day = key.rsplit(":", 2)
+            used, total, rejected = (int(v or 0) for v in values)
+            rows.append((service, UsageDay(date.fromisoformat(day), used, total, rejected)))
+        return rows
+
+    async def _mark_dirty(self, account_id: str) -> None:
+        # Before the change: a crash in between leaves a harmless spare mark, never a
+        # changed counter that no flush will find.
+        await self._call(lambda: self._client.sadd(self._dirty_accounts, account_id))
+
+    async def _hydrate(self, account_id: str, service: str, day: date, total: int) -> None:
+        stored = await self.records.usage(account_id, service, day, day)
+        row = stored[0] if stored else UsageDay(day, 0, total)
+        await self._script(
+            "seed",
+            [self._counter(account_id, service, day)],
+            [row.used, row.total, row.rejected, COUNTER_TTL_SECONDS],
+        )
+
+    # Usage --------------------------------------------------------------------
+    async def consume(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> ConsumeOutcome:
+        """One Lua script: replay or refuse the claim, then add within the total."""
+        keys = [self._counter(account_id, service, day), self._dirty(account_id)]
+        now_ms = 0 if now is None else int(now.timestamp() * 1000)
+        args: list[Any] = [cost, total, COUNTER_TTL_SECONDS, "", 0, now_ms, day.isoformat(), 0]
+        if claim is not None:
+            keys.append(self._idempotency(account_id, claim.key))
+            ttl = max(int((claim.expires_at.timestamp() * 1000 - now_ms) / 1000), 1)
+            args[3:5] = [claim.fingerprint, int(claim.expires_at.timestamp() * 1000)]
+            args[7] = ttl
+        await self._mark_dirty(account_id)
+        for _ in range(3):
+            answer = await self._script("consume", keys, args)
+            if answer[0] == "missing":
+                await self._hydrate(account_id, service, day, total)
+                continue
+            if answer[0] == "conflict":
+                raise Conflict("Idempotency-Key was used with a different request")
+            granted, used, stored_total, stored_day = answer[1:5]
+            return ConsumeOutcome(
+                granted == "1",
+                int(used),
+                int(stored_total),
+                date.fromisoformat(stored_day),
+                answer[0] == "replay",
+            )
+        raise StorageError("the day's counter could not be loaded into Redis")
+
+    async def adjust(
+        self, account_id: str, service: str, day: date, delta: int, total: int
+    ) -> UsageDay:
+        """Add ``delta`` to a day's counter, flooring at zero."""
+        keys = [self._counter(account_id, service, day), self._dirty(account_id)]
+        await self._mark_dirty(account_id)
+        for _ in range(3):
+            answer = await self._script("adjust", keys, [delta, COUNTER_TTL_SECONDS])
+            if answer[0] == "missing":
+                await self._hydrate(account_id, service, day, total)
+                continue
+            return UsageDay(day, int(answer[0]), int(answer[1]), int(answer[2] or 0))
+        raise StorageError("the day's counter could not be loaded into Redis")
+
+    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
+        """Add unseen events, one atomic script per account (retries are de-duplicated)."""
+        by_account: dict[str, list[UsageEvent]] = defaultdict(list)
+        for item in events:
+            by_account[item.account_id].append(item)
+        accepted = 0
+        for account_id, items in by_account.items():
+            keys = [self._dirty(account_id)]
+            args: list[Any] = [EVENT_DEDUP_SECONDS, COUNTER_TTL_SECONDS]
+            for item in items:
+                keys += [
+                    self._event(account_id, item.id),
+                    self._counter(account_id, item.service, item.day),
+                ]
+                args.append(item.amount)
+            await self._mark_dirty(account_id)
+            totals = {(i.service, i.day): i.total for i in items}
+            for _ in range(len(totals) + 2):
+                answer = await self._script("events", keys, args)
+                if answer[0] == "missing":
+                    _, service, day_text = answer[1].rsplit(":", 2)
+                    day = date.fromisoformat(day_text)
+                    await self._hydrate(account_id, service, day, totals[(service, day)])
+                    continue
+                accepted += int(answer[1])
+                break
+            else:
+                raise StorageError("the day's counters could not be loaded into Redis")
+        return EventsOutcome(accepted, len(events) - accepted)
+
+    async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
+        """Durable days from SQL, overlaid with the live counters Redis holds."""
+        stored = {row.day: row for row in await self.records.usage(account_id, service, start, end)}
+        days = [date.fromordinal(n) for n in range(start.toordinal(), end.toordinal() + 1)]
+        live = await self._read_counters([self._counter(account_id, service, d) for d in days])
+        stored.update({row.day: row for _service, row in live})
+        return [stored[day] for day in sorted(stored)]
+
+    async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
+        """Every usage day, after flushing the live counters to SQL."""
+        await self.flush()
+        async for item in self.records.export_usage():
+            yield item
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete the account's records, then its counters."""
+        await self.records.delete_account(account_id)
+        pattern = f"{self._prefix}:{{{account_id}}}:*"
+
+        async def drop() -> None:
+            keys = [key async for key in self._client.scan_iter(match=pattern, count=500)]
+            for start in range(0, len(keys), 500):
+                await self._client.delete(*keys[start : start + 500])
+
+        await self._call(drop)
+
+    # Records: delegated to the SQL store ----------------------------------------
+    async def get_setting(self, name: str) -> str | None:
+        """A stored setting."""
+        return await self.records.get_setting(name)
+
+    async def put_setting(self, name: str, value: str) -> None:
+        """Store a setting."""
+        await self.records.put_setting(name, value)
+
+    async def create_service(self, service: Service) -> None:
+        """Register a service."""
+        await self.records.create_service(service)
+
+    async def get_service(self, name: str) -> Service | None:
+        """The named service."""
+        return await self.records.get_service(name)
+
+    async def list_services(self) -> list[Service]:
+        """Every service."""
+        return await self.records.list_services()
+
+    async def create_plan(self, plan: Plan) -> None:
+        """Add a plan."""
+        await self.records.create_plan(plan)
+
+    async def get_plan(self, plan_id: str) -> Plan | None:
+        """A plan."""
+        return await self.records.get_plan(plan_id)
+
+    async def list_plans(self, limit: int, after: str | None) -> list[Plan]:
+        """A page of plans."""
+        return await self.records.list_plans(limit, after)
+
+    async def replace_plan(self, plan: Plan) -> None:
+        """Replace a plan."""
+        await self.records.replace_plan(plan)
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete an unused plan."""
+        await self.records.delete_plan(plan_id)
+
+    async def create_account(self, account: Account) -> None:
+        """Add an account."""
+        await self.records.create_account(account)
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """An account."""
+        return await self.records.get_account(account_id)
+
+    async def list_accounts(
+        self, limit: int, after: str | None, search: str | None = None
+    ) -> list[Account]:
+        """A page of accounts."""
+        return await self.records.list_accounts(limit, after, search)
+
+    async def update_account(self, account: Account) -> None:
+        """Change an account."""
+        await self.records.update_account(account)
+
+    async def create_key(self, key: ApiKey) -> None:
+        """Store a key record."""
+        await self.records.create_key(key)
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """A key record by id."""
+        return await self.records.get_key(key_id)
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        """A key record by digest."""
+        return await self.records.find_key(digest)
+
+    async def list_keys(self, account_id: str) -> list[ApiKey]:
+        """An account's keys."""
+        return await self.records.list_keys(account_id)
+
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Revoke a key."""
+        return await self.records.revoke_key(key_id, at)
+
+    async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
+        """Rotate a key."""
+        await self.records.rotate_key(key_id, new_key, old_valid_until)
+
+    async def gauges(self, account_id: str) -> dict[str, int]:
+        """An account's gauges."""
+        return await self.records.gauges(account_id)
+
+    async def set_gauge(self, account_id: str, name: str, usage: int) -> int:
+        """Set a gauge."""
+        return await self.records.set_gauge(account_id, name, usage)
+
+    async def acquire(self, account_id: str, name: str, amount: int, limit: int) -> int | None:
+        """Acquire within a limit."""
+        return await self.records.acquire(account_id, name, amount, limit)
+
+    async def release(self, account_id: str, name: str, amount: int) -> int | None:
+        """Release what is in use."""
+        return await self.records.release(account_id, name, amount)
