@@ -17,7 +17,20 @@ class Settings(BaseSettings):
 
     store_url: str = Field(
         "sqlite:///./quotad.db",
-        description="Where records and counters live: memory://, sqlite:///path.",
+        description=(
+            "Where records and counters live: sqlite:///path, postgresql://…, "
+            "redis://…?records=<SQL URL>, redis+cluster://…, memory://."
+        ),
+    )
+    on_store_error: Literal["fail-closed", "fail-open"] = Field(
+        "fail-closed",
+        description=(
+            "When the store cannot be reached, verify answers 503 (fail-closed) or allows "
+            "the call uncounted (fail-open; counted in a metric and logged)."
+        ),
+    )
+    store_timeout_ms: int = Field(
+        1000, ge=10, description="Verify gives up on a store that has not answered by then."
     )
     admin_token: SecretStr | None = Field(
         None,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from quotad import __version__
 from quotad.api import admin, customer, errors, metering
 from quotad.api.middleware import RequestGuard
 from quotad.api.responses import ORJSONResponse
+from quotad.service import maintenance
 from quotad.service.context import Context
 
 DESCRIPTION = """\
@@ -36,13 +40,18 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if manage_store:
-            await ctx.store.open()
+        if not manage_store:
+            yield
+            return
+        await ctx.store.open()
+        upkeep = asyncio.create_task(maintenance.purge_forever(ctx), name="quotad-purge")
         try:
             yield
         finally:
-            if manage_store:
-                await ctx.store.close()
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            await ctx.store.close()
 
     app = FastAPI(
         title="quotad",
@@ -56,6 +65,11 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
     app.include_router(customer.router)
     app.include_router(metering.router)
     app.include_router(admin.router)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz() -> Response:

@@ -12,6 +12,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 MAX_WINDOW_DAYS = 90
+# Events older than this are refused: their ids are only remembered this long.
+EVENT_RETENTION = timedelta(days=MAX_WINDOW_DAYS)
 
 
 @lru_cache(maxsize=1024)

@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from quotad import metrics
 from quotad.domain.ratelimit import Bucket, TokenBucket
 from quotad.errors import RateLimited
 
@@ -38,6 +39,7 @@ class Throttle:
             if len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)
         if wait > 0:
+            metrics.RATE_LIMITED.inc()
             raise RateLimited(
                 "too many requests for this API key; slow down",
                 retry_after=max(math.ceil(wait), 1),

@@ -163,7 +163,8 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
     resolved: list[UsageEvent] = []
     accounts: dict[str, Account | None] = {}
     services = {s.name for s in await ctx.store.list_services()}
-    latest = ctx.clock.now() + FUTURE_EVENT_TOLERANCE
+    now = ctx.clock.now()
+    latest, earliest = now + FUTURE_EVENT_TOLERANCE, now - days.EVENT_RETENTION
     for index, item in enumerate(batch):
         path = f"/body/events/{index}"
         if item.account_id not in accounts:
@@ -183,9 +184,13 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
                 )
             )
             continue
-        if item.timestamp > latest:
+        if not earliest <= item.timestamp <= latest:
             problems.append(
-                FieldError(f"{path}/timestamp", "timestamp is in the future", "maximum")
+                FieldError(
+                    f"{path}/timestamp",
+                    "timestamp must be within the last 90 days and not in the future",
+                    "range",
+                )
             )
             continue
         total = await current_total(ctx, account, item.service)

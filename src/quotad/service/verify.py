@@ -6,13 +6,18 @@ key, the account's day and total, and the idempotency claim around it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
+
+from quotad import metrics
 from quotad.domain import days
 from quotad.domain.models import IdempotencyClaim
-from quotad.errors import AuthError, Forbidden
+from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
 from quotad.service.usage import current_total
@@ -45,10 +50,43 @@ def fingerprint(key_digest: str, service: str, cost: int) -> str:
     return hashlib.sha256(f"{key_digest}\n{service}\n{cost}".encode()).hexdigest()
 
 
+log = structlog.get_logger("quotad.verify")
+
+
 async def verify(
     ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None = None
 ) -> Verdict:
-    """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account."""
+    """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
+
+    A store that fails or does not answer within ``store_timeout_ms`` is answered by the
+    ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow (fail-open).
+    """
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(ctx.settings.store_timeout_ms / 1000):
+            verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+    except (StorageError, TimeoutError) as exc:
+        metrics.STORE_ERRORS.labels("verify").inc()
+        if ctx.settings.on_store_error != "fail-open":
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError("the store did not answer in time") from exc
+        metrics.FAIL_OPEN.labels(service).inc()
+        log.warning("store unreachable: allowing the call uncounted (fail-open)", service=service)
+        verdict = Verdict(
+            True,
+            "VALID",
+            service,
+            note="the store is unreachable; allowed uncounted by the fail-open policy",
+        )
+    metrics.CONSUMES.labels(service, verdict.code).inc()
+    metrics.CONSUME_SECONDS.observe(time.perf_counter() - started)
+    return verdict
+
+
+async def _verify(
+    ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None
+) -> Verdict:
     await admin.require_service(ctx, service)
     try:
         caller = await auth.authenticate(ctx, raw_key)

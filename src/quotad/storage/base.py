@@ -170,6 +170,10 @@ class Store(Protocol):
         """Every stored usage day as ``(account_id, service, day)``."""
         ...
 
+    async def purge(self, now: datetime, events_before: datetime) -> None:
+        """Forget idempotency answers expired at ``now`` and event ids recorded before a time."""
+        ...
+
     # Gauges -----------------------------------------------------------------
     async def gauges(self, account_id: str) -> dict[str, int]:
         """Current usage of every gauge of an account that has been touched."""

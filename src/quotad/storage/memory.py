@@ -280,6 +280,15 @@ class MemoryStore:
         for (account_id, service, _day), row in sorted(self._usage.items()):
             yield account_id, service, row
 
+    async def purge(self, now: datetime, events_before: datetime) -> None:
+        """Forget expired idempotency answers; event ids are kept (memory dies with the process)."""
+        del events_before
+        with self._lock:
+            for key in [
+                k for k, (claim, _) in self._idempotency.items() if claim.expires_at <= now
+            ]:
+                del self._idempotency[key]
+
     async def gauges(self, account_id: str) -> dict[str, int]:
         """An account's gauges."""
         return {name: v for (acc, name), v in self._gauges.items() if acc == account_id}

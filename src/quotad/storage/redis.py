@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from quotad.domain.models import (
@@ -49,7 +51,7 @@ log = structlog.get_logger("quotad.storage.redis")
 T = TypeVar("T")
 
 COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
-EVENT_DEDUP_SECONDS = 90 * 86_400  # the 90 days a customer can look back
+EVENT_DEDUP_SECONDS = 91 * 86_400  # events older than 90 days are refused upstream
 _SCRIPTS = ("consume", "seed", "adjust", "events", "take_dirty", "bucket")
 
 
@@ -114,8 +116,10 @@ class RedisStore:
         if self._cluster:
             self._client = RedisCluster.from_url(self._redis_url, **options)
         else:
+            # One immediate retry replaces a connection that died with a Redis restart;
+            # the default backoff would hold requests for seconds while Redis is down.
             self._client = aioredis.Redis.from_url(
-                self._redis_url, retry_on_timeout=False, **options
+                self._redis_url, retry=Retry(NoBackoff(), 1), **options
             )
         package = files("quotad.storage") / "lua"
         for name in _SCRIPTS:
@@ -322,6 +326,10 @@ class RedisStore:
                 await self._client.delete(*keys[start : start + 500])
 
         await self._call(drop)
+
+    async def purge(self, now: datetime, events_before: datetime) -> None:
+        """Redis expires its own keys; purge what the records store keeps."""
+        await self.records.purge(now, events_before)
 
     # Records: delegated to the SQL store ----------------------------------------
     async def get_setting(self, name: str) -> str | None:

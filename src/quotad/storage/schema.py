@@ -91,6 +91,7 @@ usage_events = sa.Table(
     sa.Column("account_id", sa.String(64), primary_key=True),
     sa.Column("id", sa.String(128), primary_key=True),
     sa.Column("recorded_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_usage_events_recorded_at", "recorded_at"),
 )
 
 idempotency = sa.Table(
@@ -109,6 +110,7 @@ idempotency = sa.Table(
     sa.Column("used", sa.BigInteger, nullable=True),
     sa.Column("total", sa.BigInteger, nullable=True),
     sa.Column("day", sa.String(10), nullable=True),
+    sa.Index("ix_idempotency_expires_at", "expires_at"),
 )
 
 gauges = sa.Table(

@@ -153,6 +153,9 @@ class SqlStore:
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
                 pool_timeout=5,
+                # After a database restart, pooled connections are dead; checking each
+                # one on checkout costs a local round trip and spares a failed request.
+                pool_pre_ping=True,
             )
         async with self._write() as conn:
             await conn.run_sync(migrate if self._sqlite else _migrate_locked)
@@ -592,6 +595,16 @@ class SqlStore:
             result = await conn.stream(query)
             async for row in result:
                 yield row.account_id, row.service, _usage_day(row)
+
+    async def purge(self, now: datetime, events_before: datetime) -> None:
+        """Delete expired idempotency answers and event ids older than the retention."""
+        async with self._write() as conn:
+            await conn.execute(
+                idempotency.delete().where(idempotency.c.expires_at <= to_micros(now))
+            )
+            await conn.execute(
+                usage_events.delete().where(usage_events.c.recorded_at < to_micros(events_before))
+            )
 
     # Gauges -----------------------------------------------------------------
     async def gauges(self, account_id: str) -> dict[str, int]:
