@@ -179,8 +179,10 @@ async def test_rotation_keeps_old_key_for_the_grace_period(
     assert (old.status_code, old.json()["error"]) == (401, "EXPIRED_API_KEY")
     assert (await client.get("/v1/usages", headers={"x-api-key": new_key})).status_code == 200
     listed = (await client.get("/admin/v1/accounts/acme/keys", headers=OPERATOR)).json()["items"]
-    assert [k["status"] for k in listed] == ["expired", "active"]
-    assert listed[0]["replaced_by"] == rotated.json()["id"]
+    by_id = {k["id"]: k for k in listed}
+    assert by_id[deployment.key_id]["status"] == "expired"
+    assert by_id[deployment.key_id]["replaced_by"] == rotated.json()["id"]
+    assert by_id[rotated.json()["id"]]["status"] == "active"
 
 
 async def test_rotation_with_zero_grace_and_revocation(

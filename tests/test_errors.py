@@ -130,14 +130,35 @@ async def test_customer_throttle_answers_429_with_retry_after(
     store: object, clock: object, deployment: Deployment, client: httpx2.AsyncClient, ctx: Context
 ) -> None:
     """Past the per-key burst, customer endpoints answer 429 RATE_LIMITED with Retry-After."""
-    from quotad.service.throttle import Throttle
+    from quotad.service.throttle import LocalThrottle
 
     now = [100.0]
-    ctx.throttle = Throttle(1.0, 3, monotonic=lambda: now[0])
+    ctx.throttle = LocalThrottle(1.0, 3, monotonic=lambda: now[0])
     for _ in range(3):
         assert (await client.get("/v1/usages", headers=deployment.bearer)).status_code == 200
     refused = await client.get("/usage/insights", headers=deployment.bearer)
     assert_error(refused, 429, "RATE_LIMITED")
     assert refused.headers["Retry-After"] == "1"
     now[0] += 1.0
+    assert (await client.get("/v1/usages", headers=deployment.bearer)).status_code == 200
+
+
+async def test_repeated_bad_keys_from_one_client_are_slowed_down(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A client past its failure budget gets 429 RATE_LIMITED until the budget refills."""
+    from quotad.domain import keys
+    from quotad.service.throttle import FailureBudget
+
+    now = [0.0]
+    ctx.failures = FailureBudget(5, monotonic=lambda: now[0])
+    for _ in range(5):
+        guess = await client.get("/v1/usages", headers={"x-api-key": keys.generate("qd")})
+        assert guess.status_code == 401
+    refused = await client.get("/v1/usages", headers=deployment.bearer)
+    assert_error(refused, 429, "RATE_LIMITED")
+    assert int(refused.headers["Retry-After"]) >= 1
+    operator = await client.get("/admin/v1/services", headers={"Authorization": "Bearer x"})
+    assert_error(operator, 429, "RATE_LIMITED")
+    now[0] += 12.0
     assert (await client.get("/v1/usages", headers=deployment.bearer)).status_code == 200

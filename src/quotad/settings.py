@@ -30,7 +30,12 @@ class Settings(BaseSettings):
         ),
     )
     store_timeout_ms: int = Field(
-        1000, ge=10, description="Verify gives up on a store that has not answered by then."
+        0,
+        ge=0,
+        description=(
+            "When above 0, verify gives up on a store that has not answered by then (time "
+            "queued behind other requests counts). 0: rely on the drivers' own timeouts."
+        ),
     )
     admin_token: SecretStr | None = Field(
         None,
@@ -44,6 +49,11 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(
         20, ge=1, description="Customer endpoints: requests a key may make at once."
+    )
+    auth_failures_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Failed authentications a client (IP) may make per minute before 429 (0: off).",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Bodies larger than this are refused with 413."

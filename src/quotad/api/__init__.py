@@ -1,5 +1,5 @@
-"""The HTTP interface: FastAPI routers over the service layer."""
+"""The HTTP interface: FastAPI routers over the service layer (``quotad.api.app.create_app``).
 
-from quotad.api.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here, so the CLI can use ``quotad.api.views`` without loading FastAPI's
+whole application machinery.
+"""

@@ -8,6 +8,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from quotad.api.errors import AUTH_FAILURE_STATUS
+from quotad.errors import AuthError
 from quotad.service import auth
 from quotad.service.auth import Caller
 from quotad.service.context import Context
@@ -38,22 +39,39 @@ def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def operator(
-    ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
+    request: Request, ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
 ) -> None:
-    """Admit only the operator token."""
-    await auth.authenticate_operator(ctx, authorization)
+    """Admit only the operator token; clients that keep failing are slowed down."""
+    client = _client(request)
+    ctx.failures.check(client)
+    try:
+        await auth.authenticate_operator(ctx, authorization)
+    except AuthError:
+        ctx.failures.record_failure(client)
+        raise
 
 
 async def customer(
+    request: Request,
     ctx: Ctx,
     authorization: Annotated[str | None, Security(bearer_header)],
     x_api_key: Annotated[str | None, Security(x_api_key_header)],
 ) -> Caller:
     """The customer whose key the request carries, throttled per key."""
-    caller = await auth.authenticate(ctx, auth.key_from_headers(authorization, x_api_key))
+    client = _client(request)
+    ctx.failures.check(client)
+    try:
+        caller = await auth.authenticate(ctx, auth.key_from_headers(authorization, x_api_key))
+    except AuthError:
+        ctx.failures.record_failure(client)
+        raise
     auth.require_scope(caller, "usage:read")
-    ctx.throttle.check(caller.key.id)
+    await ctx.throttle.check(caller.key.id)
     return caller
 
 

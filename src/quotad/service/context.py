@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from quotad.domain.clock import Clock, SystemClock
-from quotad.service.throttle import Throttle
+from quotad.service.throttle import FailureBudget, LocalThrottle, Throttle
 from quotad.settings import Settings
 from quotad.storage import Store
 
@@ -19,10 +19,14 @@ class Context:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     throttle: Throttle = field(init=False)
+    failures: FailureBudget = field(init=False)
 
     def __post_init__(self) -> None:
-        self.throttle = Throttle(
-            self.settings.rate_limit_per_second,
-            self.settings.rate_limit_burst,
-            monotonic=time.monotonic,
+        self.failures = FailureBudget(self.settings.auth_failures_per_minute, time.monotonic)
+        rate, burst = self.settings.rate_limit_per_second, self.settings.rate_limit_burst
+        shared = getattr(self.store, "throttle", None)
+        self.throttle = (
+            shared(rate, burst)
+            if callable(shared)
+            else LocalThrottle(rate, burst, monotonic=time.monotonic)
         )

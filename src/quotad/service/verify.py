@@ -58,12 +58,14 @@ async def verify(
 ) -> Verdict:
     """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
 
-    A store that fails or does not answer within ``store_timeout_ms`` is answered by the
-    ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow (fail-open).
+    A store that fails (or, when ``store_timeout_ms`` is set, does not answer in time) is
+    answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
+    (fail-open).
     """
     started = time.perf_counter()
+    limit = ctx.settings.store_timeout_ms / 1000 or None
     try:
-        async with asyncio.timeout(ctx.settings.store_timeout_ms / 1000):
+        async with asyncio.timeout(limit):
             verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
     except (StorageError, TimeoutError) as exc:
         metrics.STORE_ERRORS.labels("verify").inc()

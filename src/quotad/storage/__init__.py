@@ -7,6 +7,7 @@ them, so a deployment never needs the drivers of stores it does not use.
 from __future__ import annotations
 
 import importlib
+import re
 from urllib.parse import urlsplit
 
 from quotad.storage.base import Store
@@ -21,13 +22,12 @@ BACKENDS: dict[str, str] = {
 }
 
 
+_PASSWORD = re.compile(r"(://[^:/@?&\s]*:)[^@/?&\s]+@")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for logs and banners."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """``url`` with every password (a records URL inside it included) shown as ``***``."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def store_from_url(url: str) -> Store:

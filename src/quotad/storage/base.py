@@ -162,6 +162,13 @@ class Store(Protocol):
         """Add each event not seen before (by account and id) to its day's use, in one step."""
         ...
 
+    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
+        """Store ``(service, day)`` rows' absolute values, replacing those days' values.
+
+        For restoring an export (``quotad import``); ``Conflict`` if the account is gone.
+        """
+        ...
+
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """The stored days of one account and service between two dates, ascending."""
         ...

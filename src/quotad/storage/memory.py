@@ -266,6 +266,14 @@ class MemoryStore:
                 accepted += 1
             return EventsOutcome(accepted, len(events) - accepted)
 
+    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
+        """Store days' absolute values, replacing what those days held."""
+        with self._lock:
+            if rows and account_id not in self._accounts:
+                raise Conflict(f"account {account_id!r} does not exist")
+            for service, row in rows:
+                self._usage[(account_id, service, row.day)] = row
+
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range."""
         rows = [

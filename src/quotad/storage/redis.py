@@ -45,11 +45,13 @@ from quotad.domain.models import (
     UsageEvent,
 )
 from quotad.errors import Conflict, StorageError
+from quotad.service.throttle import refuse
 from quotad.storage.sql import SqlStore
 
 log = structlog.get_logger("quotad.storage.redis")
 T = TypeVar("T")
 
+MAX_CONNECTIONS = 64
 COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
 EVENT_DEDUP_SECONDS = 91 * 86_400  # events older than 90 days are refused upstream
 _SCRIPTS = ("consume", "seed", "adjust", "events", "take_dirty", "bucket")
@@ -69,6 +71,21 @@ def _parse(url: str) -> tuple[str, bool, str, str]:
     return redis_url, cluster, prefix, records
 
 
+class RedisThrottle:
+    """A throttle whose buckets live in Redis (see ``lua/bucket.lua``)."""
+
+    def __init__(self, store: RedisStore, rate: float, burst: int) -> None:
+        self._store, self._rate, self._burst = store, rate, burst
+
+    async def check(self, bucket_id: str) -> None:
+        """Take one token for ``bucket_id``."""
+        if self._rate <= 0:
+            return
+        wait = await self._store.take_token(bucket_id, self._rate, self._burst)
+        if wait > 0:
+            raise refuse(wait)
+
+
 class RedisStore:
     """A Store whose counters live in Redis and whose records live in SQL."""
 
@@ -76,7 +93,7 @@ class RedisStore:
         self,
         url: str,
         flush_interval: float = 1.0,
-        timeout: float = 0.25,
+        timeout: float = 1.0,
     ) -> None:
         self.url = url
         redis_url, self._cluster, self._prefix, records_url = _parse(url)
@@ -87,6 +104,7 @@ class RedisStore:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._inflight = asyncio.Semaphore(MAX_CONNECTIONS)
 
     # Keys: "{account}" is the hash tag, so one account's keys share a Cluster slot.
     def _counter(self, account_id: str, service: str, day: date) -> str:
@@ -115,12 +133,17 @@ class RedisStore:
         }
         if self._cluster:
             self._client = RedisCluster.from_url(self._redis_url, **options)
+            # Learn the slot map now: when hundreds of first calls race to do it, some
+            # of them get a half-opened connection.
+            await self._call(self._client.initialize)
         else:
-            # One immediate retry replaces a connection that died with a Redis restart;
-            # the default backoff would hold requests for seconds while Redis is down.
-            self._client = aioredis.Redis.from_url(
-                self._redis_url, retry=Retry(NoBackoff(), 1), **options
+            # Callers beyond the pool wait for a free connection instead of failing; one
+            # immediate retry replaces a connection that died with a Redis restart (the
+            # default backoff would hold requests for seconds while Redis is down).
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._redis_url, max_connections=MAX_CONNECTIONS, timeout=5, **options
             )
+            self._client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
         package = files("quotad.storage") / "lua"
         for name in _SCRIPTS:
             source = (package / f"{name}.lua").read_text()
@@ -137,18 +160,34 @@ class RedisStore:
         if self._client is not None:
             with contextlib.suppress(StorageError):
                 await self.flush()
-            await self._client.aclose()
+            if self._cluster:
+                await self._client.aclose()
+            else:  # the pool was built here, so the client does not close it by itself
+                await self._client.aclose(close_connection_pool=True)
             self._client = None
         await self.records.close()
 
     async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await action()
+            # Bounded in-flight commands: redis-py's cluster client fails (rather than
+            # queues) when hundreds of calls race to open connections to a node.
+            async with self._inflight:
+                return await action()
         except (RedisError, OSError) as exc:
             raise StorageError("the counter store (Redis) could not be reached") from exc
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._call(lambda: self._scripts[name](keys=keys, args=args))
+
+    def throttle(self, rate: float, burst: int) -> RedisThrottle:
+        """Token buckets shared by every node, kept in Redis."""
+        return RedisThrottle(self, rate, burst)
+
+    async def take_token(self, bucket_id: str, rate: float, burst: int) -> float:
+        """Take a token from a shared bucket: 0.0, or the seconds to wait."""
+        key = f"{self._prefix}:{{{bucket_id}}}:rate"
+        wait = await self._script("bucket", [key], [rate, burst])
+        return float(wait)
 
     async def ping(self) -> None:
         """Ping Redis and the records store."""
@@ -193,15 +232,15 @@ class RedisStore:
         async def read() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(key, "used", "total", "rejected")
+                pipe.hmget(key, "used", "total", "rejected", "fresh")
             return list(await pipe.execute())
 
         rows = []
         for key, values in zip(keys, await self._call(read), strict=True):
-            if values[0] is None:
+            if values[0] is None or values[3] == "1":
                 continue
             _, service, day = key.rsplit(":", 2)
-            used, total, rejected = (int(v or 0) for v in values)
+            used, total, rejected = (int(v or 0) for v in values[:3])
             rows.append((service, UsageDay(date.fromisoformat(day), used, total, rejected)))
         return rows
 
@@ -216,7 +255,7 @@ class RedisStore:
         await self._script(
             "seed",
             [self._counter(account_id, service, day)],
-            [row.used, row.total, row.rejected, COUNTER_TTL_SECONDS],
+            [row.used, row.total, row.rejected, COUNTER_TTL_SECONDS, 0 if stored else 1],
         )
 
     # Usage --------------------------------------------------------------------
@@ -264,7 +303,7 @@ class RedisStore:
         keys = [self._counter(account_id, service, day), self._dirty(account_id)]
         await self._mark_dirty(account_id)
         for _ in range(3):
-            answer = await self._script("adjust", keys, [delta, COUNTER_TTL_SECONDS])
+            answer = await self._script("adjust", keys, [delta, COUNTER_TTL_SECONDS, total])
             if answer[0] == "missing":
                 await self._hydrate(account_id, service, day, total)
                 continue
@@ -285,9 +324,11 @@ class RedisStore:
                     self._event(account_id, item.id),
                     self._counter(account_id, item.service, item.day),
                 ]
-                args.append(item.amount)
+                args += [item.amount, item.total]
             await self._mark_dirty(account_id)
-            totals = {(i.service, i.day): i.total for i in items}
+            totals: dict[tuple[str, date], int] = {}
+            for item in items:  # a new day takes the total of its first event, as in SQL
+                totals.setdefault((item.service, item.day), item.total)
             for _ in range(len(totals) + 2):
                 answer = await self._script("events", keys, args)
                 if answer[0] == "missing":
@@ -300,6 +341,23 @@ class RedisStore:
             else:
                 raise StorageError("the day's counters could not be loaded into Redis")
         return EventsOutcome(accepted, len(events) - accepted)
+
+    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
+        """Write days to SQL, then drop their Redis counters so the next use reloads them.
+
+        Meant for restoring an export while the deployment is quiet: a consume racing
+        with it on the same day may be overwritten by the imported value.
+        """
+        if not rows:
+            return
+        await self.records.put_usage_days(account_id, rows)
+        counters = [self._counter(account_id, service, row.day) for service, row in rows]
+
+        async def drop() -> None:
+            for start in range(0, len(counters), 500):  # one account: one hash slot
+                await self._client.delete(*counters[start : start + 500])
+
+        await self._call(drop)
 
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Durable days from SQL, overlaid with the live counters Redis holds."""

@@ -1,7 +1,12 @@
 -- Add delta to a day's use, flooring at zero.
--- KEYS[1] counter hash   KEYS[2] the account's dirty set   ARGV: delta, counter_ttl_s
+-- KEYS[1] counter hash   KEYS[2] the account's dirty set   ARGV: delta, counter_ttl_s, total
 -- Returns {used, total, rejected} | {"missing"}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+-- A fresh counter is a new day: it takes this call's total, as a new SQL row would.
+if redis.call('HGET', KEYS[1], 'fresh') == '1' then
+  redis.call('HSET', KEYS[1], 'total', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'fresh')
+end
 local used = tonumber(redis.call('HGET', KEYS[1], 'used')) + tonumber(ARGV[1])
 if used < 0 then used = 0 end
 redis.call('HSET', KEYS[1], 'used', used)

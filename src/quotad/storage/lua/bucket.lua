@@ -1,7 +1,9 @@
 -- Token bucket: take one token. KEYS[1] bucket hash (tokens, stamp)
--- ARGV: rate per second, burst, now (seconds, float)
--- Returns seconds to wait as a string ("0" when allowed).
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- ARGV: rate per second, burst. Time is Redis's own, so every node agrees on it.
+-- Returns the seconds to wait, as a string ("0" when allowed).
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
 local tokens, stamp = tonumber(state[1]), tonumber(state[2])
 if tokens == nil then tokens, stamp = burst, now end

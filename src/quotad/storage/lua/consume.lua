@@ -23,6 +23,7 @@ else
   redis.call('HINCRBY', KEYS[1], 'rejected', 1)
 end
 redis.call('HSET', KEYS[1], 'total', total)
+redis.call('HDEL', KEYS[1], 'fresh')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[2], KEYS[1])
 if #KEYS == 3 then

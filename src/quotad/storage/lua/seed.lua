@@ -1,7 +1,10 @@
 -- Load a day's counter from its durable copy, unless Redis already holds it.
--- KEYS[1] counter hash   ARGV: used, total, rejected, counter_ttl_s
+-- KEYS[1] counter hash   ARGV: used, total, rejected, counter_ttl_s, fresh
+-- fresh = 1 when SQL had no row: the counter is then not a stored day until a write
+-- clears the mark (every writing script does), so reads do not report it.
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'used', ARGV[1], 'total', ARGV[2], 'rejected', ARGV[3])
+  redis.call('HSET', KEYS[1], 'used', ARGV[1], 'total', ARGV[2], 'rejected', ARGV[3],
+             'fresh', ARGV[5])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 return 1

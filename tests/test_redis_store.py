@@ -1,0 +1,116 @@
+"""What only the Redis store does: write-behind to SQL, reload after data loss, shared throttle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotad.domain.models import Account, AccountStatus, Overrides, Plan, Quota
+from quotad.errors import RateLimited
+from quotad.storage.redis import RedisStore
+from tests.servers import REDIS_URL, redis_namespace
+
+pytestmark = pytest.mark.redis
+DAY = date(2024, 11, 7)
+NOW = datetime(2024, 11, 7, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A Redis store URL under a fresh prefix, with SQLite records in tmp_path."""
+    with redis_namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
+        yield url
+
+
+async def open_node(url: str, flush_interval: float = 3600) -> RedisStore:
+    """One quotad node's store (a long flush interval unless a test wants flushing)."""
+    store = RedisStore(url, flush_interval=flush_interval)
+    await store.open()
+    return store
+
+
+async def with_account(store: RedisStore) -> None:
+    """A plan and account acme to count against."""
+    await store.create_plan(Plan("p", {"insights": Quota(100)}, (), NOW))
+    await store.create_account(
+        Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
+    )
+
+
+async def drop_counters(url: str) -> None:
+    """Delete every counter of the namespace, as a Redis restart without persistence would."""
+    prefix = url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*:u:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def test_flush_copies_counters_to_sql(redis_url: str) -> None:
+    """After a flush the records store holds the day's used, total and rejections."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        for _ in range(3):
+            await store.consume("acme", "insights", DAY, 40, 100)
+        await store.flush()
+        [row] = await store.records.usage("acme", "insights", DAY, DAY)
+        assert (row.used, row.total, row.rejected) == (80, 100, 1)
+    finally:
+        await store.close()
+
+
+async def test_lost_counters_are_reloaded_from_sql_not_restarted(redis_url: str) -> None:
+    """When Redis loses a day's counter, the next consume continues from the flushed value."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        await store.consume("acme", "insights", DAY, 90, 100)
+        await store.flush()
+        await drop_counters(redis_url)
+        refused = await store.consume("acme", "insights", DAY, 20, 100)
+        assert (refused.granted, refused.used) == (False, 90)
+        granted = await store.consume("acme", "insights", DAY, 10, 100)
+        assert (granted.granted, granted.used) == (True, 100)
+    finally:
+        await store.close()
+
+
+async def test_background_flush_runs_by_itself(redis_url: str) -> None:
+    """With a short interval, usage reaches SQL without an explicit flush."""
+    store = await open_node(redis_url, flush_interval=0.05)
+    try:
+        await with_account(store)
+        await store.consume("acme", "insights", DAY, 7, 100)
+        for _ in range(100):
+            rows = await store.records.usage("acme", "insights", DAY, DAY)
+            if rows and rows[0].used == 7:
+                break
+            await asyncio.sleep(0.02)
+        assert rows[0].used == 7
+    finally:
+        await store.close()
+
+
+async def test_two_nodes_share_counters_and_throttle(redis_url: str) -> None:
+    """Two nodes on one Redis see one counter and one token bucket per key."""
+    first, second = await open_node(redis_url), await open_node(redis_url)
+    try:
+        await with_account(first)
+        await first.consume("acme", "insights", DAY, 60, 100)
+        outcome = await second.consume("acme", "insights", DAY, 50, 100)
+        assert (outcome.granted, outcome.used) == (False, 60)
+        throttles = [first.throttle(0.001, 3), second.throttle(0.001, 3)]
+        for index in range(3):
+            await throttles[index % 2].check("key_1")
+        with pytest.raises(RateLimited):
+            await throttles[1].check("key_1")
+    finally:
+        await first.close()
+        await second.close()
