@@ -1,0 +1,294 @@
+"""Where the middleware's decisions are made: in this process, or by a quotad server.
+
+``EmbeddedBackend`` opens a store by URL and calls quotad's service layer directly (no
+quotad server at all); ``RemoteBackend`` asks a quotad server through the SDK. Both
+answer with quotad's own ``Verdict``, so the middleware renders one kind of answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+import httpx2
+import structlog
+
+from quotad.api.middleware import ASGIApp, Receive, Scope, Send
+from quotad.domain import days
+from quotad.domain.clock import Clock, SystemClock
+from quotad.errors import ErrorCode, QuotadError, StorageError
+from quotad.sdk import AsyncClient, QuotadAPIError, QuotadConnectionError, RetryPolicy, ServerError
+from quotad.service import verify
+from quotad.service.context import Context
+from quotad.service.verify import Verdict
+from quotad.settings import Settings
+from quotad.storage import store_from_url
+
+log = structlog.get_logger("quotad.asgi")
+
+
+class QuotaBackend(Protocol):
+    """What the middleware needs: consume, refund, the customer usage endpoints, a clock.
+
+    ``consume`` and ``refund`` raise ``StorageError`` when quotad cannot be reached and
+    another ``QuotadError`` when it is misconfigured (an unknown service, say).
+    """
+
+    async def open(self) -> None:
+        """Get ready (open the store, connect); called again, does nothing."""
+        ...
+
+    async def close(self) -> None:
+        """Release what ``open`` took."""
+        ...
+
+    async def consume(self, key: str, service: str, cost: int) -> Verdict:
+        """Authenticate ``key`` and consume ``cost`` units of ``service``, all or nothing."""
+        ...
+
+    async def refund(self, verdict: Verdict, cost: int) -> None:
+        """Give back ``cost`` units a granted ``verdict`` consumed."""
+        ...
+
+    def usage_app(self) -> ASGIApp:
+        """An ASGI app serving ``GET /v1/usages`` and ``GET /usage/{service}``."""
+        ...
+
+    def now(self) -> datetime:
+        """The current time, for the reset fields of the quota headers."""
+        ...
+
+
+def consumed_day(verdict: Verdict, timezone: str) -> date:
+    """The account's local day a granted verdict consumed from: the day its reset ends.
+
+    Taken from the verdict rather than from the clock, so a refund just after midnight
+    still credits the day that was charged.
+    """
+    if verdict.reset is None:
+        msg = "the verdict has no reset time"
+        raise ValueError(msg)
+    return days.local_day(verdict.reset - timedelta(seconds=1), timezone)
+
+
+class _OpenOnce:
+    """Opens a resource once, on first need, however many requests arrive together."""
+
+    def __init__(self) -> None:
+        self._opened = False
+        self._lock: asyncio.Lock | None = None
+
+    async def ensure(self, opener: Callable[[], Awaitable[None]]) -> None:
+        """Run ``opener`` unless it already ran (and has not been ``reset`` since)."""
+        if self._opened:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._opened:
+                await opener()
+                self._opened = True
+
+    def reset(self) -> bool:
+        """Forget the opening; whether there was one to forget."""
+        was_open, self._opened = self._opened, False
+        return was_open
+
+
+# Embedded -----------------------------------------------------------------------------
+class EmbeddedBackend:
+    """Decides in this process over a local store: no quotad server involved.
+
+    Args:
+        store_url: the store to open (``sqlite:///quotad.db``, ``redis://…``, ``memory://``);
+            default ``QUOTAD_STORE_URL``.
+        settings: quotad settings (default: from the environment, with ``store_url``).
+        clock: the time source (``quotad.testing.FakeClock`` in tests).
+        ctx: an existing service context to use instead (its store is then the caller's
+            to open and close, unless ``manage_store`` is true).
+    """
+
+    def __init__(
+        self,
+        store_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        ctx: Context | None = None,
+        manage_store: bool | None = None,
+    ) -> None:
+        if ctx is None:
+            if settings is None:
+                settings = Settings() if store_url is None else Settings(store_url=store_url)
+            elif store_url is not None:
+                settings = settings.model_copy(update={"store_url": store_url})
+            ctx = Context(store_from_url(settings.store_url), settings, clock or SystemClock())
+            manage_store = True if manage_store is None else manage_store
+        self.ctx = ctx
+        self.manage_store = bool(manage_store)
+        self._once = _OpenOnce()
+        self._usage_app: ASGIApp | None = None
+
+    async def open(self) -> None:
+        """Open the store (and bring its schema up to date), once."""
+        if self.manage_store:
+            await self._once.ensure(self.ctx.store.open)
+
+    async def close(self) -> None:
+        """Close the store if this backend opened it."""
+        if self.manage_store and self._once.reset():
+            await self.ctx.store.close()
+
+    async def consume(self, key: str, service: str, cost: int) -> Verdict:
+        """quotad's own verify-and-consume, in process."""
+        await self.open()
+        return await verify.verify(self.ctx, key, service, cost)
+
+    async def refund(self, verdict: Verdict, cost: int) -> None:
+        """``store.adjust(..., delta=-cost)`` on the day the verdict consumed from."""
+        if verdict.account_id is None or verdict.total is None or verdict.reset is None:
+            return
+        account = await self.ctx.store.get_account(verdict.account_id)
+        if account is None:
+            return
+        day = consumed_day(verdict, account.timezone)
+        await self.ctx.store.adjust(account.id, verdict.service, day, -cost, verdict.total)
+
+    def usage_app(self) -> ASGIApp:
+        """quotad's own customer router over this backend's context."""
+        if self._usage_app is None:
+            from quotad.asgi.usage import embedded_usage_app
+
+            self._usage_app = embedded_usage_app(self.ctx, self.open)
+        return self._usage_app
+
+    def now(self) -> datetime:
+        """The context's clock."""
+        return self.ctx.clock.now()
+
+
+# Remote -------------------------------------------------------------------------------
+class RemoteBackend:
+    """Asks a quotad server (``POST /v1/verify``) through the SDK's ``AsyncClient``.
+
+    Each verify carries a fresh ``Idempotency-Key``, so the SDK may retry it after a 5xx
+    or a broken connection without consuming twice.
+
+    Args:
+        base_url: the quotad server, e.g. ``http://127.0.0.1:8080``.
+        operator_token: its operator token.
+        timeout: seconds to wait for quotad.
+        retry: the SDK's retry policy for verify, refunds and the usage endpoints.
+        transport: an ``httpx2`` async transport (tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        operator_token: str,
+        *,
+        timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._operator_token = operator_token
+        self._retry = retry or RetryPolicy(retries=2, backoff=0.05)
+        self._transport = transport
+        self._timeout = timeout
+        self._client: AsyncClient | None = None
+        self._http: httpx2.AsyncClient | None = None
+        self._zones: dict[str, str] = {}
+
+    @property
+    def client(self) -> AsyncClient:
+        """The SDK client (created on first use)."""
+        if self._client is None:
+            self._client = AsyncClient(
+                self.base_url,
+                operator_token=self._operator_token,
+                timeout=self._timeout,
+                retry=self._retry,
+                transport=self._transport,
+            )
+        return self._client
+
+    async def open(self) -> None:
+        """Nothing to open: connections are made on first use."""
+
+    async def close(self) -> None:
+        """Close the connections to quotad."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def consume(self, key: str, service: str, cost: int) -> Verdict:
+        """``POST /v1/verify`` on the quotad server."""
+        try:
+            answer = await self.client.verify(key, service, cost, idempotency_key=uuid.uuid4().hex)
+        except (QuotadConnectionError, ServerError) as exc:
+            raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
+        except QuotadAPIError as exc:
+            raise QuotadError(
+                f"quotad refused the verify call: {exc}", ErrorCode.INTERNAL_SERVER_ERROR
+            ) from exc
+        return Verdict(
+            valid=answer.valid,
+            code=answer.code,
+            service=answer.service,
+            account_id=answer.account_id,
+            used=answer.used,
+            total=answer.total,
+            reset=answer.reset,
+            window_seconds=answer.window_seconds,
+            note=answer.note,
+        )
+
+    async def refund(self, verdict: Verdict, cost: int) -> None:
+        """The adjust endpoint, with ``delta=-cost`` on the day the verdict consumed from."""
+        account_id = verdict.account_id
+        if account_id is None or verdict.reset is None:
+            return
+        try:
+            zone = self._zones.get(account_id)
+            if zone is None:
+                zone = (await self.client.get_account(account_id)).timezone
+                self._zones[account_id] = zone
+            day = consumed_day(verdict, zone)
+            await self.client.adjust_usage(account_id, verdict.service, day, -cost)
+        except (QuotadConnectionError, ServerError) as exc:
+            raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
+
+    def usage_app(self) -> ASGIApp:
+        """Relays the customer usage endpoints to the quotad server, streaming."""
+        return _RemoteUsage(self)
+
+    def http(self) -> httpx2.AsyncClient:
+        """The plain HTTP client for relaying the usage endpoints."""
+        if self._http is None:
+            self._http = httpx2.AsyncClient(timeout=self._timeout, transport=self._transport)
+        return self._http
+
+    def now(self) -> datetime:
+        """The system clock (quotad's answers carry absolute reset times)."""
+        return datetime.now(UTC)
+
+
+class _RemoteUsage:
+    """``GET /v1/usages`` and ``GET /usage/{service}``, answered by the quotad server."""
+
+    def __init__(self, backend: RemoteBackend) -> None:
+        self.backend = backend
+        self.upstream = httpx2.URL(backend.base_url)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from quotad.asgi.forward import forward, target_url
+
+        url = target_url(self.upstream, scope)
+        await forward(self.backend.http(), url, scope, receive, send)

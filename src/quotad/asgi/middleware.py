@@ -1,0 +1,288 @@
+"""``QuotadMiddleware``: per-key quotas for any ASGI app (Starlette, FastAPI, or raw ASGI).
+
+For each HTTP request it metered, in order:
+
+1. takes the caller's key from ``Authorization: Bearer`` or ``x-api-key`` (401 without one);
+2. consumes the request's cost through the backend, all or nothing (401/403 for a key
+   problem, 429 ``QUOTA_EXCEEDED`` with ``Retry-After`` when the quota is used up);
+3. runs the app, adding ``RateLimit-Policy``, ``RateLimit`` and ``X-RateLimit-*`` to its
+   answer, and, on request, a ``quota`` object to its JSON object bodies;
+4. refunds the cost when the app answered 5xx or raised.
+
+Refusals carry the contract's error body (``quotad.api.errors``) and the same quota
+headers as quotad's own answers (``quotad.api.responses``). Non-HTTP scopes pass through;
+the lifespan's shutdown closes the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import structlog
+
+from quotad.api.errors import STATUS, error_response
+from quotad.api.middleware import ASGIApp, Message, Receive, Scope, Send
+from quotad.api.responses import verdict_headers
+from quotad.asgi.backends import QuotaBackend
+from quotad.asgi.usage import is_usage_path
+from quotad.domain import days
+from quotad.errors import AuthError, ErrorCode, QuotadError, StorageError
+from quotad.service.auth import key_from_headers
+from quotad.service.verify import Verdict
+
+log = structlog.get_logger("quotad.asgi")
+
+INCLUDE_QUOTA_HEADER = "x-quotad-include-quota"
+INCLUDE_QUOTA_PARAM = "include_quota"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+Cost = int | Callable[[Scope], int | None]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def wants_quota(scope: Scope) -> bool:
+    """Whether the request asks for the ``quota`` object in JSON bodies.
+
+    ``X-Quotad-Include-Quota: true`` or ``?include_quota=true`` (``1``, ``yes``, ``on``
+    work too).
+    """
+    flag = _header(scope, INCLUDE_QUOTA_HEADER.encode())
+    if flag is not None:
+        return flag.strip().lower() in _TRUE
+    query = scope.get("query_string", b"")
+    if INCLUDE_QUOTA_PARAM.encode() not in query:
+        return False
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return any(name == INCLUDE_QUOTA_PARAM and value.lower() in _TRUE for name, value in pairs)
+
+
+def quota_object(verdict: Verdict) -> dict[str, Any]:
+    """``{"used", "remaining", "total", "reset"}`` of a verdict, for a JSON body."""
+    return {
+        "used": verdict.used,
+        "remaining": verdict.remaining,
+        "total": verdict.total,
+        "reset": None if verdict.reset is None else days.rfc3339(verdict.reset),
+    }
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    content_type, encoded = b"", False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+        elif lowered == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            encoded = True
+    is_json = content_type == b"application/json" or (
+        content_type.startswith(b"application/") and content_type.endswith(b"+json")
+    )
+    return is_json and not encoded
+
+
+class QuotadMiddleware:
+    """Authenticates each request's API key and consumes its cost against a daily quota.
+
+    Args:
+        app: the ASGI app to protect.
+        service: the quotad service the requests consume (e.g. ``"insights"``).
+        backend: ``EmbeddedBackend`` (a local store) or ``RemoteBackend`` (a quotad server).
+        cost: units per request, or a function of the ASGI scope giving them; a function
+            returning ``None`` leaves that request alone (no key needed, nothing consumed).
+        refund_on_error: give the units back when the app answers 5xx or raises.
+        exempt: requests never metered; by default the two customer usage endpoints
+            (mount them with ``mount_usage_endpoints``).
+        max_quota_buffer: the largest JSON body held back to add the ``quota`` object to;
+            a larger one is passed on unchanged.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        backend: QuotaBackend,
+        cost: Cost = 1,
+        refund_on_error: bool = True,
+        exempt: Callable[[Scope], bool] | None = is_usage_path,
+        max_quota_buffer: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.backend = backend
+        self.cost = cost
+        self.refund_on_error = refund_on_error
+        self.exempt = exempt
+        self.max_quota_buffer = max_quota_buffer
+
+    def cost_of(self, scope: Scope) -> int | None:
+        """The units this request consumes, or ``None`` when it is not metered."""
+        if self.exempt is not None and self.exempt(scope):
+            return None
+        if callable(self.cost):
+            return self.cost(scope)
+        return self.cost
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        cost = self.cost_of(scope) if scope["type"] == "http" else None
+        if cost is None:
+            await self.app(scope, receive, send)
+            return
+        verdict = await self._decide(scope, receive, send, cost)
+        if verdict is not None:
+            await self._run(scope, receive, send, verdict, cost)
+
+    async def _decide(
+        self, scope: Scope, receive: Receive, send: Send, cost: int
+    ) -> Verdict | None:
+        """The granted verdict, or ``None`` once a refusal has been sent."""
+        try:
+            key = key_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+            verdict = await self.backend.consume(key, self.service, cost)
+        except AuthError as exc:
+            await error_response(exc.code, exc.note)(scope, receive, send)
+            return None
+        except StorageError as exc:
+            log.warning("quota backend unavailable", error=exc.note)
+            await error_response(ErrorCode.SERVICE_UNAVAILABLE, "the quota service is unavailable")(
+                scope, receive, send
+            )
+            return None
+        except QuotadError as exc:
+            log.warning("quota backend refused the check", error=exc.note, code=exc.code.value)
+            await error_response(
+                ErrorCode.INTERNAL_SERVER_ERROR, "the quota check is misconfigured"
+            )(scope, receive, send)
+            return None
+        if verdict.valid:
+            return verdict
+        await self._refuse(scope, receive, send, verdict)
+        return None
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, verdict: Verdict) -> None:
+        try:
+            code = ErrorCode(verdict.code)
+        except ValueError:
+            code = ErrorCode.FORBIDDEN
+        note = verdict.note
+        if code is ErrorCode.QUOTA_EXCEEDED:
+            reset = "" if verdict.reset is None else f"; it resets at {days.rfc3339(verdict.reset)}"
+            note = f"the daily {self.service} quota of {verdict.total} is used up{reset}"
+        headers = verdict_headers(verdict, self.backend.now().timestamp())
+        response = error_response(
+            code, note or "the request was refused", status=STATUS.get(code, 403), headers=headers
+        )
+        await response(scope, receive, send)
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, verdict: Verdict, cost: int
+    ) -> None:
+        extra = self._headers(verdict)
+        replaced = {name for name, _ in extra}
+        include = wants_quota(scope)
+        status = 0
+        held: Message | None = None  # the response start, while a JSON body is buffered
+        body = bytearray()
+
+        async def send_with_quota(message: Message) -> None:
+            nonlocal status, held, extra, verdict
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # Refund before the client can see the failure, and say so in the headers.
+                if status >= 500 and await self._refund(verdict, cost, f"answered {status}"):
+                    verdict = replace(verdict, used=max((verdict.used or 0) - cost, 0))
+                    extra = self._headers(verdict)
+                headers = [
+                    (bytes(k), bytes(v))
+                    for k, v in message.get("headers", ())
+                    if bytes(k).lower() not in replaced
+                ]
+                message["headers"] = headers + extra
+                if include and _is_json(headers):
+                    held = message
+                    return
+                await send(message)
+            elif message["type"] == "http.response.body" and held is not None:
+                body.extend(message.get("body", b""))
+                if message.get("more_body", False) and len(body) <= self.max_quota_buffer:
+                    return
+                start, held = held, None
+                if message.get("more_body", False):  # too large: pass it on as it is
+                    await send(start)
+                    await send({**message, "body": bytes(body)})
+                    return
+                await self._send_with_quota_object(start, bytes(body), verdict, send)
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_quota)
+        except Exception:  # a cancelled request (client gone) is not refunded
+            if status < 500:  # not refunded yet
+                await self._refund(verdict, cost, "the app raised")
+            raise
+
+    async def _send_with_quota_object(
+        self, start: Message, body: bytes, verdict: Verdict, send: Send
+    ) -> None:
+        try:
+            document = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict) and "quota" not in document:
+            document["quota"] = quota_object(verdict)
+            body = orjson.dumps(document)
+            start["headers"] = [
+                (k, v) for k, v in start["headers"] if k.lower() != b"content-length"
+            ] + [(b"content-length", str(len(body)).encode())]
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _headers(self, verdict: Verdict) -> list[tuple[bytes, bytes]]:
+        """The quota headers of a granted verdict, as ASGI header pairs."""
+        now = self.backend.now().timestamp()
+        return [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in verdict_headers(verdict, now).items()
+        ]
+
+    async def _refund(self, verdict: Verdict, cost: int, why: str) -> bool:
+        """Give the cost back; whether that worked (a failure is logged, never raised)."""
+        if not self.refund_on_error or cost <= 0:
+            return False
+        try:
+            await self.backend.refund(verdict, cost)
+        except Exception as exc:  # a failed refund must not hide the app's answer
+            log.warning("refund failed", why=why, account_id=verdict.account_id, error=str(exc))
+            return False
+        log.info("refunded", why=why, account_id=verdict.account_id, cost=cost)
+        return True
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the lifespan through; open the backend at startup, close it at shutdown."""
+
+        async def receive_opening() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.backend.open()
+            return message
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.backend.close()
+            await send(message)
+
+        await self.app(scope, receive_opening, send_closing)

@@ -1,0 +1,405 @@
+"""Every endpoint of quotad, written once as a method that builds a ``Call``.
+
+``Client`` and ``AsyncClient`` inherit these methods; the ``endpoint`` decorator makes
+each one perform its call with the client's I/O (see ``quotad.sdk._core``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+from quotad.sdk._core import Answer, Call, endpoint, json_with, jsonl_with, nothing
+from quotad.sdk.models import (
+    Account,
+    Event,
+    EventsResult,
+    ExportRow,
+    Gauge,
+    IssuedKey,
+    Key,
+    Limit,
+    Overrides,
+    Page,
+    Plan,
+    Quota,
+    Service,
+    UsageDay,
+    UsageLine,
+    Verdict,
+    items_of,
+    list_of,
+)
+
+Status = Literal["active", "suspended"]
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded."""
+    return quote(value, safe="")
+
+
+def _day(value: date | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _params(**values: Any) -> dict[str, str]:
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def _quotas(quotas: Mapping[str, int | Quota]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"total": q, "period": "day"}
+        if isinstance(q, int)
+        else {"total": q.total, "period": q.period}
+        for name, q in quotas.items()
+    }
+
+
+def _limits(limits: Iterable[Limit]) -> list[dict[str, Any]]:
+    return [{"name": x.name, "description": x.description, "limit": x.limit} for x in limits]
+
+
+def _verdict(answer: Answer) -> Verdict:
+    return Verdict.from_json(answer.json(), answer.headers)
+
+
+class Endpoints:
+    """The operator API (``/admin/v1``, verify, events) and the customer API."""
+
+    # Health -----------------------------------------------------------------------
+    @endpoint
+    def health(self) -> Call[bool]:
+        """Whether quotad runs and its store answers (``GET /healthz``)."""
+        return Call("GET", "/healthz", lambda _answer: True, credential="none", idempotent=True)
+
+    # Services ---------------------------------------------------------------------
+    @endpoint
+    def create_service(self, name: str, description: str = "") -> Call[Service]:
+        """Register a service (``POST /admin/v1/services``)."""
+        body = {"name": name, "description": description}
+        return Call("POST", "/admin/v1/services", json_with(Service.from_json), body=body)
+
+    @endpoint
+    def list_services(self) -> Call[list[Service]]:
+        """Every service."""
+        return Call(
+            "GET", "/admin/v1/services", json_with(items_of(Service.from_json)), idempotent=True
+        )
+
+    # Plans ------------------------------------------------------------------------
+    @endpoint
+    def create_plan(
+        self,
+        plan_id: str,
+        quotas: Mapping[str, int | Quota],
+        limits: Sequence[Limit] = (),
+        description: str = "",
+    ) -> Call[Plan]:
+        """Create a plan: a daily total per service (``{"insights": 250}``) and limits."""
+        body = {
+            "id": plan_id,
+            "description": description,
+            "quotas": _quotas(quotas),
+            "limits": _limits(limits),
+        }
+        return Call("POST", "/admin/v1/plans", json_with(Plan.from_json), body=body)
+
+    @endpoint
+    def list_plans(self, limit: int = 50, cursor: str | None = None) -> Call[Page[Plan]]:
+        """A page of plans, by id."""
+        return Call(
+            "GET",
+            "/admin/v1/plans",
+            json_with(Page.parser(Plan.from_json)),
+            params=_params(limit=limit, cursor=cursor),
+            idempotent=True,
+        )
+
+    @endpoint
+    def get_plan(self, plan_id: str) -> Call[Plan]:
+        """One plan."""
+        return Call(
+            "GET", f"/admin/v1/plans/{_seg(plan_id)}", json_with(Plan.from_json), idempotent=True
+        )
+
+    @endpoint
+    def replace_plan(
+        self,
+        plan_id: str,
+        quotas: Mapping[str, int | Quota],
+        limits: Sequence[Limit] = (),
+        description: str = "",
+    ) -> Call[Plan]:
+        """Replace a plan's quotas, limits and description."""
+        body = {"description": description, "quotas": _quotas(quotas), "limits": _limits(limits)}
+        return Call(
+            "PUT",
+            f"/admin/v1/plans/{_seg(plan_id)}",
+            json_with(Plan.from_json),
+            body=body,
+            idempotent=True,
+        )
+
+    @endpoint
+    def delete_plan(self, plan_id: str) -> Call[None]:
+        """Delete a plan no account uses (``ConflictError`` otherwise)."""
+        return Call("DELETE", f"/admin/v1/plans/{_seg(plan_id)}", nothing, idempotent=True)
+
+    # Accounts ---------------------------------------------------------------------
+    @endpoint
+    def create_account(
+        self,
+        name: str,
+        plan: str,
+        *,
+        account_id: str | None = None,
+        timezone: str = "UTC",
+        status: Status = "active",
+        overrides: Overrides | None = None,
+    ) -> Call[Account]:
+        """Create an account (its id is generated unless given)."""
+        body: dict[str, Any] = {"name": name, "plan": plan, "timezone": timezone, "status": status}
+        if account_id is not None:
+            body["id"] = account_id
+        if overrides is not None:
+            body["overrides"] = overrides.to_json()
+        return Call("POST", "/admin/v1/accounts", json_with(Account.from_json), body=body)
+
+    @endpoint
+    def list_accounts(
+        self, limit: int = 50, cursor: str | None = None, search: str | None = None
+    ) -> Call[Page[Account]]:
+        """A page of accounts, by id, optionally only those whose id or name matches."""
+        return Call(
+            "GET",
+            "/admin/v1/accounts",
+            json_with(Page.parser(Account.from_json)),
+            params=_params(limit=limit, cursor=cursor, search=search),
+            idempotent=True,
+        )
+
+    @endpoint
+    def get_account(self, account_id: str) -> Call[Account]:
+        """One account."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}",
+            json_with(Account.from_json),
+            idempotent=True,
+        )
+
+    @endpoint
+    def update_account(
+        self,
+        account_id: str,
+        *,
+        name: str | None = None,
+        plan: str | None = None,
+        timezone: str | None = None,
+        status: Status | None = None,
+        overrides: Overrides | None = None,
+    ) -> Call[Account]:
+        """Change the given fields of an account (``PATCH``)."""
+        body: dict[str, Any] = _params(name=name, plan=plan, timezone=timezone, status=status)
+        if overrides is not None:
+            body["overrides"] = overrides.to_json()
+        return Call(
+            "PATCH",
+            f"/admin/v1/accounts/{_seg(account_id)}",
+            json_with(Account.from_json),
+            body=body,
+        )
+
+    @endpoint
+    def delete_account(self, account_id: str) -> Call[None]:
+        """Delete an account with its keys, usage and gauges."""
+        return Call("DELETE", f"/admin/v1/accounts/{_seg(account_id)}", nothing, idempotent=True)
+
+    # Keys -------------------------------------------------------------------------
+    @endpoint
+    def create_key(
+        self,
+        account_id: str,
+        name: str = "",
+        *,
+        expires_at: datetime | None = None,
+        scopes: Sequence[str] | None = None,
+    ) -> Call[IssuedKey]:
+        """Issue a key; ``IssuedKey.key`` is its secret, shown this once."""
+        body: dict[str, Any] = {"name": name}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        return Call(
+            "POST",
+            f"/admin/v1/accounts/{_seg(account_id)}/keys",
+            json_with(IssuedKey.from_json),
+            body=body,
+        )
+
+    @endpoint
+    def list_keys(self, account_id: str) -> Call[list[Key]]:
+        """An account's keys, never their secrets."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}/keys",
+            json_with(items_of(Key.from_json)),
+            idempotent=True,
+        )
+
+    @endpoint
+    def revoke_key(self, key_id: str) -> Call[Key]:
+        """Revoke a key now."""
+        return Call(
+            "DELETE", f"/admin/v1/keys/{_seg(key_id)}", json_with(Key.from_json), idempotent=True
+        )
+
+    @endpoint
+    def rotate_key(self, key_id: str, grace_seconds: int = 3600) -> Call[IssuedKey]:
+        """Issue a replacement key; the old one stays valid for ``grace_seconds``."""
+        return Call(
+            "POST",
+            f"/admin/v1/keys/{_seg(key_id)}/rotate",
+            json_with(IssuedKey.from_json),
+            body={"grace_seconds": grace_seconds},
+        )
+
+    # Usage ------------------------------------------------------------------------
+    @endpoint
+    def account_usage(
+        self,
+        account_id: str,
+        service: str,
+        start_date: date | str | None = None,
+        end_date: date | str | None = None,
+    ) -> Call[list[UsageDay]]:
+        """Any account's day rows, as ``GET /usage/{service}`` returns them to the customer."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}/usage/{_seg(service)}",
+            json_with(list_of(UsageDay.from_json)),
+            params=_params(start_date=_day(start_date), end_date=_day(end_date)),
+            idempotent=True,
+        )
+
+    @endpoint
+    def adjust_usage(
+        self, account_id: str, service: str, day: date | str, delta: int
+    ) -> Call[UsageDay]:
+        """Add ``delta`` (negative to credit back) to one day's use; never below zero."""
+        return Call(
+            "POST",
+            f"/admin/v1/accounts/{_seg(account_id)}/usage/{_seg(service)}/adjust",
+            json_with(UsageDay.from_json),
+            body={"date": _day(day), "delta": delta},
+        )
+
+    @endpoint
+    def export(self) -> Call[list[ExportRow]]:
+        """Every account's usage days (``GET /admin/v1/export?format=jsonl``)."""
+        return Call(
+            "GET",
+            "/admin/v1/export",
+            jsonl_with(ExportRow.from_json),
+            params={"format": "jsonl"},
+            headers={"Accept": "application/x-ndjson"},
+            idempotent=True,
+        )
+
+    # Resource limits --------------------------------------------------------------
+    @endpoint
+    def set_limit(self, account_id: str, name: str, usage: int) -> Call[Gauge]:
+        """Set a resource limit's usage."""
+        return Call(
+            "PUT",
+            f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}",
+            json_with(Gauge.from_json),
+            body={"usage": usage},
+            idempotent=True,
+        )
+
+    @endpoint
+    def acquire(self, account_id: str, name: str, amount: int = 1) -> Call[Gauge]:
+        """Take ``amount`` units of a limit (``MaxResourcesReachedError`` past it)."""
+        return Call(
+            "POST",
+            f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/acquire",
+            json_with(Gauge.from_json),
+            body={"amount": amount},
+        )
+
+    @endpoint
+    def release(self, account_id: str, name: str, amount: int = 1) -> Call[Gauge]:
+        """Give ``amount`` units of a limit back."""
+        return Call(
+            "POST",
+            f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/release",
+            json_with(Gauge.from_json),
+            body={"amount": amount},
+        )
+
+    # Metering ---------------------------------------------------------------------
+    @endpoint
+    def verify(
+        self, key: str, service: str, cost: int = 1, *, idempotency_key: str | None = None
+    ) -> Call[Verdict]:
+        """Authenticate a customer's key and consume ``cost`` units, all or nothing.
+
+        A refusal is not an exception: ``Verdict.valid`` is false and ``Verdict.code``
+        says why. With an ``idempotency_key`` a repeated call replays the first answer,
+        which also makes the call safe to retry.
+        """
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        return Call(
+            "POST",
+            "/v1/verify",
+            _verdict,
+            body={"key": key, "service": service, "cost": cost},
+            headers=headers,
+            idempotent=idempotency_key is not None,
+        )
+
+    @endpoint
+    def record_events(self, events: Iterable[Event]) -> Call[EventsResult]:
+        """Record usage that already happened (up to 1,000 events, de-duplicated by id)."""
+        body = {"events": [event.to_json() for event in events]}
+        return Call("POST", "/v1/events", json_with(EventsResult.from_json), body=body)
+
+    # Customer API (the account's API key) -----------------------------------------
+    @endpoint
+    def usages(self, *, key: str | None = None) -> Call[list[UsageLine]]:
+        """``GET /v1/usages``: every limit and daily quota of the key's account."""
+        return Call(
+            "GET",
+            "/v1/usages",
+            json_with(list_of(UsageLine.from_json)),
+            credential="customer",
+            key=key,
+            idempotent=True,
+        )
+
+    @endpoint
+    def usage(
+        self,
+        service: str,
+        start_date: date | str | None = None,
+        end_date: date | str | None = None,
+        *,
+        key: str | None = None,
+        api_version: str | None = None,
+    ) -> Call[list[UsageDay]]:
+        """``GET /usage/{service}``: one row per day, or ``[]`` when nothing was used."""
+        return Call(
+            "GET",
+            f"/usage/{_seg(service)}",
+            json_with(list_of(UsageDay.from_json)),
+            params=_params(start_date=_day(start_date), end_date=_day(end_date)),
+            headers={} if api_version is None else {"api-version": api_version},
+            credential="customer",
+            key=key,
+            idempotent=True,
+        )

@@ -1,0 +1,468 @@
+"""Typed results (and a few inputs) of the SDK: plain frozen dataclasses.
+
+Each result has a ``from_json`` that checks the shape it reads; a body of another shape
+raises ``UnexpectedResponseError`` rather than a ``KeyError`` deep in user code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+from quotad.sdk.errors import UnexpectedResponseError
+
+T = TypeVar("T")
+
+__all__ = [
+    "Account",
+    "Event",
+    "EventsResult",
+    "ExportRow",
+    "Gauge",
+    "IssuedKey",
+    "Key",
+    "Limit",
+    "Overrides",
+    "Page",
+    "Plan",
+    "Quota",
+    "Service",
+    "UsageDay",
+    "UsageLine",
+    "Verdict",
+]
+
+
+# Field readers: each names the field it failed on ------------------------------------
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UnexpectedResponseError(f"expected a JSON object for {what}, got {value!r:.200}")
+    return value
+
+
+def _get(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UnexpectedResponseError(f"field {name!r} is missing or of the wrong type")
+    return value
+
+
+def _str(body: Mapping[str, Any], name: str) -> str:
+    value: str = _get(body, name, str)
+    return value
+
+
+def _int(body: Mapping[str, Any], name: str) -> int:
+    value: int = _get(body, name, int)
+    return value
+
+
+def _opt_int(body: Mapping[str, Any], name: str) -> int | None:
+    return None if body.get(name) is None else _int(body, name)
+
+
+def _opt_str(body: Mapping[str, Any], name: str) -> str | None:
+    return None if body.get(name) is None else _str(body, name)
+
+
+def _time(body: Mapping[str, Any], name: str) -> datetime:
+    try:
+        return datetime.fromisoformat(_str(body, name))
+    except ValueError as exc:
+        raise UnexpectedResponseError(f"field {name!r} is not an RFC 3339 time") from exc
+
+
+def _opt_time(body: Mapping[str, Any], name: str) -> datetime | None:
+    return None if body.get(name) is None else _time(body, name)
+
+
+def _date(body: Mapping[str, Any], name: str) -> date:
+    try:
+        return date.fromisoformat(_str(body, name))
+    except ValueError as exc:
+        raise UnexpectedResponseError(f"field {name!r} is not a YYYY-MM-DD date") from exc
+
+
+def list_of(parse: Callable[[Any], T]) -> Callable[[Any], list[T]]:
+    """A parser of a JSON array whose items ``parse`` reads."""
+
+    def parse_list(value: Any) -> list[T]:
+        if not isinstance(value, list):
+            raise UnexpectedResponseError(f"expected a JSON array, got {value!r:.200}")
+        return [parse(item) for item in value]
+
+    return parse_list
+
+
+def items_of(parse: Callable[[Any], T]) -> Callable[[Any], list[T]]:
+    """A parser of an unpaged ``{"items": [...]}`` list."""
+    read = list_of(parse)
+    return lambda value: read(_obj(value, "a list")["items"])
+
+
+# Results -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A metered product line."""
+
+    name: str
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, value: Any) -> Service:
+        """Read a service body."""
+        body = _obj(value, "a service")
+        return cls(_str(body, "name"), _str(body, "description"), _time(body, "created_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A service's quota in a plan: ``total`` units per ``period``."""
+
+    total: int
+    period: str = "day"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A resource limit of a plan."""
+
+    name: str
+    limit: int
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A bundle of quotas (by service) and resource limits."""
+
+    id: str
+    description: str
+    quotas: dict[str, Quota]
+    limits: tuple[Limit, ...]
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, value: Any) -> Plan:
+        """Read a plan body."""
+        body = _obj(value, "a plan")
+        quotas = {
+            name: Quota(_int(_obj(q, name), "total"), _str(_obj(q, name), "period"))
+            for name, q in _obj(body.get("quotas"), "quotas").items()
+        }
+        limits = tuple(
+            Limit(_str(item, "name"), _int(item, "limit"), _str(item, "description"))
+            for item in (_obj(x, "a limit") for x in _get(body, "limits", list))
+        )
+        return cls(
+            _str(body, "id"), _str(body, "description"), quotas, limits, _time(body, "created_at")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Per-account replacements of plan totals (by service) and limits (by name)."""
+
+    quotas: dict[str, int] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The request body form."""
+        return {
+            "quotas": {name: {"total": total} for name, total in self.quotas.items()},
+            "limits": dict(self.limits),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A customer."""
+
+    id: str
+    name: str
+    plan: str
+    timezone: str
+    status: str
+    overrides: Overrides
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, value: Any) -> Account:
+        """Read an account body."""
+        body = _obj(value, "an account")
+        raw = _obj(body.get("overrides"), "overrides")
+        overrides = Overrides(
+            {k: _int(_obj(v, k), "total") for k, v in _obj(raw.get("quotas"), "quotas").items()},
+            dict(_obj(raw.get("limits"), "limits")),
+        )
+        return cls(
+            _str(body, "id"),
+            _str(body, "name"),
+            _str(body, "plan"),
+            _str(body, "timezone"),
+            _str(body, "status"),
+            overrides,
+            _time(body, "created_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """An API key as listed: never its secret."""
+
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    hint: str
+    scopes: tuple[str, ...] | None
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    replaced_by: str | None
+
+    @classmethod
+    def fields_from_json(cls, value: Any) -> dict[str, Any]:
+        """The constructor arguments a key body holds."""
+        body = _obj(value, "a key")
+        scopes = body.get("scopes")
+        return {
+            "id": _str(body, "id"),
+            "account_id": _str(body, "account_id"),
+            "name": _str(body, "name"),
+            "prefix": _str(body, "prefix"),
+            "hint": _str(body, "hint"),
+            "scopes": None if scopes is None else tuple(_get(body, "scopes", list)),
+            "status": _str(body, "status"),
+            "created_at": _time(body, "created_at"),
+            "expires_at": _opt_time(body, "expires_at"),
+            "revoked_at": _opt_time(body, "revoked_at"),
+            "replaced_by": _opt_str(body, "replaced_by"),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Key:
+        """Read a key body."""
+        return cls(**cls.fields_from_json(value))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey(Key):
+    """A new key with its secret ``key``, which quotad shows this once."""
+
+    key: str = field(repr=False)
+
+    @classmethod
+    def from_json(cls, value: Any) -> IssuedKey:
+        """Read a created or rotated key body."""
+        return cls(**cls.fields_from_json(value), key=_str(_obj(value, "a key"), "key"))
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """A page of a list; pass ``next_cursor`` back to get the next one (``None``: last)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+    @classmethod
+    def parser(cls, parse: Callable[[Any], T]) -> Callable[[Any], Page[T]]:
+        """A parser of ``{"items": [...], "next_cursor": ...}`` whose items ``parse`` reads."""
+        read = list_of(parse)
+
+        def parse_page(value: Any) -> Page[T]:
+            body = _obj(value, "a page")
+            return cls(read(body.get("items")), _opt_str(body, "next_cursor"))
+
+        return parse_page
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """One day of a service's quota (``GET /usage/{service}``)."""
+
+    date: date
+    used: int
+    remaining: int
+    total: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> UsageDay:
+        """Read a usage day."""
+        body = _obj(value, "a usage day")
+        return cls(
+            _date(body, "date"), _int(body, "used"), _int(body, "remaining"), _int(body, "total")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One resource limit or daily quota of ``GET /v1/usages``."""
+
+    name: str
+    description: str
+    limit: int
+    usage: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> UsageLine:
+        """Read a usage line."""
+        body = _obj(value, "a usage line")
+        return cls(
+            _str(body, "name"), _str(body, "description"), _int(body, "limit"), _int(body, "usage")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A resource limit's usage after a change."""
+
+    name: str
+    usage: int
+    limit: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> Gauge:
+        """Read a gauge body."""
+        body = _obj(value, "a gauge")
+        return cls(_str(body, "name"), _int(body, "usage"), _int(body, "limit"))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer of ``POST /v1/verify``: whether the call may go through, and the quota.
+
+    ``headers`` are the quota headers to pass on to the customer (``RateLimit-Policy``,
+    ``RateLimit``, ``X-RateLimit-*``, and ``Retry-After`` when refused).
+    """
+
+    valid: bool
+    code: str
+    service: str
+    account_id: str | None
+    used: int | None
+    remaining: int | None
+    total: int | None
+    reset: datetime | None
+    note: str | None = None
+    retry_after: int | None = None
+    window_seconds: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, value: Any, headers: Mapping[str, str] | None = None) -> Verdict:
+        """Read a verdict body and the quota headers that came with it."""
+        body = _obj(value, "a verdict")
+        valid = body.get("valid")
+        if not isinstance(valid, bool):
+            raise UnexpectedResponseError("field 'valid' is missing or not a boolean")
+        quota_headers = {
+            name: value for name, value in (headers or {}).items() if _is_quota_header(name)
+        }
+        return cls(
+            valid=valid,
+            code=_str(body, "code"),
+            service=_str(body, "service"),
+            account_id=_opt_str(body, "account_id"),
+            used=_opt_int(body, "used"),
+            remaining=_opt_int(body, "remaining"),
+            total=_opt_int(body, "total"),
+            reset=_opt_time(body, "reset"),
+            note=_opt_str(body, "note"),
+            retry_after=_header_int(headers, "retry-after"),
+            window_seconds=_policy_window(headers),
+            headers=quota_headers,
+        )
+
+
+def _is_quota_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith(("ratelimit", "x-ratelimit-")) or lowered == "retry-after"
+
+
+def _header_int(headers: Mapping[str, str] | None, name: str) -> int | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _policy_window(headers: Mapping[str, str] | None) -> int | None:
+    """``w`` of ``RateLimit-Policy: "insights";q=250;w=86400``."""
+    for key, value in (headers or {}).items():
+        if key.lower() == "ratelimit-policy":
+            for part in value.split(";"):
+                name, _, number = part.strip().partition("=")
+                if name == "w" and number.isdigit():
+                    return int(number)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A usage that already happened, to record with ``record_events``."""
+
+    id: str
+    account_id: str
+    service: str
+    amount: int
+    timestamp: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The request body form."""
+        if self.timestamp.tzinfo is None:
+            msg = "Event.timestamp must be timezone-aware"
+            raise ValueError(msg)
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "service": self.service,
+            "amount": self.amount,
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventsResult:
+    """How many events of a batch were new and how many were already recorded."""
+
+    accepted: int
+    duplicates: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> EventsResult:
+        """Read an events answer."""
+        body = _obj(value, "an events answer")
+        return cls(_int(body, "accepted"), _int(body, "duplicates"))
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """One usage day of the export."""
+
+    account_id: str
+    service: str
+    date: date
+    used: int
+    total: int
+    rejected: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> ExportRow:
+        """Read one line of the export."""
+        body = _obj(value, "an export line")
+        return cls(
+            _str(body, "account_id"),
+            _str(body, "service"),
+            _date(body, "date"),
+            _int(body, "used"),
+            _int(body, "total"),
+            _int(body, "rejected"),
+        )

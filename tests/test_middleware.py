@@ -1,0 +1,401 @@
+"""QuotadMiddleware: the FastAPI example app over HTTP (embedded and remote), and ASGI details."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend, mount_usage_endpoints
+from quotad.domain import keys
+from quotad.domain.models import Overrides, Quota
+from quotad.sdk import Client, ConflictError
+from quotad.service import admin
+from quotad.service.context import Context
+from quotad.settings import Settings
+from quotad.storage import store_from_url
+from tests.processes import (
+    ADMIN_TOKEN,
+    ROOT,
+    Running,
+    Spec,
+    free_port,
+    noon_zone,
+    provision_store,
+    quotad_spec,
+    running,
+    running_all,
+)
+
+EXAMPLE = [sys.executable, str(ROOT / "examples" / "fastapi_app.py"), "--no-demo"]
+QUOTA_HEADERS = (
+    "ratelimit-policy",
+    "ratelimit",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
+ERROR_KEYS = {"error", "id", "note", "validationErrors"}
+
+
+@dataclass
+class Example:
+    """The example app in one mode, and how to make an account with a key for it."""
+
+    mode: str
+    app: Running
+    store_url: str | None = None
+    quotad: Running | None = None
+
+    def provision(self, total: int) -> str:
+        """A fresh account with ``total`` insights a day; returns its key."""
+        account_id = f"a{uuid.uuid4().hex[:10]}"
+        if self.store_url is not None:
+            return provision_store(self.store_url, account_id, total)
+        assert self.quotad is not None
+        with Client(self.quotad.base, operator_token=ADMIN_TOKEN) as quotad:
+            with contextlib.suppress(ConflictError):
+                quotad.create_service("insights")
+            plan = quotad.create_plan(f"p-{account_id}", {"insights": total})
+            quotad.create_account("Test", plan.id, account_id=account_id, timezone=noon_zone())
+            return quotad.create_key(account_id).key
+
+
+@pytest.fixture(scope="module")
+def embedded_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
+    """The example app on an embedded SQLite store (no quotad server)."""
+    workdir = tmp_path_factory.mktemp("embedded")
+    store_url = f"sqlite:///{workdir / 'quotad.db'}"
+    provision_store(store_url, "warmup", 1)  # creates the schema before the app opens it
+    with running(EXAMPLE, workdir, "example", QUOTAD_STORE_URL=store_url) as app:
+        yield Example("embedded", app, store_url=store_url)
+
+
+@pytest.fixture(scope="module")
+def remote_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
+    """The example app asking a real ``quotad serve`` through the SDK (both started at once)."""
+    workdir = tmp_path_factory.mktemp("remote")
+    server = quotad_spec(f"sqlite:///{workdir / 'quotad.db'}")
+    example = Spec(EXAMPLE, "example", env={"QUOTAD_URL": server.base})
+    with running_all(workdir, server, example) as [quotad, app]:
+        yield Example("remote", app, quotad=quotad)
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def example(request: pytest.FixtureRequest) -> Example:
+    """The example app, once per backend."""
+    fixture: Example = request.getfixturevalue(f"{request.param}_example")
+    return fixture
+
+
+@pytest.fixture
+def http(example: Example) -> Iterator[httpx2.Client]:
+    """A client to the example app."""
+    with httpx2.Client(base_url=example.app.base, timeout=10) as client:
+        yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The key as a bearer token."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def remaining(response: httpx2.Response) -> int:
+    """``X-RateLimit-Remaining`` of an answer."""
+    return int(response.headers["x-ratelimit-remaining"])
+
+
+# Over HTTP, embedded and remote --------------------------------------------------------
+@pytest.mark.slow
+def test_calls_pass_until_the_quota_then_429_with_headers_on_every_answer(
+    example: Example, http: httpx2.Client
+) -> None:
+    """Three calls of a quota of 3 pass (either key header), the next ones are 429 QUOTA_EXCEEDED."""
+    key = example.provision(3)
+    answers = [
+        http.get("/insights/ai", headers=bearer(key)),
+        http.get("/insights/bio", headers={"x-api-key": key}),
+        http.get("/insights/chem", headers=bearer(key)),
+        http.get("/insights/ai", headers=bearer(key)),
+        http.get("/insights/ai", headers={"x-api-key": key}),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert [remaining(a) for a in answers] == [2, 1, 0, 0, 0]
+    for answer in answers:
+        assert all(name in answer.headers for name in QUOTA_HEADERS), answer.headers
+        assert answer.headers["x-ratelimit-limit"] == "3"
+        assert answer.headers["ratelimit-policy"] == '"insights";q=3;w=86400'
+        assert answer.headers["ratelimit"].startswith('"insights";r=')
+    assert answers[0].json()["topic"] == "ai"
+    refused = answers[3]
+    assert set(refused.json()) == ERROR_KEYS
+    assert refused.json()["error"] == "QUOTA_EXCEEDED"
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.slow
+def test_cost_is_a_function_of_the_request(example: Example, http: httpx2.Client) -> None:
+    """/reports costs 5 and is refused whole when fewer are left; free routes need no key."""
+    key = example.provision(7)
+    report = http.get("/reports", headers=bearer(key))
+    assert (report.status_code, remaining(report)) == (200, 2)
+    refused = http.get("/reports", headers=bearer(key))
+    assert (refused.status_code, remaining(refused)) == (429, 2)
+    assert remaining(http.get("/insights/x", headers=bearer(key))) == 1
+    free = http.get("/healthz")
+    assert free.status_code == 200
+    assert "x-ratelimit-remaining" not in free.headers
+
+
+@pytest.mark.slow
+def test_key_problems_answer_401_with_the_contract_error_body(
+    example: Example, http: httpx2.Client
+) -> None:
+    """Missing, malformed, unknown and unparseable keys get 401 with their precise code."""
+    cases = [
+        ({}, "MISSING_API_KEY"),
+        ({"x-api-key": "qd_short"}, "MALFORMED_API_KEY"),
+        (bearer(keys.generate("qd")), "INVALID_AUTHORIZATION"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "INVALID_AUTHORIZATION"),
+    ]
+    for headers, code in cases:
+        answer = http.get("/insights/ai", headers=headers)
+        assert answer.status_code == 401, (code, answer.text)
+        body = answer.json()
+        assert set(body) == ERROR_KEYS
+        assert (body["error"], body["validationErrors"]) == (code, [])
+        assert uuid.UUID(body["id"])
+
+
+@pytest.mark.slow
+def test_server_errors_are_refunded(example: Example, http: httpx2.Client) -> None:
+    """A 503 from the app gives the unit back before the client sees it; the headers say so."""
+    key = example.provision(2)
+    failed = http.get("/unstable", headers=bearer(key))
+    assert failed.status_code == 503
+    assert failed.json() == {"detail": "upstream model is warming up"}
+    assert remaining(failed) == 2
+    assert http.get("/usage/insights", headers=bearer(key)).json() == []  # nothing used today
+    assert remaining(http.get("/insights/a", headers=bearer(key))) == 1
+    assert remaining(http.get("/insights/b", headers=bearer(key))) == 0
+
+
+@pytest.mark.slow
+def test_mounted_usage_endpoints_answer_like_quotad(example: Example, http: httpx2.Client) -> None:
+    """/v1/usages and /usage/insights answer in the seeds' shapes and are not metered."""
+    key = example.provision(10)
+    for _ in range(2):
+        http.get("/insights/ai", headers=bearer(key))
+    lines = http.get("/v1/usages", headers={"x-api-key": key})
+    assert lines.status_code == 200
+    quota = next(x for x in lines.json() if x["name"] == "insights.daily_queries")
+    assert quota == {
+        "description": "Daily insights queries",
+        "limit": 10,
+        "name": "insights.daily_queries",
+        "usage": 2,
+    }
+    days = http.get("/usage/insights", headers=bearer(key), params={"include_quota": "true"})
+    [today] = days.json()
+    assert set(today) == {"used", "remaining", "total", "date"}
+    assert (today["used"], today["remaining"], today["total"]) == (2, 8, 10)
+    assert days.headers["api-version"] == "v1"
+    bad = http.get("/usage/insights", headers={"x-api-key": "qd_short"})
+    assert (bad.status_code, bad.json()["error"]) == (403, "MALFORMED_API_KEY")
+    early = http.get("/usage/insights", headers=bearer(key), params={"end_date": "2024-01-01"})
+    assert (early.status_code, early.json()["error"]) == (400, "VALIDATION_FAILED")
+    assert remaining(http.get("/insights/ai", headers=bearer(key))) == 7
+
+
+@pytest.mark.slow
+def test_include_quota_adds_a_quota_object_to_json_answers(
+    example: Example, http: httpx2.Client
+) -> None:
+    """The header or the query flag adds {used, remaining, total, reset}; others are untouched."""
+    key = example.provision(5)
+    plain = http.get("/insights/ai", headers=bearer(key))
+    assert "quota" not in plain.json()
+    by_header = http.get("/insights/ai", headers={**bearer(key), "X-Quotad-Include-Quota": "true"})
+    quota = by_header.json()["quota"]
+    assert (quota["used"], quota["remaining"], quota["total"]) == (2, 3, 5)
+    assert quota["reset"].endswith("Z")
+    assert by_header.json()["topic"] == "ai"
+    assert int(by_header.headers["content-length"]) == len(by_header.content)
+    by_query = http.get("/insights/bio", headers=bearer(key), params={"include_quota": "true"})
+    assert by_query.json()["quota"] == {**quota, "used": 3, "remaining": 2}
+    csv = http.get(
+        "/insights-export.csv", headers={**bearer(key), "X-Quotad-Include-Quota": "true"}
+    )
+    assert csv.text == "topic,score\nai,42\n"
+    assert remaining(csv) == 1
+    refused = http.get("/reports", headers=bearer(key), params={"include_quota": "true"})
+    assert refused.status_code == 429
+    assert set(refused.json()) == ERROR_KEYS
+
+
+# In process: ASGI details --------------------------------------------------------------
+class KeyedBackend(EmbeddedBackend):
+    """An embedded backend that also holds the key of its one account."""
+
+    key = ""
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[KeyedBackend]:
+    """An embedded backend on the memory store with one account (insights: 3 a day)."""
+    settings = Settings(_env_file=None, store_url="memory://")
+    ctx = Context(store_from_url("memory://"), settings)
+    await ctx.store.open()
+    await admin.create_service(ctx, "insights", "")
+    await admin.create_plan(ctx, "p", {"insights": Quota(3)}, [], "")
+    await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
+    embedded = KeyedBackend(ctx=ctx)
+    embedded.key = (await admin.create_key(ctx, "acme", "k")).secret
+    yield embedded
+    await ctx.store.close()
+
+
+async def boom(_request: Any) -> JSONResponse:
+    """An endpoint that raises."""
+    raise RuntimeError("boom")
+
+
+async def hello(_request: Any) -> JSONResponse:
+    """A JSON answer."""
+    return JSONResponse({"hello": "world"})
+
+
+def starlette_app(backend: KeyedBackend, **options: Any) -> Any:
+    """A bare Starlette app behind the middleware, with the usage endpoints mounted."""
+    app = Starlette(routes=[Route("/hello", hello), Route("/boom", boom)])
+    app.add_middleware(QuotadMiddleware, service="insights", backend=backend, **options)
+    mount_usage_endpoints(app, backend)
+    return app
+
+
+async def used_today(backend: KeyedBackend) -> int:
+    """What account acme used today."""
+    rows = await backend.ctx.store.usage("acme", "insights", *([backend.now().date()] * 2))
+    return rows[0].used if rows else 0
+
+
+async def test_an_exception_in_the_app_is_refunded(backend: KeyedBackend) -> None:
+    """When the app raises, the unit is given back and the exception goes on."""
+    app = starlette_app(backend)
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        answer = await client.get("/boom", headers=bearer(backend.key))
+        assert answer.status_code == 500
+        assert await used_today(backend) == 0
+        assert (await client.get("/hello", headers=bearer(backend.key))).status_code == 200
+        assert await used_today(backend) == 1
+
+
+async def test_refunds_can_be_turned_off(backend: KeyedBackend) -> None:
+    """With refund_on_error=False a failing call still costs its unit."""
+    app = starlette_app(backend, refund_on_error=False)
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        await client.get("/boom", headers=bearer(backend.key))
+    assert await used_today(backend) == 1
+
+
+async def test_non_http_scopes_pass_through_untouched(backend: KeyedBackend) -> None:
+    """A websocket scope reaches the app without a key or a consume."""
+    seen: list[str] = []
+
+    async def app(scope: Any, _receive: Any, _send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = QuotadMiddleware(app, service="insights", backend=backend)
+    await middleware({"type": "websocket", "path": "/ws", "headers": []}, None, None)  # type: ignore[arg-type]
+    assert seen == ["websocket"]
+    assert await used_today(backend) == 0
+
+
+async def test_lifespan_passes_through_and_shutdown_closes_the_backend(tmp_path: Path) -> None:
+    """The app sees the lifespan; the middleware opens its store at startup and closes it after."""
+    backend = EmbeddedBackend(f"sqlite:///{tmp_path / 'q.db'}", settings=Settings(_env_file=None))
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> Any:
+        return next(messages)
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        assert (await receive())["type"] == "lifespan.startup"
+        await backend.ctx.store.ping()  # opened before the app's own startup
+        await send({"type": "lifespan.startup.complete"})
+        assert (await receive())["type"] == "lifespan.shutdown"
+        await send({"type": "lifespan.shutdown.complete"})
+
+    await QuotadMiddleware(app, service="insights", backend=backend)(
+        {"type": "lifespan"}, receive, send
+    )
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert (tmp_path / "q.db").exists()
+
+
+async def test_an_unreachable_quotad_answers_503() -> None:
+    """A remote backend whose server is down refuses with 503 SERVICE_UNAVAILABLE."""
+    remote = RemoteBackend(f"http://127.0.0.1:{free_port()}", "token", timeout=1)
+    app = Starlette(routes=[Route("/hello", hello)])
+    app.add_middleware(QuotadMiddleware, service="insights", backend=remote)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        answer = await client.get("/hello", headers=bearer(keys.generate("qd")))
+    await remote.close()
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_an_unknown_service_is_a_misconfiguration_500(backend: KeyedBackend) -> None:
+    """Metering a service quotad does not know answers 500, not the caller's fault."""
+    app = Starlette(routes=[Route("/hello", hello)])
+    app.add_middleware(QuotadMiddleware, service="nope", backend=backend)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        answer = await client.get("/hello", headers=bearer(backend.key))
+    assert (answer.status_code, answer.json()["error"]) == (500, "INTERNAL_SERVER_ERROR")
+
+
+async def test_a_json_body_over_the_buffer_limit_passes_unchanged(backend: KeyedBackend) -> None:
+    """A streamed JSON answer larger than max_quota_buffer is relayed as it is."""
+    chunks = [b'{"a": "', b"x" * 100, b'"}']
+
+    async def app(_scope: Any, _receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        for n, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": n < 2})
+
+    middleware = QuotadMiddleware(app, service="insights", backend=backend, max_quota_buffer=50)
+    transport = httpx2.ASGITransport(app=middleware)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        answer = await client.get("/big?include_quota=true", headers=bearer(backend.key))
+        assert answer.content == b"".join(chunks)
+    small = QuotadMiddleware(app, service="insights", backend=backend)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=small), base_url="http://app"
+    ) as client:
+        answer = await client.get("/big?include_quota=yes", headers=bearer(backend.key))
+    assert answer.json()["quota"]["used"] == 2
