@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +17,12 @@ from typing import Any
 import httpx2
 import pytest
 
-from quotad.api import create_app
+from quotad.api.app import create_app
 from quotad.service.context import Context
 from quotad.settings import Settings
 from quotad.storage import Store, store_from_url
 from quotad.testing import FakeClock
-from tests.servers import postgres_schema, redis_namespace
+from tests.servers import postgres_schema, redis_namespace, unavailable
 
 ADMIN_TOKEN = "test-operator-token"
 OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -26,11 +32,18 @@ STORES = [
     pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
     pytest.param("redis", marks=pytest.mark.redis, id="redis"),
 ]
+# Opt-in (``with_cluster = True`` in a test module): the same tests on a Redis Cluster.
+CLUSTER = pytest.param("redis-cluster", marks=pytest.mark.redis, id="redis-cluster")
 
 
 @contextmanager
-def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh, empty store of ``kind``, cleaned up afterwards."""
+def store_url(
+    kind: str, tmp_path: Path, cluster: RedisClusterProcesses | None = None
+) -> Iterator[str]:
+    """The URL of a fresh, empty store of ``kind``, cleaned up afterwards.
+
+    ``redis-cluster`` needs the running ``cluster`` (the ``redis_cluster`` fixture).
+    """
     if kind == "memory":
         yield "memory://"
     elif kind == "sqlite":
@@ -41,11 +54,24 @@ def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
     elif kind == "redis":
         with redis_namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
             yield url
+    elif kind == "redis-cluster":
+        assert cluster is not None, "the redis-cluster store needs the redis_cluster fixture"
+        with cluster.namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
+            yield url
     else:
         raise AssertionError(kind)
 
 
-@pytest.fixture(params=STORES)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One run per store kind for every test using ``store_kind``, plus the Redis Cluster
+    for test modules that set ``with_cluster = True``."""
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    kinds = [*STORES, CLUSTER] if getattr(metafunc.module, "with_cluster", False) else STORES
+    metafunc.parametrize("store_kind", kinds, indirect=True)
+
+
+@pytest.fixture
 def store_kind(request: pytest.FixtureRequest) -> str:
     """The kind of store a test runs against (one run per kind)."""
     kind: str = request.param
@@ -53,9 +79,12 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
     """An opened, empty store."""
-    with store_url(store_kind, tmp_path) as url:
+    cluster = request.getfixturevalue("redis_cluster") if store_kind == "redis-cluster" else None
+    with store_url(store_kind, tmp_path, cluster) as url:
         opened = store_from_url(url)
         await opened.open()
         try:
@@ -79,7 +108,7 @@ def make_settings(url: str, **overrides: Any) -> Settings:
         "rate_limit_burst": 1000,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -143,3 +172,195 @@ async def seed(http: httpx2.AsyncClient, account_id: str = "acme", total: int = 
 async def deployment(client: httpx2.AsyncClient) -> Deployment:
     """Account ``acme`` on a plan with insights 250/day, scoring 100/day, cohorts 10."""
     return await seed(client)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log as the server does off a terminal: JSON lines with plain tracebacks."""
+    del config
+    from quotad import logs
+
+    logs.configure("info", "json")
+
+
+# Private Redis servers: the Redis Cluster of the opt-in above, and the outage tests ----
+LOOPBACK = "127.0.0.1"
+CLUSTER_MASTERS = 3
+REDIS_START_SECONDS = 30.0
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback TCP ports nothing listens on right now."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def redis_binaries() -> tuple[str, str]:
+    """Paths of redis-server and redis-cli; skips (fails under CI=true) without them."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        unavailable("redis-server and redis-cli are not installed (apt-get install redis-server)")
+    return server, cli
+
+
+def redis_ping(port: int) -> bool:
+    """Whether a Redis on ``port`` answers PING."""
+    import redis
+
+    client = redis.Redis(host=LOOPBACK, port=port, socket_connect_timeout=0.2, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+class RedisProcess:
+    """A private ``redis-server`` on a loopback port, without persistence, logging to a file.
+
+    It can be killed (it loses everything) and started again on the same port.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.server, self.cli = redis_binaries()
+        [self.port] = free_ports(1) if port is None else [port]
+        self.workdir = workdir
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def log_path(self) -> Path:
+        """Where the server logs."""
+        return self.workdir / f"redis-{self.port}.log"
+
+    def start(self, wait: bool = True) -> None:
+        """Start the server; with ``wait``, return once it answers PING."""
+        assert self.process is None, "redis-server is already running"
+        command = [
+            self.server,
+            "--port", str(self.port),
+            "--bind", LOOPBACK,
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(self.workdir),
+            "--logfile", str(self.log_path),
+            *self.extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Return once the server answers PING; fail the test if it never does."""
+        deadline = time.monotonic() + REDIS_START_SECONDS
+        while not redis_ping(self.port):
+            if self.process is None or self.process.poll() is not None:
+                pytest.fail(f"redis-server on port {self.port} exited: {self.read_log()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server on port {self.port} never answered: {self.read_log()}")
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it (a no-op when it is not running)."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def read_log(self) -> str:
+        """The tail of the server's log."""
+        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+
+    def cli_run(self, *args: str) -> str:
+        """``redis-cli -p <port> <args>``'s output; fails the test when redis-cli does."""
+        done = subprocess.run(
+            [self.cli, "-h", LOOPBACK, "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"redis-cli {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+
+class RedisClusterProcesses:
+    """A running Redis Cluster of three masters without replicas."""
+
+    def __init__(self, nodes: list[RedisProcess]) -> None:
+        self.nodes = nodes
+
+    @property
+    def ports(self) -> list[int]:
+        """The client port of each master."""
+        return [node.port for node in self.nodes]
+
+    @contextmanager
+    def namespace(self, records_url: str) -> Iterator[str]:
+        """A ``redis+cluster://`` store URL under a fresh key prefix, its keys deleted after."""
+        import redis
+
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+        try:
+            yield (
+                f"redis+cluster://{LOOPBACK}:{self.ports[0]}?prefix={prefix}&records={records_url}"
+            )
+        finally:
+            for port in self.ports:  # each master SCANs (and deletes) only its own keys
+                client = redis.Redis(host=LOOPBACK, port=port)
+                try:
+                    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                        client.delete(key)
+                finally:
+                    client.close()
+
+
+@contextmanager
+def start_redis_cluster(workdir: Path) -> Iterator[RedisClusterProcesses]:
+    """Three cluster-enabled redis-servers joined by ``redis-cli --cluster create``."""
+    redis_binaries()
+    # The cluster bus listens on a second port (by default the client port + 10000, which
+    # does not exist for a high free port), so each node gets a free port for it too.
+    ports = free_ports(2 * CLUSTER_MASTERS)
+    nodes = []
+    for port, bus in zip(ports[::2], ports[1::2], strict=True):
+        config = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
+        nodes.append(RedisProcess(workdir, port, (*config, "--cluster-port", str(bus))))
+    try:
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready()
+        addresses = [f"{LOOPBACK}:{node.port}" for node in nodes]
+        nodes[0].cli_run(
+            "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"
+        )
+        deadline = time.monotonic() + REDIS_START_SECONDS
+        while not all("cluster_state:ok" in node.cli_run("cluster", "info") for node in nodes):
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the Redis Cluster never reached cluster_state:ok: {nodes[0].read_log()}"
+                )
+            time.sleep(0.05)
+        yield RedisClusterProcesses(nodes)
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A 3-master Redis Cluster on free loopback ports, for the whole session."""
+    with start_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster

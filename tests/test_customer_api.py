@@ -8,6 +8,8 @@ import pytest
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, Deployment
 
+with_cluster = True  # also run the store-backed tests on a Redis Cluster
+
 
 async def consume(
     client: httpx2.AsyncClient, key: str, cost: int = 1, service: str = "insights"

@@ -10,6 +10,8 @@ import pytest
 from quotad.domain import keys
 from tests.conftest import OPERATOR, Deployment
 
+with_cluster = True  # also run the store-backed tests on a Redis Cluster
+
 
 async def verify(
     client: httpx2.AsyncClient,

@@ -29,6 +29,14 @@ class Settings(BaseSettings):
             "the call uncounted (fail-open; counted in a metric and logged)."
         ),
     )
+    record_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "How long a node caches services, plans, accounts and keys for verify; a change "
+            "made on another node (a revocation, say) takes effect here within this. 0: off."
+        ),
+    )
     store_timeout_ms: int = Field(
         0,
         ge=0,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from quotad.domain.clock import Clock, SystemClock
 from quotad.service.throttle import FailureBudget, LocalThrottle, Throttle
 from quotad.settings import Settings
 from quotad.storage import Store
+from quotad.storage.cache import CachingStore
 
 
 @dataclass
@@ -22,6 +24,9 @@ class Context:
     failures: FailureBudget = field(init=False)
 
     def __post_init__(self) -> None:
+        ttl = self.settings.record_cache_seconds
+        if ttl > 0 and not isinstance(self.store, CachingStore):
+            self.store = cast(Store, CachingStore(self.store, ttl))
         self.failures = FailureBudget(self.settings.auth_failures_per_minute, time.monotonic)
         rate, burst = self.settings.rate_limit_per_second, self.settings.rate_limit_burst
         shared = getattr(self.store, "throttle", None)

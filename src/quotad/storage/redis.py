@@ -141,9 +141,13 @@ class RedisStore:
             # immediate retry replaces a connection that died with a Redis restart (the
             # default backoff would hold requests for seconds while Redis is down).
             pool = aioredis.BlockingConnectionPool.from_url(
-                self._redis_url, max_connections=MAX_CONNECTIONS, timeout=5, **options
+                self._redis_url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=5,
+                retry=Retry(NoBackoff(), 1),  # per connection: a client's retry is ignored here
+                **options,
             )
-            self._client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+            self._client = aioredis.Redis(connection_pool=pool)
         package = files("quotad.storage") / "lua"
         for name in _SCRIPTS:
             source = (package / f"{name}.lua").read_text()

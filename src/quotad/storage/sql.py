@@ -95,6 +95,11 @@ def _migrate_locked(connection: sa.Connection) -> None:
     migrate(connection)
 
 
+# Errors that mean "the database cannot serve this now", answered as 503 (or fail-open):
+# a lost connection, a refused one, or a pool with no free connection in time.
+_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
+
+
 def _driver_url(url: str) -> sa.URL:
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
@@ -152,7 +157,8 @@ class SqlStore:
                 self._driver_url,
                 pool_size=self._pool_size,
                 max_overflow=self._pool_size,
-                pool_timeout=5,
+                # A burst queues for a connection rather than failing fast.
+                pool_timeout=30,
                 # After a database restart, pooled connections are dead; checking each
                 # one on checkout costs a local round trip and spares a failed request.
                 pool_pre_ping=True,
@@ -189,7 +195,7 @@ class SqlStore:
             # A concurrent change won a race the checks above could not see (a plan
             # deleted while an account was created on it, say).
             raise Conflict("the change conflicts with a concurrent change; retry") from exc
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        except _UNREACHABLE as exc:
             raise StorageError("the database could not complete the write") from exc
 
     @asynccontextmanager
@@ -199,7 +205,7 @@ class SqlStore:
         try:
             async with self._reader.connect() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        except _UNREACHABLE as exc:
             raise StorageError("the database could not complete the read") from exc
 
     async def ping(self) -> None:
