@@ -347,19 +347,25 @@ plans_app = typer.Typer(help="Plans: quotas per service and resource limits.", n
 app.add_typer(plans_app, name="plans")
 
 
-def _quota_options(items: list[str]) -> dict[str, dict[str, str]]:
-    quotas: dict[str, dict[str, str]] = {}
+def _number(text: str) -> int | str:
+    # The API's integers are strict; a command-line number arrives as text.
+    stripped = text.strip()
+    return int(stripped) if stripped.lstrip("-").isdigit() else text
+
+
+def _quota_options(items: list[str]) -> dict[str, dict[str, int | str]]:
+    quotas: dict[str, dict[str, int | str]] = {}
     for text in items:
         name, sep, total = text.partition("=")
         if not sep:
             raise ValidationFailed.at(
                 "/body/quotas", f"{text!r} is not SERVICE=TOTAL", "format", "e.g. insights=250"
             )
-        quotas[name] = {"total": total}
+        quotas[name] = {"total": _number(total)}
     return quotas
 
 
-def _limit_options(items: list[str]) -> list[dict[str, str]]:
+def _limit_options(items: list[str]) -> list[dict[str, int | str]]:
     limits = []
     for index, text in enumerate(items):
         name, sep, rest = text.partition("=")
@@ -371,7 +377,7 @@ def _limit_options(items: list[str]) -> list[dict[str, str]]:
                 "format",
                 "e.g. cohort.max_count=10:Number of known contacts",
             )
-        limits.append({"name": name, "limit": value, "description": description})
+        limits.append({"name": name, "limit": _number(value), "description": description})
     return limits
 
 

@@ -1,8 +1,25 @@
-"""Prometheus metrics of the hot path and the stores."""
+"""Prometheus metrics of the hot path and the stores.
+
+With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
+that every worker can write (before they start, and wiped between runs): each process
+then writes its counters there and ``/metrics``, whichever worker answers, adds up
+every process's values (prometheus_client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 CONSUMES = Counter(
     "quotad_consumes_total",
@@ -21,3 +38,16 @@ FAIL_OPEN = Counter(
     ["service"],
 )
 RATE_LIMITED = Counter("quotad_rate_limited_total", "Customer requests refused by the throttle")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format, and its content type.
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) the values are those of every
+    process sharing the directory; otherwise this process's default registry.
+    """
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from quotad import __version__
+from quotad import __version__, dashboard
+from quotad import metrics as prometheus
 from quotad.api import admin, customer, errors, metering
 from quotad.api.middleware import RequestGuard
 from quotad.api.responses import ORJSONResponse
@@ -68,8 +68,9 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
-        """Prometheus metrics of this process."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics (of every worker when PROMETHEUS_MULTIPROC_DIR is set)."""
+        body, media_type = prometheus.exposition()
+        return Response(body, media_type=media_type)
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz() -> Response:
@@ -78,4 +79,5 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
         return ORJSONResponse({"status": "ok"})
 
     app.add_middleware(RequestGuard, max_body_bytes=ctx.settings.max_body_bytes)
+    dashboard.install(app)  # after RequestGuard: its form adapter must wrap the guard
     return app

@@ -18,8 +18,8 @@ LimitName = Annotated[
     StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"),
     Field(examples=["cohort.max_count"]),
 ]
-Count = Annotated[int, Field(ge=0, le=10**15)]
-Amount = Annotated[int, Field(ge=0, le=10**9)]
+Count = Annotated[int, Field(strict=True, ge=0, le=10**15)]
+Amount = Annotated[int, Field(strict=True, ge=0, le=10**9)]
 Scope = Annotated[
     str, StringConstraints(pattern=r"^(usage:read|consume:\*|consume:[a-z][a-z0-9_-]{0,63})$")
 ]
@@ -38,7 +38,10 @@ AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 
 class Strict(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is an error rather than ignored."""
+    """Request bodies refuse unknown fields, so a typo is an error rather than ignored.
+
+    Integer fields are strict as well: ``true`` or ``"5"`` is not a number of units.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -200,7 +203,7 @@ class KeyIn(Strict):
 class RotateIn(Strict):
     """How long the old key keeps working after a rotation."""
 
-    grace_seconds: Annotated[int, Field(ge=0, le=30 * 86_400)] = 3600
+    grace_seconds: Annotated[int, Field(strict=True, ge=0, le=30 * 86_400)] = 3600
 
 
 class KeyOut(BaseModel):
@@ -230,7 +233,7 @@ class AdjustIn(Strict):
     """A correction of one day's use."""
 
     date: Annotated[str, Field(examples=["2024-11-01"])]
-    delta: Annotated[int, Field(ge=-(10**12), le=10**12)]
+    delta: Annotated[int, Field(strict=True, ge=-(10**12), le=10**12)]
 
 
 class GaugeSetIn(Strict):
@@ -242,7 +245,7 @@ class GaugeSetIn(Strict):
 class GaugeAmountIn(Strict):
     """Units to acquire or release."""
 
-    amount: Annotated[int, Field(ge=1, le=10**9)] = 1
+    amount: Annotated[int, Field(strict=True, ge=1, le=10**9)] = 1
 
 
 class GaugeOut(BaseModel):
@@ -258,7 +261,7 @@ class VerifyIn(Strict):
 
     key: Annotated[str, Field(min_length=1, max_length=256)]
     service: Annotated[str, Field(min_length=1, max_length=64)]
-    cost: Annotated[int, Field(ge=0, le=10**9)] = 1
+    cost: Annotated[int, Field(strict=True, ge=0, le=10**9)] = 1
 
 
 class VerifyOut(BaseModel):

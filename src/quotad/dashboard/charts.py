@@ -1,0 +1,204 @@
+"""Chart and gauge geometry, computed here and drawn as inline SVG by the templates.
+
+Keeping the arithmetic in Python (not in the templates) keeps it testable: a chart is
+plain data, one ``DayBar`` per day carrying its date, ``used`` and ``total``, which the
+template also writes into ``data-*`` attributes and a ``<title>`` per day.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+
+from quotad.domain.models import UsageDay
+
+WIDTH = 760
+HEIGHT = 280
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 56
+MAX_X_LABELS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DayBar:
+    """One day of a usage chart: its numbers and where its bar sits."""
+
+    day: date
+    used: int
+    total: int
+    x: float
+    width: float
+    y: float
+    height: float
+    slot_x: float
+    slot_width: float
+    over: bool
+
+    @property
+    def remaining(self) -> int:
+        """Units left that day."""
+        return max(self.total - self.used, 0)
+
+    @property
+    def label(self) -> str:
+        """What a tooltip says about the day."""
+        text = f"{self.day.isoformat()}: used {self.used:,} of {self.total:,}"
+        if self.over:
+            text += f" ({self.used - self.total:,} over the total)"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """An axis tick: its position along the axis and its label."""
+
+    at: float
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChart:
+    """Daily used (bars) against the daily total (a step line) of one service."""
+
+    service: str
+    start: date
+    end: date
+    bars: tuple[DayBar, ...]
+    total_path: str
+    y_ticks: tuple[Tick, ...]
+    x_ticks: tuple[Tick, ...]
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    top: int = TOP
+    plot_width: int = WIDTH - LEFT - RIGHT
+    plot_height: int = HEIGHT - TOP - BOTTOM
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing was used in the whole range."""
+        return not self.bars
+
+    @property
+    def any_over(self) -> bool:
+        """Whether some day went past its total (late metering events)."""
+        return any(bar.over for bar in self.bars)
+
+    @property
+    def used_sum(self) -> int:
+        """Units used over the range."""
+        return sum(bar.used for bar in self.bars)
+
+    @property
+    def bottom(self) -> int:
+        """The y of the x axis."""
+        return self.top + self.plot_height
+
+    @property
+    def empty_message(self) -> str:
+        """What an empty range says instead of a chart."""
+        return (
+            f"No {self.service} usage between {self.start.isoformat()} and {self.end.isoformat()}."
+        )
+
+    @property
+    def summary(self) -> str:
+        """A sentence describing the chart, for screen readers."""
+        if self.empty:
+            return self.empty_message
+        peak = max(self.bars, key=lambda bar: bar.used)
+        return (
+            f"Daily {self.service} use from {self.start.isoformat()} to {self.end.isoformat()}: "
+            f"{self.used_sum:,} units in {len(self.bars)} days; the busiest day was "
+            f"{peak.day.isoformat()} with {peak.used:,} of {peak.total:,}."
+        )
+
+
+def nice_step(top: float, ticks: int = 5) -> int:
+    """A round step (1, 2 or 5 times a power of ten) giving about ``ticks`` intervals."""
+    raw = max(top / ticks, 1.0)
+    power = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= raw:
+            return int(factor * power)
+    return int(10 * power)  # pragma: no cover - the loop always returns
+
+
+def short_date(day: date) -> str:
+    """``Nov 7``: compact for an axis, the full date is in each day's tooltip."""
+    return f"{day:%b} {day.day}"
+
+
+def usage_chart(service: str, start: date, end: date, rows: list[UsageDay]) -> UsageChart:
+    """The chart of ``rows`` (one per day, as ``usage.history`` returns them; ``[]`` if none)."""
+    if not rows:
+        return UsageChart(service, start, end, (), "", (), ())
+    plot_width, plot_height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    peak = max(max(row.used, row.total) for row in rows) or 1
+    step = nice_step(peak)
+    y_max = step * math.ceil(peak / step)
+
+    def y_of(value: int) -> float:
+        return round(TOP + plot_height - value / y_max * plot_height, 2)
+
+    slot = plot_width / len(rows)
+    bar_width = max(slot * 0.7, 1.0)
+    bars = []
+    path: list[str] = []
+    for index, row in enumerate(rows):
+        slot_x = LEFT + index * slot
+        top = y_of(row.used)
+        bars.append(
+            DayBar(
+                day=row.day,
+                used=row.used,
+                total=row.total,
+                x=round(slot_x + (slot - bar_width) / 2, 2),
+                width=round(bar_width, 2),
+                y=top,
+                height=round(TOP + plot_height - top, 2),
+                slot_x=round(slot_x, 2),
+                slot_width=round(slot, 2),
+                over=row.used > row.total,
+            )
+        )
+        line_y = y_of(row.total)
+        path.append(f"{'M' if index == 0 else 'L'}{slot_x:.2f},{line_y:.2f}")
+        path.append(f"H{slot_x + slot:.2f}")
+    every = math.ceil(len(rows) / MAX_X_LABELS)
+    x_ticks = tuple(
+        Tick(round(LEFT + (index + 0.5) * slot, 2), short_date(row.day))
+        for index, row in enumerate(rows)
+        if index % every == 0
+    )
+    y_ticks = tuple(Tick(y_of(value), f"{value:,}") for value in range(0, y_max + 1, step))
+    return UsageChart(service, start, end, tuple(bars), " ".join(path), y_ticks, x_ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A resource limit's current usage against its limit."""
+
+    name: str
+    description: str
+    usage: int
+    limit: int
+
+    @property
+    def percent(self) -> int:
+        """Usage as a whole percentage of the limit (100 for a full or zero limit)."""
+        if self.limit <= 0:
+            return 100 if self.usage > 0 else 0
+        return round(self.usage / self.limit * 100)
+
+    @property
+    def fill(self) -> float:
+        """The filled fraction of the gauge, between 0 and 1."""
+        return min(self.percent, 100) / 100
+
+    @property
+    def level(self) -> str:
+        """``ok`` below 80 %, ``high`` from 80 %, ``full`` at 100 %."""
+        if self.percent >= 100:
+            return "full"
+        return "high" if self.percent >= 80 else "ok"

@@ -1,0 +1,227 @@
+"""``/dashboard``: the operator's pages (signed in with the operator token)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from quotad.api.deps import Ctx
+from quotad.dashboard import pages, sessions, web
+from quotad.dashboard.sessions import Session
+from quotad.domain.models import Account
+from quotad.errors import AuthError, NotFound, QuotadError
+from quotad.service import admin, auth
+from quotad.service.admin import IssuedKey
+from quotad.service.context import Context
+
+router = APIRouter(include_in_schema=False)
+AREA: sessions.Area = "dashboard"
+MAX_KEY_NAME = 128
+MAX_GRACE_SECONDS = 30 * 86_400
+NOTICES = {"revoked": "The key was revoked; it no longer works."}
+DateParam = Annotated[str | None, Query(max_length=32)]
+
+
+async def _operator(ctx: Context, request: Request) -> Session | None:
+    session = await sessions.load(ctx, request, AREA)
+    return session if session is not None and session.operator else None
+
+
+def _account_url(account_id: str) -> str:
+    return f"/dashboard/accounts/{quote(account_id, safe='')}"
+
+
+@router.get("/dashboard/login")
+async def login_form(request: Request, ctx: Ctx, signed_out: str | None = None) -> Response:
+    """The sign-in form (or the overview, when already signed in)."""
+    if await _operator(ctx, request) is not None:
+        return web.redirect("/dashboard")
+    notice = "You are signed out." if signed_out else None
+    return await web.login_page(ctx, request, AREA, notice=notice)
+
+
+@router.post("/dashboard/login")
+async def login(request: Request, ctx: Ctx) -> Response:
+    """Check the operator token and start a session."""
+    secret, refusal = await web.check_sign_in(ctx, request, AREA)
+    if refusal is not None:
+        return refusal
+    try:
+        await auth.authenticate_operator(ctx, f"Bearer {secret}")
+    except AuthError:
+        ctx.failures.record_failure(web.client_of(request))
+        return await web.login_page(ctx, request, AREA, 401, "That operator token is not valid.")
+    fresh = Session(csrf=sessions.anonymous().csrf, operator=True)
+    return await web.signed_in(ctx, request, AREA, fresh, "/dashboard")
+
+
+@router.post("/dashboard/logout")
+async def logout(request: Request, ctx: Ctx) -> Response:
+    """End the operator's session."""
+    return await web.sign_out(ctx, request, AREA)
+
+
+@router.get("/dashboard")
+async def overview(request: Request, ctx: Ctx) -> Response:
+    """Today: use per service, accounts near a quota, the busiest accounts."""
+    session = await _operator(ctx, request)
+    if session is None:
+        return web.to_login(AREA)
+    data = await pages.overview(ctx)
+    return web.render(AREA, "overview.html", session=session, data=data, nav="overview")
+
+
+@router.get("/dashboard/accounts")
+async def accounts(
+    request: Request,
+    ctx: Ctx,
+    q: Annotated[str, Query(max_length=200)] = "",
+    after: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """The accounts, searchable by id or name."""
+    session = await _operator(ctx, request)
+    if session is None:
+        return web.to_login(AREA)
+    page = await pages.accounts_page(ctx, q.strip(), after or None)
+    return web.render(AREA, "accounts.html", session=session, page=page, nav="accounts")
+
+
+async def _account_page(
+    ctx: Context,
+    session: Session,
+    account: Account,
+    start: str | None = None,
+    end: str | None = None,
+    *,
+    status: int = 200,
+    new_key: IssuedKey | None = None,
+    notice: str | None = None,
+    error: str | None = None,
+) -> Response:
+    view = await pages.usage_view(ctx, account, start, end)
+    keys = await pages.key_rows(ctx, account)
+    return web.render(
+        AREA,
+        "account.html",
+        status,
+        session=session,
+        view=view,
+        keys=keys,
+        new_key=new_key,
+        notice=notice,
+        error=error,
+        nav="accounts",
+    )
+
+
+def _no_account(session: Session, account_id: str) -> Response:
+    return web.message(
+        AREA, 404, "No such account", f"There is no account “{account_id}”.", session=session
+    )
+
+
+@router.get("/dashboard/accounts/{account_id}")
+async def account_page(
+    request: Request,
+    ctx: Ctx,
+    account_id: str,
+    start: DateParam = None,
+    end: DateParam = None,
+    notice: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    """One account: charts over a range, gauges, keys."""
+    session = await _operator(ctx, request)
+    if session is None:
+        return web.to_login(AREA)
+    account = await ctx.store.get_account(account_id)
+    if account is None:
+        return _no_account(session, account_id)
+    return await _account_page(ctx, session, account, start, end, notice=NOTICES.get(notice))
+
+
+async def _posted(
+    ctx: Context, request: Request, account_id: str
+) -> tuple[Session | None, Account | None, dict[str, str], Response | None]:
+    """The session, account and form of a key action, or the answer refusing it."""
+    form = await web.read_form(request)
+    session = await _operator(ctx, request)
+    if session is None:
+        return None, None, form, web.to_login(AREA)
+    if not sessions.csrf_ok(session, form.get("csrf")):
+        return session, None, form, web.csrf_refused(AREA)
+    account = await ctx.store.get_account(account_id)
+    if account is None:
+        return session, None, form, _no_account(session, account_id)
+    return session, account, form, None
+
+
+@router.post("/dashboard/accounts/{account_id}/keys")
+async def create_key(request: Request, ctx: Ctx, account_id: str) -> Response:
+    """Issue a key and show it this once."""
+    session, account, form, refusal = await _posted(ctx, request, account_id)
+    if refusal is not None or session is None or account is None:
+        return refusal or web.to_login(AREA)
+    name = form.get("name", "").strip() or "dashboard"
+    if len(name) > MAX_KEY_NAME:
+        return await _account_page(
+            ctx,
+            session,
+            account,
+            status=400,
+            error=f"A key name has at most {MAX_KEY_NAME} characters.",
+        )
+    issued = await admin.create_key(ctx, account.id, name)
+    return await _account_page(
+        ctx, session, account, status=201, new_key=issued, notice=f"Key {issued.record.id} created."
+    )
+
+
+async def _owned_key(ctx: Context, account: Account, key_id: str) -> None:
+    key = await ctx.store.get_key(key_id)
+    if key is None or key.account_id != account.id:
+        raise NotFound(f"account {account.id!r} has no key {key_id!r}")
+
+
+@router.post("/dashboard/accounts/{account_id}/keys/{key_id}/revoke")
+async def revoke_key(request: Request, ctx: Ctx, account_id: str, key_id: str) -> Response:
+    """Revoke a key now."""
+    session, account, _form, refusal = await _posted(ctx, request, account_id)
+    if refusal is not None or session is None or account is None:
+        return refusal or web.to_login(AREA)
+    try:
+        await _owned_key(ctx, account, key_id)
+        await admin.revoke_key(ctx, key_id)
+    except QuotadError as exc:
+        return await _account_page(ctx, session, account, status=_status(exc), error=exc.note)
+    return web.redirect(f"{_account_url(account.id)}?notice=revoked")
+
+
+@router.post("/dashboard/accounts/{account_id}/keys/{key_id}/rotate")
+async def rotate_key(request: Request, ctx: Ctx, account_id: str, key_id: str) -> Response:
+    """Issue a replacement key (shown once); the old one works for the chosen grace period."""
+    session, account, form, refusal = await _posted(ctx, request, account_id)
+    if refusal is not None or session is None or account is None:
+        return refusal or web.to_login(AREA)
+    text = form.get("grace_seconds", "3600").strip()
+    if not text.isdigit() or int(text) > MAX_GRACE_SECONDS:
+        return await _account_page(
+            ctx,
+            session,
+            account,
+            status=400,
+            error=f"The grace period is 0 to {MAX_GRACE_SECONDS} seconds.",
+        )
+    try:
+        await _owned_key(ctx, account, key_id)
+        issued = await admin.rotate_key(ctx, key_id, int(text))
+    except QuotadError as exc:
+        return await _account_page(ctx, session, account, status=_status(exc), error=exc.note)
+    notice = f"Key {key_id} rotated to {issued.record.id}; the old key works for {text} s more."
+    return await _account_page(ctx, session, account, status=201, new_key=issued, notice=notice)
+
+
+def _status(exc: QuotadError) -> int:
+    return 404 if isinstance(exc, NotFound) else 409

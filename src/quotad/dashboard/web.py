@@ -1,0 +1,152 @@
+"""What the dashboard's and the portal's routes share: templates, headers, forms, sign-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from quotad import __version__
+from quotad.dashboard import sessions
+from quotad.dashboard.sessions import Area, Session
+from quotad.errors import RateLimited
+from quotad.service.context import Context
+
+PACKAGE_DIR = Path(__file__).parent
+STATIC_DIR = PACKAGE_DIR / "static"
+ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(PACKAGE_DIR / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# Pages are same-origin only: no inline script, no framing, no third-party anything.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_DEFAULTS: dict[str, Any] = {"session": None, "notice": None, "error": None, "nav": None}
+
+
+def render(area: Area, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page of ``area`` rendered from ``template``."""
+    values = {**_DEFAULTS, **context, "area": area, "version": __version__}
+    html = ENV.get_template(template).render(**values)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def message(area: Area, status: int, heading: str, text: str, **context: Any) -> HTMLResponse:
+    """A page that only says something (not found, refused, …)."""
+    return render(area, "message.html", status, heading=heading, message=text, **context)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """A 303 to ``url`` (after a POST, the browser follows with a GET)."""
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def to_login(area: Area) -> RedirectResponse:
+    """Send a visitor without a valid session to the area's sign-in page."""
+    return redirect(f"/{area}/login")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A posted form's fields (``FormBodies`` made them JSON); ``{}`` when unreadable."""
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
+def client_of(request: Request) -> str:
+    """The address failed sign-ins are counted against."""
+    return request.client.host if request.client else "unknown"
+
+
+def csrf_refused(area: Area) -> HTMLResponse:
+    """The answer to a form whose CSRF token is missing or wrong."""
+    return message(
+        area,
+        403,
+        "Form refused",
+        "This form has expired or did not come from this site. Reload the page and try again.",
+    )
+
+
+async def login_page(
+    ctx: Context,
+    request: Request,
+    area: Area,
+    status: int = 200,
+    error: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    """The sign-in form, with a pre-session cookie carrying its CSRF token."""
+    session = await sessions.load(ctx, request, area)
+    if session is None or session.signed_in:
+        session = sessions.anonymous()
+    response = render(area, "login.html", status, session=session, error=error, notice=notice)
+    await sessions.save(ctx, request, response, area, session)
+    return response
+
+
+async def check_sign_in(ctx: Context, request: Request, area: Area) -> tuple[str, Response | None]:
+    """The submitted secret of a sign-in form, or the page refusing it (bad CSRF, throttled)."""
+    form = await read_form(request)
+    session = await sessions.load(ctx, request, area)
+    if not sessions.csrf_ok(session, form.get("csrf")):
+        return "", await login_page(
+            ctx, request, area, 403, "The sign-in form expired. Please try again."
+        )
+    try:
+        ctx.failures.check(client_of(request))
+    except RateLimited as exc:
+        return "", await login_page(
+            ctx,
+            request,
+            area,
+            429,
+            f"Too many failed sign-ins from your address; wait {exc.retry_after} s and retry.",
+        )
+    return form.get("secret", "").strip(), None
+
+
+async def signed_in(
+    ctx: Context, request: Request, area: Area, session: Session, target: str
+) -> Response:
+    """Start ``session`` (a new CSRF token, so a pre-login one cannot be reused) and go on."""
+    response = redirect(target)
+    await sessions.save(ctx, request, response, area, session)
+    return response
+
+
+async def sign_out(ctx: Context, request: Request, area: Area) -> Response:
+    """End the area's session (the form's CSRF token must match) and go to sign-in."""
+    form = await read_form(request)
+    session = await sessions.load(ctx, request, area)
+    if (
+        session is not None
+        and session.signed_in
+        and not sessions.csrf_ok(session, form.get("csrf"))
+    ):
+        return csrf_refused(area)
+    response = redirect(f"/{area}/login?signed_out=1")
+    sessions.clear(request, response, area)
+    return response
