@@ -41,7 +41,7 @@ from quotad.domain.models import (
     UsageDay,
     UsageEvent,
 )
-from quotad.errors import Conflict, NotFound, StorageError
+from quotad.errors import Conflict, NotFound, StorageError, ValidationFailed
 from quotad.storage.schema import (
     accounts,
     api_keys,
@@ -98,6 +98,11 @@ def _migrate_locked(connection: sa.Connection) -> None:
 # Errors that mean "the database cannot serve this now", answered as 503 (or fail-open):
 # a lost connection, a refused one, or a pool with no free connection in time.
 _UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
+
+
+def _unstorable() -> ValidationFailed:
+    # PostgreSQL text cannot hold NUL (U+0000); any such id, name or query is bad input.
+    return ValidationFailed.at("/", "strings may not contain the NUL character (U+0000)")
 
 
 def _driver_url(url: str) -> sa.URL:
@@ -195,6 +200,8 @@ class SqlStore:
             # A concurrent change won a race the checks above could not see (a plan
             # deleted while an account was created on it, say).
             raise Conflict("the change conflicts with a concurrent change; retry") from exc
+        except sa.exc.DataError as exc:
+            raise _unstorable() from exc
         except _UNREACHABLE as exc:
             raise StorageError("the database could not complete the write") from exc
 
@@ -205,6 +212,8 @@ class SqlStore:
         try:
             async with self._reader.connect() as conn:
                 yield conn
+        except sa.exc.DataError as exc:
+            raise _unstorable() from exc
         except _UNREACHABLE as exc:
             raise StorageError("the database could not complete the read") from exc
 
