@@ -21,8 +21,8 @@ serve: $(STAMP)
 	$(BIN)/quotad serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench scripts
+	$(BIN)/ruff format --check src tests examples bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

@@ -105,6 +105,9 @@ class RedisStore:
         self._scripts: dict[str, Any] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._inflight = asyncio.Semaphore(MAX_CONNECTIONS)
+        # One flush at a time in this node, so an export that flushes first also waits for
+        # counters the background flush has taken but not yet written.
+        self._flushing = asyncio.Lock()
 
     # Keys: "{account}" is the hash tag, so one account's keys share a Cluster slot.
     def _counter(self, account_id: str, service: str, day: date) -> str:
@@ -209,6 +212,10 @@ class RedisStore:
 
     async def flush(self) -> None:
         """Copy every dirty counter to the records store (absolute values)."""
+        async with self._flushing:
+            await self._drain()
+
+    async def _drain(self) -> None:
         while True:
             batch = await self._call(lambda: self._client.spop(self._dirty_accounts, 100))
             if not batch:
