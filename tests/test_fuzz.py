@@ -73,6 +73,7 @@ from quotad.storage import Store
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN, OPERATOR
+from tests.snapshots import store_snapshot
 
 ROOT = Path(__file__).parent.parent
 SPEC = ROOT / "openapi.json"
@@ -148,26 +149,8 @@ async def seed(store: Store) -> None:
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
-    """Everything a request could change, read through the Store protocol."""
-    accounts = await store.list_accounts(1000, None)
-    services = await store.list_services()
-    return {
-        "services": services,
-        "plans": await store.list_plans(1000, None),
-        "accounts": accounts,
-        "keys": {a.id: await store.list_keys(a.id) for a in accounts},
-        "gauges": {a.id: await store.gauges(a.id) for a in accounts},
-        # store.usage, not export_usage: on the Redis store the export reads SQL after a
-        # flush that a concurrent write-behind flush can leave incomplete.
-        "usage": {
-            (a.id, s.name): [
-                (d.day, d.used, d.total, d.rejected)
-                for d in await store.usage(a.id, s.name, *USAGE_WINDOW)
-            ]
-            for a in accounts
-            for s in services
-        },
-    }
+    """Everything a request could change, over this module's usage window."""
+    return await store_snapshot(store, USAGE_WINDOW)
 
 
 class World:

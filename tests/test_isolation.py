@@ -31,6 +31,7 @@ from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
 from quotad.storage import Store
 from tests.conftest import OPERATOR
+from tests.snapshots import store_snapshot
 
 ACCOUNTS = 20
 PLAN, SPARE = "iso", "iso-spare"
@@ -154,26 +155,8 @@ async def populate(http: httpx2.AsyncClient) -> list[Tenant]:
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
-    """Everything a request could change, read from the store itself."""
-    accounts = await store.list_accounts(1000, None)
-    services = await store.list_services()
-    return {
-        "services": services,
-        "plans": await store.list_plans(1000, None),
-        "accounts": accounts,
-        "keys": {a.id: await store.list_keys(a.id) for a in accounts},
-        "gauges": {a.id: await store.gauges(a.id) for a in accounts},
-        # store.usage, not export_usage: on the Redis store the export reads SQL after a
-        # flush that a concurrent write-behind flush can leave incomplete.
-        "usage": {
-            (a.id, s.name): [
-                (d.day, d.used, d.total, d.rejected)
-                for d in await store.usage(a.id, s.name, *USAGE_WINDOW)
-            ]
-            for a in accounts
-            for s in services
-        },
-    }
+    """Everything a request could change, over this module's usage window."""
+    return await store_snapshot(store, USAGE_WINDOW)
 
 
 def no_failure_budget(ctx: Context) -> None:
