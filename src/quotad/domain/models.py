@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class AccountStatus(StrEnum):
@@ -117,9 +118,12 @@ class UsageDay:
         return max(self.total - self.used, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumeOutcome:
-    """The result of one atomic consume, as the store decided it."""
+class ConsumeOutcome(NamedTuple):
+    """The result of one atomic consume, as the store decided it.
+
+    A named tuple rather than a dataclass: it is built once per verify, and a tuple is
+    the cheapest immutable value Python can build (see ``MemoryStore.consume``).
+    """
 
     granted: bool
     used: int

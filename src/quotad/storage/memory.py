@@ -2,6 +2,10 @@
 
 Nothing survives the process. Every method runs to completion without awaiting, so
 on one event loop each is atomic; a lock makes that true across threads as well.
+
+``consume`` is the hot path of an embedded quotad and is written to cost little more
+than a dictionary update: counters are mutable ``[used, total, rejected]`` lists (a
+``UsageDay`` is built only when usage is read), and the outcome is a tuple.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from quotad.domain.models import (
 from quotad.errors import Conflict, NotFound
 
 _UsageKey = tuple[str, str, date]
+_USED, _TOTAL, _REJECTED = 0, 1, 2
+_new_outcome = tuple.__new__  # builds a ConsumeOutcome without its Python-level __new__
 
 
 class MemoryStore:
@@ -39,7 +45,7 @@ class MemoryStore:
         self._accounts: dict[str, Account] = {}
         self._keys: dict[str, ApiKey] = {}
         self._key_by_digest: dict[str, str] = {}
-        self._usage: dict[_UsageKey, UsageDay] = {}
+        self._usage: dict[_UsageKey, list[int]] = {}
         self._events: set[tuple[str, str]] = set()
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
@@ -221,24 +227,47 @@ class MemoryStore:
         now: datetime | None = None,
     ) -> ConsumeOutcome:
         """Add ``cost`` within ``total``, all or nothing."""
+        if claim is not None:
+            return self._consume_claimed(account_id, service, day, cost, total, claim, now)
+        key = (account_id, service, day)
         with self._lock:
-            if claim is not None:
-                seen = self._idempotency.get((account_id, claim.key))
-                if seen is not None and (now is None or seen[0].expires_at > now):
-                    if seen[0].fingerprint != claim.fingerprint:
-                        raise Conflict("Idempotency-Key was used with a different request")
-                    return replace(seen[1], replayed=True)
-            key = (account_id, service, day)
-            row = self._usage.get(key) or UsageDay(day, 0, total)
-            granted = row.used + cost <= total
+            row = self._usage.get(key)
+            if row is None:
+                row = self._usage[key] = [0, total, 0]
+            # Literal indexes: [used, total, rejected]; a global name costs a lookup here.
+            row[1] = total
+            used = row[0] + cost
+            if used <= total:
+                row[0] = used
+                return _new_outcome(ConsumeOutcome, (True, used, total, day, False))
+            row[2] += 1
+            return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False))
+
+    def _consume_claimed(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim,
+        now: datetime | None,
+    ) -> ConsumeOutcome:
+        with self._lock:
+            seen = self._idempotency.get((account_id, claim.key))
+            if seen is not None and (now is None or seen[0].expires_at > now):
+                if seen[0].fingerprint != claim.fingerprint:
+                    raise Conflict("Idempotency-Key was used with a different request")
+                return seen[1]._replace(replayed=True)
+            row = self._usage.setdefault((account_id, service, day), [0, total, 0])
+            row[_TOTAL] = total
+            granted = row[_USED] + cost <= total
             if granted:
-                row = replace(row, used=row.used + cost, total=total)
+                row[_USED] += cost
             else:
-                row = replace(row, total=total, rejected=row.rejected + 1)
-            self._usage[key] = row
-            outcome = ConsumeOutcome(granted, row.used, total, day)
-            if claim is not None:
-                self._idempotency[(account_id, claim.key)] = (claim, outcome)
+                row[_REJECTED] += 1
+            outcome = ConsumeOutcome(granted, row[_USED], total, day)
+            self._idempotency[(account_id, claim.key)] = (claim, outcome)
             return outcome
 
     async def adjust(
@@ -246,11 +275,9 @@ class MemoryStore:
     ) -> UsageDay:
         """Add ``delta`` to a day, flooring at zero."""
         with self._lock:
-            key = (account_id, service, day)
-            row = self._usage.get(key) or UsageDay(day, 0, total)
-            row = replace(row, used=max(row.used + delta, 0))
-            self._usage[key] = row
-            return row
+            row = self._usage.setdefault((account_id, service, day), [0, total, 0])
+            row[_USED] = max(row[_USED] + delta, 0)
+            return UsageDay(day, *row)
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
         """Add unseen events to their days."""
@@ -261,8 +288,8 @@ class MemoryStore:
                     continue
                 self._events.add((event.account_id, event.id))
                 key = (event.account_id, event.service, event.day)
-                row = self._usage.get(key) or UsageDay(event.day, 0, event.total)
-                self._usage[key] = replace(row, used=row.used + event.amount)
+                row = self._usage.setdefault(key, [0, event.total, 0])
+                row[_USED] += event.amount
                 accepted += 1
             return EventsOutcome(accepted, len(events) - accepted)
 
@@ -272,21 +299,24 @@ class MemoryStore:
             if rows and account_id not in self._accounts:
                 raise Conflict(f"account {account_id!r} does not exist")
             for service, row in rows:
-                self._usage[(account_id, service, row.day)] = row
+                self._usage[(account_id, service, row.day)] = [row.used, row.total, row.rejected]
 
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range."""
-        rows = [
-            row
-            for (acc, svc, day), row in self._usage.items()
-            if acc == account_id and svc == service and start <= day <= end
-        ]
+        with self._lock:
+            rows = [
+                UsageDay(day, *row)
+                for (acc, svc, day), row in self._usage.items()
+                if acc == account_id and svc == service and start <= day <= end
+            ]
         return sorted(rows, key=lambda r: r.day)
 
     async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
         """Every stored day."""
-        for (account_id, service, _day), row in sorted(self._usage.items()):
-            yield account_id, service, row
+        with self._lock:
+            days = sorted((k, UsageDay(k[2], *row)) for k, row in self._usage.items())
+        for (account_id, service, _day), day in days:
+            yield account_id, service, day
 
     async def purge(self, now: datetime, events_before: datetime) -> None:
         """Forget expired idempotency answers; event ids are kept (memory dies with the process)."""

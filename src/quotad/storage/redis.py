@@ -12,6 +12,10 @@ a background task copies dirty counters to SQL (absolute values) every ``flush_i
 A counter missing from Redis (a new day, or a Redis restarted without its data) is loaded
 from SQL before it is used. So a Redis restart loses at most the last flush interval of
 usage, and nothing at all when Redis runs with ``appendonly yes`` and ``appendfsync always``.
+
+Consumes are batched (``batch=True``, the default): the consumes that arrive while one
+round trip is in flight go together in the next, as one script call per Cluster slot
+(one call in all on a single Redis), decided in arrival order inside the script.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from importlib.resources import files
 from typing import Any, TypeVar
@@ -31,6 +36,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from quotad.domain.models import (
@@ -46,6 +52,7 @@ from quotad.domain.models import (
 )
 from quotad.errors import Conflict, StorageError
 from quotad.service.throttle import refuse
+from quotad.storage.batching import Batcher
 from quotad.storage.sql import SqlStore
 
 log = structlog.get_logger("quotad.storage.redis")
@@ -86,14 +93,35 @@ class RedisThrottle:
             raise refuse(wait)
 
 
+@dataclass(frozen=True, slots=True)
+class _Consume:
+    """One ``consume`` call as script keys and arguments (see ``lua/consume.lua``)."""
+
+    account_id: str
+    keys: list[str]
+    args: list[Any]
+
+
+_Reply = list[str]
+
+
 class RedisStore:
-    """A Store whose counters live in Redis and whose records live in SQL."""
+    """A Store whose counters live in Redis and whose records live in SQL.
+
+    Args:
+        url: ``redis://…`` or ``redis+cluster://…``, with ``records=<SQL URL>``.
+        flush_interval: seconds between copies of changed counters to SQL.
+        timeout: seconds to wait for Redis before the call fails.
+        batch: batch concurrent consumes; ``False`` sends one script call per consume.
+    """
 
     def __init__(
         self,
         url: str,
         flush_interval: float = 1.0,
         timeout: float = 1.0,
+        *,
+        batch: bool = True,
     ) -> None:
         self.url = url
         redis_url, self._cluster, self._prefix, records_url = _parse(url)
@@ -104,10 +132,15 @@ class RedisStore:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._inflight = asyncio.Semaphore(MAX_CONNECTIONS)
         # One flush at a time in this node, so an export that flushes first also waits for
         # counters the background flush has taken but not yet written.
         self._flushing = asyncio.Lock()
+        # Two batches in flight: one is prepared while Redis runs the other.
+        self._batcher: Batcher[_Consume, _Reply] | None = (
+            Batcher(self._consume_batch, in_flight=2) if batch else None
+        )
 
     # Keys: "{account}" is the hash tag, so one account's keys share a Cluster slot.
     def _counter(self, account_id: str, service: str, day: date) -> str:
@@ -155,14 +188,16 @@ class RedisStore:
         for name in _SCRIPTS:
             source = (package / f"{name}.lua").read_text()
             self._scripts[name] = self._client.register_script(source)
+        self._closing = asyncio.Event()
         self._flusher = asyncio.create_task(self._flush_forever(), name="quotad-redis-flush")
 
     async def close(self) -> None:
         """Stop the flusher, flush what is left, disconnect."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            # Asked to stop rather than cancelled: a driver that swallows a cancellation
+            # mid-flush would leave a cancelled loop running, and close() waiting, forever.
+            self._closing.set()
+            await self._flusher
             self._flusher = None
         if self._client is not None:
             with contextlib.suppress(StorageError):
@@ -204,7 +239,10 @@ class RedisStore:
     # Write-behind ---------------------------------------------------------------
     async def _flush_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._flush_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._flush_interval)
+            if self._closing.is_set():
+                return
             try:
                 await self.flush()
             except Exception as exc:  # the loop must outlive any outage
@@ -282,16 +320,22 @@ class RedisStore:
     ) -> ConsumeOutcome:
         """One Lua script: replay or refuse the claim, then add within the total."""
         keys = [self._counter(account_id, service, day), self._dirty(account_id)]
-        now_ms = 0 if now is None else int(now.timestamp() * 1000)
-        args: list[Any] = [cost, total, COUNTER_TTL_SECONDS, "", 0, now_ms, day.isoformat(), 0]
+        args: list[Any] = [2, cost, total, day.isoformat()]
         if claim is not None:
             keys.append(self._idempotency(account_id, claim.key))
-            ttl = max(int((claim.expires_at.timestamp() * 1000 - now_ms) / 1000), 1)
-            args[3:5] = [claim.fingerprint, int(claim.expires_at.timestamp() * 1000)]
-            args[7] = ttl
-        await self._mark_dirty(account_id)
+            now_ms = 0 if now is None else int(now.timestamp() * 1000)
+            expires_ms = int(claim.expires_at.timestamp() * 1000)
+            args[0] = 3
+            args += [claim.fingerprint, expires_ms, now_ms, max((expires_ms - now_ms) // 1000, 1)]
+        request = _Consume(account_id, keys, args)
         for _ in range(3):
-            answer = await self._script("consume", keys, args)
+            if self._batcher is not None:
+                answer = await self._batcher.submit(request)
+            else:
+                [alone] = await self._consume_batch([request])
+                if isinstance(alone, Exception):
+                    raise alone
+                answer = alone
             if answer[0] == "missing":
                 await self._hydrate(account_id, service, day, total)
                 continue
@@ -306,6 +350,35 @@ class RedisStore:
                 answer[0] == "replay",
             )
         raise StorageError("the day's counter could not be loaded into Redis")
+
+    async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
+        """Run consumes as one script call per Cluster slot; one reply per consume."""
+        accounts = list({request.account_id for request in batch})
+        if self._cluster:
+            # The set of dirty accounts has a slot of its own: marked first, in a call of
+            # its own (a crash in between leaves a harmless spare mark).
+            await self._call(lambda: self._client.sadd(self._dirty_accounts, *accounts))
+        groups: dict[int, list[int]] = defaultdict(list)
+        for index, request in enumerate(batch):
+            slot = key_slot(request.keys[0].encode()) if self._cluster else 0
+            groups[slot].append(index)
+
+        async def run(indexes: list[int]) -> list[_Reply]:
+            keys = [key for i in indexes for key in batch[i].keys]
+            args: list[Any] = [COUNTER_TTL_SECONDS, 0]
+            if not self._cluster:  # one round trip: the script marks the accounts too
+                keys.insert(0, self._dirty_accounts)
+                args = [COUNTER_TTL_SECONDS, len(accounts), *accounts]
+            args += [arg for i in indexes for arg in batch[i].args]
+            replies: list[_Reply] = await self._script("consume", keys, args)
+            return replies
+
+        replies = await asyncio.gather(*(run(indexes) for indexes in groups.values()))
+        answers: list[_Reply | Exception] = [[] for _ in batch]
+        for indexes, group_replies in zip(groups.values(), replies, strict=True):
+            for index, reply in zip(indexes, group_replies, strict=True):
+                answers[index] = reply
+        return answers
 
     async def adjust(
         self, account_id: str, service: str, day: date, delta: int, total: int

@@ -8,12 +8,19 @@ queue on the file lock instead of failing mid-transaction, and readers use a sec
 engine so WAL lets them proceed while a write is in progress. On PostgreSQL one pooled
 engine serves both; row locks taken by the upserts serialise concurrent consumes of the
 same day, under READ COMMITTED, across any number of quotad nodes.
+
+Consumes are group-committed (``batch=True``, the default): concurrent consumes of one
+process run in one transaction with one commit (one fsync), and each caller is answered
+after that commit. Inside it, the batch's day rows are read under the write lock (SQLite)
+or ``FOR UPDATE`` (PostgreSQL), decided in arrival order, and written back in one
+statement, so a batch costs the same few statements whatever its size.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,8 @@ from quotad.domain.models import (
     UsageDay,
     UsageEvent,
 )
-from quotad.errors import Conflict, NotFound, StorageError, ValidationFailed
+from quotad.errors import Conflict, NotFound, QuotadError, StorageError, ValidationFailed
+from quotad.storage.batching import Batcher
 from quotad.storage.schema import (
     accounts,
     api_keys,
@@ -100,6 +108,15 @@ def _migrate_locked(connection: sa.Connection) -> None:
 _UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race
+# with another one and may simply be run again.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _lost_a_race(exc: sa.exc.DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
 def _unstorable() -> ValidationFailed:
     # PostgreSQL text cannot hold NUL (U+0000); any such id, name or query is bad input.
     return ValidationFailed.at("/", "strings may not contain the NUL character (U+0000)")
@@ -141,10 +158,36 @@ def _begin_with(statement: str) -> Callable[[sa.Connection], None]:
     return begin
 
 
-class SqlStore:
-    """Records and counters in one SQL database."""
+@dataclass(frozen=True, slots=True)
+class _Consume:
+    """One ``consume`` call, waiting for its batch."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    account_id: str
+    service: str
+    day: date
+    cost: int
+    total: int
+    claim: IdempotencyClaim | None
+    now: datetime | None
+
+    @property
+    def row_key(self) -> tuple[str, str, str]:
+        return self.account_id, self.service, self.day.isoformat()
+
+
+_DAY_KEY = (usage_days.c.account_id, usage_days.c.service, usage_days.c.day)
+
+
+class SqlStore:
+    """Records and counters in one SQL database.
+
+    Args:
+        url: ``sqlite:///path`` or ``postgresql://…``.
+        pool_size: PostgreSQL connections kept open (as many again may be opened in bursts).
+        batch: group-commit concurrent consumes; ``False`` runs one transaction per consume.
+    """
+
+    def __init__(self, url: str, pool_size: int = 10, *, batch: bool = True) -> None:
         self.url = url
         self._driver_url = _driver_url(url)
         self._sqlite = self._driver_url.get_backend_name() == "sqlite"
@@ -152,6 +195,9 @@ class SqlStore:
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._insert = sqlite_dialect.insert if self._sqlite else pg_dialect.insert
+        self._batcher: Batcher[_Consume, ConsumeOutcome] | None = (
+            Batcher(self._consume_batch) if batch else None
+        )
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""
@@ -202,6 +248,10 @@ class SqlStore:
             raise Conflict("the change conflicts with a concurrent change; retry") from exc
         except sa.exc.DataError as exc:
             raise _unstorable() from exc
+        except sa.exc.OperationalError as exc:
+            if _lost_a_race(exc):
+                raise Conflict("the change conflicts with a concurrent change; retry") from exc
+            raise StorageError("the database could not complete the write") from exc
         except _UNREACHABLE as exc:
             raise StorageError("the database could not complete the write") from exc
 
@@ -434,53 +484,171 @@ class SqlStore:
         claim: IdempotencyClaim | None = None,
         now: datetime | None = None,
     ) -> ConsumeOutcome:
-        """Add ``cost`` within ``total`` in one conditional upsert."""
-        day_text = day.isoformat()
+        """Add ``cost`` within ``total``: group-committed, or one conditional upsert alone."""
+        request = _Consume(account_id, service, day, cost, total, claim, now)
+        if self._batcher is not None:
+            return await self._batcher.submit(request)
         async with self._write() as conn:
-            if claim is not None:
-                replayed = await self._claim(conn, account_id, claim, now)
-                if replayed is not None:
-                    return replayed
-            used: int | None = None
-            if cost <= total:
-                stmt = self._insert(usage_days).values(
-                    account_id=account_id,
-                    service=service,
-                    day=day_text,
-                    used=cost,
-                    total=total,
-                    rejected=0,
-                )
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["account_id", "service", "day"],
-                    set_={"used": usage_days.c.used + cost, "total": total},
-                    where=usage_days.c.used + cost <= total,
-                )
-                used = await conn.scalar(stmt.returning(usage_days.c.used))
-            granted = used is not None
-            if used is None:
-                refusal = self._insert(usage_days).values(
-                    account_id=account_id,
-                    service=service,
-                    day=day_text,
-                    used=0,
-                    total=total,
-                    rejected=1,
-                )
-                refusal = refusal.on_conflict_do_update(
-                    index_elements=["account_id", "service", "day"],
-                    set_={"rejected": usage_days.c.rejected + 1, "total": total},
-                )
-                used = await conn.scalar(refusal.returning(usage_days.c.used))
-            outcome = ConsumeOutcome(granted, int(used or 0), total, day)
-            if claim is not None:
-                await conn.execute(
-                    idempotency.update()
-                    .where(idempotency.c.account_id == account_id)
-                    .where(idempotency.c.key == claim.key)
-                    .values(granted=granted, used=outcome.used, total=total, day=day_text)
-                )
-            return outcome
+            return await self._consume_one(conn, request)
+
+    async def _consume_batch(self, batch: list[_Consume]) -> list[ConsumeOutcome | Exception]:
+        try:
+            async with self._write() as conn:
+                return await self._consume_together(conn, batch)
+        except StorageError:
+            raise
+        except QuotadError:
+            if len(batch) == 1:
+                raise
+        # The database refused the batch (bad input in one request, or a lost race):
+        # nothing of it was committed, so run each request alone to give each its answer.
+        answers: list[ConsumeOutcome | Exception] = []
+        for request in batch:
+            try:
+                async with self._write() as conn:
+                    answers.append(await self._consume_one(conn, request))
+            except StorageError:
+                raise
+            except QuotadError as exc:
+                answers.append(exc)
+        return answers
+
+    async def _consume_together(
+        self, conn: AsyncConnection, batch: list[_Consume]
+    ) -> list[ConsumeOutcome | Exception]:
+        answers: list[ConsumeOutcome | Exception | None] = [None] * len(batch)
+        plain: list[int] = []
+        for index, request in enumerate(batch):
+            if request.claim is None:
+                plain.append(index)
+                continue
+            # In arrival order and one by one: a retry in the same batch must see the
+            # answer its first attempt stored.
+            try:
+                answers[index] = await self._consume_one(conn, request)
+            except Conflict as exc:  # a reused Idempotency-Key; it changed nothing
+                answers[index] = exc
+        if plain:
+            outcomes = await self._consume_counted(conn, [batch[i] for i in plain])
+            for index, outcome in zip(plain, outcomes, strict=True):
+                answers[index] = outcome
+        return [answer for answer in answers if answer is not None]
+
+    async def _consume_counted(
+        self, conn: AsyncConnection, batch: list[_Consume]
+    ) -> list[ConsumeOutcome]:
+        """Decide many consumes with three statements: create, lock and read, write back."""
+        first_total: dict[tuple[str, str, str], int] = {}
+        for request in batch:
+            first_total.setdefault(request.row_key, request.total)
+        keys = sorted(first_total)  # one lock order for every node: no deadlocks between batches
+        if not self._sqlite:
+            # Create missing rows first, so FOR UPDATE below locks every row of the batch
+            # (SQLite needs none of this: BEGIN IMMEDIATE already holds the write lock).
+            await conn.execute(
+                self._insert(usage_days).on_conflict_do_nothing(),
+                [
+                    {"account_id": a, "service": s, "day": d, "used": 0, "total": t, "rejected": 0}
+                    for (a, s, d), t in ((k, first_total[k]) for k in keys)
+                ],
+            )
+        query = (
+            sa.select(*_DAY_KEY, usage_days.c.used, usage_days.c.total, usage_days.c.rejected)
+            .where(sa.tuple_(*_DAY_KEY).in_(keys))
+            .order_by(*_DAY_KEY)
+        )
+        if not self._sqlite:
+            query = query.with_for_update()
+        rows = {
+            (row.account_id, row.service, row.day): [
+                int(row.used),
+                int(row.total),
+                int(row.rejected),
+            ]
+            for row in await conn.execute(query)
+        }
+        outcomes = []
+        for request in batch:
+            row = rows.setdefault(request.row_key, [0, request.total, 0])
+            row[1] = request.total
+            granted = row[0] + request.cost <= request.total
+            if granted:
+                row[0] += request.cost
+            else:
+                row[2] += 1
+            outcomes.append(ConsumeOutcome(granted, row[0], request.total, request.day))
+        write = self._insert(usage_days)
+        write = write.on_conflict_do_update(
+            index_elements=["account_id", "service", "day"],
+            set_={
+                "used": write.excluded.used,
+                "total": write.excluded.total,
+                "rejected": write.excluded.rejected,
+            },
+        )
+        await conn.execute(
+            write,
+            [
+                {"account_id": a, "service": s, "day": d, "used": u, "total": t, "rejected": r}
+                for (a, s, d), (u, t, r) in rows.items()
+            ],
+        )
+        return outcomes
+
+    async def _consume_one(self, conn: AsyncConnection, request: _Consume) -> ConsumeOutcome:
+        """One consume in one conditional upsert (with its claim, when it has one)."""
+        account_id, service, cost, total = (
+            request.account_id,
+            request.service,
+            request.cost,
+            request.total,
+        )
+        day, claim = request.day, request.claim
+        day_text = day.isoformat()
+        if claim is not None:
+            replayed = await self._claim(conn, account_id, claim, request.now)
+            if replayed is not None:
+                return replayed
+        used: int | None = None
+        if cost <= total:
+            stmt = self._insert(usage_days).values(
+                account_id=account_id,
+                service=service,
+                day=day_text,
+                used=cost,
+                total=total,
+                rejected=0,
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["account_id", "service", "day"],
+                set_={"used": usage_days.c.used + cost, "total": total},
+                where=usage_days.c.used + cost <= total,
+            )
+            used = await conn.scalar(stmt.returning(usage_days.c.used))
+        granted = used is not None
+        if used is None:
+            refusal = self._insert(usage_days).values(
+                account_id=account_id,
+                service=service,
+                day=day_text,
+                used=0,
+                total=total,
+                rejected=1,
+            )
+            refusal = refusal.on_conflict_do_update(
+                index_elements=["account_id", "service", "day"],
+                set_={"rejected": usage_days.c.rejected + 1, "total": total},
+            )
+            used = await conn.scalar(refusal.returning(usage_days.c.used))
+        outcome = ConsumeOutcome(granted, int(used or 0), total, day)
+        if claim is not None:
+            await conn.execute(
+                idempotency.update()
+                .where(idempotency.c.account_id == account_id)
+                .where(idempotency.c.key == claim.key)
+                .values(granted=granted, used=outcome.used, total=total, day=day_text)
+            )
+        return outcome
 
     async def _claim(
         self,

@@ -1,34 +1,67 @@
--- Atomic consume of one account's day counter (all keys share the account's hash tag).
--- KEYS[1] counter hash (used, total, rejected)   KEYS[2] the account's dirty set
--- KEYS[3] idempotency hash, present only with an Idempotency-Key
--- ARGV: cost, total, counter_ttl_s, fingerprint, idem_expires_ms, now_ms, day, idem_ttl_s
--- Returns {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"}
-local cost, total = tonumber(ARGV[1]), tonumber(ARGV[2])
-if #KEYS == 3 then
-  local seen = redis.call('HMGET', KEYS[3], 'fp', 'granted', 'used', 'total', 'day', 'expires')
-  if seen[1] and tonumber(seen[6]) > tonumber(ARGV[6]) then
-    if seen[1] ~= ARGV[4] then return {'conflict'} end
-    return {'replay', seen[2], seen[3], seen[4], seen[5]}
+-- Atomic consumes, decided one after the other in the order given. On a Redis Cluster
+-- every key of one call shares a slot (callers group consumes by slot; each account's
+-- keys carry its hash tag); a single Redis takes any mix of accounts in one call.
+-- ARGV[1] counter_ttl_s; ARGV[2] m, the number of accounts to add to the set of dirty
+-- accounts KEYS[1] (0 on a Cluster, where the caller adds them itself); ARGV[3 .. 2+m]
+-- those accounts; then, per consume: key count (2, or 3 with an Idempotency-Key), cost,
+-- total, day, and with an Idempotency-Key also fingerprint, idem_expires_ms, now_ms,
+-- idem_ttl_s.
+-- KEYS: [the dirty accounts set, when m > 0], then per consume: counter hash (used,
+--   total, rejected), the account's dirty set, and the idempotency hash (key count 3)
+-- Returns one reply per consume:
+--   {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"}
+local counter_ttl = ARGV[1]
+
+local function consume(counter, dirty, idem, cost, total, day, fp, expires, now, idem_ttl)
+  if idem then
+    local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires')
+    if seen[1] and tonumber(seen[6]) > tonumber(now) then
+      if seen[1] ~= fp then return {'conflict'} end
+      return {'replay', seen[2], seen[3], seen[4], seen[5]}
+    end
   end
+  -- A day the counters do not hold (new, or lost with a Redis restart) is loaded from
+  -- SQL by the caller first, so a restart never starts a day again from zero.
+  if redis.call('EXISTS', counter) == 0 then return {'missing'} end
+  local used = tonumber(redis.call('HGET', counter, 'used'))
+  local granted = 0
+  if used + cost <= total then
+    used = redis.call('HINCRBY', counter, 'used', cost)
+    granted = 1
+  else
+    redis.call('HINCRBY', counter, 'rejected', 1)
+  end
+  redis.call('HSET', counter, 'total', total)
+  redis.call('HDEL', counter, 'fresh')
+  redis.call('EXPIRE', counter, counter_ttl)
+  redis.call('SADD', dirty, counter)
+  if idem then
+    redis.call('HSET', idem, 'fp', fp, 'granted', granted, 'used', used,
+               'total', total, 'day', day, 'expires', expires)
+    redis.call('EXPIRE', idem, idem_ttl)
+  end
+  return {'ok', tostring(granted), tostring(used), tostring(total), day}
 end
--- A day the counters do not hold (new, or lost with a Redis restart) is loaded from
--- SQL by the caller first, so a restart never starts a day again from zero.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local used = tonumber(redis.call('HGET', KEYS[1], 'used'))
-local granted = 0
-if used + cost <= total then
-  used = redis.call('HINCRBY', KEYS[1], 'used', cost)
-  granted = 1
-else
-  redis.call('HINCRBY', KEYS[1], 'rejected', 1)
+
+local replies = {}
+local marked = tonumber(ARGV[2])
+local k, a = 1, 3 + marked
+if marked > 0 then
+  -- Marked in the same step as the change, so no changed counter goes unflushed.
+  redis.call('SADD', KEYS[1], unpack(ARGV, 3, 2 + marked))
+  k = 2
 end
-redis.call('HSET', KEYS[1], 'total', total)
-redis.call('HDEL', KEYS[1], 'fresh')
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], KEYS[1])
-if #KEYS == 3 then
-  redis.call('HSET', KEYS[3], 'fp', ARGV[4], 'granted', granted, 'used', used,
-             'total', total, 'day', ARGV[7], 'expires', ARGV[5])
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
+while a <= #ARGV do
+  local count = tonumber(ARGV[a])
+  local cost, total, day = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  if count == 3 then
+    replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], KEYS[k + 2], cost, total, day,
+      ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
+    a = a + 8
+  else
+    replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], nil, cost, total, day)
+    a = a + 4
+  end
+  k = k + count
 end
-return {'ok', tostring(granted), tostring(used), tostring(total), ARGV[7]}
+return replies
