@@ -230,7 +230,11 @@ class MemoryStore:
         if claim is not None:
             return self._consume_claimed(account_id, service, day, cost, total, claim, now)
         key = (account_id, service, day)
-        with self._lock:
+        lock = self._lock
+        # acquire/try/finally rather than ``with``: the same guarantee, and on Python 3.11
+        # ``with`` costs about a sixth of this whole method.
+        lock.acquire()
+        try:
             row = self._usage.get(key)
             if row is None:
                 row = self._usage[key] = [0, total, 0]
@@ -242,6 +246,8 @@ class MemoryStore:
                 return _new_outcome(ConsumeOutcome, (True, used, total, day, False))
             row[2] += 1
             return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False))
+        finally:
+            lock.release()
 
     def _consume_claimed(
         self,
