@@ -102,7 +102,7 @@ class _Consume:
     args: list[Any]
 
 
-_Reply = list[str]
+_Reply = list[Any]  # strings and integers, as the script answers
 
 
 class RedisStore:
@@ -343,7 +343,7 @@ class RedisStore:
                 raise Conflict("Idempotency-Key was used with a different request")
             granted, used, stored_total, stored_day = answer[1:5]
             return ConsumeOutcome(
-                granted == "1",
+                int(granted) == 1,
                 int(used),
                 int(stored_total),
                 date.fromisoformat(stored_day),

@@ -9,7 +9,7 @@ if redis.call('HGET', KEYS[1], 'fresh') == '1' then
 end
 local used = tonumber(redis.call('HGET', KEYS[1], 'used')) + tonumber(ARGV[1])
 if used < 0 then used = 0 end
-redis.call('HSET', KEYS[1], 'used', used)
+redis.call('HSET', KEYS[1], 'used', string.format('%d', used))  -- not 1e+15
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[2], KEYS[1])
 local row = redis.call('HMGET', KEYS[1], 'used', 'total', 'rejected')

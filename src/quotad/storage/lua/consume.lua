@@ -10,9 +10,12 @@
 --   total, rejected), the account's dirty set, and the idempotency hash (key count 3)
 -- Returns one reply per consume:
 --   {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"}
+-- Numbers go back as integer replies or as the caller's own text, never through Lua's
+-- tostring (which writes 1e+15 for large ones).
 local counter_ttl = ARGV[1]
 
-local function consume(counter, dirty, idem, cost, total, day, fp, expires, now, idem_ttl)
+local function consume(counter, dirty, idem, cost, total_text, day, fp, expires, now, idem_ttl)
+  local total = tonumber(total_text)
   if idem then
     local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires')
     if seen[1] and tonumber(seen[6]) > tonumber(now) then
@@ -31,16 +34,16 @@ local function consume(counter, dirty, idem, cost, total, day, fp, expires, now,
   else
     redis.call('HINCRBY', counter, 'rejected', 1)
   end
-  redis.call('HSET', counter, 'total', total)
+  redis.call('HSET', counter, 'total', total_text)
   redis.call('HDEL', counter, 'fresh')
   redis.call('EXPIRE', counter, counter_ttl)
   redis.call('SADD', dirty, counter)
   if idem then
-    redis.call('HSET', idem, 'fp', fp, 'granted', granted, 'used', used,
-               'total', total, 'day', day, 'expires', expires)
+    redis.call('HSET', idem, 'fp', fp, 'granted', granted, 'used', string.format('%d', used),
+               'total', total_text, 'day', day, 'expires', expires)
     redis.call('EXPIRE', idem, idem_ttl)
   end
-  return {'ok', tostring(granted), tostring(used), tostring(total), day}
+  return {'ok', granted, used, total_text, day}
 end
 
 local replies = {}
@@ -53,7 +56,7 @@ if marked > 0 then
 end
 while a <= #ARGV do
   local count = tonumber(ARGV[a])
-  local cost, total, day = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local cost, total, day = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
   if count == 3 then
     replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], KEYS[k + 2], cost, total, day,
       ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
