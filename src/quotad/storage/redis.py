@@ -319,8 +319,10 @@ class RedisStore:
         now: datetime | None = None,
     ) -> ConsumeOutcome:
         """One Lua script: replay or refuse the claim, then add within the total."""
-        keys = [self._counter(account_id, service, day), self._dirty(account_id)]
-        args: list[Any] = [2, cost, total, day.isoformat()]
+        day_text = day.isoformat()
+        tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _dirty build them
+        keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:dirty"]
+        args: list[Any] = [2, cost, total, day_text]
         if claim is not None:
             keys.append(self._idempotency(account_id, claim.key))
             now_ms = 0 if now is None else int(now.timestamp() * 1000)
@@ -346,7 +348,7 @@ class RedisStore:
                 int(granted) == 1,
                 int(used),
                 int(stored_total),
-                date.fromisoformat(stored_day),
+                day if stored_day == day_text else date.fromisoformat(stored_day),
                 answer[0] == "replay",
             )
         raise StorageError("the day's counter could not be loaded into Redis")
