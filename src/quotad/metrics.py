@@ -39,6 +39,23 @@ FAIL_OPEN = Counter(
 )
 RATE_LIMITED = Counter("quotad_rate_limited_total", "Customer requests refused by the throttle")
 
+# ``Counter.labels`` takes a lock and validates its arguments on every call; verify counts
+# once per request, so its children are kept here. The label pairs are few (services by
+# verdict codes, and prometheus_client keeps every child anyway); the cap only bounds the
+# memory odd service names could take when fail-open counts calls to unknown services.
+_CONSUME_CHILDREN: dict[tuple[str, str], Counter] = {}
+_MAX_CHILDREN = 10_000
+
+
+def count_consume(service: str, result: str) -> None:
+    """Add one to ``quotad_consumes_total`` for ``service`` and ``result``."""
+    child = _CONSUME_CHILDREN.get((service, result))
+    if child is None:
+        if len(_CONSUME_CHILDREN) >= _MAX_CHILDREN:
+            _CONSUME_CHILDREN.clear()
+        child = _CONSUME_CHILDREN[(service, result)] = CONSUMES.labels(service, result)
+    child.inc()
+
 
 def exposition() -> tuple[bytes, str]:
     """The metrics in Prometheus' text format, and its content type.

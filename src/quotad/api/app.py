@@ -13,6 +13,7 @@ from starlette.responses import Response
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
 from quotad.api import admin, customer, errors, metering
+from quotad.api.fastpath import FastPathAPI, VerifyRoute
 from quotad.api.middleware import RequestGuard
 from quotad.api.responses import ORJSONResponse
 from quotad.service import maintenance
@@ -30,12 +31,14 @@ Every error is `{"error", "id", "note", "validationErrors"}`.
 """
 
 
-def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
+def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = True) -> FastAPI:
     """The quotad application over ``ctx``.
 
     Args:
         ctx: the service context (store, settings, clock).
         manage_store: open the store on startup and close it on shutdown.
+        fast_verify: answer ``POST /v1/verify`` with ``quotad.api.fastpath`` ahead of
+            FastAPI's routing (False: through the FastAPI route, to compare the two).
     """
 
     @asynccontextmanager
@@ -53,7 +56,7 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
                 await upkeep
             await ctx.store.close()
 
-    app = FastAPI(
+    app = FastPathAPI(
         title="quotad",
         version=__version__,
         description=DESCRIPTION,
@@ -80,4 +83,6 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
 
     app.add_middleware(RequestGuard, max_body_bytes=ctx.settings.max_body_bytes)
     dashboard.install(app)  # after RequestGuard: its form adapter must wrap the guard
+    if fast_verify:  # the route above stays: it answers what the fast path hands over
+        app.fast_routes[("POST", "/v1/verify")] = VerifyRoute(ctx, fallback=app.routed)
     return app

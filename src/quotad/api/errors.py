@@ -77,12 +77,15 @@ def _status_for(request: Request, exc: QuotadError) -> int:
     return STATUS[exc.code]
 
 
+def quotad_error_response(exc: QuotadError, status: int | None = None) -> Response:
+    """The answer to an expected failure, with ``Retry-After`` when it says when to retry."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return error_response(exc.code, exc.note, exc.validation_errors, status, headers)
+
+
 async def _quotad_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QuotadError)  # noqa: S101 - registered for this type only
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return error_response(
-        exc.code, exc.note, exc.validation_errors, _status_for(request, exc), headers
-    )
+    return quotad_error_response(exc, _status_for(request, exc))
 
 
 def _pointer(location: tuple[Any, ...]) -> str:

