@@ -1,0 +1,255 @@
+"""quotad against the peers a Python team would pick instead, in one run on one machine.
+
+    .venv/bin/pip install -e '.[bench]'        # limits[async-redis], slowapi
+    .venv/bin/python bench/run.py               # every section, medians of 3 (< 10 min)
+    .venv/bin/python bench/run.py --quick       # a smoke run (~30-60 s), 1 repetition
+    .venv/bin/python bench/run.py --only memory,redis --repeat 5 --json /tmp/r.json
+
+Sections (a ratio is quotad's median throughput over the peer's):
+
+1. ``memory``: in-process consume, one coroutine, tight loop: ``MemoryStore.consume`` vs
+   ``limits``' ``FixedWindowRateLimiter(MemoryStorage())`` (target ≥ 5x) and vs a bare
+   ``dict`` + ``threading.Lock`` function doing the same work (target ≥ 0.7).
+2. ``redis``: consume over Redis, 50 concurrent asyncio callers in one process, one
+   account each: ``RedisStore`` vs ``limits.aio`` on ``RedisStorage`` (≥ 5x), and vs
+   ``redis-benchmark`` running quotad's own Lua consume script, the engine's ceiling
+   (≥ 0.5).
+3. ``sqlite``: durable SQLite consume (WAL, synchronous=FULL), 50 callers: group commit
+   (quotad's default) vs ``batch=False``, one transaction per consume (≥ 5x).
+4. ``postgresql``: the same on PostgreSQL (``synchronous_commit`` printed) (≥ 3x), and
+   the ratio to hand-written psycopg 3 upserts on an ``AsyncConnectionPool``. Runs in a
+   ``bench_<id>`` schema that is dropped afterwards.
+5. ``http``: ``POST /v1/verify`` on ``quotad serve`` (memory and SQLite stores) vs a bare
+   ASGI app (≥ 0.5 of it) and FastAPI + slowapi on Redis (≥ 3x), all on uvicorn, loaded
+   by wrk with 50 connections; then quotad's p99 at half its peak rate (≤ 5 ms).
+6. ``scaling``: 1, 2 and 4 quotad processes consuming over one Redis: aggregate and
+   per-process throughput.
+
+Every subject is measured ``--repeat`` times, interleaved with its section's other
+subjects; the table shows medians. What is missing is installed or started when it can
+be (peer libraries with pip, wrk with apt-get, Redis and PostgreSQL locally; disable
+with ``--no-install``); a section whose server is absent is skipped with the reason.
+Progress goes to stderr; stdout gets the notes, the markdown table, the machine and the
+JSON, which is also written to ``--json`` (default ``bench/results.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# Run as a script, this folder is on sys.path already; also when imported otherwise.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import environment  # noqa: E402
+import http_section  # noqa: E402
+import sections  # noqa: E402
+from common import Config  # noqa: E402
+from environment import log  # noqa: E402
+from report import Section, markdown_table, table_rows  # noqa: E402
+
+SECTIONS = ("memory", "redis", "sqlite", "postgresql", "http", "scaling")
+# What each section cannot run without.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "redis": ("redis",),
+    "postgresql": ("postgresql",),
+    "scaling": ("redis",),
+}
+TIME_BUDGET_S = 600
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description="Benchmark quotad against its peers (see the module docstring).",
+    )
+    parser.add_argument("--repeat", type=int, help="repetitions per subject (default 3; 1 quick)")
+    parser.add_argument("--only", help=f"comma-separated sections out of {','.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--json", type=Path, default=HERE / "results.json", help="JSON output")
+    parser.add_argument("--seconds", type=float, help="one in-process measurement (default 3)")
+    parser.add_argument("--http-seconds", type=int, help="one wrk run (default 5)")
+    parser.add_argument("--callers", type=int, default=50, help="concurrent callers/connections")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--load",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="HTTP load generator (auto: wrk if installed or installable, else Python)",
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not pip/apt-get install anything nor start Redis/PostgreSQL",
+    )
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in (args.only or ",".join(SECTIONS)).split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    args.only = [s for s in SECTIONS if s in only]
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Durations from the options (``--quick`` shortens everything)."""
+    quick = args.quick
+    repeat = args.repeat or (1 if quick else 3)
+    seconds = args.seconds or (0.5 if quick else 3.0)
+    return Config(
+        repeat=repeat,
+        seconds=seconds,
+        warmup=0.2 if quick else 0.5,
+        http_seconds=args.http_seconds or (1 if quick else 5),
+        callers=args.callers,
+        redis_url=args.redis_url,
+        postgres_url=args.postgres_url,
+        allow_changes=not args.no_install,
+        load="python",
+        wrk=None,
+        run_id=f"{os.getpid()}{secrets.token_hex(2)}",
+    )
+
+
+def prepare(cfg: Config, args: argparse.Namespace) -> dict[str, str | None]:
+    """Install and start what is missing; per server, ``None`` or why it is unavailable."""
+    cfg.peers = environment.ensure_peer_libraries(cfg.allow_changes)
+    for module, reason in cfg.peers.items():
+        if reason is not None:
+            log(f"peer library {module}: {reason}")
+    servers: dict[str, str | None] = {}
+    wanted = {need for section in args.only for need in NEEDS.get(section, ())}
+    if "http" in args.only:
+        wanted.add("redis")  # slowapi's storage
+    if "redis" in wanted:
+        servers["redis"] = environment.ensure_redis(cfg.redis_url, cfg.allow_changes)
+    if "postgresql" in wanted:
+        servers["postgresql"] = environment.ensure_postgres(cfg.postgres_url, cfg.allow_changes)
+    for name, reason in servers.items():
+        if reason is not None:
+            log(f"{name}: {reason}")
+    if "http" in args.only and args.load != "python":
+        cfg.wrk = environment.ensure_wrk(cfg.allow_changes)
+        if cfg.wrk is None and args.load == "wrk":
+            sys.exit("wrk is not installed (`apt-get install -y wrk`) and --load wrk was given")
+        cfg.load = "wrk" if cfg.wrk else "python"
+        if cfg.wrk is None:
+            log("wrk is unavailable: using the Python load generator (a lower bound)")
+    return servers
+
+
+def run_sections(
+    cfg: Config, only: list[str], servers: dict[str, str | None]
+) -> tuple[list[Section], float]:
+    """Every chosen section, skipped with a reason when its server is absent."""
+    runners: dict[str, Callable[[Config], Section]] = {
+        "memory": sections.memory,
+        "redis": sections.redis,
+        "sqlite": sections.sqlite,
+        "postgresql": sections.postgresql,
+        "http": http_section.http,
+        "scaling": sections.scaling,
+    }
+    results: list[Section] = []
+    started = time.monotonic()
+    for name in only:
+        missing = [servers[n] for n in NEEDS.get(name, ()) if servers.get(n)]
+        if missing:
+            section = Section(name, status="skipped", reason="; ".join(str(m) for m in missing))
+            log(f"[{name}] skipped: {section.reason}")
+            results.append(section)
+            continue
+        log(f"[{name}] running ({cfg.repeat} repetition(s))")
+        began = time.monotonic()
+        try:
+            section = runners[name](cfg)
+        except Exception as exc:
+            section = Section(name, status="failed", reason=f"{type(exc).__name__}: {exc}")
+            log(f"[{name}] FAILED: {section.reason}")
+        section.seconds = time.monotonic() - began
+        log(f"[{name}] done in {section.seconds:.0f} s")
+        results.append(section)
+    return results, time.monotonic() - started
+
+
+def machine_text(machine: dict[str, Any]) -> str:
+    """The machine, as lines under the table."""
+    pg = machine.get("postgresql") or {}
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    lines = [
+        f"- date: {machine['date']}",
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores; {machine['platform']}",
+        f"- Python {machine['python']}; load average at start: {machine['load_average_at_start']}",
+        f"- Redis {machine.get('redis') or 'n/a'}; PostgreSQL "
+        f"{pg.get('server_version', 'n/a')} (synchronous_commit={pg.get('synchronous_commit')}, "
+        f"fsync={pg.get('fsync')}); {machine.get('wrk') or 'wrk n/a'}",
+        f"- packages: {packages}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print, write the JSON; exit 0 unless a section failed outright."""
+    args = parse_args(argv)
+    cfg = build_config(args)
+    from quotad import logs
+
+    logs.configure("warning")  # the stores' info logs would drown the progress lines
+    begun = time.monotonic()
+    servers = prepare(cfg, args)
+    machine = environment.machine(cfg.redis_url, cfg.postgres_url, cfg.wrk or shutil.which("wrk"))
+    results, _ = run_sections(cfg, args.only, servers)
+    total = time.monotonic() - begun
+    rows = table_rows(results)
+    notes = [note for section in results for note in section.notes]
+    document = {
+        "machine": machine,
+        "options": {
+            "repeat": cfg.repeat,
+            "seconds": cfg.seconds,
+            "warmup": cfg.warmup,
+            "http_seconds": cfg.http_seconds,
+            "callers": cfg.callers,
+            "load_generator": cfg.load,
+            "quick": args.quick,
+            "sections": args.only,
+        },
+        "total_seconds": round(total, 1),
+        "sections": {section.name: section.as_json() for section in results},
+        "table": rows,
+    }
+    print("## Notes\n")
+    print("\n".join(f"- {note}" for note in notes) or "- (none)")
+    print(
+        f"\n## Results (medians of {cfg.repeat} repetition(s); ratio = quotad ops/s ÷ peer ops/s)\n"
+    )
+    print(markdown_table(rows))
+    print("\n## Machine\n")
+    print(machine_text(machine))
+    print(f"\nTotal run time: {total:.0f} s")
+    if total > TIME_BUDGET_S:
+        print(f"WARNING: over the {TIME_BUDGET_S} s budget")
+    print("\n## JSON\n")
+    text = json.dumps(document, indent=2, default=str)
+    print(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(text + "\n")
+    log(f"wrote {args.json}; total {total:.0f} s")
+    return 1 if any(s.status == "failed" for s in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
