@@ -53,9 +53,13 @@ class CachingStore:
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
         if name in _CACHED:
-            return self._cached(name, attribute)
-        if name in _RECORD_WRITES:
-            return self._clearing(attribute)
+            attribute = self._cached(name, attribute)
+        elif name in _RECORD_WRITES:
+            attribute = self._clearing(attribute)
+        if callable(attribute):
+            # Kept on the instance, so later lookups (several per verify) are plain
+            # attribute reads rather than calls of __getattr__ building a new wrapper.
+            setattr(self, name, attribute)
         return attribute
 
     def _cached(self, name: str, read: Callable[[str], Awaitable[Any]]) -> Any:
