@@ -195,6 +195,24 @@ class SqlStore:
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._insert = sqlite_dialect.insert if self._sqlite else pg_dialect.insert
+        # The batch's three statements, built once: building them (``excluded`` above
+        # all) costs more than running them through SQLAlchemy's compiled cache.
+        self._create_days = self._insert(usage_days).on_conflict_do_nothing()
+        read_days = (
+            sa.select(*_DAY_KEY, usage_days.c.used, usage_days.c.total, usage_days.c.rejected)
+            .where(sa.tuple_(*_DAY_KEY).in_(sa.bindparam("keys", expanding=True)))
+            .order_by(*_DAY_KEY)
+        )
+        self._read_days = read_days if self._sqlite else read_days.with_for_update()
+        write_days = self._insert(usage_days)
+        self._write_days = write_days.on_conflict_do_update(
+            index_elements=["account_id", "service", "day"],
+            set_={
+                "used": write_days.excluded.used,
+                "total": write_days.excluded.total,
+                "rejected": write_days.excluded.rejected,
+            },
+        )
         self._batcher: Batcher[_Consume, ConsumeOutcome] | None = (
             Batcher(self._consume_batch) if batch else None
         )
@@ -546,26 +564,19 @@ class SqlStore:
             # Create missing rows first, so FOR UPDATE below locks every row of the batch
             # (SQLite needs none of this: BEGIN IMMEDIATE already holds the write lock).
             await conn.execute(
-                self._insert(usage_days).on_conflict_do_nothing(),
+                self._create_days,
                 [
                     {"account_id": a, "service": s, "day": d, "used": 0, "total": t, "rejected": 0}
                     for (a, s, d), t in ((k, first_total[k]) for k in keys)
                 ],
             )
-        query = (
-            sa.select(*_DAY_KEY, usage_days.c.used, usage_days.c.total, usage_days.c.rejected)
-            .where(sa.tuple_(*_DAY_KEY).in_(keys))
-            .order_by(*_DAY_KEY)
-        )
-        if not self._sqlite:
-            query = query.with_for_update()
         rows = {
             (row.account_id, row.service, row.day): [
                 int(row.used),
                 int(row.total),
                 int(row.rejected),
             ]
-            for row in await conn.execute(query)
+            for row in await conn.execute(self._read_days, {"keys": keys})
         }
         outcomes = []
         for request in batch:
@@ -577,17 +588,8 @@ class SqlStore:
             else:
                 row[2] += 1
             outcomes.append(ConsumeOutcome(granted, row[0], request.total, request.day))
-        write = self._insert(usage_days)
-        write = write.on_conflict_do_update(
-            index_elements=["account_id", "service", "day"],
-            set_={
-                "used": write.excluded.used,
-                "total": write.excluded.total,
-                "rejected": write.excluded.rejected,
-            },
-        )
         await conn.execute(
-            write,
+            self._write_days,
             [
                 {"account_id": a, "service": s, "day": d, "used": u, "total": t, "rejected": r}
                 for (a, s, d), (u, t, r) in rows.items()
