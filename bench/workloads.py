@@ -187,7 +187,13 @@ async def redis_quotad(
     url: str, names: list[str], seconds: float, warmup: float, callers: int
 ) -> Measurement:
     """``RedisStore.consume`` from ``callers`` concurrent callers, one account each."""
-    store = RedisStore(url)
+    return await store_callers(RedisStore(url), names, seconds, warmup, callers)
+
+
+async def store_callers(
+    store: RedisStore | SqlStore, names: list[str], seconds: float, warmup: float, callers: int
+) -> Measurement:
+    """Open ``store``, run ``callers`` concurrent consumers (one account each), close it."""
     await store.open()
     day = today()
     try:
@@ -269,16 +275,7 @@ async def sql_quotad(
 ) -> Measurement:
     """``SqlStore(url, batch=batch).consume`` from ``callers`` callers, one account each."""
     store = SqlStore(url) if batch else SqlStore(url, batch=False)
-    await store.open()
-    day = today()
-    try:
-
-        async def op(i: int) -> bool:
-            return (await store.consume(names[i], SERVICE, day, 1, TOTAL)).granted
-
-        return await run_callers(op, callers, seconds, warmup)
-    finally:
-        await store.close()
+    return await store_callers(store, names, seconds, warmup, callers)
 
 
 # The raw baseline: what a team would write by hand, one autocommitted conditional

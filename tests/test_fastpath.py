@@ -40,6 +40,7 @@ from quotad.service.context import Context
 from quotad.service.verify import Verdict
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
+from tests.asgi import http_scope
 from tests.conftest import ADMIN_TOKEN, OPERATOR, make_settings, seed
 
 ERROR_KEYS = {"error", "id", "note", "validationErrors"}
@@ -123,22 +124,7 @@ async def call(
     """``POST /v1/verify`` straight into ``app``, the body in ``chunks`` messages."""
     if length:
         headers = [*headers, (b"content-length", str(len(body)).encode())]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/verify",
-        "raw_path": b"/v1/verify",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"quotad"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("quotad", 80),
-        "state": {},
-        **(scope_extra or {}),
-    }
+    scope = {**http_scope("POST", "/v1/verify", headers), **(scope_extra or {})}
     size = -(-len(body) // chunks) if body else 0
     pieces = [body[i : i + size] for i in range(0, len(body), size)] if size else [b""]
     pending = [

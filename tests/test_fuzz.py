@@ -72,6 +72,7 @@ from quotad.settings import Settings
 from quotad.storage import Store
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
+from tests.asgi import http_scope
 from tests.conftest import ADMIN_TOKEN, OPERATOR
 from tests.snapshots import store_snapshot
 
@@ -440,21 +441,7 @@ async def raw_request(
     app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
 ) -> Raw:
     """One request straight into the ASGI app, with header bytes no HTTP client would send."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"quotad"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("quotad", 80),
-        "state": {},
-    }
+    scope = http_scope(method, path, headers)
     messages: list[dict[str, Any]] = []
     received = False
 
