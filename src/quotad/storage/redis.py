@@ -322,13 +322,13 @@ class RedisStore:
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _dirty build them
         keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:dirty"]
-        args: list[Any] = [2, cost, total, day_text]
+        args: list[Any] = [f"2 {cost} {total} {day_text}"]
         if claim is not None:
             keys.append(self._idempotency(account_id, claim.key))
             now_ms = 0 if now is None else int(now.timestamp() * 1000)
             expires_ms = int(claim.expires_at.timestamp() * 1000)
-            args[0] = 3
-            args += [claim.fingerprint, expires_ms, now_ms, max((expires_ms - now_ms) // 1000, 1)]
+            args = [f"3 {cost} {total} {day_text}", claim.fingerprint, expires_ms, now_ms]
+            args.append(max((expires_ms - now_ms) // 1000, 1))
         request = _Consume(account_id, keys, args)
         for _ in range(3):
             if self._batcher is not None:

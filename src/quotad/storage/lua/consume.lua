@@ -3,9 +3,9 @@
 -- keys carry its hash tag); a single Redis takes any mix of accounts in one call.
 -- ARGV[1] counter_ttl_s; ARGV[2] m, the number of accounts to add to the set of dirty
 -- accounts KEYS[1] (0 on a Cluster, where the caller adds them itself); ARGV[3 .. 2+m]
--- those accounts; then, per consume: key count (2, or 3 with an Idempotency-Key), cost,
--- total, day, and with an Idempotency-Key also fingerprint, idem_expires_ms, now_ms,
--- idem_ttl_s.
+-- those accounts; then, per consume, "count cost total day" in one argument (count: the
+-- consume's keys, 2, or 3 with an Idempotency-Key), and with an Idempotency-Key four more:
+-- fingerprint, idem_expires_ms, now_ms, idem_ttl_s.
 -- KEYS: [the dirty accounts set, when m > 0], then per consume: counter hash (used,
 --   total, rejected), the account's dirty set, and the idempotency hash (key count 3)
 -- Returns one reply per consume:
@@ -55,16 +55,19 @@ if marked > 0 then
   k = 2
 end
 while a <= #ARGV do
-  local count = tonumber(ARGV[a])
-  local cost, total, day = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
-  if count == 3 then
+  -- One argument "count cost total day" per consume: a fourth of the arguments the
+  -- caller has to encode (the costly part of a batch), for one match here.
+  local count, cost, total, day = string.match(ARGV[a], '^(%d) (%d+) (%d+) (%S+)$')
+  cost = tonumber(cost)
+  if count == '3' then
     replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], KEYS[k + 2], cost, total, day,
-      ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
-    a = a + 8
+      ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+    a = a + 5
+    k = k + 3
   else
     replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], nil, cost, total, day)
-    a = a + 4
+    a = a + 1
+    k = k + 2
   end
-  k = k + count
 end
 return replies
