@@ -125,6 +125,32 @@ async def test_with_two_in_flight_a_second_batch_starts_while_the_first_runs() -
     assert (await first, await second) == (2, 4)
 
 
+async def test_with_two_slots_free_the_queue_is_split_over_both() -> None:
+    """Requests queued while no batch runs go out as two halves, one per free slot."""
+    recorder = Recorder()
+    batcher: Batcher[int, int] = Batcher(recorder.run, in_flight=2)
+    recorder.release.clear()
+    waiting = [asyncio.ensure_future(batcher.submit(n)) for n in range(10)]
+    await settle()
+    assert recorder.batches == [list(range(5)), list(range(5, 10))]
+    recorder.release.set()
+    assert [await w for w in waiting] == [n * 2 for n in range(10)]
+
+
+async def test_while_one_batch_runs_the_next_takes_everything_queued() -> None:
+    """With one slot busy, the other takes the whole queue rather than half of it."""
+    recorder = Recorder()
+    batcher: Batcher[int, int] = Batcher(recorder.run, in_flight=2)
+    recorder.release.clear()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await settle()
+    rest = [asyncio.ensure_future(batcher.submit(n)) for n in range(1, 9)]
+    await settle()
+    assert recorder.batches == [[0], list(range(1, 9))]
+    recorder.release.set()
+    assert [await first, *[await r for r in rest]] == [n * 2 for n in range(9)]
+
+
 # Every store, under concurrency -------------------------------------------------------
 async def test_concurrent_consumes_of_many_accounts_and_costs_stay_exact(store: Store) -> None:
     """Mixed accounts and costs in shared batches: each account's grants fit its total."""

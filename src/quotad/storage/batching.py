@@ -6,6 +6,11 @@ when it ends, everything queued runs as the next batch. So a lone caller never w
 for company (its batch of one starts at once), and under load the cost of a commit or
 a network round trip is shared by every caller that arrived meanwhile.
 
+With ``in_flight`` above one, a batch that starts while other slots are free takes only
+its share of the queue and starts a sibling for the rest. So concurrent callers are split
+over the slots, and the caller's process prepares one batch, or wakes its callers, while
+the store runs the other, instead of idling through each round trip in turn.
+
 A caller is answered only after its batch has finished (committed, for SQL), so an
 acknowledged consume is as durable as one run alone.
 """
@@ -32,6 +37,7 @@ class Batcher(Generic[T, R]):
         self._in_flight = in_flight
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._workers: dict[asyncio.Task[None], None] = {}
+        self._running = 0  # batches in the store now
 
     async def submit(self, request: T) -> R:
         """Queue ``request`` and wait for its batch to finish."""
@@ -39,20 +45,37 @@ class Batcher(Generic[T, R]):
         answer: asyncio.Future[R] = loop.create_future()
         self._queue.append((request, answer))
         if len(self._workers) < self._in_flight:
-            worker = loop.create_task(self._drain(), name="quotad-batch")
-            self._workers[worker] = None
+            self._start_worker(loop)
         return await answer
+
+    def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        worker = loop.create_task(self._drain(), name="quotad-batch")
+        self._workers[worker] = None
+
+    def _share(self) -> int:
+        """How many queued requests the next batch takes: all, or its share of the slots."""
+        queued = len(self._queue)
+        slots = self._in_flight - self._running  # this worker's and the idle ones
+        share = -(-queued // slots) if slots > 1 else queued
+        return min(share, self._max_size)
 
     async def _drain(self) -> None:
         try:
             while self._queue:
-                taken = self._queue[: self._max_size]
-                del self._queue[: self._max_size]
+                share = self._share()
+                taken = self._queue[:share]
+                del self._queue[:share]
+                if self._queue and len(self._workers) < self._in_flight:
+                    self._start_worker(asyncio.get_running_loop())
                 # A caller that gave up (a timeout, a closed connection) before its batch
                 # began is left out, so nothing is consumed that nobody was told about.
                 batch = [(request, answer) for request, answer in taken if not answer.done()]
                 if batch:
-                    await self._run_one(batch)
+                    self._running += 1
+                    try:
+                        await self._run_one(batch)
+                    finally:
+                        self._running -= 1
         finally:
             self._workers.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 

@@ -95,11 +95,10 @@ class RedisThrottle:
 
 @dataclass(frozen=True, slots=True)
 class _Consume:
-    """One ``consume`` call as script keys and arguments (see ``lua/consume.lua``)."""
+    """One ``consume`` call as script keys and its line of the batch (see ``lua/consume.lua``)."""
 
-    account_id: str
     keys: list[str]
-    args: list[Any]
+    line: str
 
 
 _Reply = list[Any]  # strings and integers, as the script answers
@@ -322,14 +321,16 @@ class RedisStore:
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _dirty build them
         keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:dirty"]
-        args: list[Any] = [f"2 {cost} {total} {day_text}"]
-        if claim is not None:
+        if claim is None:
+            line = f"2 {cost} {total} {day_text}"
+        else:
             keys.append(self._idempotency(account_id, claim.key))
             now_ms = 0 if now is None else int(now.timestamp() * 1000)
             expires_ms = int(claim.expires_at.timestamp() * 1000)
-            args = [f"3 {cost} {total} {day_text}", claim.fingerprint, expires_ms, now_ms]
-            args.append(max((expires_ms - now_ms) // 1000, 1))
-        request = _Consume(account_id, keys, args)
+            idem_ttl = max((expires_ms - now_ms) // 1000, 1)
+            idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
+            line = f"3 {cost} {total} {day_text} {idem}"
+        request = _Consume(keys, line)
         for _ in range(3):
             if self._batcher is not None:
                 answer = await self._batcher.submit(request)
@@ -355,24 +356,29 @@ class RedisStore:
 
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call per Cluster slot; one reply per consume."""
-        accounts = list({request.account_id for request in batch})
-        if self._cluster:
-            # The set of dirty accounts has a slot of its own: marked first, in a call of
-            # its own (a crash in between leaves a harmless spare mark).
-            await self._call(lambda: self._client.sadd(self._dirty_accounts, *accounts))
+        if not self._cluster:  # one round trip: the script marks the dirty accounts too
+            keys = [self._dirty_accounts]
+            for request in batch:
+                keys += request.keys
+            lines = "\n".join([request.line for request in batch])
+            args = [COUNTER_TTL_SECONDS, len(self._prefix) + 3, lines]
+            replies: list[_Reply] = await self._script("consume", keys, args)
+            return list(replies)
+        # The set of dirty accounts has a slot of its own: marked first, in a call of its
+        # own (a crash in between leaves a harmless spare mark).
+        accounts = list({request.keys[1] for request in batch})
+        accounts = [key[len(self._prefix) + 2 : -len("}:dirty")] for key in accounts]
+        await self._call(lambda: self._client.sadd(self._dirty_accounts, *accounts))
         groups: dict[int, list[int]] = defaultdict(list)
         for index, request in enumerate(batch):
-            slot = key_slot(request.keys[0].encode()) if self._cluster else 0
-            groups[slot].append(index)
+            groups[key_slot(request.keys[0].encode())].append(index)
 
         async def run(indexes: list[int]) -> list[_Reply]:
             keys = [key for i in indexes for key in batch[i].keys]
-            args: list[Any] = [COUNTER_TTL_SECONDS, 0]
-            if not self._cluster:  # one round trip: the script marks the accounts too
-                keys.insert(0, self._dirty_accounts)
-                args = [COUNTER_TTL_SECONDS, len(accounts), *accounts]
-            args += [arg for i in indexes for arg in batch[i].args]
-            replies: list[_Reply] = await self._script("consume", keys, args)
+            lines = "\n".join([batch[i].line for i in indexes])
+            replies: list[_Reply] = await self._script(
+                "consume", keys, [COUNTER_TTL_SECONDS, 0, lines]
+            )
             return replies
 
         replies = await asyncio.gather(*(run(indexes) for indexes in groups.values()))

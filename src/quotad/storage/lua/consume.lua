@@ -1,18 +1,22 @@
 -- Atomic consumes, decided one after the other in the order given. On a Redis Cluster
 -- every key of one call shares a slot (callers group consumes by slot; each account's
 -- keys carry its hash tag); a single Redis takes any mix of accounts in one call.
--- ARGV[1] counter_ttl_s; ARGV[2] m, the number of accounts to add to the set of dirty
--- accounts KEYS[1] (0 on a Cluster, where the caller adds them itself); ARGV[3 .. 2+m]
--- those accounts; then, per consume, "count cost total day" in one argument (count: the
--- consume's keys, 2, or 3 with an Idempotency-Key), and with an Idempotency-Key four more:
--- fingerprint, idem_expires_ms, now_ms, idem_ttl_s.
--- KEYS: [the dirty accounts set, when m > 0], then per consume: counter hash (used,
---   total, rejected), the account's dirty set, and the idempotency hash (key count 3)
+-- KEYS: [the set of dirty accounts, when ARGV[2] > 0], then per consume: its counter hash
+--   (used, total, rejected), its account's dirty set "<prefix>:{<account>}:dirty", and
+--   with an Idempotency-Key its idempotency hash.
+-- ARGV[1] counter_ttl_s
+-- ARGV[2] where the account starts in a dirty set's name (the prefix's length + 3), or 0
+--   on a Cluster, where the caller marks the dirty accounts itself
+-- ARGV[3] the consumes, one line each: "2 cost total day", or with an Idempotency-Key
+--   "3 cost total day fingerprint idem_expires_ms now_ms idem_ttl_s" (the first field
+--   counts the consume's keys). One argument for the whole batch: each argument is
+--   encoded one by one by the client, which made them the costly part of a batch.
 -- Returns one reply per consume:
 --   {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"}
 -- Numbers go back as integer replies or as the caller's own text, never through Lua's
 -- tostring (which writes 1e+15 for large ones).
 local counter_ttl = ARGV[1]
+local account_at = tonumber(ARGV[2])
 
 local function consume(counter, dirty, idem, cost, total_text, day, fp, expires, now, idem_ttl)
   local total = tonumber(total_text)
@@ -46,28 +50,25 @@ local function consume(counter, dirty, idem, cost, total_text, day, fp, expires,
   return {'ok', granted, used, total_text, day}
 end
 
+local consumes, k = {}, 1
+if account_at > 0 then k = 2 end
+for line in string.gmatch(ARGV[3], '[^\n]+') do
+  local count, cost, total, day, fp, expires, now, idem_ttl = string.match(
+    line, '^(%d) (%d+) (%d+) (%S+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
+  local idem = nil
+  if count == '3' then idem = KEYS[k + 2] end
+  consumes[#consumes + 1] = {KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day, fp,
+    expires, now, idem_ttl}
+  k = k + tonumber(count)
+end
+
+if account_at > 0 then
+  -- Marked before any change, in the same step: no changed counter goes unflushed.
+  local accounts = {}
+  for i, c in ipairs(consumes) do accounts[i] = string.sub(c[2], account_at, -8) end
+  redis.call('SADD', KEYS[1], unpack(accounts))
+end
+
 local replies = {}
-local marked = tonumber(ARGV[2])
-local k, a = 1, 3 + marked
-if marked > 0 then
-  -- Marked in the same step as the change, so no changed counter goes unflushed.
-  redis.call('SADD', KEYS[1], unpack(ARGV, 3, 2 + marked))
-  k = 2
-end
-while a <= #ARGV do
-  -- One argument "count cost total day" per consume: a fourth of the arguments the
-  -- caller has to encode (the costly part of a batch), for one match here.
-  local count, cost, total, day = string.match(ARGV[a], '^(%d) (%d+) (%d+) (%S+)$')
-  cost = tonumber(cost)
-  if count == '3' then
-    replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], KEYS[k + 2], cost, total, day,
-      ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
-    a = a + 5
-    k = k + 3
-  else
-    replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], nil, cost, total, day)
-    a = a + 1
-    k = k + 2
-  end
-end
+for i, c in ipairs(consumes) do replies[i] = consume(unpack(c, 1, 10)) end
 return replies
