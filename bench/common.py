@@ -8,13 +8,14 @@ awaits one operation, times it and starts the next at once, until the deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import statistics
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 # Every consume in every section asks for 1 unit of a total no run can reach, so every
 # call is granted and every subject does the same work (a refusal would be cheaper).
@@ -67,6 +68,19 @@ def median_or_none(values: Sequence[float | None]) -> float | None:
 
 
 Operation = Callable[[int], Awaitable[bool]]
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed (the loop ``quotad serve`` runs on, via
+    uvicorn), else on asyncio's own loop; every in-process subject, quotad's and its
+    peers', runs on the same one."""
+    runner: Callable[[Coroutine[Any, Any, T]], T] = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
+    return runner(main)
 
 
 async def run_callers(

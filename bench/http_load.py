@@ -22,9 +22,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any
 
-from common import latency_summary
+from common import latency_summary, run_async
 
 
 @dataclass(frozen=True)
@@ -237,11 +236,6 @@ def run_python(
     loader = _python_load(
         match.group(1), int(match.group(2)), requests, connections, seconds, delay_ms
     )
-    runner: Any = asyncio.run
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        runner = uvloop.run
-    result: LoadResult = runner(loader)
+    result = run_async(loader)
     result.generator = "python"
     return result

@@ -7,7 +7,6 @@ machine spreads over all subjects instead of favouring whichever ran first.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import functools
@@ -24,7 +23,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import workloads
-from common import SERVICE, TOTAL, Config, Measurement, fmt_ms, fmt_ops, latency_summary
+from common import (
+    SERVICE,
+    TOTAL,
+    Config,
+    Measurement,
+    fmt_ms,
+    fmt_ops,
+    latency_summary,
+    run_async,
+)
 from environment import log
 from report import Section, Target
 
@@ -103,9 +111,9 @@ def memory(cfg: Config) -> Section:
     section.subject(limits, "limiter.hit(RateLimitItemPerDay(total), account, 'bench') (sync)")
     section.subject(bare, "a plain (sync) function: dict of [used, rejected] under a Lock")
     runners: dict[str, Runner] = {
-        quotad: lambda: asyncio.run(workloads.memory_quotad(cfg.seconds)),
-        limits: lambda: asyncio.run(workloads.memory_limits(cfg.seconds)),
-        bare: lambda: asyncio.run(workloads.memory_dict(cfg.seconds)),
+        quotad: lambda: run_async(workloads.memory_quotad(cfg.seconds)),
+        limits: lambda: run_async(workloads.memory_limits(cfg.seconds)),
+        bare: lambda: run_async(workloads.memory_dict(cfg.seconds)),
     }
     if (reason := _missing(cfg, "limits")) is not None:
         section.subjects[limits].error = reason
@@ -175,7 +183,7 @@ def redis_benchmark_runner(cfg: Config, url: str, account: str) -> Runner:
     """redis-benchmark replaying quotad's own consume call: the engine's ceiling."""
     import redis as redis_py
 
-    sha, args = asyncio.run(_record_consume_call(url, account))
+    sha, args = run_async(_record_consume_call(url, account))
     client = redis_py.Redis.from_url(cfg.redis_url, decode_responses=True)
     # The counter is the hash among the call's keys that holds "used".
     numkeys = int(args[0])
@@ -219,10 +227,10 @@ def redis(cfg: Config) -> Section:
     records_url = f"sqlite:///{records}"
     url = f"{_with_query(cfg.redis_url)}prefix={prefix}q&records={records_url}"
     runners: dict[str, Runner] = {
-        quotad: lambda: asyncio.run(
+        quotad: lambda: run_async(
             workloads.redis_quotad(url, names, cfg.seconds, cfg.warmup, cfg.callers)
         ),
-        limits: lambda: asyncio.run(
+        limits: lambda: run_async(
             workloads.redis_limits(
                 cfg.redis_url, f"{prefix}l", names, cfg.seconds, cfg.warmup, cfg.callers
             )
@@ -231,7 +239,7 @@ def redis(cfg: Config) -> Section:
     if (reason := _missing(cfg, "limits", "coredis")) is not None:
         section.subjects[limits].error = reason
     try:
-        asyncio.run(workloads.seed_sql(records_url, names))
+        run_async(workloads.seed_sql(records_url, names))
         if shutil.which("redis-benchmark") is None:
             section.subjects[ceiling].error = "redis-benchmark is not installed"
         else:
@@ -244,7 +252,8 @@ def redis(cfg: Config) -> Section:
             f"redis: {cfg.callers} concurrent asyncio callers in one process, one account "
             f"each ({cfg.callers} accounts) for quotad and limits; closed loop; ops/s = "
             "granted consumes / wall time; p50/p99 per call. quotad's records (SQLite) get "
-            "the counters' write-behind flush every second, as in production.",
+            "the counters' write-behind flush every second, as in production. Both run on "
+            "uvloop (as every in-process subject here: the loop quotad serve runs on).",
             "redis-benchmark: 50 connections, pipelines of 16, replaying the exact EVALSHA "
             "of lua/consume.lua that RedisStore sends for one consume (recorded from a real "
             "call), one account; p50/p99 as redis-benchmark reports them (per pipelined "
@@ -285,8 +294,8 @@ def sqlite(cfg: Config) -> Section:
             path = Path(f"/tmp/bench-sqlite-{cfg.run_id}-{next(counter)}.db")
             url = f"sqlite:///{path}"
             try:
-                asyncio.run(workloads.seed_sql(url, names))
-                return asyncio.run(
+                run_async(workloads.seed_sql(url, names))
+                return run_async(
                     workloads.sql_quotad(
                         url, names, cfg.seconds, cfg.warmup, cfg.callers, batch=batch
                     )
@@ -335,7 +344,7 @@ def postgresql(cfg: Config) -> Section:
             row = admin.execute("SHOW synchronous_commit").fetchone()
             sync_commit = str(row[0]) if row else "?"
             log(f"  [postgresql] SHOW synchronous_commit = {sync_commit}")
-            asyncio.run(workloads.seed_sql(url, names))
+            run_async(workloads.seed_sql(url, names))
             if not _batch_supported():
                 section.subjects[single].error = "this SqlStore has no batch argument yet"
             section.notes.append(
@@ -344,17 +353,17 @@ def postgresql(cfg: Config) -> Section:
                 "ops/s = committed consumes / wall time."
             )
             runners: dict[str, Runner] = {
-                batched: lambda: asyncio.run(
+                batched: lambda: run_async(
                     workloads.sql_quotad(
                         url, names, cfg.seconds, cfg.warmup, cfg.callers, batch=True
                     )
                 ),
-                single: lambda: asyncio.run(
+                single: lambda: run_async(
                     workloads.sql_quotad(
                         url, names, cfg.seconds, cfg.warmup, cfg.callers, batch=False
                     )
                 ),
-                raw: lambda: asyncio.run(
+                raw: lambda: run_async(
                     workloads.postgres_raw(
                         url, names, cfg.seconds, cfg.warmup, cfg.callers, pool_size
                     )
@@ -430,7 +439,7 @@ def scaling(cfg: Config) -> Section:
     prefix = f"bench{cfg.run_id}s"
     url = f"{_with_query(cfg.redis_url)}prefix={prefix}&records=sqlite:///{records}"
     try:
-        asyncio.run(workloads.seed_sql(f"sqlite:///{records}", names))
+        run_async(workloads.seed_sql(f"sqlite:///{records}", names))
         runners: dict[str, Runner] = {
             name: functools.partial(_scaling_run, cfg, url, names, n)
             for n, name in names_of.items()

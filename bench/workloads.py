@@ -19,7 +19,15 @@ from multiprocessing.synchronize import Barrier
 from time import perf_counter
 from typing import Any
 
-from common import SERVICE, TOTAL, Measurement, latency_summary, run_callers, timed_phase
+from common import (
+    SERVICE,
+    TOTAL,
+    Measurement,
+    latency_summary,
+    run_async,
+    run_callers,
+    timed_phase,
+)
 
 from quotad.domain.models import Account, AccountStatus, Overrides, Plan, Quota, Service
 from quotad.errors import Conflict
@@ -241,7 +249,7 @@ def scaling_worker(job: ScalingJob, start: Barrier, results: Queue[dict[str, Any
 
     logs.configure("warning")
     try:
-        measured = asyncio.run(_scaling_main(job, start))
+        measured = run_async(_scaling_main(job, start))
     except Exception as exc:
         start.abort()  # release the parent and the siblings instead of a timeout
         results.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
