@@ -154,6 +154,11 @@ def json_line(event_dict: Any, **dumps_kw: Any) -> str:
     return encoder.encode(event_dict)
 
 
+# The lowest level ``configure`` writes, for hot paths to skip building lines nobody
+# writes (asking structlog costs more than the comparison).
+configured_level = logging.INFO
+
+
 def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
     """Set up structlog and the standard library's logging once per process.
 
@@ -179,6 +184,8 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
         redact,
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    global configured_level  # noqa: PLW0603 - one logging set-up per process
+    configured_level = numeric
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -37,6 +37,7 @@ from quotad.api.middleware import (
     Receive,
     Scope,
     Send,
+    access_logged,
     echoed_headers,
     log_request,
     new_request_id,
@@ -162,9 +163,17 @@ class VerifyRoute:
         if length is None:
             await self.fallback(scope, receive, send)
             return
-        taken: list[Message] = []
-        body = await self._read(receive, taken, length)
-        args = None if body is None else verify_args(body)
+        taken: list[Message] = [await receive()]
+        first = taken[0]
+        if (
+            first["type"] == "http.request"
+            and not first.get("more_body", False)
+            and len(body := first.get("body", b"")) <= length
+        ):
+            args = verify_args(body)  # the usual case: the whole body in one message
+        else:
+            body = await self._read_rest(receive, taken, length)
+            args = None if body is None else verify_args(body)
         raw_idempotency_key = found.get(b"idempotency-key")
         idempotency_key = (
             None if raw_idempotency_key is None else raw_idempotency_key.decode("latin-1")
@@ -180,7 +189,8 @@ class VerifyRoute:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             status = await self._answer(scope, receive, send, args, idempotency_key, request_id)
-            log_request(scope, status, started)
+            if access_logged():
+                log_request(scope, status, started)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
@@ -206,13 +216,13 @@ class VerifyRoute:
         return size if 0 < size <= self.max_body_bytes else None
 
     @staticmethod
-    async def _read(receive: Receive, taken: list[Message], length: int) -> bytes | None:
-        """The whole body, unless the client leaves or sends more than it declared."""
+    async def _read_rest(receive: Receive, taken: list[Message], length: int) -> bytes | None:
+        """The whole body from the messages ``taken`` and the rest, unless the client
+        leaves or sends more than it declared."""
         chunks = []
         size = 0
+        message = taken[-1]
         while True:
-            message = await receive()
-            taken.append(message)
             if message["type"] != "http.request":
                 return None
             chunk = message.get("body", b"")
@@ -221,16 +231,21 @@ class VerifyRoute:
             if size > length:
                 return None
             if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return b"".join(chunks)
+            message = await receive()
+            taken.append(message)
 
     async def _is_operator(self, scope: Scope, authorization: bytes) -> bool:
         """Whether the route's ``operator`` dependency would admit the request.
 
         Without side effects: a refusal (and the failure it counts) is the route's.
         """
+        ctx = self.ctx
         try:
-            self.ctx.failures.check(client_host(scope))
-            await auth.authenticate_operator(self.ctx, authorization.decode("latin-1"))
+            ctx.failures.check(client_host(scope))
+            header = authorization.decode("latin-1")
+            if not auth.operator_accepted(ctx, header):
+                await auth.authenticate_operator(ctx, header)
         except Exception:  # whatever it is, the route answers it
             return False
         return True

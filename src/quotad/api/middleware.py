@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -9,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from quotad import logs
 from quotad.api.errors import error_response, unexpected_error
 from quotad.errors import ErrorCode, FieldError
 
@@ -48,6 +50,11 @@ def new_request_id() -> str:
 def echoed_headers(request_id: str) -> list[tuple[bytes, bytes]]:
     """The headers every answer carries: the ``api-version`` served and the request id."""
     return [(b"api-version", _SERVED_VERSION), (b"x-request-id", request_id.encode())]
+
+
+def access_logged() -> bool:
+    """Whether access lines are written at the configured level (info and below)."""
+    return logs.configured_level <= logging.INFO
 
 
 def log_request(scope: Scope, status: int | None, started: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -70,20 +71,38 @@ def verdict_raw_headers(verdict: Verdict, now_epoch: float) -> list[tuple[bytes,
     total, reset, remaining = verdict.total, verdict.reset, verdict.remaining
     if total is None or reset is None or remaining is None:
         return []
-    reset_epoch = int(reset.timestamp())
-    reset_in = max(reset_epoch - int(now_epoch), 0)
     service = verdict.service
-    window = verdict.window_seconds or 86_400
+    policy, limit, reset_header, reset_epoch = _fixed_headers(
+        service, total, verdict.window_seconds or 86_400, reset
+    )
+    reset_in = max(reset_epoch - int(now_epoch), 0)
     headers = [
-        (b"ratelimit-policy", f'"{service}";q={total};w={window}'.encode("latin-1")),
+        policy,
         (b"ratelimit", f'"{service}";r={remaining};t={reset_in}'.encode("latin-1")),
-        (b"x-ratelimit-limit", b"%d" % total),
+        limit,
         (b"x-ratelimit-remaining", b"%d" % remaining),
-        (b"x-ratelimit-reset", b"%d" % reset_epoch),
+        reset_header,
     ]
     if not verdict.valid:
         headers.append((b"retry-after", b"%d" % max(reset_in, 1)))
     return headers
+
+
+_Header = tuple[bytes, bytes]
+
+
+@lru_cache(maxsize=4096)
+def _fixed_headers(
+    service: str, total: int, window: int, reset: datetime
+) -> tuple[_Header, _Header, _Header, int]:
+    # What every answer of one service, total and day shares: built once per day.
+    reset_epoch = int(reset.timestamp())
+    return (
+        (b"ratelimit-policy", f'"{service}";q={total};w={window}'.encode("latin-1")),
+        (b"x-ratelimit-limit", b"%d" % total),
+        (b"x-ratelimit-reset", b"%d" % reset_epoch),
+        reset_epoch,
+    )
 
 
 # Every verify of a day answers with the same reset instant: format it once.

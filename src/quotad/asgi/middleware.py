@@ -17,7 +17,6 @@ the lifespan's shutdown closes the backend.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -203,7 +202,7 @@ class QuotadMiddleware:
                 status = message["status"]
                 # Refund before the client can see the failure, and say so in the headers.
                 if status >= 500 and await self._refund(verdict, cost, f"answered {status}"):
-                    verdict = replace(verdict, used=max((verdict.used or 0) - cost, 0))
+                    verdict = verdict._replace(used=max((verdict.used or 0) - cost, 0))
                     extra = self._headers(verdict)
                 headers = [
                     (bytes(k), bytes(v))

@@ -113,27 +113,38 @@ def _configured_digest(token: str) -> str:
     return keys.digest(token)
 
 
-# Authorization headers seen to carry the configured token, by token: verify checks the
-# operator on every call, and a header accepted once is accepted again without parsing
-# and hashing. Only accepted headers are kept (they hold nothing but the token), only for
-# a configured token (another process may reset a stored one), and keyed by it, so never
-# for another token. A dictionary lookup compares keys only once their hashes match: it
-# reveals nothing about how close a wrong header came.
+# Authorization headers seen to carry the operator token: verify checks the operator on
+# every call, and a header accepted once is accepted again without parsing and hashing.
+# Only accepted headers are kept (they hold nothing but the token). For a configured
+# token they are kept here, keyed by the token, so never for another one; for a stored
+# token (which another process may reset) they are kept in the record cache, which
+# forgets them at any record write through this node and within its ttl otherwise. A
+# dictionary lookup compares keys only once their hashes match: it reveals nothing about
+# how close a wrong header came.
 _ACCEPTED: dict[tuple[str, str], None] = {}
 _MAX_ACCEPTED = 16
+_OPERATOR = "operator"  # the record cache's key for accepted headers of a stored token
+
+
+def operator_accepted(ctx: Context, authorization: str) -> bool:
+    """Whether ``authorization`` was accepted as the operator's before and still is."""
+    configured = ctx.settings.admin_token
+    if configured is not None:
+        return (configured.get_secret_value(), authorization) in _ACCEPTED
+    return ctx.cache is not None and ctx.cache.recall((_OPERATOR, authorization)) is not None
 
 
 async def authenticate_operator(ctx: Context, authorization: str | None) -> None:
     """Accept only the operator token, as ``Authorization: Bearer <token>``."""
     if authorization is None:
         raise AuthError("the operator token is required", ErrorCode.MISSING_API_KEY)
-    configured = ctx.settings.admin_token
-    secret = None if configured is None else configured.get_secret_value()
-    if secret is not None and (secret, authorization) in _ACCEPTED:
+    if operator_accepted(ctx, authorization):
         return
     token = bearer_token(authorization)
-    if secret is not None:
-        expected = _configured_digest(secret)
+    configured = ctx.settings.admin_token
+    generation = ctx.cache.generation if ctx.cache is not None else 0
+    if configured is not None:
+        expected = _configured_digest(configured.get_secret_value())
     else:
         stored = await ctx.store.get_setting(ADMIN_TOKEN_SETTING)
         if stored is None:
@@ -141,5 +152,8 @@ async def authenticate_operator(ctx: Context, authorization: str | None) -> None
         expected = stored
     if not keys.same_digest(expected, token):
         raise AuthError("the operator token is not valid", ErrorCode.INVALID_AUTHORIZATION)
-    if secret is not None and len(_ACCEPTED) < _MAX_ACCEPTED:
-        _ACCEPTED[(secret, authorization)] = None
+    if configured is None:
+        if ctx.cache is not None:
+            ctx.cache.remember((_OPERATOR, authorization), True, generation)
+    elif len(_ACCEPTED) < _MAX_ACCEPTED:
+        _ACCEPTED[(configured.get_secret_value(), authorization)] = None

@@ -22,11 +22,13 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     throttle: Throttle = field(init=False)
     failures: FailureBudget = field(init=False)
+    cache: CachingStore | None = field(init=False)  # the record cache, unless turned off
 
     def __post_init__(self) -> None:
         ttl = self.settings.record_cache_seconds
         if ttl > 0 and not isinstance(self.store, CachingStore):
             self.store = cast(Store, CachingStore(self.store, ttl))
+        self.cache = self.store if isinstance(self.store, CachingStore) else None
         self.failures = FailureBudget(self.settings.auth_failures_per_minute, time.monotonic)
         rate, burst = self.settings.rate_limit_per_second, self.settings.rate_limit_burst
         shared = getattr(self.store, "throttle", None)

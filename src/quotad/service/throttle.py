@@ -74,7 +74,7 @@ class FailureBudget:
 
     def check(self, client: str) -> None:
         """Refuse ``client`` while its failure budget is spent."""
-        if not self.enabled:
+        if not self.enabled or client not in self._buckets:  # most clients never failed
             return
         with self._lock:
             bucket = self._buckets.get(client)

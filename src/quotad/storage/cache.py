@@ -5,12 +5,18 @@ They change rarely, so each node keeps them for ``ttl`` seconds. Any record writ
 through this node clears the cache at once; a write made on another node (a revoked key,
 a suspended account, a changed plan) takes effect here within ``ttl`` seconds. Counters
 (usage, gauges, idempotency) are never cached.
+
+Values derived from those records (what verify resolves a key to, see
+``quotad.service.verify``) are kept the same way with ``remember`` and ``recall``, so they
+expire and clear with the records they came from. Every clear starts a new generation,
+and a value read or derived before it is not stored after it: a read racing a write
+cannot put back what the write replaced.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from quotad.storage.base import Store
@@ -44,11 +50,28 @@ class CachingStore:
         self.url = inner.url
         self._ttl = ttl
         self._monotonic = monotonic
-        self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self.generation = 0  # one more at every clear
 
     def clear(self) -> None:
-        """Forget every cached record."""
+        """Forget every cached record and derived value."""
+        self.generation += 1
         self._entries.clear()
+
+    def recall(self, key: Hashable) -> Any:
+        """The value remembered under ``key``, or None once it expired or was cleared."""
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[1]
+        return None
+
+    def remember(self, key: Hashable, value: Any, generation: int) -> None:
+        """Keep ``value``, derived from records read since ``generation``, for ``ttl``."""
+        if generation != self.generation:
+            return  # records changed meanwhile: the value may be derived from old ones
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (self._monotonic() + self._ttl, value)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
@@ -64,15 +87,13 @@ class CachingStore:
 
     def _cached(self, name: str, read: Callable[[str], Awaitable[Any]]) -> Any:
         async def cached(key: str) -> Any:
-            now = self._monotonic()
             hit = self._entries.get((name, key))
-            if hit is not None and hit[0] > now:
+            if hit is not None and hit[0] > self._monotonic():
                 return hit[1]
+            generation = self.generation
             value = await read(key)
             if value is not None:  # a record created elsewhere must show up at once
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries.clear()
-                self._entries[(name, key)] = (now + self._ttl, value)
+                self.remember((name, key), value, generation)
             return value
 
         return cached

@@ -1,0 +1,155 @@
+"""The per-node record cache and what verify derives from it stay within their bounds.
+
+A node keeps records, and what a key resolves to for verify (its admission), for
+``record_cache_seconds``. Writes through the node take effect at once, writes through
+another node within that time, and a key's own expiry or revocation instant at its
+instant; a read racing a write never puts the old record back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from quotad.domain.models import ApiKey, Overrides, Quota
+from quotad.errors import AuthError
+from quotad.service import admin, auth, verify
+from quotad.service.context import Context
+from quotad.storage.cache import CachingStore
+from quotad.storage.memory import MemoryStore
+from quotad.testing import FakeClock
+from tests.conftest import make_settings
+
+TTL = 2.0
+
+
+class Monotonic:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def node(
+    inner: MemoryStore, clock: FakeClock, monotonic: Monotonic, **settings: Any
+) -> Context:
+    """A node's context: its own record cache over the store every node shares."""
+    cache = CachingStore(inner, TTL, monotonic=monotonic)
+    return Context(cache, make_settings(inner.url, **settings), clock)  # type: ignore[arg-type]
+
+
+async def provision(ctx: Context, total: int = 100) -> tuple[str, ApiKey]:
+    """Service insights, a plan, account acme and a key; the key and its record."""
+    await admin.create_service(ctx, "insights", "")
+    await admin.create_plan(ctx, "free", {"insights": Quota(total)}, [], "")
+    await admin.create_account(ctx, "acme", "Acme", "free", "UTC", Overrides())
+    issued = await admin.create_key(ctx, "acme", "k")
+    return issued.secret, issued.record
+
+
+async def test_a_key_revoked_through_this_node_is_refused_at_once() -> None:
+    """Revoking clears the node's cache: the next verify on it refuses the key."""
+    ctx = await node(MemoryStore(), FakeClock(), Monotonic())
+    key, record = await provision(ctx)
+    assert (await verify.verify(ctx, key, "insights", 1)).valid
+    await admin.revoke_key(ctx, record.id)
+    verdict = await verify.verify(ctx, key, "insights", 1)
+    assert (verdict.valid, verdict.code) == (False, "INVALID_AUTHORIZATION")
+
+
+async def test_a_key_revoked_through_another_node_is_refused_once_the_ttl_has_passed() -> None:
+    """Another node's revocation reaches this node's cached admission within the ttl."""
+    shared, clock, monotonic = MemoryStore(), FakeClock(), Monotonic()
+    here, there = await node(shared, clock, monotonic), await node(shared, clock, monotonic)
+    key, record = await provision(here)
+    assert (await verify.verify(here, key, "insights", 1)).valid
+    await admin.revoke_key(there, record.id)
+    monotonic.now += TTL - 0.1
+    assert (await verify.verify(here, key, "insights", 1)).valid  # the documented bound
+    monotonic.now += 0.2
+    verdict = await verify.verify(here, key, "insights", 1)
+    assert (verdict.valid, verdict.code) == (False, "INVALID_AUTHORIZATION")
+
+
+async def test_a_cached_key_is_refused_from_its_expiry_instant() -> None:
+    """An admission is only used before the key's expiry, however fresh the cache."""
+    clock = FakeClock()
+    ctx = await node(MemoryStore(), clock, Monotonic())
+    await provision(ctx)
+    issued = await admin.create_key(ctx, "acme", "short", clock.now() + timedelta(seconds=10))
+    assert (await verify.verify(ctx, issued.secret, "insights", 1)).valid
+    clock.advance(seconds=10)
+    verdict = await verify.verify(ctx, issued.secret, "insights", 1)
+    assert (verdict.valid, verdict.code) == (False, "EXPIRED_API_KEY")
+
+
+async def test_a_rotated_key_is_refused_from_the_end_of_its_grace_period() -> None:
+    """The old key of a rotation stops at the end of its grace, even while cached."""
+    clock = FakeClock()
+    ctx = await node(MemoryStore(), clock, Monotonic())
+    key, record = await provision(ctx)
+    await admin.rotate_key(ctx, record.id, 60)
+    assert (await verify.verify(ctx, key, "insights", 1)).valid  # cached after the rotation
+    clock.advance(seconds=60)
+    assert not (await verify.verify(ctx, key, "insights", 1)).valid
+
+
+async def test_a_plan_change_through_this_node_applies_to_the_next_verify() -> None:
+    """A new total reaches the cached admission at once on the node that made it."""
+    ctx = await node(MemoryStore(), FakeClock(), Monotonic())
+    key, _ = await provision(ctx, total=100)
+    assert (await verify.verify(ctx, key, "insights", 1)).total == 100
+    await admin.replace_plan(ctx, "free", {"insights": Quota(7)}, [], "")
+    verdict = await verify.verify(ctx, key, "insights", 1)
+    assert (verdict.total, verdict.used) == (7, 2)
+
+
+class SlowKeys(MemoryStore):
+    """A memory store whose key lookups wait until the test lets them finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        """The key record as it was when asked for, handed over once released."""
+        found = await super().find_key(digest)
+        await self.hold.wait()
+        return found
+
+
+async def test_a_lookup_racing_a_revocation_does_not_put_the_old_key_back() -> None:
+    """A key read before a revocation and returned after it is not cached."""
+    inner = SlowKeys()
+    ctx = await node(inner, FakeClock(), Monotonic())
+    key, record = await provision(ctx)
+    inner.hold.clear()
+    racing = asyncio.ensure_future(verify.verify(ctx, key, "insights", 1))
+    await asyncio.sleep(0)
+    await admin.revoke_key(ctx, record.id)  # while the verify holds the old record
+    inner.hold.set()
+    assert (await racing).valid  # it began before the revocation
+    verdict = await verify.verify(ctx, key, "insights", 1)
+    assert (verdict.valid, verdict.code) == (False, "INVALID_AUTHORIZATION")
+
+
+async def test_a_stored_operator_token_reset_through_this_node_is_refused_at_once() -> None:
+    """An operator header accepted before a token reset on this node is refused after it."""
+    ctx = await node(MemoryStore(), FakeClock(), Monotonic(), admin_token=None)
+    first = await auth.ensure_operator_token(ctx)
+    assert first is not None
+    header = f"Bearer {first}"
+    await auth.authenticate_operator(ctx, header)
+    assert auth.operator_accepted(ctx, header)
+    second = await auth.reset_operator_token(ctx)
+    assert not auth.operator_accepted(ctx, header)
+    await auth.authenticate_operator(ctx, f"Bearer {second}")
+    with pytest.raises(AuthError, match="not valid"):
+        await auth.authenticate_operator(ctx, header)
