@@ -226,6 +226,23 @@ async def test_a_request_the_database_refuses_fails_alone(store: Store) -> None:
     assert row.used == 20
 
 
+async def test_a_consume_for_an_unknown_account_fails_alone(store: Store) -> None:
+    """A consume the database refuses (no such account, on SQL) leaves its batch intact."""
+    await add_account(store)
+    results = await asyncio.gather(
+        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
+        store.consume("nobody", "insights", DAY, 1, TOTAL),
+        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
+        return_exceptions=True,
+    )
+    odd = results.pop(10)
+    # The SQL stores' day rows reference their account; the others count any account.
+    assert isinstance(odd, Conflict) or not isinstance(odd, BaseException)
+    assert all(not isinstance(r, BaseException) and r.granted for r in results)
+    [row] = await store.usage("racer", "insights", DAY, DAY)
+    assert row.used == 20
+
+
 # The unbatched path, which the benchmark compares against ----------------------------
 SHARED = [param for param in STORES if param.values[0] != "memory"]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from quotad.domain.models import (
 )
 from quotad.errors import Conflict, NotFound, QuotadError, StorageError, ValidationFailed
 from quotad.storage.batching import Batcher
+from quotad.storage.day_batches import Consume, SqliteDayWriter, decide, first_totals
 from quotad.storage.schema import (
     accounts,
     api_keys,
@@ -138,6 +138,9 @@ def _driver_url(url: str) -> sa.URL:
     raise ValueError(msg)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Autocommit at the driver so SQLAlchemy's "begin" event decides how a
     # transaction starts (BEGIN IMMEDIATE for writers, plain BEGIN for readers).
@@ -147,7 +150,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # FULL: an acknowledged consume survives a power cut, not only a crash.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -156,23 +159,6 @@ def _begin_with(statement: str) -> Callable[[sa.Connection], None]:
         conn.exec_driver_sql(statement)
 
     return begin
-
-
-@dataclass(frozen=True, slots=True)
-class _Consume:
-    """One ``consume`` call, waiting for its batch."""
-
-    account_id: str
-    service: str
-    day: date
-    cost: int
-    total: int
-    claim: IdempotencyClaim | None
-    now: datetime | None
-
-    @property
-    def row_key(self) -> tuple[str, str, str]:
-        return self.account_id, self.service, self.day.isoformat()
 
 
 _DAY_KEY = (usage_days.c.account_id, usage_days.c.service, usage_days.c.day)
@@ -213,9 +199,10 @@ class SqlStore:
                 "rejected": write_days.excluded.rejected,
             },
         )
-        self._batcher: Batcher[_Consume, ConsumeOutcome] | None = (
+        self._batcher: Batcher[Consume, ConsumeOutcome] | None = (
             Batcher(self._consume_batch) if batch else None
         )
+        self._days: SqliteDayWriter | None = None  # SQLite's batches, on a thread of their own
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""
@@ -241,6 +228,8 @@ class SqlStore:
             # Once at start-up, before any request: blocking here is harmless.
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._writer = create_async_engine(self._driver_url, pool_size=1, max_overflow=0)
+        if self._batcher is not None and database:
+            self._days = SqliteDayWriter(database, SQLITE_BUSY_TIMEOUT_MS)
         self._reader = create_async_engine(self._driver_url, pool_size=4, max_overflow=4)
         for engine, begin in ((self._writer, "BEGIN IMMEDIATE"), (self._reader, "BEGIN")):
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -248,6 +237,9 @@ class SqlStore:
 
     async def close(self) -> None:
         """Dispose of the engines (one on PostgreSQL, two on SQLite)."""
+        if self._days is not None:
+            await self._days.close()
+            self._days = None
         engines = {id(e): e for e in (self._writer, self._reader) if e is not None}
         for engine in engines.values():
             await engine.dispose()
@@ -503,14 +495,16 @@ class SqlStore:
         now: datetime | None = None,
     ) -> ConsumeOutcome:
         """Add ``cost`` within ``total``: group-committed, or one conditional upsert alone."""
-        request = _Consume(account_id, service, day, cost, total, claim, now)
+        request = Consume(account_id, service, day, cost, total, claim, now)
         if self._batcher is not None:
             return await self._batcher.submit(request)
         async with self._write() as conn:
             return await self._consume_one(conn, request)
 
-    async def _consume_batch(self, batch: list[_Consume]) -> list[ConsumeOutcome | Exception]:
+    async def _consume_batch(self, batch: list[Consume]) -> list[ConsumeOutcome | Exception]:
         try:
+            if self._days is not None and all(request.claim is None for request in batch):
+                return list(await self._days.consume(batch))
             async with self._write() as conn:
                 return await self._consume_together(conn, batch)
         except StorageError:
@@ -532,7 +526,7 @@ class SqlStore:
         return answers
 
     async def _consume_together(
-        self, conn: AsyncConnection, batch: list[_Consume]
+        self, conn: AsyncConnection, batch: list[Consume]
     ) -> list[ConsumeOutcome | Exception]:
         answers: list[ConsumeOutcome | Exception | None] = [None] * len(batch)
         plain: list[int] = []
@@ -553,13 +547,10 @@ class SqlStore:
         return [answer for answer in answers if answer is not None]
 
     async def _consume_counted(
-        self, conn: AsyncConnection, batch: list[_Consume]
+        self, conn: AsyncConnection, batch: list[Consume]
     ) -> list[ConsumeOutcome]:
         """Decide many consumes with three statements: create, lock and read, write back."""
-        first_total: dict[tuple[str, str, str], int] = {}
-        for request in batch:
-            first_total.setdefault(request.row_key, request.total)
-        keys = sorted(first_total)  # one lock order for every node: no deadlocks between batches
+        totals = first_totals(batch)
         if not self._sqlite:
             # Create missing rows first, so FOR UPDATE below locks every row of the batch
             # (SQLite needs none of this: BEGIN IMMEDIATE already holds the write lock).
@@ -567,7 +558,7 @@ class SqlStore:
                 self._create_days,
                 [
                     {"account_id": a, "service": s, "day": d, "used": 0, "total": t, "rejected": 0}
-                    for (a, s, d), t in ((k, first_total[k]) for k in keys)
+                    for (a, s, d), t in totals.items()
                 ],
             )
         rows = {
@@ -576,18 +567,9 @@ class SqlStore:
                 int(row.total),
                 int(row.rejected),
             ]
-            for row in await conn.execute(self._read_days, {"keys": keys})
+            for row in await conn.execute(self._read_days, {"keys": list(totals)})
         }
-        outcomes = []
-        for request in batch:
-            row = rows.setdefault(request.row_key, [0, request.total, 0])
-            row[1] = request.total
-            granted = row[0] + request.cost <= request.total
-            if granted:
-                row[0] += request.cost
-            else:
-                row[2] += 1
-            outcomes.append(ConsumeOutcome(granted, row[0], request.total, request.day))
+        outcomes = decide(batch, rows)
         await conn.execute(
             self._write_days,
             [
@@ -597,7 +579,7 @@ class SqlStore:
         )
         return outcomes
 
-    async def _consume_one(self, conn: AsyncConnection, request: _Consume) -> ConsumeOutcome:
+    async def _consume_one(self, conn: AsyncConnection, request: Consume) -> ConsumeOutcome:
         """One consume in one conditional upsert (with its claim, when it has one)."""
         account_id, service, cost, total = (
             request.account_id,
