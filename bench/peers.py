@@ -3,9 +3,9 @@
     .venv/bin/python bench/peers.py bare --port 8101
     .venv/bin/python bench/peers.py slowapi --port 8102 --redis redis://127.0.0.1:6379/0
 
-Both run on uvicorn in one process (``uvicorn.run(app, ..., log_level="warning",
-access_log=False)``), as ``quotad serve`` does, so uvicorn picks the same event loop
-(uvloop) and HTTP parser (httptools) for all three.
+Both run exactly as ``quotad serve`` runs quotad (``quotad.api.server.run``: one uvicorn
+process, uvloop, httptools, no access log, each answer written in one piece), so the
+three differ only in the application.
 
 - ``bare``: a bare ASGI app that reads the request body and answers a small JSON; the
   most a Python server on this machine can answer, a ceiling rather than a competitor.
@@ -19,9 +19,10 @@ access_log=False)``), as ``quotad serve`` does, so uvicorn picks the same event 
 import argparse
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
+
+from quotad.api import server
 
 BODY = b'{"valid":true}'
 
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--key-prefix", default="bench")
     args = parser.parse_args()
     app: Any = bare_app if args.kind == "bare" else slowapi_app(args.redis, args.key_prefix)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server.run(app, args.host, args.port)
 
 
 if __name__ == "__main__":

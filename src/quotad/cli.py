@@ -96,10 +96,9 @@ def serve(
     ] = False,
 ) -> None:
     """Start the HTTP service."""
-    import uvicorn
-
     from quotad import demo as demo_module
     from quotad import logs
+    from quotad.api import server
     from quotad.api.app import create_app
 
     settings = load_settings(store_url=store, host=host, port=port)
@@ -114,14 +113,7 @@ def serve(
     base = f"http://{settings.host}:{settings.port}"
     _print_banner(settings, base, token, seeded)
     ctx = Context(store_from_url(settings.store_url), settings)
-    uvicorn.run(
-        create_app(ctx),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-    )
+    server.run(create_app(ctx), settings.host, settings.port)
 
 
 def _print_banner(settings: Settings, base: str, token: str | None, seeded: Any) -> None:

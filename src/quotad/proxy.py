@@ -157,9 +157,8 @@ def proxy_command(
     ] = 60.0,
 ) -> None:
     """Meter any HTTP API: a reverse proxy enforcing each key's quota, streaming both ways."""
-    import uvicorn
-
     from quotad import logs
+    from quotad.api import server
     from quotad.asgi.backends import EmbeddedBackend
     from quotad.cli import err_console, load_settings, run_with_store
     from quotad.errors import QuotadError
@@ -194,12 +193,9 @@ def proxy_command(
         f"quotad proxy on http://{settings.host}:{settings.port} -> {upstream} "
         f"(service {service}, cost {cost}, store {mask_url(settings.store_url)})"
     )
-    uvicorn.run(
+    server.run(
         app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
+        settings.host,
+        settings.port,
         server_header=False,  # the upstream's Server header is passed on instead
     )
