@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from quotad.domain.models import ApiKey, Overrides, Quota
+from quotad.domain.models import Account, ApiKey, Overrides, Plan, Quota
 from quotad.errors import AuthError
 from quotad.service import admin, auth, verify
 from quotad.service.context import Context
+from quotad.storage import Store
 from quotad.storage.cache import CachingStore
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
@@ -111,18 +112,71 @@ async def test_a_plan_change_through_this_node_applies_to_the_next_verify() -> N
 
 
 class SlowKeys(MemoryStore):
-    """A memory store whose key lookups wait until the test lets them finish."""
+    """A memory store whose key lookups are counted and wait until the test lets them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.hold = asyncio.Event()
         self.hold.set()
+        self.lookups = 0
 
-    async def find_key(self, digest: str) -> ApiKey | None:
-        """The key record as it was when asked for, handed over once released."""
-        found = await super().find_key(digest)
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """The key's records as they were when asked for, handed over once released."""
+        self.lookups += 1
+        found = await super().find_key_records(digest)
         await self.hold.wait()
         return found
+
+
+async def settle() -> None:
+    """Let every ready task run until it waits."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_concurrent_verifies_of_a_new_key_resolve_it_once() -> None:
+    """Twenty verifies arriving together for an unseen key share one lookup."""
+    inner = SlowKeys()
+    ctx = await node(inner, FakeClock(), Monotonic())
+    key, _ = await provision(ctx)
+    inner.lookups = 0
+    verdicts = await asyncio.gather(*(verify.verify(ctx, key, "insights", 1) for _ in range(20)))
+    assert all(v.valid for v in verdicts)
+    assert sorted(v.used for v in verdicts) == list(range(1, 21))
+    assert inner.lookups == 1
+
+
+async def test_a_key_in_use_is_resolved_again_in_the_background_before_it_expires() -> None:
+    """In the second half of its life an admission is reloaded while still served."""
+    inner, monotonic = SlowKeys(), Monotonic()
+    ctx = await node(inner, FakeClock(), monotonic)
+    key, _ = await provision(ctx)
+    assert (await verify.verify(ctx, key, "insights", 1)).valid
+    inner.lookups = 0
+    inner.hold.clear()
+    monotonic.now += TTL * 0.6
+    assert (await verify.verify(ctx, key, "insights", 1)).valid  # served, not waiting
+    await settle()
+    assert inner.lookups == 1  # the reload is under way
+    inner.hold.set()
+    await settle()
+    monotonic.now += TTL * 0.6  # past the first admission's end, within the reloaded one's
+    assert (await verify.verify(ctx, key, "insights", 1)).valid
+    assert inner.lookups == 1
+
+
+async def test_a_reload_that_finds_the_key_revoked_elsewhere_drops_it_at_once() -> None:
+    """A background reload that sees another node's revocation forgets the admission."""
+    shared, clock, monotonic = SlowKeys(), FakeClock(), Monotonic()
+    here, there = await node(shared, clock, monotonic), await node(shared, clock, monotonic)
+    key, record = await provision(here)
+    assert (await verify.verify(here, key, "insights", 1)).valid
+    await admin.revoke_key(there, record.id)
+    monotonic.now += TTL * 0.6
+    assert (await verify.verify(here, key, "insights", 1)).valid  # within the bound
+    await settle()  # the reload ran and saw the revocation
+    verdict = await verify.verify(here, key, "insights", 1)
+    assert (verdict.valid, verdict.code) == (False, "INVALID_AUTHORIZATION")
 
 
 async def test_a_lookup_racing_a_revocation_does_not_put_the_old_key_back() -> None:
@@ -132,11 +186,28 @@ async def test_a_lookup_racing_a_revocation_does_not_put_the_old_key_back() -> N
     key, record = await provision(ctx)
     inner.hold.clear()
     racing = asyncio.ensure_future(verify.verify(ctx, key, "insights", 1))
-    await asyncio.sleep(0)
+    await settle()  # until it holds the key record
     await admin.revoke_key(ctx, record.id)  # while the verify holds the old record
     inner.hold.set()
     assert (await racing).valid  # it began before the revocation
     verdict = await verify.verify(ctx, key, "insights", 1)
+    assert (verdict.valid, verdict.code) == (False, "INVALID_AUTHORIZATION")
+
+
+async def test_a_verify_after_a_revocation_does_not_join_a_lookup_begun_before_it() -> None:
+    """A resolution under way when a write clears the cache is not shared with later callers."""
+    inner = SlowKeys()
+    ctx = await node(inner, FakeClock(), Monotonic())
+    key, record = await provision(ctx)
+    inner.hold.clear()
+    before = asyncio.ensure_future(verify.verify(ctx, key, "insights", 1))
+    await settle()
+    await admin.revoke_key(ctx, record.id)
+    after = asyncio.ensure_future(verify.verify(ctx, key, "insights", 1))
+    await settle()
+    inner.hold.set()
+    assert (await before).valid
+    verdict = await after
     assert (verdict.valid, verdict.code) == (False, "INVALID_AUTHORIZATION")
 
 
@@ -153,3 +224,23 @@ async def test_a_stored_operator_token_reset_through_this_node_is_refused_at_onc
     await auth.authenticate_operator(ctx, f"Bearer {second}")
     with pytest.raises(AuthError, match="not valid"):
         await auth.authenticate_operator(ctx, header)
+
+
+async def test_a_key_is_read_with_its_account_and_plan_in_one_step(store: Store) -> None:
+    """``find_key_records`` answers the key, its account and their plan, as they are now."""
+    ctx = Context(store, make_settings(store.url, record_cache_seconds=0), FakeClock())
+    _, record = await provision(ctx, total=40)
+    found = await store.find_key_records(record.digest)
+    assert found is not None
+    key, account, plan = found
+    assert (key.id, account.id, plan.id, plan.quotas["insights"].total) == (
+        record.id,
+        "acme",
+        "free",
+        40,
+    )
+    await admin.replace_plan(ctx, "free", {"insights": Quota(9)}, [], "")
+    changed = await store.find_key_records(record.digest)
+    assert changed is not None
+    assert changed[2].quotas["insights"].total == 9
+    assert await store.find_key_records("0" * 64) is None

@@ -59,22 +59,40 @@ async def authenticate(ctx: Context, raw_key: str, now: datetime | None = None) 
         AuthError: the key is malformed, unknown, revoked or expired.
         Forbidden: the account is suspended.
     """
+    key_digest = well_formed_digest(raw_key)
+    record = check_key(await ctx.store.find_key(key_digest), key_digest, now or ctx.clock.now())
+    account = await ctx.store.get_account(record.account_id)
+    return Caller(record, check_account(account))
+
+
+def well_formed_digest(raw_key: str) -> str:
+    """The digest a key is looked up by, once its shape and checksum are right."""
     if not keys.is_well_formed(raw_key):
         raise AuthError("the API key is malformed", ErrorCode.MALFORMED_API_KEY)
-    key_digest = keys.digest(raw_key)  # once: the lookup and the comparison share it
-    record = await ctx.store.find_key(key_digest)
-    if now is None:
-        now = ctx.clock.now()
+    return keys.digest(raw_key)
+
+
+def unknown_key() -> AuthError:
+    """The refusal of a key no record (or no account) stands behind."""
+    return AuthError("the API key is not valid", ErrorCode.INVALID_AUTHORIZATION)
+
+
+def check_key(record: ApiKey | None, key_digest: str, now: datetime) -> ApiKey:
+    """The key record, unless it is missing, not this digest's, revoked or expired."""
     if record is None or not hmac.compare_digest(record.digest, key_digest) or record.revoked(now):
-        raise AuthError("the API key is not valid", ErrorCode.INVALID_AUTHORIZATION)
+        raise unknown_key()
     if record.expired(now):
         raise AuthError("the API key has expired", ErrorCode.EXPIRED_API_KEY)
-    account = await ctx.store.get_account(record.account_id)
+    return record
+
+
+def check_account(account: Account | None) -> Account:
+    """The key's account, unless it is gone or suspended."""
     if account is None:
-        raise AuthError("the API key is not valid", ErrorCode.INVALID_AUTHORIZATION)
+        raise unknown_key()
     if account.status is AccountStatus.SUSPENDED:
         raise Forbidden("the account is suspended")
-    return Caller(record, account)
+    return account
 
 
 def require_scope(caller: Caller, scope: str) -> None:

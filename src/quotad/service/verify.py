@@ -4,11 +4,12 @@ The decision is the store's single atomic ``consume``; this module only resolves
 key, the account's day and total, and the idempotency claim around it.
 
 What a valid key resolves to for a service (its account, timezone and total) is an
-``Admission``. With the record cache on, admissions are kept in it, keyed by the key's
-digest: they expire and clear with the records they were derived from, and one is only
-used before the key's own expiry or revocation instant. So a verify whose key was seen
-in the last ``record_cache_seconds`` costs one digest and one dictionary lookup before
-its consume; a refused key is resolved afresh every time.
+``Admission``. With the record cache on, admissions are derived in it (see
+``quotad.storage.cache``) from records read afresh, keyed by the key's digest: one is
+never older than ``record_cache_seconds``, it clears with any record write through this
+node, and it is only used before the key's own expiry or revocation instant. So a verify
+whose key is in use costs one digest and one dictionary lookup before its consume; a
+refused key is resolved afresh every time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -24,11 +26,10 @@ import structlog
 
 from quotad import metrics
 from quotad.domain import days, keys
-from quotad.domain.models import IdempotencyClaim
+from quotad.domain.models import IdempotencyClaim, effective_total
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
-from quotad.service.usage import current_total
 
 
 class Verdict(NamedTuple):
@@ -121,16 +122,24 @@ def _day_window(day: date, timezone: str) -> tuple[datetime, int]:
 
 
 async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Admission | Verdict:
-    """Resolve a key for a service from the records: an admission, or the refusal."""
-    generation = ctx.cache.generation if ctx.cache is not None else 0
+    """Resolve a key for a service from the records: an admission, or the refusal.
+
+    The key, its account and their plan are read in one step, so they are as of one
+    moment. The service is the record cache's (services are never removed).
+    """
     await admin.require_service(ctx, service)
+    records = ctx.store if ctx.cache is None else ctx.cache.inner
     try:
-        caller = await auth.authenticate(ctx, raw_key, now)
+        key_digest = auth.well_formed_digest(raw_key)
+        found = await records.find_key_records(key_digest)
+        if found is None:
+            raise auth.unknown_key()
+        key, account, plan = found
+        caller = auth.Caller(auth.check_key(key, key_digest, now), auth.check_account(account))
         auth.require_scope(caller, f"consume:{service}")
     except (AuthError, Forbidden) as exc:
         return Verdict(False, exc.code.value, service, note=exc.note)
-    account = caller.account
-    total = await current_total(ctx, account, service)
+    total = effective_total(plan, account, service)
     if total is None:
         return Verdict(
             False,
@@ -141,9 +150,29 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         )
     key = caller.key
     ends = [moment for moment in (key.expires_at, key.revoked_at) if moment is not None]
-    admission = Admission(account.id, key.digest, account.timezone, total, min(ends, default=None))
-    if ctx.cache is not None:
-        ctx.cache.remember((Admission, key.digest, service), admission, generation)
+    return Admission(account.id, key.digest, account.timezone, total, min(ends, default=None))
+
+
+def _is_admission(resolved: Admission | Verdict) -> bool:
+    return isinstance(resolved, Admission)
+
+
+async def _resolve(ctx: Context, raw_key: str, service: str, now: datetime) -> Admission | Verdict:
+    """The key's admission for the service, from the record cache when it holds one."""
+    cache = ctx.cache
+    if cache is None:
+        return await _admit(ctx, raw_key, service, now)
+    key = (Admission, keys.digest(raw_key), service)
+
+    def load() -> Awaitable[Admission | Verdict]:
+        return _admit(ctx, raw_key, service, ctx.clock.now())
+
+    admission: Admission | None = cache.recall(key, load, _is_admission)
+    if admission is None:
+        resolved: Admission | Verdict = await cache.derive(key, load, _is_admission)
+        return resolved
+    if admission.until is not None and now >= admission.until:
+        return await _admit(ctx, raw_key, service, now)  # the records say how
     return admission
 
 
@@ -151,16 +180,9 @@ async def _verify(
     ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None
 ) -> Verdict:
     now = ctx.clock.now()  # one instant for the key's validity and the day consumed
-    admission = None
-    if ctx.cache is not None:
-        admission = ctx.cache.recall((Admission, keys.digest(raw_key), service))
-        if admission is not None and admission.until is not None and now >= admission.until:
-            admission = None  # expired or revoked since: the records say how
-    if admission is None:
-        resolved = await _admit(ctx, raw_key, service, now)
-        if isinstance(resolved, Verdict):
-            return resolved
-        admission = resolved
+    admission = await _resolve(ctx, raw_key, service, now)
+    if isinstance(admission, Verdict):
+        return admission
     timezone = admission.timezone
     day = days.local_day(now, timezone)
     claim = None

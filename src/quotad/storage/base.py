@@ -120,6 +120,10 @@ class Store(Protocol):
         """The key record whose SHA-256 digest is ``digest``."""
         ...
 
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """That key with its account and the account's plan, read together (for verify)."""
+        ...
+
     async def list_keys(self, account_id: str) -> list[ApiKey]:
         """Every key of an account, oldest first."""
         ...

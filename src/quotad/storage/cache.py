@@ -6,15 +6,22 @@ through this node clears the cache at once; a write made on another node (a revo
 a suspended account, a changed plan) takes effect here within ``ttl`` seconds. Counters
 (usage, gauges, idempotency) are never cached.
 
-Values derived from those records (what verify resolves a key to, see
-``quotad.service.verify``) are kept the same way with ``remember`` and ``recall``, so they
-expire and clear with the records they came from. Every clear starts a new generation,
-and a value read or derived before it is not stored after it: a read racing a write
-cannot put back what the write replaced.
+Values derived from records (what verify resolves a key to, see ``quotad.service.verify``)
+are kept the same way with ``derive`` and ``recall``: their loader reads the records from
+the wrapped store itself, so a derived value is never older than ``ttl`` either. A value
+missing is loaded once however many callers ask for it at the same time, and a value
+still asked for in the second half of its life is loaded again in the background while
+it goes on being served; so keys in steady use never expire all at once, and their
+callers never wait for a reload.
+
+Every clear starts a new generation, and a value read or derived before it is neither
+stored after it nor handed to a caller that asked after it: a read racing a write cannot
+put back what the write replaced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -38,6 +45,12 @@ _RECORD_WRITES = frozenset(
     }
 )
 MAX_ENTRIES = 50_000
+Loader = Callable[[], Awaitable[Any]]
+Keep = Callable[[Any], bool]
+
+
+def _always(_value: Any) -> bool:
+    return True
 
 
 class CachingStore:
@@ -50,28 +63,75 @@ class CachingStore:
         self.url = inner.url
         self._ttl = ttl
         self._monotonic = monotonic
-        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        # key -> (expires, value, reload at): records and derived values alike
+        self._entries: dict[Hashable, tuple[float, Any, float]] = {}
+        self._loading: dict[Hashable, asyncio.Task[Any]] = {}
         self.generation = 0  # one more at every clear
 
     def clear(self) -> None:
-        """Forget every cached record and derived value."""
+        """Forget every cached record and derived value (and loads begun before now)."""
         self.generation += 1
         self._entries.clear()
+        self._loading.clear()  # their results may be stale: later callers load afresh
 
-    def recall(self, key: Hashable) -> Any:
-        """The value remembered under ``key``, or None once it expired or was cleared."""
+    def recall(self, key: Hashable, reload: Loader | None = None, keep: Keep = _always) -> Any:
+        """The value remembered under ``key``, or None once it expired or was cleared.
+
+        With ``reload``, a value in the second half of its life is reloaded in the
+        background (once) and served meanwhile; a reloaded value ``keep`` refuses is
+        forgotten instead.
+        """
         hit = self._entries.get(key)
-        if hit is not None and hit[0] > self._monotonic():
-            return hit[1]
-        return None
+        if hit is None:
+            return None
+        now = self._monotonic()
+        if now >= hit[0]:
+            return None
+        if reload is not None and now >= hit[2] and key not in self._loading:
+            self._load(key, reload, keep)
+        return hit[1]
+
+    async def derive(self, key: Hashable, load: Loader, keep: Keep) -> Any:
+        """What ``load`` answers for ``key``: remembered, or loaded once for every caller.
+
+        ``load`` reads the wrapped store itself. What it answers is kept when ``keep``
+        says so (a refusal, say, need not be).
+        """
+        value = self.recall(key)
+        if value is not None:
+            return value
+        task = self._loading.get(key)
+        if task is None:
+            task = self._load(key, load, keep)
+        # Shielded: a caller that gives up does not cancel the load for the others.
+        return await asyncio.shield(task)
 
     def remember(self, key: Hashable, value: Any, generation: int) -> None:
-        """Keep ``value``, derived from records read since ``generation``, for ``ttl``."""
+        """Keep ``value``, read or derived since ``generation``, for ``ttl``."""
         if generation != self.generation:
             return  # records changed meanwhile: the value may be derived from old ones
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key] = (self._monotonic() + self._ttl, value)
+        now = self._monotonic()
+        self._entries[key] = (now + self._ttl, value, now + self._ttl / 2)
+
+    def _load(self, key: Hashable, load: Loader, keep: Keep) -> asyncio.Task[Any]:
+        generation = self.generation
+        task = asyncio.ensure_future(load())
+        self._loading[key] = task
+
+        def loaded(done: asyncio.Task[Any]) -> None:
+            if self._loading.get(key) is done:
+                del self._loading[key]
+            if done.cancelled() or done.exception() is not None:
+                return  # a caller waiting gets the error; a background reload retries later
+            if keep(done.result()):
+                self.remember(key, done.result(), generation)
+            elif generation == self.generation:
+                self._entries.pop(key, None)  # no longer what the records say
+
+        task.add_done_callback(loaded)
+        return task
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)

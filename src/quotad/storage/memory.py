@@ -188,6 +188,15 @@ class MemoryStore:
         key_id = self._key_by_digest.get(digest)
         return None if key_id is None else self._keys.get(key_id)
 
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """The key with this digest, its account and the account's plan."""
+        with self._lock:
+            key_id = self._key_by_digest.get(digest)
+            key = None if key_id is None else self._keys.get(key_id)
+            account = None if key is None else self._accounts.get(key.account_id)
+            plan = None if account is None else self._plans.get(account.plan_id)
+        return None if key is None or account is None or plan is None else (key, account, plan)
+
     async def list_keys(self, account_id: str) -> list[ApiKey]:
         """An account's keys, oldest first."""
         keys = [k for k in self._keys.values() if k.account_id == account_id]

@@ -552,6 +552,10 @@ class RedisStore:
         """A key record by digest."""
         return await self.records.find_key(digest)
 
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """A key with its account and plan, from the records store."""
+        return await self.records.find_key_records(digest)
+
     async def list_keys(self, account_id: str) -> list[ApiKey]:
         """An account's keys."""
         return await self.records.list_keys(account_id)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -203,6 +204,12 @@ class SqlStore:
             Batcher(self._consume_batch) if batch else None
         )
         self._days: SqliteDayWriter | None = None  # SQLite's batches, on a thread of their own
+        self._key_records = (
+            sa.select(api_keys, accounts, plans)
+            .join_from(api_keys, accounts, api_keys.c.account_id == accounts.c.id)
+            .join(plans, accounts.c.plan_id == plans.c.id)
+            .where(api_keys.c.digest == sa.bindparam("digest"))
+        )
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""
@@ -437,6 +444,18 @@ class SqlStore:
     async def find_key(self, digest: str) -> ApiKey | None:
         """The key record with this digest."""
         return await self._one_key(api_keys.c.digest == digest)
+
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """The key with this digest, its account and the account's plan: one query."""
+        async with self._read() as conn:
+            row = (await conn.execute(self._key_records, {"digest": digest})).first()
+        if row is None:
+            return None
+        return (
+            _key(_columns(row, api_keys)),
+            _account(_columns(row, accounts)),
+            _plan(_columns(row, plans)),
+        )
 
     async def _one_key(self, where: sa.ColumnElement[bool]) -> ApiKey | None:
         async with self._read() as conn:
@@ -829,6 +848,11 @@ async def _affects_a_row(conn: AsyncConnection, stmt: Any) -> bool:
     """
     returning = stmt.returning(*stmt.table.primary_key.columns)
     return (await conn.execute(returning)).first() is not None
+
+
+def _columns(row: sa.Row[Any], table: sa.Table) -> Any:
+    """One table's columns of a joined row, by name, as that table's own rows have them."""
+    return SimpleNamespace(**{column.name: row._mapping[column] for column in table.c})
 
 
 def _service(row: sa.Row[Any]) -> Service:
