@@ -157,30 +157,39 @@ def _is_admission(resolved: Admission | Verdict) -> bool:
     return isinstance(resolved, Admission)
 
 
+def _recall(ctx: Context, raw_key: str, service: str, now: datetime) -> Admission | None:
+    """The key's admission for the service as the record cache holds it, if usable now."""
+    if ctx.cache is None:
+        return None
+    admission: Admission | None = ctx.cache.recall(
+        (Admission, keys.digest(raw_key), service),
+        lambda: _admit(ctx, raw_key, service, ctx.clock.now()),
+        _is_admission,
+    )
+    if admission is not None and admission.until is not None and now >= admission.until:
+        return None  # expired or revoked since: the records say how
+    return admission
+
+
 async def _resolve(ctx: Context, raw_key: str, service: str, now: datetime) -> Admission | Verdict:
-    """The key's admission for the service, from the record cache when it holds one."""
+    """The key's admission for the service, or its refusal, when the cache had none."""
     cache = ctx.cache
-    if cache is None:
-        return await _admit(ctx, raw_key, service, now)
     key = (Admission, keys.digest(raw_key), service)
+    if cache is None or cache.recall(key) is not None:  # none, or unusable: ask the records
+        return await _admit(ctx, raw_key, service, now)
 
     def load() -> Awaitable[Admission | Verdict]:
         return _admit(ctx, raw_key, service, ctx.clock.now())
 
-    admission: Admission | None = cache.recall(key, load, _is_admission)
-    if admission is None:
-        resolved: Admission | Verdict = await cache.derive(key, load, _is_admission)
-        return resolved
-    if admission.until is not None and now >= admission.until:
-        return await _admit(ctx, raw_key, service, now)  # the records say how
-    return admission
+    resolved: Admission | Verdict = await cache.derive(key, load, _is_admission)
+    return resolved
 
 
 async def _verify(
     ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None
 ) -> Verdict:
     now = ctx.clock.now()  # one instant for the key's validity and the day consumed
-    admission = await _resolve(ctx, raw_key, service, now)
+    admission = _recall(ctx, raw_key, service, now) or await _resolve(ctx, raw_key, service, now)
     if isinstance(admission, Verdict):
         return admission
     timezone = admission.timezone
