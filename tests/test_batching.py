@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from quotad.domain.models import Account, AccountStatus, IdempotencyClaim, Overrides
 from quotad.errors import Conflict, ValidationFailed
-from quotad.storage import Store
+from quotad.storage import Store, day_batches
 from quotad.storage.batching import Batcher
 from quotad.storage.redis import RedisStore
 from quotad.storage.sql import SqlStore
@@ -267,3 +268,26 @@ async def test_without_batching_concurrent_consumes_never_pass_the_quota(
             assert (row.used, row.rejected) == (TOTAL, ATTEMPTS - TOTAL)
         finally:
             await store.close()
+
+
+async def test_sqlite_consumes_reach_the_database_file_through_background_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batched commits leave the log to the checkpointer, which copies them into the file."""
+    monkeypatch.setattr(day_batches, "CHECKPOINT_SECONDS", 0.05)
+    database = tmp_path / "quotad.db"
+    store = SqlStore(f"sqlite:///{database}")
+    await store.open()
+    try:
+        await add_account(store)
+        await gather_all(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(20))
+        await asyncio.sleep(0.5)
+        # The database file alone, without the write-ahead log: what was checkpointed.
+        main_file = sqlite3.connect(f"file:{database}?immutable=1", uri=True)
+        try:
+            [(used,)] = main_file.execute("SELECT used FROM usage_days").fetchall()
+        finally:
+            main_file.close()
+        assert used == 20
+    finally:
+        await store.close()

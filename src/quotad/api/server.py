@@ -6,11 +6,17 @@ arrives, so every small answer costs two wake-ups of the reader's CPU; on a virt
 machine, where waking another CPU is expensive, that was a third of a verify's time.
 ``CoalescingTransport`` keeps what is written during one turn of the event loop and sends
 it in one write when the turn ends: the same bytes in the same order, one wake-up.
+
+Before serving, the objects made while starting (the imported modules, the app) are moved
+out of the garbage collector's sight with ``gc.freeze``: they live as long as the process,
+and scanning them in every full collection paused the server for 45 ms a few times a
+second under load (collecting nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import uvicorn
@@ -80,6 +86,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 def run(app: Any, host: str, port: int, **options: Any) -> None:
     """Serve ``app`` until stopped: uvicorn, quietly, on the coalescing protocol."""
+    gc.collect()  # what is garbage now is not frozen for ever
+    gc.freeze()
     uvicorn.run(
         app,
         host=host,

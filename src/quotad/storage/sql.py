@@ -228,6 +228,8 @@ class SqlStore:
             )
         async with self._write() as conn:
             await conn.run_sync(migrate if self._sqlite else _migrate_locked)
+        if self._days is not None:
+            self._days.start()
 
     def _open_sqlite(self) -> None:
         database = self._driver_url.database
