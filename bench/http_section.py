@@ -253,7 +253,8 @@ def _declare(cfg: Config) -> Section:
         "CPU-bound on the same cores: numbers are lower bounds"
     )
     section.notes.append(
-        f"http: each server one process on 127.0.0.1 (uvicorn, uvloop, httptools); load: "
+        f"http: each server one process on 127.0.0.1, run as quotad serve runs quotad "
+        f"(quotad.api.server: uvicorn, uvloop, httptools, answers written in one piece); load: "
         f"{generator}; {cfg.callers} connections; requests/s = answers / duration; p50/p99 "
         "from the load generator, measured from a request's write to its answer."
     )
