@@ -147,20 +147,20 @@ async def test_concurrent_verifies_of_a_new_key_resolve_it_once() -> None:
 
 
 async def test_a_key_in_use_is_resolved_again_in_the_background_before_it_expires() -> None:
-    """In the second half of its life an admission is reloaded while still served."""
+    """Late in its life an admission is reloaded while still served."""
     inner, monotonic = SlowKeys(), Monotonic()
     ctx = await node(inner, FakeClock(), monotonic)
     key, _ = await provision(ctx)
     assert (await verify.verify(ctx, key, "insights", 1)).valid
     inner.lookups = 0
     inner.hold.clear()
-    monotonic.now += TTL * 0.6
+    monotonic.now += TTL * 0.95
     assert (await verify.verify(ctx, key, "insights", 1)).valid  # served, not waiting
     await settle()
     assert inner.lookups == 1  # the reload is under way
     inner.hold.set()
     await settle()
-    monotonic.now += TTL * 0.6  # past the first admission's end, within the reloaded one's
+    monotonic.now += TTL * 0.4  # past the first admission's end, early in the reloaded one's
     assert (await verify.verify(ctx, key, "insights", 1)).valid
     assert inner.lookups == 1
 
@@ -172,7 +172,7 @@ async def test_a_reload_that_finds_the_key_revoked_elsewhere_drops_it_at_once() 
     key, record = await provision(here)
     assert (await verify.verify(here, key, "insights", 1)).valid
     await admin.revoke_key(there, record.id)
-    monotonic.now += TTL * 0.6
+    monotonic.now += TTL * 0.95
     assert (await verify.verify(here, key, "insights", 1)).valid  # within the bound
     await settle()  # the reload ran and saw the revocation
     verdict = await verify.verify(here, key, "insights", 1)

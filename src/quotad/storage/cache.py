@@ -10,9 +10,10 @@ Values derived from records (what verify resolves a key to, see ``quotad.service
 are kept the same way with ``derive`` and ``recall``: their loader reads the records from
 the wrapped store itself, so a derived value is never older than ``ttl`` either. A value
 missing is loaded once however many callers ask for it at the same time, and a value
-still asked for in the second half of its life is loaded again in the background while
-it goes on being served; so keys in steady use never expire all at once, and their
-callers never wait for a reload.
+still asked for late in its life (past a point drawn at random between its half and
+nine tenths, so values loaded together are not reloaded together) is loaded again in
+the background while it goes on being served; so keys in steady use never expire, and
+their callers never wait for a reload.
 
 Every clear starts a new generation, and a value read or derived before it is neither
 stored after it nor handed to a caller that asked after it: a read racing a write cannot
@@ -22,6 +23,7 @@ put back what the write replaced.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -77,9 +79,8 @@ class CachingStore:
     def recall(self, key: Hashable, reload: Loader | None = None, keep: Keep = _always) -> Any:
         """The value remembered under ``key``, or None once it expired or was cleared.
 
-        With ``reload``, a value in the second half of its life is reloaded in the
-        background (once) and served meanwhile; a reloaded value ``keep`` refuses is
-        forgotten instead.
+        With ``reload``, a value late in its life is reloaded in the background (once)
+        and served meanwhile; a reloaded value ``keep`` refuses is forgotten instead.
         """
         hit = self._entries.get(key)
         if hit is None:
@@ -113,7 +114,8 @@ class CachingStore:
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         now = self._monotonic()
-        self._entries[key] = (now + self._ttl, value, now + self._ttl / 2)
+        reload_at = now + self._ttl * random.uniform(0.5, 0.9)  # noqa: S311 - not a secret
+        self._entries[key] = (now + self._ttl, value, reload_at)
 
     def _load(self, key: Hashable, load: Loader, keep: Keep) -> asyncio.Task[Any]:
         generation = self.generation
