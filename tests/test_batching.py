@@ -210,35 +210,28 @@ async def test_a_reused_key_fails_only_its_own_caller(store: Store) -> None:
     assert row.used == 21
 
 
-async def test_a_request_the_database_refuses_fails_alone(store: Store) -> None:
-    """A consume the database cannot store (NUL on PostgreSQL) fails without its batch."""
+@pytest.mark.parametrize(
+    ("account_id", "service", "refusal"),
+    [
+        # Only PostgreSQL refuses NUL in text; the others store it as any other character.
+        pytest.param("racer", "insights\x00", ValidationFailed, id="nul"),
+        # The SQL stores' day rows reference their account; the others count any account.
+        pytest.param("nobody", "insights", Conflict, id="unknown-account"),
+    ],
+)
+async def test_a_request_the_database_refuses_fails_alone(
+    store: Store, account_id: str, service: str, refusal: type[Exception]
+) -> None:
+    """A consume the database cannot store fails without the rest of its batch."""
     await add_account(store)
     results = await asyncio.gather(
         *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
-        store.consume("racer", "insights\x00", DAY, 1, TOTAL),
+        store.consume(account_id, service, DAY, 1, TOTAL),
         *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
         return_exceptions=True,
     )
     odd = results.pop(10)
-    # Only PostgreSQL refuses NUL in text; the others store it as any other character.
-    assert isinstance(odd, ValidationFailed) or not isinstance(odd, BaseException)
-    assert all(not isinstance(r, BaseException) and r.granted for r in results)
-    [row] = await store.usage("racer", "insights", DAY, DAY)
-    assert row.used == 20
-
-
-async def test_a_consume_for_an_unknown_account_fails_alone(store: Store) -> None:
-    """A consume the database refuses (no such account, on SQL) leaves its batch intact."""
-    await add_account(store)
-    results = await asyncio.gather(
-        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
-        store.consume("nobody", "insights", DAY, 1, TOTAL),
-        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
-        return_exceptions=True,
-    )
-    odd = results.pop(10)
-    # The SQL stores' day rows reference their account; the others count any account.
-    assert isinstance(odd, Conflict) or not isinstance(odd, BaseException)
+    assert isinstance(odd, refusal) or not isinstance(odd, BaseException)
     assert all(not isinstance(r, BaseException) and r.granted for r in results)
     [row] = await store.usage("racer", "insights", DAY, DAY)
     assert row.used == 20
