@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from quotad.domain.models import Account, ApiKey, Overrides, Plan, Quota
 from quotad.errors import AuthError
@@ -21,8 +23,9 @@ from quotad.service.context import Context
 from quotad.storage import Store
 from quotad.storage.cache import CachingStore
 from quotad.storage.memory import MemoryStore
+from quotad.storage.sql import SqlStore
 from quotad.testing import FakeClock
-from tests.conftest import make_settings
+from tests.conftest import STORES, make_settings, store_url
 
 TTL = 2.0
 
@@ -244,3 +247,34 @@ async def test_a_key_is_read_with_its_account_and_plan_in_one_step(store: Store)
     assert changed is not None
     assert changed[2].quotas["insights"].total == 9
     assert await store.find_key_records("0" * 64) is None
+
+
+SQL = [param for param in STORES if param.values[0] in ("sqlite", "postgresql")]
+
+
+@pytest.mark.parametrize("kind", SQL)
+async def test_lookups_asked_for_together_share_one_query(kind: str, tmp_path: Path) -> None:
+    """Twenty keys looked up at once (a node's keys after an idle spell) cost two queries."""
+    with store_url(kind, tmp_path) as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            ctx = Context(store, make_settings(url, record_cache_seconds=0), FakeClock())
+            _, first = await provision(ctx)
+            records = [first] + [
+                (await admin.create_key(ctx, "acme", f"k{i}")).record for i in range(19)
+            ]
+            queries: list[str] = []
+
+            def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+                if "api_keys" in statement:
+                    queries.append(statement)
+
+            engine = store._reader.sync_engine  # type: ignore[union-attr]
+            event.listen(engine, "before_cursor_execute", count)
+            found = await asyncio.gather(*(store.find_key_records(r.digest) for r in records))
+            event.remove(engine, "before_cursor_execute", count)
+            assert [f[0].id for f in found if f is not None] == [r.id for r in records]
+            assert len(queries) <= 2  # the first alone, the rest together
+        finally:
+            await store.close()

@@ -55,6 +55,10 @@ def _always(_value: Any) -> bool:
     return True
 
 
+def _found(value: Any) -> bool:
+    return value is not None
+
+
 class CachingStore:
     """Wraps a store; caches ``_CACHED`` reads for ``ttl`` seconds, passes the rest through."""
 
@@ -152,11 +156,9 @@ class CachingStore:
             hit = self._entries.get((name, key))
             if hit is not None and hit[0] > self._monotonic():
                 return hit[1]
-            generation = self.generation
-            value = await read(key)
-            if value is not None:  # a record created elsewhere must show up at once
-                self.remember((name, key), value, generation)
-            return value
+            # Loaded once for every caller asking at the same time; a record missing is
+            # not kept, so one created elsewhere shows up at once.
+            return await self.derive((name, key), lambda: read(key), _found)
 
         return cached
 

@@ -208,7 +208,10 @@ class SqlStore:
             sa.select(api_keys, accounts, plans)
             .join_from(api_keys, accounts, api_keys.c.account_id == accounts.c.id)
             .join(plans, accounts.c.plan_id == plans.c.id)
-            .where(api_keys.c.digest == sa.bindparam("digest"))
+            .where(api_keys.c.digest.in_(sa.bindparam("digests", expanding=True)))
+        )
+        self._key_lookups: Batcher[str, tuple[ApiKey, Account, Plan] | None] = Batcher(
+            self._find_key_records
         )
 
     async def open(self) -> None:
@@ -448,16 +451,24 @@ class SqlStore:
         return await self._one_key(api_keys.c.digest == digest)
 
     async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
-        """The key with this digest, its account and the account's plan: one query."""
+        """The key with this digest, its account and the account's plan: one query, shared
+        by the lookups asked for at the same time (a node's keys, after an idle spell)."""
+        return await self._key_lookups.submit(digest)
+
+    async def _find_key_records(
+        self, digests: list[str]
+    ) -> list[tuple[ApiKey, Account, Plan] | Exception | None]:
         async with self._read() as conn:
-            row = (await conn.execute(self._key_records, {"digest": digest})).first()
-        if row is None:
-            return None
-        return (
-            _key(_columns(row, api_keys)),
-            _account(_columns(row, accounts)),
-            _plan(_columns(row, plans)),
-        )
+            rows = await conn.execute(self._key_records, {"digests": sorted(set(digests))})
+            found = {
+                row.digest: (
+                    _key(_columns(row, api_keys)),
+                    _account(_columns(row, accounts)),
+                    _plan(_columns(row, plans)),
+                )
+                for row in rows
+            }
+        return [found.get(digest) for digest in digests]
 
     async def _one_key(self, where: sa.ColumnElement[bool]) -> ApiKey | None:
         async with self._read() as conn:
