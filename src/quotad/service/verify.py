@@ -30,6 +30,7 @@ from quotad.domain.models import IdempotencyClaim, effective_total
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
+from quotad.storage.cache import CachingStore
 
 
 class Verdict(NamedTuple):
@@ -153,29 +154,31 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
     return Admission(account.id, key.digest, account.timezone, total, min(ends, default=None))
 
 
+_Key = tuple[type[Admission], str, str]  # an admission's key in the record cache
+
+
 def _is_admission(resolved: Admission | Verdict) -> bool:
     return isinstance(resolved, Admission)
 
 
-def _recall(ctx: Context, raw_key: str, service: str, now: datetime) -> Admission | None:
-    """The key's admission for the service as the record cache holds it, if usable now."""
-    if ctx.cache is None:
-        return None
-    admission: Admission | None = ctx.cache.recall(
-        (Admission, keys.digest(raw_key), service),
-        lambda: _admit(ctx, raw_key, service, ctx.clock.now()),
-        _is_admission,
+def _recall(
+    ctx: Context, cache: CachingStore, key: _Key, raw_key: str, now: datetime
+) -> Admission | None:
+    """The admission the record cache holds under ``key``, if usable now."""
+    admission: Admission | None = cache.recall(
+        key, lambda: _admit(ctx, raw_key, key[2], ctx.clock.now()), _is_admission
     )
     if admission is not None and admission.until is not None and now >= admission.until:
         return None  # expired or revoked since: the records say how
     return admission
 
 
-async def _resolve(ctx: Context, raw_key: str, service: str, now: datetime) -> Admission | Verdict:
-    """The key's admission for the service, or its refusal, when the cache had none."""
-    cache = ctx.cache
-    key = (Admission, keys.digest(raw_key), service)
-    if cache is None or cache.recall(key) is not None:  # none, or unusable: ask the records
+async def _resolve(
+    ctx: Context, cache: CachingStore, key: _Key, raw_key: str, now: datetime
+) -> Admission | Verdict:
+    """The admission under ``key``, or the refusal, when the cache had none usable."""
+    service = key[2]
+    if cache.recall(key) is not None:  # held, but past the key's end: ask the records
         return await _admit(ctx, raw_key, service, now)
 
     def load() -> Awaitable[Admission | Verdict]:
@@ -189,7 +192,14 @@ async def _verify(
     ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None
 ) -> Verdict:
     now = ctx.clock.now()  # one instant for the key's validity and the day consumed
-    admission = _recall(ctx, raw_key, service, now) or await _resolve(ctx, raw_key, service, now)
+    cache = ctx.cache
+    if cache is None:
+        admission = await _admit(ctx, raw_key, service, now)
+    else:
+        key = (Admission, keys.digest(raw_key), service)
+        admission = _recall(ctx, cache, key, raw_key, now) or await _resolve(
+            ctx, cache, key, raw_key, now
+        )
     if isinstance(admission, Verdict):
         return admission
     timezone = admission.timezone
