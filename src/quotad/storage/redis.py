@@ -97,6 +97,7 @@ class RedisThrottle:
 class _Consume:
     """One ``consume`` call as script keys and its line of the batch (see ``lua/consume.lua``)."""
 
+    account_id: str
     keys: list[str]
     line: str
 
@@ -330,7 +331,7 @@ class RedisStore:
             idem_ttl = max((expires_ms - now_ms) // 1000, 1)
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
             line = f"3 {cost} {total} {day_text} {idem}"
-        request = _Consume(keys, line)
+        request = _Consume(account_id, keys, line)
         for _ in range(3):
             if self._batcher is not None:
                 answer = await self._batcher.submit(request)
@@ -366,8 +367,7 @@ class RedisStore:
             return list(replies)
         # The set of dirty accounts has a slot of its own: marked first, in a call of its
         # own (a crash in between leaves a harmless spare mark).
-        accounts = list({request.keys[1] for request in batch})
-        accounts = [key[len(self._prefix) + 2 : -len("}:dirty")] for key in accounts]
+        accounts = list({request.account_id for request in batch})
         await self._call(lambda: self._client.sadd(self._dirty_accounts, *accounts))
         groups: dict[int, list[int]] = defaultdict(list)
         for index, request in enumerate(batch):
