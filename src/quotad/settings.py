@@ -38,11 +38,12 @@ class Settings(BaseSettings):
         ),
     )
     store_timeout_ms: int = Field(
-        0,
+        1000,
         ge=0,
         description=(
-            "When above 0, verify gives up on a store that has not answered by then (time "
-            "queued behind other requests counts). 0: rely on the drivers' own timeouts."
+            "Verify gives up on a store that has not answered by then (time queued behind "
+            "other requests counts) and applies on_store_error; the call is never charged "
+            "later. 0: wait as long as the drivers do."
         ),
     )
     admin_token: SecretStr | None = Field(

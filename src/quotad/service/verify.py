@@ -30,6 +30,7 @@ from quotad.domain.models import IdempotencyClaim, effective_total
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
+from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.cache import CachingStore
 
 
@@ -81,9 +82,9 @@ async def verify(
 ) -> Verdict:
     """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
 
-    A store that fails (or, when ``store_timeout_ms`` is set, does not answer in time) is
+    A store that fails or does not answer within ``store_timeout_ms`` (1 s by default) is
     answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
-    (fail-open).
+    (fail-open); either way the call is never charged later.
     """
     started = time.perf_counter()
     limit = ctx.settings.store_timeout_ms / 1000 or None
@@ -91,8 +92,14 @@ async def verify(
         if limit is None:  # asyncio.timeout(None) would cost a context manager per call
             verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
         else:
-            async with asyncio.timeout(limit):
-                verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+            # The store hears when we stop waiting: work it sent that runs later is void,
+            # and a grant answered after it is given back (never charged unanswered).
+            deadline = CALL_DEADLINE.set(time.time() + limit)
+            try:
+                async with asyncio.timeout(limit):
+                    verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+            finally:
+                CALL_DEADLINE.reset(deadline)
     except (StorageError, TimeoutError) as exc:
         metrics.STORE_ERRORS.labels("verify").inc()
         if ctx.settings.on_store_error != "fail-open":

@@ -8,6 +8,7 @@ memory), so no caller ever reads a counter and then writes it back.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Protocol
 
@@ -22,6 +23,11 @@ from quotad.domain.models import (
     UsageDay,
     UsageEvent,
 )
+
+# The wall-clock instant (seconds since the epoch) at which the caller of a store method
+# stops waiting and answers without it (verify's store timeout). A store that can, makes
+# the work it sent late do nothing once past it (Redis checks it inside its script).
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("quotad_call_deadline", default=None)
 
 
 class Store(Protocol):

@@ -12,7 +12,9 @@ over the slots, and the caller's process prepares one batch, or wakes its caller
 the store runs the other, instead of idling through each round trip in turn.
 
 A caller is answered only after its batch has finished (committed, for SQL), so an
-acknowledged consume is as durable as one run alone.
+acknowledged consume is as durable as one run alone. A caller that stops waiting while
+its batch runs is answered by nobody; the store hears of its result (``abandoned``) and
+gives back what it consumed, so a call answered 503 is never charged.
 """
 
 from __future__ import annotations
@@ -26,13 +28,23 @@ R = TypeVar("R")
 
 # Each result is the request's answer or the exception to raise in its caller.
 RunBatch = Callable[[list[T]], Awaitable[list[R | Exception]]]
+# Told of each answer whose caller stopped waiting while its batch ran (a timeout, a
+# closed connection), so the store can undo what that caller was never told of.
+Abandoned = Callable[[T, R], None]
 
 
 class Batcher(Generic[T, R]):
     """Runs submitted requests in batches of up to ``max_size``, ``in_flight`` at a time."""
 
-    def __init__(self, run: RunBatch[T, R], max_size: int = 256, in_flight: int = 1) -> None:
+    def __init__(
+        self,
+        run: RunBatch[T, R],
+        max_size: int = 256,
+        in_flight: int = 1,
+        abandoned: Abandoned[T, R] | None = None,
+    ) -> None:
         self._run = run
+        self._abandoned = abandoned
         self._max_size = max_size
         self._in_flight = in_flight
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -91,8 +103,10 @@ class Batcher(Generic[T, R]):
                 if not answer.done():
                     answer.set_exception(exc)
             return
-        for (_, answer), result in zip(batch, results, strict=True):
+        for (request, answer), result in zip(batch, results, strict=True):
             if answer.done():
+                if self._abandoned is not None and not isinstance(result, Exception):
+                    self._abandoned(request, result)
                 continue
             if isinstance(result, Exception):
                 answer.set_exception(result)

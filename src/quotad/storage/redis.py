@@ -1,21 +1,34 @@
 """Counters in Redis (or Redis Cluster), records in SQL: the store for many quotad nodes.
 
 ``redis://host:6379/0?records=<SQL URL>`` (or ``redis+cluster://host:7000?records=…``).
-Accounts, plans, keys, gauges and the durable usage history live in the SQL store named
-by ``records`` (default: ``QUOTAD_RECORDS_URL``, else ``sqlite:///./quotad.db``). The hot
-path lives in Redis: each day's counter, idempotency answers and event de-duplication,
-changed only by Lua scripts whose keys all carry the account as hash tag, so every step
-is atomic on one Cluster slot.
+Accounts, plans, keys, gauges, event ids and the durable usage history live in the SQL
+store named by ``records`` (default: ``QUOTAD_RECORDS_URL``, else
+``sqlite:///./quotad.db``). The hot path lives in Redis: each day's counter and the
+Idempotency-Key answers, changed only by Lua scripts whose keys all carry the account as
+hash tag, so every step is atomic on one Cluster slot, and no key shared by accounts is
+ever on the hot path (losing one Cluster master touches only the accounts it holds).
 
-Durability: every changed counter is marked dirty in the same script that changes it, and
-a background task copies dirty counters to SQL (absolute values) every ``flush_interval``.
-A counter missing from Redis (a new day, or a Redis restarted without its data) is loaded
-from SQL before it is used. So a Redis restart loses at most the last flush interval of
-usage, and nothing at all when Redis runs with ``appendonly yes`` and ``appendfsync always``.
+Durability (the invariants; ``write_behind.py`` has the node's side):
 
-Consumes are batched (``batch=True``, the default): the consumes that arrive while one
-round trip is in flight go together in the next, as one script call per Cluster slot
-(one call in all on a single Redis), decided in arrival order inside the script.
+- Redis is never the only copy of acknowledged usage. The node that granted a change
+  keeps it (a delta, and the Idempotency-Key's answer) until SQL has it; a background
+  task adds it to SQL every ``flush_interval``, once (flushes are numbered per node).
+- Every account has a marker key in its slot, written only once its counters are whole.
+  Each script checks it first, so a Redis that lost its data (restart without
+  persistence, failover to an empty replica, ``FLUSHALL``) is noticed at the next call
+  for that account, not when a key happens to be missing. The account's counters are
+  then rebuilt from SQL only after every live node has flushed what it granted before
+  (``counter_nodes``: each node's last flush and heartbeat), with its unexpired
+  Idempotency-Key answers restored; nodes silent for ``node_timeout`` count as dead.
+- Event ids are de-duplicated in SQL, in the transaction that adds the events, and only
+  then added to the counters Redis holds.
+- A consume carries its caller's deadline (in Redis's clock): a script that runs after it
+  (Redis paused, then resumed) changes nothing, and a grant whose caller stopped waiting
+  before the answer came is given back.
+
+Consumes are batched: the consumes that arrive while one round trip is in flight go
+together in the next, as one script call (per Cluster slot: a slot whose master is down
+fails only its own accounts' consumes), decided in arrival order inside the script.
 """
 
 from __future__ import annotations
@@ -23,10 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from importlib.resources import files
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -37,7 +53,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import RedisError
 
 from quotad.domain.models import (
     Account,
@@ -50,18 +65,22 @@ from quotad.domain.models import (
     UsageDay,
     UsageEvent,
 )
-from quotad.errors import Conflict, StorageError
+from quotad.errors import Conflict, QuotadError, StorageError
 from quotad.service.throttle import refuse
+from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.batching import Batcher
 from quotad.storage.sql import SqlStore
+from quotad.storage.write_behind import Journal, StoredClaim
 
 log = structlog.get_logger("quotad.storage.redis")
 T = TypeVar("T")
 
 MAX_CONNECTIONS = 64
 COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
-EVENT_DEDUP_SECONDS = 91 * 86_400  # events older than 90 days are refused upstream
-_SCRIPTS = ("consume", "seed", "adjust", "events", "take_dirty", "bucket")
+RESTORE_CHUNK = 500  # Idempotency-Key answers restored per script call
+BARRIER_POLL_SECONDS = 0.05
+FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
+_SCRIPTS = ("consume", "seed", "adjust", "events", "restore", "refund", "bucket")
 
 
 def _parse(url: str) -> tuple[str, bool, str, str]:
@@ -76,6 +95,10 @@ def _parse(url: str) -> tuple[str, bool, str, str]:
     scheme = "rediss" if parts.scheme == "rediss" else "redis"
     redis_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
     return redis_url, cluster, prefix, records
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 class RedisThrottle:
@@ -95,9 +118,14 @@ class RedisThrottle:
 
 @dataclass(frozen=True, slots=True)
 class _Consume:
-    """One ``consume`` call as script keys and its line of the batch (see ``lua/consume.lua``)."""
+    """One ``consume`` call: what it changes, as script keys and its line of the batch."""
 
     account_id: str
+    service: str
+    day: str
+    cost: int
+    total: int
+    claim: IdempotencyClaim | None
     keys: list[str]
     line: str
 
@@ -110,9 +138,12 @@ class RedisStore:
 
     Args:
         url: ``redis://…`` or ``redis+cluster://…``, with ``records=<SQL URL>``.
-        flush_interval: seconds between copies of changed counters to SQL.
+        flush_interval: seconds between writes of this node's changes to SQL.
         timeout: seconds to wait for Redis before the call fails.
         batch: batch concurrent consumes; ``False`` sends one script call per consume.
+        node_timeout: seconds after which a node that has not written to SQL counts as
+            dead (its unflushed grants are not waited for when counters are rebuilt);
+            by default the larger of 10 s and three flush intervals.
     """
 
     def __init__(
@@ -122,42 +153,49 @@ class RedisStore:
         timeout: float = 1.0,
         *,
         batch: bool = True,
+        node_timeout: float | None = None,
     ) -> None:
         self.url = url
         redis_url, self._cluster, self._prefix, records_url = _parse(url)
         self._redis_url = redis_url
         self.records = SqlStore(records_url)
         self._flush_interval = flush_interval
+        self._node_timeout_us = int(1e6 * (node_timeout or max(10.0, 3 * flush_interval)))
         self._timeout = timeout
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._inflight = asyncio.Semaphore(MAX_CONNECTIONS)
-        # One flush at a time in this node, so an export that flushes first also waits for
-        # counters the background flush has taken but not yet written.
-        self._flushing = asyncio.Lock()
-        # Two batches in flight: one is prepared while Redis runs the other.
-        self._batcher: Batcher[_Consume, _Reply] | None = (
-            Batcher(self._consume_batch, in_flight=2) if batch else None
-        )
+        self._node_id = f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._journal = Journal()
+        self._flushing = asyncio.Lock()  # one flush at a time: each has its own number
+        self._clock_offset = 0.0  # Redis's clock minus ours, in seconds
+        # A barrier whose snapshot of the nodes is not taken yet: losses noticed before
+        # it starts share it (see _barrier).
+        self._next_barrier: asyncio.Task[None] | None = None
+        self._restores: dict[str, asyncio.Task[None]] = {}
+        self._refunds: set[asyncio.Task[None]] = set()
+        # Two batches in flight: one is prepared while Redis runs the other. On a
+        # Cluster, one batcher per slot, so a slot whose master is down holds up only
+        # the consumes of its own accounts.
+        self._batch = batch
+        self._batcher = self._new_batcher()
+        self._slot_batchers: dict[int, Batcher[_Consume, _Reply]] = {}
+
+    def _new_batcher(self) -> Batcher[_Consume, _Reply]:
+        return Batcher(self._consume_batch, in_flight=2, abandoned=self._abandoned)
 
     # Keys: "{account}" is the hash tag, so one account's keys share a Cluster slot.
-    def _counter(self, account_id: str, service: str, day: date) -> str:
-        return f"{self._prefix}:{{{account_id}}}:u:{service}:{day.isoformat()}"
+    def _counter(self, account_id: str, service: str, day: date | str) -> str:
+        day_text = day if isinstance(day, str) else day.isoformat()
+        return f"{self._prefix}:{{{account_id}}}:u:{service}:{day_text}"
 
-    def _dirty(self, account_id: str) -> str:
-        return f"{self._prefix}:{{{account_id}}}:dirty"
+    def _marker(self, account_id: str) -> str:
+        return f"{self._prefix}:{{{account_id}}}:m"
 
     def _idempotency(self, account_id: str, key: str) -> str:
         return f"{self._prefix}:{{{account_id}}}:i:{key}"
-
-    def _event(self, account_id: str, event_id: str) -> str:
-        return f"{self._prefix}:{{{account_id}}}:e:{event_id}"
-
-    @property
-    def _dirty_accounts(self) -> str:
-        return f"{self._prefix}:dirty-accounts"
 
     async def open(self) -> None:
         """Open the records store, connect to Redis, load the scripts, start flushing."""
@@ -173,13 +211,13 @@ class RedisStore:
             # of them get a half-opened connection.
             await self._call(self._client.initialize)
         else:
-            # Callers beyond the pool wait for a free connection instead of failing; one
-            # immediate retry replaces a connection that died with a Redis restart (the
-            # default backoff would hold requests for seconds while Redis is down).
+            # Callers beyond the pool wait (a bounded time) for a free connection instead
+            # of failing; one immediate retry replaces a connection that died with a
+            # Redis restart (the default backoff would hold requests for seconds).
             pool = aioredis.BlockingConnectionPool.from_url(
                 self._redis_url,
                 max_connections=MAX_CONNECTIONS,
-                timeout=5,
+                timeout=self._timeout,
                 retry=Retry(NoBackoff(), 1),  # per connection: a client's retry is ignored here
                 **options,
             )
@@ -188,20 +226,37 @@ class RedisStore:
         for name in _SCRIPTS:
             source = (package / f"{name}.lua").read_text()
             self._scripts[name] = self._client.register_script(source)
+        with contextlib.suppress(StorageError):
+            await self._measure_clock()
+        marks = await self.records.counter_node_marks()
+        now = _now_us()
+        await self.records.forget_counter_nodes(
+            [node for node, (_, beat) in marks.items() if now - beat > FORGET_NODES_AFTER_US]
+        )
+        await self._flush_once()  # on the roll at once: a rebuild elsewhere waits for us
         self._closing = asyncio.Event()
         self._flusher = asyncio.create_task(self._flush_forever(), name="quotad-redis-flush")
 
     async def close(self) -> None:
-        """Stop the flusher, flush what is left, disconnect."""
+        """Stop the flusher, write what is left to SQL, leave the roll, disconnect."""
         if self._flusher is not None:
             # Asked to stop rather than cancelled: a driver that swallows a cancellation
             # mid-flush would leave a cancelled loop running, and close() waiting, forever.
             self._closing.set()
             await self._flusher
             self._flusher = None
+        for task in list(self._refunds):
+            with contextlib.suppress(Exception):
+                await task
         if self._client is not None:
-            with contextlib.suppress(StorageError):
-                await self.flush()
+            try:
+                await self._flush_once()
+                await self.records.forget_counter_nodes([self._node_id])
+            except StorageError:
+                log.exception(
+                    "closing with changes SQL does not have; they are lost with this node",
+                    days=len(self._journal.pending.days),
+                )
             if self._cluster:
                 await self._client.aclose()
             else:  # the pool was built here, so the client does not close it by itself
@@ -215,11 +270,22 @@ class RedisStore:
             # queues) when hundreds of calls race to open connections to a node.
             async with self._inflight:
                 return await action()
-        except (RedisError, OSError) as exc:
+        except QuotadError:
+            raise
+        except Exception as exc:
+            # Not only RedisError and OSError: a connection torn down mid-call has been
+            # seen to raise AttributeError inside redis-py. Every failure of the driver
+            # is a store failure, answered by the on_store_error policy.
             raise StorageError("the counter store (Redis) could not be reached") from exc
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._call(lambda: self._scripts[name](keys=keys, args=args))
+
+    async def _measure_clock(self) -> None:
+        """How far Redis's clock is from ours: deadlines are checked in Redis's."""
+        sent = time.time()
+        seconds, micros = await self._call(self._client.time)
+        self._clock_offset = seconds + micros / 1e6 - (sent + time.time()) / 2
 
     def throttle(self, rate: float, burst: int) -> RedisThrottle:
         """Token buckets shared by every node, kept in Redis."""
@@ -244,38 +310,266 @@ class RedisStore:
             if self._closing.is_set():
                 return
             try:
-                await self.flush()
+                await self._flush_once()
+                await self._measure_clock()
             except Exception as exc:  # the loop must outlive any outage
-                log.warning("flush to the records store failed; will retry", error=str(exc))
+                log.warning(
+                    "writing counters to the records store failed; will retry", error=str(exc)
+                )
+
+    async def _flush_once(self) -> None:
+        """Write this node's unflushed changes to SQL (and its heartbeat), once."""
+        async with self._flushing:
+            seq, changes = self._journal.take()
+            await self.records.apply_counter_changes(self._node_id, seq, changes, datetime.now(UTC))
+            self._journal.done(seq)
 
     async def flush(self) -> None:
-        """Copy every dirty counter to the records store (absolute values)."""
-        async with self._flushing:
-            await self._drain()
+        """Write every node's unflushed changes to SQL: ours now, the others' waited for."""
+        await asyncio.shield(self._barrier())
 
-    async def _drain(self) -> None:
-        while True:
-            batch = await self._call(lambda: self._client.spop(self._dirty_accounts, 100))
-            if not batch:
-                return
-            for account_id in batch:
-                await self._flush_account(account_id)
+    def _barrier(self) -> asyncio.Task[None]:
+        """A task that ends once every live node has flushed what it had granted before.
 
-    async def _flush_account(self, account_id: str) -> None:
-        dirty = self._dirty(account_id)
-        keys: list[str] = await self._script("take_dirty", [dirty], [])
-        if not keys:
+        Callers that noticed a loss before the task takes its snapshot of the nodes
+        share it: what they need flushed was granted before they noticed.
+        """
+        if self._next_barrier is None:
+            self._next_barrier = asyncio.create_task(self._wait_for_nodes())
+        return self._next_barrier
+
+    async def _wait_for_nodes(self) -> None:
+        self._next_barrier = None  # from here on, a loss noticed needs a later snapshot
+        marks = await self.records.counter_node_marks()
+        await self._flush_once()
+        now = _now_us()
+        # A flush that was under way at the snapshot may have been taken before it: the
+        # one after it was taken after, so it holds everything granted before.
+        waiting = {
+            node: seq + 2
+            for node, (seq, beat) in marks.items()
+            if node != self._node_id and now - beat < self._node_timeout_us
+        }
+        while waiting:
+            await asyncio.sleep(BARRIER_POLL_SECONDS)
+            marks = await self.records.counter_node_marks()
+            now = _now_us()
+            for node, needed in list(waiting.items()):
+                seq, beat = marks.get(node, (needed, now))  # gone: it flushed as it closed
+                if seq >= needed or now - beat >= self._node_timeout_us:
+                    del waiting[node]
+
+    async def _recover(self, account_id: str) -> None:
+        """Rebuild an account this Redis lost, once per loss however many callers ask."""
+        task = self._restores.get(account_id)
+        if task is None:
+            task = asyncio.create_task(self._restore(account_id))
+            self._restores[account_id] = task
+            task.add_done_callback(lambda done: self._restores.pop(account_id, None))
+        await asyncio.shield(task)
+
+    async def _restore(self, account_id: str) -> None:
+        await asyncio.shield(self._barrier())
+        claims = await self.records.live_claims(account_id, datetime.now(UTC))
+        now_ms = int((time.time() + self._clock_offset) * 1000)
+        claims = [claim for claim in claims if claim.expires_ms > now_ms]
+        marker = self._marker(account_id)
+        for start in range(0, max(len(claims), 1), RESTORE_CHUNK):
+            chunk = claims[start : start + RESTORE_CHUNK]
+            last = start + RESTORE_CHUNK >= len(claims)
+            keys = [marker] + [self._idempotency(account_id, claim.key) for claim in chunk]
+            lines = "\n".join(
+                f"{c.fingerprint} {int(c.granted)} {c.used} {c.total} {c.day} {c.expires_ms} "
+                f"{max((c.expires_ms - now_ms) // 1000, 1)}"
+                for c in chunk
+            )
+            await self._script("restore", keys, [lines, "1" if last else "0"])
+        log.warning("rebuilt counters Redis had lost", account_id=account_id, claims=len(claims))
+
+    async def _hydrate(self, account_id: str, service: str, day: date, total: int) -> None:
+        stored = await self.records.usage(account_id, service, day, day)
+        row = stored[0] if stored else UsageDay(day, 0, total)
+        await self._script(
+            "seed",
+            [self._counter(account_id, service, day), self._marker(account_id)],
+            [row.used, row.total, row.rejected, COUNTER_TTL_SECONDS, 0 if stored else 1],
+        )
+
+    # Usage --------------------------------------------------------------------
+    async def consume(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> ConsumeOutcome:
+        """One Lua script: replay or refuse the claim, then add within the total."""
+        day_text = day.isoformat()
+        tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them
+        keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:m"]
+        deadline = CALL_DEADLINE.get()
+        deadline_ms = 0 if deadline is None else int((deadline + self._clock_offset) * 1000)
+        if claim is None:
+            line = f"2 {cost} {total} {day_text} {deadline_ms}"
+        else:
+            keys.append(self._idempotency(account_id, claim.key))
+            now_ms = 0 if now is None else int(now.timestamp() * 1000)
+            expires_ms = int(claim.expires_at.timestamp() * 1000)
+            idem_ttl = max((expires_ms - now_ms) // 1000, 1)
+            idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
+            line = f"3 {cost} {total} {day_text} {deadline_ms} {idem}"
+        request = _Consume(account_id, service, day_text, cost, total, claim, keys, line)
+        batcher = self._batcher
+        if self._cluster:
+            slot = key_slot(keys[1].encode())
+            batcher = self._slot_batchers.get(slot) or self._slot_batchers.setdefault(
+                slot, self._new_batcher()
+            )
+        for _ in range(4):
+            if self._batch:
+                answer = await batcher.submit(request)
+            else:
+                [alone] = await self._consume_batch([request])
+                if isinstance(alone, Exception):
+                    raise alone
+                answer = alone
+            kind = answer[0]
+            if kind == "missing":
+                await self._hydrate(account_id, service, day, total)
+                continue
+            if kind == "lost":
+                await self._recover(account_id)
+                continue
+            if kind == "late":
+                raise StorageError("the counter store (Redis) answered after the deadline")
+            if kind == "conflict":
+                raise Conflict("Idempotency-Key was used with a different request")
+            granted, used, stored_total, stored_day = answer[1:5]
+            return ConsumeOutcome(
+                int(granted) == 1,
+                int(used),
+                int(stored_total),
+                day if stored_day == day_text else date.fromisoformat(stored_day),
+                kind == "replay",
+            )
+        raise StorageError("the day's counter could not be loaded into Redis")
+
+    async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
+        """Run consumes as one script call (all in one slot on a Cluster); note the grants."""
+        keys = [key for request in batch for key in request.keys]
+        lines = "\n".join([request.line for request in batch])
+        replies: list[_Reply] = await self._script("consume", keys, [COUNTER_TTL_SECONDS, lines])
+        journal = self._journal.pending
+        for request, reply in zip(batch, replies, strict=True):
+            if reply[0] != "ok":
+                continue
+            granted = int(reply[1]) == 1
+            day_key = (request.account_id, request.service, request.day)
+            journal.add(day_key, request.cost if granted else 0, 0 if granted else 1, request.total)
+            claim = request.claim
+            if claim is not None:
+                journal.claims[(request.account_id, claim.key)] = StoredClaim(
+                    request.account_id,
+                    claim.key,
+                    claim.fingerprint,
+                    int(claim.expires_at.timestamp() * 1000),
+                    granted,
+                    int(reply[2]),
+                    request.total,
+                    request.day,
+                )
+        return list(replies)
+
+    def _abandoned(self, request: _Consume, reply: _Reply) -> None:
+        """Give back a grant whose caller stopped waiting before it was answered."""
+        if reply[0] != "ok" or int(reply[1]) != 1:
             return
-        try:
-            rows = await self._read_counters(keys)
-            await self.records.put_usage_days(account_id, rows)
-        except Conflict:
-            log.info("dropping counters of a deleted account", account_id=account_id)
-        except Exception:
-            # Put the marks back so the next flush retries these counters.
-            await self._call(lambda: self._client.sadd(dirty, *keys))
-            await self._call(lambda: self._client.sadd(self._dirty_accounts, account_id))
-            raise
+        journal = self._journal.pending
+        journal.add(
+            (request.account_id, request.service, request.day), -request.cost, 0, request.total
+        )
+        keys = request.keys[:2]
+        args: list[Any] = [request.cost]
+        if request.claim is not None:
+            journal.claims[(request.account_id, request.claim.key)] = None
+            keys.append(request.keys[2])
+            args.append(request.claim.fingerprint)
+        task = asyncio.get_running_loop().create_task(self._refund(keys, args))
+        self._refunds.add(task)
+        task.add_done_callback(self._refunds.discard)
+
+    async def _refund(self, keys: list[str], args: list[Any]) -> None:
+        for attempt in range(5):
+            try:
+                await self._script("refund", keys, args)
+            except StorageError:
+                await asyncio.sleep(0.2 * 2**attempt)
+            else:
+                return
+        # SQL is right already (the journal has the refund); Redis holds the units until
+        # the counter is next rebuilt.
+        log.error("could not give a refused call's units back in Redis", key=keys[0])
+
+    async def adjust(
+        self, account_id: str, service: str, day: date, delta: int, total: int
+    ) -> UsageDay:
+        """Add ``delta`` to a day's counter, flooring at zero."""
+        keys = [self._counter(account_id, service, day), self._marker(account_id)]
+        for _ in range(4):
+            answer = await self._script("adjust", keys, [delta, COUNTER_TTL_SECONDS, total])
+            if answer[0] == "missing":
+                await self._hydrate(account_id, service, day, total)
+                continue
+            if answer[0] == "lost":
+                await self._recover(account_id)
+                continue
+            used, stored_total, rejected, applied = (int(v or 0) for v in answer)
+            self._journal.pending.add(
+                (account_id, service, day.isoformat()), applied, 0, stored_total
+            )
+            return UsageDay(day, used, stored_total, rejected)
+        raise StorageError("the day's counter could not be loaded into Redis")
+
+    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
+        """Add unseen events in SQL (de-duplicated there), then to the live counters."""
+        accepted = await self.records.record_new_events(events)
+        by_account: dict[str, list[UsageEvent]] = defaultdict(list)
+        for item in accepted:
+            by_account[item.account_id].append(item)
+        for account_id, items in by_account.items():
+            keys = [self._marker(account_id)]
+            args: list[Any] = [COUNTER_TTL_SECONDS]
+            for item in items:
+                keys.append(self._counter(account_id, item.service, item.day))
+                args += [item.amount, item.total]
+            try:
+                await self._script("events", keys, args)
+            except StorageError:
+                # SQL has them; Redis takes them when it next loads the day (a counter it
+                # holds undercounts them until then).
+                log.warning("events recorded in SQL but not in Redis", account_id=account_id)
+        return EventsOutcome(len(accepted), len(events) - len(accepted))
+
+    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
+        """Write days to SQL, then drop their Redis counters so the next use reloads them.
+
+        Meant for restoring an export while the deployment is quiet: a consume racing
+        with it on the same day may be overwritten by the imported value.
+        """
+        if not rows:
+            return
+        await self.flush()
+        await self.records.put_usage_days(account_id, rows)
+        counters = [self._counter(account_id, service, row.day) for service, row in rows]
+
+        async def drop() -> None:
+            for start in range(0, len(counters), 500):  # one account: one hash slot
+                await self._client.delete(*counters[start : start + 500])
+
+        await self._call(drop)
 
     async def _read_counters(self, keys: list[str]) -> list[tuple[str, UsageDay]]:
         async def read() -> list[Any]:
@@ -293,164 +587,6 @@ class RedisStore:
             rows.append((service, UsageDay(date.fromisoformat(day), used, total, rejected)))
         return rows
 
-    async def _mark_dirty(self, account_id: str) -> None:
-        # Before the change: a crash in between leaves a harmless spare mark, never a
-        # changed counter that no flush will find.
-        await self._call(lambda: self._client.sadd(self._dirty_accounts, account_id))
-
-    async def _hydrate(self, account_id: str, service: str, day: date, total: int) -> None:
-        stored = await self.records.usage(account_id, service, day, day)
-        row = stored[0] if stored else UsageDay(day, 0, total)
-        await self._script(
-            "seed",
-            [self._counter(account_id, service, day)],
-            [row.used, row.total, row.rejected, COUNTER_TTL_SECONDS, 0 if stored else 1],
-        )
-
-    # Usage --------------------------------------------------------------------
-    async def consume(
-        self,
-        account_id: str,
-        service: str,
-        day: date,
-        cost: int,
-        total: int,
-        claim: IdempotencyClaim | None = None,
-        now: datetime | None = None,
-    ) -> ConsumeOutcome:
-        """One Lua script: replay or refuse the claim, then add within the total."""
-        day_text = day.isoformat()
-        tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _dirty build them
-        keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:dirty"]
-        if claim is None:
-            line = f"2 {cost} {total} {day_text}"
-        else:
-            keys.append(self._idempotency(account_id, claim.key))
-            now_ms = 0 if now is None else int(now.timestamp() * 1000)
-            expires_ms = int(claim.expires_at.timestamp() * 1000)
-            idem_ttl = max((expires_ms - now_ms) // 1000, 1)
-            idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
-            line = f"3 {cost} {total} {day_text} {idem}"
-        request = _Consume(account_id, keys, line)
-        for _ in range(3):
-            if self._batcher is not None:
-                answer = await self._batcher.submit(request)
-            else:
-                [alone] = await self._consume_batch([request])
-                if isinstance(alone, Exception):
-                    raise alone
-                answer = alone
-            if answer[0] == "missing":
-                await self._hydrate(account_id, service, day, total)
-                continue
-            if answer[0] == "conflict":
-                raise Conflict("Idempotency-Key was used with a different request")
-            granted, used, stored_total, stored_day = answer[1:5]
-            return ConsumeOutcome(
-                int(granted) == 1,
-                int(used),
-                int(stored_total),
-                day if stored_day == day_text else date.fromisoformat(stored_day),
-                answer[0] == "replay",
-            )
-        raise StorageError("the day's counter could not be loaded into Redis")
-
-    async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
-        """Run consumes as one script call per Cluster slot; one reply per consume."""
-        if not self._cluster:  # one round trip: the script marks the dirty accounts too
-            keys = [self._dirty_accounts]
-            for request in batch:
-                keys += request.keys
-            lines = "\n".join([request.line for request in batch])
-            args = [COUNTER_TTL_SECONDS, len(self._prefix) + 3, lines]
-            replies: list[_Reply] = await self._script("consume", keys, args)
-            return list(replies)
-        # The set of dirty accounts has a slot of its own: marked first, in a call of its
-        # own (a crash in between leaves a harmless spare mark).
-        accounts = list({request.account_id for request in batch})
-        await self._call(lambda: self._client.sadd(self._dirty_accounts, *accounts))
-        groups: dict[int, list[int]] = defaultdict(list)
-        for index, request in enumerate(batch):
-            groups[key_slot(request.keys[0].encode())].append(index)
-
-        async def run(indexes: list[int]) -> list[_Reply]:
-            keys = [key for i in indexes for key in batch[i].keys]
-            lines = "\n".join([batch[i].line for i in indexes])
-            replies: list[_Reply] = await self._script(
-                "consume", keys, [COUNTER_TTL_SECONDS, 0, lines]
-            )
-            return replies
-
-        replies = await asyncio.gather(*(run(indexes) for indexes in groups.values()))
-        answers: list[_Reply | Exception] = [[] for _ in batch]
-        for indexes, group_replies in zip(groups.values(), replies, strict=True):
-            for index, reply in zip(indexes, group_replies, strict=True):
-                answers[index] = reply
-        return answers
-
-    async def adjust(
-        self, account_id: str, service: str, day: date, delta: int, total: int
-    ) -> UsageDay:
-        """Add ``delta`` to a day's counter, flooring at zero."""
-        keys = [self._counter(account_id, service, day), self._dirty(account_id)]
-        await self._mark_dirty(account_id)
-        for _ in range(3):
-            answer = await self._script("adjust", keys, [delta, COUNTER_TTL_SECONDS, total])
-            if answer[0] == "missing":
-                await self._hydrate(account_id, service, day, total)
-                continue
-            return UsageDay(day, int(answer[0]), int(answer[1]), int(answer[2] or 0))
-        raise StorageError("the day's counter could not be loaded into Redis")
-
-    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
-        """Add unseen events, one atomic script per account (retries are de-duplicated)."""
-        by_account: dict[str, list[UsageEvent]] = defaultdict(list)
-        for item in events:
-            by_account[item.account_id].append(item)
-        accepted = 0
-        for account_id, items in by_account.items():
-            keys = [self._dirty(account_id)]
-            args: list[Any] = [EVENT_DEDUP_SECONDS, COUNTER_TTL_SECONDS]
-            for item in items:
-                keys += [
-                    self._event(account_id, item.id),
-                    self._counter(account_id, item.service, item.day),
-                ]
-                args += [item.amount, item.total]
-            await self._mark_dirty(account_id)
-            totals: dict[tuple[str, date], int] = {}
-            for item in items:  # a new day takes the total of its first event, as in SQL
-                totals.setdefault((item.service, item.day), item.total)
-            for _ in range(len(totals) + 2):
-                answer = await self._script("events", keys, args)
-                if answer[0] == "missing":
-                    _, service, day_text = answer[1].rsplit(":", 2)
-                    day = date.fromisoformat(day_text)
-                    await self._hydrate(account_id, service, day, totals[(service, day)])
-                    continue
-                accepted += int(answer[1])
-                break
-            else:
-                raise StorageError("the day's counters could not be loaded into Redis")
-        return EventsOutcome(accepted, len(events) - accepted)
-
-    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
-        """Write days to SQL, then drop their Redis counters so the next use reloads them.
-
-        Meant for restoring an export while the deployment is quiet: a consume racing
-        with it on the same day may be overwritten by the imported value.
-        """
-        if not rows:
-            return
-        await self.records.put_usage_days(account_id, rows)
-        counters = [self._counter(account_id, service, row.day) for service, row in rows]
-
-        async def drop() -> None:
-            for start in range(0, len(counters), 500):  # one account: one hash slot
-                await self._client.delete(*counters[start : start + 500])
-
-        await self._call(drop)
-
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Durable days from SQL, overlaid with the live counters Redis holds."""
         stored = {row.day: row for row in await self.records.usage(account_id, service, start, end)}
@@ -460,13 +596,13 @@ class RedisStore:
         return [stored[day] for day in sorted(stored)]
 
     async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
-        """Every usage day, after flushing the live counters to SQL."""
+        """Every usage day, once every node has written its changes to SQL."""
         await self.flush()
         async for item in self.records.export_usage():
             yield item
 
     async def delete_account(self, account_id: str) -> None:
-        """Delete the account's records, then its counters."""
+        """Delete the account's records, then its counters (its marker too)."""
         await self.records.delete_account(account_id)
         pattern = f"{self._prefix}:{{{account_id}}}:*"
 
@@ -523,8 +659,14 @@ class RedisStore:
         await self.records.delete_plan(plan_id)
 
     async def create_account(self, account: Account) -> None:
-        """Add an account."""
+        """Add an account, its counters known whole in Redis from the start."""
         await self.records.create_account(account)
+        # A new account has no usage anywhere, so its first call needs no rebuild (which
+        # waits for every node to flush). Without the marker it just gets one.
+        try:
+            await self._call(lambda: self._client.set(self._marker(account.id), "1"))
+        except StorageError:
+            log.warning("Redis unreachable: the new account is rebuilt on first use")
 
     async def get_account(self, account_id: str) -> Account | None:
         """An account."""

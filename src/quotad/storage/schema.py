@@ -125,3 +125,15 @@ gauges = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("usage", sa.BigInteger, nullable=False),
 )
+
+# The quotad nodes of a Redis deployment, each with the last batch of counter changes it
+# has written here (``seq``) and when it last wrote one. A node that finds an account's
+# counters lost in Redis waits until every live node has written what it granted before
+# rebuilding them from here (see ``storage/redis_journal.py``).
+counter_nodes = sa.Table(
+    "counter_nodes",
+    metadata,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
+)

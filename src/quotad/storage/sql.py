@@ -18,14 +18,16 @@ statement, so a batch costs the same few statements whatever its size.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -54,6 +56,7 @@ from quotad.storage.day_batches import Consume, SqliteDayWriter, decide, first_t
 from quotad.storage.schema import (
     accounts,
     api_keys,
+    counter_nodes,
     gauges,
     idempotency,
     plans,
@@ -62,8 +65,10 @@ from quotad.storage.schema import (
     usage_days,
     usage_events,
 )
+from quotad.storage.write_behind import Changes, StoredClaim
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = structlog.get_logger("quotad.storage.sql")
 
 
 def to_micros(instant: datetime) -> int:
@@ -127,7 +132,11 @@ def _driver_url(url: str) -> sa.URL:
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+psycopg")
+        # A server that stops answering (packets dropped, not refused) would hold a
+        # connection for the kernel's retransmission time, about 15 minutes: these make
+        # it fail within seconds. The URL's own values win.
+        query = {**_PG_LIVENESS, **parsed.query}
+        return parsed.set(drivername="postgresql+psycopg", query=query)
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             msg = (
@@ -139,6 +148,14 @@ def _driver_url(url: str) -> sa.URL:
     raise ValueError(msg)
 
 
+_PG_LIVENESS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
 SQLITE_BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one
 
 
@@ -200,9 +217,28 @@ class SqlStore:
                 "rejected": write_days.excluded.rejected,
             },
         )
-        self._batcher: Batcher[Consume, ConsumeOutcome] | None = (
-            Batcher(self._consume_batch) if batch else None
+        add_days = self._insert(usage_days)
+        added = usage_days.c.used + sa.bindparam("d_used")
+        self._add_days = add_days.on_conflict_do_update(
+            index_elements=["account_id", "service", "day"],
+            set_={
+                "used": sa.case((added < 0, 0), else_=added),
+                "rejected": usage_days.c.rejected + sa.bindparam("d_rejected"),
+                "total": add_days.excluded.total,
+            },
         )
+        put_claims = self._insert(idempotency)
+        self._put_claims = put_claims.on_conflict_do_update(
+            index_elements=["account_id", "key"],
+            set_={
+                name: put_claims.excluded[name]
+                for name in ("fingerprint", "expires_at", "granted", "used", "total", "day")
+            },
+        )
+        self._batcher: Batcher[Consume, ConsumeOutcome] | None = (
+            Batcher(self._consume_batch, abandoned=self._abandoned) if batch else None
+        )
+        self._refunds: set[asyncio.Task[None]] = set()
         self._days: SqliteDayWriter | None = None  # SQLite's batches, on a thread of their own
         self._key_records = (
             sa.select(api_keys, accounts, plans)
@@ -249,6 +285,9 @@ class SqlStore:
 
     async def close(self) -> None:
         """Dispose of the engines (one on PostgreSQL, two on SQLite)."""
+        for task in list(self._refunds):
+            with suppress(Exception):
+                await task
         if self._days is not None:
             await self._days.close()
             self._days = None
@@ -533,6 +572,44 @@ class SqlStore:
         async with self._write() as conn:
             return await self._consume_one(conn, request)
 
+    def _abandoned(self, request: Consume, outcome: ConsumeOutcome) -> None:
+        """Give back a grant committed after its caller stopped waiting (it was told 503)."""
+        if outcome.granted and not outcome.replayed:
+            task = asyncio.get_running_loop().create_task(self._refund(request))
+            self._refunds.add(task)
+            task.add_done_callback(self._refunds.discard)
+
+    async def _refund(self, request: Consume) -> None:
+        where = sa.and_(
+            usage_days.c.account_id == request.account_id,
+            usage_days.c.service == request.service,
+            usage_days.c.day == request.day.isoformat(),
+        )
+        less = usage_days.c.used - request.cost
+        for attempt in range(8):
+            try:
+                async with self._write() as conn:
+                    await conn.execute(
+                        usage_days.update()
+                        .where(where)
+                        .values(used=sa.case((less < 0, 0), else_=less))
+                    )
+                    if request.claim is not None:  # a retry of the call is decided afresh
+                        await conn.execute(
+                            idempotency.delete()
+                            .where(idempotency.c.account_id == request.account_id)
+                            .where(idempotency.c.key == request.claim.key)
+                            .where(idempotency.c.fingerprint == request.claim.fingerprint)
+                        )
+            except StorageError:
+                await asyncio.sleep(min(0.25 * 2**attempt, 10))
+            else:
+                return
+        log.error(
+            "could not give back a grant whose caller was answered 503",
+            account_id=request.account_id,
+        )
+
     async def _consume_batch(self, batch: list[Consume]) -> list[ConsumeOutcome | Exception]:
         try:
             if self._days is not None and all(request.claim is None for request in batch):
@@ -720,7 +797,12 @@ class SqlStore:
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
         """Add unseen events to their days, in one transaction."""
-        accepted = 0
+        accepted = await self.record_new_events(events)
+        return EventsOutcome(len(accepted), len(events) - len(accepted))
+
+    async def record_new_events(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        """Add unseen events to their days, in one transaction; the events that were new."""
+        accepted = []
         async with self._write() as conn:
             for item in events:
                 new = await _affects_a_row(
@@ -735,7 +817,7 @@ class SqlStore:
                 )
                 if not new:
                     continue
-                accepted += 1
+                accepted.append(item)
                 stmt = self._insert(usage_days).values(
                     account_id=item.account_id,
                     service=item.service,
@@ -750,7 +832,7 @@ class SqlStore:
                         set_={"used": usage_days.c.used + item.amount},
                     )
                 )
-        return EventsOutcome(accepted, len(events) - accepted)
+        return accepted
 
     async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
         """Store days' absolute values (the write-behind of a counter store)."""
@@ -804,6 +886,108 @@ class SqlStore:
             await conn.execute(
                 usage_events.delete().where(usage_events.c.recorded_at < to_micros(events_before))
             )
+
+    # Write-behind of a counter store (see storage/write_behind.py) -----------
+    async def apply_counter_changes(
+        self, node_id: str, seq: int, changes: Changes, now: datetime
+    ) -> None:
+        """Add a node's flush ``seq`` to the days and claims, once, in one transaction.
+
+        A flush already applied (its commit went unanswered, and the node sent it again)
+        only refreshes the node's heartbeat. Changes of accounts deleted meanwhile are
+        dropped.
+        """
+        beat = to_micros(now)
+        where = counter_nodes.c.node_id == node_id
+        async with self._write() as conn:
+            applied = await conn.scalar(sa.select(counter_nodes.c.seq).where(where))
+            if applied is None:
+                await conn.execute(
+                    counter_nodes.insert().values(node_id=node_id, seq=seq, heartbeat_at=beat)
+                )
+            else:
+                await conn.execute(
+                    counter_nodes.update()
+                    .where(where)
+                    .values(seq=max(seq, int(applied)), heartbeat_at=beat)
+                )
+                if applied >= seq:
+                    return
+            if not changes:
+                return
+            named = {key[0] for key in changes.days} | {key[0] for key in changes.claims}
+            present = set(
+                await conn.scalars(sa.select(accounts.c.id).where(accounts.c.id.in_(named)))
+            )
+            days = [
+                {
+                    "account_id": account_id,
+                    "service": service,
+                    "day": day,
+                    "used": max(delta.used, 0),
+                    "total": delta.total,
+                    "rejected": delta.rejected,
+                    "d_used": delta.used,
+                    "d_rejected": delta.rejected,
+                }
+                for (account_id, service, day), delta in changes.days.items()
+                if account_id in present
+            ]
+            if days:
+                await conn.execute(self._add_days, days)
+            stored, dropped = [], []
+            for (account_id, key), claim in changes.claims.items():
+                if account_id not in present:
+                    continue
+                if claim is None:
+                    dropped.append((account_id, key))
+                else:
+                    stored.append(_claim_values(claim))
+            if stored:
+                await conn.execute(self._put_claims, stored)
+            if dropped:
+                await conn.execute(
+                    idempotency.delete().where(
+                        sa.tuple_(idempotency.c.account_id, idempotency.c.key).in_(dropped)
+                    )
+                )
+
+    async def counter_node_marks(self) -> dict[str, tuple[int, int]]:
+        """Each counter node's last flush and heartbeat (microseconds)."""
+        async with self._read() as conn:
+            rows = await conn.execute(sa.select(counter_nodes))
+            return {row.node_id: (int(row.seq), int(row.heartbeat_at)) for row in rows}
+
+    async def forget_counter_nodes(self, node_ids: list[str]) -> None:
+        """Remove nodes that stopped (or died long ago) from the write-behind roll."""
+        if node_ids:
+            async with self._write() as conn:
+                await conn.execute(
+                    counter_nodes.delete().where(counter_nodes.c.node_id.in_(node_ids))
+                )
+
+    async def live_claims(self, account_id: str, now: datetime) -> list[StoredClaim]:
+        """An account's answered Idempotency-Keys that have not expired."""
+        query = (
+            idempotency.select()
+            .where(idempotency.c.account_id == account_id)
+            .where(idempotency.c.expires_at > to_micros(now))
+            .where(idempotency.c.granted.is_not(None))
+        )
+        async with self._read() as conn:
+            return [
+                StoredClaim(
+                    row.account_id,
+                    row.key,
+                    row.fingerprint,
+                    int(row.expires_at) // 1000,
+                    bool(row.granted),
+                    int(row.used),
+                    int(row.total),
+                    row.day,
+                )
+                for row in await conn.execute(query)
+            ]
 
     # Gauges -----------------------------------------------------------------
     async def gauges(self, account_id: str) -> dict[str, int]:
@@ -955,6 +1139,19 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         revoked_at=_opt_dt(row.revoked_at),
         replaced_by=row.replaced_by,
     )
+
+
+def _claim_values(claim: StoredClaim) -> dict[str, Any]:
+    return {
+        "account_id": claim.account_id,
+        "key": claim.key,
+        "fingerprint": claim.fingerprint,
+        "expires_at": claim.expires_ms * 1000,
+        "granted": claim.granted,
+        "used": claim.used,
+        "total": claim.total,
+        "day": claim.day,
+    }
 
 
 def _usage_day(row: sa.Row[Any]) -> UsageDay:

@@ -1,24 +1,33 @@
 -- Atomic consumes, decided one after the other in the order given. On a Redis Cluster
 -- every key of one call shares a slot (callers group consumes by slot; each account's
 -- keys carry its hash tag); a single Redis takes any mix of accounts in one call.
--- KEYS: [the set of dirty accounts, when ARGV[2] > 0], then per consume: its counter hash
---   (used, total, rejected), its account's dirty set "<prefix>:{<account>}:dirty", and
---   with an Idempotency-Key its idempotency hash.
+-- KEYS, per consume: its counter hash (used, total, rejected), its account's marker
+--   "<prefix>:{<account>}:m", and with an Idempotency-Key its idempotency hash.
 -- ARGV[1] counter_ttl_s
--- ARGV[2] where the account starts in a dirty set's name (the prefix's length + 3), or 0
---   on a Cluster, where the caller marks the dirty accounts itself
--- ARGV[3] the consumes, one line each: "2 cost total day", or with an Idempotency-Key
---   "3 cost total day fingerprint idem_expires_ms now_ms idem_ttl_s" (the first field
---   counts the consume's keys). One argument for the whole batch: each argument is
---   encoded one by one by the client, which made them the costly part of a batch.
+-- ARGV[2] the consumes, one line each: "2 cost total day deadline_ms", or with an
+--   Idempotency-Key "3 cost total day deadline_ms fingerprint idem_expires_ms now_ms
+--   idem_ttl_s" (the first field counts the consume's keys). One argument for the whole
+--   batch: each argument is encoded one by one by the client, which made them the costly
+--   part of a batch.
 -- Returns one reply per consume:
---   {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"}
+--   {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"} | {"lost"}
+--   | {"late"}
 -- Numbers go back as integer replies or as the caller's own text, never through Lua's
 -- tostring (which writes 1e+15 for large ones).
 local counter_ttl = ARGV[1]
-local account_at = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
-local function consume(counter, dirty, idem, cost, total_text, day, fp, expires, now, idem_ttl)
+local function consume(counter, marker, idem, cost, total_text, day, deadline, fp, expires,
+                       now, idem_ttl)
+  -- The caller stopped waiting at its deadline (in this server's clock) and answered
+  -- 503 or an uncounted allow: a script that runs later (a Redis paused, then resumed)
+  -- must not charge the call after all.
+  if deadline > 0 and now_ms > deadline then return {'late'} end
+  -- The account's marker is written once its counters are known to be whole: without
+  -- it, this Redis lost them (restart, failover, FLUSHALL) and the caller rebuilds them
+  -- from SQL once every node's unflushed grants are there.
+  if redis.call('EXISTS', marker) == 0 then return {'lost'} end
   local total = tonumber(total_text)
   if idem then
     local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires')
@@ -27,8 +36,7 @@ local function consume(counter, dirty, idem, cost, total_text, day, fp, expires,
       return {'replay', seen[2], seen[3], seen[4], seen[5]}
     end
   end
-  -- A day the counters do not hold (new, or lost with a Redis restart) is loaded from
-  -- SQL by the caller first, so a restart never starts a day again from zero.
+  -- A day the counters do not hold yet is loaded from SQL by the caller first.
   if redis.call('EXISTS', counter) == 0 then return {'missing'} end
   local used = tonumber(redis.call('HGET', counter, 'used'))
   local granted = 0
@@ -41,7 +49,6 @@ local function consume(counter, dirty, idem, cost, total_text, day, fp, expires,
   redis.call('HSET', counter, 'total', total_text)
   redis.call('HDEL', counter, 'fresh')
   redis.call('EXPIRE', counter, counter_ttl)
-  redis.call('SADD', dirty, counter)
   if idem then
     redis.call('HSET', idem, 'fp', fp, 'granted', granted, 'used', string.format('%d', used),
                'total', total_text, 'day', day, 'expires', expires)
@@ -50,25 +57,14 @@ local function consume(counter, dirty, idem, cost, total_text, day, fp, expires,
   return {'ok', granted, used, total_text, day}
 end
 
-local consumes, k = {}, 1
-if account_at > 0 then k = 2 end
-for line in string.gmatch(ARGV[3], '[^\n]+') do
-  local count, cost, total, day, fp, expires, now, idem_ttl = string.match(
-    line, '^(%d) (%d+) (%d+) (%S+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
+local replies, k = {}, 1
+for line in string.gmatch(ARGV[2], '[^\n]+') do
+  local count, cost, total, day, deadline, fp, expires, now, idem_ttl = string.match(
+    line, '^(%d) (%d+) (%d+) (%S+) (%d+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
   local idem = nil
   if count == '3' then idem = KEYS[k + 2] end
-  consumes[#consumes + 1] = {KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day, fp,
-    expires, now, idem_ttl}
+  replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day,
+    tonumber(deadline), fp, expires, now, idem_ttl)
   k = k + tonumber(count)
 end
-
-if account_at > 0 then
-  -- Marked before any change, in the same step: no changed counter goes unflushed.
-  local accounts = {}
-  for i, c in ipairs(consumes) do accounts[i] = string.sub(c[2], account_at, -8) end
-  redis.call('SADD', KEYS[1], unpack(accounts))
-end
-
-local replies = {}
-for i, c in ipairs(consumes) do replies[i] = consume(unpack(c, 1, 10)) end
 return replies
