@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -15,11 +15,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from quotad.api.app import create_app
-from quotad.asgi import QuotadMiddleware, RemoteBackend, mount_usage_endpoints
+from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend, mount_usage_endpoints
 from quotad.domain import keys
+from quotad.domain.models import Overrides, Quota
 from quotad.proxy import build_proxy
+from quotad.service import admin
 from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
+from quotad.settings import Settings
 from quotad.storage import store_from_url
 from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment, make_settings, seed
 from tests.processes import Spec, provision_store, quotad_spec, running_all
@@ -223,3 +226,62 @@ async def test_a_quotad_429_reaches_the_client_as_429(front: str) -> None:
         assert "failed authentications" in second.json()["note"]
     await remote.close()
     await ctx.store.close()
+
+
+# Which key header wins -------------------------------------------------------------------
+async def test_a_key_in_either_header_authenticates_and_two_different_keys_are_400(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """Basic + a valid x-api-key is 200, one key in both headers too; two different keys are 400."""
+    other = await seed(client, "globex")
+    for path, key_status in (("/v1/usages", 401), ("/usage/insights", 403)):
+        with_basic = await client.get(path, headers={**BASIC, "x-api-key": deployment.key})
+        assert with_basic.status_code == 200, with_basic.text
+        same = await client.get(path, headers={**deployment.bearer, "x-api-key": deployment.key})
+        assert same.status_code == 200, same.text
+        two = await client.get(path, headers={**other.bearer, "x-api-key": deployment.key})
+        body = assert_error(two, 400, "VALIDATION_FAILED")
+        assert [item["path"] for item in body["validationErrors"]] == ["/header/x-api-key"]
+        assert deployment.key not in two.text
+        assert other.key not in two.text
+        assert_error(await client.get(path, headers=BASIC), key_status, "INVALID_AUTHORIZATION")
+
+
+@pytest.fixture
+async def embedded() -> AsyncIterator[tuple[EmbeddedBackend, list[str]]]:
+    """An embedded backend on the memory store with two accounts' keys."""
+    settings = Settings(_env_file=None, store_url="memory://")
+    ctx = Context(store_from_url("memory://"), settings)
+    await ctx.store.open()
+    await admin.create_service(ctx, "insights", "")
+    await admin.create_plan(ctx, "p", {"insights": Quota(10)}, [], "")
+    secrets = []
+    for account in ("acme", "globex"):
+        await admin.create_account(ctx, account, account.title(), "p", "UTC", Overrides())
+        secrets.append((await admin.create_key(ctx, account, "k")).secret)
+    yield EmbeddedBackend(ctx=ctx), secrets
+    await ctx.store.close()
+
+
+@pytest.mark.parametrize("front", ["middleware", "proxy"])
+async def test_the_header_rule_holds_in_the_middleware_and_the_proxy(
+    front: str, embedded: tuple[EmbeddedBackend, list[str]]
+) -> None:
+    """Metered and usage routes: Basic + x-api-key passes; two different keys are 400."""
+    backend, (key, other) = embedded
+    app = fronted(front, backend)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://app"
+    ) as http:
+        for path in ("/hello", "/v1/usages"):
+            passed = await http.get(path, headers={**BASIC, "x-api-key": key})
+            assert passed.status_code == 200, passed.text
+            same = await http.get(
+                path, headers={"Authorization": f"Bearer {key}", "x-api-key": key}
+            )
+            assert same.status_code == 200, same.text
+            two = await http.get(
+                path, headers={"Authorization": f"Bearer {other}", "x-api-key": key}
+            )
+            body = assert_error(two, 400, "VALIDATION_FAILED")
+            assert [item["path"] for item in body["validationErrors"]] == ["/header/x-api-key"]
