@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -25,7 +26,7 @@ from quotad.service.throttle import FailureBudget
 from quotad.settings import Settings
 from quotad.storage import store_from_url
 from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment, make_settings, seed
-from tests.processes import Spec, provision_store, quotad_spec, running_all
+from tests.processes import BIN, Running, Spec, provision_store, quotad_spec, running_all
 from tests.test_dashboard import sign_in
 from tests.test_middleware import EXAMPLE, Example
 
@@ -226,6 +227,57 @@ async def test_a_quotad_429_reaches_the_client_as_429(front: str) -> None:
         assert "failed authentications" in second.json()["note"]
     await remote.close()
     await ctx.store.close()
+
+
+# X-Forwarded-For only from configured proxies -------------------------------------------
+def quotad_server(name: str, workdir: Path, **env: str) -> Spec:
+    """``quotad serve`` on its own SQLite file, allowing 3 failures a minute."""
+    argv = [str(BIN / "quotad"), "serve", "--store", f"sqlite:///{workdir / name}.db"]
+    return Spec(argv, name, env={"QUOTAD_AUTH_FAILURES_PER_MINUTE": "3", **env})
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Running]]:
+    """Two quotad servers: trusting no proxy (the default), and trusting 127.0.0.1 and 127.0.0.2/31."""
+    workdir = tmp_path_factory.mktemp("forwarded")
+    specs = (
+        quotad_server("untrusting", workdir),
+        quotad_server("trusting", workdir, QUOTAD_TRUSTED_PROXIES="127.0.0.1, 127.0.0.2/31"),
+    )
+    with running_all(workdir, *specs) as handles:
+        yield {spec.name: handle for spec, handle in zip(specs, handles, strict=True)}
+
+
+def failed_reads_from(server: Running, peer: str, forwarded: list[str]) -> list[int]:
+    """Statuses of failed customer reads sent from ``peer``, one per X-Forwarded-For value."""
+    transport = httpx2.HTTPTransport(local_address=peer)
+    with httpx2.Client(base_url=server.base, transport=transport, timeout=10) as http:
+        return [
+            http.get("/v1/usages", headers={**guess(), "X-Forwarded-For": value}).status_code
+            for value in forwarded
+        ]
+
+
+@pytest.mark.slow
+def test_rotating_x_forwarded_for_does_not_reset_the_budget(
+    servers: dict[str, Running],
+) -> None:
+    """Without trusted proxies, a local client's X-Forwarded-For is ignored: the 4th failure is 429."""
+    rotating = [f"10.0.0.{n}" for n in range(6)]
+    assert failed_reads_from(servers["untrusting"], "127.0.0.1", rotating) == [401] * 3 + [429] * 3
+
+
+@pytest.mark.slow
+def test_x_forwarded_for_from_a_trusted_proxy_is_honoured(servers: dict[str, Running]) -> None:
+    """From a peer in QUOTAD_TRUSTED_PROXIES each forwarded address has its own budget."""
+    server = servers["trusting"]
+    for peer in ("127.0.0.1", "127.0.0.3"):  # an address, and one of a network
+        rotating = [f"10.{peer[-1]}.0.{n}" for n in range(6)]
+        assert failed_reads_from(server, peer, rotating) == [401] * 6
+    same = ["10.9.9.9"] * 4
+    assert failed_reads_from(server, "127.0.0.1", same) == [401] * 3 + [429]
+    untrusted = [f"10.4.0.{n}" for n in range(4)]  # 127.0.0.4 is not a trusted proxy
+    assert failed_reads_from(server, "127.0.0.4", untrusted) == [401] * 3 + [429]
 
 
 # Which key header wins -------------------------------------------------------------------
