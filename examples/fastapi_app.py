@@ -29,6 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from quotad.api.server import proxy_options
 from quotad.asgi import (
     EmbeddedBackend,
     QuotaBackend,
@@ -131,7 +132,10 @@ def main() -> None:
         print(f"  curl -i {base}/insights/ai -H 'Authorization: Bearer {key}'")
         print(f"  curl -s '{base}/insights/ai?include_quota=true' -H 'x-api-key: {key}'")
         print(f"  curl -s {base}/usage/insights -H 'x-api-key: {key}'")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # X-Forwarded-For only from QUOTAD_TRUSTED_PROXIES: the failure budget of the usage
+    # endpoints counts by address, and uvicorn's default believes any local client.
+    forwarded = proxy_options(Settings().trusted_proxies)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **forwarded)
 
 
 if __name__ == "__main__":

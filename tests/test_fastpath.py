@@ -559,16 +559,18 @@ async def test_a_body_longer_than_declared_is_the_routes_to_answer(twins: Twins)
     await same_answer(twins, headers, body, answered_by="route", length=False)
 
 
-async def test_a_spent_failure_budget_is_the_routes_to_answer(clock: FakeClock) -> None:
-    """After too many bad tokens, even the right one gets the route's 429 with Retry-After."""
+async def test_a_spent_failure_budget_refuses_wrong_tokens_only(clock: FakeClock) -> None:
+    """After too many bad tokens, a bad one gets the route's 429; the right one the fast 200."""
     twins = await make_twins(clock, auth_failures_per_minute=2)
     wrong = [JSON, (b"authorization", b"Bearer wrong-token")]
     for _ in range(2):
         refused = await same_answer(twins, wrong, verify_body(twins.key), answered_by="route")
         assert refused.status == 401
-    limited = await same_answer(twins, [JSON, TOKEN], verify_body(twins.key), answered_by="route")
+    limited = await same_answer(twins, wrong, verify_body(twins.key), answered_by="route")
     assert limited.status == 429
     assert any(name == b"retry-after" for name, _ in limited.headers)
+    served = await same_answer(twins, [JSON, TOKEN], verify_body(twins.key), answered_by="fast")
+    assert served.status == 200
 
 
 async def test_a_request_under_a_root_path_is_left_to_routing(twins: Twins) -> None:

@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from quotad.api.app import create_app
 from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend, mount_usage_endpoints
 from quotad.domain import keys
 from quotad.domain.models import Overrides, Quota
@@ -24,6 +25,8 @@ from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings
 from quotad.storage import store_from_url
+from tests.conftest import ADMIN_TOKEN as TEST_TOKEN
+from tests.conftest import make_settings
 from tests.processes import (
     ADMIN_TOKEN,
     ROOT,
@@ -363,14 +366,22 @@ async def test_an_unreachable_quotad_answers_503() -> None:
     assert answer.json()["error"] == "SERVICE_UNAVAILABLE"
 
 
-async def test_an_unknown_service_is_a_misconfiguration_500(backend: KeyedBackend) -> None:
-    """Metering a service quotad does not know answers 500, not the caller's fault."""
-    app = Starlette(routes=[Route("/hello", hello)])
-    app.add_middleware(QuotadMiddleware, service="nope", backend=backend)
-    transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
-        answer = await client.get("/hello", headers=bearer(backend.key))
-    assert (answer.status_code, answer.json()["error"]) == (500, "INTERNAL_SERVER_ERROR")
+async def test_an_unknown_service_gets_quotads_own_answer(backend: KeyedBackend) -> None:
+    """Metering a service quotad does not know answers quotad's 404, embedded and remote alike."""
+    ctx = Context(store_from_url("memory://"), make_settings("memory://"))
+    await ctx.store.open()
+    quotad = httpx2.ASGITransport(app=create_app(ctx, manage_store=False))
+    remote = RemoteBackend("http://quotad", TEST_TOKEN, transport=quotad)
+    for chosen in (backend, remote):
+        app = Starlette(routes=[Route("/hello", hello)])
+        app.add_middleware(QuotadMiddleware, service="nope", backend=chosen)
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+            answer = await client.get("/hello", headers=bearer(backend.key))
+        assert (answer.status_code, answer.json()["error"]) == (404, "NOT_FOUND")
+        assert set(answer.json()) == ERROR_KEYS
+    await remote.close()
+    await ctx.store.close()
 
 
 async def test_a_json_body_over_the_buffer_limit_passes_unchanged(backend: KeyedBackend) -> None:

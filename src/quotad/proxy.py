@@ -197,5 +197,6 @@ def proxy_command(
         app,
         settings.host,
         settings.port,
+        settings.trusted_proxies,
         server_header=False,  # the upstream's Server header is passed on instead
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotad.domain import keys
 
@@ -64,6 +65,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Failed authentications a client (IP) may make per minute before 429 (0: off).",
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated IPs or CIDR networks of the proxies in front of quotad whose "
+            "X-Forwarded-For / X-Forwarded-Proto are believed. Empty (the default): the "
+            "connection's peer address is the client, whatever the headers say."
+        ),
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Bodies larger than this are refused with 413."
     )
@@ -74,6 +83,32 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON unless stderr is a terminal."
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_shape(cls, value: list[str]) -> list[str]:
+        # A typo must not pass silently (uvicorn would take it for a host name), and a
+        # network with host bits set is normalised, as uvicorn parses networks strictly.
+        normalised = []
+        for item in value:
+            try:
+                parsed = (
+                    ipaddress.ip_network(item, strict=False)
+                    if "/" in item
+                    else ipaddress.ip_address(item)
+                )
+            except ValueError:
+                msg = f"trusted_proxies: {item!r} is not an IP address or CIDR network"
+                raise ValueError(msg) from None
+            normalised.append(str(parsed))
+        return normalised
 
     @field_validator("key_prefix")
     @classmethod

@@ -22,8 +22,9 @@ from quotad.service.context import Context
 DESCRIPTION = """\
 Usage metering and quotas for API providers.
 
-* **Customer API** (the account's API key, as `Authorization: Bearer` or `x-api-key`):
-  `GET /v1/usages`, `GET /usage/{service}`.
+* **Customer API** (the account's API key, as `Authorization: Bearer` or `x-api-key`;
+  both must carry the same key, and another `Authorization` scheme beside `x-api-key` is
+  ignored): `GET /v1/usages`, `GET /usage/{service}`.
 * **Operator API** (the operator token as `Authorization: Bearer`): `/admin/v1/…`,
   `POST /v1/verify`, `POST /v1/events`.
 

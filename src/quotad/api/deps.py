@@ -43,7 +43,11 @@ Ctx = Annotated[Context, Depends(get_ctx)]
 
 
 def client_host(scope: MutableMapping[str, Any]) -> str:
-    """The address the failure budget counts a request against (as ``request.client``)."""
+    """The address the failure budget counts a request against (as ``request.client``).
+
+    The connection's peer, unless it is one of ``QUOTAD_TRUSTED_PROXIES``: then the
+    server (``quotad.api.server.proxy_options``) has put the forwarded client here.
+    """
     client = scope.get("client")
     if client is None:
         return "unknown"
@@ -58,13 +62,11 @@ def _client(request: Request) -> str:
 async def operator(
     request: Request, ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
 ) -> None:
-    """Admit only the operator token; clients that keep failing are slowed down."""
-    client = _client(request)
-    ctx.failures.check(client)
+    """Admit only the operator token; clients that keep failing get 429 for their failures."""
     try:
         await auth.authenticate_operator(ctx, authorization)
     except AuthError:
-        ctx.failures.record_failure(client)
+        ctx.failures.record_failure("operator", _client(request))
         raise
 
 
@@ -75,12 +77,10 @@ async def customer(
     x_api_key: Annotated[str | None, Security(x_api_key_header)],
 ) -> Caller:
     """The customer whose key the request carries, throttled per key."""
-    client = _client(request)
-    ctx.failures.check(client)
     try:
         caller = await auth.authenticate(ctx, auth.key_from_headers(authorization, x_api_key))
     except AuthError:
-        ctx.failures.record_failure(client)
+        ctx.failures.record_failure("customer", _client(request))
         raise
     auth.require_scope(caller, "usage:read")
     await ctx.throttle.check(caller.key.id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
@@ -84,8 +85,26 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport = CoalescingTransport(self.transport, self.loop)  # type: ignore[assignment]
 
 
-def run(app: Any, host: str, port: int, **options: Any) -> None:
-    """Serve ``app`` until stopped: uvicorn, quietly, on the coalescing protocol."""
+def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's options for ``X-Forwarded-*``: believed from ``trusted_proxies`` only.
+
+    uvicorn's own default believes them from 127.0.0.1, so any local client could pick
+    the address its failed authentications are counted against. Without a trusted proxy
+    the headers are not read at all: the connection's peer is the client.
+    """
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}
+
+
+def run(
+    app: Any, host: str, port: int, trusted_proxies: Sequence[str] = (), **options: Any
+) -> None:
+    """Serve ``app`` until stopped: uvicorn, quietly, on the coalescing protocol.
+
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` set the client's address and scheme
+    only on connections from ``trusted_proxies`` (``QUOTAD_TRUSTED_PROXIES``).
+    """
     gc.collect()  # what is garbage now is not frozen for ever
     gc.freeze()
     uvicorn.run(
@@ -96,5 +115,6 @@ def run(app: Any, host: str, port: int, **options: Any) -> None:
         log_level="warning",
         access_log=False,
         log_config=None,
+        **proxy_options(trusted_proxies),
         **options,
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx2
 import structlog
@@ -30,11 +31,32 @@ from quotad.storage import store_from_url
 log = structlog.get_logger("quotad.asgi")
 
 
+@dataclass(eq=False)
+class RelayedError(QuotadError):
+    """A quotad server answered with an error: its status and contract body, to relay as
+    they are (the body's ``id`` is the one in quotad's log)."""
+
+    status: int = 500
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: QuotadAPIError) -> RelayedError:
+        """The relayable form of the SDK's error for an answer of quotad's."""
+        try:
+            code = ErrorCode(exc.error)
+        except ValueError:
+            code = ErrorCode.INTERNAL_SERVER_ERROR
+        body = exc.body()
+        body["id"] = body["id"] or str(uuid.uuid4())  # an answer without the contract's body
+        return cls(exc.note, code, retry_after=exc.retry_after, status=exc.status, body=body)
+
+
 class QuotaBackend(Protocol):
     """What the middleware needs: consume, refund, the customer usage endpoints, a clock.
 
-    ``consume`` and ``refund`` raise ``StorageError`` when quotad cannot be reached and
-    another ``QuotadError`` when it is misconfigured (an unknown service, say).
+    ``consume`` and ``refund`` raise ``StorageError`` when quotad cannot be reached,
+    ``RelayedError`` when a quotad server answered with an error, and another
+    ``QuotadError`` as quotad's service layer reports it (an unknown service, say).
     """
 
     async def open(self) -> None:
@@ -232,12 +254,12 @@ class RemoteBackend:
         """``POST /v1/verify`` on the quotad server."""
         try:
             answer = await self.client.verify(key, service, cost, idempotency_key=uuid.uuid4().hex)
-        except (QuotadConnectionError, ServerError) as exc:
+        except QuotadConnectionError as exc:
             raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
         except QuotadAPIError as exc:
-            raise QuotadError(
-                f"quotad refused the verify call: {exc}", ErrorCode.INTERNAL_SERVER_ERROR
-            ) from exc
+            if isinstance(exc, ServerError) and not exc.id:  # a gateway's 5xx, not quotad's
+                raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
+            raise RelayedError.of(exc) from exc
         return Verdict(
             valid=answer.valid,
             code=answer.code,

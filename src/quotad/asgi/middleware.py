@@ -2,9 +2,11 @@
 
 For each HTTP request it metered, in order:
 
-1. takes the caller's key from ``Authorization: Bearer`` or ``x-api-key`` (401 without one);
+1. takes the caller's key from ``Authorization: Bearer`` or ``x-api-key`` (401 without one,
+   400 when the two carry different keys; see ``quotad.service.auth.key_from_headers``);
 2. consumes the request's cost through the backend, all or nothing (401/403 for a key
-   problem, 429 ``QUOTA_EXCEEDED`` with ``Retry-After`` when the quota is used up);
+   problem, 429 ``QUOTA_EXCEEDED`` with ``Retry-After`` when the quota is used up; any
+   other error of quotad's reaches the caller with quotad's status and body);
 3. runs the app, adding ``RateLimit-Policy``, ``RateLimit`` and ``X-RateLimit-*`` to its
    answer, and, on request, a ``quota`` object to its JSON object bodies;
 4. refunds the cost when the app answered 5xx or raised.
@@ -23,13 +25,13 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 
-from quotad.api.errors import STATUS, error_response
+from quotad.api.errors import STATUS, error_response, quotad_error_response
 from quotad.api.middleware import ASGIApp, Message, Receive, Scope, Send
-from quotad.api.responses import verdict_headers
-from quotad.asgi.backends import QuotaBackend
+from quotad.api.responses import ORJSONResponse, verdict_headers
+from quotad.asgi.backends import QuotaBackend, RelayedError
 from quotad.asgi.usage import is_usage_path
 from quotad.domain import days
-from quotad.errors import AuthError, ErrorCode, QuotadError, StorageError
+from quotad.errors import AuthError, ErrorCode, QuotadError, StorageError, ValidationFailed
 from quotad.service.auth import key_from_headers
 from quotad.service.verify import Verdict
 
@@ -151,20 +153,25 @@ class QuotadMiddleware:
         try:
             key = key_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
             verdict = await self.backend.consume(key, self.service, cost)
-        except AuthError as exc:
-            await error_response(exc.code, exc.note)(scope, receive, send)
-            return None
         except StorageError as exc:
             log.warning("quota backend unavailable", error=exc.note)
             await error_response(ErrorCode.SERVICE_UNAVAILABLE, "the quota service is unavailable")(
                 scope, receive, send
             )
             return None
+        except RelayedError as exc:
+            # quotad's own answer (a 429 with Retry-After, say) is the caller's to see,
+            # with the id quotad logged it under.
+            if exc.status != 429:
+                log.warning("quotad refused the check", status=exc.status, error_id=exc.body["id"])
+            retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+            response = ORJSONResponse(exc.body, status_code=exc.status, headers=retry)
+            await response(scope, receive, send)
+            return None
         except QuotadError as exc:
-            log.warning("quota backend refused the check", error=exc.note, code=exc.code.value)
-            await error_response(
-                ErrorCode.INTERNAL_SERVER_ERROR, "the quota check is misconfigured"
-            )(scope, receive, send)
+            if not isinstance(exc, AuthError | ValidationFailed):  # not the caller's doing
+                log.warning("quota backend refused the check", error=exc.note, code=exc.code.value)
+            await quotad_error_response(exc)(scope, receive, send)
             return None
         if verdict.valid:
             return verdict

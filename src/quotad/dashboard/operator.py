@@ -52,8 +52,9 @@ async def login(request: Request, ctx: Ctx) -> Response:
     try:
         await auth.authenticate_operator(ctx, f"Bearer {secret}")
     except AuthError:
-        ctx.failures.record_failure(web.client_of(request))
-        return await web.login_page(ctx, request, AREA, 401, "That operator token is not valid.")
+        return await web.sign_in_failed(
+            ctx, request, AREA, "operator", "That operator token is not valid."
+        )
     fresh = Session(csrf=sessions.anonymous().csrf, operator=True)
     return await web.signed_in(ctx, request, AREA, fresh, "/dashboard")
 

@@ -59,8 +59,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
         caller = await auth.authenticate(ctx, secret)
         auth.require_scope(caller, "usage:read")
     except AuthError as exc:
-        ctx.failures.record_failure(web.client_of(request))
-        return await web.login_page(ctx, request, AREA, 401, _why(exc))
+        return await web.sign_in_failed(ctx, request, AREA, "customer", _why(exc))
     except Forbidden as exc:
         note = exc.note[:1].upper() + exc.note[1:]
         return await web.login_page(ctx, request, AREA, 403, f"{note}.")

@@ -15,6 +15,7 @@ from quotad.dashboard import sessions
 from quotad.dashboard.sessions import Area, Session
 from quotad.errors import RateLimited
 from quotad.service.context import Context
+from quotad.service.throttle import Realm
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -108,24 +109,35 @@ async def login_page(
 
 
 async def check_sign_in(ctx: Context, request: Request, area: Area) -> tuple[str, Response | None]:
-    """The submitted secret of a sign-in form, or the page refusing it (bad CSRF, throttled)."""
+    """The submitted secret of a sign-in form, or the page refusing it (bad CSRF)."""
     form = await read_form(request)
     session = await sessions.load(ctx, request, area)
     if not sessions.csrf_ok(session, form.get("csrf")):
         return "", await login_page(
             ctx, request, area, 403, "The sign-in form expired. Please try again."
         )
+    return form.get("secret", "").strip(), None
+
+
+async def sign_in_failed(
+    ctx: Context, request: Request, area: Area, realm: Realm, why: str
+) -> Response:
+    """The page refusing a wrong secret: 401, or 429 once the address's budget is spent.
+
+    The failure counts against the same budget as the API's ``realm`` (customer keys for
+    the portal, the operator token for the dashboard); a right secret is never refused.
+    """
     try:
-        ctx.failures.check(client_of(request))
+        ctx.failures.record_failure(realm, client_of(request))
     except RateLimited as exc:
-        return "", await login_page(
+        return await login_page(
             ctx,
             request,
             area,
             429,
             f"Too many failed sign-ins from your address; wait {exc.retry_after} s and retry.",
         )
-    return form.get("secret", "").strip(), None
+    return await login_page(ctx, request, area, 401, why)
 
 
 async def signed_in(

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from quotad.domain import keys
 from quotad.domain.models import Account, AccountStatus, ApiKey
-from quotad.errors import AuthError, ErrorCode, Forbidden
+from quotad.errors import AuthError, ErrorCode, Forbidden, ValidationFailed
 from quotad.service.context import Context
 
 ADMIN_TOKEN_SETTING = "admin_token_digest"  # noqa: S105 - a setting name, not a secret
@@ -30,15 +30,38 @@ class Caller:
 
 
 def key_from_headers(authorization: str | None, x_api_key: str | None) -> str:
-    """The API key a request carries in ``Authorization: Bearer`` or ``x-api-key``."""
-    if authorization is not None:
-        return bearer_token(authorization)
-    if x_api_key is not None and x_api_key.strip():
-        return x_api_key.strip()
-    raise AuthError(
-        "no API key: send Authorization: Bearer <key> or x-api-key: <key>",
-        ErrorCode.MISSING_API_KEY,
-    )
+    """The API key a request carries in ``Authorization: Bearer`` or ``x-api-key``.
+
+    Either header may carry it; when both do, they must carry the same key. An
+    ``Authorization`` header that is not ``Bearer <key>`` (a gateway's ``Basic``
+    credentials, say) is ignored when ``x-api-key`` carries a key, and refused otherwise.
+
+    Raises:
+        AuthError: no key, or only an ``Authorization`` header that is not a bearer key.
+        ValidationFailed: the two headers carry different keys.
+    """
+    header_key = x_api_key.strip() if x_api_key is not None else ""
+    if authorization is None:
+        if header_key:
+            return header_key
+        raise AuthError(
+            "no API key: send Authorization: Bearer <key> or x-api-key: <key>",
+            ErrorCode.MISSING_API_KEY,
+        )
+    try:
+        bearer_key = bearer_token(authorization)
+    except AuthError:
+        if header_key:
+            return header_key
+        raise
+    if header_key and header_key != bearer_key:
+        raise ValidationFailed.at(
+            "/header/x-api-key",
+            "x-api-key and Authorization: Bearer carry different keys",
+            "conflict",
+            "send the key in one header, or the same key in both",
+        )
+    return bearer_key
 
 
 def bearer_token(authorization: str) -> str:

@@ -11,7 +11,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from quotad import metrics
 from quotad.domain.ratelimit import Bucket, TokenBucket
@@ -57,44 +57,42 @@ class LocalThrottle:
             raise refuse(wait)
 
 
+Realm = Literal["customer", "operator"]
+
+
 class FailureBudget:
     """Slows down a client that keeps presenting bad credentials (guessing keys or tokens).
 
-    Each failed authentication takes a token from the client's bucket; while the bucket
-    is empty, the client's requests are refused with 429 before any key is looked at.
-    Successful requests cost nothing.
+    Each failed authentication takes a token from the client's bucket of its realm; a
+    failure that finds the bucket empty is answered 429 instead of 401. The credential is
+    always checked first and a valid one is served whatever the bucket holds: a budget
+    counts failures by address, and one address is often many callers (a NAT, an API
+    server relaying its customers' reads), so refusing by address alone would let one
+    bad caller lock the good ones out. Customer keys and operator tokens have separate
+    realms, so failing customers never slow the operator down, nor the other way round.
     """
 
     def __init__(self, per_minute: int, monotonic: Callable[[], float]) -> None:
         self._policy = TokenBucket(per_minute / 60, max(per_minute, 1))
         self._monotonic = monotonic
-        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
+        self._buckets: OrderedDict[tuple[Realm, str], Bucket] = OrderedDict()
         self._lock = threading.Lock()
         self.enabled = per_minute > 0
 
-    def check(self, client: str) -> None:
-        """Refuse ``client`` while its failure budget is spent."""
-        if not self.enabled or client not in self._buckets:  # most clients never failed
-            return
-        with self._lock:
-            bucket = self._buckets.get(client)
-            if bucket is None:
-                return
-            bucket, _ = self._policy.take(bucket, self._monotonic(), cost=0)
-            self._buckets[client] = bucket
-        if bucket.tokens < 1:
-            raise refuse(
-                (1 - bucket.tokens) / self._policy.rate,
-                "too many failed authentications from this client; slow down",
-            )
+    def record_failure(self, realm: Realm, client: str) -> None:
+        """Spend one token of ``client``'s budget in ``realm``.
 
-    def record_failure(self, client: str) -> None:
-        """Spend one token of ``client``'s budget."""
+        Raises:
+            RateLimited: the budget was already spent (answer this failure with 429).
+        """
         if not self.enabled:
             return
+        where = (realm, client)
         with self._lock:
-            bucket, _ = self._policy.take(self._buckets.get(client), self._monotonic())
-            self._buckets[client] = bucket
-            self._buckets.move_to_end(client)
+            bucket, wait = self._policy.take(self._buckets.get(where), self._monotonic())
+            self._buckets[where] = bucket
+            self._buckets.move_to_end(where)
             if len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)
+        if wait > 0:
+            raise refuse(wait, "too many failed authentications from this client; slow down")
