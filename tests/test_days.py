@@ -299,7 +299,7 @@ async def test_past_days_keep_their_total_when_the_plan_changes(
     assert counts(after) == (6, 94, 100)
     assert after.headers["RateLimit-Policy"] == '"insights";q=100;w=86400'
     assert rows(await history(client, deployment, "?start_date=2024-11-05")) == [
-        ("2024-11-05", 0, 100, 100),  # no stored row: the current total
+        ("2024-11-05", 0, 250, 250),  # no row, before the account: its first total
         ("2024-11-06", 10, 240, 250),
         ("2024-11-07", 6, 94, 100),
     ]

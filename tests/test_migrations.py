@@ -14,7 +14,7 @@ from quotad.storage.schema import metadata
 from quotad.storage.sql import SqlStore, migrate
 from tests.servers import postgres_schema
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 @pytest.fixture(
@@ -89,3 +89,31 @@ async def test_reopening_keeps_data_and_schema_version(database_url: str) -> Non
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     engine.dispose()
+
+
+def test_upgrading_seeds_each_accounts_totals_from_its_creation(database_url: str) -> None:
+    """Revision 0003 notes every account's current totals (override over plan) from its creation."""
+    engine = sync_engine(database_url)
+    with engine.begin() as conn:
+        migrate(conn, "0002")
+        quotas = '{"insights": {"total": 250, "period": "day"}, "scoring": {"total": 100, "period": "day"}}'
+        conn.execute(sa.text("INSERT INTO plans VALUES ('free', '', :q, '[]', 0)"), {"q": quotas})
+        conn.execute(
+            sa.text(
+                "INSERT INTO accounts VALUES ('acme', 'Acme', 'free', 'UTC', 'active', '{}', 5),"
+                " ('beta', 'Beta', 'free', 'UTC', 'active', :o, 7)"
+            ),
+            {"o": '{"quotas": {"insights": 400}, "limits": {}}'},
+        )
+    with engine.begin() as conn:
+        migrate(conn)
+        rows = conn.execute(
+            sa.text("SELECT * FROM total_changes ORDER BY account_id, service")
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        ("acme", "insights", 5, 250),
+        ("acme", "scoring", 5, 100),
+        ("beta", "insights", 7, 400),
+        ("beta", "scoring", 7, 100),
+    ]

@@ -85,8 +85,8 @@ class Event:
 class Events:
     """record_events(batch), each event carrying ``total`` for a new day row.
 
-    One total per batch, as the service layer resolves it: every event of an account
-    and service in a batch gets that account's current total.
+    One total per batch: the store writes whatever total it is given (the service layer
+    gives each event the total in force on its day).
     """
 
     batch: tuple[Event, ...]

@@ -3,8 +3,11 @@
 A session is a small signed value (itsdangerous) in a cookie that is ``HttpOnly``,
 ``SameSite=Strict`` and scoped by ``Path`` to its own area (``/dashboard`` or ``/portal``),
 so neither area ever receives the other's cookie and the JSON API never receives either.
-The cookie is signed, not encrypted: it holds no secret, only who signed in (the operator,
-or the id of the customer's key and account) and the session's CSRF token.
+The cookie is signed, not encrypted: it holds only who signed in (the operator, or the id
+of the customer's key and account), the session's CSRF token and, once signed in, the
+session's id. The store keeps the SHA-256 of each live session id until the session
+expires; a signed-in cookie whose id is not there any more (signed out, on any node, or
+past its 8 hours) opens nothing, so a copy of a cookie dies with its session.
 
 The signing secret is derived from a random value stored once in the store's settings
 (so every node of a deployment agrees, and it survives restarts) and the digest of the
@@ -16,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -41,6 +45,7 @@ class Session:
     operator: bool = False
     account_id: str | None = None
     key_id: str | None = None
+    sid: str | None = None  # the server-side id of a signed-in session
 
     @property
     def signed_in(self) -> bool:
@@ -94,12 +99,37 @@ async def load(ctx: Context, request: Request, area: Area) -> Session | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
         return None
-    return Session(
+    session = Session(
         csrf=data["csrf"],
         operator=bool(data.get("operator", False)) and area == "dashboard",
         account_id=_text_or_none(data.get("account_id")) if area == "portal" else None,
         key_id=_text_or_none(data.get("key_id")) if area == "portal" else None,
+        sid=_text_or_none(data.get("sid")),
     )
+    if session.signed_in and not await _live(ctx, session):
+        return None
+    return session
+
+
+async def _live(ctx: Context, session: Session) -> bool:
+    if session.sid is None:  # a cookie from before sessions were kept on the server
+        return False
+    return await ctx.store.session_live(keys.digest(session.sid), ctx.clock.now())
+
+
+async def start(ctx: Context, session: Session) -> Session:
+    """``session`` under a new id, recorded in the store for ``MAX_AGE_SECONDS``."""
+    sid = secrets.token_urlsafe(32)
+    now = ctx.clock.now()
+    expires_at = now + timedelta(seconds=MAX_AGE_SECONDS)
+    await ctx.store.create_session(keys.digest(sid), expires_at, now)
+    return replace(session, sid=sid)
+
+
+async def end(ctx: Context, session: Session) -> None:
+    """End ``session`` on the server: its cookie, and every copy of it, stops working."""
+    if session.sid is not None:
+        await ctx.store.end_session(keys.digest(session.sid))
 
 
 def _text_or_none(value: object) -> str | None:
@@ -116,6 +146,8 @@ async def save(
     if session.key_id is not None:
         data["key_id"] = session.key_id
         data["account_id"] = session.account_id
+    if session.sid is not None:
+        data["sid"] = session.sid
     value = _serializer(await signing_secret(ctx), area).dumps(data)
     response.set_cookie(
         COOKIE_NAMES[area],

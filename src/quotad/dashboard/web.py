@@ -143,22 +143,22 @@ async def sign_in_failed(
 async def signed_in(
     ctx: Context, request: Request, area: Area, session: Session, target: str
 ) -> Response:
-    """Start ``session`` (a new CSRF token, so a pre-login one cannot be reused) and go on."""
+    """Start ``session`` (a new CSRF token, so a pre-login one cannot be reused; a new
+    server-side id, so signing out can end it) and go on."""
     response = redirect(target)
-    await sessions.save(ctx, request, response, area, session)
+    await sessions.save(ctx, request, response, area, await sessions.start(ctx, session))
     return response
 
 
 async def sign_out(ctx: Context, request: Request, area: Area) -> Response:
-    """End the area's session (the form's CSRF token must match) and go to sign-in."""
+    """End the area's session on the server and in the browser (the form's CSRF token
+    must match) and go to sign-in."""
     form = await read_form(request)
     session = await sessions.load(ctx, request, area)
-    if (
-        session is not None
-        and session.signed_in
-        and not sessions.csrf_ok(session, form.get("csrf"))
-    ):
-        return csrf_refused(area)
+    if session is not None and session.signed_in:
+        if not sessions.csrf_ok(session, form.get("csrf")):
+            return csrf_refused(area)
+        await sessions.end(ctx, session)
     response = redirect(f"/{area}/login?signed_out=1")
     sessions.clear(request, response, area)
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -185,3 +186,17 @@ def effective_limits(plan: Plan, account: Account) -> list[Limit]:
         Limit(item.name, item.description, account.overrides.limits.get(item.name, item.limit))
         for item in plan.limits
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class TotalChange:
+    """An account's daily total of a service, in force from ``effective_from`` on."""
+
+    effective_from: datetime
+    total: int
+
+
+def effective_totals(plan: Plan, account: Account, also: Iterable[str] = ()) -> dict[str, int]:
+    """Every daily total of ``account``, by service; a service in ``also`` without one is 0."""
+    names = set(plan.quotas) | set(account.overrides.quotas) | set(also)
+    return {name: effective_total(plan, account, name) or 0 for name in sorted(names)}

@@ -85,7 +85,11 @@ async def replace_plan(
 ) -> Plan:
     """Replace a plan's quotas and limits; today's totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
-    await ctx.store.replace_plan(Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description))
+    now = ctx.clock.now()
+    await ctx.store.replace_plan(Plan(plan_id, quotas, tuple(limits), now, description))
+    # Noted after the write, from the records as they now stand: a note raced by another
+    # change, or repeated, still ends on what the records say.
+    await ctx.store.record_totals(now, plan_id=plan_id)
     return await require_plan(ctx, plan_id)
 
 
@@ -135,6 +139,7 @@ async def create_account(
         created_at=ctx.clock.now(),
     )
     await ctx.store.create_account(account)
+    await ctx.store.record_totals(account.created_at, account_id=account.id)
     return account
 
 
@@ -173,6 +178,8 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
         overrides=account.overrides if changes.overrides is None else changes.overrides,
     )
     await ctx.store.update_account(updated)
+    if changes.plan_id is not None or changes.overrides is not None:
+        await ctx.store.record_totals(ctx.clock.now(), account_id=account.id)
     return updated
 
 

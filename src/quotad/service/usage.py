@@ -1,12 +1,15 @@
 """Reading and correcting usage: day history, the usage overview, adjustments, events.
 
 A day's ``total`` is the one stored with it (the total in force that day). Days with
-no stored row report zero use against the account's current total.
+no stored row report zero use against the total in force that day, read from the
+account's dated history of totals (``Store.total_changes``), not today's total.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -87,6 +90,26 @@ async def current_total(ctx: Context, account: Account, service: str) -> int | N
     return effective_total(plan, account, service)
 
 
+async def totals_by_day(ctx: Context, account: Account, service: str) -> Callable[[date], int]:
+    """The total in force on each of the account's local days, from its noted history.
+
+    A change holds from the local day it was made on (the last change of a day wins).
+    A day before the first change takes the first total; an account with no history
+    (written to the store directly, not through this layer) takes its current total.
+    """
+    changes = await ctx.store.total_changes(account.id, service)
+    if not changes:
+        total = await current_total(ctx, account, service) or 0
+        return lambda _day: total
+    starts = [days.local_day(change.effective_from, account.timezone) for change in changes]
+    totals = [change.total for change in changes]
+
+    def on(day: date) -> int:
+        return totals[max(bisect.bisect_right(starts, day) - 1, 0)]
+
+    return on
+
+
 async def history(
     ctx: Context,
     account: Account,
@@ -100,8 +123,10 @@ async def history(
     stored = {row.day: row for row in await ctx.store.usage(account.id, service, start, end)}
     if not any(row.used for row in stored.values()):
         return []
-    total = await current_total(ctx, account, service) or 0
-    return [stored.get(day) or UsageDay(day, 0, total) for day in days.days_between(start, end)]
+    total_on = await totals_by_day(ctx, account, service)
+    return [
+        stored.get(day) or UsageDay(day, 0, total_on(day)) for day in days.days_between(start, end)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +167,9 @@ async def adjust(
     day = parse_date(day_text, "/body/date")
     if day > today(ctx, account):
         raise ValidationFailed.at("/body/date", "cannot adjust a future day", "maximum")
-    total = await current_total(ctx, account, service) or 0
-    return await ctx.store.adjust(account.id, service, day, delta, total)
+    # A day without a row gets the total in force that day, not today's.
+    total_on = await totals_by_day(ctx, account, service)
+    return await ctx.store.adjust(account.id, service, day, delta, total_on(day))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +188,7 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
     problems: list[FieldError] = []
     resolved: list[UsageEvent] = []
     accounts: dict[str, Account | None] = {}
+    totals: dict[tuple[str, str], Callable[[date], int]] = {}
     services = {s.name for s in await ctx.store.list_services()}
     now = ctx.clock.now()
     latest, earliest = now + FUTURE_EVENT_TOLERANCE, now - days.EVENT_RETENTION
@@ -204,8 +231,13 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
             )
             continue
         day = days.local_day(item.timestamp, account.timezone)
+        if (account.id, item.service) not in totals:
+            totals[(account.id, item.service)] = await totals_by_day(ctx, account, item.service)
+        day_total = totals[(account.id, item.service)](day)  # a new row: that day's total
         resolved.append(
-            UsageEvent(item.id, account.id, item.service, item.amount, day, total, item.timestamp)
+            UsageEvent(
+                item.id, account.id, item.service, item.amount, day, day_total, item.timestamp
+            )
         )
     if problems:
         raise ValidationFailed(

@@ -20,6 +20,7 @@ from quotad.domain.models import (
     IdempotencyClaim,
     Plan,
     Service,
+    TotalChange,
     UsageDay,
     UsageEvent,
 )
@@ -206,4 +207,32 @@ class Store(Protocol):
 
     async def release(self, account_id: str, name: str, amount: int) -> int | None:
         """Take ``amount`` away if that much is in use: the new usage, or ``None``."""
+        ...
+
+    # Total history ----------------------------------------------------------
+    async def record_totals(
+        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
+    ) -> None:
+        """Note, from ``at``, each daily total that differs from the last one noted.
+
+        For one account, or for every account on a plan. A service an account no longer
+        has a quota for is noted as 0. Noting what is already noted changes nothing.
+        """
+        ...
+
+    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
+        """The noted totals of one account's service, oldest first."""
+        ...
+
+    # Dashboard sessions -----------------------------------------------------
+    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a signed-in session until ``expires_at``; forget those expired at ``now``."""
+        ...
+
+    async def session_live(self, session_id: str, now: datetime) -> bool:
+        """Whether the session is recorded and not expired at ``now``."""
+        ...
+
+    async def end_session(self, session_id: str) -> None:
+        """Forget a session (a no-op when it is unknown)."""
         ...

@@ -10,6 +10,7 @@ than a dictionary update: counters are mutable ``[used, total, rejected]`` lists
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -23,8 +24,10 @@ from quotad.domain.models import (
     IdempotencyClaim,
     Plan,
     Service,
+    TotalChange,
     UsageDay,
     UsageEvent,
+    effective_totals,
 )
 from quotad.errors import Conflict, NotFound
 
@@ -49,6 +52,8 @@ class MemoryStore:
         self._events: set[tuple[str, str]] = set()
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
+        self._totals: dict[tuple[str, str], list[TotalChange]] = {}
+        self._sessions: dict[str, datetime] = {}
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -165,6 +170,8 @@ class MemoryStore:
                 del self._gauges[gauge_key]
             for idem_key in [i for i in self._idempotency if i[0] == account_id]:
                 del self._idempotency[idem_key]
+            for totals_key in [t for t in self._totals if t[0] == account_id]:
+                del self._totals[totals_key]
 
     async def create_key(self, key: ApiKey) -> None:
         """Store a key record."""
@@ -369,3 +376,57 @@ class MemoryStore:
                 return None
             self._gauges[(account_id, name)] = usage - amount
             return usage - amount
+
+    async def record_totals(
+        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
+    ) -> None:
+        """Note the totals of an account (or of a plan's accounts) that changed."""
+        with self._lock:
+            chosen = [
+                account
+                for account in self._accounts.values()
+                if (account_id is None or account.id == account_id)
+                and (plan_id is None or account.plan_id == plan_id)
+                and account.plan_id in self._plans
+            ]
+            noted: dict[str, set[str]] = {account.id: set() for account in chosen}
+            for owner, service in self._totals:
+                if owner in noted:
+                    noted[owner].add(service)
+            for account in chosen:
+                plan = self._plans[account.plan_id]
+                for service, total in effective_totals(plan, account, noted[account.id]).items():
+                    history = self._totals.setdefault((account.id, service), [])
+                    _note(history, TotalChange(at, total))
+
+    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
+        """An account's noted totals of a service, oldest first."""
+        with self._lock:
+            return list(self._totals.get((account_id, service), ()))
+
+    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a session; forget the expired ones."""
+        with self._lock:
+            for expired in [s for s, until in self._sessions.items() if until <= now]:
+                del self._sessions[expired]
+            self._sessions[session_id] = expires_at
+
+    async def session_live(self, session_id: str, now: datetime) -> bool:
+        """Whether the session is recorded and unexpired."""
+        until = self._sessions.get(session_id)
+        return until is not None and now < until
+
+    async def end_session(self, session_id: str) -> None:
+        """Forget a session."""
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+
+def _note(history: list[TotalChange], change: TotalChange) -> None:
+    """Add ``change`` to a history kept in time order, unless it changes nothing."""
+    before = [c for c in history if c.effective_from <= change.effective_from]
+    if before and before[-1].total == change.total:
+        return
+    if before and before[-1].effective_from == change.effective_from:
+        history.remove(before[-1])  # a second change at the same instant replaces the first
+    bisect.insort(history, change, key=lambda c: c.effective_from)

@@ -62,6 +62,7 @@ from quotad.domain.models import (
     IdempotencyClaim,
     Plan,
     Service,
+    TotalChange,
     UsageDay,
     UsageEvent,
 )
@@ -725,3 +726,25 @@ class RedisStore:
     async def release(self, account_id: str, name: str, amount: int) -> int | None:
         """Release what is in use."""
         return await self.records.release(account_id, name, amount)
+
+    async def record_totals(
+        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
+    ) -> None:
+        """Note changed totals in the records store."""
+        await self.records.record_totals(at, account_id=account_id, plan_id=plan_id)
+
+    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
+        """Noted totals, from the records store."""
+        return await self.records.total_changes(account_id, service)
+
+    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a dashboard session in the records store."""
+        await self.records.create_session(session_id, expires_at, now)
+
+    async def session_live(self, session_id: str, now: datetime) -> bool:
+        """Whether the records store holds the session, unexpired."""
+        return await self.records.session_live(session_id, now)
+
+    async def end_session(self, session_id: str) -> None:
+        """Forget a dashboard session in the records store."""
+        await self.records.end_session(session_id)

@@ -126,10 +126,38 @@ gauges = sa.Table(
     sa.Column("usage", sa.BigInteger, nullable=False),
 )
 
+# The effective daily total of an account's service from an instant on: one row per
+# change (plan switched, plan replaced, override changed), so a past day without a
+# usage row reports the total in force that day (its local date is read in the
+# account's timezone, so a timezone change moves the boundary with it).
+total_changes = sa.Table(
+    "total_changes",
+    metadata,
+    sa.Column(
+        "account_id",
+        sa.String(64),
+        sa.ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("effective_from", sa.BigInteger, primary_key=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
+)
+
+# Signed-in dashboard and portal sessions, by the SHA-256 of the id their cookie names:
+# a session is live only while its row is, so signing out ends it on every node.
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_dashboard_sessions_expires_at", "expires_at"),
+)
+
 # The quotad nodes of a Redis deployment, each with the last batch of counter changes it
 # has written here (``seq``) and when it last wrote one. A node that finds an account's
 # counters lost in Redis waits until every live node has written what it granted before
-# rebuilding them from here (see ``storage/redis_journal.py``).
+# rebuilding them from here (see ``storage/write_behind.py``).
 counter_nodes = sa.Table(
     "counter_nodes",
     metadata,

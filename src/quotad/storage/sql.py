@@ -47,8 +47,10 @@ from quotad.domain.models import (
     Plan,
     Quota,
     Service,
+    TotalChange,
     UsageDay,
     UsageEvent,
+    effective_totals,
 )
 from quotad.errors import Conflict, NotFound, QuotadError, StorageError, ValidationFailed
 from quotad.storage.batching import Batcher
@@ -57,11 +59,13 @@ from quotad.storage.schema import (
     accounts,
     api_keys,
     counter_nodes,
+    dashboard_sessions,
     gauges,
     idempotency,
     plans,
     services,
     settings,
+    total_changes,
     usage_days,
     usage_events,
 )
@@ -69,6 +73,7 @@ from quotad.storage.write_behind import Changes, StoredClaim
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = structlog.get_logger("quotad.storage.sql")
+_IN_BATCH = 500  # ids per IN (…) list, well under SQLite's bound on parameters
 
 
 def to_micros(instant: datetime) -> int:
@@ -1035,6 +1040,95 @@ class SqlStore:
         if usage is None:
             return 0 if amount == 0 else None
         return int(usage)
+
+    # Total history ----------------------------------------------------------
+    async def record_totals(
+        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
+    ) -> None:
+        """Note the totals of an account (or of a plan's accounts) that changed, in one
+        transaction that reads the records it notes."""
+        query = sa.select(accounts, plans).join(plans, accounts.c.plan_id == plans.c.id)
+        if account_id is not None:
+            query = query.where(accounts.c.id == account_id)
+        if plan_id is not None:
+            query = query.where(accounts.c.plan_id == plan_id)
+        when = to_micros(at)
+        async with self._write() as conn:
+            found = [
+                (_account(_columns(row, accounts)), _plan(_columns(row, plans)))
+                for row in await conn.execute(query)
+            ]
+            # account -> service -> the total noted as in force at ``at``
+            noted: dict[str, dict[str, int]] = {account.id: {} for account, _ in found}
+            ids = list(noted)
+            for start in range(0, len(ids), _IN_BATCH):
+                rows = await conn.execute(
+                    sa.select(total_changes)
+                    .where(total_changes.c.account_id.in_(ids[start : start + _IN_BATCH]))
+                    .where(total_changes.c.effective_from <= when)
+                    .order_by(total_changes.c.effective_from)
+                )
+                for row in rows:
+                    noted[row.account_id][row.service] = int(row.total)
+            changed = [
+                {"account_id": account.id, "service": name, "effective_from": when, "total": total}
+                for account, plan in found
+                for name, total in effective_totals(plan, account, noted[account.id]).items()
+                if noted[account.id].get(name) != total
+            ]
+            if changed:
+                stmt = self._insert(total_changes)
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["account_id", "service", "effective_from"],
+                        set_={"total": stmt.excluded.total},
+                    ),
+                    changed,
+                )
+
+    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
+        """An account's noted totals of a service, oldest first."""
+        query = (
+            sa.select(total_changes.c.effective_from, total_changes.c.total)
+            .where(total_changes.c.account_id == account_id)
+            .where(total_changes.c.service == service)
+            .order_by(total_changes.c.effective_from)
+        )
+        async with self._read() as conn:
+            return [
+                TotalChange(from_micros(row.effective_from), int(row.total))
+                for row in await conn.execute(query)
+            ]
+
+    # Dashboard sessions -----------------------------------------------------
+    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a session; delete the expired ones (an index range, usually empty)."""
+        async with self._write() as conn:
+            await conn.execute(
+                dashboard_sessions.delete().where(dashboard_sessions.c.expires_at <= to_micros(now))
+            )
+            await conn.execute(
+                self._insert(dashboard_sessions).values(
+                    id=session_id, expires_at=to_micros(expires_at)
+                )
+            )
+
+    async def session_live(self, session_id: str, now: datetime) -> bool:
+        """Whether the session is recorded and unexpired: one primary-key lookup."""
+        query = (
+            sa.select(dashboard_sessions.c.id)
+            .where(dashboard_sessions.c.id == session_id)
+            .where(dashboard_sessions.c.expires_at > to_micros(now))
+        )
+        async with self._read() as conn:
+            return await conn.scalar(query) is not None
+
+    async def end_session(self, session_id: str) -> None:
+        """Forget a session."""
+        async with self._write() as conn:
+            await conn.execute(
+                dashboard_sessions.delete().where(dashboard_sessions.c.id == session_id)
+            )
 
 
 async def _affects_a_row(conn: AsyncConnection, stmt: Any) -> bool:
