@@ -100,12 +100,18 @@ def clock() -> FakeClock:
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
-    """Settings for tests: no .env, a known operator token, generous throttling."""
+    """Settings for tests: no .env, a known operator token, generous throttling and timeout.
+
+    The store timeout (1 s by default) is raised so that a machine busy with the rest of
+    the suite does not turn a slow answer into a 503; the tests of that timeout set it, and
+    the tests that start ``quotad serve`` run it at its default.
+    """
     values: dict[str, Any] = {
         "store_url": url,
         "admin_token": ADMIN_TOKEN,
         "rate_limit_per_second": 1000.0,
         "rate_limit_burst": 1000,
+        "store_timeout_ms": 10_000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

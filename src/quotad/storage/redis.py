@@ -98,6 +98,11 @@ def _parse(url: str) -> tuple[str, bool, str, str]:
     return redis_url, cluster, prefix, records
 
 
+def _incarnation() -> str:
+    """A fresh value for an account's marker: it names one life of its counters."""
+    return uuid.uuid4().hex[:12]
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -384,16 +389,29 @@ class RedisStore:
                 f"{max((c.expires_ms - now_ms) // 1000, 1)}"
                 for c in chunk
             )
-            await self._script("restore", keys, [lines, "1" if last else "0"])
+            await self._script("restore", keys, [lines, "1" if last else "0", _incarnation()])
         log.warning("rebuilt counters Redis had lost", account_id=account_id, claims=len(claims))
 
     async def _hydrate(self, account_id: str, service: str, day: date, total: int) -> None:
+        # The marker is read before SQL is, and the seed checks it is unchanged: a read
+        # that raced with a loss and a rebuild must not overwrite the rebuilt counters.
+        marker = self._marker(account_id)
+        incarnation = await self._call(lambda: self._client.get(marker))
+        if incarnation is None:
+            return  # lost: the consume hears so and rebuilds
         stored = await self.records.usage(account_id, service, day, day)
         row = stored[0] if stored else UsageDay(day, 0, total)
         await self._script(
             "seed",
-            [self._counter(account_id, service, day), self._marker(account_id)],
-            [row.used, row.total, row.rejected, COUNTER_TTL_SECONDS, 0 if stored else 1],
+            [self._counter(account_id, service, day), marker],
+            [
+                row.used,
+                row.total,
+                row.rejected,
+                COUNTER_TTL_SECONDS,
+                0 if stored else 1,
+                incarnation,
+            ],
         )
 
     # Usage --------------------------------------------------------------------
@@ -493,7 +511,7 @@ class RedisStore:
             (request.account_id, request.service, request.day), -request.cost, 0, request.total
         )
         keys = request.keys[:2]
-        args: list[Any] = [request.cost]
+        args: list[Any] = [request.cost, reply[5]]
         if request.claim is not None:
             journal.claims[(request.account_id, request.claim.key)] = None
             keys.append(request.keys[2])
@@ -665,7 +683,7 @@ class RedisStore:
         # A new account has no usage anywhere, so its first call needs no rebuild (which
         # waits for every node to flush). Without the marker it just gets one.
         try:
-            await self._call(lambda: self._client.set(self._marker(account.id), "1"))
+            await self._call(lambda: self._client.set(self._marker(account.id), _incarnation()))
         except StorageError:
             log.warning("Redis unreachable: the new account is rebuilt on first use")
 

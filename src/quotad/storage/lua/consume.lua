@@ -10,8 +10,9 @@
 --   batch: each argument is encoded one by one by the client, which made them the costly
 --   part of a batch.
 -- Returns one reply per consume:
---   {"ok"|"replay", granted, used, total, day} | {"conflict"} | {"missing"} | {"lost"}
---   | {"late"}
+--   {"ok"|"replay", granted, used, total, day, marker} | {"conflict"} | {"missing"}
+--   | {"lost"} | {"late"}
+-- (marker: the account's marker, which names this incarnation of its counters)
 -- Numbers go back as integer replies or as the caller's own text, never through Lua's
 -- tostring (which writes 1e+15 for large ones).
 local counter_ttl = ARGV[1]
@@ -27,13 +28,14 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
   -- The account's marker is written once its counters are known to be whole: without
   -- it, this Redis lost them (restart, failover, FLUSHALL) and the caller rebuilds them
   -- from SQL once every node's unflushed grants are there.
-  if redis.call('EXISTS', marker) == 0 then return {'lost'} end
+  local incarnation = redis.call('GET', marker)
+  if not incarnation then return {'lost'} end
   local total = tonumber(total_text)
   if idem then
     local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires')
     if seen[1] and tonumber(seen[6]) > tonumber(now) then
       if seen[1] ~= fp then return {'conflict'} end
-      return {'replay', seen[2], seen[3], seen[4], seen[5]}
+      return {'replay', seen[2], seen[3], seen[4], seen[5], incarnation}
     end
   end
   -- A day the counters do not hold yet is loaded from SQL by the caller first.
@@ -54,7 +56,7 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
                'total', total_text, 'day', day, 'expires', expires)
     redis.call('EXPIRE', idem, idem_ttl)
   end
-  return {'ok', granted, used, total_text, day}
+  return {'ok', granted, used, total_text, day, incarnation}
 end
 
 local replies, k = {}, 1
