@@ -291,13 +291,15 @@ class Load:
     """Concurrent callers verifying in a loop until stopped; every answer is kept.
 
     ``pick`` chooses each call's node and account from the call's sequence number, or
-    ``None`` to pause that caller briefly (nothing left to ask).
+    ``None`` to pause that caller briefly (nothing left to ask); ``observe`` sees each
+    answer as it arrives.
     """
 
     http: httpx2.AsyncClient
     pick: Callable[[int], tuple[str, Account] | None]
     callers: int
     answers: list[Answer] = field(default_factory=list)
+    observe: Callable[[Answer], None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _sequence: int = 0
@@ -319,7 +321,10 @@ class Load:
                 await asyncio.sleep(0.02)
                 continue
             base, account = target
-            self.answers.append(await verify(self.http, base, account))
+            answer = await verify(self.http, base, account)
+            self.answers.append(answer)
+            if self.observe is not None:
+                self.observe(answer)
 
 
 def statuses(answers: Sequence[Answer]) -> dict[str, int]:
