@@ -131,9 +131,9 @@ class Failover:
         """Whether the account was refused for its quota in a verify asked after ``since``."""
         return self.last_exceeded.get(account_id, -1.0) >= since
 
-    def granted(self, before: float = float("inf")) -> dict[str, int]:
-        """Grants per account among the answers that arrived before ``before``."""
-        return granted_by_account([a for a in self.answers if a.finished < before])
+    def granted(self, asked_before: float = float("inf")) -> dict[str, int]:
+        """Grants per account among the verifies asked before ``asked_before``."""
+        return granted_by_account([a for a in self.answers if a.started < asked_before])
 
 
 async def drive(

