@@ -1,17 +1,28 @@
-"""What only the Redis store does: write-behind to SQL, reload after data loss, shared throttle."""
+"""What only the Redis store does: write-behind to SQL, rebuild after data loss, shared throttle."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from quotad.domain.models import Account, AccountStatus, Overrides, Plan, Quota
-from quotad.errors import RateLimited
+from quotad.domain.models import (
+    Account,
+    AccountStatus,
+    IdempotencyClaim,
+    Overrides,
+    Plan,
+    Quota,
+    UsageEvent,
+)
+from quotad.errors import RateLimited, StorageError
+from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.redis import RedisStore
 from tests.servers import REDIS_URL, redis_namespace
 
@@ -114,3 +125,111 @@ async def test_two_nodes_share_counters_and_throttle(redis_url: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def drop_everything(url: str) -> None:
+    """Delete every key of the namespace, markers included: a Redis restarted empty."""
+    prefix = url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def test_a_lost_redis_is_rebuilt_with_every_nodes_unflushed_grants(redis_url: str) -> None:
+    """Grants another node has not flushed yet still count after Redis loses everything."""
+    first = await open_node(redis_url, flush_interval=0.2)
+    second = await open_node(redis_url, flush_interval=0.2)
+    try:
+        await with_account(first)
+        assert (await first.consume("acme", "insights", DAY, 90, 100)).granted
+        await drop_everything(redis_url)
+        refused = await second.consume("acme", "insights", DAY, 20, 100)
+        assert (refused.granted, refused.used) == (False, 90)
+        granted = await first.consume("acme", "insights", DAY, 10, 100)
+        assert (granted.granted, granted.used) == (True, 100)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_idempotency_answers_and_event_ids_survive_a_lost_redis(redis_url: str) -> None:
+    """A replayed Idempotency-Key and a re-sent event id count nothing after Redis loses all."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        claim = IdempotencyClaim("retry-me", "fp", NOW + timedelta(days=1))
+        first = await store.consume("acme", "insights", DAY, 7, 100, claim, NOW)
+        event = UsageEvent("ev-1", "acme", "insights", 3, DAY, 100, NOW)
+        assert (await store.record_events([event])).accepted == 1
+        await drop_everything(redis_url)
+        again = await store.consume("acme", "insights", DAY, 7, 100, claim, NOW)
+        assert (again.replayed, again.granted, again.used) == (True, True, first.used)
+        assert (await store.record_events([event])).duplicates == 1
+        [row] = await store.usage("acme", "insights", DAY, DAY)
+        assert row.used == 10
+    finally:
+        await store.close()
+
+
+async def test_a_consume_past_its_callers_deadline_changes_nothing(redis_url: str) -> None:
+    """A consume Redis runs after its caller's deadline is refused with StorageError, uncharged."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        await store.consume("acme", "insights", DAY, 5, 100)
+        token = CALL_DEADLINE.set(time.time() - 1)
+        try:
+            with pytest.raises(StorageError):
+                await store.consume("acme", "insights", DAY, 5, 100)
+        finally:
+            CALL_DEADLINE.reset(token)
+        [row] = await store.usage("acme", "insights", DAY, DAY)
+        assert row.used == 5
+    finally:
+        await store.close()
+
+
+async def test_no_key_is_shared_by_accounts(redis_url: str) -> None:
+    """Every key the store writes carries an account's hash tag (none on a global slot)."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        claim = IdempotencyClaim("k", "fp", NOW + timedelta(days=1))
+        await store.consume("acme", "insights", DAY, 1, 100, claim, NOW)
+        await store.adjust("acme", "insights", DAY, 2, 100)
+        await store.record_events([UsageEvent("e", "acme", "insights", 1, DAY, 100, NOW)])
+        await store.flush()
+        prefix = redis_url.split("prefix=")[1].split("&", maxsplit=1)[0]
+        client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        await client.aclose()
+        assert keys, "the store wrote nothing to Redis"
+        assert all(key.startswith(f"{prefix}:{{acme}}:") for key in keys), keys
+    finally:
+        await store.close()
+
+
+async def test_a_rebuild_begun_before_a_second_loss_cannot_finish_after_it(
+    redis_url: str,
+) -> None:
+    """The rebuild scripts refuse to mark an account whole from an intent a later loss wiped."""
+    package = files("quotad.storage") / "lua"
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    begin = client.register_script((package / "begin.lua").read_text())
+    restore = client.register_script((package / "restore.lua").read_text())
+    prefix = redis_url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    marker, intent = f"{prefix}:{{acme}}:m", f"{prefix}:{{acme}}:r"
+    try:
+        slow = await begin(keys=[marker, intent], args=["first"])  # a node begins, waits
+        assert slow == ["intent", "first"]
+        assert await begin(keys=[marker, intent], args=["second"]) == ["intent", "first"]
+        assert await restore(keys=[marker, intent], args=["", "1", "t1", "first"]) == "done"
+        assert await client.get(marker) == "t1"
+        await drop_everything(redis_url)  # grants were made under t1, then Redis lost them
+        assert await restore(keys=[marker, intent], args=["", "1", "t2", "first"]) == "stale"
+        assert await client.get(marker) is None
+    finally:
+        await client.delete(marker, intent)
+        await client.aclose()

@@ -19,7 +19,9 @@ Durability (the invariants; ``write_behind.py`` has the node's side):
   for that account, not when a key happens to be missing. The account's counters are
   then rebuilt from SQL only after every live node has flushed what it granted before
   (``counter_nodes``: each node's last flush and heartbeat), with its unexpired
-  Idempotency-Key answers restored; nodes silent for ``node_timeout`` count as dead.
+  Idempotency-Key answers restored; nodes silent for ``node_timeout`` count as dead. A
+  rebuild writes an intent key first and finishes only while it is unchanged, so one that
+  began before a second loss cannot mark counters whole after it (``begin.lua``).
 - Event ids are de-duplicated in SQL, in the transaction that adds the events, and only
   then added to the counters Redis holds.
 - A consume carries its caller's deadline (in Redis's clock): a script that runs after it
@@ -81,7 +83,7 @@ COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
 RESTORE_CHUNK = 500  # Idempotency-Key answers restored per script call
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
-_SCRIPTS = ("consume", "seed", "adjust", "events", "restore", "refund", "bucket")
+_SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
 
 
 def _parse(url: str) -> tuple[str, bool, str, str]:
@@ -199,6 +201,9 @@ class RedisStore:
 
     def _marker(self, account_id: str) -> str:
         return f"{self._prefix}:{{{account_id}}}:m"
+
+    def _intent(self, account_id: str) -> str:
+        return f"{self._prefix}:{{{account_id}}}:r"
 
     def _idempotency(self, account_id: str, key: str) -> str:
         return f"{self._prefix}:{{{account_id}}}:i:{key}"
@@ -365,32 +370,56 @@ class RedisStore:
                 if seq >= needed or now - beat >= self._node_timeout_us:
                     del waiting[node]
 
-    async def _recover(self, account_id: str) -> None:
-        """Rebuild an account this Redis lost, once per loss however many callers ask."""
+    async def _recover(self, account_id: str, now: datetime | None = None) -> None:
+        """Rebuild an account this Redis lost, once per loss however many callers ask.
+
+        ``now`` is the caller's clock, which Idempotency-Key expiries are read against.
+        """
         task = self._restores.get(account_id)
         if task is None:
-            task = asyncio.create_task(self._restore(account_id))
+            task = asyncio.create_task(self._restore(account_id, now or datetime.now(UTC)))
             self._restores[account_id] = task
             task.add_done_callback(lambda done: self._restores.pop(account_id, None))
         await asyncio.shield(task)
 
-    async def _restore(self, account_id: str) -> None:
-        await asyncio.shield(self._barrier())
-        claims = await self.records.live_claims(account_id, datetime.now(UTC))
-        now_ms = int((time.time() + self._clock_offset) * 1000)
-        claims = [claim for claim in claims if claim.expires_ms > now_ms]
-        marker = self._marker(account_id)
+    async def _restore(self, account_id: str, now: datetime) -> None:
+        marker, intent = self._marker(account_id), self._intent(account_id)
+        for _ in range(3):
+            begun = await self._script("begin", [marker, intent], [_incarnation()])
+            if begun[0] == "present":
+                return
+            # Taken after the intent exists: whatever was granted before the loss is in
+            # SQL once the barrier ends.
+            await asyncio.shield(self._barrier())
+            claims = await self.records.live_claims(account_id, now)
+            if await self._finish_restore(account_id, begun[1], claims, now):
+                log.warning("rebuilt counters Redis had lost", account_id=account_id)
+                return
+        raise StorageError("Redis kept losing the account's counters while they were rebuilt")
+
+    async def _finish_restore(
+        self, account_id: str, intent: str, claims: list[StoredClaim], now: datetime
+    ) -> bool:
+        """Restore the claims and the marker; ``False`` when the rebuild went stale."""
+        now_ms = int(now.timestamp() * 1000)
+        token = _incarnation()
+        head = [self._marker(account_id), self._intent(account_id)]
         for start in range(0, max(len(claims), 1), RESTORE_CHUNK):
             chunk = claims[start : start + RESTORE_CHUNK]
             last = start + RESTORE_CHUNK >= len(claims)
-            keys = [marker] + [self._idempotency(account_id, claim.key) for claim in chunk]
+            keys = head + [self._idempotency(account_id, claim.key) for claim in chunk]
             lines = "\n".join(
                 f"{c.fingerprint} {int(c.granted)} {c.used} {c.total} {c.day} {c.expires_ms} "
                 f"{max((c.expires_ms - now_ms) // 1000, 1)}"
                 for c in chunk
             )
-            await self._script("restore", keys, [lines, "1" if last else "0", _incarnation()])
-        log.warning("rebuilt counters Redis had lost", account_id=account_id, claims=len(claims))
+            args = [lines, "1" if last else "0", token, intent]
+            outcome = await self._script("restore", keys, args)
+            if outcome == "present":
+                return True
+            if outcome == "stale":
+                return False
+        return True
 
     async def _hydrate(self, account_id: str, service: str, day: date, total: int) -> None:
         # The marker is read before SQL is, and the seed checks it is unchanged: a read
@@ -460,7 +489,7 @@ class RedisStore:
                 await self._hydrate(account_id, service, day, total)
                 continue
             if kind == "lost":
-                await self._recover(account_id)
+                await self._recover(account_id, now)
                 continue
             if kind == "late":
                 raise StorageError("the counter store (Redis) answered after the deadline")
