@@ -200,7 +200,6 @@ async def test_no_key_is_shared_by_accounts(redis_url: str) -> None:
         await store.consume("acme", "insights", DAY, 1, 100, claim, NOW)
         await store.adjust("acme", "insights", DAY, 2, 100)
         await store.record_events([UsageEvent("e", "acme", "insights", 1, DAY, 100, NOW)])
-        await store.flush()
         prefix = redis_url.split("prefix=")[1].split("&", maxsplit=1)[0]
         client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]

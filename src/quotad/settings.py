@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         ),
     )
     store_timeout_ms: int = Field(
-        1000,
+        800,
         ge=0,
         description=(
             "Verify gives up on a store that has not answered by then (time queued behind "

@@ -82,7 +82,7 @@ async def verify(
 ) -> Verdict:
     """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
 
-    A store that fails or does not answer within ``store_timeout_ms`` (1 s by default) is
+    A store that fails or does not answer within ``store_timeout_ms`` (800 ms by default) is
     answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
     (fail-open); either way the call is never charged later.
     """
