@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 import select
 import selectors
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -335,6 +336,8 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> N
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard <= 1024:
         pytest.skip(f"no room to raise: hard limit {hard}")
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
     store = f"sqlite:///{tmp_path / 'quotad.db'}"
     spec = quotad_spec(store)
     spec.argv = ["prlimit", f"--nofile=1024:{hard}", "--", *spec.argv]
