@@ -132,3 +132,14 @@ async def test_a_served_app_answers_keep_alive_requests_in_turn() -> None:
     finally:
         server.should_exit = True
         await serving
+
+
+def test_the_connection_limit_leaves_room_for_the_other_descriptors() -> None:
+    """The connection limit is lowered to fit the open-file limit, less what the process
+    needs besides (store connections, logs, the listening socket)."""
+    from quotad.api.server import connection_cap
+
+    assert connection_cap(4096, 20_000) == 4096
+    assert connection_cap(4096, 1024) == 768
+    assert connection_cap(4096, 100) == 75
+    assert connection_cap(10, 1) == 1

@@ -113,7 +113,13 @@ def serve(
     base = f"http://{settings.host}:{settings.port}"
     _print_banner(settings, base, token, seeded)
     ctx = Context(store_from_url(settings.store_url), settings)
-    server.run(create_app(ctx), settings.host, settings.port, settings.trusted_proxies)
+    server.run(
+        create_app(ctx),
+        settings.host,
+        settings.port,
+        settings.trusted_proxies,
+        limits=server.Limits.from_settings(settings),
+    )
 
 
 def _print_banner(settings: Settings, base: str, token: str | None, seeded: Any) -> None:

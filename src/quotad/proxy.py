@@ -8,6 +8,7 @@ customer's key is removed on the way unless ``--keep-key``. The proxy serves
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -198,5 +199,7 @@ def proxy_command(
         settings.host,
         settings.port,
         settings.trusted_proxies,
+        # Uploads stream to the upstream at its pace: no body deadline; the rest as serve.
+        limits=dataclasses.replace(server.Limits.from_settings(settings), body_timeout=None),
         server_header=False,  # the upstream's Server header is passed on instead
     )

@@ -76,6 +76,37 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Bodies larger than this are refused with 413."
     )
+    max_connections: int = Field(
+        4096,
+        ge=8,
+        description=(
+            "Connections one `quotad serve` process holds open; a new one past this closes "
+            "the longest-idle connection, or gets 503 when none is idle. Lowered at start to "
+            "fit the open-file limit (whose soft limit is first raised to the hard one)."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "A request head must be complete this long after the connection opens (or after "
+            "its first byte, on a kept-alive connection); else 408, or a plain close if "
+            "nothing arrived."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must be complete this long after its head; else 408.",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        5,
+        ge=1,
+        description=(
+            "An idle kept-alive connection is closed after this; behind a load balancer, set "
+            "it above the balancer's own idle timeout."
+        ),
+    )
     idempotency_ttl_seconds: int = Field(
         86_400, ge=60, description="How long an Idempotency-Key keeps its first answer."
     )

@@ -63,6 +63,9 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        # Starlette would answer a path with a trailing slash (or without one) by a 307 to
+        # the other spelling, on the host the request's Host header names: 404 instead.
+        redirect_slashes=False,
     )
     app.state.ctx = ctx
     errors.install(app)

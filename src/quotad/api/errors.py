@@ -54,6 +54,16 @@ def error_body(
     }
 
 
+def logged_error_body(
+    code: ErrorCode, note: str, status: int, validation_errors: list[FieldError] | None = None
+) -> dict[str, Any]:
+    """The contract's error body, logged with its id (never with the request's secrets)."""
+    body = error_body(code, note, validation_errors)
+    log_method = log.error if status >= 500 else log.info
+    log_method("request refused", error=body["error"], error_id=body["id"], status=status)
+    return body
+
+
 def error_response(
     code: ErrorCode,
     note: str,
@@ -62,10 +72,8 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """An error answer; logged with its id (never with the request's secrets)."""
-    body = error_body(code, note, validation_errors)
     status = status or STATUS[code]
-    log_method = log.error if status >= 500 else log.info
-    log_method("request refused", error=body["error"], error_id=body["id"], status=status)
+    body = logged_error_body(code, note, status, validation_errors)
     return ORJSONResponse(body, status_code=status, headers=headers)
 
 
@@ -112,9 +120,14 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return error_response(ErrorCode.VALIDATION_FAILED, note, problems)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     if exc.status_code == 404:
+        path = request.url.path
+        if len(path) > 1 and path.endswith("/"):
+            # Slashes are never redirected: a redirect would be built from the Host header.
+            note = "no such path (no path of quotad ends in a trailing slash)"
+            return error_response(ErrorCode.NOT_FOUND, note)
         return error_response(ErrorCode.NOT_FOUND, "no such path")
     if exc.status_code == 405:
         return error_response(ErrorCode.BAD_REQUEST, "method not allowed on this path", status=405)
@@ -128,12 +141,19 @@ def unexpected_error(exc: BaseException) -> Response:
     return error_response(ErrorCode.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
 
 
+async def _last_resort(_request: Request, exc: Exception) -> Response:
+    return unexpected_error(exc)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn expected failures into the contract's error body.
 
     Unexpected exceptions are caught by ``RequestGuard`` (see ``unexpected_error``), so
-    the server does not log them a second time.
+    the server does not log them a second time. The handler of ``Exception`` is Starlette's
+    last resort for what fails outside the guard (middleware added after it), which would
+    otherwise answer a plain-text 500.
     """
     app.add_exception_handler(QuotadError, _quotad_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _last_resort)
