@@ -187,7 +187,11 @@ def redis_benchmark_runner(cfg: Config, url: str, account: str) -> Runner:
     client = redis_py.Redis.from_url(cfg.redis_url, decode_responses=True)
     # The counter is the hash among the call's keys that holds "used".
     numkeys = int(args[0])
-    counters = [k for k in args[1 : 1 + numkeys] if client.hexists(k, "used")]
+    counters = [
+        k
+        for k in args[1 : 1 + numkeys]
+        if client.type(k) == "hash" and client.hexists(k, "used")  # not the account's marker
+    ]
     if len(counters) != 1:
         raise RuntimeError(f"cannot tell the counter among the keys {args[1 : 1 + numkeys]}")
     counter = counters[0]

@@ -14,7 +14,6 @@ refused key is resolved afresh every time.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable
@@ -30,6 +29,7 @@ from quotad.domain.models import IdempotencyClaim, effective_total
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
+from quotad.service.deadline import Deadline
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.cache import CachingStore
 
@@ -96,7 +96,7 @@ async def verify(
             # and a grant answered after it is given back (never charged unanswered).
             deadline = CALL_DEADLINE.set(time.time() + limit)
             try:
-                async with asyncio.timeout(limit):
+                async with _deadline(limit)():
                     verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
             finally:
                 CALL_DEADLINE.reset(deadline)
@@ -117,6 +117,12 @@ async def verify(
     metrics.count_consume(service, verdict.code)
     metrics.CONSUME_SECONDS.observe(time.perf_counter() - started)
     return verdict
+
+
+@lru_cache(maxsize=8)
+def _deadline(seconds: float) -> Deadline:
+    """The shared deadline of every verify given ``seconds`` (one per setting)."""
+    return Deadline(seconds)
 
 
 @lru_cache(maxsize=4096)

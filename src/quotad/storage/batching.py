@@ -58,7 +58,19 @@ class Batcher(Generic[T, R]):
         self._queue.append((request, answer))
         if len(self._workers) < self._in_flight:
             self._start_worker(loop)
-        return await answer
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            # Cancelled in the instant between its answer and its wake-up: the answer
+            # came, and nobody will hear it.
+            if (
+                self._abandoned is not None
+                and answer.done()
+                and not answer.cancelled()
+                and answer.exception() is None
+            ):
+                self._abandoned(request, answer.result())
+            raise
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         worker = loop.create_task(self._drain(), name="quotad-batch")

@@ -1,0 +1,72 @@
+"""Verify's shared deadline (``quotad.service.deadline``): asyncio.timeout's behaviour, one timer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from quotad.service.deadline import Deadline
+
+
+async def test_a_block_past_its_deadline_raises_timeout_error_soon_after() -> None:
+    """A block still running at its deadline is stopped with TimeoutError within the granularity."""
+    deadline = Deadline(0.2, granularity=0.05)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with deadline():
+            await asyncio.sleep(5)
+    assert 0.2 <= time.monotonic() - started < 0.5
+
+
+async def test_a_block_done_in_time_is_never_cancelled_afterwards() -> None:
+    """A block that ends before its deadline leaves its task alone once the deadline passes."""
+    deadline = Deadline(0.05, granularity=0.01)
+    async with deadline():
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.2)  # past the deadline: no CancelledError here
+
+
+async def test_many_blocks_each_keep_their_own_deadline() -> None:
+    """Of concurrent blocks, only those still running at their deadline time out."""
+    deadline = Deadline(0.1, granularity=0.01)
+
+    async def block(seconds: float) -> str:
+        try:
+            async with deadline():
+                await asyncio.sleep(seconds)
+        except TimeoutError:
+            return "timeout"
+        return "done"
+
+    results = await asyncio.gather(*(block(0.01 if n % 2 else 1.0) for n in range(20)))
+    assert results == ["timeout", "done"] * 10
+
+
+async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
+    """A task cancelled by someone else inside the block gets CancelledError, not TimeoutError."""
+    deadline = Deadline(5, granularity=0.01)
+
+    async def guarded() -> None:
+        async with deadline():
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(guarded())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_one_deadline_serves_successive_event_loops() -> None:
+    """A deadline used on one event loop works again on the next (the CLI runs several)."""
+    deadline = Deadline(0.05, granularity=0.01)
+
+    async def late() -> None:
+        async with deadline():
+            await asyncio.sleep(1)
+
+    for _ in range(2):
+        with pytest.raises(TimeoutError):
+            asyncio.run(late())
