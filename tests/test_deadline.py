@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import pytest
 
 from quotad.service.deadline import Deadline
+
+
+async def guarded(deadline: Deadline, work: Awaitable[None]) -> None:
+    """Run ``work`` under ``deadline`` as verify does."""
+    watch = deadline.watch()
+    try:
+        await work
+    except asyncio.CancelledError:
+        if watch.leave(cancelled=True):
+            raise TimeoutError from None
+        raise
+    finally:
+        watch.leave(cancelled=False)
 
 
 async def test_a_block_past_its_deadline_raises_timeout_error_soon_after() -> None:
@@ -15,16 +29,14 @@ async def test_a_block_past_its_deadline_raises_timeout_error_soon_after() -> No
     deadline = Deadline(0.2, granularity=0.05)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        async with deadline():
-            await asyncio.sleep(5)
+        await guarded(deadline, asyncio.sleep(5))
     assert 0.2 <= time.monotonic() - started < 0.5
 
 
 async def test_a_block_done_in_time_is_never_cancelled_afterwards() -> None:
     """A block that ends before its deadline leaves its task alone once the deadline passes."""
     deadline = Deadline(0.05, granularity=0.01)
-    async with deadline():
-        await asyncio.sleep(0)
+    await guarded(deadline, asyncio.sleep(0))
     await asyncio.sleep(0.2)  # past the deadline: no CancelledError here
 
 
@@ -34,8 +46,7 @@ async def test_many_blocks_each_keep_their_own_deadline() -> None:
 
     async def block(seconds: float) -> str:
         try:
-            async with deadline():
-                await asyncio.sleep(seconds)
+            await guarded(deadline, asyncio.sleep(seconds))
         except TimeoutError:
             return "timeout"
         return "done"
@@ -48,11 +59,7 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     """A task cancelled by someone else inside the block gets CancelledError, not TimeoutError."""
     deadline = Deadline(5, granularity=0.01)
 
-    async def guarded() -> None:
-        async with deadline():
-            await asyncio.sleep(5)
-
-    task = asyncio.create_task(guarded())
+    task = asyncio.create_task(guarded(deadline, asyncio.sleep(5)))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -63,10 +70,6 @@ def test_one_deadline_serves_successive_event_loops() -> None:
     """A deadline used on one event loop works again on the next (the CLI runs several)."""
     deadline = Deadline(0.05, granularity=0.01)
 
-    async def late() -> None:
-        async with deadline():
-            await asyncio.sleep(1)
-
     for _ in range(2):
         with pytest.raises(TimeoutError):
-            asyncio.run(late())
+            asyncio.run(guarded(deadline, asyncio.sleep(1)))

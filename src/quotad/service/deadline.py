@@ -12,37 +12,39 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from types import TracebackType
 
 
 class Deadline:
-    """``async with deadline():`` raises ``TimeoutError`` once ``seconds`` have passed.
+    """Blocks that must end within ``seconds``: ``watch()`` before, ``Watch.leave`` after.
 
-    Like ``asyncio.timeout(seconds)``, with an expiry late by at most ``granularity``.
-    Every block it guards has the same length, which keeps the deque in deadline order.
-    One ``Deadline`` serves one event loop at a time (a new loop starts it afresh).
+    Like ``asyncio.timeout(seconds)``, with an expiry late by at most ``granularity``, and
+    plain calls instead of an ``async with`` (whose two coroutines cost more than the
+    rest of it). Every block watched has the same length, which keeps the deque in
+    deadline order. One ``Deadline`` serves one event loop at a time (a new loop starts
+    it afresh).
     """
 
     def __init__(self, seconds: float, granularity: float = 0.05) -> None:
         self.seconds = seconds
         self._granularity = granularity
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[_Guard] = deque()
+        self._queue: deque[Watch] = deque()
         self._armed = False
 
-    def __call__(self) -> _Guard:
-        """A guard for one block."""
-        return _Guard(self)
-
-    def _watch(self, guard: _Guard) -> float:
+    def watch(self) -> Watch:
+        """Start watching the current task; its ``Watch`` must be left when the block ends."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop, self._queue, self._armed = loop, deque(), False
-        deadline = loop.time() + self.seconds
-        self._queue.append(guard)
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - a coroutine always runs in a task here
+            msg = "a deadline needs a task"
+            raise RuntimeError(msg)
+        watch = Watch(loop.time() + self.seconds, task)
+        self._queue.append(watch)
         if not self._armed:
-            self._arm(deadline)
-        return deadline
+            self._arm(watch.deadline)
+        return watch
 
     def _arm(self, when: float) -> None:
         assert self._loop is not None  # noqa: S101 - armed while watching only
@@ -55,43 +57,38 @@ class Deadline:
         now = self._loop.time()
         queue = self._queue
         while queue and queue[0].deadline <= now:
-            guard = queue.popleft()
-            if not guard.done:
-                guard.expired = True
-                guard.task.cancel()
+            watch = queue.popleft()
+            task = watch.task
+            if task is not None:
+                watch.expired = True
+                task.cancel()
         if queue:
             self._arm(queue[0].deadline)
 
 
-class _Guard:
+class Watch:
     """One block's deadline (see ``Deadline``)."""
 
-    __slots__ = ("cancelling", "deadline", "done", "expired", "owner", "task")
+    __slots__ = ("cancelling", "deadline", "expired", "task")
 
-    def __init__(self, owner: Deadline) -> None:
-        self.owner = owner
-        self.done = False
+    def __init__(self, deadline: float, task: asyncio.Task[object]) -> None:
+        self.deadline = deadline
+        # Dropped when the block ends: a finished task kept alive until its deadline
+        # would keep its whole request in memory that long, for the collector to walk.
+        self.task: asyncio.Task[object] | None = task
+        self.cancelling = task.cancelling()
         self.expired = False
 
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - an async with always runs in a task
-            msg = "a deadline needs a task"
-            raise RuntimeError(msg)
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.deadline = self.owner._watch(self)
+    def leave(self, cancelled: bool) -> bool:
+        """End the watch; whether the block's ``CancelledError`` was this deadline's.
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.done = True
-        # Our cancellation, not someone else's: it becomes a TimeoutError, as with
-        # asyncio.timeout (the count says whether another cancel is still pending).
-        if self.expired:
-            pending = self.task.uncancel()
-            if pending <= self.cancelling and exc_type is asyncio.CancelledError:
-                raise TimeoutError from exc
+        ``cancelled``: the block ended with ``CancelledError``. As with asyncio.timeout,
+        our own cancellation is taken back, and it is ours only when no other is pending.
+        """
+        task = self.task
+        if task is None:  # left already (a finally after an except)
+            return False
+        self.task = None
+        if not self.expired:
+            return False
+        return task.uncancel() <= self.cancelling and cancelled

@@ -14,6 +14,7 @@ refused key is resolved afresh every time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable
@@ -89,16 +90,21 @@ async def verify(
     started = time.perf_counter()
     limit = ctx.settings.store_timeout_ms / 1000 or None
     try:
-        if limit is None:  # asyncio.timeout(None) would cost a context manager per call
+        if limit is None:
             verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
         else:
             # The store hears when we stop waiting: work it sent that runs later is void,
             # and a grant answered after it is given back (never charged unanswered).
+            watch = _deadline(limit).watch()
             deadline = CALL_DEADLINE.set(time.time() + limit)
             try:
-                async with _deadline(limit)():
-                    verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+                verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+            except asyncio.CancelledError:
+                if watch.leave(cancelled=True):
+                    raise TimeoutError from None
+                raise
             finally:
+                watch.leave(cancelled=False)
                 CALL_DEADLINE.reset(deadline)
     except (StorageError, TimeoutError) as exc:
         metrics.STORE_ERRORS.labels("verify").inc()
