@@ -25,10 +25,9 @@ from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
 from quotad.settings import Settings
 from quotad.storage import store_from_url
-from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment, make_settings, seed
-from tests.processes import BIN, Running, Spec, provision_store, quotad_spec, running_all
+from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment, Example, make_settings, seed
+from tests.processes import BIN, Running, Spec, running_all
 from tests.test_dashboard import sign_in
-from tests.test_middleware import EXAMPLE, Example
 
 ERROR_KEYS = {"error", "id", "note", "validationErrors"}
 BUDGET = 60  # QUOTAD_AUTH_FAILURES_PER_MINUTE's default
@@ -142,32 +141,6 @@ async def test_sign_ins_spend_their_own_budget_and_valid_ones_pass(
 
 
 # ... through the ASGI middleware, over HTTP (embedded and remote) ------------------------
-@pytest.fixture(scope="module")
-def embedded_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
-    """The example app on an embedded SQLite store, its own process (budgets get spent here)."""
-    workdir = tmp_path_factory.mktemp("abuse-embedded")
-    store_url = f"sqlite:///{workdir / 'quotad.db'}"
-    provision_store(store_url, "warmup", 1)
-    spec = Spec(EXAMPLE, "example", env={"QUOTAD_STORE_URL": store_url})
-    with running_all(workdir, spec) as [app]:
-        yield Example("embedded", app, store_url=store_url)
-
-
-@pytest.fixture(scope="module")
-def remote_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
-    """The example app asking its own ``quotad serve`` through the SDK."""
-    workdir = tmp_path_factory.mktemp("abuse-remote")
-    server = quotad_spec(f"sqlite:///{workdir / 'quotad.db'}")
-    example = Spec(EXAMPLE, "example", env={"QUOTAD_URL": server.base})
-    with running_all(workdir, server, example) as [quotad, app]:
-        yield Example("remote", app, quotad=quotad)
-
-
-@pytest.fixture(params=["embedded", "remote"])
-def example(request: pytest.FixtureRequest) -> Example:
-    """The example app, once per backend."""
-    fixture: Example = request.getfixturevalue(f"{request.param}_example")
-    return fixture
 
 
 @pytest.mark.slow

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +17,16 @@ from quotad.api.app import create_app
 from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend, mount_usage_endpoints
 from quotad.domain import keys
 from quotad.domain.models import Overrides, Quota
-from quotad.sdk import Client, ConflictError
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings
 from quotad.storage import store_from_url
 from tests.conftest import ADMIN_TOKEN as TEST_TOKEN
-from tests.conftest import make_settings
+from tests.conftest import Example, make_settings
 from tests.processes import (
-    ADMIN_TOKEN,
-    ROOT,
-    Running,
-    Spec,
     free_port,
-    noon_zone,
-    provision_store,
-    quotad_spec,
-    running,
-    running_all,
 )
 
-EXAMPLE = [sys.executable, str(ROOT / "examples" / "fastapi_app.py"), "--no-demo"]
 QUOTA_HEADERS = (
     "ratelimit-policy",
     "ratelimit",
@@ -49,56 +35,6 @@ QUOTA_HEADERS = (
     "x-ratelimit-reset",
 )
 ERROR_KEYS = {"error", "id", "note", "validationErrors"}
-
-
-@dataclass
-class Example:
-    """The example app in one mode, and how to make an account with a key for it."""
-
-    mode: str
-    app: Running
-    store_url: str | None = None
-    quotad: Running | None = None
-
-    def provision(self, total: int) -> str:
-        """A fresh account with ``total`` insights a day; returns its key."""
-        account_id = f"a{uuid.uuid4().hex[:10]}"
-        if self.store_url is not None:
-            return provision_store(self.store_url, account_id, total)
-        assert self.quotad is not None
-        with Client(self.quotad.base, operator_token=ADMIN_TOKEN) as quotad:
-            with contextlib.suppress(ConflictError):
-                quotad.create_service("insights")
-            plan = quotad.create_plan(f"p-{account_id}", {"insights": total})
-            quotad.create_account("Test", plan.id, account_id=account_id, timezone=noon_zone())
-            return quotad.create_key(account_id).key
-
-
-@pytest.fixture(scope="module")
-def embedded_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
-    """The example app on an embedded SQLite store (no quotad server)."""
-    workdir = tmp_path_factory.mktemp("embedded")
-    store_url = f"sqlite:///{workdir / 'quotad.db'}"
-    provision_store(store_url, "warmup", 1)  # creates the schema before the app opens it
-    with running(EXAMPLE, workdir, "example", QUOTAD_STORE_URL=store_url) as app:
-        yield Example("embedded", app, store_url=store_url)
-
-
-@pytest.fixture(scope="module")
-def remote_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
-    """The example app asking a real ``quotad serve`` through the SDK (both started at once)."""
-    workdir = tmp_path_factory.mktemp("remote")
-    server = quotad_spec(f"sqlite:///{workdir / 'quotad.db'}")
-    example = Spec(EXAMPLE, "example", env={"QUOTAD_URL": server.base})
-    with running_all(workdir, server, example) as [quotad, app]:
-        yield Example("remote", app, quotad=quotad)
-
-
-@pytest.fixture(params=["embedded", "remote"])
-def example(request: pytest.FixtureRequest) -> Example:
-    """The example app, once per backend."""
-    fixture: Example = request.getfixturevalue(f"{request.param}_example")
-    return fixture
 
 
 @pytest.fixture
