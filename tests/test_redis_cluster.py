@@ -128,8 +128,9 @@ def check_placement(
     assert set(keys_of) == set(ids), sorted(keys_of)
     keys_in_slot: dict[tuple[int, int], int] = defaultdict(int)
     for account_id, keys in keys_of.items():
-        # Counter, Idempotency-Key answer, marker (event ids are de-duplicated in SQL).
-        assert {key.split(":")[2] for key in keys} == {"u", "i", "m"}, keys
+        # Counter, Idempotency-Key answer, marker, a consume call's replies kept for a
+        # resend (event ids are de-duplicated in SQL).
+        assert {key.split(":")[2] for key in keys} == {"u", "i", "m", "b"}, keys
         slots = {cluster_keyslot(cluster, key) for key in keys}
         assert slots == {cluster_keyslot(cluster, account_id)}, (account_id, keys)
         assert len(masters_of[account_id]) == 1, (account_id, masters_of[account_id])

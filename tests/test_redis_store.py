@@ -232,3 +232,27 @@ async def test_a_rebuild_begun_before_a_second_loss_cannot_finish_after_it(
     finally:
         await client.delete(marker, intent)
         await client.aclose()
+
+
+async def test_a_consume_call_sent_twice_is_applied_once(redis_url: str) -> None:
+    """The same consume script call, sent again (a client's retry), replays its first replies."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        script = store._scripts["consume"]
+        calls: list[tuple[list[str], list[object]]] = []
+
+        async def twice(keys: list[str], args: list[object]) -> object:
+            calls.append((keys, args))
+            first = await script(keys=keys, args=args)
+            again = await script(keys=keys, args=args)  # what a retry after a timeout sends
+            assert again == [[str(field) for field in reply] for reply in first]
+            return first
+
+        store._scripts["consume"] = twice
+        outcome = await store.consume("acme", "insights", DAY, 30, 100)
+        assert (outcome.granted, outcome.used) == (True, 30)
+        [row] = await store.usage("acme", "insights", DAY, DAY)
+        assert row.used == 30
+    finally:
+        await store.close()

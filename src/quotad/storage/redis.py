@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import time
@@ -81,6 +82,9 @@ T = TypeVar("T")
 MAX_CONNECTIONS = 64
 COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
 RESTORE_CHUNK = 500  # Idempotency-Key answers restored per script call
+# How long a consume call's replies are kept, to answer the client library's own resend of
+# that call (after a connection failure or timeout) instead of applying it twice.
+REPLAY_SECONDS = 10
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
@@ -176,6 +180,8 @@ class RedisStore:
         self._closing = asyncio.Event()
         self._inflight = asyncio.Semaphore(MAX_CONNECTIONS)
         self._node_id = f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._batch_ids = itertools.count()
+        self._batch_prefix = uuid.uuid4().hex[:10]
         self._journal = Journal()
         self._flushing = asyncio.Lock()  # one flush at a time: each has its own number
         self._clock_offset = 0.0  # Redis's clock minus ours, in seconds
@@ -507,9 +513,13 @@ class RedisStore:
 
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call (all in one slot on a Cluster); note the grants."""
-        keys = [key for request in batch for key in request.keys]
+        # The call's own key, under its first account's tag (its slot, on a Cluster).
+        call_id = f"{self._batch_prefix}.{next(self._batch_ids)}"
+        keys = [f"{self._prefix}:{{{batch[0].account_id}}}:b:{call_id}"]
+        keys += [key for request in batch for key in request.keys]
         lines = "\n".join([request.line for request in batch])
-        replies: list[_Reply] = await self._script("consume", keys, [COUNTER_TTL_SECONDS, lines])
+        args = [COUNTER_TTL_SECONDS, lines, REPLAY_SECONDS]
+        replies: list[_Reply] = await self._script("consume", keys, args)
         journal = self._journal.pending
         for request, reply in zip(batch, replies, strict=True):
             if reply[0] != "ok":

@@ -1,7 +1,8 @@
 -- Atomic consumes, decided one after the other in the order given. On a Redis Cluster
 -- every key of one call shares a slot (callers group consumes by slot; each account's
 -- keys carry its hash tag); a single Redis takes any mix of accounts in one call.
--- KEYS, per consume: its counter hash (used, total, rejected), its account's marker
+-- KEYS[1] this call's own key (its batch id; on a Cluster in the batch's slot), then per
+--   consume: its counter hash (used, total, rejected), its account's marker
 --   "<prefix>:{<account>}:m", and with an Idempotency-Key its idempotency hash.
 -- ARGV[1] counter_ttl_s
 -- ARGV[2] the consumes, one line each: "2 cost total day deadline_ms", or with an
@@ -13,9 +14,23 @@
 --   {"ok"|"replay", granted, used, total, day, marker} | {"conflict"} | {"missing"}
 --   | {"lost"} | {"late"}
 -- (marker: the account's marker, which names this incarnation of its counters)
+-- ARGV[3] how long (s) this call's replies are kept under KEYS[1]
 -- Numbers go back as integer replies or as the caller's own text, never through Lua's
 -- tostring (which writes 1e+15 for large ones).
+-- The client library sends a call again when its connection fails or times out after
+-- sending it, and Redis may have run the first one: the same call (same KEYS[1]) is then
+-- answered with the first one's replies, so no consume is ever applied twice.
 local counter_ttl = ARGV[1]
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  local replies = {}
+  for line in string.gmatch(seen, '[^\n]+') do
+    local reply = {}
+    for field in string.gmatch(line, '%S+') do reply[#reply + 1] = field end
+    replies[#replies + 1] = reply
+  end
+  return replies
+end
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
@@ -59,7 +74,7 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
   return {'ok', granted, used, total_text, day, incarnation}
 end
 
-local replies, k = {}, 1
+local replies, k = {}, 2
 for line in string.gmatch(ARGV[2], '[^\n]+') do
   local count, cost, total, day, deadline, fp, expires, now, idem_ttl = string.match(
     line, '^(%d) (%d+) (%d+) (%S+) (%d+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
@@ -69,4 +84,15 @@ for line in string.gmatch(ARGV[2], '[^\n]+') do
     tonumber(deadline), fp, expires, now, idem_ttl)
   k = k + tonumber(count)
 end
+
+local lines = {}
+for i, reply in ipairs(replies) do
+  local fields = {}
+  for j, value in ipairs(reply) do
+    if type(value) == 'number' then value = string.format('%d', value) end
+    fields[j] = value
+  end
+  lines[i] = table.concat(fields, ' ')
+end
+redis.call('SET', KEYS[1], table.concat(lines, '\n'), 'EX', ARGV[3])
 return replies
