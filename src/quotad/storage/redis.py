@@ -83,8 +83,10 @@ MAX_CONNECTIONS = 64
 COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
 RESTORE_CHUNK = 500  # Idempotency-Key answers restored per script call
 # How long a consume call's replies are kept, to answer the client library's own resend of
-# that call (after a connection failure or timeout) instead of applying it twice.
-REPLAY_SECONDS = 10
+# that call (after a connection failure or timeout) instead of applying it twice. redis-py
+# resends at once; a resend later than this of a verify's consume is past its deadline, and
+# so does nothing anyway.
+REPLAY_SECONDS = 5
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
