@@ -12,16 +12,9 @@ from quotad.service.deadline import Deadline
 
 
 async def guarded(deadline: Deadline, work: Awaitable[None]) -> None:
-    """Run ``work`` under ``deadline`` as verify does."""
-    watch = deadline.watch()
-    try:
+    """Run ``work`` under ``deadline``."""
+    with deadline.watch():
         await work
-    except asyncio.CancelledError:
-        if watch.leave(cancelled=True):
-            raise TimeoutError from None
-        raise
-    finally:
-        watch.leave(cancelled=False)
 
 
 async def test_a_block_past_its_deadline_raises_timeout_error_soon_after() -> None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from types import TracebackType
 
 
 class Deadline:
-    """Blocks that must end within ``seconds``: ``watch()`` before, ``Watch.leave`` after.
+    """Blocks that must end within ``seconds``: ``with deadline.watch(): await …``.
 
-    Like ``asyncio.timeout(seconds)``, with an expiry late by at most ``granularity``, and
-    plain calls instead of an ``async with`` (whose two coroutines cost more than the
-    rest of it). Every block watched has the same length, which keeps the deque in
+    Like ``async with asyncio.timeout(seconds)``, with an expiry late by at most
+    ``granularity``, and a plain ``with`` (an ``async with`` costs two coroutines, more
+    than the rest of it). Every block watched has the same length, which keeps the deque in
     deadline order. One ``Deadline`` serves one event loop at a time (a new loop starts
     it afresh).
     """
@@ -32,7 +33,7 @@ class Deadline:
         self._armed = False
 
     def watch(self) -> Watch:
-        """Start watching the current task; its ``Watch`` must be left when the block ends."""
+        """Watch the current task until the ``with`` block the ``Watch`` guards ends."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop, self._queue, self._armed = loop, deque(), False
@@ -67,7 +68,8 @@ class Deadline:
 
 
 class Watch:
-    """One block's deadline (see ``Deadline``)."""
+    """One block's deadline (see ``Deadline``); its ``with`` turns our cancellation into
+    ``TimeoutError``, as ``asyncio.timeout`` does."""
 
     __slots__ = ("cancelling", "deadline", "expired", "task")
 
@@ -79,16 +81,22 @@ class Watch:
         self.cancelling = task.cancelling()
         self.expired = False
 
-    def leave(self, cancelled: bool) -> bool:
-        """End the watch; whether the block's ``CancelledError`` was this deadline's.
+    def __enter__(self) -> Watch:
+        return self
 
-        ``cancelled``: the block ended with ``CancelledError``. As with asyncio.timeout,
-        our own cancellation is taken back, and it is ours only when no other is pending.
-        """
-        task = self.task
-        if task is None:  # left already (a finally after an except)
-            return False
-        self.task = None
-        if not self.expired:
-            return False
-        return task.uncancel() <= self.cancelling and cancelled
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        task, self.task = self.task, None
+        # As asyncio.timeout: our own cancellation is taken back, and the block's
+        # CancelledError is ours only when no other cancellation is pending.
+        if (
+            self.expired
+            and task is not None
+            and task.uncancel() <= self.cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc

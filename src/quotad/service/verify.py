@@ -14,7 +14,6 @@ refused key is resolved afresh every time.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable
@@ -95,16 +94,11 @@ async def verify(
         else:
             # The store hears when we stop waiting: work it sent that runs later is void,
             # and a grant answered after it is given back (never charged unanswered).
-            watch = _deadline(limit).watch()
             deadline = CALL_DEADLINE.set(time.time() + limit)
             try:
-                verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
-            except asyncio.CancelledError:
-                if watch.leave(cancelled=True):
-                    raise TimeoutError from None
-                raise
+                with _deadline(limit).watch():
+                    verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
             finally:
-                watch.leave(cancelled=False)
                 CALL_DEADLINE.reset(deadline)
     except (StorageError, TimeoutError) as exc:
         metrics.STORE_ERRORS.labels("verify").inc()
