@@ -22,6 +22,7 @@ from quotad.domain.models import (
     UsageEvent,
 )
 from quotad.errors import RateLimited, StorageError
+from quotad.service.throttle import SharedThrottle
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.redis import RedisStore
 from tests.servers import REDIS_URL, redis_namespace
@@ -117,7 +118,10 @@ async def test_two_nodes_share_counters_and_throttle(redis_url: str) -> None:
         await first.consume("acme", "insights", DAY, 60, 100)
         outcome = await second.consume("acme", "insights", DAY, 50, 100)
         assert (outcome.granted, outcome.used) == (False, 60)
-        throttles = [first.throttle(0.001, 3), second.throttle(0.001, 3)]
+        throttles = [
+            SharedThrottle(first.take_token, 0.001, 3),
+            SharedThrottle(second.take_token, 0.001, 3),
+        ]
         for index in range(3):
             await throttles[index % 2].check("key_1")
         with pytest.raises(RateLimited):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from quotad.domain.clock import Clock, SystemClock
-from quotad.service.throttle import FailureBudget, LocalThrottle, Throttle
+from quotad.service.throttle import FailureBudget, LocalThrottle, SharedThrottle, Throttle
 from quotad.settings import Settings
 from quotad.storage import Store
 from quotad.storage.cache import CachingStore
@@ -31,9 +31,9 @@ class Context:
         self.cache = self.store if isinstance(self.store, CachingStore) else None
         self.failures = FailureBudget(self.settings.auth_failures_per_minute, time.monotonic)
         rate, burst = self.settings.rate_limit_per_second, self.settings.rate_limit_burst
-        shared = getattr(self.store, "throttle", None)
+        take_token = getattr(self.store, "take_token", None)
         self.throttle = (
-            shared(rate, burst)
-            if callable(shared)
+            SharedThrottle(take_token, rate, burst)
+            if callable(take_token)
             else LocalThrottle(rate, burst, monotonic=time.monotonic)
         )

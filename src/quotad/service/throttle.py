@@ -1,8 +1,8 @@
 """Per-key request throttling of the customer endpoints (a token bucket per key).
 
 In one process the buckets live in memory (``LocalThrottle``). A store that several
-nodes share may keep them itself (the Redis store does), so a key's budget is the same
-whichever node answers.
+nodes share may keep them itself (the Redis store's ``take_token``; ``SharedThrottle``),
+so a key's budget is the same whichever node answers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 from quotad import metrics
@@ -32,6 +32,23 @@ def refuse(wait: float, note: str = "too many requests for this API key; slow do
     """The error for a request that must wait ``wait`` seconds."""
     metrics.RATE_LIMITED.inc()
     return RateLimited(note, retry_after=max(math.ceil(wait), 1))
+
+
+class SharedThrottle:
+    """Token buckets kept by a store that every node shares (``take_token``: Redis's)."""
+
+    def __init__(
+        self, take_token: Callable[[str, float, int], Awaitable[float]], rate: float, burst: int
+    ) -> None:
+        self._take_token, self._rate, self._burst = take_token, rate, burst
+
+    async def check(self, bucket_id: str) -> None:
+        """Take one token for ``bucket_id``."""
+        if self._rate <= 0:
+            return
+        wait = await self._take_token(bucket_id, self._rate, self._burst)
+        if wait > 0:
+            raise refuse(wait)
 
 
 class LocalThrottle:

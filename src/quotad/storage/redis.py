@@ -70,7 +70,6 @@ from quotad.domain.models import (
     UsageEvent,
 )
 from quotad.errors import Conflict, QuotadError, StorageError
-from quotad.service.throttle import refuse
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.batching import Batcher
 from quotad.storage.sql import SqlStore
@@ -113,21 +112,6 @@ def _incarnation() -> str:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-class RedisThrottle:
-    """A throttle whose buckets live in Redis (see ``lua/bucket.lua``)."""
-
-    def __init__(self, store: RedisStore, rate: float, burst: int) -> None:
-        self._store, self._rate, self._burst = store, rate, burst
-
-    async def check(self, bucket_id: str) -> None:
-        """Take one token for ``bucket_id``."""
-        if self._rate <= 0:
-            return
-        wait = await self._store.take_token(bucket_id, self._rate, self._burst)
-        if wait > 0:
-            raise refuse(wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,12 +290,11 @@ class RedisStore:
         seconds, micros = await self._call(self._client.time)
         self._clock_offset = seconds + micros / 1e6 - (sent + time.time()) / 2
 
-    def throttle(self, rate: float, burst: int) -> RedisThrottle:
-        """Token buckets shared by every node, kept in Redis."""
-        return RedisThrottle(self, rate, burst)
-
     async def take_token(self, bucket_id: str, rate: float, burst: int) -> float:
-        """Take a token from a shared bucket: 0.0, or the seconds to wait."""
+        """Take a token from a bucket every node shares: 0.0, or the seconds to wait.
+
+        The customer endpoints' throttle (``service.throttle.SharedThrottle``) uses it.
+        """
         key = f"{self._prefix}:{{{bucket_id}}}:rate"
         wait = await self._script("bucket", [key], [rate, burst])
         return float(wait)
