@@ -61,12 +61,6 @@ class Changes:
             delta.rejected += rejected
             delta.total = total
 
-    def merge(self, newer: Changes) -> None:
-        """Fold ``newer`` into these changes (its claims and totals win)."""
-        for key, delta in newer.days.items():
-            self.add(key, delta.used, delta.rejected, delta.total)
-        self.claims.update(newer.claims)
-
 
 class Journal:
     """The changes a node has made and not yet flushed, and the flush in doubt."""
