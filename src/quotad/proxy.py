@@ -16,8 +16,8 @@ import typer
 if TYPE_CHECKING:
     import httpx2
 
-    from quotad.api.middleware import ASGIApp, Receive, Scope, Send
     from quotad.asgi.backends import QuotaBackend
+    from quotad.http.types import ASGIApp, Receive, Scope, Send
 
 CUSTOMER_KEY_HEADERS = (b"authorization", b"x-api-key")
 

@@ -31,11 +31,6 @@ from quotad.api.errors import quotad_error_response, unexpected_error
 from quotad.api.metering import IDEMPOTENCY_KEY
 from quotad.api.middleware import (
     API_VERSIONS,
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
     access_logged,
     echoed_headers,
     log_request,
@@ -44,6 +39,7 @@ from quotad.api.middleware import (
 from quotad.api.responses import verdict_body, verdict_raw_headers
 from quotad.api.schemas import VerifyIn
 from quotad.errors import QuotadError
+from quotad.http.types import ASGIApp, Message, Receive, Scope, Send
 from quotad.service import auth, verify
 from quotad.service.context import Context
 

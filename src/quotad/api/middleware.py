@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -13,12 +12,7 @@ import structlog
 from quotad import logs
 from quotad.api.errors import error_response, unexpected_error
 from quotad.errors import ErrorCode, FieldError
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from quotad.http.types import ASGIApp, Message, Receive, Scope, Send
 
 API_VERSIONS = ("v1",)
 LATEST_VERSION = API_VERSIONS[-1]

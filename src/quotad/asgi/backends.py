@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import httpx2
 import structlog
 
-from quotad.api.middleware import ASGIApp, Receive, Scope, Send
 from quotad.domain import days
 from quotad.domain.clock import Clock, SystemClock
 from quotad.errors import ErrorCode, QuotadError, StorageError
+from quotad.http.types import ASGIApp, Receive, Scope, Send
 from quotad.sdk import AsyncClient, QuotadAPIError, QuotadConnectionError, RetryPolicy, ServerError
 from quotad.service import verify
 from quotad.service.context import Context

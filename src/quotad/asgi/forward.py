@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Collection
 import httpx2
 
 from quotad.api.errors import error_response
-from quotad.api.middleware import Receive, Scope, Send
 from quotad.errors import ErrorCode
+from quotad.http.types import Receive, Scope, Send
 
 # RFC 9110 7.6.1: connection-specific fields are not forwarded; ``host`` is the upstream's.
 HOP_BY_HOP = frozenset(

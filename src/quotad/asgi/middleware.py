@@ -26,12 +26,12 @@ import orjson
 import structlog
 
 from quotad.api.errors import STATUS, error_response, quotad_error_response
-from quotad.api.middleware import ASGIApp, Message, Receive, Scope, Send
 from quotad.api.responses import ORJSONResponse, verdict_headers
 from quotad.asgi.backends import QuotaBackend, RelayedError
 from quotad.asgi.usage import is_usage_path
 from quotad.domain import days
 from quotad.errors import AuthError, ErrorCode, QuotadError, StorageError, ValidationFailed
+from quotad.http.types import ASGIApp, Message, Receive, Scope, Send
 from quotad.service.auth import key_from_headers
 from quotad.service.verify import Verdict
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from quotad.api.middleware import ASGIApp, Receive, Scope, Send
+from quotad.http.types import ASGIApp, Receive, Scope, Send
 from quotad.service.context import Context
 
 if TYPE_CHECKING:

@@ -10,17 +10,11 @@ path is passed through untouched.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from quotad.http.types import ASGIApp, Message, Receive, Scope, Send
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 AREAS = ("/dashboard", "/portal")
