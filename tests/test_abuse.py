@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from quotad.api.app import create_app
 from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend, mount_usage_endpoints
+from quotad.asgi.proxy import build_proxy
 from quotad.domain import keys
 from quotad.domain.models import Overrides, Quota
-from quotad.proxy import build_proxy
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget

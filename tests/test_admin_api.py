@@ -158,6 +158,8 @@ async def test_keys_are_shown_once_and_listed_without_secret(
     assert naive.status_code == 400
     nobody = await client.post("/admin/v1/accounts/ghost/keys", json={}, headers=OPERATOR)
     assert nobody.status_code == 404
+    unlisted = await client.get("/admin/v1/accounts/ghost/keys", headers=OPERATOR)
+    assert (unlisted.status_code, unlisted.json()["error"]) == (404, "NOT_FOUND")
 
 
 async def test_rotation_keeps_old_key_for_the_grace_period(

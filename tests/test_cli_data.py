@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from quotad.api.app import create_app
 from quotad.cli import app
-from quotad.cli_data import LARGE_FILE_BYTES, export_lines, import_file, import_lines
+from quotad.cli.data import LARGE_FILE_BYTES, import_file
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -27,6 +27,7 @@ from quotad.domain.models import (
 )
 from quotad.errors import ValidationFailed
 from quotad.service.context import Context
+from quotad.service.transfer import export_lines, import_lines
 from quotad.storage import Store, store_from_url
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock

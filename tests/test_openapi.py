@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx2
 import orjson
 
-from quotad.cli import openapi_json
+from quotad.cli.serve import openapi_json
 
 COMMITTED = Path(__file__).parent.parent / "openapi.json"
 

@@ -14,8 +14,8 @@ import pytest
 
 from quotad.asgi import EmbeddedBackend, QuotadMiddleware
 from quotad.asgi.forward import forwarded_headers, target_url
+from quotad.asgi.proxy import ProxyApp, build_proxy
 from quotad.domain.models import Overrides, Quota
-from quotad.proxy import ProxyApp, build_proxy
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings

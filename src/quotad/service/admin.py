@@ -46,6 +46,11 @@ async def require_service(ctx: Context, name: str) -> Service:
     return service
 
 
+async def list_services(ctx: Context) -> list[Service]:
+    """Every service, by name."""
+    return await ctx.store.list_services()
+
+
 # Plans ----------------------------------------------------------------------
 async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit]) -> None:
     known = {s.name for s in await ctx.store.list_services()}
@@ -101,6 +106,16 @@ async def require_plan(ctx: Context, plan_id: str) -> Plan:
     return plan
 
 
+async def list_plans(ctx: Context, limit: int, after: str | None = None) -> list[Plan]:
+    """Up to ``limit`` plans with ids after ``after``, by id."""
+    return await ctx.store.list_plans(limit, after)
+
+
+async def delete_plan(ctx: Context, plan_id: str) -> None:
+    """Delete a plan; ``NotFound`` if absent, ``Conflict`` while an account uses it."""
+    await ctx.store.delete_plan(plan_id)
+
+
 # Accounts -------------------------------------------------------------------
 def _check_timezone(timezone: str) -> None:
     if not days.is_timezone(timezone):
@@ -151,6 +166,13 @@ async def require_account(ctx: Context, account_id: str) -> Account:
     return account
 
 
+async def list_accounts(
+    ctx: Context, limit: int, after: str | None = None, search: str | None = None
+) -> list[Account]:
+    """Up to ``limit`` accounts with ids after ``after``, by id; ``search`` filters id or name."""
+    return await ctx.store.list_accounts(limit, after, search)
+
+
 @dataclass(frozen=True, slots=True)
 class AccountChanges:
     """The fields a PATCH may change; ``None`` leaves a field as it is."""
@@ -181,6 +203,11 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
     if changes.plan_id is not None or changes.overrides is not None:
         await ctx.store.record_totals(ctx.clock.now(), account_id=account.id)
     return updated
+
+
+async def delete_account(ctx: Context, account_id: str) -> None:
+    """Delete an account with its keys, usage and gauges; ``NotFound`` if absent."""
+    await ctx.store.delete_account(account_id)
 
 
 # Keys -----------------------------------------------------------------------
@@ -240,6 +267,12 @@ async def require_key(ctx: Context, key_id: str) -> ApiKey:
     if key is None:
         raise NotFound(f"key {key_id!r} not found")
     return key
+
+
+async def list_keys(ctx: Context, account_id: str) -> list[ApiKey]:
+    """Every key of an account, oldest first; ``NotFound`` if the account does not exist."""
+    await require_account(ctx, account_id)
+    return await ctx.store.list_keys(account_id)
 
 
 async def revoke_key(ctx: Context, key_id: str) -> ApiKey:

@@ -1,0 +1,52 @@
+"""The ``quotad`` command: serve the API and administer a deployment.
+
+This module only assembles the Typer app; the commands live in ``serve`` (running a
+deployment), ``proxy``, ``data`` (usage, export, import) and ``admin`` (services,
+plans, accounts, keys), over the shared helpers of ``console`` and ``stores``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from quotad import __version__
+from quotad.cli import admin, data, proxy, serve
+from quotad.cli.console import console
+
+app = typer.Typer(
+    name="quotad",
+    help="Usage metering and quotas for API providers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+) -> None:
+    if version:
+        console.print(f"quotad {__version__}")
+        raise typer.Exit
+
+
+# `quotad --help` lists the commands in this order, then the groups in theirs.
+app.command()(serve.serve)
+app.command()(serve.migrate)
+app.add_typer(serve.token_app, name="token")
+app.command()(serve.openapi)
+app.add_typer(admin.services_app, name="services")
+app.add_typer(admin.plans_app, name="plans")
+app.add_typer(admin.accounts_app, name="accounts")
+app.add_typer(admin.keys_app, name="keys")
+app.add_typer(data.usage_app, name="usage")
+app.command("proxy")(proxy.proxy_command)
+app.command("export")(data.export_command)
+app.command("import")(data.import_command)
+
+
+def main() -> None:
+    """Entry point of the ``quotad`` script."""
+    app()

@@ -1,0 +1,85 @@
+"""``quotad proxy``: parse the options, check the service, run ``quotad.asgi.proxy``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+import typer
+
+from quotad.cli.console import err_console
+from quotad.cli.stores import StoreOption, load_settings, run_with_store
+from quotad.errors import QuotadError
+from quotad.service import admin
+from quotad.service.context import Context
+from quotad.storage import mask_url
+
+
+def proxy_command(
+    upstream: Annotated[
+        str,
+        typer.Option(
+            "--upstream", help="The API to put quotad in front of, e.g. http://127.0.0.1:9000"
+        ),
+    ],
+    service: Annotated[str, typer.Option("--service", help="The service each request consumes")],
+    cost: Annotated[int, typer.Option("--cost", min=0, help="Units each request consumes")] = 1,
+    store: StoreOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (QUOTAD_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (QUOTAD_PORT)")] = None,
+    keep_key: Annotated[
+        bool, typer.Option("--keep-key", help="Forward the customer's key to the upstream")
+    ] = False,
+    refund: Annotated[
+        bool,
+        typer.Option(
+            "--refund/--no-refund", help="Give the cost back when the upstream answers 5xx"
+        ),
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the upstream")
+    ] = 60.0,
+) -> None:
+    """Meter any HTTP API: a reverse proxy enforcing each key's quota, streaming both ways."""
+    # Imported here so that `quotad --help` and the other commands start without them.
+    from quotad import logs
+    from quotad.api import server
+    from quotad.asgi.backends import EmbeddedBackend
+    from quotad.asgi.proxy import build_proxy
+
+    if not upstream.startswith(("http://", "https://")):
+        err_console.print(f"[red]--upstream must be an http(s) URL[/red], not {upstream!r}")
+        raise typer.Exit(2)
+    settings = load_settings(store_url=store, host=host, port=port)
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def check(ctx: Context) -> None:
+        await admin.require_service(ctx, service)
+
+    try:
+        run_with_store(settings.store_url, check)  # also creates or migrates the schema
+    except QuotadError as exc:  # an unknown service, an unreachable store
+        err_console.print(f"[red]cannot start the proxy:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    app = build_proxy(
+        upstream,
+        service=service,
+        backend=EmbeddedBackend(settings=settings),
+        cost=cost,
+        keep_key=keep_key,
+        refund_on_error=refund,
+        timeout=timeout,
+    )
+    typer.echo(
+        f"quotad proxy on http://{settings.host}:{settings.port} -> {upstream} "
+        f"(service {service}, cost {cost}, store {mask_url(settings.store_url)})"
+    )
+    server.run(
+        app,
+        settings.host,
+        settings.port,
+        settings.trusted_proxies,
+        # Uploads stream to the upstream at its pace: no body deadline; the rest as serve.
+        limits=dataclasses.replace(server.Limits.from_settings(settings), body_timeout=None),
+        server_header=False,  # the upstream's Server header is passed on instead
+    )
