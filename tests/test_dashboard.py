@@ -444,7 +444,7 @@ async def test_pages_send_protective_headers(client: httpx2.AsyncClient) -> None
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
 async def test_oversized_forms_get_a_413_page(client: httpx2.AsyncClient, declared: bool) -> None:
-    """A form body past the limit, declared or streamed, is a 413 page and signs nobody in."""
+    """A form body past the limit, declared or streamed, is a 413 page; the sign-in never runs."""
     body = ("secret=" + "x" * web.MAX_FORM_BYTES).encode()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -460,6 +460,7 @@ async def test_oversized_forms_get_a_413_page(client: httpx2.AsyncClient, declar
     assert response.headers["content-type"].startswith("text/html")
     assert "Form too large" in response.text
     assert "at most 64 KiB" in response.text
+    # A sign-in that ran would have answered with a fresh pre-session cookie.
     assert client.cookies.get(COOKIE_NAMES["dashboard"]) is None
 
 
@@ -473,6 +474,7 @@ async def test_a_form_just_under_the_limit_is_read(client: httpx2.AsyncClient) -
     )
     assert response.status_code == 403
     assert "sign-in form expired" in response.text
+    assert client.cookies.get(COOKIE_NAMES["dashboard"]) is not None
 
 
 async def test_a_form_of_too_many_fields_is_a_400_page(client: httpx2.AsyncClient) -> None:
