@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
 import httpx2
 import orjson
 import pytest
+import structlog
 
-from quotad.dashboard import charts, forms
+from quotad import dashboard
+from quotad.dashboard import charts, pages, web
 from quotad.dashboard.sessions import COOKIE_NAMES
 from quotad.domain.models import UsageDay
+from quotad.errors import StorageError
 from quotad.service.context import Context
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
@@ -405,6 +409,18 @@ async def test_dashboard_is_not_in_the_openapi_document(client: httpx2.AsyncClie
     assert not [p for p in paths if p.startswith(("/dashboard", "/portal"))]
 
 
+async def test_the_web_ui_serves_the_same_paths_on_its_own(ctx: Context) -> None:
+    """``create_app`` is a whole app: alone, it serves the pages at the addresses it has mounted."""
+    app = dashboard.create_app(ctx)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as alone:
+        assert (await sign_in(alone, "dashboard", ADMIN_TOKEN)).status_code == 303
+        assert (await alone.get("/dashboard")).status_code == 200
+        assert (await alone.get("/dashboard/static/dashboard.css")).status_code == 200
+        assert (await alone.get("/portal")).headers["location"] == "/portal/login"
+        assert (await alone.get("/v1/usages")).status_code == 404
+
+
 async def test_assets_are_served_from_the_package(client: httpx2.AsyncClient) -> None:
     """CSS and JS come from the package itself; no template or asset loads anything remote."""
     for name, kind in (("dashboard.css", "text/css"), ("dashboard.js", "javascript")):
@@ -426,19 +442,62 @@ async def test_pages_send_protective_headers(client: httpx2.AsyncClient) -> None
     assert response.headers["x-frame-options"] == "DENY"
 
 
-async def test_oversized_forms_are_refused_by_the_guard(client: httpx2.AsyncClient) -> None:
-    """A form body larger than a form can be is passed on unconverted and refused (400)."""
-    body = "secret=" + "x" * (forms.MAX_FORM_BYTES + 10)
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_oversized_forms_get_a_413_page(client: httpx2.AsyncClient, declared: bool) -> None:
+    """A form body past the limit, declared or streamed, is a 413 page; the sign-in never runs."""
+    body = ("secret=" + "x" * web.MAX_FORM_BYTES).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = await client.post(
+        "/dashboard/login",
+        content=body if declared else chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Form too large" in response.text
+    assert "at most 64 KiB" in response.text
+    # A sign-in that ran would have answered with a fresh pre-session cookie.
+    assert client.cookies.get(COOKIE_NAMES["dashboard"]) is None
+
+
+async def test_a_form_just_under_the_limit_is_read(client: httpx2.AsyncClient) -> None:
+    """A form of nearly the limit is read like any other (a wrong secret: 403 for its CSRF)."""
+    body = "secret=" + "x" * (web.MAX_FORM_BYTES - 100)
     response = await client.post(
         "/dashboard/login",
         content=body,
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
+    assert response.status_code == 403
+    assert "sign-in form expired" in response.text
+    assert client.cookies.get(COOKIE_NAMES["dashboard"]) is not None
+
+
+async def test_a_form_of_too_many_fields_is_a_400_page(client: httpx2.AsyncClient) -> None:
+    """A form with more fields than any page's is refused with a 400 page, and not read."""
+    fields = {f"f{n}": "x" for n in range(web.MAX_FORM_FIELDS + 1)}
+    response = await client.post("/portal/login", data=fields)
     assert response.status_code == 400
-    assert response.json()["error"] == "BAD_REQUEST"
+    assert "Too many fields" in response.text
+    assert 'class="area-portal"' in response.text
 
 
-async def test_form_adapter_leaves_the_api_alone(client: httpx2.AsyncClient) -> None:
+async def test_only_url_encoded_forms_are_read(client: httpx2.AsyncClient) -> None:
+    """A multipart body, even with the right CSRF token, is not read as a form (403)."""
+    page = await client.get("/dashboard/login")
+    response = await client.post(
+        "/dashboard/login",
+        files={"csrf": (None, csrf_of(page.text)), "secret": (None, ADMIN_TOKEN)},
+    )
+    assert response.status_code == 403
+    assert (await client.get("/dashboard")).status_code == 303
+
+
+async def test_the_api_still_refuses_form_bodies(client: httpx2.AsyncClient) -> None:
     """Form bodies outside /dashboard and /portal are still refused as not JSON."""
     response = await client.post(
         "/admin/v1/services",
@@ -447,6 +506,114 @@ async def test_form_adapter_leaves_the_api_alone(client: httpx2.AsyncClient) -> 
     )
     assert response.status_code == 400
     assert response.json()["error"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("path", "area"),
+    [
+        ("/dashboard/nowhere", "dashboard"),
+        ("/dashboard/", "dashboard"),
+        ("/dashboard/static", "dashboard"),
+        ("/dashboard/static/missing.css", "dashboard"),
+        ("/portal/nowhere", "portal"),
+    ],
+)
+async def test_an_unknown_page_is_a_404_page(
+    client: httpx2.AsyncClient, path: str, area: str
+) -> None:
+    """A path under an area that no page serves is the area's HTML 404, never a redirect."""
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Page not found" in response.text
+    assert f'class="area-{area}"' in response.text
+    assert response.headers["x-frame-options"] == "DENY"
+    if path.endswith("/"):
+        assert "ends in a slash" in response.text
+
+
+async def test_a_method_a_page_does_not_take_is_a_405_page(client: httpx2.AsyncClient) -> None:
+    """Posting to a page that only shows, or getting an action, is a 405 page naming the methods."""
+    posted = await client.post("/dashboard", data={"csrf": "x"})
+    assert posted.status_code == 405
+    assert "GET" in posted.headers["allow"]
+    assert "cannot be used that way" in posted.text
+    fetched = await client.get("/portal/logout")
+    assert fetched.status_code == 405
+    assert fetched.headers["allow"] == "POST"
+
+
+async def test_an_overlong_query_is_a_400_page(client: httpx2.AsyncClient) -> None:
+    """A search or a date longer than any real one is refused with a 400 page saying which."""
+    await operator_signed_in(client)
+    response = await client.get("/dashboard/accounts", params={"q": "a" * 201})
+    assert response.status_code == 400
+    assert "“q” in the address is longer than 200 characters" in response.text
+    response = await client.get("/portal", params={"start": "2" * 33})
+    assert response.status_code == 400
+    assert "“start” in the address is longer than 32 characters" in response.text
+
+
+async def test_pages_carry_the_request_id_and_are_access_logged(
+    client: httpx2.AsyncClient,
+) -> None:
+    """Every page and form answer has its x-request-id and api-version, and an access line."""
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        page = await client.get("/dashboard/login")
+        posted = await client.post(
+            "/dashboard/login", data={"csrf": csrf_of(page.text), "secret": ADMIN_TOKEN}
+        )
+        missing = await client.get("/portal/nowhere")
+    lines = {line["request_id"]: line for line in logs if line["event"] == "request"}
+    for response, path in (
+        (page, "/dashboard/login"),
+        (posted, "/dashboard/login"),
+        (missing, "/portal/nowhere"),
+    ):
+        assert response.headers["api-version"] == "v1"
+        line = lines[response.headers["x-request-id"]]
+        assert (line["path"], line["status"]) == (path, response.status_code)
+    assert ADMIN_TOKEN not in str(logs)
+
+
+async def test_an_unexpected_error_is_a_500_page_logged_once(
+    client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug behind a page answers the 500 page with a reference, logged with its traceback."""
+
+    async def broken(ctx: Context) -> None:
+        raise RuntimeError("the overview broke")
+
+    monkeypatch.setattr(pages, "overview", broken)
+    await operator_signed_in(client)
+    with structlog.testing.capture_logs() as logs:
+        response = await client.get("/dashboard")
+    assert response.status_code == 500
+    assert "Something went wrong" in response.text
+    assert "the overview broke" not in response.text
+    [error] = [line for line in logs if line["event"] == "unexpected error"]
+    assert error["error_id"] in response.text
+    assert error["exc_info"] is True
+
+
+async def test_an_unreachable_store_is_a_503_page(
+    client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that cannot be reached answers a 503 page asking to retry, not a traceback."""
+
+    async def unreachable(ctx: Context) -> None:
+        raise StorageError("the store is down", retry_after=2)
+
+    monkeypatch.setattr(pages, "overview", unreachable)
+    await operator_signed_in(client)
+    response = await client.get("/dashboard")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert "Temporarily unavailable" in response.text
+    assert "the store is down" not in response.text
 
 
 # Chart arithmetic ----------------------------------------------------------------

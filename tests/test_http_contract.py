@@ -45,9 +45,6 @@ def get(port: int, target: str, host: str = "evil.example", method: str = "GET")
         "/v1/usages/",
         "/healthz/",
         "/admin/v1/accounts/",
-        "/dashboard/",
-        "/portal/",
-        "/dashboard/static",  # a mount, which Starlette would redirect to its slash
         "/docs/",
         "http://evil.example/usage/insights/",  # absolute form
     ],
@@ -63,6 +60,30 @@ def test_a_trailing_slash_is_404_with_the_error_body_and_never_a_redirect(
     assert body["error"] == "NOT_FOUND"
     if target.endswith("/"):
         assert "trailing slash" in str(body["note"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/dashboard/",
+        "/portal/",
+        "/dashboard/static",  # a mount, which Starlette would redirect to its slash
+        "http://evil.example/portal/",
+    ],
+)
+def test_a_trailing_slash_in_the_web_ui_is_its_404_page_and_never_a_redirect(
+    port: int, target: str
+) -> None:
+    """Under /dashboard and /portal the 404 is the web UI's own HTML page, not a 307 to Host."""
+    answer = get(port, target)
+    assert answer.status == 404, answer
+    assert "location" not in answer.headers
+    assert answer.headers["content-type"].startswith("text/html")
+    page = answer.body.decode()
+    assert "Page not found" in page
+    if target.endswith("/"):
+        assert "ends in a slash" in page
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ import httpx2
 from fastapi import FastAPI
 
 from quotad.api.app import create_app
+from quotad.dashboard import Mounted
 from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
 from quotad.storage import Store
@@ -74,14 +75,16 @@ class Tenant:
 
 
 # The app's routes ------------------------------------------------------------------------
-def routes(app: FastAPI) -> Iterator[tuple[str, str]]:
-    """Every (method, path) the app serves, included routers flattened."""
+def routes(app: FastAPI | Mounted) -> Iterator[tuple[str, str]]:
+    """Every (method, path) the app serves, included routers and the mounted web UI flattened."""
     for route in app.routes:
         contexts = getattr(route, "effective_route_contexts", None)
         if contexts is not None:  # an included router (FastAPI keeps them unflattened)
             for context in contexts():
                 for method in getattr(context.original_route, "methods", None) or ():
                     yield method, context.path
+        elif isinstance(route, Mounted):  # the dashboard's own app, by its full paths
+            yield from routes(route)
         else:
             methods = getattr(route, "methods", None) or {"GET"}
             for method in methods:
@@ -325,6 +328,9 @@ async def test_no_customer_key_reaches_any_operator_route(
                 )
                 assert_refused(response, {"MISSING_API_KEY"})
     # Nor does a customer key open the operator dashboard (it redirects to its sign-in).
+    assert ("POST", "/dashboard/accounts/{account_id}/keys/{key_id}/revoke") in dashboard_routes(
+        app
+    )
     for tenant in tenants[:2]:
         for headers in ({"Authorization": f"Bearer {tenant.key}"}, {"x-api-key": tenant.key}):
             for method, path in dashboard_routes(app):

@@ -80,12 +80,14 @@ class RequestGuard:
     """Gives each request an id, pins ``api-version``, and checks the body's type and size.
 
     Every response echoes ``api-version`` and ``x-request-id``. A body that is not JSON,
-    or larger than ``max_body_bytes``, is refused here, before any route reads it.
+    or larger than ``max_body_bytes``, is refused here, before any route reads it, except
+    under the ``own_bodies`` path prefixes (the web UI, which reads and bounds its forms).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, own_bodies: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.own_bodies = own_bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -128,7 +130,7 @@ class RequestGuard:
                     )
                 ],
             ), receive
-        if scope["method"] not in _BODY_METHODS:
+        if scope["method"] not in _BODY_METHODS or self._owns_body(scope["path"]):
             return None, receive
         length_header = _header(scope, b"content-length")
         chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
@@ -157,6 +159,9 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         return None, _replay(bytes(body))
+
+    def _owns_body(self, path: str) -> bool:
+        return any(path == area or path.startswith(area + "/") for area in self.own_bodies)
 
     def _too_large(self) -> Any:
         return error_response(

@@ -1,30 +1,13 @@
 """The web UI: the operator dashboard (``/dashboard``) and the customer portal (``/portal``).
 
-Server-rendered HTML (Jinja2 templates and inline SVG charts shipped in this package,
-no CDN), plain forms with a little optional JavaScript. None of its routes are part of
-the API's OpenAPI document.
+Its own Starlette app (``create_app``), mounted beside the API (``Mounted``): server-rendered
+HTML (Jinja2 templates and inline SVG charts shipped in this package, no CDN), plain
+url-encoded forms with a little optional JavaScript, its own error pages. None of it is
+part of the API's OpenAPI document, and the API's JSON body checks do not apply to it.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from starlette.staticfiles import StaticFiles
+from quotad.dashboard.app import AREAS, Mounted, create_app, in_areas
 
-from quotad.dashboard import operator, portal
-from quotad.dashboard.forms import FormBodies
-from quotad.dashboard.web import STATIC_DIR
-
-
-def install(app: FastAPI) -> None:
-    """Add the dashboard and the portal to ``app``.
-
-    Call it after the app's other middleware is added: the form adapter must sit
-    outside ``RequestGuard`` (see ``quotad.dashboard.forms``).
-    """
-    app.include_router(operator.router)
-    app.include_router(portal.router)
-    app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
-    app.add_middleware(FormBodies)
-
-
-__all__ = ["install"]
+__all__ = ["AREAS", "Mounted", "create_app", "in_areas"]

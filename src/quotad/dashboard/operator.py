@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from quotad.api.deps import Ctx
 from quotad.dashboard import pages, sessions, web
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
@@ -17,12 +16,11 @@ from quotad.service import admin, auth
 from quotad.service.admin import IssuedKey
 from quotad.service.context import Context
 
-router = APIRouter(include_in_schema=False)
 AREA: sessions.Area = "dashboard"
 MAX_KEY_NAME = 128
 MAX_GRACE_SECONDS = 30 * 86_400
 NOTICES = {"revoked": "The key was revoked; it no longer works."}
-DateParam = Annotated[str | None, Query(max_length=32)]
+MAX_SEARCH = 200
 
 
 async def _operator(ctx: Context, request: Request) -> Session | None:
@@ -34,18 +32,18 @@ def _account_url(account_id: str) -> str:
     return f"/dashboard/accounts/{quote(account_id, safe='')}"
 
 
-@router.get("/dashboard/login")
-async def login_form(request: Request, ctx: Ctx, signed_out: str | None = None) -> Response:
+async def login_form(request: Request) -> Response:
     """The sign-in form (or the overview, when already signed in)."""
+    ctx = web.context(request)
     if await _operator(ctx, request) is not None:
         return web.redirect("/dashboard")
-    notice = "You are signed out." if signed_out else None
+    notice = "You are signed out." if request.query_params.get("signed_out") else None
     return await web.login_page(ctx, request, AREA, notice=notice)
 
 
-@router.post("/dashboard/login")
-async def login(request: Request, ctx: Ctx) -> Response:
+async def login(request: Request) -> Response:
     """Check the operator token and start a session."""
+    ctx = web.context(request)
     secret, refusal = await web.check_sign_in(ctx, request, AREA)
     if refusal is not None:
         return refusal
@@ -59,15 +57,14 @@ async def login(request: Request, ctx: Ctx) -> Response:
     return await web.signed_in(ctx, request, AREA, fresh, "/dashboard")
 
 
-@router.post("/dashboard/logout")
-async def logout(request: Request, ctx: Ctx) -> Response:
+async def logout(request: Request) -> Response:
     """End the operator's session."""
-    return await web.sign_out(ctx, request, AREA)
+    return await web.sign_out(web.context(request), request, AREA)
 
 
-@router.get("/dashboard")
-async def overview(request: Request, ctx: Ctx) -> Response:
+async def overview(request: Request) -> Response:
     """Today: use per service, accounts near a quota, the busiest accounts."""
+    ctx = web.context(request)
     session = await _operator(ctx, request)
     if session is None:
         return web.to_login(AREA)
@@ -75,18 +72,15 @@ async def overview(request: Request, ctx: Ctx) -> Response:
     return web.render(AREA, "overview.html", session=session, data=data, nav="overview")
 
 
-@router.get("/dashboard/accounts")
-async def accounts(
-    request: Request,
-    ctx: Ctx,
-    q: Annotated[str, Query(max_length=200)] = "",
-    after: Annotated[str, Query(max_length=200)] = "",
-) -> Response:
+async def accounts(request: Request) -> Response:
     """The accounts, searchable by id or name."""
+    ctx = web.context(request)
+    search = web.query(request, "q", MAX_SEARCH)
+    after = web.query(request, "after", MAX_SEARCH)
     session = await _operator(ctx, request)
     if session is None:
         return web.to_login(AREA)
-    page = await pages.accounts_page(ctx, q.strip(), after or None)
+    page = await pages.accounts_page(ctx, search.strip(), after or None)
     return web.render(AREA, "accounts.html", session=session, page=page, nav="accounts")
 
 
@@ -124,16 +118,13 @@ def _no_account(session: Session, account_id: str) -> Response:
     )
 
 
-@router.get("/dashboard/accounts/{account_id}")
-async def account_page(
-    request: Request,
-    ctx: Ctx,
-    account_id: str,
-    start: DateParam = None,
-    end: DateParam = None,
-    notice: Annotated[str, Query(max_length=32)] = "",
-) -> Response:
+async def account_page(request: Request) -> Response:
     """One account: charts over a range, gauges, keys."""
+    ctx = web.context(request)
+    account_id: str = request.path_params["account_id"]
+    start = web.query(request, "start", web.MAX_DATE) or None
+    end = web.query(request, "end", web.MAX_DATE) or None
+    notice = web.query(request, "notice", web.MAX_DATE)
     session = await _operator(ctx, request)
     if session is None:
         return web.to_login(AREA)
@@ -144,9 +135,10 @@ async def account_page(
 
 
 async def _posted(
-    ctx: Context, request: Request, account_id: str
+    ctx: Context, request: Request
 ) -> tuple[Session | None, Account | None, dict[str, str], Response | None]:
     """The session, account and form of a key action, or the answer refusing it."""
+    account_id: str = request.path_params["account_id"]
     form = await web.read_form(request)
     session = await _operator(ctx, request)
     if session is None:
@@ -159,10 +151,10 @@ async def _posted(
     return session, account, form, None
 
 
-@router.post("/dashboard/accounts/{account_id}/keys")
-async def create_key(request: Request, ctx: Ctx, account_id: str) -> Response:
+async def create_key(request: Request) -> Response:
     """Issue a key and show it this once."""
-    session, account, form, refusal = await _posted(ctx, request, account_id)
+    ctx = web.context(request)
+    session, account, form, refusal = await _posted(ctx, request)
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     name = form.get("name", "").strip() or "dashboard"
@@ -186,10 +178,11 @@ async def _owned_key(ctx: Context, account: Account, key_id: str) -> None:
         raise NotFound(f"account {account.id!r} has no key {key_id!r}")
 
 
-@router.post("/dashboard/accounts/{account_id}/keys/{key_id}/revoke")
-async def revoke_key(request: Request, ctx: Ctx, account_id: str, key_id: str) -> Response:
+async def revoke_key(request: Request) -> Response:
     """Revoke a key now."""
-    session, account, _form, refusal = await _posted(ctx, request, account_id)
+    ctx = web.context(request)
+    key_id: str = request.path_params["key_id"]
+    session, account, _form, refusal = await _posted(ctx, request)
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     try:
@@ -200,10 +193,11 @@ async def revoke_key(request: Request, ctx: Ctx, account_id: str, key_id: str) -
     return web.redirect(f"{_account_url(account.id)}?notice=revoked")
 
 
-@router.post("/dashboard/accounts/{account_id}/keys/{key_id}/rotate")
-async def rotate_key(request: Request, ctx: Ctx, account_id: str, key_id: str) -> Response:
+async def rotate_key(request: Request) -> Response:
     """Issue a replacement key (shown once); the old one works for the chosen grace period."""
-    session, account, form, refusal = await _posted(ctx, request, account_id)
+    ctx = web.context(request)
+    key_id: str = request.path_params["key_id"]
+    session, account, form, refusal = await _posted(ctx, request)
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     text = form.get("grace_seconds", "3600").strip()
@@ -226,3 +220,16 @@ async def rotate_key(request: Request, ctx: Ctx, account_id: str, key_id: str) -
 
 def _status(exc: QuotadError) -> int:
     return 404 if isinstance(exc, NotFound) else 409
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/dashboard", overview, methods=["GET"]),
+    Route("/dashboard/login", login_form, methods=["GET"]),
+    Route("/dashboard/login", login, methods=["POST"]),
+    Route("/dashboard/logout", logout, methods=["POST"]),
+    Route("/dashboard/accounts", accounts, methods=["GET"]),
+    Route("/dashboard/accounts/{account_id}", account_page, methods=["GET"]),
+    Route("/dashboard/accounts/{account_id}/keys", create_key, methods=["POST"]),
+    Route("/dashboard/accounts/{account_id}/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+    Route("/dashboard/accounts/{account_id}/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+]

@@ -8,12 +8,10 @@ ever see the account its key belongs to.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from quotad.api.deps import Ctx
 from quotad.dashboard import pages, sessions, web
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account, AccountStatus, ApiKey
@@ -21,9 +19,7 @@ from quotad.errors import AuthError, Forbidden
 from quotad.service import auth
 from quotad.service.context import Context
 
-router = APIRouter(include_in_schema=False)
 AREA: sessions.Area = "portal"
-DateParam = Annotated[str | None, Query(max_length=32)]
 
 
 async def _customer(ctx: Context, request: Request) -> tuple[Session, ApiKey, Account] | None:
@@ -40,18 +36,18 @@ async def _customer(ctx: Context, request: Request) -> tuple[Session, ApiKey, Ac
     return session, key, account
 
 
-@router.get("/portal/login")
-async def login_form(request: Request, ctx: Ctx, signed_out: str | None = None) -> Response:
+async def login_form(request: Request) -> Response:
     """The sign-in form (or the usage page, when already signed in)."""
+    ctx = web.context(request)
     if await _customer(ctx, request) is not None:
         return web.redirect("/portal")
-    notice = "You are signed out." if signed_out else None
+    notice = "You are signed out." if request.query_params.get("signed_out") else None
     return await web.login_page(ctx, request, AREA, notice=notice)
 
 
-@router.post("/portal/login")
-async def login(request: Request, ctx: Ctx) -> Response:
+async def login(request: Request) -> Response:
     """Check the API key and start a session for its account."""
+    ctx = web.context(request)
     secret, refusal = await web.check_sign_in(ctx, request, AREA)
     if refusal is not None:
         return refusal
@@ -76,20 +72,27 @@ def _why(exc: AuthError) -> str:
     }.get(exc.code.value, "That API key is not valid.")
 
 
-@router.post("/portal/logout")
-async def logout(request: Request, ctx: Ctx) -> Response:
+async def logout(request: Request) -> Response:
     """End the customer's session."""
-    return await web.sign_out(ctx, request, AREA)
+    return await web.sign_out(web.context(request), request, AREA)
 
 
-@router.get("/portal")
-async def usage_page(
-    request: Request, ctx: Ctx, start: DateParam = None, end: DateParam = None
-) -> Response:
+async def usage_page(request: Request) -> Response:
     """The signed-in customer's charts and gauges, over a range (default: 30 days)."""
+    ctx = web.context(request)
+    start = web.query(request, "start", web.MAX_DATE) or None
+    end = web.query(request, "end", web.MAX_DATE) or None
     found = await _customer(ctx, request)
     if found is None:
         return web.to_login(AREA)
     session, key, account = found
     view = await pages.usage_view(ctx, account, start, end)
     return web.render(AREA, "portal.html", session=session, view=view, key_hint=key.hint)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/portal", usage_page, methods=["GET"]),
+    Route("/portal/login", login_form, methods=["GET"]),
+    Route("/portal/login", login, methods=["POST"]),
+    Route("/portal/logout", logout, methods=["POST"]),
+]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -14,9 +14,15 @@ from quotad import __version__
 from quotad.dashboard import sessions
 from quotad.dashboard.sessions import Area, Session
 from quotad.errors import RateLimited
+from quotad.http.types import Message, Receive
 from quotad.service.context import Context
 from quotad.service.throttle import Realm
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+# The pages' forms hold a CSRF token, a secret or a name, a number: far less than this.
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 16
+MAX_DATE = 32  # a date in a page's address (longer ones are refused, not parsed)
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
 ENV = jinja2.Environment(
@@ -62,18 +68,51 @@ def to_login(area: Area) -> RedirectResponse:
     return redirect(f"/{area}/login")
 
 
+def context(request: Request) -> Context:
+    """The service context of the app serving ``request`` (``create_app`` put it there)."""
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def query(request: Request, name: str, max_length: int) -> str:
+    """A query parameter (``""`` when absent); refused with a 400 page when too long."""
+    value = request.query_params.get(name, "")
+    if len(value) > max_length:
+        raise HTTPException(400, f"“{name}” in the address is longer than {max_length} characters.")
+    return value
+
+
 async def read_form(request: Request) -> dict[str, str]:
-    """A posted form's fields (``FormBodies`` made them JSON); ``{}`` when unreadable."""
-    body = await request.body()
-    if not body:
+    """A posted form's fields, the last of a repeated name winning; ``{}`` for any other body.
+
+    Only url-encoded bodies are read (the pages' forms send nothing else), and at most
+    ``MAX_FORM_BYTES`` of them: a larger one raises the 413 that the app's error page
+    answers, before a byte of it is read when its length is declared.
+    """
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != FORM_TYPE:
         return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise HTTPException(413)
+    bounded = Request(request.scope, _bounded(request.receive, MAX_FORM_BYTES))
+    form = await bounded.form(max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_BYTES)
+    return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """``receive``, raising a 413 once the body it has passed on grows past ``limit`` bytes."""
+    total = 0
+
+    async def bounded() -> Message:
+        nonlocal total
+        message = await receive()
+        total += len(message.get("body", b""))
+        if total > limit:
+            raise HTTPException(413)
+        return message
+
+    return bounded
 
 
 def client_of(request: Request) -> str:
