@@ -24,7 +24,7 @@ from quotad.domain.models import (
 from quotad.errors import RateLimited, StorageError
 from quotad.service.throttle import SharedThrottle
 from quotad.storage.base import CALL_DEADLINE
-from quotad.storage.redis import RedisStore
+from quotad.storage.redis import RedisCounters
 from tests.servers import REDIS_URL, redis_namespace
 
 pytestmark = pytest.mark.redis
@@ -39,19 +39,20 @@ async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-async def open_node(url: str, flush_interval: float = 3600) -> RedisStore:
-    """One quotad node's store (a long flush interval unless a test wants flushing)."""
-    store = RedisStore(url, flush_interval=flush_interval)
+async def open_node(url: str, flush_interval: float = 3600) -> RedisCounters:
+    """One quotad node's counters (a long flush interval unless a test wants flushing)."""
+    store = RedisCounters(url, flush_interval=flush_interval)
     await store.open()
     return store
 
 
-async def with_account(store: RedisStore) -> None:
-    """A plan and account acme to count against."""
-    await store.create_plan(Plan("p", {"insights": Quota(100)}, (), NOW))
-    await store.create_account(
+async def with_account(store: RedisCounters) -> None:
+    """A plan and account acme (in the records store) to count against."""
+    await store.records.create_plan(Plan("p", {"insights": Quota(100)}, (), NOW))
+    await store.records.create_account(
         Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
     )
+    await store.open_account("acme")
 
 
 async def drop_counters(url: str) -> None:
@@ -119,8 +120,8 @@ async def test_two_nodes_share_counters_and_throttle(redis_url: str) -> None:
         outcome = await second.consume("acme", "insights", DAY, 50, 100)
         assert (outcome.granted, outcome.used) == (False, 60)
         throttles = [
-            SharedThrottle(first.take_token, 0.001, 3),
-            SharedThrottle(second.take_token, 0.001, 3),
+            SharedThrottle(first, 0.001, 3),
+            SharedThrottle(second, 0.001, 3),
         ]
         for index in range(3):
             await throttles[index % 2].check("key_1")

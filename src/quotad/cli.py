@@ -26,7 +26,7 @@ from quotad.errors import FieldError, QuotadError, ValidationFailed
 from quotad.service import admin, auth, usage
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import mask_url, store_from_url
+from quotad.storage import mask_url, stores_from_url
 
 app = typer.Typer(
     name="quotad",
@@ -61,18 +61,18 @@ def run_with_store(store_url: str | None, action: Callable[[Context], Awaitable[
     """Open the store, run ``action`` with a context over it, and close the store."""
     settings = load_settings(store_url=store_url)
     try:
-        store = store_from_url(settings.store_url)
+        stores = stores_from_url(settings.store_url)
     except ValueError as exc:
         err_console.print(f"[red]invalid store URL:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
     async def main() -> T:
-        ctx = Context(store, settings)
-        await ctx.store.open()
+        ctx = Context(stores, settings)
+        await ctx.stores.open()
         try:
             return await action(ctx)
         finally:
-            await ctx.store.close()
+            await ctx.stores.close()
 
     return asyncio.run(main())
 
@@ -112,7 +112,7 @@ def serve(
     token, seeded = run_with_store(settings.store_url, prepare)
     base = f"http://{settings.host}:{settings.port}"
     _print_banner(settings, base, token, seeded)
-    ctx = Context(store_from_url(settings.store_url), settings)
+    ctx = Context(stores_from_url(settings.store_url), settings)
     server.run(
         create_app(ctx),
         settings.host,
@@ -195,7 +195,7 @@ def openapi_json() -> str:
     """The OpenAPI document, as the committed ``openapi.json`` holds it."""
     from quotad.api.app import create_app
 
-    ctx = Context(store_from_url("memory://"), Settings(store_url="memory://"))
+    ctx = Context(stores_from_url("memory://"), Settings(store_url="memory://"))
     document = create_app(ctx, manage_store=False).openapi()
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
 
@@ -310,7 +310,7 @@ def services_list(store: StoreOption = None, as_json: JsonOption = False) -> Non
     """List the registered services."""
 
     async def action(ctx: Context) -> list[dict[str, Any]]:
-        return [views.service_view(s) for s in await ctx.store.list_services()]
+        return [views.service_view(s) for s in await ctx.records.list_services()]
 
     rows = run_with_store(store, action)
     if as_json:
@@ -393,7 +393,7 @@ def plans_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """List the plans."""
 
     async def action(ctx: Context) -> list[dict[str, Any]]:
-        plans = await every(lambda after: ctx.store.list_plans(PAGE_SIZE, after), lambda p: p.id)
+        plans = await every(lambda after: ctx.records.list_plans(PAGE_SIZE, after), lambda p: p.id)
         return [views.plan_view(p) for p in plans]
 
     rows = run_with_store(store, action)
@@ -465,7 +465,7 @@ def plans_delete(plan_id: str, store: StoreOption = None) -> None:
     """Delete a plan that no account uses."""
 
     async def action(ctx: Context) -> None:
-        await ctx.store.delete_plan(plan_id)
+        await ctx.records.delete_plan(plan_id)
 
     run_with_store(store, action)
     console.print(f"plan {escape(plan_id)} deleted")
@@ -488,7 +488,7 @@ def accounts_list(
 
     async def action(ctx: Context) -> list[dict[str, Any]]:
         accounts = await every(
-            lambda after: ctx.store.list_accounts(PAGE_SIZE, after, search), lambda a: a.id
+            lambda after: ctx.records.list_accounts(PAGE_SIZE, after, search), lambda a: a.id
         )
         return [views.account_view(a) for a in accounts]
 
@@ -590,7 +590,7 @@ def accounts_delete(
         typer.confirm(f"Delete account {account_id} with its keys and usage?", abort=True)
 
     async def action(ctx: Context) -> None:
-        await ctx.store.delete_account(account_id)
+        await admin.delete_account(ctx, account_id)
 
     run_with_store(store, action)
     console.print(f"account {escape(account_id)} deleted")
@@ -611,7 +611,7 @@ def keys_list(account_id: str, store: StoreOption = None, as_json: JsonOption = 
     async def action(ctx: Context) -> list[dict[str, Any]]:
         await admin.require_account(ctx, account_id)
         now = ctx.clock.now()
-        return [views.key_view(k, now) for k in await ctx.store.list_keys(account_id)]
+        return [views.key_view(k, now) for k in await ctx.records.list_keys(account_id)]
 
     rows = run_with_store(store, action)
     if as_json:

@@ -79,7 +79,7 @@ async def create_service(ctx: Ctx, body: ServiceIn) -> Response:
 @router.get("/services", response_model=Page[ServiceOut])
 async def list_services(ctx: Ctx) -> Response:
     """Every service."""
-    services = await ctx.store.list_services()
+    services = await ctx.records.list_services()
     return ORJSONResponse({"items": [views.service_view(s) for s in services], "next_cursor": None})
 
 
@@ -96,7 +96,7 @@ async def create_plan(ctx: Ctx, body: PlanIn) -> Response:
 @router.get("/plans", response_model=Page[PlanOut])
 async def list_plans(ctx: Ctx, limit: PageSize = 50, cursor: Cursor = None) -> Response:
     """A page of plans."""
-    plans = await ctx.store.list_plans(limit + 1, views.decode_cursor(cursor))
+    plans = await ctx.records.list_plans(limit + 1, views.decode_cursor(cursor))
     return _page([views.plan_view(p) for p in plans], [p.id for p in plans], limit)
 
 
@@ -118,7 +118,7 @@ async def replace_plan(ctx: Ctx, plan_id: str, body: PlanReplaceIn) -> Response:
 @router.delete("/plans/{plan_id}", status_code=204)
 async def delete_plan(ctx: Ctx, plan_id: str) -> Response:
     """Delete a plan no account uses."""
-    await ctx.store.delete_plan(plan_id)
+    await ctx.records.delete_plan(plan_id)
     return Response(status_code=204)
 
 
@@ -146,7 +146,7 @@ async def list_accounts(
     search: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
     """A page of accounts, optionally filtered by id or name."""
-    accounts = await ctx.store.list_accounts(limit + 1, views.decode_cursor(cursor), search)
+    accounts = await ctx.records.list_accounts(limit + 1, views.decode_cursor(cursor), search)
     return _page([views.account_view(a) for a in accounts], [a.id for a in accounts], limit)
 
 
@@ -173,7 +173,7 @@ async def update_account(ctx: Ctx, account_id: str, body: AccountPatch) -> Respo
 @router.delete("/accounts/{account_id}", status_code=204)
 async def delete_account(ctx: Ctx, account_id: str) -> Response:
     """Delete an account with its keys, usage and gauges."""
-    await ctx.store.delete_account(account_id)
+    await admin.delete_account(ctx, account_id)
     return Response(status_code=204)
 
 
@@ -191,7 +191,7 @@ async def list_keys(ctx: Ctx, account_id: str) -> Response:
     """An account's keys, without secrets."""
     await admin.require_account(ctx, account_id)
     now = ctx.clock.now()
-    keys = await ctx.store.list_keys(account_id)
+    keys = await ctx.records.list_keys(account_id)
     return ORJSONResponse({"items": [views.key_view(k, now) for k in keys], "next_cursor": None})
 
 
@@ -272,7 +272,7 @@ async def export(ctx: Ctx, format: Literal["jsonl"] = "jsonl") -> Response:
     del format
 
     async def lines() -> AsyncIterator[bytes]:
-        async for account_id, service, row in ctx.store.export_usage():
+        async for account_id, service, row in ctx.counters.export_usage():
             yield (
                 orjson.dumps(
                     {
