@@ -79,6 +79,27 @@ async def test_flush_copies_counters_to_sql(redis_url: str) -> None:
         await store.close()
 
 
+async def test_a_deleted_accounts_unflushed_grants_are_not_flushed_into_its_successor(
+    redis_url: str,
+) -> None:
+    """Grants not yet in SQL when an account is deleted never reach one re-created under its id."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        await store.consume("acme", "insights", DAY, 40, 100)
+        await store.records.delete_account("acme")
+        await store.forget_account("acme")
+        await store.records.create_account(
+            Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
+        )
+        await store.open_account("acme")
+        await store.flush()
+        assert await store.records.usage("acme", "insights", DAY, DAY) == []
+        assert await store.usage("acme", "insights", DAY, DAY) == []
+    finally:
+        await store.close()
+
+
 async def test_lost_counters_are_reloaded_from_sql_not_restarted(redis_url: str) -> None:
     """When Redis loses a day's counter, the next consume continues from the flushed value."""
     store = await open_node(redis_url)

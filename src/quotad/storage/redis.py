@@ -674,6 +674,7 @@ class RedisCounters:
 
     async def forget_account(self, account_id: str) -> None:
         """Drop a deleted account's counters (its marker too); SQL dropped its rows."""
+        self._journal.forget(account_id)  # not to be flushed into an account re-created
         pattern = f"{self._prefix}:{{{account_id}}}:*"
 
         async def drop() -> None:
