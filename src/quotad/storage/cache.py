@@ -110,8 +110,9 @@ class RecordCache:
     async def derive(self, key: Hashable, load: Loader, keep: Keep) -> Any:
         """What ``load`` answers for ``key``: remembered, or loaded once for every caller.
 
-        ``load`` reads the wrapped store itself. What it answers is kept when ``keep``
-        says so (a refusal, say, need not be).
+        ``load`` reads the records it derives from (verify's: through reads this cache
+        passes through). What it answers is kept when ``keep`` says so (a refusal, say,
+        need not be).
         """
         value = self.recall(key)
         if value is not None:
