@@ -24,7 +24,7 @@ from quotad.domain.models import Overrides, Quota
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 
 
 async def bare_app(scope: Any, receive: Any, send: Any) -> None:
@@ -92,8 +92,8 @@ async def measured(app: Any, key: str, requests: int) -> float:
 async def main(requests: int, rounds: int) -> None:
     """Measure and print µs/request with and without the middleware, and the ratio."""
     settings = Settings(_env_file=None, store_url="memory://")
-    ctx = Context(store_from_url("memory://"), settings)
-    await ctx.store.open()
+    ctx = Context(stores_from_url("memory://"), settings)
+    await ctx.stores.open()
     await admin.create_service(ctx, "insights", "")
     await admin.create_plan(ctx, "bench", {"insights": Quota(10**15)}, [], "")
     await admin.create_account(ctx, "bench", "Bench", "bench", "UTC", Overrides())
@@ -118,7 +118,7 @@ async def main(requests: int, rounds: int) -> None:
         f"bare app + middleware, one request at a time: median {median * 1e6:.1f} µs, "
         f"p99 {p99 * 1e6:.1f} µs"
     )
-    await ctx.store.close()
+    await ctx.stores.close()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Sections (a ratio is quotad's median throughput over the peer's):
    ``limits``' ``FixedWindowRateLimiter(MemoryStorage())`` (target ≥ 5x) and vs a bare
    ``dict`` + ``threading.Lock`` function doing the same work (target ≥ 0.7).
 2. ``redis``: consume over Redis, 50 concurrent asyncio callers in one process, one
-   account each: ``RedisStore`` vs ``limits.aio`` on ``RedisStorage`` (≥ 5x), and vs
+   account each: ``RedisCounters`` vs ``limits.aio`` on ``RedisStorage`` (≥ 5x), and vs
    ``redis-benchmark`` running quotad's own Lua consume script, the engine's ceiling
    (≥ 0.5).
 3. ``sqlite``: durable SQLite consume (WAL, synchronous=FULL), 50 callers: group commit

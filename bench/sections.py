@@ -36,7 +36,7 @@ from common import (
 from environment import log
 from report import Section, Target
 
-from quotad.storage.redis import RedisStore
+from quotad.storage.redis import RedisCounters
 from quotad.storage.sql import SqlStore
 
 Runner = Callable[[], Measurement]
@@ -129,14 +129,14 @@ def memory(cfg: Config) -> Section:
 
 # 2. redis --------------------------------------------------------------------------
 async def _record_consume_call(url: str, account: str) -> tuple[str, list[str]]:
-    """The SHA and EVALSHA arguments (numkeys, keys, argv) of one consume by RedisStore.
+    """The SHA and EVALSHA arguments (numkeys, keys, argv) of one consume by RedisCounters.
 
     quotad's script and its argument layout change as the store evolves (batching moved
     the dirty marks into the script, for one), so rather than rebuild the call here, one
     real ``consume`` goes through a recorder wrapped around the store's script object,
     and the call it made is what redis-benchmark replays.
     """
-    store = RedisStore(url)
+    store = RedisCounters(url)
     await store.open()
     calls: list[tuple[list[Any], list[Any]]] = []
     try:
@@ -223,7 +223,7 @@ def redis(cfg: Config) -> Section:
     """Consume over Redis, 50 callers: quotad vs limits.aio vs redis-benchmark."""
     section = Section("redis")
     quotad, limits, ceiling = (
-        "quotad RedisStore.consume",
+        "quotad RedisCounters.consume",
         "limits.aio FixedWindowRateLimiter + RedisStorage",
         "redis-benchmark EVALSHA consume.lua",
     )
@@ -265,7 +265,7 @@ def redis(cfg: Config) -> Section:
             "the counters' write-behind flush every second, as in production. Both run on "
             "uvloop (as every in-process subject here: the loop quotad serve runs on).",
             "redis-benchmark: 50 connections, pipelines of 16, replaying the exact EVALSHA "
-            "of lua/consume.lua that RedisStore sends for one consume (recorded from a real "
+            "of lua/consume.lua that RedisCounters sends for one consume (recorded from a real "
             "call), one account; p50/p99 as redis-benchmark reports them (per pipelined "
             "request).",
         ]
@@ -440,7 +440,9 @@ def scaling(cfg: Config) -> Section:
     section = Section("scaling")
     names_of = {n: f"{n} process" + ("es" if n > 1 else "") for n in cfg.scaling_processes}
     for n, name in names_of.items():
-        section.subject(name, f"{n} processes of (RedisStore, {cfg.callers} callers, own accounts)")
+        section.subject(
+            name, f"{n} processes of (RedisCounters, {cfg.callers} callers, own accounts)"
+        )
     first = names_of[cfg.scaling_processes[0]]
     section.targets = [Target(name, first) for name in list(names_of.values())[1:]]
     most = max(cfg.scaling_processes)
@@ -463,7 +465,7 @@ def scaling(cfg: Config) -> Section:
         if subject.ops is not None:
             subject.label = f"{name} (per process {fmt_ops(subject.ops / n)}/s)"
     section.notes.append(
-        f"scaling: N spawned processes, each a RedisStore with {cfg.callers} asyncio callers "
+        f"scaling: N spawned processes, each a RedisCounters with {cfg.callers} asyncio callers "
         "on its own accounts, started together; ops/s = sum of the processes' rates "
         "(per process = that / N); ratio = N processes' aggregate over 1 process's; "
         "p50/p99 over every process's calls; all on the same "

@@ -32,7 +32,7 @@ from common import (
 from quotad.domain.models import Account, AccountStatus, Overrides, Plan, Quota, Service
 from quotad.errors import Conflict
 from quotad.storage.memory import MemoryStore
-from quotad.storage.redis import RedisStore
+from quotad.storage.redis import RedisCounters
 from quotad.storage.sql import SqlStore
 
 BATCH = 1000  # in-process consumes timed together: one perf_counter pair per 1000 ops
@@ -194,12 +194,12 @@ async def seed_sql(url: str, names: list[str]) -> None:
 async def redis_quotad(
     url: str, names: list[str], seconds: float, warmup: float, callers: int
 ) -> Measurement:
-    """``RedisStore.consume`` from ``callers`` concurrent callers, one account each."""
-    return await store_callers(RedisStore(url), names, seconds, warmup, callers)
+    """``RedisCounters.consume`` from ``callers`` concurrent callers, one account each."""
+    return await store_callers(RedisCounters(url), names, seconds, warmup, callers)
 
 
 async def store_callers(
-    store: RedisStore | SqlStore, names: list[str], seconds: float, warmup: float, callers: int
+    store: RedisCounters | SqlStore, names: list[str], seconds: float, warmup: float, callers: int
 ) -> Measurement:
     """Open ``store``, run ``callers`` concurrent consumers (one account each), close it."""
     await store.open()
@@ -258,7 +258,7 @@ def scaling_worker(job: ScalingJob, start: Barrier, results: Queue[dict[str, Any
 
 
 async def _scaling_main(job: ScalingJob, start: Barrier) -> dict[str, Any]:
-    store = RedisStore(job.url)
+    store = RedisCounters(job.url)
     await store.open()
     day = today()
     try:

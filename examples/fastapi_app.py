@@ -40,7 +40,7 @@ from quotad.asgi import (
 from quotad.demo import seed
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 
 DEFAULT_STORE = "sqlite:///./quotad-example.db"
 FREE_PATHS = frozenset({"/", "/healthz", "/docs", "/openapi.json"})
@@ -109,12 +109,12 @@ app = create_app(backend)
 
 
 async def _seed_demo(store_url: str) -> str:
-    ctx = Context(store_from_url(store_url), Settings(store_url=store_url))
-    await ctx.store.open()
+    ctx = Context(stores_from_url(store_url), Settings(store_url=store_url))
+    await ctx.stores.open()
     try:
         return (await seed(ctx)).key
     finally:
-        await ctx.store.close()
+        await ctx.stores.close()
 
 
 def main() -> None:

@@ -20,10 +20,11 @@ import httpx2
 import pytest
 
 from quotad.api.app import create_app
+from quotad.domain.models import Account
 from quotad.sdk import Client, ConflictError
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import Store, store_from_url
+from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
 from tests.processes import (
     ADMIN_TOKEN as PROCESS_TOKEN,
@@ -95,18 +96,24 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(
+async def stores(
     store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Store]:
-    """An opened, empty store."""
+) -> AsyncIterator[Stores]:
+    """Opened, empty records and counters of one store URL."""
     cluster = request.getfixturevalue("redis_cluster") if store_kind == "redis-cluster" else None
     with store_url(store_kind, tmp_path, cluster) as url:
-        opened = store_from_url(url)
+        opened = stores_from_url(url)
         await opened.open()
         try:
             yield opened
         finally:
             await opened.close()
+
+
+async def create_account(stores: Stores, account: Account) -> None:
+    """Add an account as the service layer does: its records, then its counters."""
+    await stores.records.create_account(account)
+    await stores.counters.open_account(account.id)
 
 
 @pytest.fixture
@@ -134,9 +141,9 @@ def make_settings(url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def ctx(store: Store, clock: FakeClock) -> Context:
-    """A service context over the test's store and fake clock."""
-    return Context(store, make_settings(store.url), clock)
+def ctx(stores: Stores, clock: FakeClock) -> Context:
+    """A service context over the test's stores and fake clock."""
+    return Context(stores, make_settings(stores.url), clock)
 
 
 @pytest.fixture

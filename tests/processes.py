@@ -26,7 +26,7 @@ from quotad.errors import Conflict
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -178,8 +178,8 @@ def noon_zone() -> str:
 
 # Provisioning straight into a store (the embedded mode has no admin API) -------------
 async def _provision(store_url: str, account_id: str, total: int) -> str:
-    ctx = Context(store_from_url(store_url), Settings(_env_file=None, store_url=store_url))
-    await ctx.store.open()
+    ctx = Context(stores_from_url(store_url), Settings(_env_file=None, store_url=store_url))
+    await ctx.stores.open()
     try:
         for name in ("insights", "scoring"):
             with suppress(Conflict):
@@ -192,7 +192,7 @@ async def _provision(store_url: str, account_id: str, total: int) -> str:
         )
         return (await admin.create_key(ctx, account.id, "test")).secret
     finally:
-        await ctx.store.close()
+        await ctx.stores.close()
 
 
 def provision_store(store_url: str, account_id: str, total: int) -> str:

@@ -24,7 +24,7 @@ from quotad.service import admin
 from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment, Example, make_settings, seed
 from tests.processes import BIN, Running, Spec, running_all
 from tests.test_dashboard import sign_in
@@ -184,9 +184,9 @@ def fronted(front: str, backend: Any) -> Any:
 async def test_a_quotad_429_reaches_the_client_as_429(front: str) -> None:
     """quotad's own error answers to the remote backend reach the client as they are, never 500."""
     ctx = Context(
-        store_from_url("memory://"), make_settings("memory://", auth_failures_per_minute=1)
+        stores_from_url("memory://"), make_settings("memory://", auth_failures_per_minute=1)
     )
-    await ctx.store.open()
+    await ctx.stores.open()
     quotad = httpx2.ASGITransport(app=create_app(ctx, manage_store=False))
     remote = RemoteBackend("http://quotad", "not-the-operator-token", transport=quotad)
     app = fronted(front, remote)
@@ -199,7 +199,7 @@ async def test_a_quotad_429_reaches_the_client_as_429(front: str) -> None:
         assert_throttled(second)
         assert "failed authentications" in second.json()["note"]
     await remote.close()
-    await ctx.store.close()
+    await ctx.stores.close()
 
 
 # X-Forwarded-For only from configured proxies -------------------------------------------
@@ -276,8 +276,8 @@ async def test_a_key_in_either_header_authenticates_and_two_different_keys_are_4
 async def embedded() -> AsyncIterator[tuple[EmbeddedBackend, list[str]]]:
     """An embedded backend on the memory store with two accounts' keys."""
     settings = Settings(_env_file=None, store_url="memory://")
-    ctx = Context(store_from_url("memory://"), settings)
-    await ctx.store.open()
+    ctx = Context(stores_from_url("memory://"), settings)
+    await ctx.stores.open()
     await admin.create_service(ctx, "insights", "")
     await admin.create_plan(ctx, "p", {"insights": Quota(10)}, [], "")
     secrets = []
@@ -285,7 +285,7 @@ async def embedded() -> AsyncIterator[tuple[EmbeddedBackend, list[str]]]:
         await admin.create_account(ctx, account, account.title(), "p", "UTC", Overrides())
         secrets.append((await admin.create_key(ctx, account, "k")).secret)
     yield EmbeddedBackend(ctx=ctx), secrets
-    await ctx.store.close()
+    await ctx.stores.close()
 
 
 @pytest.mark.parametrize("front", ["middleware", "proxy"])

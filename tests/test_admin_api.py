@@ -5,6 +5,9 @@ from __future__ import annotations
 import httpx2
 import orjson
 
+from quotad.domain.models import Limit, Overrides, Quota
+from quotad.service import admin
+from quotad.service.context import Context
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, Deployment, seed
 
@@ -293,3 +296,19 @@ async def test_healthz_answers_without_auth(client: httpx2.AsyncClient) -> None:
     """GET /healthz needs no credentials and reports ok."""
     response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_an_account_recreated_after_its_deletion_starts_with_nothing(ctx: Context) -> None:
+    """Deleting an account drops its usage and gauges: one re-created under its id has none."""
+    await admin.create_service(ctx, "insights", "")
+    await admin.create_plan(ctx, "p", {"insights": Quota(10)}, [Limit("seats", "", 5)], "")
+    await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
+    day = ctx.clock.now().date()
+    assert (await ctx.counters.consume("acme", "insights", day, 7, 10)).granted
+    await admin.set_gauge(ctx, "acme", "seats", 3)
+    await admin.delete_account(ctx, "acme")
+    await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
+    assert await ctx.counters.usage("acme", "insights", day, day) == []
+    assert await ctx.counters.gauges("acme") == {}
+    outcome = await ctx.counters.consume("acme", "insights", day, 7, 10)
+    assert (outcome.granted, outcome.used) == (True, 7)

@@ -13,11 +13,11 @@ import pytest
 
 from quotad.domain.models import Account, AccountStatus, IdempotencyClaim, Overrides
 from quotad.errors import Conflict, ValidationFailed
-from quotad.storage import Store, day_batches
+from quotad.storage import Stores, day_batches
 from quotad.storage.batching import Batcher
-from quotad.storage.redis import RedisStore
+from quotad.storage.redis import RedisCounters
 from quotad.storage.sql import SqlStore
-from tests.conftest import STORES, store_url
+from tests.conftest import STORES, create_account, store_url
 from tests.test_race import ATTEMPTS, DAY, TOTAL, add_account, gather_all
 
 NOW = datetime(2024, 11, 7, 12, tzinfo=UTC)
@@ -153,18 +153,20 @@ async def test_while_one_batch_runs_the_next_takes_everything_queued() -> None:
 
 
 # Every store, under concurrency -------------------------------------------------------
-async def test_concurrent_consumes_of_many_accounts_and_costs_stay_exact(store: Store) -> None:
+async def test_concurrent_consumes_of_many_accounts_and_costs_stay_exact(stores: Stores) -> None:
     """Mixed accounts and costs in shared batches: each account's grants fit its total."""
     accounts = [f"acct{i}" for i in range(5)]
-    await add_account(store, accounts[0])
+    await add_account(stores, accounts[0])
     for account_id in accounts[1:]:
-        await store.create_account(
-            Account(account_id, account_id, "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
+        await create_account(
+            stores,
+            Account(account_id, account_id, "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW),
         )
     rng = random.Random(7)
     calls = [(rng.choice(accounts), rng.randint(1, 7)) for _ in range(300)]
     outcomes = await gather_all(
-        store.consume(account_id, "insights", DAY, cost, TOTAL) for account_id, cost in calls
+        stores.counters.consume(account_id, "insights", DAY, cost, TOTAL)
+        for account_id, cost in calls
     )
     for account_id in accounts:
         mine = [
@@ -173,40 +175,40 @@ async def test_concurrent_consumes_of_many_accounts_and_costs_stay_exact(store: 
         granted = sum(cost for cost, o in mine if o.granted)
         assert granted <= TOTAL
         assert all(o.used <= TOTAL for _, o in mine)
-        [row] = await store.usage(account_id, "insights", DAY, DAY)
+        [row] = await stores.counters.usage(account_id, "insights", DAY, DAY)
         assert (row.used, row.rejected) == (granted, sum(not o.granted for _, o in mine))
 
 
-async def test_concurrent_retries_with_one_idempotency_key_consume_once(store: Store) -> None:
+async def test_concurrent_retries_with_one_idempotency_key_consume_once(stores: Stores) -> None:
     """20 concurrent consumes carrying one Idempotency-Key consume once and agree."""
-    await add_account(store)
+    await add_account(stores)
     claim = IdempotencyClaim("retry-1", "fp", CLAIM_EXPIRES)
     outcomes = await gather_all(
-        store.consume("racer", "insights", DAY, 3, TOTAL, claim, NOW) for _ in range(20)
+        stores.counters.consume("racer", "insights", DAY, 3, TOTAL, claim, NOW) for _ in range(20)
     )
     assert {(o.granted, o.used) for o in outcomes} == {(True, 3)}
     assert Counter(o.replayed for o in outcomes) == Counter({True: 19, False: 1})
-    [row] = await store.usage("racer", "insights", DAY, DAY)
+    [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
     assert row.used == 3
 
 
-async def test_a_reused_key_fails_only_its_own_caller(store: Store) -> None:
+async def test_a_reused_key_fails_only_its_own_caller(stores: Stores) -> None:
     """An Idempotency-Key reused with another request is a Conflict for that caller alone."""
-    await add_account(store)
+    await add_account(stores)
     first = IdempotencyClaim("k", "fp-a", CLAIM_EXPIRES)
     reused = IdempotencyClaim("k", "fp-b", CLAIM_EXPIRES)
-    await store.consume("racer", "insights", DAY, 1, TOTAL, first, NOW)
+    await stores.counters.consume("racer", "insights", DAY, 1, TOTAL, first, NOW)
     results = await asyncio.gather(
-        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
-        store.consume("racer", "insights", DAY, 1, TOTAL, reused, NOW),
-        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
+        *(stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
+        stores.counters.consume("racer", "insights", DAY, 1, TOTAL, reused, NOW),
+        *(stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
         return_exceptions=True,
     )
     assert isinstance(results[10], Conflict)
     assert all(
         not isinstance(r, BaseException) and r.granted for i, r in enumerate(results) if i != 10
     )
-    [row] = await store.usage("racer", "insights", DAY, DAY)
+    [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
     assert row.used == 21
 
 
@@ -220,20 +222,20 @@ async def test_a_reused_key_fails_only_its_own_caller(store: Store) -> None:
     ],
 )
 async def test_a_request_the_database_refuses_fails_alone(
-    store: Store, account_id: str, service: str, refusal: type[Exception]
+    stores: Stores, account_id: str, service: str, refusal: type[Exception]
 ) -> None:
     """A consume the database cannot store fails without the rest of its batch."""
-    await add_account(store)
+    await add_account(stores)
     results = await asyncio.gather(
-        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
-        store.consume(account_id, service, DAY, 1, TOTAL),
-        *(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
+        *(stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
+        stores.counters.consume(account_id, service, DAY, 1, TOTAL),
+        *(stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(10)),
         return_exceptions=True,
     )
     odd = results.pop(10)
     assert isinstance(odd, refusal) or not isinstance(odd, BaseException)
     assert all(not isinstance(r, BaseException) and r.granted for r in results)
-    [row] = await store.usage("racer", "insights", DAY, DAY)
+    [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
     assert row.used == 20
 
 
@@ -247,20 +249,22 @@ async def test_without_batching_concurrent_consumes_never_pass_the_quota(
 ) -> None:
     """``batch=False`` (one transaction or script call per consume) is exact as well."""
     with store_url(kind, tmp_path) as url:
-        store: Store = (
-            RedisStore(url, batch=False) if kind == "redis" else SqlStore(url, batch=False)
-        )
-        await store.open()
+        if kind == "redis":
+            counters = RedisCounters(url, batch=False)
+            stores = Stores(counters.records, counters)
+        else:
+            stores = Stores.of(SqlStore(url, batch=False))
+        await stores.open()
         try:
-            await add_account(store)
+            await add_account(stores)
             outcomes = await gather_all(
-                store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(ATTEMPTS)
+                stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(ATTEMPTS)
             )
             assert sorted(o.used for o in outcomes if o.granted) == list(range(1, TOTAL + 1))
-            [row] = await store.usage("racer", "insights", DAY, DAY)
+            [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
             assert (row.used, row.rejected) == (TOTAL, ATTEMPTS - TOTAL)
         finally:
-            await store.close()
+            await stores.close()
 
 
 async def test_sqlite_consumes_reach_the_database_file_through_background_checkpoints(
@@ -269,11 +273,13 @@ async def test_sqlite_consumes_reach_the_database_file_through_background_checkp
     """Batched commits leave the log to the checkpointer, which copies them into the file."""
     monkeypatch.setattr(day_batches, "CHECKPOINT_SECONDS", 0.05)
     database = tmp_path / "quotad.db"
-    store = SqlStore(f"sqlite:///{database}")
-    await store.open()
+    stores = Stores.of(SqlStore(f"sqlite:///{database}"))
+    await stores.open()
     try:
-        await add_account(store)
-        await gather_all(store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(20))
+        await add_account(stores)
+        await gather_all(
+            stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(20)
+        )
         await asyncio.sleep(0.5)
         # The database file alone, without the write-ahead log: what was checkpointed.
         main_file = sqlite3.connect(f"file:{database}?immutable=1", uri=True)
@@ -283,4 +289,4 @@ async def test_sqlite_consumes_reach_the_database_file_through_background_checkp
             main_file.close()
         assert used == 20
     finally:
-        await store.close()
+        await stores.close()

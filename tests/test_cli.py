@@ -20,7 +20,7 @@ from quotad.errors import QuotadError
 from quotad.service import auth
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 from quotad.testing import FakeClock
 
 KEY_RE = re.compile(r"\bqd_[0-9A-Za-z]{36}\b")
@@ -64,15 +64,15 @@ def authenticate(url: str, key: str, clock: Clock | None = None) -> str:
     """The account ``key`` authenticates as, or the code of the error refusing it."""
 
     async def check() -> str:
-        store = store_from_url(url)
-        await store.open()
+        stores = stores_from_url(url)
+        await stores.open()
         settings = Settings(_env_file=None, store_url=url)  # type: ignore[call-arg]
         try:
-            caller = await auth.authenticate(Context(store, settings, clock or SystemClock()), key)
+            caller = await auth.authenticate(Context(stores, settings, clock or SystemClock()), key)
         except QuotadError as exc:
             return exc.code.value
         finally:
-            await store.close()
+            await stores.close()
         return caller.account.id
 
     return asyncio.run(check())

@@ -28,51 +28,54 @@ from quotad.domain.models import (
 from quotad.errors import ValidationFailed
 from quotad.service.context import Context
 from quotad.service.transfer import export_lines, import_lines
-from quotad.storage import Store, store_from_url
+from quotad.storage import Stores, stores_from_url
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
-from tests.conftest import OPERATOR, make_settings, store_url
+from tests.conftest import OPERATOR, create_account, make_settings, store_url
 
 CREATED = datetime(2024, 11, 7, tzinfo=UTC)
 DAY = date(2024, 11, 7)
 runner = CliRunner()
 
 
-async def add_records(store: Store) -> None:
+async def add_records(stores: Stores) -> None:
     """Services insights and scoring, a plan, accounts acme and beta."""
     for name in ("insights", "scoring"):
-        await store.create_service(Service(name, "", CREATED))
+        await stores.records.create_service(Service(name, "", CREATED))
     quotas = {"insights": Quota(5), "scoring": Quota(100)}
-    await store.create_plan(Plan("p", quotas, (), CREATED))
+    await stores.records.create_plan(Plan("p", quotas, (), CREATED))
     for account_id in ("acme", "beta"):
-        await store.create_account(
-            Account(account_id, account_id, "p", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED)
+        await create_account(
+            stores,
+            Account(account_id, account_id, "p", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED),
         )
 
 
-async def add_usage(store: Store) -> None:
+async def add_usage(stores: Stores) -> None:
     """Days with use, refusals, adjustments and late events, on both accounts."""
     for _ in range(7):  # 5 granted, 2 refused
-        await store.consume("acme", "insights", DAY, 1, 5)
-    await store.consume("acme", "scoring", DAY - timedelta(days=1), 40, 100)
-    await store.adjust("acme", "insights", DAY - timedelta(days=30), 3, 5)
-    await store.adjust("beta", "insights", DAY - timedelta(days=2), 9, 7)
-    await store.record_events([UsageEvent("ev-1", "beta", "scoring", 12, DAY, 100, CREATED)])
+        await stores.counters.consume("acme", "insights", DAY, 1, 5)
+    await stores.counters.consume("acme", "scoring", DAY - timedelta(days=1), 40, 100)
+    await stores.counters.adjust("acme", "insights", DAY - timedelta(days=30), 3, 5)
+    await stores.counters.adjust("beta", "insights", DAY - timedelta(days=2), 9, 7)
+    await stores.counters.record_events(
+        [UsageEvent("ev-1", "beta", "scoring", 12, DAY, 100, CREATED)]
+    )
 
 
-async def lines_of(store: Store, clock: FakeClock) -> list[bytes]:
+async def lines_of(stores: Stores, clock: FakeClock) -> list[bytes]:
     """The store's export, line by line."""
-    ctx = Context(store, make_settings(store.url), clock)
+    ctx = Context(stores, make_settings(stores.url), clock)
     return [line async for line in export_lines(ctx)]
 
 
 async def test_export_then_import_into_an_empty_store_gives_the_same_rows(
-    store: Store, store_kind: str, tmp_path: Path, clock: FakeClock
+    stores: Stores, store_kind: str, tmp_path: Path, clock: FakeClock
 ) -> None:
     """Importing an export into a store without usage reproduces every row; twice changes nothing."""
-    await add_records(store)
-    await add_usage(store)
-    exported = await lines_of(store, clock)
+    await add_records(stores)
+    await add_usage(stores)
+    exported = await lines_of(stores, clock)
     assert len(exported) == 5
     assert json.loads(exported[0]) == {
         "account_id": "acme",
@@ -83,7 +86,7 @@ async def test_export_then_import_into_an_empty_store_gives_the_same_rows(
         "rejected": 0,
     }
     with store_url(store_kind, tmp_path / "target") as url:
-        target = store_from_url(url)
+        target = stores_from_url(url)
         await target.open()
         try:
             await add_records(target)
@@ -97,21 +100,21 @@ async def test_export_then_import_into_an_empty_store_gives_the_same_rows(
             await target.close()
 
 
-async def test_import_replaces_a_live_day(store: Store, clock: FakeClock) -> None:
+async def test_import_replaces_a_live_day(stores: Stores, clock: FakeClock) -> None:
     """An imported day replaces the counter of that day; the next consume continues from it."""
-    await add_records(store)
-    await store.consume("acme", "insights", DAY, 1, 5)
+    await add_records(stores)
+    await stores.counters.consume("acme", "insights", DAY, 1, 5)
     row = {"account_id": "acme", "service": "insights", "date": DAY.isoformat()}
     line = json.dumps({**row, "used": 3, "total": 5, "rejected": 1}).encode()
-    await import_lines(Context(store, make_settings(store.url), clock), [line])
-    outcome = await store.consume("acme", "insights", DAY, 1, 5)
+    await import_lines(Context(stores, make_settings(stores.url), clock), [line])
+    outcome = await stores.counters.consume("acme", "insights", DAY, 1, 5)
     assert (outcome.granted, outcome.used) == (True, 4)
 
 
-async def test_import_stops_at_the_first_bad_line(store: Store, clock: FakeClock) -> None:
+async def test_import_stops_at_the_first_bad_line(stores: Stores, clock: FakeClock) -> None:
     """A bad line is refused with its number; the lines before it are written."""
-    await add_records(store)
-    ctx = Context(store, make_settings(store.url), clock)
+    await add_records(stores)
+    ctx = Context(stores, make_settings(stores.url), clock)
     good = {
         "account_id": "acme",
         "service": "insights",
@@ -131,7 +134,7 @@ async def test_import_stops_at_the_first_bad_line(store: Store, clock: FakeClock
             await import_lines(ctx, [json.dumps(good).encode(), bad])
         assert raised.value.note.startswith("line 2 is not a valid usage row; the 1 rows")
         assert [item.path for item in raised.value.validation_errors] == [path]
-    [row] = await store.usage("acme", "insights", date(2024, 11, 1), date(2024, 11, 1))
+    [row] = await stores.counters.usage("acme", "insights", date(2024, 11, 1), date(2024, 11, 1))
     assert (row.used, row.total) == (2, 5)
 
 
@@ -141,14 +144,14 @@ def sqlite(tmp_path: Path, name: str) -> str:
     url = f"sqlite:///{tmp_path / name}.db"
 
     async def fill() -> None:
-        store = store_from_url(url)
-        await store.open()
+        stores = stores_from_url(url)
+        await stores.open()
         try:
-            await add_records(store)
+            await add_records(stores)
             if name == "source":
-                await add_usage(store)
+                await add_usage(stores)
         finally:
-            await store.close()
+            await stores.close()
 
     asyncio.run(fill())
     return url
@@ -158,17 +161,17 @@ def api_export(url: str) -> str:
     """GET /admin/v1/export of an app over ``url``."""
 
     async def fetch() -> str:
-        store = store_from_url(url)
-        await store.open()
+        stores = stores_from_url(url)
+        await stores.open()
         try:
-            ctx = Context(store, make_settings(url), FakeClock())
+            ctx = Context(stores, make_settings(url), FakeClock())
             transport = httpx2.ASGITransport(app=create_app(ctx, manage_store=False))
             async with httpx2.AsyncClient(transport=transport, base_url="http://q") as http:
                 response = await http.get("/admin/v1/export", headers=OPERATOR)
                 assert response.status_code == 200
                 return response.text
         finally:
-            await store.close()
+            await stores.close()
 
     return asyncio.run(fetch())
 
@@ -204,8 +207,8 @@ def test_import_command_reports_the_bad_line(tmp_path: Path) -> None:
 
 async def test_large_imports_show_a_progress_bar(clock: FakeClock, tmp_path: Path) -> None:
     """Importing a file past LARGE_FILE_BYTES draws a progress bar on a terminal."""
-    store = MemoryStore()
-    await add_records(store)
+    stores = Stores.of(MemoryStore())
+    await add_records(stores)
     dump = tmp_path / "big.jsonl"
     start = date(2024, 1, 1)
     with dump.open("w") as out:
@@ -217,7 +220,7 @@ async def test_large_imports_show_a_progress_bar(clock: FakeClock, tmp_path: Pat
     assert size >= LARGE_FILE_BYTES
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=100)
-    ctx = Context(store, make_settings(store.url), clock)
+    ctx = Context(stores, make_settings(stores.url), clock)
     outcome = await import_file(ctx, dump, size, terminal)
     assert outcome.rows == LARGE_FILE_BYTES // 90 + 10
     assert "importing big.jsonl" in screen.getvalue()
@@ -230,13 +233,13 @@ def test_usage_show_draws_a_chart_above_the_table(tmp_path: Path) -> None:
     today = datetime.now(UTC).date()
 
     async def use() -> None:
-        store = store_from_url(url)
-        await store.open()
+        stores = stores_from_url(url)
+        await stores.open()
         try:
-            await store.adjust("acme", "insights", today - timedelta(days=1), 4, 5)
-            await store.adjust("acme", "insights", today - timedelta(days=2), 7, 5)
+            await stores.counters.adjust("acme", "insights", today - timedelta(days=1), 4, 5)
+            await stores.counters.adjust("acme", "insights", today - timedelta(days=2), 7, 5)
         finally:
-            await store.close()
+            await stores.close()
 
     asyncio.run(use())
     window = ["--service", "insights", "--from", (today - timedelta(days=2)).isoformat()]

@@ -18,6 +18,7 @@ from quotad.dashboard.sessions import COOKIE_NAMES
 from quotad.domain.models import UsageDay
 from quotad.errors import StorageError
 from quotad.service.context import Context
+from quotad.storage import Stores
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment, make_settings, seed
@@ -31,8 +32,7 @@ TODAY = "2024-11-07"  # the FakeClock's date
 @pytest.fixture
 def ctx(clock: FakeClock) -> Context:
     """The dashboard reads through the service layer: a memory store is enough here."""
-    store = MemoryStore()
-    return Context(store, make_settings(store.url), clock)
+    return Context(Stores.of(MemoryStore()), make_settings("memory://"), clock)
 
 
 def csrf_of(html: str) -> str:

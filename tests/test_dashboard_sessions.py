@@ -10,7 +10,7 @@ import httpx2
 from quotad.api.app import create_app
 from quotad.dashboard.sessions import COOKIE_NAMES, MAX_AGE_SECONDS
 from quotad.service.context import Context
-from quotad.storage import Store, store_from_url
+from quotad.storage import Stores, stores_from_url
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN, make_settings, seed
@@ -18,22 +18,22 @@ from tests.test_dashboard import csrf_of, sign_in
 
 
 @asynccontextmanager
-async def app_client(store: Store, clock: FakeClock) -> AsyncIterator[httpx2.AsyncClient]:
-    """An HTTP client on a quotad app of its own (a node) over ``store``."""
-    app = create_app(Context(store, make_settings(store.url), clock), manage_store=False)
+async def app_client(stores: Stores, clock: FakeClock) -> AsyncIterator[httpx2.AsyncClient]:
+    """An HTTP client on a quotad app of its own (a node) over ``stores``."""
+    app = create_app(Context(stores, make_settings(stores.url), clock), manage_store=False)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as http:
         yield http
 
 
 @asynccontextmanager
-async def second_node(store: Store, clock: FakeClock) -> AsyncIterator[httpx2.AsyncClient]:
+async def second_node(stores: Stores, clock: FakeClock) -> AsyncIterator[httpx2.AsyncClient]:
     """Another node over the same store: its own connections (memory: the same object)."""
-    if isinstance(store, MemoryStore):
-        async with app_client(store, clock) as http:
+    if isinstance(stores.counters, MemoryStore):
+        async with app_client(stores, clock) as http:
             yield http
         return
-    other = store_from_url(store.url)
+    other = stores_from_url(stores.url)
     await other.open()
     try:
         async with app_client(other, clock) as http:
@@ -60,12 +60,12 @@ async def sign_out(http: httpx2.AsyncClient, area: str, page_path: str) -> None:
 
 
 async def test_a_copied_operator_cookie_is_refused_after_sign_out(
-    client: httpx2.AsyncClient, store: Store, clock: FakeClock
+    client: httpx2.AsyncClient, stores: Stores, clock: FakeClock
 ) -> None:
     """After sign-out, a copy of the operator's cookie opens no page and posts no form."""
     await seed(client)
     assert (await sign_in(client, "dashboard", ADMIN_TOKEN)).status_code == 303
-    async with app_client(store, clock) as thief:
+    async with app_client(stores, clock) as thief:
         copy_cookie(client, thief, "dashboard")
         page = await thief.get("/dashboard/accounts/acme")
         assert page.status_code == 200
@@ -87,12 +87,12 @@ async def test_a_copied_operator_cookie_is_refused_after_sign_out(
 
 
 async def test_a_copied_portal_cookie_is_refused_after_sign_out(
-    client: httpx2.AsyncClient, store: Store, clock: FakeClock
+    client: httpx2.AsyncClient, stores: Stores, clock: FakeClock
 ) -> None:
     """After a customer signs out, a copy of its portal cookie is sent back to sign in."""
     acme = await seed(client)
     assert (await sign_in(client, "portal", acme.key)).status_code == 303
-    async with app_client(store, clock) as thief:
+    async with app_client(stores, clock) as thief:
         copy_cookie(client, thief, "portal")
         assert (await thief.get("/portal")).status_code == 200
         await sign_out(client, "portal", "/portal")
@@ -103,13 +103,13 @@ async def test_a_copied_portal_cookie_is_refused_after_sign_out(
 
 
 async def test_sign_out_on_one_node_ends_the_session_on_another(
-    client: httpx2.AsyncClient, store: Store, clock: FakeClock
+    client: httpx2.AsyncClient, stores: Stores, clock: FakeClock
 ) -> None:
     """Two nodes over one store: a session opened and ended on one is refused by the other."""
     acme = await seed(client)
     assert (await sign_in(client, "dashboard", ADMIN_TOKEN)).status_code == 303
     assert (await sign_in(client, "portal", acme.key)).status_code == 303
-    async with second_node(store, clock) as node_b:
+    async with second_node(stores, clock) as node_b:
         copy_cookie(client, node_b, "dashboard")
         copy_cookie(client, node_b, "portal")
         assert (await node_b.get("/dashboard")).status_code == 200
@@ -122,10 +122,10 @@ async def test_sign_out_on_one_node_ends_the_session_on_another(
 
 
 async def test_signing_in_again_keeps_other_sessions(
-    client: httpx2.AsyncClient, store: Store, clock: FakeClock
+    client: httpx2.AsyncClient, stores: Stores, clock: FakeClock
 ) -> None:
     """Each sign-in is its own session: ending one leaves the operator's others open."""
-    async with app_client(store, clock) as laptop:
+    async with app_client(stores, clock) as laptop:
         assert (await sign_in(client, "dashboard", ADMIN_TOKEN)).status_code == 303
         assert (await sign_in(laptop, "dashboard", ADMIN_TOKEN)).status_code == 303
         await sign_out(client, "dashboard", "/dashboard")

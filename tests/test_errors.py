@@ -101,7 +101,7 @@ async def test_unexpected_errors_are_500_without_details(
     async def boom(*_args: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(ctx.store, "gauges", boom)
+    monkeypatch.setattr(ctx.counters, "gauges", boom)
     response = await client.get("/v1/usages", headers=deployment.bearer)
     assert_error(response, 500, "INTERNAL_SERVER_ERROR")
     assert "secret internals" not in response.text
@@ -127,7 +127,7 @@ async def test_odd_ids_are_refused(
 
 
 async def test_customer_throttle_answers_429_with_retry_after(
-    store: object, clock: object, deployment: Deployment, client: httpx2.AsyncClient, ctx: Context
+    stores: object, clock: object, deployment: Deployment, client: httpx2.AsyncClient, ctx: Context
 ) -> None:
     """Past the per-key burst, customer endpoints answer 429 RATE_LIMITED with Retry-After."""
     from quotad.service.throttle import LocalThrottle

@@ -38,6 +38,7 @@ from quotad.domain.models import ConsumeOutcome, IdempotencyClaim
 from quotad.errors import StorageError
 from quotad.service.context import Context
 from quotad.service.verify import Verdict
+from quotad.storage import Stores
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.asgi import http_scope
@@ -74,7 +75,8 @@ async def make_twins(
 ) -> Twins:
     """Twin deployments (acme: insights 250 a day) behind the two apps."""
     contexts = [
-        Context(store_class(), make_settings("memory://", **options), clock) for _ in range(2)
+        Context(Stores.of(store_class()), make_settings("memory://", **options), clock)
+        for _ in range(2)
     ]
     fast = create_app(contexts[0], manage_store=False)
     route = create_app(contexts[1], manage_store=False, fast_verify=False)
@@ -84,9 +86,9 @@ async def make_twins(
         transport = httpx2.ASGITransport(app=app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as http:
             deployments.append(await seed(http))
-    record = await contexts[0].store.get_key(deployments[0].key_id)
+    record = await contexts[0].records.get_key(deployments[0].key_id)
     assert record is not None
-    await contexts[1].store.create_key(record)  # the same key now opens both
+    await contexts[1].records.create_key(record)  # the same key now opens both
     twins = Twins(fast, route, deployments[0].key)
 
     handler = fast.fast_routes[VERIFY]

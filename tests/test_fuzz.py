@@ -69,11 +69,11 @@ from quotad.domain.models import (
 from quotad.errors import ErrorCode
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import Store
+from quotad.storage import Stores
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.asgi import http_scope
-from tests.conftest import ADMIN_TOKEN, OPERATOR
+from tests.conftest import ADMIN_TOKEN, OPERATOR, create_account
 from tests.snapshots import store_snapshot
 
 ROOT = Path(__file__).parent.parent
@@ -120,16 +120,18 @@ def _key(key_id: str, account_id: str, secret: str) -> ApiKey:
     return ApiKey(key_id, account_id, "fuzz", keys.digest(secret), "qd", secret[-4:], None, CREATED)
 
 
-async def seed(store: Store) -> None:
+async def seed(stores: Stores) -> None:
     """Two services, two plans (one unused), two accounts with a key each, usage, a gauge."""
+    records, counters = stores.records, stores.counters
     for name in ("insights", "scoring"):
-        await store.create_service(Service(name, f"{name} queries", CREATED))
+        await records.create_service(Service(name, f"{name} queries", CREATED))
     limits = (Limit(LIMIT_NAME, "Number of known contacts (KCs) allowed", 10),)
     quotas = {"insights": Quota(250), "scoring": Quota(100)}
-    await store.create_plan(Plan(PLAN, quotas, limits, CREATED, "the fuzzed plan"))
-    await store.create_plan(Plan(SPARE_PLAN, {"insights": Quota(5)}, (), CREATED))
+    await records.create_plan(Plan(PLAN, quotas, limits, CREATED, "the fuzzed plan"))
+    await records.create_plan(Plan(SPARE_PLAN, {"insights": Quota(5)}, (), CREATED))
     for account_id in (ACCOUNT, OTHER):
-        await store.create_account(
+        await create_account(
+            stores,
             Account(
                 account_id,
                 account_id.title(),
@@ -138,20 +140,20 @@ async def seed(store: Store) -> None:
                 AccountStatus.ACTIVE,
                 Overrides(),
                 CREATED,
-            )
+            ),
         )
-    await store.create_key(_key(KEY_ID, ACCOUNT, KEY))
-    await store.create_key(_key(OTHER_KEY_ID, OTHER, OTHER_KEY))
+    await records.create_key(_key(KEY_ID, ACCOUNT, KEY))
+    await records.create_key(_key(OTHER_KEY_ID, OTHER, OTHER_KEY))
     for offset in range(7):
         day = TODAY - timedelta(days=offset)
-        await store.consume(ACCOUNT, "insights", day, 3 + offset, 250)
-        await store.consume(OTHER, "scoring", day, 1, 100)
-    await store.set_gauge(ACCOUNT, LIMIT_NAME, 3)
+        await counters.consume(ACCOUNT, "insights", day, 3 + offset, 250)
+        await counters.consume(OTHER, "scoring", day, 1, 100)
+    await counters.set_gauge(ACCOUNT, LIMIT_NAME, 3)
 
 
-async def snapshot(store: Store) -> dict[str, Any]:
+async def snapshot(stores: Stores) -> dict[str, Any]:
     """Everything a request could change, over this module's usage window."""
-    return await store_snapshot(store, USAGE_WINDOW)
+    return await store_snapshot(stores, USAGE_WINDOW)
 
 
 class World:
@@ -163,19 +165,19 @@ class World:
         self.app = create_app(self._fresh_ctx(), manage_store=False)
 
     def _fresh_ctx(self) -> Context:
-        store = MemoryStore()
-        self.runner.run(seed(store))
-        return Context(store, self.settings, FakeClock())  # 2024-11-07T12:00:00Z
+        stores = Stores.of(MemoryStore())
+        self.runner.run(seed(stores))
+        return Context(stores, self.settings, FakeClock())  # 2024-11-07T12:00:00Z
 
-    def reset(self) -> Store:
-        """Point the app at a freshly seeded deployment; returns its store."""
+    def reset(self) -> Stores:
+        """Point the app at a freshly seeded deployment; returns its stores."""
         ctx = self._fresh_ctx()
         self.app.state.ctx = ctx
-        return ctx.store
+        return ctx.stores
 
-    def snapshot(self, store: Store) -> dict[str, Any]:
+    def snapshot(self, stores: Stores) -> dict[str, Any]:
         """See ``snapshot``."""
-        return self.runner.run(snapshot(store))
+        return self.runner.run(snapshot(stores))
 
 
 @pytest.fixture(scope="module")
@@ -382,8 +384,8 @@ def check_case(world: World, run: Pass, case: Any, choice: int) -> None:
         make_real(case, choice)
     if run.who == "customer-x-api-key" and case.headers:
         case.headers.pop("Authorization", None)  # it would win over x-api-key
-    store = world.reset()
-    before = world.snapshot(store)
+    stores = world.reset()
+    before = world.snapshot(stores)
     response = case.call(headers=run.headers, app=world.app)
     CASES[f"{run.who}/{run.mode}{'/crossed' if run.crossed else ''}"] += 1
     STATUSES[response.status_code] += 1
@@ -396,7 +398,7 @@ def check_case(world: World, run: Pass, case: Any, choice: int) -> None:
     if response.status_code >= 300:
         assert_error_shape(response)
     if 400 <= response.status_code < 500:
-        assert world.snapshot(store) == before, f"a {response.status_code} changed the deployment"
+        assert world.snapshot(stores) == before, f"a {response.status_code} changed the deployment"
     if run.crossed:
         # The other party's credentials open nothing: refused before any data is read
         # (404 "no such path" when the generated path matches no route at all).
@@ -602,13 +604,13 @@ async def test_abusive_input_is_refused_and_changes_nothing(
     """Huge numbers, negative costs, unicode ids, deep JSON, header injection: 4xx, no change."""
     app = create_app(ctx, manage_store=False)
     for name, method, path, headers, body in abusive_requests(deployment.key):
-        before = await snapshot(ctx.store)
+        before = await snapshot(ctx.stores)
         if isinstance(body, bytes):
             as_json = {**headers, "Content-Type": "application/json"}
             response = await client.request(method, path, content=body, headers=as_json)
         else:
             response = await client.request(method, path, json=body, headers=headers)
-        after = await snapshot(ctx.store)
+        after = await snapshot(ctx.stores)
         assert_refused_unchanged(name, response.status_code, response.content, before, after)
 
     authorization = [(b"authorization", OPERATOR["Authorization"].encode())]
@@ -620,11 +622,11 @@ async def test_abusive_input_is_refused_and_changes_nothing(
         body = verify if method == "POST" else b""
         if body:
             headers.append((b"content-length", str(len(body)).encode()))
-        before = await snapshot(ctx.store)
+        before = await snapshot(ctx.stores)
         status, answer_headers, content = await raw_request(
             app, method, path, [*headers, *injected], body
         )
-        after = await snapshot(ctx.store)
+        after = await snapshot(ctx.stores)
         assert_refused_unchanged(name, status, content, before, after)
         assert "x-injected" not in answer_headers, name
         assert not any("\r" in v or "\n" in v for v in answer_headers.values()), name
@@ -688,9 +690,9 @@ async def test_nul_characters_never_cause_a_server_error(
         if isinstance(template, dict) and template.get("key") == "KEY":
             body = {**template, "key": deployment.key}
         headers = deployment.bearer if path.startswith("/usage/") else OPERATOR
-        before = await snapshot(ctx.store)
+        before = await snapshot(ctx.stores)
         response = await client.request(method, path, json=body, headers=headers)
-        after = await snapshot(ctx.store)
+        after = await snapshot(ctx.stores)
         if response.status_code >= 500:
             failures.append(f"{name}: {response.status_code} {response.json()['error']}")
             continue

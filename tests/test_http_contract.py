@@ -18,7 +18,7 @@ from quotad.api import server
 from quotad.api.app import create_app
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 from tests.processes import quotad_serve
 from tests.rawhttp import Answer, exchange, parse
 from tests.test_server import RecordingTransport, next_turn
@@ -171,7 +171,7 @@ class Exploding:
 
 async def test_an_exception_outside_the_request_guard_is_500_with_the_error_body() -> None:
     """Starlette's own last-resort 500 is the contract's error body too."""
-    ctx = Context(store_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
+    ctx = Context(stores_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
     app = create_app(ctx, manage_store=False)
     app.add_middleware(Exploding)
     transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)

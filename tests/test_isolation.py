@@ -30,7 +30,7 @@ from quotad.api.app import create_app
 from quotad.dashboard import Mounted
 from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
-from quotad.storage import Store
+from quotad.storage import Stores
 from tests.conftest import OPERATOR
 from tests.snapshots import store_snapshot
 
@@ -157,9 +157,9 @@ async def populate(http: httpx2.AsyncClient) -> list[Tenant]:
     return tenants
 
 
-async def snapshot(store: Store) -> dict[str, Any]:
+async def snapshot(stores: Stores) -> dict[str, Any]:
     """Everything a request could change, over this module's usage window."""
-    return await store_snapshot(store, USAGE_WINDOW)
+    return await store_snapshot(stores, USAGE_WINDOW)
 
 
 def no_failure_budget(ctx: Context) -> None:
@@ -313,7 +313,7 @@ async def test_no_customer_key_reaches_any_operator_route(
         ),
     )
     assert len(operator_routes) >= 24, operator_routes
-    before = await snapshot(ctx.store)
+    before = await snapshot(ctx.stores)
 
     for tenant in tenants:
         victim = tenants[(tenant.n + 1) % ACCOUNTS]
@@ -342,7 +342,7 @@ async def test_no_customer_key_reaches_any_operator_route(
                 if response.status_code == 303:
                     assert response.headers["location"].startswith("/dashboard/login")
                 assert victim.account_id not in response.text
-    assert await snapshot(ctx.store) == before, "a refused request changed something"
+    assert await snapshot(ctx.stores) == before, "a refused request changed something"
 
     # The same probes with the operator token succeed: each one would have done harm.
     victim = tenants[1]
@@ -350,4 +350,4 @@ async def test_no_customer_key_reaches_any_operator_route(
         url, body = probe(method, path, victim)
         response = await client.request(method, url, json=body, headers=OPERATOR)
         assert 200 <= response.status_code < 300, (method, url, response.text)
-    assert await snapshot(ctx.store) != before
+    assert await snapshot(ctx.stores) != before

@@ -17,6 +17,7 @@ from quotad.api.app import create_app
 from quotad.domain.models import ConsumeOutcome, IdempotencyClaim
 from quotad.errors import StorageError
 from quotad.service.context import Context
+from quotad.storage import Stores
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, make_settings, seed
@@ -29,8 +30,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 @pytest.fixture
 def ctx(clock: FakeClock) -> Context:
     """Metrics are counted above the store: a memory store is enough here."""
-    store = MemoryStore()
-    return Context(store, make_settings(store.url), clock)
+    return Context(Stores.of(MemoryStore()), make_settings("memory://"), clock)
 
 
 def parse(text: str) -> Samples:
@@ -78,8 +78,8 @@ async def test_consume_counters_match_the_calls(client: httpx2.AsyncClient) -> N
 @pytest.fixture
 async def throttled(ctx: Context, clock: FakeClock) -> AsyncIterator[httpx2.AsyncClient]:
     """A client of an app whose customer endpoints allow one request per key, then 429."""
-    settings = make_settings(ctx.store.url, rate_limit_per_second=0.001, rate_limit_burst=1)
-    app = create_app(Context(ctx.store, settings, clock), manage_store=False)
+    settings = make_settings(ctx.stores.url, rate_limit_per_second=0.001, rate_limit_burst=1)
+    app = create_app(Context(ctx.stores, settings, clock), manage_store=False)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as http:
         yield http
@@ -119,7 +119,7 @@ async def test_store_errors_are_counted(clock: FakeClock, policy: str) -> None:
     """A verify that meets a failing store counts a store error (and a fail-open when allowed)."""
     store = BrokenCounters()
     settings = make_settings(store.url, on_store_error=policy)
-    app = create_app(Context(store, settings, clock), manage_store=False)
+    app = create_app(Context(Stores.of(store), settings, clock), manage_store=False)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as http:
         acme = await seed(http, "acme")

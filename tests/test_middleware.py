@@ -20,7 +20,7 @@ from quotad.domain.models import Overrides, Quota
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 from tests.conftest import ADMIN_TOKEN as TEST_TOKEN
 from tests.conftest import Example, make_settings
 from tests.processes import (
@@ -193,15 +193,15 @@ class KeyedBackend(EmbeddedBackend):
 async def backend() -> AsyncIterator[KeyedBackend]:
     """An embedded backend on the memory store with one account (insights: 3 a day)."""
     settings = Settings(_env_file=None, store_url="memory://")
-    ctx = Context(store_from_url("memory://"), settings)
-    await ctx.store.open()
+    ctx = Context(stores_from_url("memory://"), settings)
+    await ctx.stores.open()
     await admin.create_service(ctx, "insights", "")
     await admin.create_plan(ctx, "p", {"insights": Quota(3)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
     embedded = KeyedBackend(ctx=ctx)
     embedded.key = (await admin.create_key(ctx, "acme", "k")).secret
     yield embedded
-    await ctx.store.close()
+    await ctx.stores.close()
 
 
 async def boom(_request: Any) -> JSONResponse:
@@ -224,7 +224,7 @@ def starlette_app(backend: KeyedBackend, **options: Any) -> Any:
 
 async def used_today(backend: KeyedBackend) -> int:
     """What account acme used today."""
-    rows = await backend.ctx.store.usage("acme", "insights", *([backend.now().date()] * 2))
+    rows = await backend.ctx.counters.usage("acme", "insights", *([backend.now().date()] * 2))
     return rows[0].used if rows else 0
 
 
@@ -277,7 +277,7 @@ async def test_lifespan_passes_through_and_shutdown_closes_the_backend(tmp_path:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "lifespan"
         assert (await receive())["type"] == "lifespan.startup"
-        await backend.ctx.store.ping()  # opened before the app's own startup
+        await backend.ctx.stores.ping()  # opened before the app's own startup
         await send({"type": "lifespan.startup.complete"})
         assert (await receive())["type"] == "lifespan.shutdown"
         await send({"type": "lifespan.shutdown.complete"})
@@ -304,8 +304,8 @@ async def test_an_unreachable_quotad_answers_503() -> None:
 
 async def test_an_unknown_service_gets_quotads_own_answer(backend: KeyedBackend) -> None:
     """Metering a service quotad does not know answers quotad's 404, embedded and remote alike."""
-    ctx = Context(store_from_url("memory://"), make_settings("memory://"))
-    await ctx.store.open()
+    ctx = Context(stores_from_url("memory://"), make_settings("memory://"))
+    await ctx.stores.open()
     quotad = httpx2.ASGITransport(app=create_app(ctx, manage_store=False))
     remote = RemoteBackend("http://quotad", TEST_TOKEN, transport=quotad)
     for chosen in (backend, remote):
@@ -317,7 +317,7 @@ async def test_an_unknown_service_gets_quotads_own_answer(backend: KeyedBackend)
         assert (answer.status_code, answer.json()["error"]) == (404, "NOT_FOUND")
         assert set(answer.json()) == ERROR_KEYS
     await remote.close()
-    await ctx.store.close()
+    await ctx.stores.close()
 
 
 async def test_a_json_body_over_the_buffer_limit_passes_unchanged(backend: KeyedBackend) -> None:

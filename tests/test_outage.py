@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 from tests.conftest import LOOPBACK, OPERATOR, RedisProcess
 from tests.test_race import DAY, TOTAL, add_account, noon_zone, running_server
 
@@ -38,7 +38,7 @@ OUTAGE = 1.5
 AFTER_RESTART = 2.0
 LATENCY_LIMIT = 0.100  # seconds, for every request issued after the kill
 OUTLIER_SLACK = 0.05  # share of answers over the limit beyond what a healthy Redis shows
-# No answer may take this long: half RedisStore's 1 s socket timeout, so a request that
+# No answer may take this long: half RedisCounters' 1 s socket timeout, so a request that
 # waited on a dead connection (or 5 s on its pool, or a reconnect backoff) is caught, while
 # the slowest healthy answers seen on this box under other load (~300 ms) are not.
 HANG_BOUND = 0.5
@@ -271,7 +271,7 @@ def check_outage(policy: str, timeline: Timeline, metrics: str) -> None:
     if sum(map(counted, after)) < 0.9 * len(after) or not all(map(counted, in_order[-WORKERS:])):
         problems.append(f"never recovered after the restart: {Counter(map(counted, after))}")
     # ...from the very first request. KNOWN SRC BUG (src/quotad/storage/redis.py,
-    # RedisStore.open): the Retry(NoBackoff(), 1) meant to replace "a connection that died
+    # RedisCounters.open): the Retry(NoBackoff(), 1) meant to replace "a connection that died
     # with a Redis restart" is given to aioredis.Redis next to connection_pool=, where
     # redis-py ignores it; pooled connections have no retry, so each one that died with
     # the old server fails its first command after the restart (503 / uncounted allow).
@@ -300,20 +300,20 @@ async def test_the_first_consume_after_a_redis_restart_succeeds(tmp_path: Path) 
     redis_server.start()
     try:
         url = f"redis://{LOOPBACK}:{redis_server.port}/0?records=sqlite:///{tmp_path / 'r.db'}"
-        store = store_from_url(url)
-        await store.open()
+        stores = stores_from_url(url)
+        await stores.open()
         try:
-            await add_account(store)
-            assert (await store.consume("racer", "insights", DAY, 1, TOTAL)).granted
+            await add_account(stores)
+            assert (await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)).granted
             redis_server.kill()
             redis_server.start()
-            # KNOWN SRC BUG (src/quotad/storage/redis.py, RedisStore.open): the pooled
+            # KNOWN SRC BUG (src/quotad/storage/redis.py, RedisCounters.open): the pooled
             # connection died with the old server and has no retry (the Retry passed to
             # aioredis.Redis beside connection_pool= is ignored by redis-py), so this
             # raises StorageError although Redis is up again.
-            outcome = await store.consume("racer", "insights", DAY, 1, TOTAL)
+            outcome = await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)
             assert outcome.granted
         finally:
-            await store.close()
+            await stores.close()
     finally:
         redis_server.kill()

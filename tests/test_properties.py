@@ -1,6 +1,6 @@
 """Every store against a plain in-memory model, over random sequences of usage operations.
 
-The model is the Store protocol's usage contract written as dictionaries:
+The model is the CounterStore protocol's usage contract written as dictionaries:
 
 - consume grants iff ``used + cost <= total`` (all or nothing); a refusal counts one
   rejection and changes no use; either way the day's stored total becomes ``total``;
@@ -10,7 +10,7 @@ The model is the Store protocol's usage contract written as dictionaries:
 
 Each test drives one store on one ``asyncio.Runner`` (SQL connections are bound to the
 loop that opened them); each example runs on a fresh account and compares
-``store.usage`` with the model after every step.
+``usage`` with the model after every step.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from quotad.domain.models import (
     Service,
     UsageEvent,
 )
-from quotad.storage import Store, store_from_url
-from tests.conftest import STORES, store_url
+from quotad.storage import CounterStore, stores_from_url
+from tests.conftest import STORES, create_account, store_url
 
 SERVICES = ("insights", "scoring")
 FIRST_DAY = date(2024, 11, 1)
@@ -184,33 +184,34 @@ class Harness:
 
     def __init__(self, runner: asyncio.Runner, url: str) -> None:
         self.runner = runner
-        self.store = store_from_url(url)
+        self.stores = stores_from_url(url)
         self.sequences = itertools.count()
         runner.run(self._open())
 
     async def _open(self) -> None:
-        await self.store.open()
+        await self.stores.open()
         for name in SERVICES:
-            await self.store.create_service(Service(name, "", CREATED))
+            await self.stores.records.create_service(Service(name, "", CREATED))
         plan = Plan("plan", {name: Quota(10) for name in SERVICES}, (), CREATED)
-        await self.store.create_plan(plan)
+        await self.stores.records.create_plan(plan)
 
     def close(self) -> None:
         """Close the store."""
-        self.runner.run(self.store.close())
+        self.runner.run(self.stores.close())
 
     def run_sequence(self, ops: list[Op]) -> None:
         """Apply ``ops`` to a new account and to the model, comparing after each step."""
         account = f"acct-{next(self.sequences)}"
         self.runner.run(
-            self.store.create_account(
-                Account(account, "Acct", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED)
+            create_account(
+                self.stores,
+                Account(account, "Acct", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED),
             )
         )
         model = Model()
         for op in ops:
-            self.runner.run(apply(self.store, account, model, op))
-            self.runner.run(compare(self.store, account, model))
+            self.runner.run(apply(self.stores.counters, account, model, op))
+            self.runner.run(compare(self.stores.counters, account, model))
 
 
 @contextmanager
@@ -224,15 +225,15 @@ def harness(kind: str, tmp_path: Path) -> Iterator[Harness]:
             opened.close()
 
 
-async def apply(store: Store, account: str, model: Model, op: Op) -> None:
+async def apply(counters: CounterStore, account: str, model: Model, op: Op) -> None:
     """Run one operation on the store and the model and compare what they answer."""
     if isinstance(op, Consume):
-        outcome = await store.consume(account, op.service, model.today, op.cost, op.total)
+        outcome = await counters.consume(account, op.service, model.today, op.cost, op.total)
         expected = model.consume(op)
         assert (outcome.granted, outcome.used) == expected, op
         assert (outcome.total, outcome.day, outcome.replayed) == (op.total, model.today, False)
     elif isinstance(op, Adjust):
-        row = await store.adjust(account, op.service, op.day, op.delta, op.total)
+        row = await counters.adjust(account, op.service, op.day, op.delta, op.total)
         assert (row.day, row.used, row.total, row.rejected) == (op.day, *model.adjust(op)), op
     elif isinstance(op, Events):
         batch = [
@@ -247,16 +248,16 @@ async def apply(store: Store, account: str, model: Model, op: Op) -> None:
             )
             for item in op.batch
         ]
-        recorded = await store.record_events(batch)
+        recorded = await counters.record_events(batch)
         assert (recorded.accepted, recorded.duplicates) == model.record(op), op
     else:
         model.today = op.day
 
 
-async def compare(store: Store, account: str, model: Model) -> None:
+async def compare(counters: CounterStore, account: str, model: Model) -> None:
     """Every stored day of both services equals the model's."""
     for service in SERVICES:
-        rows = await store.usage(account, service, DAYS[0], DAYS[-1])
+        rows = await counters.usage(account, service, DAYS[0], DAYS[-1])
         stored = [(r.day, r.used, r.total, r.rejected) for r in rows]
         assert stored == model.usage(service), service
         for r in rows:

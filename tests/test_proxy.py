@@ -19,7 +19,7 @@ from quotad.domain.models import Overrides, Quota
 from quotad.service import admin
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 from tests.processes import (
     BIN,
     ROOT,
@@ -263,8 +263,8 @@ def test_forwarded_headers_drop_hop_by_hop_and_chosen_headers() -> None:
 
 async def test_an_unreachable_upstream_answers_502_and_is_refunded() -> None:
     """A dead upstream gives 502 with the contract's body, and the unit is given back."""
-    ctx = Context(store_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
-    await ctx.store.open()
+    ctx = Context(stores_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
+    await ctx.stores.open()
     try:
         await admin.create_service(ctx, "insights", "")
         await admin.create_plan(ctx, "p", {"insights": Quota(3)}, [], "")
@@ -280,18 +280,18 @@ async def test_an_unreachable_upstream_answers_502_and_is_refunded() -> None:
         assert answer.status_code == 502
         assert answer.json()["error"] == "SERVICE_UNAVAILABLE"
         today = backend.now().date()
-        assert [row.used for row in await ctx.store.usage("acme", "insights", today, today)] in (
+        assert [row.used for row in await ctx.counters.usage("acme", "insights", today, today)] in (
             [],
             [0],
         )
     finally:
-        await ctx.store.close()
+        await ctx.stores.close()
 
 
 async def test_build_proxy_serves_usage_endpoints_in_front_of_the_relay() -> None:
     """build_proxy's app answers /v1/usages itself (here: 401 without a key, quotad's body)."""
-    ctx = Context(store_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
-    await ctx.store.open()
+    ctx = Context(stores_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
+    await ctx.stores.open()
     try:
         app = build_proxy(
             "http://127.0.0.1:9", service="insights", backend=EmbeddedBackend(ctx=ctx)
@@ -302,4 +302,4 @@ async def test_build_proxy_serves_usage_endpoints_in_front_of_the_relay() -> Non
         assert (answer.status_code, answer.json()["error"]) == (401, "MISSING_API_KEY")
         assert answer.headers["api-version"] == "v1"
     finally:
-        await ctx.store.close()
+        await ctx.stores.close()

@@ -19,8 +19,8 @@ import httpx2
 import pytest
 
 from quotad.domain.models import Account, AccountStatus, Overrides, Plan, Quota, Service
-from quotad.storage import Store, store_from_url
-from tests.conftest import ADMIN_TOKEN, OPERATOR, STORES, store_url
+from quotad.storage import Stores, stores_from_url
+from tests.conftest import ADMIN_TOKEN, OPERATOR, STORES, create_account, store_url
 
 with_cluster = True  # also run the store-backed tests on a Redis Cluster
 
@@ -33,12 +33,13 @@ T = TypeVar("T")
 SHARED_STORES = [param for param in STORES if param.values[0] != "memory"]
 
 
-async def add_account(store: Store, account_id: str = "racer") -> None:
+async def add_account(stores: Stores, account_id: str = "racer") -> None:
     """Service insights, a plan with a quota for it, and one account on that plan."""
-    await store.create_service(Service("insights", "", CREATED))
-    await store.create_plan(Plan("plan", {"insights": Quota(TOTAL)}, (), CREATED))
-    await store.create_account(
-        Account(account_id, "Racer", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED)
+    await stores.records.create_service(Service("insights", "", CREATED))
+    await stores.records.create_plan(Plan("plan", {"insights": Quota(TOTAL)}, (), CREATED))
+    await create_account(
+        stores,
+        Account(account_id, "Racer", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED),
     )
 
 
@@ -55,17 +56,17 @@ async def gather_all(calls: Iterable[Awaitable[T]]) -> list[T]:
     return cast("list[T]", results)
 
 
-async def test_concurrent_consumes_never_pass_the_quota(store: Store) -> None:
+async def test_concurrent_consumes_never_pass_the_quota(stores: Stores) -> None:
     """200 concurrent consumes of 1 against a total of 50 grant exactly 50 and refuse 150."""
-    await add_account(store)
+    await add_account(stores)
     outcomes = await gather_all(
-        store.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(ATTEMPTS)
+        stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(ATTEMPTS)
     )
     granted = [o for o in outcomes if o.granted]
     assert len(granted) == TOTAL
     assert sorted(o.used for o in granted) == list(range(1, TOTAL + 1))
     assert all(o.used == TOTAL for o in outcomes if not o.granted)
-    [row] = await store.usage("racer", "insights", DAY, DAY)
+    [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
     assert (row.used, row.total, row.rejected) == (TOTAL, TOTAL, ATTEMPTS - TOTAL)
 
 
@@ -75,20 +76,20 @@ async def test_two_store_instances_on_one_database_never_pass_the_quota(
 ) -> None:
     """Two stores opened on one database (two nodes), racing 100 consumes each, grant 50."""
     with store_url(kind, tmp_path) as url:
-        first, second = store_from_url(url), store_from_url(url)
+        first, second = stores_from_url(url), stores_from_url(url)
         await first.open()
         await second.open()
         try:
             await add_account(first)
             half = ATTEMPTS // 2
             outcomes = await gather_all(
-                store.consume("racer", "insights", DAY, 1, TOTAL)
+                node.counters.consume("racer", "insights", DAY, 1, TOTAL)
                 for _ in range(half)
-                for store in (first, second)
+                for node in (first, second)
             )
             assert sum(o.granted for o in outcomes) == TOTAL
-            for store in (first, second):
-                [row] = await store.usage("racer", "insights", DAY, DAY)
+            for node in (first, second):
+                [row] = await node.counters.usage("racer", "insights", DAY, DAY)
                 assert (row.used, row.rejected) == (TOTAL, ATTEMPTS - TOTAL)
         finally:
             await first.close()

@@ -9,6 +9,8 @@ instant; a read racing a write never puts the old record back.
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from quotad.domain.models import Account, ApiKey, Overrides, Plan, Quota
 from quotad.errors import AuthError
 from quotad.service import admin, auth, verify
 from quotad.service.context import Context
-from quotad.storage import Store
-from quotad.storage.cache import CachingStore
+from quotad.storage import RecordStore, Stores
+from quotad.storage.cache import RecordCache
 from quotad.storage.memory import MemoryStore
 from quotad.storage.sql import SqlStore
 from quotad.testing import FakeClock
@@ -44,8 +46,8 @@ async def node(
     inner: MemoryStore, clock: FakeClock, monotonic: Monotonic, **settings: Any
 ) -> Context:
     """A node's context: its own record cache over the store every node shares."""
-    cache = CachingStore(inner, TTL, monotonic=monotonic)
-    return Context(cache, make_settings(inner.url, **settings), clock)  # type: ignore[arg-type]
+    options = make_settings(inner.url, record_cache_seconds=TTL, **settings)
+    return Context(Stores.of(inner), options, clock, monotonic)
 
 
 async def provision(ctx: Context, total: int = 100) -> tuple[str, ApiKey]:
@@ -229,11 +231,11 @@ async def test_a_stored_operator_token_reset_through_this_node_is_refused_at_onc
         await auth.authenticate_operator(ctx, header)
 
 
-async def test_a_key_is_read_with_its_account_and_plan_in_one_step(store: Store) -> None:
+async def test_a_key_is_read_with_its_account_and_plan_in_one_step(stores: Stores) -> None:
     """``find_key_records`` answers the key, its account and their plan, as they are now."""
-    ctx = Context(store, make_settings(store.url, record_cache_seconds=0), FakeClock())
+    ctx = Context(stores, make_settings(stores.url, record_cache_seconds=0), FakeClock())
     _, record = await provision(ctx, total=40)
-    found = await store.find_key_records(record.digest)
+    found = await stores.records.find_key_records(record.digest)
     assert found is not None
     key, account, plan = found
     assert (key.id, account.id, plan.id, plan.quotas["insights"].total) == (
@@ -243,10 +245,10 @@ async def test_a_key_is_read_with_its_account_and_plan_in_one_step(store: Store)
         40,
     )
     await admin.replace_plan(ctx, "free", {"insights": Quota(9)}, [], "")
-    changed = await store.find_key_records(record.digest)
+    changed = await stores.records.find_key_records(record.digest)
     assert changed is not None
     assert changed[2].quotas["insights"].total == 9
-    assert await store.find_key_records("0" * 64) is None
+    assert await stores.records.find_key_records("0" * 64) is None
 
 
 SQL = [param for param in STORES if param.values[0] in ("sqlite", "postgresql")]
@@ -259,7 +261,7 @@ async def test_lookups_asked_for_together_share_one_query(kind: str, tmp_path: P
         store = SqlStore(url)
         await store.open()
         try:
-            ctx = Context(store, make_settings(url, record_cache_seconds=0), FakeClock())
+            ctx = Context(Stores.of(store), make_settings(url, record_cache_seconds=0), FakeClock())
             _, first = await provision(ctx)
             records = [first] + [
                 (await admin.create_key(ctx, "acme", f"k{i}")).record for i in range(19)
@@ -278,3 +280,82 @@ async def test_lookups_asked_for_together_share_one_query(kind: str, tmp_path: P
             assert len(queries) <= 2  # the first alone, the rest together
         finally:
             await store.close()
+
+
+# The cache against the records protocol -----------------------------------------------
+RECORD_METHODS = sorted(
+    name for name, value in vars(RecordStore).items() if callable(value) and name[0] != "_"
+)
+CACHED_READS = ["find_key", "get_account", "get_plan", "get_service"]  # what verify reads
+
+
+class Spy:
+    """A records store that answers every call with a fresh value, noting each call with
+    the cache generation it ran in."""
+
+    def __init__(self, generation: Callable[[], int]) -> None:
+        self.generation = generation
+        self.calls: list[tuple[str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*_args: Any, **_kwargs: Any) -> object:
+            self.calls.append((name, self.generation()))
+            return object()
+
+        return call
+
+
+def spied() -> tuple[RecordCache, Spy]:
+    """A record cache over a spy, and the spy."""
+    cache: RecordCache | None = None
+    spy = Spy(lambda: 0 if cache is None else cache.generation)
+    cache = RecordCache(spy, TTL, monotonic=Monotonic())  # type: ignore[arg-type]
+    return cache, spy
+
+
+async def call(cache: RecordCache, name: str) -> None:
+    """Call the cache's method ``name`` with a placeholder for each required argument."""
+    method = getattr(cache, name)
+    required = [
+        p
+        for p in inspect.signature(method).parameters.values()
+        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    await method(*[None] * len(required))
+
+
+def test_the_cache_names_only_methods_of_the_protocol_as_reads() -> None:
+    """Every method the cache exempts from clearing is a method of the records protocol."""
+    assert RecordCache.READS.issubset(RECORD_METHODS)
+    assert set(CACHED_READS) <= RecordCache.READS
+
+
+@pytest.mark.parametrize("name", [n for n in RECORD_METHODS if n not in RecordCache.READS])
+async def test_every_record_write_clears_the_cache_before_and_after_it(name: str) -> None:
+    """Each method of the protocol the cache does not name a read clears it around the write."""
+    cache, spy = spied()
+    before = cache.generation
+    await call(cache, name)
+    assert spy.calls == [(name, before + 1)]  # cleared before the write reached the store
+    assert cache.generation == before + 2  # and again once it was done
+
+
+@pytest.mark.parametrize("name", sorted(RecordCache.READS))
+async def test_a_record_read_leaves_the_cache_as_it_is(name: str) -> None:
+    """A read reaches the store (when not cached) without clearing anything."""
+    cache, spy = spied()
+    await call(cache, name)
+    assert spy.calls == [(name, 0)]
+    assert cache.generation == 0
+
+
+@pytest.mark.parametrize("name", CACHED_READS)
+async def test_verify_reads_are_kept_until_a_write(name: str) -> None:
+    """A cached read reaches the store once; after any write it reaches it again."""
+    cache, spy = spied()
+    await call(cache, name)
+    await call(cache, name)
+    assert [called for called, _ in spy.calls] == [name]
+    await call(cache, "put_setting")
+    await call(cache, name)
+    assert [called for called, _ in spy.calls] == [name, "put_setting", name]

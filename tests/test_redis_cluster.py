@@ -31,9 +31,9 @@ from quotad.domain.models import (
     Service,
     UsageEvent,
 )
-from quotad.storage import Store, store_from_url
-from quotad.storage.redis import RedisStore
-from tests.conftest import LOOPBACK, RedisClusterProcesses
+from quotad.storage import Stores, stores_from_url
+from quotad.storage.redis import RedisCounters
+from tests.conftest import LOOPBACK, RedisClusterProcesses, create_account
 
 pytestmark = pytest.mark.redis
 
@@ -45,37 +45,38 @@ TAG = re.compile(r"\{([^}]*)\}")
 
 
 @asynccontextmanager
-async def cluster_store(cluster: RedisClusterProcesses, tmp_path: Path) -> AsyncIterator[Store]:
-    """An opened Redis store on the cluster under a fresh prefix, records in SQLite."""
+async def cluster_stores(cluster: RedisClusterProcesses, tmp_path: Path) -> AsyncIterator[Stores]:
+    """Opened Redis counters on the cluster under a fresh prefix, records in SQLite."""
     with cluster.namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
-        store = store_from_url(url)
-        await store.open()
+        stores = stores_from_url(url)
+        await stores.open()
         try:
-            yield store
+            yield stores
         finally:
-            await store.close()
+            await stores.close()
 
 
-async def add_accounts(store: Store, ids: list[str]) -> None:
+async def add_accounts(stores: Stores, ids: list[str]) -> None:
     """Service insights, a plan of ``TOTAL`` a day, and one account per id."""
-    await store.create_service(Service("insights", "", NOW))
-    await store.create_plan(Plan("plan", {"insights": Quota(TOTAL)}, (), NOW))
+    await stores.records.create_service(Service("insights", "", NOW))
+    await stores.records.create_plan(Plan("plan", {"insights": Quota(TOTAL)}, (), NOW))
     for account_id in ids:
-        await store.create_account(
-            Account(account_id, account_id, "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
+        await create_account(
+            stores,
+            Account(account_id, account_id, "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW),
         )
 
 
-def redis_store(store: Store) -> RedisStore:
-    """``store``, which a ``redis+cluster://`` URL opens as a RedisStore."""
-    assert isinstance(store, RedisStore), store
-    return store
+def redis_counters(stores: Stores) -> RedisCounters:
+    """The counters of ``stores``, which a ``redis+cluster://`` URL opens as RedisCounters."""
+    assert isinstance(stores.counters, RedisCounters), stores.counters
+    return stores.counters
 
 
-def prefix_of(store: Store) -> str:
-    """The key prefix the store was opened with."""
-    match = re.search(r"[?&]prefix=([^&]+)", store.url)
-    assert match, store.url
+def prefix_of(stores: Stores) -> str:
+    """The key prefix the stores were opened with."""
+    match = re.search(r"[?&]prefix=([^&]+)", stores.url)
+    assert match, stores.url
     return match.group(1)
 
 
@@ -96,19 +97,21 @@ async def test_one_accounts_keys_share_a_slot_and_accounts_spread_over_masters(
 ) -> None:
     """An account's keys (hash tag ``{account}``) share one slot; accounts spread over masters."""
     ids = [f"acct-{uuid.uuid4().hex[:8]}" for _ in range(ACCOUNTS)]
-    async with cluster_store(redis_cluster, tmp_path) as store:
-        await add_accounts(store, ids)
+    async with cluster_stores(redis_cluster, tmp_path) as stores:
+        await add_accounts(stores, ids)
         claim_expiry = NOW + timedelta(days=1)
         for account_id in ids:
             claim = IdempotencyClaim(f"idem-{account_id}", "fingerprint", claim_expiry)
-            outcome = await store.consume(account_id, "insights", DAY, 2, TOTAL, claim, NOW)
+            outcome = await stores.counters.consume(
+                account_id, "insights", DAY, 2, TOTAL, claim, NOW
+            )
             assert (outcome.granted, outcome.used) == (True, 2)
             event = UsageEvent(f"ev-{account_id}", account_id, "insights", 3, DAY, TOTAL, NOW)
-            assert (await store.record_events([event])).accepted == 1
-            [row] = await store.usage(account_id, "insights", DAY, DAY)
+            assert (await stores.counters.record_events([event])).accepted == 1
+            [row] = await stores.counters.usage(account_id, "insights", DAY, DAY)
             assert row.used == 5
         # Inspect while the namespace (and its keys) still exists.
-        placed = keys_by_master(redis_cluster, prefix_of(store))
+        placed = keys_by_master(redis_cluster, prefix_of(stores))
         check_placement(redis_cluster, placed, ids)
 
 
@@ -174,18 +177,18 @@ async def test_cluster_counters_flush_to_sql_and_reload_after_a_loss(
     redis_cluster: RedisClusterProcesses, tmp_path: Path
 ) -> None:
     """Counters flushed from the cluster reach the SQL records, and a lost counter is reloaded."""
-    async with cluster_store(redis_cluster, tmp_path) as store:
-        await add_accounts(store, ["flushed"])
+    async with cluster_stores(redis_cluster, tmp_path) as stores:
+        await add_accounts(stores, ["flushed"])
         for _ in range(5):
-            assert (await store.consume("flushed", "insights", DAY, 1, TOTAL)).granted
-        await redis_store(store).flush()
-        [row] = await redis_store(store).records.usage("flushed", "insights", DAY, DAY)
+            assert (await stores.counters.consume("flushed", "insights", DAY, 1, TOTAL)).granted
+        await redis_counters(stores).flush()
+        [row] = await redis_counters(stores).records.usage("flushed", "insights", DAY, DAY)
         assert (row.used, row.total) == (5, TOTAL)
 
-        drop_namespace(redis_cluster, prefix_of(store))
-        outcome = await store.consume("flushed", "insights", DAY, 1, TOTAL)
+        drop_namespace(redis_cluster, prefix_of(stores))
+        outcome = await stores.counters.consume("flushed", "insights", DAY, 1, TOTAL)
         assert (outcome.granted, outcome.used) == (True, 6)  # not restarted from zero
-        [row] = await store.usage("flushed", "insights", DAY, DAY)
+        [row] = await stores.counters.usage("flushed", "insights", DAY, DAY)
         assert row.used == 6
 
 
@@ -193,14 +196,14 @@ async def test_a_burst_on_a_freshly_opened_cluster_store_is_answered(
     redis_cluster: RedisClusterProcesses, tmp_path: Path
 ) -> None:
     """50 concurrent consumes right after open (below any pool limit) grant 50 of 100, none fail."""
-    async with cluster_store(redis_cluster, tmp_path) as store:
-        await add_accounts(store, ["burst"])
+    async with cluster_stores(redis_cluster, tmp_path) as stores:
+        await add_accounts(stores, ["burst"])
         results = await asyncio.gather(
-            *(store.consume("burst", "insights", DAY, 1, TOTAL) for _ in range(50)),
+            *(stores.counters.consume("burst", "insights", DAY, 1, TOTAL) for _ in range(50)),
             return_exceptions=True,
         )
         failures = [repr(r) for r in results if isinstance(r, BaseException)]
-        # A regression test: RedisStore.open once left the cluster client to learn the slot
+        # A regression test: RedisCounters.open once left the cluster client to learn the slot
         # map lazily, and a first burst raced in redis-py's initialisation, some calls dying
         # with AttributeError("'NoneType' object has no attribute 'writelines'").
         assert failures == []
@@ -211,16 +214,16 @@ async def test_a_burst_beyond_a_hundred_waits_for_cluster_connections(
     redis_cluster: RedisClusterProcesses, tmp_path: Path
 ) -> None:
     """150 concurrent consumes on one account (one master) queue for connections, none fail."""
-    async with cluster_store(redis_cluster, tmp_path) as store:
-        await add_accounts(store, ["crowd"])
-        assert (await store.consume("crowd", "insights", DAY, 1, 1000)).granted  # warm up
+    async with cluster_stores(redis_cluster, tmp_path) as stores:
+        await add_accounts(stores, ["crowd"])
+        assert (await stores.counters.consume("crowd", "insights", DAY, 1, 1000)).granted  # warm up
         results = await asyncio.gather(
-            *(store.consume("crowd", "insights", DAY, 1, 1000) for _ in range(150)),
+            *(stores.counters.consume("crowd", "insights", DAY, 1, 1000) for _ in range(150)),
             return_exceptions=True,
         )
         failures = Counter(repr(r.__cause__) for r in results if isinstance(r, BaseException))
         # A regression test: redis-py's cluster client allows 100 connections per node and
         # raises MaxConnectionsError past them (a StorageError: 503, or an uncounted
-        # fail-open allow) instead of queueing; RedisStore bounds its in-flight commands.
+        # fail-open allow) instead of queueing; RedisCounters bounds its in-flight commands.
         assert failures == Counter()
         assert all(r.granted for r in results if not isinstance(r, BaseException))

@@ -24,7 +24,7 @@ from quotad.domain.models import (
 from quotad.errors import RateLimited, StorageError
 from quotad.service.throttle import SharedThrottle
 from quotad.storage.base import CALL_DEADLINE
-from quotad.storage.redis import RedisStore
+from quotad.storage.redis import RedisCounters
 from tests.servers import REDIS_URL, redis_namespace
 
 pytestmark = pytest.mark.redis
@@ -39,19 +39,20 @@ async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-async def open_node(url: str, flush_interval: float = 3600) -> RedisStore:
-    """One quotad node's store (a long flush interval unless a test wants flushing)."""
-    store = RedisStore(url, flush_interval=flush_interval)
+async def open_node(url: str, flush_interval: float = 3600) -> RedisCounters:
+    """One quotad node's counters (a long flush interval unless a test wants flushing)."""
+    store = RedisCounters(url, flush_interval=flush_interval)
     await store.open()
     return store
 
 
-async def with_account(store: RedisStore) -> None:
-    """A plan and account acme to count against."""
-    await store.create_plan(Plan("p", {"insights": Quota(100)}, (), NOW))
-    await store.create_account(
+async def with_account(store: RedisCounters) -> None:
+    """A plan and account acme (in the records store) to count against."""
+    await store.records.create_plan(Plan("p", {"insights": Quota(100)}, (), NOW))
+    await store.records.create_account(
         Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
     )
+    await store.open_account("acme")
 
 
 async def drop_counters(url: str) -> None:
@@ -74,6 +75,27 @@ async def test_flush_copies_counters_to_sql(redis_url: str) -> None:
         await store.flush()
         [row] = await store.records.usage("acme", "insights", DAY, DAY)
         assert (row.used, row.total, row.rejected) == (80, 100, 1)
+    finally:
+        await store.close()
+
+
+async def test_a_deleted_accounts_unflushed_grants_are_not_flushed_into_its_successor(
+    redis_url: str,
+) -> None:
+    """Grants not yet in SQL when an account is deleted never reach one re-created under its id."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        await store.consume("acme", "insights", DAY, 40, 100)
+        await store.records.delete_account("acme")
+        await store.forget_account("acme")
+        await store.records.create_account(
+            Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
+        )
+        await store.open_account("acme")
+        await store.flush()
+        assert await store.records.usage("acme", "insights", DAY, DAY) == []
+        assert await store.usage("acme", "insights", DAY, DAY) == []
     finally:
         await store.close()
 
@@ -119,8 +141,8 @@ async def test_two_nodes_share_counters_and_throttle(redis_url: str) -> None:
         outcome = await second.consume("acme", "insights", DAY, 50, 100)
         assert (outcome.granted, outcome.used) == (False, 60)
         throttles = [
-            SharedThrottle(first.take_token, 0.001, 3),
-            SharedThrottle(second.take_token, 0.001, 3),
+            SharedThrottle(first, 0.001, 3),
+            SharedThrottle(second, 0.001, 3),
         ]
         for index in range(3):
             await throttles[index % 2].check("key_1")

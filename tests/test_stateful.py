@@ -56,9 +56,9 @@ from quotad.errors import AuthError, Conflict
 from quotad.service import admin, auth, usage, verify
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import Store, store_from_url
+from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, create_account
 from tests.servers import postgres_schema
 
 SERVICE, PLAN = "insights", "stateful"
@@ -90,13 +90,13 @@ def database(kind: str, tmp_path: Path) -> Iterator[str]:
 
 async def prepare(url: str) -> None:
     """Create the schema, the service and the plan every machine's account uses."""
-    store = store_from_url(url)
-    await store.open()
+    stores = stores_from_url(url)
+    await stores.open()
     try:
-        await store.create_service(Service(SERVICE, "", CREATED))
-        await store.create_plan(Plan(PLAN, {SERVICE: Quota(TOTAL)}, (), CREATED))
+        await stores.records.create_service(Service(SERVICE, "", CREATED))
+        await stores.records.create_plan(Plan(PLAN, {SERVICE: Quota(TOTAL)}, (), CREATED))
     finally:
-        await store.close()
+        await stores.close()
 
 
 @dataclass
@@ -152,7 +152,7 @@ class TwoConnections(RuleBasedStateMachine):
         super().__init__()
         self.runner = asyncio.Runner()
         self.clock = FakeClock(START)
-        self.stores: list[Store] = [store_from_url(self.url), store_from_url(self.url)]
+        self.stores: list[Stores] = [stores_from_url(self.url), stores_from_url(self.url)]
         settings_ = Settings(
             _env_file=None,
             store_url=self.url,
@@ -162,7 +162,7 @@ class TwoConnections(RuleBasedStateMachine):
             # through the other until that connection's cached copy of the key expires.
             record_cache_seconds=0,
         )
-        self.ctxs = [Context(store, settings_, self.clock) for store in self.stores]
+        self.ctxs = [Context(stores, settings_, self.clock) for stores in self.stores]
         self.account_id = f"acct-{uuid.uuid4().hex[:12]}"
         self.model = Model()
         self.checks = 0
@@ -173,18 +173,18 @@ class TwoConnections(RuleBasedStateMachine):
         return self.runner.run(coroutine)
 
     async def _open(self) -> None:
-        for store in self.stores:
-            await store.open()
+        for stores in self.stores:
+            await stores.open()
         account = Account(
             self.account_id, "Stateful", PLAN, "UTC", AccountStatus.ACTIVE, Overrides(), CREATED
         )
-        await self.stores[0].create_account(account)
+        await create_account(self.stores[0], account)
 
     def teardown(self) -> None:
         """Close both stores and the loop."""
         try:
-            for store in self.stores:
-                self.run(store.close())
+            for stores in self.stores:
+                self.run(stores.close())
         finally:
             self.runner.close()
 
@@ -317,8 +317,8 @@ class TwoConnections(RuleBasedStateMachine):
             return
         first, last = min(self.model.days), max(self.model.days)
         self.checks += 1
-        store = self.stores[self.checks % 2]  # each connection in turn
-        rows = {r.day: r for r in self.run(store.usage(self.account_id, SERVICE, first, last))}
+        counters = self.stores[self.checks % 2].counters  # each connection in turn
+        rows = {r.day: r for r in self.run(counters.usage(self.account_id, SERVICE, first, last))}
         for day_value, day in self.model.days.items():
             stored = rows[day_value].used if day_value in rows else 0
             assert stored >= 0

@@ -26,11 +26,11 @@ from quotad import logs
 from quotad.api.app import create_app
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 
 
 def create_from_env() -> FastAPI:
     """The quotad app over the store and settings the environment names."""
     settings = Settings()
     logs.configure_for(settings)
-    return create_app(Context(store_from_url(settings.store_url), settings))
+    return create_app(Context(stores_from_url(settings.store_url), settings))

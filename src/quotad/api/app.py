@@ -47,7 +47,7 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
         if not manage_store:
             yield
             return
-        await ctx.store.open()
+        await ctx.stores.open()
         upkeep = asyncio.create_task(maintenance.purge_forever(ctx), name="quotad-purge")
         try:
             yield
@@ -55,7 +55,7 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
-            await ctx.store.close()
+            await ctx.stores.close()
 
     app = FastPathAPI(
         title="quotad",
@@ -82,7 +82,7 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz() -> Response:
         """Whether the process runs and its store answers."""
-        await ctx.store.ping()
+        await ctx.stores.ping()
         return ORJSONResponse({"status": "ok"})
 
     # The web UI reads its own url-encoded forms: the guard's JSON body checks skip it.

@@ -26,7 +26,7 @@ from quotad.service import verify
 from quotad.service.context import Context
 from quotad.service.verify import Verdict
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 
 log = structlog.get_logger("quotad.asgi")
 
@@ -147,7 +147,7 @@ class EmbeddedBackend:
                 settings = Settings() if store_url is None else Settings(store_url=store_url)
             elif store_url is not None:
                 settings = settings.model_copy(update={"store_url": store_url})
-            ctx = Context(store_from_url(settings.store_url), settings, clock or SystemClock())
+            ctx = Context(stores_from_url(settings.store_url), settings, clock or SystemClock())
             manage_store = True if manage_store is None else manage_store
         self.ctx = ctx
         self.manage_store = bool(manage_store)
@@ -157,12 +157,12 @@ class EmbeddedBackend:
     async def open(self) -> None:
         """Open the store (and bring its schema up to date), once."""
         if self.manage_store:
-            await self._once.ensure(self.ctx.store.open)
+            await self._once.ensure(self.ctx.stores.open)
 
     async def close(self) -> None:
         """Close the store if this backend opened it."""
         if self.manage_store and self._once.reset():
-            await self.ctx.store.close()
+            await self.ctx.stores.close()
 
     async def consume(self, key: str, service: str, cost: int) -> Verdict:
         """quotad's own verify-and-consume, in process."""
@@ -173,11 +173,11 @@ class EmbeddedBackend:
         """``store.adjust(..., delta=-cost)`` on the day the verdict consumed from."""
         if verdict.account_id is None or verdict.total is None or verdict.reset is None:
             return
-        account = await self.ctx.store.get_account(verdict.account_id)
+        account = await self.ctx.records.get_account(verdict.account_id)
         if account is None:
             return
         day = consumed_day(verdict, account.timezone)
-        await self.ctx.store.adjust(account.id, verdict.service, day, -cost, verdict.total)
+        await self.ctx.counters.adjust(account.id, verdict.service, day, -cost, verdict.total)
 
     def usage_app(self) -> ASGIApp:
         """quotad's own customer router over this backend's context."""

@@ -16,7 +16,7 @@ from quotad.cli.stores import StoreOption, load_settings, run_with_store
 from quotad.service import auth
 from quotad.service.context import Context
 from quotad.settings import Settings
-from quotad.storage import mask_url, store_from_url
+from quotad.storage import mask_url, stores_from_url
 
 if TYPE_CHECKING:
     from quotad.demo import Demo
@@ -47,7 +47,7 @@ def serve(
     token, seeded = run_with_store(settings.store_url, prepare)
     base = f"http://{settings.host}:{settings.port}"
     _print_banner(settings, base, token, seeded)
-    ctx = Context(store_from_url(settings.store_url), settings)
+    ctx = Context(stores_from_url(settings.store_url), settings)
     server.run(
         create_app(ctx),
         settings.host,
@@ -127,6 +127,6 @@ def openapi_json() -> str:
     """The OpenAPI document, as the committed ``openapi.json`` holds it."""
     from quotad.api.app import create_app
 
-    ctx = Context(store_from_url("memory://"), Settings(store_url="memory://"))
+    ctx = Context(stores_from_url("memory://"), Settings(store_url="memory://"))
     document = create_app(ctx, manage_store=False).openapi()
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"

@@ -16,7 +16,7 @@ from quotad.cli.console import err_console
 from quotad.service.context import Context
 from quotad.service.lifecycle import opened
 from quotad.settings import Settings
-from quotad.storage import store_from_url
+from quotad.storage import stores_from_url
 
 T = TypeVar("T")
 PAGE_SIZE = 500
@@ -41,13 +41,13 @@ def run_with_store(store_url: str | None, action: Callable[[Context], Awaitable[
     """Open the store, run ``action`` with a context over it, and close the store."""
     settings = load_settings(store_url=store_url)
     try:
-        store = store_from_url(settings.store_url)
+        stores = stores_from_url(settings.store_url)
     except ValueError as exc:
         err_console.print(f"[red]invalid store URL:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
     async def main() -> T:
-        async with opened(Context(store, settings)) as ctx:
+        async with opened(Context(stores, settings)) as ctx:
             return await action(ctx)
 
     return asyncio.run(main())

@@ -128,7 +128,7 @@ async def account_page(request: Request) -> Response:
     session = await _operator(ctx, request)
     if session is None:
         return web.to_login(AREA)
-    account = await ctx.store.get_account(account_id)
+    account = await ctx.records.get_account(account_id)
     if account is None:
         return _no_account(session, account_id)
     return await _account_page(ctx, session, account, start, end, notice=NOTICES.get(notice))
@@ -145,7 +145,7 @@ async def _posted(
         return None, None, form, web.to_login(AREA)
     if not sessions.csrf_ok(session, form.get("csrf")):
         return session, None, form, web.csrf_refused(AREA)
-    account = await ctx.store.get_account(account_id)
+    account = await ctx.records.get_account(account_id)
     if account is None:
         return session, None, form, _no_account(session, account_id)
     return session, account, form, None
@@ -173,7 +173,7 @@ async def create_key(request: Request) -> Response:
 
 
 async def _owned_key(ctx: Context, account: Account, key_id: str) -> None:
-    key = await ctx.store.get_key(key_id)
+    key = await ctx.records.get_key(key_id)
     if key is None or key.account_id != account.id:
         raise NotFound(f"account {account.id!r} has no key {key_id!r}")
 

@@ -70,7 +70,7 @@ class Overview:
 
 async def _plan(ctx: Context, plans: dict[str, Plan | None], plan_id: str) -> Plan | None:
     if plan_id not in plans:
-        plans[plan_id] = await ctx.store.get_plan(plan_id)
+        plans[plan_id] = await ctx.records.get_plan(plan_id)
     return plans[plan_id]
 
 
@@ -85,14 +85,14 @@ def quota_services(plan: Plan, account: Account) -> list[str]:
 
 async def overview(ctx: Context) -> Overview:
     """Today's use per service, the accounts near a quota, and the busiest accounts."""
-    services = {s.name: ServiceToday(s.name) for s in await ctx.store.list_services()}
+    services = {s.name: ServiceToday(s.name) for s in await ctx.records.list_services()}
     plans: dict[str, Plan | None] = {}
     high_use: list[HighUse] = []
     busiest: list[AccountToday] = []
     count = 0
     after: str | None = None
     while True:
-        page = await ctx.store.list_accounts(SCAN_PAGE, after)
+        page = await ctx.records.list_accounts(SCAN_PAGE, after)
         for account in page:
             count += 1
             plan = await _plan(ctx, plans, account.plan_id)
@@ -101,7 +101,7 @@ async def overview(ctx: Context) -> Overview:
             today = usage.today(ctx, account)
             summary = AccountToday(account)
             for name in quota_services(plan, account):
-                rows = await ctx.store.usage(account.id, name, today, today)
+                rows = await ctx.counters.usage(account.id, name, today, today)
                 used = rows[0].used if rows else 0
                 refused = rows[0].rejected if rows else 0
                 total = effective_total(plan, account, name) or 0
@@ -137,7 +137,7 @@ class AccountsPage:
 
 async def accounts_page(ctx: Context, search: str, after: str | None) -> AccountsPage:
     """Up to ``PAGE_SIZE`` accounts whose id or name contains ``search``."""
-    found = await ctx.store.list_accounts(PAGE_SIZE + 1, after or None, search or None)
+    found = await ctx.records.list_accounts(PAGE_SIZE + 1, after or None, search or None)
     more = len(found) > PAGE_SIZE
     found = found[:PAGE_SIZE]
     return AccountsPage(found, search, found[-1].id if more and found else None)
@@ -197,11 +197,11 @@ async def usage_view(
     for name in quota_services(plan, account):
         rows = await usage.history(ctx, account, name, start.isoformat(), end.isoformat())
         charts.append(usage_chart(name, start, end, rows))
-        today_rows = await ctx.store.usage(account.id, name, today, today)
+        today_rows = await ctx.counters.usage(account.id, name, today, today)
         used = today_rows[0].used if today_rows else 0
         total = effective_total(plan, account, name) or 0
         quotas_today.append(Gauge(name, f"Daily {name} quota, today", used, total))
-    gauges = await ctx.store.gauges(account.id)
+    gauges = await ctx.counters.gauges(account.id)
     limits = [
         Gauge(item.name, item.description, gauges.get(item.name, 0), item.limit)
         for item in effective_limits(plan, account)
@@ -212,7 +212,7 @@ async def usage_view(
 async def key_rows(ctx: Context, account: Account) -> list[KeyRow]:
     """An account's keys, newest first, with their status now."""
     now: datetime = ctx.clock.now()
-    found = await ctx.store.list_keys(account.id)
+    found = await ctx.records.list_keys(account.id)
     return [KeyRow(key, admin.key_status(key, now)) for key in reversed(found)]
 
 

@@ -26,11 +26,11 @@ async def _customer(ctx: Context, request: Request) -> tuple[Session, ApiKey, Ac
     session = await sessions.load(ctx, request, AREA)
     if session is None or session.key_id is None:
         return None
-    key = await ctx.store.get_key(session.key_id)
+    key = await ctx.records.get_key(session.key_id)
     now = ctx.clock.now()
     if key is None or key.account_id != session.account_id or key.revoked(now) or key.expired(now):
         return None
-    account = await ctx.store.get_account(key.account_id)
+    account = await ctx.records.get_account(key.account_id)
     if account is None or account.status is AccountStatus.SUSPENDED:
         return None
     return session, key, account

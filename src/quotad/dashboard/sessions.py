@@ -59,12 +59,12 @@ def anonymous() -> Session:
 
 
 async def _random_secret(ctx: Context) -> str:
-    stored = await ctx.store.get_setting(SECRET_SETTING)
+    stored = await ctx.records.get_setting(SECRET_SETTING)
     if stored is None:
-        await ctx.store.put_setting(SECRET_SETTING, secrets.token_hex(32))
+        await ctx.records.put_setting(SECRET_SETTING, secrets.token_hex(32))
         # Read back rather than trust our own value: when two nodes race here, both end
         # up signing with whichever value the store kept.
-        stored = await ctx.store.get_setting(SECRET_SETTING)
+        stored = await ctx.records.get_setting(SECRET_SETTING)
     if stored is None:  # pragma: no cover - a store that forgets what it was just told
         msg = "the store did not keep the dashboard's session secret"
         raise RuntimeError(msg)
@@ -77,7 +77,7 @@ async def signing_secret(ctx: Context) -> bytes:
     if configured is not None:
         operator_digest = keys.digest(configured.get_secret_value())
     else:
-        operator_digest = await ctx.store.get_setting(ADMIN_TOKEN_SETTING) or ""
+        operator_digest = await ctx.records.get_setting(ADMIN_TOKEN_SETTING) or ""
     random_part = await _random_secret(ctx)
     return hmac.new(
         random_part.encode(), f"quotad-session\n{operator_digest}".encode(), hashlib.sha256
@@ -114,7 +114,7 @@ async def load(ctx: Context, request: Request, area: Area) -> Session | None:
 async def _live(ctx: Context, session: Session) -> bool:
     if session.sid is None:  # a cookie from before sessions were kept on the server
         return False
-    return await ctx.store.session_live(keys.digest(session.sid), ctx.clock.now())
+    return await ctx.records.session_live(keys.digest(session.sid), ctx.clock.now())
 
 
 async def start(ctx: Context, session: Session) -> Session:
@@ -122,14 +122,14 @@ async def start(ctx: Context, session: Session) -> Session:
     sid = secrets.token_urlsafe(32)
     now = ctx.clock.now()
     expires_at = now + timedelta(seconds=MAX_AGE_SECONDS)
-    await ctx.store.create_session(keys.digest(sid), expires_at, now)
+    await ctx.records.create_session(keys.digest(sid), expires_at, now)
     return replace(session, sid=sid)
 
 
 async def end(ctx: Context, session: Session) -> None:
     """End ``session`` on the server: its cookie, and every copy of it, stops working."""
     if session.sid is not None:
-        await ctx.store.end_session(keys.digest(session.sid))
+        await ctx.records.end_session(keys.digest(session.sid))
 
 
 def _text_or_none(value: object) -> str | None:

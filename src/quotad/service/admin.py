@@ -34,13 +34,13 @@ def new_id(prefix: str) -> str:
 async def create_service(ctx: Context, name: str, description: str) -> Service:
     """Register a service."""
     service = Service(name, description, ctx.clock.now())
-    await ctx.store.create_service(service)
+    await ctx.records.create_service(service)
     return service
 
 
 async def require_service(ctx: Context, name: str) -> Service:
     """The named service, or ``NotFound``."""
-    service = await ctx.store.get_service(name)
+    service = await ctx.records.get_service(name)
     if service is None:
         raise NotFound(f"service {name!r} is not configured")
     return service
@@ -48,12 +48,12 @@ async def require_service(ctx: Context, name: str) -> Service:
 
 async def list_services(ctx: Context) -> list[Service]:
     """Every service, by name."""
-    return await ctx.store.list_services()
+    return await ctx.records.list_services()
 
 
 # Plans ----------------------------------------------------------------------
 async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit]) -> None:
-    known = {s.name for s in await ctx.store.list_services()}
+    known = {s.name for s in await ctx.records.list_services()}
     problems = [
         FieldError(
             f"/body/quotas/{name}",
@@ -81,7 +81,7 @@ async def create_plan(
     """Create a plan whose quotas name registered services."""
     await _check_plan(ctx, quotas, limits)
     plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description)
-    await ctx.store.create_plan(plan)
+    await ctx.records.create_plan(plan)
     return plan
 
 
@@ -91,16 +91,16 @@ async def replace_plan(
     """Replace a plan's quotas and limits; today's totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
     now = ctx.clock.now()
-    await ctx.store.replace_plan(Plan(plan_id, quotas, tuple(limits), now, description))
+    await ctx.records.replace_plan(Plan(plan_id, quotas, tuple(limits), now, description))
     # Noted after the write, from the records as they now stand: a note raced by another
     # change, or repeated, still ends on what the records say.
-    await ctx.store.record_totals(now, plan_id=plan_id)
+    await ctx.records.record_totals(now, plan_id=plan_id)
     return await require_plan(ctx, plan_id)
 
 
 async def require_plan(ctx: Context, plan_id: str) -> Plan:
     """The plan, or ``NotFound``."""
-    plan = await ctx.store.get_plan(plan_id)
+    plan = await ctx.records.get_plan(plan_id)
     if plan is None:
         raise NotFound(f"plan {plan_id!r} not found")
     return plan
@@ -108,12 +108,12 @@ async def require_plan(ctx: Context, plan_id: str) -> Plan:
 
 async def list_plans(ctx: Context, limit: int, after: str | None = None) -> list[Plan]:
     """Up to ``limit`` plans with ids after ``after``, by id."""
-    return await ctx.store.list_plans(limit, after)
+    return await ctx.records.list_plans(limit, after)
 
 
 async def delete_plan(ctx: Context, plan_id: str) -> None:
     """Delete a plan; ``NotFound`` if absent, ``Conflict`` while an account uses it."""
-    await ctx.store.delete_plan(plan_id)
+    await ctx.records.delete_plan(plan_id)
 
 
 # Accounts -------------------------------------------------------------------
@@ -128,7 +128,7 @@ def _check_timezone(timezone: str) -> None:
 
 
 async def _check_plan_exists(ctx: Context, plan_id: str) -> None:
-    if await ctx.store.get_plan(plan_id) is None:
+    if await ctx.records.get_plan(plan_id) is None:
         raise ValidationFailed.at("/body/plan", f"plan {plan_id!r} does not exist", "unknown")
 
 
@@ -153,14 +153,15 @@ async def create_account(
         overrides=overrides,
         created_at=ctx.clock.now(),
     )
-    await ctx.store.create_account(account)
-    await ctx.store.record_totals(account.created_at, account_id=account.id)
+    await ctx.records.create_account(account)
+    await ctx.counters.open_account(account.id)
+    await ctx.records.record_totals(account.created_at, account_id=account.id)
     return account
 
 
 async def require_account(ctx: Context, account_id: str) -> Account:
     """The account, or ``NotFound``."""
-    account = await ctx.store.get_account(account_id)
+    account = await ctx.records.get_account(account_id)
     if account is None:
         raise NotFound(f"account {account_id!r} not found")
     return account
@@ -170,7 +171,13 @@ async def list_accounts(
     ctx: Context, limit: int, after: str | None = None, search: str | None = None
 ) -> list[Account]:
     """Up to ``limit`` accounts with ids after ``after``, by id; ``search`` filters id or name."""
-    return await ctx.store.list_accounts(limit, after, search)
+    return await ctx.records.list_accounts(limit, after, search)
+
+
+async def delete_account(ctx: Context, account_id: str) -> None:
+    """Delete an account with its keys, then its counters; ``NotFound`` if absent."""
+    await ctx.records.delete_account(account_id)
+    await ctx.counters.forget_account(account_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,15 +206,10 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
         status=account.status if changes.status is None else changes.status,
         overrides=account.overrides if changes.overrides is None else changes.overrides,
     )
-    await ctx.store.update_account(updated)
+    await ctx.records.update_account(updated)
     if changes.plan_id is not None or changes.overrides is not None:
-        await ctx.store.record_totals(ctx.clock.now(), account_id=account.id)
+        await ctx.records.record_totals(ctx.clock.now(), account_id=account.id)
     return updated
-
-
-async def delete_account(ctx: Context, account_id: str) -> None:
-    """Delete an account with its keys, usage and gauges; ``NotFound`` if absent."""
-    await ctx.store.delete_account(account_id)
 
 
 # Keys -----------------------------------------------------------------------
@@ -257,13 +259,13 @@ async def create_key(
     await require_account(ctx, account_id)
     _check_expiry(ctx, expires_at)
     issued = _issue(ctx, account_id, name, scopes, expires_at)
-    await ctx.store.create_key(issued.record)
+    await ctx.records.create_key(issued.record)
     return issued
 
 
 async def require_key(ctx: Context, key_id: str) -> ApiKey:
     """The key record, or ``NotFound``."""
-    key = await ctx.store.get_key(key_id)
+    key = await ctx.records.get_key(key_id)
     if key is None:
         raise NotFound(f"key {key_id!r} not found")
     return key
@@ -272,12 +274,12 @@ async def require_key(ctx: Context, key_id: str) -> ApiKey:
 async def list_keys(ctx: Context, account_id: str) -> list[ApiKey]:
     """Every key of an account, oldest first; ``NotFound`` if the account does not exist."""
     await require_account(ctx, account_id)
-    return await ctx.store.list_keys(account_id)
+    return await ctx.records.list_keys(account_id)
 
 
 async def revoke_key(ctx: Context, key_id: str) -> ApiKey:
     """Revoke a key now."""
-    return await ctx.store.revoke_key(key_id, ctx.clock.now())
+    return await ctx.records.revoke_key(key_id, ctx.clock.now())
 
 
 async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey:
@@ -289,7 +291,7 @@ async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey
     if old.replaced_by is not None:
         raise Conflict(f"key {key_id!r} was already rotated to {old.replaced_by!r}")
     issued = _issue(ctx, old.account_id, old.name, old.scopes, old.expires_at)
-    await ctx.store.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
+    await ctx.records.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
     return issued
 
 
@@ -315,7 +317,7 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     """Set a limit's usage (for reconciling with the provider's own records)."""
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
-    value = await ctx.store.set_gauge(account.id, name, usage)
+    value = await ctx.counters.set_gauge(account.id, name, usage)
     return GaugeChange(name, value, limit.limit)
 
 
@@ -323,9 +325,9 @@ async def acquire(ctx: Context, account_id: str, name: str, amount: int) -> Gaug
     """Take ``amount`` units of a limit, or refuse with ``MaxResourcesReached``."""
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
-    usage = await ctx.store.acquire(account.id, name, amount, limit.limit)
+    usage = await ctx.counters.acquire(account.id, name, amount, limit.limit)
     if usage is None:
-        current = (await ctx.store.gauges(account.id)).get(name, 0)
+        current = (await ctx.counters.gauges(account.id)).get(name, 0)
         raise MaxResourcesReached(
             f"{name}: {current} of {limit.limit} in use; {amount} more would pass the limit"
         )
@@ -336,8 +338,8 @@ async def release(ctx: Context, account_id: str, name: str, amount: int) -> Gaug
     """Give back ``amount`` units of a limit; more than is in use is a ``Conflict``."""
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
-    usage = await ctx.store.release(account.id, name, amount)
+    usage = await ctx.counters.release(account.id, name, amount)
     if usage is None:
-        current = (await ctx.store.gauges(account.id)).get(name, 0)
+        current = (await ctx.counters.gauges(account.id)).get(name, 0)
         raise Conflict(f"{name}: cannot release {amount}, only {current} in use")
     return GaugeChange(name, usage, limit.limit)

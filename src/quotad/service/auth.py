@@ -83,8 +83,8 @@ async def authenticate(ctx: Context, raw_key: str, now: datetime | None = None) 
         Forbidden: the account is suspended.
     """
     key_digest = well_formed_digest(raw_key)
-    record = check_key(await ctx.store.find_key(key_digest), key_digest, now or ctx.clock.now())
-    account = await ctx.store.get_account(record.account_id)
+    record = check_key(await ctx.records.find_key(key_digest), key_digest, now or ctx.clock.now())
+    account = await ctx.records.get_account(record.account_id)
     return Caller(record, check_account(account))
 
 
@@ -136,7 +136,7 @@ async def ensure_operator_token(ctx: Context) -> str | None:
     """
     if ctx.settings.admin_token is not None:
         return None
-    if await ctx.store.get_setting(ADMIN_TOKEN_SETTING) is not None:
+    if await ctx.records.get_setting(ADMIN_TOKEN_SETTING) is not None:
         return None
     return await reset_operator_token(ctx)
 
@@ -144,7 +144,7 @@ async def ensure_operator_token(ctx: Context) -> str | None:
 async def reset_operator_token(ctx: Context) -> str:
     """Generate a new operator token, store its digest and return it."""
     token = keys.generate(OPERATOR_TOKEN_PREFIX)
-    await ctx.store.put_setting(ADMIN_TOKEN_SETTING, keys.digest(token))
+    await ctx.records.put_setting(ADMIN_TOKEN_SETTING, keys.digest(token))
     return token
 
 
@@ -187,7 +187,7 @@ async def authenticate_operator(ctx: Context, authorization: str | None) -> None
     if configured is not None:
         expected = _configured_digest(configured.get_secret_value())
     else:
-        stored = await ctx.store.get_setting(ADMIN_TOKEN_SETTING)
+        stored = await ctx.records.get_setting(ADMIN_TOKEN_SETTING)
         if stored is None:
             raise AuthError("no operator token is configured", ErrorCode.INVALID_AUTHORIZATION)
         expected = stored

@@ -11,8 +11,8 @@ from quotad.service.context import Context
 @asynccontextmanager
 async def opened(ctx: Context) -> AsyncIterator[Context]:
     """``ctx`` with its store open (and its schema brought up to date), closed on the way out."""
-    await ctx.store.open()
+    await ctx.stores.open()
     try:
         yield ctx
     finally:
-        await ctx.store.close()
+        await ctx.stores.close()

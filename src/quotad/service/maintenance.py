@@ -17,7 +17,7 @@ log = structlog.get_logger("quotad.maintenance")
 async def purge_once(ctx: Context) -> None:
     """Drop expired idempotency answers and event ids past the retention (plus a day)."""
     now = ctx.clock.now()
-    await ctx.store.purge(now, now - days.EVENT_RETENTION - timedelta(days=1))
+    await ctx.counters.purge(now, now - days.EVENT_RETENTION - timedelta(days=1))
 
 
 async def purge_forever(ctx: Context, every: float = PURGE_EVERY_SECONDS) -> None:

@@ -1,8 +1,8 @@
 """Per-key request throttling of the customer endpoints (a token bucket per key).
 
 In one process the buckets live in memory (``LocalThrottle``). A store that several
-nodes share may keep them itself (the Redis store's ``take_token``; ``SharedThrottle``),
-so a key's budget is the same whichever node answers.
+nodes share may keep them itself (``Stores.buckets``: Redis's; ``SharedThrottle``), so a
+key's budget is the same whichever node answers.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from quotad import metrics
 from quotad.domain.ratelimit import Bucket, TokenBucket
 from quotad.errors import RateLimited
+from quotad.storage.base import TokenBuckets
 
 MAX_BUCKETS = 100_000
 
@@ -35,12 +36,10 @@ def refuse(wait: float, note: str = "too many requests for this API key; slow do
 
 
 class SharedThrottle:
-    """Token buckets kept by a store that every node shares (``take_token``: Redis's)."""
+    """Token buckets kept by a store that every node shares (Redis)."""
 
-    def __init__(
-        self, take_token: Callable[[str, float, int], Awaitable[float]], rate: float, burst: int
-    ) -> None:
-        self._take_token, self._rate, self._burst = take_token, rate, burst
+    def __init__(self, buckets: TokenBuckets, rate: float, burst: int) -> None:
+        self._take_token, self._rate, self._burst = buckets.take_token, rate, burst
 
     async def check(self, bucket_id: str) -> None:
         """Take one token for ``bucket_id``."""

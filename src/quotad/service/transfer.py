@@ -37,7 +37,7 @@ def export_row(account_id: str, service: str, row: UsageDay) -> dict[str, Any]:
 
 async def export_lines(ctx: Context) -> AsyncIterator[bytes]:
     """Every stored usage day as a JSON line (with its newline)."""
-    async for account_id, service, row in ctx.store.export_usage():
+    async for account_id, service, row in ctx.counters.export_usage():
         yield orjson.dumps(export_row(account_id, service, row)) + b"\n"
 
 
@@ -118,7 +118,7 @@ async def import_lines(
     async def flush() -> None:
         nonlocal waiting
         for account_id, rows in pending.items():
-            await ctx.store.put_usage_days(account_id, rows)
+            await ctx.counters.put_usage_days(account_id, rows)
             outcome.rows += len(rows)
         pending.clear()
         waiting = 0
@@ -133,7 +133,7 @@ async def import_lines(
             raise _refuse(number, outcome.rows, parsed)
         item, row = parsed
         if item.account_id not in accounts:
-            accounts[item.account_id] = await ctx.store.get_account(item.account_id) is not None
+            accounts[item.account_id] = await ctx.records.get_account(item.account_id) is not None
         problems = []
         if not accounts[item.account_id]:
             problems.append(

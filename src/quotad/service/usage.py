@@ -2,7 +2,7 @@
 
 A day's ``total`` is the one stored with it (the total in force that day). Days with
 no stored row report zero use against the total in force that day, read from the
-account's dated history of totals (``Store.total_changes``), not today's total.
+account's dated history of totals (``RecordStore.total_changes``), not today's total.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ async def totals_by_day(ctx: Context, account: Account, service: str) -> Callabl
     A day before the first change takes the first total; an account with no history
     (written to the store directly, not through this layer) takes its current total.
     """
-    changes = await ctx.store.total_changes(account.id, service)
+    changes = await ctx.records.total_changes(account.id, service)
     if not changes:
         total = await current_total(ctx, account, service) or 0
         return lambda _day: total
@@ -120,7 +120,7 @@ async def history(
     """One row per day of the window, or none when nothing was used in it (SPEC 3.2)."""
     await admin.require_service(ctx, service)
     start, end = history_window(ctx, account, start_date, end_date)
-    stored = {row.day: row for row in await ctx.store.usage(account.id, service, start, end)}
+    stored = {row.day: row for row in await ctx.counters.usage(account.id, service, start, end)}
     if not any(row.used for row in stored.values()):
         return []
     total_on = await totals_by_day(ctx, account, service)
@@ -142,7 +142,7 @@ class UsageLine:
 async def overview(ctx: Context, account: Account) -> list[UsageLine]:
     """Every resource limit and every daily quota of an account, with today's use."""
     plan = await admin.require_plan(ctx, account.plan_id)
-    gauges = await ctx.store.gauges(account.id)
+    gauges = await ctx.counters.gauges(account.id)
     lines = [
         UsageLine(item.description, item.limit, item.name, gauges.get(item.name, 0))
         for item in effective_limits(plan, account)
@@ -152,7 +152,7 @@ async def overview(ctx: Context, account: Account) -> list[UsageLine]:
         total = effective_total(plan, account, service)
         if total is None:
             continue
-        rows = await ctx.store.usage(account.id, service, now_day, now_day)
+        rows = await ctx.counters.usage(account.id, service, now_day, now_day)
         used = rows[0].used if rows else 0
         lines.append(UsageLine(f"Daily {service} queries", total, f"{service}.daily_queries", used))
     return lines
@@ -169,7 +169,7 @@ async def adjust(
         raise ValidationFailed.at("/body/date", "cannot adjust a future day", "maximum")
     # A day without a row gets the total in force that day, not today's.
     total_on = await totals_by_day(ctx, account, service)
-    return await ctx.store.adjust(account.id, service, day, delta, total_on(day))
+    return await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +189,13 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
     resolved: list[UsageEvent] = []
     accounts: dict[str, Account | None] = {}
     totals: dict[tuple[str, str], Callable[[date], int]] = {}
-    services = {s.name for s in await ctx.store.list_services()}
+    services = {s.name for s in await ctx.records.list_services()}
     now = ctx.clock.now()
     latest, earliest = now + FUTURE_EVENT_TOLERANCE, now - days.EVENT_RETENTION
     for index, item in enumerate(batch):
         path = f"/body/events/{index}"
         if item.account_id not in accounts:
-            accounts[item.account_id] = await ctx.store.get_account(item.account_id)
+            accounts[item.account_id] = await ctx.records.get_account(item.account_id)
         account = accounts[item.account_id]
         if account is None:
             problems.append(
@@ -244,4 +244,4 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
             f"{len(problems)} of {len(batch)} events are invalid; none were recorded",
             validation_errors=problems,
         )
-    return await ctx.store.record_events(resolved)
+    return await ctx.counters.record_events(resolved)

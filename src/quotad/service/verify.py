@@ -31,7 +31,7 @@ from quotad.service import admin, auth
 from quotad.service.context import Context
 from quotad.service.deadline import Deadline
 from quotad.storage.base import CALL_DEADLINE
-from quotad.storage.cache import CachingStore
+from quotad.storage.cache import RecordCache
 
 
 class Verdict(NamedTuple):
@@ -142,10 +142,9 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
     moment. The service is the record cache's (services are never removed).
     """
     await admin.require_service(ctx, service)
-    records = ctx.store if ctx.cache is None else ctx.cache.inner
     try:
         key_digest = auth.well_formed_digest(raw_key)
-        found = await records.find_key_records(key_digest)
+        found = await ctx.records.find_key_records(key_digest)  # passed through: afresh
         if found is None:
             raise auth.unknown_key()
         key, account, plan = found
@@ -175,7 +174,7 @@ def _is_admission(resolved: Admission | Verdict) -> bool:
 
 
 def _recall(
-    ctx: Context, cache: CachingStore, key: _Key, raw_key: str, now: datetime
+    ctx: Context, cache: RecordCache, key: _Key, raw_key: str, now: datetime
 ) -> Admission | None:
     """The admission the record cache holds under ``key``, if usable now."""
     admission: Admission | None = cache.recall(
@@ -187,7 +186,7 @@ def _recall(
 
 
 async def _resolve(
-    ctx: Context, cache: CachingStore, key: _Key, raw_key: str, now: datetime
+    ctx: Context, cache: RecordCache, key: _Key, raw_key: str, now: datetime
 ) -> Admission | Verdict:
     """The admission under ``key``, or the refusal, when the cache had none usable."""
     service = key[2]
@@ -224,7 +223,7 @@ async def _verify(
             fingerprint(admission.key_digest, service, cost),
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
-    outcome = await ctx.store.consume(
+    outcome = await ctx.counters.consume(
         admission.account_id, service, day, cost, admission.total, claim, now
     )
     reset, window_seconds = _day_window(outcome.day, timezone)

@@ -1,25 +1,84 @@
-"""Stores, opened by URL: ``memory://``, ``sqlite:///path/to/quotad.db``, ``postgresql://…``.
+"""Stores, named by URL: ``memory://``, ``sqlite:///path/to/quotad.db``, ``postgresql://…``,
+``redis://host:6379/0?records=<SQL URL>``.
 
-Backends are named as ``"module:Class"`` and imported only when a URL asks for
-them, so a deployment never needs the drivers of stores it does not use.
+A URL names a deployment's records and counters (``Stores``). SQL and memory keep both in
+one store; Redis keeps counters only, over the SQL store its ``records`` parameter names.
+Backends are named as ``"module:Class"`` and imported only when a URL asks for them, so a
+deployment never needs the drivers of stores it does not use.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from quotad.storage.base import Store
+from quotad.storage.base import (
+    CounterStore,
+    RecordsAndCounters,
+    RecordStore,
+    TokenBuckets,
+)
 
 BACKENDS: dict[str, str] = {
     "memory": "quotad.storage.memory:MemoryStore",
     "sqlite": "quotad.storage.sql:SqlStore",
     "postgresql": "quotad.storage.sql:SqlStore",
     "postgres": "quotad.storage.sql:SqlStore",
-    "redis": "quotad.storage.redis:RedisStore",
-    "rediss": "quotad.storage.redis:RedisStore",
+    "redis": "quotad.storage.redis:RedisCounters",
+    "rediss": "quotad.storage.redis:RedisCounters",
 }
+if TYPE_CHECKING:  # mypy checks each backend against the contracts it keeps
+    from quotad.storage.memory import MemoryStore
+    from quotad.storage.redis import RedisCounters
+    from quotad.storage.sql import SqlStore
+
+    _MEMORY: type[RecordsAndCounters] = MemoryStore
+    _SQL: type[RecordsAndCounters] = SqlStore
+    _REDIS: type[CounterStore] = RedisCounters
+    _REDIS_BUCKETS: type[TokenBuckets] = RedisCounters
+
+# Schemes whose backend keeps counters only, over the records store it opens itself (its
+# ``records``); it also keeps the token buckets every node shares.
+COUNTERS_ONLY = frozenset({"redis", "rediss"})
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """A deployment's records and counters, opened and closed together.
+
+    The counter store opens the records store with itself: they are one store (SQL,
+    memory: ``Stores.of``), or the counters are over the records (Redis). ``buckets``
+    are the token buckets every node shares, when the counter store keeps them.
+    """
+
+    records: RecordStore
+    counters: CounterStore
+    buckets: TokenBuckets | None = None
+
+    @classmethod
+    def of(cls, store: RecordsAndCounters) -> Stores:
+        """One store that keeps records and counters alike."""
+        return cls(store, store)
+
+    @property
+    def url(self) -> str:
+        """The URL the stores were named by."""
+        return self.counters.url
+
+    async def open(self) -> None:
+        """Connect and bring the schemas up to date."""
+        await self.counters.open()
+
+    async def close(self) -> None:
+        """Release connections (the counter store writes what it holds back first)."""
+        await self.counters.close()
+
+    async def ping(self) -> None:
+        """Raise ``StorageError`` unless records and counters answer."""
+        await self.counters.ping()
 
 
 _PASSWORD = re.compile(r"(://[^:/@?&\s]*:)[^@/?&\s]+@")
@@ -30,8 +89,8 @@ def mask_url(url: str) -> str:
     return _PASSWORD.sub(r"\1***@", url)
 
 
-def store_from_url(url: str) -> Store:
-    """The (not yet opened) store a URL names.
+def stores_from_url(url: str) -> Stores:
+    """The (not yet opened) stores a URL names.
 
     Raises:
         ValueError: the scheme is not one of ``BACKENDS``.
@@ -43,9 +102,21 @@ def store_from_url(url: str) -> Store:
         msg = f"unknown store URL scheme {scheme!r}; known: {known}"
         raise ValueError(msg)
     module_name, class_name = target.split(":")
-    store_class = getattr(importlib.import_module(module_name), class_name)
-    store: Store = store_class(url)
-    return store
+    backend = getattr(importlib.import_module(module_name), class_name)
+    if scheme in COUNTERS_ONLY:
+        counters: RedisCounters = backend(url)
+        return Stores(counters.records, counters, buckets=counters)
+    store: RecordsAndCounters = backend(url)
+    return Stores.of(store)
 
 
-__all__ = ["BACKENDS", "Store", "mask_url", "store_from_url"]
+__all__ = [
+    "BACKENDS",
+    "CounterStore",
+    "RecordStore",
+    "RecordsAndCounters",
+    "Stores",
+    "TokenBuckets",
+    "mask_url",
+    "stores_from_url",
+]

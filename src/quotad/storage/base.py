@@ -1,8 +1,16 @@
-"""The Store protocol: everything quotad keeps, behind one small async interface.
+"""The store contracts: what quotad keeps, behind two small async interfaces.
 
-Each method is one atomic step in the backend. In particular ``consume`` decides and
-records in a single operation (a conditional upsert in SQL, one critical section in
-memory), so no caller ever reads a counter and then writes it back.
+``RecordStore`` keeps what operators write and every call reads: settings, services,
+plans, accounts, keys, the history of daily totals and dashboard sessions.
+``CounterStore`` keeps what calls change: each day's counters, Idempotency-Key answers,
+event ids and gauges. SQL and memory keep both in one store (one object is both); Redis
+keeps counters only, over the SQL store that holds the records and the durable copy of
+its counters.
+
+Each method is one atomic step in the backend. In particular ``consume`` is one atomic
+decision per call, whatever path the backend takes to it (SQL groups concurrent calls
+into one transaction, Redis into one script call, memory decides in one critical
+section), so no caller ever reads a counter and then writes it back.
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ from quotad.domain.models import (
 CALL_DEADLINE: ContextVar[float | None] = ContextVar("quotad_call_deadline", default=None)
 
 
-class Store(Protocol):
-    """Durable records and counters of one quotad deployment."""
+class Connected(Protocol):
+    """A store's connection: the URL it was named by, and its life."""
 
     url: str
 
@@ -47,6 +55,10 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise ``StorageError`` unless the store answers."""
         ...
+
+
+class RecordStore(Protocol):
+    """The records of one quotad deployment (opened with the counter store, see ``Stores``)."""
 
     # Settings ---------------------------------------------------------------
     async def get_setting(self, name: str) -> str | None:
@@ -111,7 +123,11 @@ class Store(Protocol):
         ...
 
     async def delete_account(self, account_id: str) -> None:
-        """Delete an account with its keys, usage and gauges; ``NotFound`` if absent."""
+        """Delete an account with its keys; ``NotFound`` if absent.
+
+        A store that keeps the counters too deletes the account's usage and gauges with it;
+        otherwise the counter store's ``forget_account`` does.
+        """
         ...
 
     # Keys -------------------------------------------------------------------
@@ -142,6 +158,38 @@ class Store(Protocol):
     async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
         """Store ``new_key`` and end the old key at ``old_valid_until``, in one step."""
         ...
+
+    # Total history ----------------------------------------------------------
+    async def record_totals(
+        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
+    ) -> None:
+        """Note, from ``at``, each daily total that differs from the last one noted.
+
+        For one account, or for every account on a plan. A service an account no longer
+        has a quota for is noted as 0. Noting what is already noted changes nothing.
+        """
+        ...
+
+    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
+        """The noted totals of one account's service, oldest first."""
+        ...
+
+    # Dashboard sessions -----------------------------------------------------
+    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a signed-in session until ``expires_at``; forget those expired at ``now``."""
+        ...
+
+    async def session_live(self, session_id: str, now: datetime) -> bool:
+        """Whether the session is recorded and not expired at ``now``."""
+        ...
+
+    async def end_session(self, session_id: str) -> None:
+        """Forget a session (a no-op when it is unknown)."""
+        ...
+
+
+class CounterStore(Connected, Protocol):
+    """The counters of one quotad deployment: usage, Idempotency-Key answers, gauges."""
 
     # Usage ------------------------------------------------------------------
     async def consume(
@@ -209,30 +257,30 @@ class Store(Protocol):
         """Take ``amount`` away if that much is in use: the new usage, or ``None``."""
         ...
 
-    # Total history ----------------------------------------------------------
-    async def record_totals(
-        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
-    ) -> None:
-        """Note, from ``at``, each daily total that differs from the last one noted.
+    # Account lifecycle ------------------------------------------------------
+    async def open_account(self, account_id: str) -> None:
+        """Start the counters of an account the records store has just created.
 
-        For one account, or for every account on a plan. A service an account no longer
-        has a quota for is noted as 0. Noting what is already noted changes nothing.
+        They start empty: a store that checks its counters are whole before using them
+        (Redis's marker) marks them so now, so the account's first call rebuilds nothing.
         """
         ...
 
-    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
-        """The noted totals of one account's service, oldest first."""
+    async def forget_account(self, account_id: str) -> None:
+        """Drop whatever the account's counters left, after its records were deleted.
+
+        A store that is also the records store dropped them with the account.
+        """
         ...
 
-    # Dashboard sessions -----------------------------------------------------
-    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
-        """Record a signed-in session until ``expires_at``; forget those expired at ``now``."""
+
+class TokenBuckets(Protocol):
+    """Token buckets every node shares (the customer endpoints' throttle)."""
+
+    async def take_token(self, bucket_id: str, rate: float, burst: int) -> float:
+        """Take a token from ``bucket_id``: 0.0, or the seconds to wait for one."""
         ...
 
-    async def session_live(self, session_id: str, now: datetime) -> bool:
-        """Whether the session is recorded and not expired at ``now``."""
-        ...
 
-    async def end_session(self, session_id: str) -> None:
-        """Forget a session (a no-op when it is unknown)."""
-        ...
+class RecordsAndCounters(RecordStore, CounterStore, Protocol):
+    """One store that keeps records and counters alike (SQL, memory)."""

@@ -7,8 +7,9 @@ a suspended account, a changed plan) takes effect here within ``ttl`` seconds. C
 (usage, gauges, idempotency) are never cached.
 
 Values derived from records (what verify resolves a key to, see ``quotad.service.verify``)
-are kept the same way with ``derive`` and ``recall``: their loader reads the records from
-the wrapped store itself, so a derived value is never older than ``ttl`` either. A value
+are kept the same way with ``derive`` and ``recall``: their loader reads records the cache
+passes through (``find_key_records``), so a derived value is never older than ``ttl``
+either. A value
 missing is loaded once however many callers ask for it at the same time, and a value
 still asked for late in its life (past a point drawn at random between its half and
 nine tenths, so values loaded together are not reloaded together) is loaded again in
@@ -26,29 +27,16 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
-from quotad.storage.base import Store
+from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange
+from quotad.storage.base import RecordStore
 
-_CACHED = frozenset({"get_service", "get_plan", "get_account", "find_key"})
-_RECORD_WRITES = frozenset(
-    {
-        "put_setting",
-        "create_service",
-        "create_plan",
-        "replace_plan",
-        "delete_plan",
-        "create_account",
-        "update_account",
-        "delete_account",
-        "create_key",
-        "revoke_key",
-        "rotate_key",
-    }
-)
 MAX_ENTRIES = 50_000
 Loader = Callable[[], Awaitable[Any]]
 Keep = Callable[[Any], bool]
+T = TypeVar("T")
 
 
 def _always(_value: Any) -> bool:
@@ -59,14 +47,37 @@ def _found(value: Any) -> bool:
     return value is not None
 
 
-class CachingStore:
-    """Wraps a store; caches ``_CACHED`` reads for ``ttl`` seconds, passes the rest through."""
+class RecordCache:
+    """A record store over another: four reads cached for ``ttl`` seconds, writes clearing.
+
+    Every method of ``RecordStore`` is written out, so mypy checks the cache against the
+    protocol. Each write goes through ``_write``, which clears before and after it; a
+    read is either cached (``_cached``) or passed through, and is named in ``READS``
+    (a test calls every other method of the protocol and checks it clears).
+    """
+
+    READS = frozenset(
+        {
+            "get_setting",
+            "get_service",
+            "list_services",
+            "get_plan",
+            "list_plans",
+            "get_account",
+            "list_accounts",
+            "get_key",
+            "find_key",
+            "find_key_records",
+            "list_keys",
+            "total_changes",
+            "session_live",
+        }
+    )
 
     def __init__(
-        self, inner: Store, ttl: float, monotonic: Callable[[], float] = time.monotonic
+        self, inner: RecordStore, ttl: float, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self.inner = inner
-        self.url = inner.url
+        self._inner = inner
         self._ttl = ttl
         self._monotonic = monotonic
         # key -> (expires, value, reload at): records and derived values alike
@@ -99,8 +110,9 @@ class CachingStore:
     async def derive(self, key: Hashable, load: Loader, keep: Keep) -> Any:
         """What ``load`` answers for ``key``: remembered, or loaded once for every caller.
 
-        ``load`` reads the wrapped store itself. What it answers is kept when ``keep``
-        says so (a refusal, say, need not be).
+        ``load`` reads the records it derives from (verify's: through reads this cache
+        passes through). What it answers is kept when ``keep`` says so (a refusal, say,
+        need not be).
         """
         value = self.recall(key)
         if value is not None:
@@ -139,35 +151,143 @@ class CachingStore:
         task.add_done_callback(loaded)
         return task
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.inner, name)
-        if name in _CACHED:
-            attribute = self._cached(name, attribute)
-        elif name in _RECORD_WRITES:
-            attribute = self._clearing(attribute)
-        if callable(attribute):
-            # Kept on the instance, so later lookups (several per verify) are plain
-            # attribute reads rather than calls of __getattr__ building a new wrapper.
-            setattr(self, name, attribute)
-        return attribute
+    async def _cached(
+        self, name: str, read: Callable[[str], Awaitable[T | None]], key: str
+    ) -> T | None:
+        """``read(key)``, kept for ``ttl`` when found (under ``name`` and ``key``)."""
+        entry = (name, key)
+        hit = self._entries.get(entry)
+        if hit is not None and hit[0] > self._monotonic():
+            value: T = hit[1]
+            return value
+        # Loaded once for every caller asking at the same time; a record missing is not
+        # kept, so one created elsewhere shows up at once.
+        found: T | None = await self.derive(entry, lambda: read(key), _found)
+        return found
 
-    def _cached(self, name: str, read: Callable[[str], Awaitable[Any]]) -> Any:
-        async def cached(key: str) -> Any:
-            hit = self._entries.get((name, key))
-            if hit is not None and hit[0] > self._monotonic():
-                return hit[1]
-            # Loaded once for every caller asking at the same time; a record missing is
-            # not kept, so one created elsewhere shows up at once.
-            return await self.derive((name, key), lambda: read(key), _found)
+    async def _write(self, write: Awaitable[T]) -> T:
+        """Run a record write (not started yet), clearing the cache before and after it.
 
-        return cached
-
-    def _clearing(self, write: Callable[..., Awaitable[Any]]) -> Any:
-        async def clearing(*args: Any, **kwargs: Any) -> Any:
+        Before: no caller is served a record the write is changing. After: a read that
+        raced the write is not kept (its generation is gone).
+        """
+        self.clear()
+        try:
+            return await write
+        finally:
             self.clear()
-            try:
-                return await write(*args, **kwargs)
-            finally:
-                self.clear()
 
-        return clearing
+    # Cached reads -----------------------------------------------------------
+    async def get_service(self, name: str) -> Service | None:
+        """The service, as read within ``ttl``."""
+        return await self._cached("get_service", self._inner.get_service, name)
+
+    async def get_plan(self, plan_id: str) -> Plan | None:
+        """The plan, as read within ``ttl``."""
+        return await self._cached("get_plan", self._inner.get_plan, plan_id)
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account, as read within ``ttl``."""
+        return await self._cached("get_account", self._inner.get_account, account_id)
+
+    async def find_key(self, digest: str) -> ApiKey | None:
+        """The key record, as read within ``ttl``."""
+        return await self._cached("find_key", self._inner.find_key, digest)
+
+    # Reads passed through ---------------------------------------------------
+    async def get_setting(self, name: str) -> str | None:
+        """A stored setting, read afresh."""
+        return await self._inner.get_setting(name)
+
+    async def list_services(self) -> list[Service]:
+        """Every service, read afresh."""
+        return await self._inner.list_services()
+
+    async def list_plans(self, limit: int, after: str | None) -> list[Plan]:
+        """A page of plans, read afresh."""
+        return await self._inner.list_plans(limit, after)
+
+    async def list_accounts(
+        self, limit: int, after: str | None, search: str | None = None
+    ) -> list[Account]:
+        """A page of accounts, read afresh."""
+        return await self._inner.list_accounts(limit, after, search)
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """A key record by id, read afresh."""
+        return await self._inner.get_key(key_id)
+
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """A key with its account and plan, read afresh (verify caches what it derives)."""
+        return await self._inner.find_key_records(digest)
+
+    async def list_keys(self, account_id: str) -> list[ApiKey]:
+        """An account's keys, read afresh."""
+        return await self._inner.list_keys(account_id)
+
+    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
+        """Noted totals, read afresh."""
+        return await self._inner.total_changes(account_id, service)
+
+    async def session_live(self, session_id: str, now: datetime) -> bool:
+        """Whether a dashboard session is live, read afresh."""
+        return await self._inner.session_live(session_id, now)
+
+    # Writes: each clears the cache ------------------------------------------
+    async def put_setting(self, name: str, value: str) -> None:
+        """Store a setting."""
+        await self._write(self._inner.put_setting(name, value))
+
+    async def create_service(self, service: Service) -> None:
+        """Register a service."""
+        await self._write(self._inner.create_service(service))
+
+    async def create_plan(self, plan: Plan) -> None:
+        """Add a plan."""
+        await self._write(self._inner.create_plan(plan))
+
+    async def replace_plan(self, plan: Plan) -> None:
+        """Replace a plan."""
+        await self._write(self._inner.replace_plan(plan))
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete a plan."""
+        await self._write(self._inner.delete_plan(plan_id))
+
+    async def create_account(self, account: Account) -> None:
+        """Add an account."""
+        await self._write(self._inner.create_account(account))
+
+    async def update_account(self, account: Account) -> None:
+        """Change an account."""
+        await self._write(self._inner.update_account(account))
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account."""
+        await self._write(self._inner.delete_account(account_id))
+
+    async def create_key(self, key: ApiKey) -> None:
+        """Store a key record."""
+        await self._write(self._inner.create_key(key))
+
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Revoke a key."""
+        return await self._write(self._inner.revoke_key(key_id, at))
+
+    async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
+        """Rotate a key."""
+        await self._write(self._inner.rotate_key(key_id, new_key, old_valid_until))
+
+    async def record_totals(
+        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
+    ) -> None:
+        """Note changed totals."""
+        await self._write(self._inner.record_totals(at, account_id=account_id, plan_id=plan_id))
+
+    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a dashboard session."""
+        await self._write(self._inner.create_session(session_id, expires_at, now))
+
+    async def end_session(self, session_id: str) -> None:
+        """Forget a dashboard session."""
+        await self._write(self._inner.end_session(session_id))

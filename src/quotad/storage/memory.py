@@ -421,6 +421,13 @@ class MemoryStore:
         with self._lock:
             self._sessions.pop(session_id, None)
 
+    # Counters of one account: this store keeps them with its records.
+    async def open_account(self, account_id: str) -> None:
+        """Nothing to start: a new account's counters are whole (empty) from the start."""
+
+    async def forget_account(self, account_id: str) -> None:
+        """Nothing left: ``delete_account`` deleted the account's counters with it."""
+
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:
     """Add ``change`` to a history kept in time order, unless it changes nothing."""

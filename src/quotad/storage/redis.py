@@ -1,12 +1,14 @@
-"""Counters in Redis (or Redis Cluster), records in SQL: the store for many quotad nodes.
+"""Counters in Redis (or Redis Cluster), over records in SQL: the store for many quotad nodes.
 
 ``redis://host:6379/0?records=<SQL URL>`` (or ``redis+cluster://host:7000?records=…``).
-Accounts, plans, keys, gauges, event ids and the durable usage history live in the SQL
-store named by ``records`` (default: ``QUOTAD_RECORDS_URL``, else
-``sqlite:///./quotad.db``). The hot path lives in Redis: each day's counter and the
-Idempotency-Key answers, changed only by Lua scripts whose keys all carry the account as
-hash tag, so every step is atomic on one Cluster slot, and no key shared by accounts is
-ever on the hot path (losing one Cluster master touches only the accounts it holds).
+``RedisCounters`` is a counter store only. The SQL store named by ``records`` (default:
+``QUOTAD_RECORDS_URL``, else ``sqlite:///./quotad.db``) is the deployment's records
+store, which ``RedisCounters`` opens and closes with itself; it also keeps gauges, event
+ids and the durable copy of the counters. The hot path lives in Redis: each day's counter
+and the Idempotency-Key answers, changed only by Lua scripts whose keys all carry the
+account as hash tag, so every step is atomic on one Cluster slot, and no key shared by
+accounts is ever on the hot path (losing one Cluster master touches only the accounts it
+holds). The token buckets every node shares (``take_token``) live in Redis too.
 
 Durability (the invariants; ``write_behind.py`` has the node's side):
 
@@ -58,14 +60,9 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from quotad.domain.models import (
-    Account,
-    ApiKey,
     ConsumeOutcome,
     EventsOutcome,
     IdempotencyClaim,
-    Plan,
-    Service,
-    TotalChange,
     UsageDay,
     UsageEvent,
 )
@@ -131,8 +128,8 @@ class _Consume:
 _Reply = list[Any]  # strings and integers, as the script answers
 
 
-class RedisStore:
-    """A Store whose counters live in Redis and whose records live in SQL.
+class RedisCounters:
+    """A counter store in Redis, over the SQL records store that keeps its durable copy.
 
     Args:
         url: ``redis://…`` or ``redis+cluster://…``, with ``records=<SQL URL>``.
@@ -293,7 +290,7 @@ class RedisStore:
     async def take_token(self, bucket_id: str, rate: float, burst: int) -> float:
         """Take a token from a bucket every node shares: 0.0, or the seconds to wait.
 
-        The customer endpoints' throttle (``service.throttle.SharedThrottle``) uses it.
+        The customer endpoints' throttle uses it (``TokenBuckets``, see ``Stores.buckets``).
         """
         key = f"{self._prefix}:{{{bucket_id}}}:rate"
         wait = await self._script("bucket", [key], [rate, burst])
@@ -644,117 +641,13 @@ class RedisStore:
         async for item in self.records.export_usage():
             yield item
 
-    async def delete_account(self, account_id: str) -> None:
-        """Delete the account's records, then its counters (its marker too)."""
-        await self.records.delete_account(account_id)
-        pattern = f"{self._prefix}:{{{account_id}}}:*"
-
-        async def drop() -> None:
-            keys = [key async for key in self._client.scan_iter(match=pattern, count=500)]
-            for start in range(0, len(keys), 500):
-                await self._client.delete(*keys[start : start + 500])
-
-        await self._call(drop)
-
     async def purge(self, now: datetime, events_before: datetime) -> None:
         """Redis expires its own keys; purge what the records store keeps."""
         await self.records.purge(now, events_before)
 
-    # Records: delegated to the SQL store ----------------------------------------
-    async def get_setting(self, name: str) -> str | None:
-        """A stored setting."""
-        return await self.records.get_setting(name)
-
-    async def put_setting(self, name: str, value: str) -> None:
-        """Store a setting."""
-        await self.records.put_setting(name, value)
-
-    async def create_service(self, service: Service) -> None:
-        """Register a service."""
-        await self.records.create_service(service)
-
-    async def get_service(self, name: str) -> Service | None:
-        """The named service."""
-        return await self.records.get_service(name)
-
-    async def list_services(self) -> list[Service]:
-        """Every service."""
-        return await self.records.list_services()
-
-    async def create_plan(self, plan: Plan) -> None:
-        """Add a plan."""
-        await self.records.create_plan(plan)
-
-    async def get_plan(self, plan_id: str) -> Plan | None:
-        """A plan."""
-        return await self.records.get_plan(plan_id)
-
-    async def list_plans(self, limit: int, after: str | None) -> list[Plan]:
-        """A page of plans."""
-        return await self.records.list_plans(limit, after)
-
-    async def replace_plan(self, plan: Plan) -> None:
-        """Replace a plan."""
-        await self.records.replace_plan(plan)
-
-    async def delete_plan(self, plan_id: str) -> None:
-        """Delete an unused plan."""
-        await self.records.delete_plan(plan_id)
-
-    async def create_account(self, account: Account) -> None:
-        """Add an account, its counters known whole in Redis from the start."""
-        await self.records.create_account(account)
-        # A new account has no usage anywhere, so its first call needs no rebuild (which
-        # waits for every node to flush). Without the marker it just gets one.
-        try:
-            await self._call(lambda: self._client.set(self._marker(account.id), _incarnation()))
-        except StorageError:
-            log.warning("Redis unreachable: the new account is rebuilt on first use")
-
-    async def get_account(self, account_id: str) -> Account | None:
-        """An account."""
-        return await self.records.get_account(account_id)
-
-    async def list_accounts(
-        self, limit: int, after: str | None, search: str | None = None
-    ) -> list[Account]:
-        """A page of accounts."""
-        return await self.records.list_accounts(limit, after, search)
-
-    async def update_account(self, account: Account) -> None:
-        """Change an account."""
-        await self.records.update_account(account)
-
-    async def create_key(self, key: ApiKey) -> None:
-        """Store a key record."""
-        await self.records.create_key(key)
-
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        """A key record by id."""
-        return await self.records.get_key(key_id)
-
-    async def find_key(self, digest: str) -> ApiKey | None:
-        """A key record by digest."""
-        return await self.records.find_key(digest)
-
-    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
-        """A key with its account and plan, from the records store."""
-        return await self.records.find_key_records(digest)
-
-    async def list_keys(self, account_id: str) -> list[ApiKey]:
-        """An account's keys."""
-        return await self.records.list_keys(account_id)
-
-    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
-        """Revoke a key."""
-        return await self.records.revoke_key(key_id, at)
-
-    async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
-        """Rotate a key."""
-        await self.records.rotate_key(key_id, new_key, old_valid_until)
-
+    # Gauges: in the SQL store ------------------------------------------------------
     async def gauges(self, account_id: str) -> dict[str, int]:
-        """An account's gauges."""
+        """An account's gauges, from SQL."""
         return await self.records.gauges(account_id)
 
     async def set_gauge(self, account_id: str, name: str, usage: int) -> int:
@@ -769,24 +662,24 @@ class RedisStore:
         """Release what is in use."""
         return await self.records.release(account_id, name, amount)
 
-    async def record_totals(
-        self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None
-    ) -> None:
-        """Note changed totals in the records store."""
-        await self.records.record_totals(at, account_id=account_id, plan_id=plan_id)
+    # Account lifecycle ----------------------------------------------------------
+    async def open_account(self, account_id: str) -> None:
+        """Mark a new account's counters whole in Redis from the start."""
+        # A new account has no usage anywhere, so its first call needs no rebuild (which
+        # waits for every node to flush). Without the marker it just gets one.
+        try:
+            await self._call(lambda: self._client.set(self._marker(account_id), _incarnation()))
+        except StorageError:
+            log.warning("Redis unreachable: the new account is rebuilt on first use")
 
-    async def total_changes(self, account_id: str, service: str) -> list[TotalChange]:
-        """Noted totals, from the records store."""
-        return await self.records.total_changes(account_id, service)
+    async def forget_account(self, account_id: str) -> None:
+        """Drop a deleted account's counters (its marker too); SQL dropped its rows."""
+        self._journal.forget(account_id)  # not to be flushed into an account re-created
+        pattern = f"{self._prefix}:{{{account_id}}}:*"
 
-    async def create_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
-        """Record a dashboard session in the records store."""
-        await self.records.create_session(session_id, expires_at, now)
+        async def drop() -> None:
+            keys = [key async for key in self._client.scan_iter(match=pattern, count=500)]
+            for start in range(0, len(keys), 500):
+                await self._client.delete(*keys[start : start + 500])
 
-    async def session_live(self, session_id: str, now: datetime) -> bool:
-        """Whether the records store holds the session, unexpired."""
-        return await self.records.session_live(session_id, now)
-
-    async def end_session(self, session_id: str) -> None:
-        """Forget a dashboard session in the records store."""
-        await self.records.end_session(session_id)
+        await self._call(drop)

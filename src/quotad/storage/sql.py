@@ -1130,6 +1130,13 @@ class SqlStore:
                 dashboard_sessions.delete().where(dashboard_sessions.c.id == session_id)
             )
 
+    # Counters of one account: this store keeps them with its records.
+    async def open_account(self, account_id: str) -> None:
+        """Nothing to start: a new account's counters are whole (empty) from the start."""
+
+    async def forget_account(self, account_id: str) -> None:
+        """Nothing left: ``delete_account`` deleted the account's counters with it."""
+
 
 async def _affects_a_row(conn: AsyncConnection, stmt: Any) -> bool:
     """Whether an INSERT, UPDATE or DELETE touched a row.

@@ -80,3 +80,13 @@ class Journal:
         """Flush ``seq`` is in SQL."""
         self.seq = seq
         self.in_doubt = None
+
+    def forget(self, account_id: str) -> None:
+        """Drop an account's pending changes: it was deleted, and may come back under its id.
+
+        A flush in doubt is resent whole; SQL drops what it holds of an account deleted
+        before it lands.
+        """
+        pending = self.pending
+        pending.days = {key: d for key, d in pending.days.items() if key[0] != account_id}
+        pending.claims = {key: c for key, c in pending.claims.items() if key[0] != account_id}
