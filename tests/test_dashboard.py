@@ -426,16 +426,16 @@ async def test_pages_send_protective_headers(client: httpx2.AsyncClient) -> None
     assert response.headers["x-frame-options"] == "DENY"
 
 
-async def test_oversized_forms_are_refused_by_the_guard(client: httpx2.AsyncClient) -> None:
-    """A form body larger than a form can be is passed on unconverted and refused (400)."""
+async def test_oversized_forms_are_refused(client: httpx2.AsyncClient) -> None:
+    """A form body larger than a form can be is passed on unconverted: the sign-in refuses it."""
     body = "secret=" + "x" * (forms.MAX_FORM_BYTES + 10)
     response = await client.post(
         "/dashboard/login",
         content=body,
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert response.status_code == 400
-    assert response.json()["error"] == "BAD_REQUEST"
+    assert response.status_code == 403
+    assert "The sign-in form expired" in response.text
 
 
 async def test_form_adapter_leaves_the_api_alone(client: httpx2.AsyncClient) -> None:
