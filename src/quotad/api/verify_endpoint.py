@@ -72,7 +72,8 @@ class VerifyEndpoint:
             args = verify_body(body)
             # The header as FastAPI's APIKeyHeader reads it: an empty one is no token.
             token = bytes(authorization).decode("latin-1") if authorization else None
-            await auth.admit_operator(ctx, token, client_host(scope))
+            if token is None or not auth.operator_accepted(ctx, token):  # else admitted before
+                await auth.admit_operator(ctx, token, client_host(scope))
             if isinstance(args, ValidationFailed):
                 raise args
             key = None if idempotency_key is None else _idempotency_key(idempotency_key)

@@ -13,15 +13,9 @@ from quotad.http.ids import API_VERSIONS, LATEST_VERSION
 from quotad.http.types import Scope
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_PLAIN_JSON = b"application/json"
+_LONGEST_PLAIN_LENGTH = 19  # fewer ASCII digits than this always make an int quickly
 _VERSIONS = ", ".join(API_VERSIONS)
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of the header ``name`` (in lower case), decoded as latin-1."""
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def api_version_refusal(version: str | None) -> ErrorAnswer | None:
@@ -50,30 +44,33 @@ def is_json_type(content_type: str) -> bool:
     )
 
 
-def is_chunked(transfer_encoding: str | None) -> bool:
-    """Whether a ``transfer-encoding`` says the body comes in chunks (its size unknown)."""
-    return transfer_encoding is not None and "chunked" in transfer_encoding.lower()
-
-
 def body_refusal(
-    content_length: str | None,
-    transfer_encoding: str | None,
-    content_type: str | None,
+    content_length: bytes | None,
+    transfer_encoding: bytes | None,
+    content_type: bytes | None,
     max_body_bytes: int,
 ) -> ErrorAnswer | None:
     """The refusal of a body that is not JSON, or declared larger than ``max_body_bytes``.
 
-    A request without a body (no length and not chunked, or a length of 0) passes. A
-    chunked body without a length passes too: only reading it tells its size (see
-    ``size_unknown``).
+    Takes the headers' raw values. A request without a body (no length and not chunked,
+    or a length of 0) passes. A chunked body without a length passes too: only reading
+    it tells its size (see ``size_unknown``).
     """
-    try:
-        length = int(content_length) if content_length is not None else None
-    except ValueError:  # not a number, or more digits than int() reads
-        return error_answer(ErrorCode.BAD_REQUEST, "invalid Content-Length")
-    if not length and not is_chunked(transfer_encoding):
+    chunked = transfer_encoding is not None and b"chunked" in transfer_encoding.lower()
+    if content_length is None:
+        length = None
+    elif content_length.isdigit() and len(content_length) < _LONGEST_PLAIN_LENGTH:
+        length = int(content_length)  # the usual case, read as int() reads its text
+    else:
+        try:
+            length = int(content_length.decode("latin-1"))
+        except ValueError:  # not a number, or more digits than int() reads
+            return error_answer(ErrorCode.BAD_REQUEST, "invalid Content-Length")
+    if not length and not chunked:
         return None
-    if content_type is None or not is_json_type(content_type):
+    if content_type != _PLAIN_JSON and (
+        content_type is None or not is_json_type(content_type.decode("latin-1"))
+    ):
         return error_answer(
             ErrorCode.BAD_REQUEST, "the body must be JSON (Content-Type: application/json)"
         )
@@ -82,9 +79,13 @@ def body_refusal(
     return None
 
 
-def size_unknown(content_length: str | None, transfer_encoding: str | None) -> bool:
+def size_unknown(content_length: bytes | None, transfer_encoding: bytes | None) -> bool:
     """Whether a body's size is known only once read (chunked, without a length)."""
-    return content_length is None and is_chunked(transfer_encoding)
+    return (
+        content_length is None
+        and transfer_encoding is not None
+        and b"chunked" in transfer_encoding.lower()
+    )
 
 
 def too_large(max_body_bytes: int) -> ErrorAnswer:

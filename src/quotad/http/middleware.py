@@ -21,7 +21,6 @@ from quotad.http.headers import (
     BODY_METHODS,
     api_version_refusal,
     body_refusal,
-    header,
     size_unknown,
     too_large,
 )
@@ -77,7 +76,11 @@ class RequestContext:
 
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            refusal = api_version_refusal(header(scope, b"api-version"))
+            refusal = None
+            for name, value in scope["headers"]:
+                if name == b"api-version":
+                    refusal = api_version_refusal(bytes(value).decode("latin-1"))
+                    break
             try:
                 await (refusal or self.app)(scope, receive, send_echoing)
             except Exception as exc:
@@ -113,16 +116,18 @@ class JsonBodyGuard:
         if path in self.exempt or path.startswith(self.exempt_below):
             await self.app(scope, receive, send)
             return
-        content_length = transfer_encoding = content_type = None
+        content_length: bytes | None = None
+        transfer_encoding: bytes | None = None
+        content_type: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if content_length is None:
-                    content_length = bytes(value).decode("latin-1")
+                    content_length = bytes(value)
             elif name == b"content-type":
                 if content_type is None:
-                    content_type = bytes(value).decode("latin-1")
+                    content_type = bytes(value)
             elif name == b"transfer-encoding" and transfer_encoding is None:
-                transfer_encoding = bytes(value).decode("latin-1")
+                transfer_encoding = bytes(value)
         refusal = body_refusal(content_length, transfer_encoding, content_type, self.max_body_bytes)
         if refusal is not None:
             await refusal(scope, receive, send)
