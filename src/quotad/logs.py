@@ -8,7 +8,7 @@ operator token (``<prefix>_`` and 36 base62 characters, whatever the prefix), an
 ``Bearer <token>``, and the configured operator token itself become ``[REDACTED]``.
 
 Lines logged while a request is handled carry its ``request_id`` (the ``x-request-id``
-of the response), bound by ``RequestGuard``; a refused request's line also carries the
+of the response), bound by ``RequestContext``; a refused request's line also carries the
 ``error_id`` of its error body.
 """
 
@@ -208,7 +208,7 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
     root.setLevel(stdlib_level)
     # An ASGI server started from its own command line (several workers, see
     # quotad.factory) has given its loggers handlers of their own: send them here too.
-    # Its access lines (info) stay out: RequestGuard logs each request with its id.
+    # Its access lines (info) stay out: RequestContext logs each request with its id.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         named = logging.getLogger(name)
         named.handlers = []

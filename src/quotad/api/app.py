@@ -12,10 +12,10 @@ from starlette.responses import Response
 
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
-from quotad.api import admin, customer, errors, metering
-from quotad.api.fastpath import FastPathAPI, VerifyRoute
-from quotad.api.middleware import RequestGuard
+from quotad.api import admin, customer, errors, metering, verify_endpoint
+from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
+from quotad.http.middleware import JsonBodyGuard, RequestContext
 from quotad.service import maintenance
 from quotad.service.context import Context
 
@@ -32,14 +32,12 @@ Every error is `{"error", "id", "note", "validationErrors"}`.
 """
 
 
-def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = True) -> FastAPI:
+def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
     """The quotad application over ``ctx``.
 
     Args:
         ctx: the service context (store, settings, clock).
         manage_store: open the store on startup and close it on shutdown.
-        fast_verify: answer ``POST /v1/verify`` with ``quotad.api.fastpath`` ahead of
-            FastAPI's routing (False: through the FastAPI route, to compare the two).
     """
 
     @asynccontextmanager
@@ -57,7 +55,7 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
                 await upkeep
             await ctx.stores.close()
 
-    app = FastPathAPI(
+    app = FastAPI(
         title="quotad",
         version=__version__,
         description=DESCRIPTION,
@@ -66,8 +64,11 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
         # Starlette would answer a path with a trailing slash (or without one) by a 307 to
         # the other spelling, on the host the request's Host header names: 404 instead.
         redirect_slashes=False,
+        # The hottest route first: the router tries its routes in order.
+        routes=[verify_endpoint.route(ctx)],
     )
     app.state.ctx = ctx
+    document_also(app, [verify_endpoint.openapi_route()])
     errors.install(app)
     app.include_router(customer.router)
     app.include_router(metering.router)
@@ -85,11 +86,11 @@ def create_app(ctx: Context, *, manage_store: bool = True, fast_verify: bool = T
         await ctx.stores.ping()
         return ORJSONResponse({"status": "ok"})
 
-    # The web UI reads its own url-encoded forms: the guard's JSON body checks skip it.
+    # The web UI reads its own url-encoded forms: the JSON body guard leaves it alone.
     app.router.routes.append(dashboard.Mounted(dashboard.create_app(ctx)))
+    # Added last, so outermost: every request passes them, whatever answers it.
     app.add_middleware(
-        RequestGuard, max_body_bytes=ctx.settings.max_body_bytes, own_bodies=dashboard.AREAS
+        JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes, exempt=dashboard.AREAS
     )
-    if fast_verify:  # the route above stays: it answers what the fast path hands over
-        app.fast_routes[("POST", "/v1/verify")] = VerifyRoute(ctx, fallback=app.routed)
+    app.add_middleware(RequestContext)
     return app

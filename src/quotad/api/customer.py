@@ -55,6 +55,6 @@ async def get_usage(
     ] = None,
 ) -> Response:
     """One object per day of the range, or ``[]`` when nothing was used in it."""
-    del api_version  # checked and echoed by the RequestGuard middleware
+    del api_version  # checked and echoed by quotad.http.middleware.RequestContext
     rows = await usage.history(ctx, caller.account, service, start_date, end_date)
     return ORJSONResponse([usage_day_view(row) for row in rows])

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from quotad.api.errors import AUTH_FAILURE_STATUS
 from quotad.errors import AuthError
+from quotad.http.headers import client_host
 from quotad.service import auth
 from quotad.service.auth import Caller
 from quotad.service.context import Context
@@ -42,19 +42,6 @@ async def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
-def client_host(scope: MutableMapping[str, Any]) -> str:
-    """The address the failure budget counts a request against (as ``request.client``).
-
-    The connection's peer, unless it is one of ``QUOTAD_TRUSTED_PROXIES``: then the
-    server (``quotad.api.server.proxy_options``) has put the forwarded client here.
-    """
-    client = scope.get("client")
-    if client is None:
-        return "unknown"
-    host: str = client[0]
-    return host
-
-
 def _client(request: Request) -> str:
     return client_host(request.scope)
 
@@ -63,11 +50,7 @@ async def operator(
     request: Request, ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
 ) -> None:
     """Admit only the operator token; clients that keep failing get 429 for their failures."""
-    try:
-        await auth.authenticate_operator(ctx, authorization)
-    except AuthError:
-        ctx.failures.record_failure("operator", _client(request))
-        raise
+    await auth.admit_operator(ctx, authorization, _client(request))
 
 
 async def customer(

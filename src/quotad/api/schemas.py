@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from quotad.http import verify_body
+
 ServiceName = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$"), Field(examples=["insights"])
 ]
@@ -256,12 +258,15 @@ class GaugeOut(BaseModel):
     limit: int
 
 
+# Documentation only: quotad.http.verify_body reads this body, to the same bounds.
 class VerifyIn(Strict):
     """A key to verify and the quota to consume with it."""
 
-    key: Annotated[str, Field(min_length=1, max_length=256)]
-    service: Annotated[str, Field(min_length=1, max_length=64)]
-    cost: Annotated[int, Field(strict=True, ge=0, le=10**9)] = 1
+    key: Annotated[str, Field(min_length=1, max_length=verify_body.KEY_MAX_LENGTH)]
+    service: Annotated[str, Field(min_length=1, max_length=verify_body.SERVICE_MAX_LENGTH)]
+    cost: Annotated[int, Field(strict=True, ge=0, le=verify_body.COST_MAX)] = (
+        verify_body.COST_DEFAULT
+    )
 
 
 class VerifyOut(BaseModel):

@@ -40,9 +40,9 @@ import structlog
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from quotad.api.errors import logged_error_body
-from quotad.api.middleware import echoed_headers, new_request_id
 from quotad.errors import ErrorCode
+from quotad.http.errors import logged_error_body
+from quotad.http.ids import echoed_headers, new_request_id
 from quotad.settings import Settings
 
 log = structlog.get_logger("quotad.server")

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Collection
 
 import httpx2
 
-from quotad.api.errors import error_response
 from quotad.errors import ErrorCode
+from quotad.http.errors import error_answer
 from quotad.http.types import Receive, Scope, Send
 
 # RFC 9110 7.6.1: connection-specific fields are not forwarded; ``host`` is the upstream's.
@@ -112,7 +112,7 @@ async def forward(
     except httpx2.TransportError as exc:
         timed_out = isinstance(exc, httpx2.TimeoutException)
         note = "the upstream did not answer in time" if timed_out else "the upstream is unreachable"
-        refusal = error_response(
+        refusal = error_answer(
             ErrorCode.SERVICE_UNAVAILABLE, note, status=504 if timed_out else 502
         )
         await refusal(scope, receive, send)

@@ -11,8 +11,8 @@ For each HTTP request it metered, in order:
    answer, and, on request, a ``quota`` object to its JSON object bodies;
 4. refunds the cost when the app answered 5xx or raised.
 
-Refusals carry the contract's error body (``quotad.api.errors``) and the same quota
-headers as quotad's own answers (``quotad.api.responses``). Non-HTTP scopes pass through;
+Refusals carry the contract's error body (``quotad.http.errors``) and the same quota
+headers as quotad's own answers (``quotad.http.quota``). Non-HTTP scopes pass through;
 the lifespan's shutdown closes the backend.
 """
 
@@ -25,12 +25,17 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 
-from quotad.api.errors import STATUS, error_response, quotad_error_response
-from quotad.api.responses import ORJSONResponse, verdict_headers
 from quotad.asgi.backends import QuotaBackend, RelayedError
 from quotad.asgi.usage import is_usage_path
 from quotad.domain import days
 from quotad.errors import AuthError, ErrorCode, QuotadError, StorageError, ValidationFailed
+from quotad.http.errors import (
+    STATUS,
+    ErrorAnswer,
+    error_answer,
+    quotad_error_answer,
+)
+from quotad.http.quota import verdict_headers
 from quotad.http.types import ASGIApp, Message, Receive, Scope, Send
 from quotad.service.auth import key_from_headers
 from quotad.service.verify import Verdict
@@ -88,6 +93,12 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
         content_type.startswith(b"application/") and content_type.endswith(b"+json")
     )
     return is_json and not encoded
+
+
+def _relayed(exc: RelayedError) -> ErrorAnswer:
+    """quotad's own error answer, passed on with its body and ``Retry-After``."""
+    retry = [] if exc.retry_after is None else [(b"retry-after", str(exc.retry_after).encode())]
+    return ErrorAnswer.of(exc.status, exc.body, retry)
 
 
 class QuotadMiddleware:
@@ -155,7 +166,7 @@ class QuotadMiddleware:
             verdict = await self.backend.consume(key, self.service, cost)
         except StorageError as exc:
             log.warning("quota backend unavailable", error=exc.note)
-            await error_response(ErrorCode.SERVICE_UNAVAILABLE, "the quota service is unavailable")(
+            await error_answer(ErrorCode.SERVICE_UNAVAILABLE, "the quota service is unavailable")(
                 scope, receive, send
             )
             return None
@@ -164,14 +175,12 @@ class QuotadMiddleware:
             # with the id quotad logged it under.
             if exc.status != 429:
                 log.warning("quotad refused the check", status=exc.status, error_id=exc.body["id"])
-            retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-            response = ORJSONResponse(exc.body, status_code=exc.status, headers=retry)
-            await response(scope, receive, send)
+            await _relayed(exc)(scope, receive, send)
             return None
         except QuotadError as exc:
             if not isinstance(exc, AuthError | ValidationFailed):  # not the caller's doing
                 log.warning("quota backend refused the check", error=exc.note, code=exc.code.value)
-            await quotad_error_response(exc)(scope, receive, send)
+            await quotad_error_answer(exc)(scope, receive, send)
             return None
         if verdict.valid:
             return verdict
@@ -188,10 +197,10 @@ class QuotadMiddleware:
             reset = "" if verdict.reset is None else f"; it resets at {days.rfc3339(verdict.reset)}"
             note = f"the daily {self.service} quota of {verdict.total} is used up{reset}"
         headers = verdict_headers(verdict, self.backend.now().timestamp())
-        response = error_response(
+        refusal = error_answer(
             code, note or "the request was refused", status=STATUS.get(code, 403), headers=headers
         )
-        await response(scope, receive, send)
+        await refusal(scope, receive, send)
 
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, verdict: Verdict, cost: int
@@ -259,11 +268,7 @@ class QuotadMiddleware:
 
     def _headers(self, verdict: Verdict) -> list[tuple[bytes, bytes]]:
         """The quota headers of a granted verdict, as ASGI header pairs."""
-        now = self.backend.now().timestamp()
-        return [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in verdict_headers(verdict, now).items()
-        ]
+        return verdict_headers(verdict, self.backend.now().timestamp())
 
     async def _refund(self, verdict: Verdict, cost: int, why: str) -> bool:
         """Give the cost back; whether that worked (a failure is logged, never raised)."""

@@ -44,8 +44,8 @@ def embedded_usage_app(ctx: Context, opener: Callable[[], Awaitable[None]]) -> A
     from fastapi import FastAPI
 
     from quotad.api import customer, errors
-    from quotad.api.middleware import RequestGuard
     from quotad.api.responses import ORJSONResponse
+    from quotad.http.middleware import JsonBodyGuard, RequestContext
 
     app = FastAPI(
         openapi_url=None, docs_url=None, redoc_url=None, default_response_class=ORJSONResponse
@@ -53,7 +53,8 @@ def embedded_usage_app(ctx: Context, opener: Callable[[], Awaitable[None]]) -> A
     app.state.ctx = ctx
     errors.install(app)
     app.include_router(customer.router)
-    app.add_middleware(RequestGuard, max_body_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(RequestContext)
     return _Opening(app, opener)
 
 

@@ -1,3 +1,10 @@
-"""Framework-free HTTP pieces every entry point shares: ASGI types, request ids, the
-contract's error bodies and quota headers. Nothing here imports FastAPI or Starlette, so
-the ASGI middleware (``quotad.asgi``), the dashboard and the API all stand on it alike."""
+"""Framework-free HTTP pieces every entry point shares; nothing here imports FastAPI or
+Starlette, so the API, the dashboard and the ASGI middleware (``quotad.asgi``) stand on
+them alike.
+
+``types`` (the ASGI types), ``ids`` (request ids and the echoed headers), ``headers``
+(reading a request's headers and the checks before any route), ``errors`` (the one
+renderer of the contract's error answers), ``quota`` (the one builder of the quota
+headers), ``verify_body`` (the verify body parser) and ``middleware`` (the app-wide
+``RequestContext`` and the API's ``JsonBodyGuard``).
+"""

@@ -198,3 +198,21 @@ async def authenticate_operator(ctx: Context, authorization: str | None) -> None
             ctx.cache.remember((_OPERATOR, authorization), True, generation)
     elif len(_ACCEPTED) < _MAX_ACCEPTED:
         _ACCEPTED[(configured.get_secret_value(), authorization)] = None
+
+
+async def admit_operator(ctx: Context, authorization: str | None, client: str) -> None:
+    """Admit only the operator token; each refusal counts against ``client``'s budget.
+
+    The one operator check of every entry point. Past its budget a client's refusals are
+    ``RateLimited`` (429 with ``Retry-After``); the right token is admitted whatever the
+    budget holds.
+
+    Raises:
+        AuthError: no token, or not the operator's.
+        RateLimited: that, and the client has failed too often of late.
+    """
+    try:
+        await authenticate_operator(ctx, authorization)
+    except AuthError:
+        ctx.failures.record_failure("operator", client)
+        raise

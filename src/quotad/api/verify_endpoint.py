@@ -1,0 +1,145 @@
+"""``POST /v1/verify``: the one answer, as a plain ASGI endpoint in the app's router.
+
+Verify is the hot path, so it is not a FastAPI route: dependency injection and pydantic
+validation would cost several times the verify itself. It is a Starlette ``Route``
+inside the app's router all the same, so that every middleware of the app (request id,
+access log, the JSON body guard, tracing, CORS a deployment adds) sees it like any other
+request. It answers everything itself, refusals included, from the same pieces the rest
+of the app uses (``quotad.http``); the order of its checks is the API's everywhere:
+
+1. the app's middleware: ``api-version``, then the body's type and size;
+2. the body read as JSON (400 ``BAD_REQUEST`` when it is not);
+3. the operator token (401, counted against the client's failure budget; 429 past it);
+4. the body's fields (400 ``VALIDATION_FAILED`` with a pointer to each problem);
+5. ``Idempotency-Key`` (400 when it is not 1 to 255 visible ASCII characters);
+6. the verify itself, whose refusals are verdicts (200), and errors the contract's.
+
+FastAPI documents the route in OpenAPI from ``documentation_route``, which is never
+called.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import orjson
+from fastapi import Header
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+from quotad.api import metering
+from quotad.api.responses import verdict_body
+from quotad.api.schemas import VerifyIn, VerifyOut
+from quotad.errors import QuotadError, ValidationFailed
+from quotad.http.errors import JSON_TYPE, quotad_error_answer
+from quotad.http.headers import client_host, too_large
+from quotad.http.quota import verdict_headers
+from quotad.http.types import Receive, Scope, Send
+from quotad.http.verify_body import verify_body
+from quotad.service import auth, verify
+from quotad.service.context import Context
+
+PATH = "/v1/verify"
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_BAD_IDEMPOTENCY_KEY = ("/header/Idempotency-Key", "must be 1 to 255 visible ASCII characters")
+
+
+class VerifyEndpoint:
+    """The ASGI endpoint of ``POST /v1/verify`` over one service context."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.max_body_bytes = ctx.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one verify request."""
+        authorization = idempotency_key = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"idempotency-key" and idempotency_key is None:
+                idempotency_key = value
+        body = await self._body(receive)
+        if body is None:  # the client left before its body was whole: nothing to answer
+            return
+        if len(body) > self.max_body_bytes:
+            await too_large(self.max_body_bytes)(scope, receive, send)
+            return
+        ctx = self.ctx
+        try:
+            args = verify_body(body)
+            # The header as FastAPI's APIKeyHeader reads it: an empty one is no token.
+            token = bytes(authorization).decode("latin-1") if authorization else None
+            if token is None or not auth.operator_accepted(ctx, token):  # else admitted before
+                await auth.admit_operator(ctx, token, client_host(scope))
+            if isinstance(args, ValidationFailed):
+                raise args
+            key = None if idempotency_key is None else _idempotency_key(idempotency_key)
+            verdict = await verify.verify(ctx, *args, key)
+        except QuotadError as exc:
+            await quotad_error_answer(exc)(scope, receive, send)
+            return
+        content = orjson.dumps(verdict_body(verdict))
+        headers = verdict_headers(verdict, ctx.clock.now().timestamp())
+        headers.append((b"content-length", b"%d" % len(content)))
+        headers.append(JSON_TYPE)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole body (read past the limit only by one message), or None on a disconnect."""
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body  # the usual case: the whole body in one message
+        chunks = bytearray(body)
+        while len(chunks) <= self.max_body_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunks += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        return bytes(chunks)
+
+
+def _idempotency_key(raw: bytes) -> str:
+    """The ``Idempotency-Key`` header's value, once it is 1 to 255 visible ASCII characters."""
+    key = bytes(raw).decode("latin-1")
+    if not IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed.at(*_BAD_IDEMPOTENCY_KEY, "pattern")
+    return key
+
+
+def route(ctx: Context) -> Route:
+    """The route that answers ``POST /v1/verify`` (the app's first, as its hottest)."""
+    return Route(PATH, VerifyEndpoint(ctx), methods=["POST"], include_in_schema=False)
+
+
+async def documentation_route(
+    body: VerifyIn,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Replays the first answer for 24 h"),
+    ] = None,
+) -> VerifyOut:
+    """Authenticate a customer's key and consume ``cost`` units of a service, all or nothing."""
+    raise AssertionError("documentation only: VerifyEndpoint answers POST /v1/verify")
+
+
+def openapi_route() -> APIRoute:
+    """How OpenAPI describes the endpoint: a route of the metering router, never routed."""
+    return APIRoute(
+        PATH,
+        documentation_route,
+        methods=["POST"],
+        response_model=VerifyOut,
+        name="verify_key",
+        tags=metering.router.tags,
+        dependencies=metering.router.dependencies,
+        responses=metering.router.responses,
+    )

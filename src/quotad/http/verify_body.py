@@ -1,0 +1,157 @@
+"""The body of ``POST /v1/verify``: ``{"key", "service", "cost"}``, read without a framework.
+
+The answers are the contract's, with the pointers, messages and codes that the API's
+pydantic models give everywhere else (``quotad.api.schemas.VerifyIn`` documents this
+body, and ``tests/test_verify_endpoint.py`` holds the two to the same verdict on every
+body): the body is read as JSON the way FastAPI reads one (``json.loads`` of the bytes,
+so UTF-16 and a byte order mark pass, and ``NaN`` is a number), then checked field by
+field in declaration order, unknown fields last.
+
+The usual body, plain UTF-8 with valid fields, is read by orjson and checked inline.
+orjson is stricter than ``json.loads`` (no ``NaN``, no lone surrogates, no byte order
+mark, integers past 64 bits read as floats), so whatever it refuses or reads otherwise
+falls to the exact reading, never to a different verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from quotad.errors import BadRequest, FieldError, ValidationFailed
+
+KEY_MAX_LENGTH = 256
+SERVICE_MAX_LENGTH = 64
+COST_MAX = 10**9
+COST_DEFAULT = 1
+FIELDS = ("key", "service", "cost")
+_FIELD_SET = frozenset(FIELDS)
+
+VerifyArgs = tuple[str, str, int]
+
+
+def verify_body(body: bytes) -> VerifyArgs | ValidationFailed:
+    """``(key, service, cost)`` of a verify body, or the validation failure to answer.
+
+    The failure is returned, not raised: the operator's token is checked between reading
+    the JSON and judging its fields, so that a caller without it learns nothing of them.
+
+    Raises:
+        BadRequest: the body is not JSON (or not readable as text at all).
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(data) is dict and data.keys() <= _FIELD_SET:
+            key = data.get("key")
+            service = data.get("service")
+            cost = data.get("cost", COST_DEFAULT)
+            if (
+                type(key) is str
+                and 0 < len(key) <= KEY_MAX_LENGTH
+                and type(service) is str
+                and 0 < len(service) <= SERVICE_MAX_LENGTH
+                and type(cost) is int
+                and 0 <= cost <= COST_MAX
+            ):
+                return key, service, cost
+    if not body:
+        return ValidationFailed(
+            "a JSON body is required",
+            validation_errors=[FieldError("/body", "Field required", "missing")],
+        )
+    return verify_fields(json_value(body))
+
+
+def json_value(body: bytes) -> Any:
+    """A non-empty body read as FastAPI reads a JSON body.
+
+    Raises:
+        BadRequest: the body is not JSON, or cannot be decoded, or nests too deep, or
+            holds an integer of more digits than Python reads.
+    """
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        raise BadRequest("the request body is not valid JSON") from None
+    except (ValueError, RecursionError):  # undecodable text, too deep, too many digits
+        raise BadRequest("There was an error parsing the body") from None
+
+
+def verify_fields(data: Any) -> VerifyArgs | ValidationFailed:
+    """``(key, service, cost)`` of a JSON value, or every way in which it is not a verify body."""
+    if not isinstance(data, dict):
+        return _invalid(
+            [
+                FieldError(
+                    "/body",
+                    "Input should be a valid dictionary or object to extract fields from",
+                    "model_attributes_type",
+                )
+            ]
+        )
+    problems: list[FieldError] = []
+    key = _text(data, "key", KEY_MAX_LENGTH, problems)
+    service = _text(data, "service", SERVICE_MAX_LENGTH, problems)
+    cost = _cost(data.get("cost", COST_DEFAULT), problems)
+    problems += [
+        FieldError(f"/body/{name}", "Extra inputs are not permitted", "extra_forbidden")
+        for name in data
+        if name not in _FIELD_SET
+    ]
+    if problems or key is None or service is None or cost is None:
+        return _invalid(problems)
+    return key, service, cost
+
+
+def _invalid(problems: list[FieldError]) -> ValidationFailed:
+    return ValidationFailed("the request failed validation", validation_errors=problems)
+
+
+def _text(
+    data: dict[str, Any], name: str, max_length: int, problems: list[FieldError]
+) -> str | None:
+    pointer = f"/body/{name}"
+    if name not in data:
+        problems.append(FieldError(pointer, "Field required", "missing"))
+        return None
+    value = data[name]
+    if not isinstance(value, str):
+        problems.append(FieldError(pointer, "Input should be a valid string", "string_type"))
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which json.loads lets through
+        message = "Input should be a valid string, unable to parse raw data as a unicode string"
+        problems.append(FieldError(pointer, message, "string_unicode"))
+        return None
+    if not value:
+        problems.append(
+            FieldError(pointer, "String should have at least 1 character", "string_too_short")
+        )
+        return None
+    if len(value) > max_length:
+        message = f"String should have at most {max_length} characters"
+        problems.append(FieldError(pointer, message, "string_too_long"))
+        return None
+    return value
+
+
+def _cost(value: Any, problems: list[FieldError]) -> int | None:
+    pointer = "/body/cost"
+    if type(value) is not int:  # strict: neither a bool, nor a float, nor a numeric string
+        problems.append(FieldError(pointer, "Input should be a valid integer", "int_type"))
+        return None
+    if value < 0:
+        message = "Input should be greater than or equal to 0"
+        problems.append(FieldError(pointer, message, "greater_than_equal"))
+        return None
+    if value > COST_MAX:
+        message = f"Input should be less than or equal to {COST_MAX}"
+        problems.append(FieldError(pointer, message, "less_than_equal"))
+        return None
+    return value
