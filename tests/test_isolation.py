@@ -25,7 +25,10 @@ from typing import Any
 
 import httpx2
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
+from quotad.api import verify_endpoint
 from quotad.api.app import create_app
 from quotad.dashboard import Mounted
 from quotad.service.context import Context
@@ -75,7 +78,7 @@ class Tenant:
 
 
 # The app's routes ------------------------------------------------------------------------
-def routes(app: FastAPI | Mounted) -> Iterator[tuple[str, str]]:
+def routes(app: Starlette | Mounted) -> Iterator[tuple[str, str]]:
     """Every (method, path) the app serves, included routers and the mounted web UI flattened."""
     for route in app.routes:
         contexts = getattr(route, "effective_route_contexts", None)
@@ -85,13 +88,17 @@ def routes(app: FastAPI | Mounted) -> Iterator[tuple[str, str]]:
                     yield method, context.path
         elif isinstance(route, Mounted):  # the dashboard's own app, by its full paths
             yield from routes(route)
+        elif isinstance(route, Mount) and isinstance(route.app, FastAPI):  # the API, at the root
+            yield from routes(route.app)
+        elif getattr(route, "path", None) == verify_endpoint.PATH:  # every method: its own 405
+            yield "POST", verify_endpoint.PATH
         else:
             methods = getattr(route, "methods", None) or {"GET"}
             for method in methods:
                 yield method, str(getattr(route, "path", ""))
 
 
-def dashboard_routes(app: FastAPI) -> list[tuple[str, str]]:
+def dashboard_routes(app: Starlette) -> list[tuple[str, str]]:
     """The operator dashboard's pages and actions (not its sign-in form or static files)."""
     return sorted(
         (m, p)

@@ -777,16 +777,45 @@ async def test_middleware_added_to_the_app_sees_verify(deployment: Deployment) -
     assert Seeing.seen == ["/v1/verify", "/v1/verify"]
 
 
+async def test_another_method_on_verify_is_the_contract_405(deployment: Deployment) -> None:
+    """GET /v1/verify is 405 with the error body and Allow: POST, answered by the endpoint."""
+    app = create_app(deployment.ctx, manage_store=False)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://quotad"
+    ) as http:
+        response = await http.get("/v1/verify", headers={"authorization": TOKEN[1].decode()})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"] == "BAD_REQUEST"
+    assert response.headers["x-request-id"]
+
+
+async def test_middleware_added_to_the_app_sees_the_api_and_the_web_ui_too(
+    deployment: Deployment,
+) -> None:
+    """The app's middleware runs for the mounted API and dashboard as for verify."""
+    Seeing.seen = []
+    app = create_app(deployment.ctx, manage_store=False)
+    app.add_middleware(Seeing)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://quotad"
+    ) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/dashboard/login")).status_code == 200
+    assert Seeing.seen == ["/healthz", "/dashboard/login"]
+
+
 async def test_openapi_documents_verify_and_no_fastapi_route_answers_it(
     deployment: Deployment,
 ) -> None:
     """OpenAPI describes POST /v1/verify; the router has no FastAPI route for it to fall back to."""
-    operation = deployment.app.openapi()["paths"]["/v1/verify"]["post"]
+    api = deployment.app.state.api
+    operation = api.openapi()["paths"]["/v1/verify"]["post"]
     assert operation["operationId"] == "verify_key_v1_verify_post"
     assert operation["security"] == [{"OperatorToken": []}]
     routed = [
         route
-        for route in deployment.app.router.routes
+        for route in api.router.routes
         if isinstance(route, APIRoute) and route.path == "/v1/verify"
     ]
     assert routed == []

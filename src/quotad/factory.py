@@ -20,7 +20,7 @@ token reset``): workers do not generate one.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from quotad import logs
 from quotad.api.app import create_app
@@ -29,7 +29,7 @@ from quotad.settings import Settings
 from quotad.storage import stores_from_url
 
 
-def create_from_env() -> FastAPI:
+def create_from_env() -> Starlette:
     """The quotad app over the store and settings the environment names."""
     settings = Settings()
     logs.configure_for(settings)

@@ -1,4 +1,4 @@
-"""The ASGI application: routers, error mapping and guards around one service context."""
+"""The ASGI application: verify, the web UI and the API around one service context."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import Response
+from starlette.routing import Mount
 
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
@@ -32,16 +35,23 @@ Every error is `{"error", "id", "note", "validationErrors"}`.
 """
 
 
-def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
-    """The quotad application over ``ctx``.
+def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
+    """The quotad application over ``ctx``: verify, the web UI and the API side by side.
+
+    A plain Starlette app whose middleware (request id, ``api-version``, access line, the
+    JSON body guard, and whatever ``add_middleware`` adds later) runs for every request,
+    whichever of the three answers it. ``POST /v1/verify`` is tried first and answered by
+    its own endpoint; the operator and customer API is a FastAPI app (``create_api``)
+    mounted at the root, so its routing, validation and exception handlers cost nothing
+    on the hot path.
 
     Args:
-        ctx: the service context (store, settings, clock).
-        manage_store: open the store on startup and close it on shutdown.
+        ctx: the service context (stores, settings, clock).
+        manage_store: open the stores on startup and close them on shutdown.
     """
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if not manage_store:
             yield
             return
@@ -55,42 +65,60 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> FastAPI:
                 await upkeep
             await ctx.stores.close()
 
-    app = FastAPI(
+    api = create_api(ctx)
+    app = Starlette(
+        routes=[
+            verify_endpoint.route(ctx),  # the hottest first: the router tries them in order
+            dashboard.Mounted(dashboard.create_app(ctx)),
+            Mount("", app=api),
+        ],
+        middleware=[
+            Middleware(RequestContext),
+            # The web UI reads its own url-encoded forms: the JSON body guard leaves it alone.
+            Middleware(
+                JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes, exempt=dashboard.AREAS
+            ),
+        ],
+        # What fails outside RequestContext (in middleware added later) is the contract's 500.
+        exception_handlers={Exception: errors.last_resort},
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.api = api
+    return app
+
+
+def create_api(ctx: Context) -> FastAPI:
+    """The operator and customer API (everything but verify and the web UI), and the
+    OpenAPI document that describes verify too."""
+    api = FastAPI(
         title="quotad",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
         default_response_class=ORJSONResponse,
         # Starlette would answer a path with a trailing slash (or without one) by a 307 to
         # the other spelling, on the host the request's Host header names: 404 instead.
         redirect_slashes=False,
-        # The hottest route first: the router tries its routes in order.
-        routes=[verify_endpoint.route(ctx)],
+        # quotad's spans are to wrap the whole app, verify included, not FastAPI's part.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.ctx = ctx
-    document_also(app, [verify_endpoint.openapi_route()])
-    errors.install(app)
-    app.include_router(customer.router)
-    app.include_router(metering.router)
-    app.include_router(admin.router)
+    api.state.ctx = ctx
+    document_also(api, [verify_endpoint.openapi_route()])
+    errors.install(api)
+    api.include_router(customer.router)
+    api.include_router(metering.router)
+    api.include_router(admin.router)
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    @api.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
         """Prometheus metrics (of every worker when PROMETHEUS_MULTIPROC_DIR is set)."""
         body, media_type = prometheus.exposition()
         return Response(body, media_type=media_type)
 
-    @app.get("/healthz", tags=["health"], include_in_schema=True)
+    @api.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz() -> Response:
         """Whether the process runs and its store answers."""
         await ctx.stores.ping()
         return ORJSONResponse({"status": "ok"})
 
-    # The web UI reads its own url-encoded forms: the JSON body guard leaves it alone.
-    app.router.routes.append(dashboard.Mounted(dashboard.create_app(ctx)))
-    # Added last, so outermost: every request passes them, whatever answers it.
-    app.add_middleware(
-        JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes, exempt=dashboard.AREAS
-    )
-    app.add_middleware(RequestContext)
-    return app
+    return api

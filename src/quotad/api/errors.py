@@ -96,19 +96,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(code, str(exc.detail), status=exc.status_code)
 
 
-async def _last_resort(_request: Request, exc: Exception) -> Response:
+async def last_resort(_request: Request, exc: Exception) -> Response:
     return as_response(unexpected_error_answer(exc))
 
 
 def install(app: FastAPI) -> None:
     """Register the handlers that turn expected failures into the contract's error body.
 
-    Unexpected exceptions are caught by ``quotad.http.middleware.RequestContext``, so the
-    server does not log them a second time. The handler of ``Exception`` is Starlette's
-    last resort for what fails outside it (middleware added after it), which would
-    otherwise answer a plain-text 500.
+    The handler of ``Exception`` is Starlette's last resort, which would otherwise answer
+    a plain-text 500: it answers the contract's 500 and logs it once (Starlette then raises
+    on, and ``quotad.http.middleware.RequestContext`` lets the answered error end there).
     """
     app.add_exception_handler(QuotadError, _quotad_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _last_resort)
+    app.add_exception_handler(Exception, last_resort)

@@ -31,8 +31,8 @@ from starlette.routing import Route
 from quotad.api import metering
 from quotad.api.responses import verdict_body
 from quotad.api.schemas import VerifyIn, VerifyOut
-from quotad.errors import QuotadError, ValidationFailed
-from quotad.http.errors import JSON_TYPE, quotad_error_answer
+from quotad.errors import ErrorCode, QuotadError, ValidationFailed
+from quotad.http.errors import JSON_TYPE, ErrorAnswer, error_answer, quotad_error_answer
 from quotad.http.headers import client_host, too_large
 from quotad.http.quota import verdict_headers
 from quotad.http.types import Receive, Scope, Send
@@ -53,7 +53,10 @@ class VerifyEndpoint:
         self.max_body_bytes = ctx.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one verify request."""
+        """Answer one request to ``/v1/verify``, whatever its method."""
+        if scope["method"] != "POST":
+            await _method_not_allowed()(scope, receive, send)
+            return
         authorization = idempotency_key = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -115,9 +118,19 @@ def _idempotency_key(raw: bytes) -> str:
     return key
 
 
+def _method_not_allowed() -> ErrorAnswer:
+    """405, with a fresh error id each time, as for any other path."""
+    return error_answer(
+        ErrorCode.BAD_REQUEST,
+        "method not allowed on this path",
+        status=405,
+        headers=((b"allow", b"POST"),),
+    )
+
+
 def route(ctx: Context) -> Route:
-    """The route that answers ``POST /v1/verify`` (the app's first, as its hottest)."""
-    return Route(PATH, VerifyEndpoint(ctx), methods=["POST"], include_in_schema=False)
+    """The route of ``/v1/verify``: every method, so that its 405 is the endpoint's own."""
+    return Route(PATH, VerifyEndpoint(ctx), include_in_schema=False)
 
 
 async def documentation_route(

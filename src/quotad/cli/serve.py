@@ -125,8 +125,8 @@ def openapi(
 
 def openapi_json() -> str:
     """The OpenAPI document, as the committed ``openapi.json`` holds it."""
-    from quotad.api.app import create_app
+    from quotad.api.app import create_api
 
     ctx = Context(stores_from_url("memory://"), Settings(store_url="memory://"))
-    document = create_app(ctx, manage_store=False).openapi()
+    document = create_api(ctx).openapi()
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"

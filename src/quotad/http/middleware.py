@@ -66,12 +66,15 @@ class RequestContext:
         request_id = new_request_id()
         echoed = echoed_headers(request_id)
         status: int | None = None
+        whole = False  # the answer's last body message has gone
 
         async def send_echoing(message: Message) -> None:
-            nonlocal status
+            nonlocal status, whole
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *echoed]
+            elif not message.get("more_body", False):
+                whole = True
             await send(message)
 
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -84,9 +87,14 @@ class RequestContext:
             try:
                 await (refusal or self.app)(scope, receive, send_echoing)
             except Exception as exc:
-                if status is not None:  # the answer has begun; nothing better can be sent now
+                if status == 500 and whole:
+                    # A mounted app (the API) answered with the contract's 500 and logged it;
+                    # Starlette raises on after answering, and there is nothing left to do.
+                    pass
+                elif status is not None:  # the answer has begun; nothing better can be sent now
                     raise
-                await unexpected_error_answer(exc)(scope, receive, send_echoing)
+                else:
+                    await unexpected_error_answer(exc)(scope, receive, send_echoing)
             if access_logged():
                 log_request(scope, status, started)
         finally:
