@@ -287,7 +287,7 @@ async def sql_quotad(
 
 
 # The raw baseline: what a team would write by hand, one autocommitted conditional
-# upsert per consume (the same statement shape quotad's unbatched path runs).
+# upsert per consume (one statement; quotad's unbatched path locks, reads and writes).
 UPSERT = (
     "INSERT INTO usage_days (account_id, service, day, used, total, rejected) "
     "VALUES (%s, %s, %s, %s, %s, 0) "

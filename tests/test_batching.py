@@ -13,10 +13,10 @@ import pytest
 
 from quotad.domain.models import Account, AccountStatus, IdempotencyClaim, Overrides
 from quotad.errors import Conflict, ValidationFailed
-from quotad.storage import Stores, day_batches
+from quotad.storage import Stores
 from quotad.storage.batching import Batcher
 from quotad.storage.redis import RedisCounters
-from quotad.storage.sql import SqlStore
+from quotad.storage.sql import SqlStore, day_batches
 from tests.conftest import STORES, create_account, store_url
 from tests.test_race import ATTEMPTS, DAY, TOTAL, add_account, gather_all
 
@@ -210,6 +210,29 @@ async def test_a_reused_key_fails_only_its_own_caller(stores: Stores) -> None:
     )
     [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
     assert row.used == 21
+
+
+async def test_replays_and_reused_keys_create_no_day_row(stores: Stores) -> None:
+    """A replay on a later day and a key reused on another service, batched with consumes
+    that count, leave no row for the days they do not count on."""
+    await add_account(stores)
+    claim = IdempotencyClaim("once", "fp", CLAIM_EXPIRES)
+    first = await stores.counters.consume("racer", "insights", DAY, 2, TOTAL, claim, NOW)
+    later = DAY + timedelta(days=1)
+    reused = IdempotencyClaim("once", "other", CLAIM_EXPIRES)
+    results = await asyncio.gather(
+        *(stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(5)),
+        stores.counters.consume("racer", "insights", later, 2, TOTAL, claim, NOW),
+        stores.counters.consume("racer", "scoring", DAY, 2, TOTAL, reused, NOW),
+        *(stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert results[5] == first._replace(replayed=True)
+    assert isinstance(results[6], Conflict)
+    assert await stores.counters.usage("racer", "insights", later, later) == []
+    assert await stores.counters.usage("racer", "scoring", DAY, DAY) == []
+    [row] = await stores.counters.usage("racer", "insights", DAY, DAY)
+    assert row.used == 12
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,7 @@ async def test_lookups_asked_for_together_share_one_query(kind: str, tmp_path: P
                 if "api_keys" in statement:
                     queries.append(statement)
 
-            engine = store._reader.sync_engine  # type: ignore[union-attr]
+            engine = store._db.reader.sync_engine  # type: ignore[union-attr]
             event.listen(engine, "before_cursor_execute", count)
             found = await asyncio.gather(*(store.find_key_records(r.digest) for r in records))
             event.remove(engine, "before_cursor_execute", count)

@@ -1,0 +1,237 @@
+"""SQL consumes: group-committed, each batch read under lock, decided, written back.
+
+Every consume goes the same way, alone or in a batch: the batch's day rows and its
+claims' stored answers are read under a lock, ``decide_batch`` grants or refuses each
+request in arrival order, and what it changed is written back in the same transaction,
+so a batch costs the same few statements whatever its size.
+
+- SQLite: the whole transaction runs in ``SqliteDayWriter`` on a thread of its own;
+  ``BEGIN IMMEDIATE`` holds the database's write lock throughout.
+- PostgreSQL: the rows are created if missing (a missing row cannot be locked), then
+  read ``FOR UPDATE``, all in one lock order (claims, then days, each sorted) that every
+  node follows. Row locks serialise concurrent batches of the same days under READ
+  COMMITTED across any number of quotad nodes.
+
+With ``batch=True`` (the default) concurrent consumes of one process share a batch, one
+transaction and one commit (one fsync); each caller is answered after that commit. With
+``batch=False`` each consume is a batch of its own. A batch the database refuses (bad
+input in one request, a deleted account, a lost race) committed nothing and runs again
+one request at a time, so each request gets its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from quotad.domain.models import ConsumeOutcome
+from quotad.errors import QuotadError, StorageError
+from quotad.storage.batching import Batcher
+from quotad.storage.schema import idempotency, usage_days
+from quotad.storage.sql.day_batches import SqliteDayWriter
+from quotad.storage.sql.decide import (
+    Answer,
+    ClaimKey,
+    Consume,
+    DayRow,
+    Decided,
+    claim_order,
+    decide_batch,
+    lock_order,
+)
+from quotad.storage.sql.engine import Database
+from quotad.storage.sql.rows import to_micros
+from quotad.storage.sql.statements import (
+    CLAIM_COLUMNS,
+    CLAIM_KEY,
+    DAY_COLUMNS,
+    DAY_KEY,
+    as_dicts,
+    claim_params,
+    day_params,
+    read_claims,
+    read_days,
+    stored_answer,
+    write_claims,
+    write_days,
+)
+
+log = structlog.get_logger("quotad.storage.sql")
+
+
+class Consumes:
+    """The consumes of one SQL store.
+
+    Args:
+        db: the store's database.
+        batch: group-commit concurrent consumes; ``False`` runs one transaction per consume.
+    """
+
+    def __init__(self, db: Database, *, batch: bool) -> None:
+        self._db = db
+        self._batcher: Batcher[Consume, ConsumeOutcome] | None = (
+            Batcher(self._run, abandoned=self._abandoned) if batch else None
+        )
+        self._refunds: set[asyncio.Task[None]] = set()
+        self._sqlite: SqliteDayWriter | None = None
+        # Built once: building them (``excluded`` above all) costs more than running them
+        # through SQLAlchemy's compiled cache.
+        create_days = pg_dialect.insert(usage_days).on_conflict_do_nothing()
+        self._create_days = create_days
+        self._create_days_noted = create_days.returning(*DAY_KEY)
+        self._create_claims = pg_dialect.insert(idempotency).on_conflict_do_nothing()
+        self._lock_days = read_days().order_by(*DAY_KEY).with_for_update()
+        self._lock_claims = read_claims().order_by(*CLAIM_KEY).with_for_update()
+        self._write_days = write_days(pg_dialect.insert)
+        self._write_claims = write_claims(pg_dialect.insert)
+        self._forget_days = usage_days.delete().where(
+            sa.tuple_(*DAY_KEY).in_(sa.bindparam("keys", expanding=True))
+        )
+
+    def start(self) -> None:
+        """Start SQLite's writer (once the database is open)."""
+        if self._db.file is not None:
+            self._sqlite = SqliteDayWriter(self._db.file)
+            self._sqlite.start()
+
+    async def stop(self) -> None:
+        """Finish the refunds under way and stop SQLite's writer."""
+        for task in list(self._refunds):
+            with suppress(Exception):
+                await task
+        if self._sqlite is not None:
+            await self._sqlite.close()
+            self._sqlite = None
+
+    async def consume(self, request: Consume) -> ConsumeOutcome:
+        """Decide ``request`` and commit what it changed; its answer once committed."""
+        if self._batcher is not None:
+            return await self._batcher.submit(request)
+        [answer] = await self._run([request])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def _run(self, batch: list[Consume]) -> list[ConsumeOutcome | Exception]:
+        try:
+            return (await self._decide(batch)).answers
+        except StorageError:
+            raise
+        except QuotadError:
+            if len(batch) == 1:
+                raise
+        # Nothing of the batch was committed: run each request alone to give each its answer.
+        answers: list[ConsumeOutcome | Exception] = []
+        for request in batch:
+            try:
+                answers += (await self._decide([request])).answers
+            except StorageError:
+                raise
+            except QuotadError as exc:
+                answers.append(exc)
+        return answers
+
+    async def _decide(self, batch: list[Consume]) -> Decided:
+        if self._db.sqlite:
+            if self._sqlite is None:
+                raise StorageError("store is not open")
+            return await self._sqlite.consume(batch)
+        async with self._db.write() as conn:
+            return await self._decide_locked(conn, batch)
+
+    async def _decide_locked(self, conn: AsyncConnection, batch: list[Consume]) -> Decided:
+        """PostgreSQL: create what is missing, lock and read, decide, write back."""
+        claims = claim_order(batch)
+        if claims:
+            await conn.execute(
+                self._create_claims,
+                [
+                    {
+                        "account_id": account_id,
+                        "key": key,
+                        "fingerprint": claim.fingerprint,
+                        "expires_at": to_micros(claim.expires_at),
+                    }
+                    for (account_id, key), claim in claims.items()
+                ],
+            )
+        totals = lock_order(batch)
+        created = await conn.execute(
+            # Only a batch with claims may leave a day it created untouched (see below).
+            self._create_days_noted if claims else self._create_days,
+            [
+                {"account_id": a, "service": s, "day": d, "used": 0, "total": t, "rejected": 0}
+                for (a, s, d), t in totals.items()
+            ],
+        )
+        created_keys = {tuple(row) for row in created} if claims else set()
+        rows = {
+            (a, s, d): DayRow(int(used), int(total), int(rejected))
+            for a, s, d, used, total, rejected in await conn.execute(
+                self._lock_days, {"keys": list(totals)}
+            )
+        }
+        seen: dict[ClaimKey, Answer] = {}
+        if claims:
+            for account_id, key, *stored in await conn.execute(
+                self._lock_claims, {"keys": list(claims)}
+            ):
+                answer = stored_answer(*stored)
+                if answer is not None:
+                    seen[account_id, key] = answer
+        decided = decide_batch(batch, rows, seen)
+        if decided.rows:
+            await conn.execute(self._write_days, as_dicts(DAY_COLUMNS, day_params(decided.rows)))
+        if decided.claims:
+            await conn.execute(
+                self._write_claims, as_dicts(CLAIM_COLUMNS, claim_params(decided.claims))
+            )
+        # A day created only to be locked, whose consumes all replayed an earlier answer
+        # (or reused a key): as if it had never been asked for.
+        untouched = created_keys - decided.rows.keys()
+        if untouched:
+            await conn.execute(self._forget_days, {"keys": sorted(untouched)})
+        return decided
+
+    def _abandoned(self, request: Consume, outcome: ConsumeOutcome) -> None:
+        """Give back a grant committed after its caller stopped waiting (it was told 503)."""
+        if outcome.granted and not outcome.replayed:
+            task = asyncio.get_running_loop().create_task(self._refund(request))
+            self._refunds.add(task)
+            task.add_done_callback(self._refunds.discard)
+
+    async def _refund(self, request: Consume) -> None:
+        where = sa.and_(
+            usage_days.c.account_id == request.account_id,
+            usage_days.c.service == request.service,
+            usage_days.c.day == request.day.isoformat(),
+        )
+        less = usage_days.c.used - request.cost
+        for attempt in range(8):
+            try:
+                async with self._db.write() as conn:
+                    await conn.execute(
+                        usage_days.update()
+                        .where(where)
+                        .values(used=sa.case((less < 0, 0), else_=less))
+                    )
+                    if request.claim is not None:  # a retry of the call is decided afresh
+                        await conn.execute(
+                            idempotency.delete()
+                            .where(idempotency.c.account_id == request.account_id)
+                            .where(idempotency.c.key == request.claim.key)
+                            .where(idempotency.c.fingerprint == request.claim.fingerprint)
+                        )
+            except StorageError:
+                await asyncio.sleep(min(0.25 * 2**attempt, 10))
+            else:
+                return
+        log.error(
+            "could not give back a grant whose caller was answered 503",
+            account_id=request.account_id,
+        )

@@ -1,0 +1,345 @@
+"""Counters in SQL: consumes, adjustments, events, gauges, usage, and the write-behind of
+a counter store (Redis) that keeps its durable copy here.
+
+Every change is atomic in the database: consumes are decided under lock (see
+``consume.py``); the other changes are single upserts of deltas or conditional updates
+(``used + :delta``, ``usage + :amount <= :limit``), or one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+
+import sqlalchemy as sa
+
+from quotad.domain.models import (
+    ConsumeOutcome,
+    EventsOutcome,
+    IdempotencyClaim,
+    UsageDay,
+    UsageEvent,
+)
+from quotad.storage.schema import (
+    accounts,
+    counter_nodes,
+    gauges,
+    idempotency,
+    usage_days,
+    usage_events,
+)
+from quotad.storage.sql.consume import Consumes
+from quotad.storage.sql.decide import Consume
+from quotad.storage.sql.engine import Database
+from quotad.storage.sql.rows import affects_a_row, claim_values, to_micros, usage_day_of
+from quotad.storage.sql.statements import write_claims
+from quotad.storage.write_behind import Changes, StoredClaim
+
+
+class SqlCounters:
+    """Usage days, events, gauges and idempotency answers.
+
+    Args:
+        db: the database.
+        batch: group-commit concurrent consumes; ``False`` runs one transaction per consume.
+    """
+
+    def __init__(self, db: Database, *, batch: bool) -> None:
+        self._db = db
+        self._consumes = Consumes(db, batch=batch)
+        add_days = db.insert(usage_days)
+        added = usage_days.c.used + sa.bindparam("d_used")
+        self._add_days = add_days.on_conflict_do_update(
+            index_elements=["account_id", "service", "day"],
+            set_={
+                "used": sa.case((added < 0, 0), else_=added),
+                "rejected": usage_days.c.rejected + sa.bindparam("d_rejected"),
+                "total": add_days.excluded.total,
+            },
+        )
+        self._put_claims = write_claims(db.insert)
+
+    # Usage ------------------------------------------------------------------
+    async def consume(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        cost: int,
+        total: int,
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> ConsumeOutcome:
+        """Add ``cost`` within ``total``, decided under lock and committed (group-committed
+        with concurrent consumes unless ``batch=False``)."""
+        return await self._consumes.consume(
+            Consume(account_id, service, day, cost, total, claim, now)
+        )
+
+    async def adjust(
+        self, account_id: str, service: str, day: date, delta: int, total: int
+    ) -> UsageDay:
+        """Add ``delta`` to a day, flooring at zero."""
+        stmt = self._db.insert(usage_days).values(
+            account_id=account_id,
+            service=service,
+            day=day.isoformat(),
+            used=max(delta, 0),
+            total=total,
+            rejected=0,
+        )
+        new_used = sa.case((usage_days.c.used + delta < 0, 0), else_=usage_days.c.used + delta)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["account_id", "service", "day"], set_={"used": new_used}
+        ).returning(usage_days)
+        async with self._db.write() as conn:
+            row = (await conn.execute(upsert)).one()
+        return usage_day_of(row)
+
+    async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
+        """Add unseen events to their days, in one transaction."""
+        accepted = await self.record_new_events(events)
+        return EventsOutcome(len(accepted), len(events) - len(accepted))
+
+    async def record_new_events(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        """Add unseen events to their days, in one transaction; the events that were new."""
+        accepted = []
+        async with self._db.write() as conn:
+            for item in events:
+                new = await affects_a_row(
+                    conn,
+                    self._db.insert(usage_events)
+                    .values(
+                        id=item.id,
+                        account_id=item.account_id,
+                        recorded_at=to_micros(item.timestamp),
+                    )
+                    .on_conflict_do_nothing(),
+                )
+                if not new:
+                    continue
+                accepted.append(item)
+                stmt = self._db.insert(usage_days).values(
+                    account_id=item.account_id,
+                    service=item.service,
+                    day=item.day.isoformat(),
+                    used=item.amount,
+                    total=item.total,
+                    rejected=0,
+                )
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["account_id", "service", "day"],
+                        set_={"used": usage_days.c.used + item.amount},
+                    )
+                )
+        return accepted
+
+    async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
+        """Store days' absolute values (restoring an export)."""
+        if not rows:
+            return
+        async with self._db.write() as conn:
+            for service, row in rows:
+                stmt = self._db.insert(usage_days).values(
+                    account_id=account_id,
+                    service=service,
+                    day=row.day.isoformat(),
+                    used=row.used,
+                    total=row.total,
+                    rejected=row.rejected,
+                )
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["account_id", "service", "day"],
+                        set_={"used": row.used, "total": row.total, "rejected": row.rejected},
+                    )
+                )
+
+    async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
+        """Stored days in a range, ascending."""
+        query = (
+            usage_days.select()
+            .where(usage_days.c.account_id == account_id)
+            .where(usage_days.c.service == service)
+            .where(usage_days.c.day.between(start.isoformat(), end.isoformat()))
+            .order_by(usage_days.c.day)
+        )
+        async with self._db.read() as conn:
+            return [usage_day_of(row) for row in await conn.execute(query)]
+
+    async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
+        """Every stored day, streamed in primary-key order."""
+        query = usage_days.select().order_by(
+            usage_days.c.account_id, usage_days.c.service, usage_days.c.day
+        )
+        async with self._db.read() as conn:
+            result = await conn.stream(query)
+            async for row in result:
+                yield row.account_id, row.service, usage_day_of(row)
+
+    async def purge(self, now: datetime, events_before: datetime) -> None:
+        """Delete expired idempotency answers and event ids older than the retention."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                idempotency.delete().where(idempotency.c.expires_at <= to_micros(now))
+            )
+            await conn.execute(
+                usage_events.delete().where(usage_events.c.recorded_at < to_micros(events_before))
+            )
+
+    # Write-behind of a counter store (see storage/write_behind.py) -----------
+    # Counters of one account: this store keeps them with its records.
+    async def open_account(self, account_id: str) -> None:
+        """Nothing to start: a new account's counters are whole (empty) from the start."""
+
+    async def forget_account(self, account_id: str) -> None:
+        """Nothing left: ``delete_account`` deleted the account's counters with it."""
+
+    async def apply_counter_changes(
+        self, node_id: str, seq: int, changes: Changes, now: datetime
+    ) -> None:
+        """Add a node's flush ``seq`` to the days and claims, once, in one transaction.
+
+        A flush already applied (its commit went unanswered, and the node sent it again)
+        only refreshes the node's heartbeat. Changes of accounts deleted meanwhile are
+        dropped.
+        """
+        beat = to_micros(now)
+        where = counter_nodes.c.node_id == node_id
+        async with self._db.write() as conn:
+            applied = await conn.scalar(sa.select(counter_nodes.c.seq).where(where))
+            if applied is None:
+                await conn.execute(
+                    counter_nodes.insert().values(node_id=node_id, seq=seq, heartbeat_at=beat)
+                )
+            else:
+                await conn.execute(
+                    counter_nodes.update()
+                    .where(where)
+                    .values(seq=max(seq, int(applied)), heartbeat_at=beat)
+                )
+                if applied >= seq:
+                    return
+            if not changes:
+                return
+            named = {key[0] for key in changes.days} | {key[0] for key in changes.claims}
+            present = set(
+                await conn.scalars(sa.select(accounts.c.id).where(accounts.c.id.in_(named)))
+            )
+            days = [
+                {
+                    "account_id": account_id,
+                    "service": service,
+                    "day": day,
+                    "used": max(delta.used, 0),
+                    "total": delta.total,
+                    "rejected": delta.rejected,
+                    "d_used": delta.used,
+                    "d_rejected": delta.rejected,
+                }
+                for (account_id, service, day), delta in changes.days.items()
+                if account_id in present
+            ]
+            if days:
+                await conn.execute(self._add_days, days)
+            stored, dropped = [], []
+            for (account_id, key), claim in changes.claims.items():
+                if account_id not in present:
+                    continue
+                if claim is None:
+                    dropped.append((account_id, key))
+                else:
+                    stored.append(claim_values(claim))
+            if stored:
+                await conn.execute(self._put_claims, stored)
+            if dropped:
+                await conn.execute(
+                    idempotency.delete().where(
+                        sa.tuple_(idempotency.c.account_id, idempotency.c.key).in_(dropped)
+                    )
+                )
+
+    async def counter_node_marks(self) -> dict[str, tuple[int, int]]:
+        """Each counter node's last flush and heartbeat (microseconds)."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(sa.select(counter_nodes))
+            return {row.node_id: (int(row.seq), int(row.heartbeat_at)) for row in rows}
+
+    async def forget_counter_nodes(self, node_ids: list[str]) -> None:
+        """Remove nodes that stopped (or died long ago) from the write-behind roll."""
+        if node_ids:
+            async with self._db.write() as conn:
+                await conn.execute(
+                    counter_nodes.delete().where(counter_nodes.c.node_id.in_(node_ids))
+                )
+
+    async def live_claims(self, account_id: str, now: datetime) -> list[StoredClaim]:
+        """An account's answered Idempotency-Keys that have not expired."""
+        query = (
+            idempotency.select()
+            .where(idempotency.c.account_id == account_id)
+            .where(idempotency.c.expires_at > to_micros(now))
+            .where(idempotency.c.granted.is_not(None))
+        )
+        async with self._db.read() as conn:
+            return [
+                StoredClaim(
+                    row.account_id,
+                    row.key,
+                    row.fingerprint,
+                    int(row.expires_at) // 1000,
+                    bool(row.granted),
+                    int(row.used),
+                    int(row.total),
+                    row.day,
+                )
+                for row in await conn.execute(query)
+            ]
+
+    # Gauges -----------------------------------------------------------------
+    async def gauges(self, account_id: str) -> dict[str, int]:
+        """An account's gauges."""
+        query = sa.select(gauges.c.name, gauges.c.usage).where(gauges.c.account_id == account_id)
+        async with self._db.read() as conn:
+            return {row.name: int(row.usage) for row in await conn.execute(query)}
+
+    async def set_gauge(self, account_id: str, name: str, usage: int) -> int:
+        """Set a gauge."""
+        stmt = self._db.insert(gauges).values(account_id=account_id, name=name, usage=usage)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "name"], set_={"usage": usage}
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt)
+        return usage
+
+    async def acquire(self, account_id: str, name: str, amount: int, limit: int) -> int | None:
+        """Acquire within the limit, in one conditional upsert."""
+        if amount > limit:
+            return None
+        stmt = self._db.insert(gauges).values(account_id=account_id, name=name, usage=amount)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["account_id", "name"],
+            set_={"usage": gauges.c.usage + amount},
+            where=gauges.c.usage + amount <= limit,
+        ).returning(gauges.c.usage)
+        async with self._db.write() as conn:
+            usage = await conn.scalar(upsert)
+        return None if usage is None else int(usage)
+
+    async def release(self, account_id: str, name: str, amount: int) -> int | None:
+        """Release what is in use, in one conditional update."""
+        stmt = (
+            gauges.update()
+            .where(gauges.c.account_id == account_id)
+            .where(gauges.c.name == name)
+            .where(gauges.c.usage >= amount)
+            .values(usage=gauges.c.usage - amount)
+            .returning(gauges.c.usage)
+        )
+        async with self._db.write() as conn:
+            usage = await conn.scalar(stmt)
+        if usage is None:
+            return 0 if amount == 0 else None
+        return int(usage)

@@ -1,0 +1,217 @@
+"""One SQL database: its URL, engines, connection settings, transactions and migrations.
+
+On SQLite, writers open their transactions with ``BEGIN IMMEDIATE`` so two processes (a
+server and the CLI, say) queue on the file lock instead of failing mid-transaction, and
+readers use a second engine so WAL lets them proceed while a write is in progress. On
+PostgreSQL one pooled engine serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from quotad.errors import Conflict, StorageError, ValidationFailed
+
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
+
+# A server that stops answering (packets dropped, not refused) would hold a connection
+# for the kernel's retransmission time, about 15 minutes: these make it fail within
+# seconds. The URL's own values win.
+_PG_LIVENESS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+SQLITE_BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one
+# Every SQLite connection quotad opens, through SQLAlchemy or sqlite3 directly.
+SQLITE_PRAGMAS: Sequence[str] = (
+    "journal_mode=WAL",
+    "synchronous=FULL",  # an acknowledged consume survives a power cut, not only a crash
+    "foreign_keys=ON",
+    f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+)
+
+# Any constant works; it only has to be the same for every quotad node.
+_MIGRATION_LOCK = 0x71756F746164
+
+# Errors that mean "the database cannot serve this now", answered as 503 (or fail-open):
+# a lost connection, a refused one, or a pool with no free connection in time.
+_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race
+# with another one and may simply be run again.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def migrate(connection: sa.Connection, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` on an open synchronous connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _migrate_locked(connection: sa.Connection) -> None:
+    # Several nodes may start at once; only one may run the migrations at a time.
+    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    migrate(connection)
+
+
+def _lost_a_race(exc: sa.exc.DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def lost_race() -> Conflict:
+    """The error of a change that a concurrent change kept from being made."""
+    return Conflict("the change conflicts with a concurrent change; retry")
+
+
+def _unstorable() -> ValidationFailed:
+    # PostgreSQL text cannot hold NUL (U+0000); any such id, name or query is bad input.
+    return ValidationFailed.at("/", "strings may not contain the NUL character (U+0000)")
+
+
+def driver_url(url: str) -> sa.URL:
+    """``url`` with the async driver quotad uses, checked.
+
+    Raises:
+        ValueError: neither SQLite with a file nor PostgreSQL.
+    """
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        query = {**_PG_LIVENESS, **parsed.query}
+        return parsed.set(drivername="postgresql+psycopg", query=query)
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            msg = (
+                "sqlite:// needs a file path, such as sqlite:///./quotad.db (use memory:// instead)"
+            )
+            raise ValueError(msg)
+        return parsed.set(drivername="sqlite+aiosqlite")
+    msg = f"unsupported SQL URL scheme {parsed.drivername!r}"
+    raise ValueError(msg)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver so SQLAlchemy's "begin" event decides how a
+    # transaction starts (BEGIN IMMEDIATE for writers, plain BEGIN for readers).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _begin_with(statement: str) -> Callable[[sa.Connection], None]:
+    def begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(statement)
+
+    return begin
+
+
+class Database:
+    """The engines of one SQL database, and its transactions.
+
+    Args:
+        url: ``sqlite:///path`` or ``postgresql://…``.
+        pool_size: PostgreSQL connections kept open (as many again may be opened in bursts).
+    """
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        self._url = driver_url(url)
+        self.sqlite = self._url.get_backend_name() == "sqlite"
+        # The SQLite file, for connections made without SQLAlchemy.
+        self.file: str | None = self._url.database if self.sqlite else None
+        self.insert = sqlite_dialect.insert if self.sqlite else pg_dialect.insert
+        self._pool_size = pool_size
+        self.writer: AsyncEngine | None = None
+        self.reader: AsyncEngine | None = None
+
+    async def open(self) -> None:
+        """Create the engines and migrate the schema to the latest revision."""
+        if self.sqlite:
+            self._open_sqlite()
+        else:
+            self.writer = self.reader = create_async_engine(
+                self._url,
+                pool_size=self._pool_size,
+                max_overflow=self._pool_size,
+                # A burst queues for a connection rather than failing fast.
+                pool_timeout=30,
+                # After a database restart, pooled connections are dead; checking each
+                # one on checkout costs a local round trip and spares a failed request.
+                pool_pre_ping=True,
+            )
+        async with self.write() as conn:
+            await conn.run_sync(migrate if self.sqlite else _migrate_locked)
+
+    def _open_sqlite(self) -> None:
+        if self.file:
+            # Once at start-up, before any request: blocking here is harmless.
+            Path(self.file).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.writer = create_async_engine(self._url, pool_size=1, max_overflow=0)
+        self.reader = create_async_engine(self._url, pool_size=4, max_overflow=4)
+        for engine, begin in ((self.writer, "BEGIN IMMEDIATE"), (self.reader, "BEGIN")):
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _begin_with(begin))
+
+    async def close(self) -> None:
+        """Dispose of the engines (one on PostgreSQL, two on SQLite)."""
+        engines = {id(e): e for e in (self.writer, self.reader) if e is not None}
+        for engine in engines.values():
+            await engine.dispose()
+        self.writer = self.reader = None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on leaving; driver errors become quotad's."""
+        if self.writer is None:
+            raise StorageError("store is not open")
+        try:
+            async with self.writer.begin() as conn:
+                yield conn
+        except sa.exc.IntegrityError as exc:
+            # A concurrent change won a race the checks above could not see (a plan
+            # deleted while an account was created on it, say).
+            raise lost_race() from exc
+        except sa.exc.DataError as exc:
+            raise _unstorable() from exc
+        except sa.exc.OperationalError as exc:
+            if _lost_a_race(exc):
+                raise lost_race() from exc
+            raise StorageError("the database could not complete the write") from exc
+        except _UNREACHABLE as exc:
+            raise StorageError("the database could not complete the write") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reading; driver errors become quotad's."""
+        if self.reader is None:
+            raise StorageError("store is not open")
+        try:
+            async with self.reader.connect() as conn:
+                yield conn
+        except sa.exc.DataError as exc:
+            raise _unstorable() from exc
+        except _UNREACHABLE as exc:
+            raise StorageError("the database could not complete the read") from exc
+
+    async def ping(self) -> None:
+        """Run a trivial query."""
+        async with self.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))

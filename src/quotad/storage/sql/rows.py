@@ -1,0 +1,177 @@
+"""Domain values to table rows and back.
+
+Instants are stored as integer microseconds since the epoch (UTC) and dates as ISO text
+(see ``storage/schema.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from quotad.domain.models import (
+    Account,
+    AccountStatus,
+    ApiKey,
+    Limit,
+    Overrides,
+    Plan,
+    Quota,
+    Service,
+    UsageDay,
+)
+from quotad.storage.write_behind import StoredClaim
+
+
+def to_micros(instant: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch."""
+    delta = instant.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """Integer microseconds since the epoch as an aware UTC datetime."""
+    seconds, micros = divmod(value, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+
+
+def _opt_micros(instant: datetime | None) -> int | None:
+    return None if instant is None else to_micros(instant)
+
+
+def _opt_dt(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+async def affects_a_row(conn: AsyncConnection, stmt: Any) -> bool:
+    """Whether an INSERT, UPDATE or DELETE touched a row.
+
+    Asked with RETURNING rather than ``rowcount``, which psycopg's async cursor
+    leaves at -1 for these statements.
+    """
+    returning = stmt.returning(*stmt.table.primary_key.columns)
+    return (await conn.execute(returning)).first() is not None
+
+
+def columns(row: sa.Row[Any], table: sa.Table) -> Any:
+    """One table's columns of a joined row, by name, as that table's own rows have them."""
+    return SimpleNamespace(**{column.name: row._mapping[column] for column in table.c})
+
+
+def service_of(row: sa.Row[Any]) -> Service:
+    """A ``services`` row as a Service."""
+    return Service(row.name, row.description, from_micros(row.created_at))
+
+
+def plan_values(plan: Plan) -> dict[str, Any]:
+    """A Plan as a ``plans`` row."""
+    return {
+        "id": plan.id,
+        "description": plan.description,
+        "quotas": {name: {"total": q.total, "period": q.period} for name, q in plan.quotas.items()},
+        "limits": [
+            {"name": lim.name, "description": lim.description, "limit": lim.limit}
+            for lim in plan.limits
+        ],
+        "created_at": to_micros(plan.created_at),
+    }
+
+
+def plan_of(row: Any) -> Plan:
+    """A ``plans`` row as a Plan."""
+    return Plan(
+        id=row.id,
+        quotas={name: Quota(int(q["total"]), q["period"]) for name, q in row.quotas.items()},
+        limits=tuple(
+            Limit(lim["name"], lim["description"], int(lim["limit"])) for lim in row.limits
+        ),
+        created_at=from_micros(row.created_at),
+        description=row.description,
+    )
+
+
+def account_values(account: Account) -> dict[str, Any]:
+    """An Account as an ``accounts`` row."""
+    return {
+        "id": account.id,
+        "name": account.name,
+        "plan_id": account.plan_id,
+        "timezone": account.timezone,
+        "status": account.status.value,
+        "overrides": {"quotas": account.overrides.quotas, "limits": account.overrides.limits},
+        "created_at": to_micros(account.created_at),
+    }
+
+
+def account_of(row: Any) -> Account:
+    """An ``accounts`` row as an Account."""
+    overrides = row.overrides or {}
+    return Account(
+        id=row.id,
+        name=row.name,
+        plan_id=row.plan_id,
+        timezone=row.timezone,
+        status=AccountStatus(row.status),
+        overrides=Overrides(
+            quotas={k: int(v) for k, v in overrides.get("quotas", {}).items()},
+            limits={k: int(v) for k, v in overrides.get("limits", {}).items()},
+        ),
+        created_at=from_micros(row.created_at),
+    )
+
+
+def key_values(key: ApiKey) -> dict[str, Any]:
+    """An ApiKey as an ``api_keys`` row."""
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "digest": key.digest,
+        "prefix": key.prefix,
+        "last4": key.last4,
+        "scopes": None if key.scopes is None else list(key.scopes),
+        "created_at": to_micros(key.created_at),
+        "expires_at": _opt_micros(key.expires_at),
+        "revoked_at": _opt_micros(key.revoked_at),
+        "replaced_by": key.replaced_by,
+    }
+
+
+def key_of(row: Any) -> ApiKey:
+    """An ``api_keys`` row as an ApiKey."""
+    return ApiKey(
+        id=row.id,
+        account_id=row.account_id,
+        name=row.name,
+        digest=row.digest,
+        prefix=row.prefix,
+        last4=row.last4,
+        scopes=None if row.scopes is None else tuple(row.scopes),
+        created_at=from_micros(row.created_at),
+        expires_at=_opt_dt(row.expires_at),
+        revoked_at=_opt_dt(row.revoked_at),
+        replaced_by=row.replaced_by,
+    )
+
+
+def claim_values(claim: StoredClaim) -> dict[str, Any]:
+    """A claim kept by a counter store's node as an ``idempotency`` row."""
+    return {
+        "account_id": claim.account_id,
+        "key": claim.key,
+        "fingerprint": claim.fingerprint,
+        "expires_at": claim.expires_ms * 1000,
+        "granted": claim.granted,
+        "used": claim.used,
+        "total": claim.total,
+        "day": claim.day,
+    }
+
+
+def usage_day_of(row: Any) -> UsageDay:
+    """A ``usage_days`` row as a UsageDay."""
+    return UsageDay(date.fromisoformat(row.day), int(row.used), int(row.total), int(row.rejected))

@@ -1,0 +1,142 @@
+"""The statements of a consume, built from ``storage/schema.py`` with SQLAlchemy Core.
+
+Both consume paths run the same four: read the batch's day rows and its claims' stored
+answers, write back the rows and answers ``decide`` changed. PostgreSQL runs them
+through SQLAlchemy (locking with ``FOR UPDATE``, after creating the rows it lacks so that
+they can be locked); SQLite's writer runs them through ``sqlite3`` as SQL compiled here
+once for the SQLite dialect, so no table or column name is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from quotad.domain.models import ConsumeOutcome
+from quotad.storage.schema import idempotency, usage_days
+from quotad.storage.sql.decide import Answer, ClaimKey, DayKey, DayRow
+from quotad.storage.sql.rows import from_micros, to_micros
+
+DAY_KEY = (usage_days.c.account_id, usage_days.c.service, usage_days.c.day)
+CLAIM_KEY = (idempotency.c.account_id, idempotency.c.key)
+# The written rows' parameters, in the tables' column order (the key first), which
+# ``day_params`` and ``claim_params`` follow.
+DAY_COLUMNS = tuple(column.name for column in usage_days.c)
+CLAIM_COLUMNS = tuple(column.name for column in idempotency.c)
+
+Insert = Callable[[sa.Table], Any]  # a dialect's ``insert``, which has ON CONFLICT
+
+
+def read_days() -> sa.Select[Any]:
+    """The day rows of a list of keys (``keys``), their columns in ``DAY_COLUMNS`` order."""
+    return usage_days.select().where(sa.tuple_(*DAY_KEY).in_(sa.bindparam("keys", expanding=True)))
+
+
+def read_claims() -> sa.Select[Any]:
+    """The claims of a list of keys (``keys``), their columns in ``CLAIM_COLUMNS`` order.
+
+    A claim without an answer is one PostgreSQL's consume created to lock and has not
+    answered yet: as good as absent.
+    """
+    return idempotency.select().where(
+        sa.tuple_(*CLAIM_KEY).in_(sa.bindparam("keys", expanding=True))
+    )
+
+
+def write_days(insert: Insert) -> Any:
+    """Store day rows' absolute values, creating those that are missing."""
+    stmt = insert(usage_days)
+    return stmt.on_conflict_do_update(
+        index_elements=[column.name for column in DAY_KEY],
+        set_={name: stmt.excluded[name] for name in DAY_COLUMNS[3:]},
+    )
+
+
+def write_claims(insert: Insert) -> Any:
+    """Store claims with their answers, replacing what their keys held."""
+    stmt = insert(idempotency)
+    return stmt.on_conflict_do_update(
+        index_elements=[column.name for column in CLAIM_KEY],
+        set_={name: stmt.excluded[name] for name in CLAIM_COLUMNS[2:]},
+    )
+
+
+def stored_answer(
+    fingerprint: str, expires_at: int, granted: bool | None, used: int, total: int, day: str
+) -> Answer | None:
+    """A claim's stored answer, from the columns ``read_claims`` reads after the key."""
+    if granted is None:
+        return None
+    outcome = ConsumeOutcome(bool(granted), int(used), int(total), date.fromisoformat(day))
+    return Answer(fingerprint, from_micros(int(expires_at)), outcome)
+
+
+def day_params(rows: dict[DayKey, DayRow]) -> list[tuple[Any, ...]]:
+    """Day rows as ``write_days`` parameters, in ``DAY_COLUMNS`` order."""
+    return [(*key, *row) for key, row in rows.items()]
+
+
+def claim_params(claims: dict[ClaimKey, Answer]) -> list[tuple[Any, ...]]:
+    """Answers as ``write_claims`` parameters, in ``CLAIM_COLUMNS`` order."""
+    return [
+        (
+            *key,
+            answer.fingerprint,
+            to_micros(answer.expires_at),
+            answer.outcome.granted,
+            answer.outcome.used,
+            answer.outcome.total,
+            answer.outcome.day.isoformat(),
+        )
+        for key, answer in claims.items()
+    ]
+
+
+def as_dicts(names: Iterable[str], params: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Positional parameters as SQLAlchemy's named ones."""
+    keys = tuple(names)
+    return [dict(zip(keys, values, strict=True)) for values in params]
+
+
+# SQLite, compiled once ---------------------------------------------------------------
+_SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
+
+
+def _compiled(stmt: Any, params: tuple[str, ...] | None = None, **kwargs: Any) -> str:
+    compiled = stmt.compile(dialect=_SQLITE, **kwargs)
+    if params is not None and tuple(compiled.positiontup) != params:
+        msg = f"parameters {compiled.positiontup} differ from {params}"
+        raise AssertionError(msg)
+    return str(compiled)
+
+
+SQLITE_WRITE_DAYS = _compiled(
+    write_days(sqlite_dialect.insert), DAY_COLUMNS, column_keys=DAY_COLUMNS
+)
+SQLITE_WRITE_CLAIMS = _compiled(
+    write_claims(sqlite_dialect.insert), CLAIM_COLUMNS, column_keys=CLAIM_COLUMNS
+)
+
+
+def _with_keys(stmt: sa.Select[Any], count: int, width: int) -> str:
+    # The expanding list rendered for ``count`` keys; its values stay parameters.
+    keys = stmt.params(keys=[("",) * width] * count)
+    return _compiled(keys, compile_kwargs={"render_postcompile": True})
+
+
+# Cached per number of keys, which a batch's size bounds.
+@cache
+def sqlite_read_days(count: int) -> str:
+    """``read_days`` for ``count`` keys, flattened into its parameters."""
+    return _with_keys(read_days(), count, len(DAY_KEY))
+
+
+@cache
+def sqlite_read_claims(count: int) -> str:
+    """``read_claims`` for ``count`` keys, flattened into its parameters."""
+    return _with_keys(read_claims(), count, len(CLAIM_KEY))
