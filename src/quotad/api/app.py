@@ -122,3 +122,21 @@ def create_api(ctx: Context) -> FastAPI:
         return ORJSONResponse({"status": "ok"})
 
     return api
+
+
+def create_usage_api(ctx: Context) -> FastAPI:
+    """The two customer usage endpoints alone, with the API's errors and guards: what the
+    ASGI middleware's embedded backend serves inside a provider's own app."""
+    api = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    api.state.ctx = ctx
+    errors.install(api)
+    api.include_router(customer.router)
+    api.add_middleware(JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes)
+    api.add_middleware(RequestContext)
+    return api

@@ -182,9 +182,9 @@ class EmbeddedBackend:
     def usage_app(self) -> ASGIApp:
         """quotad's own customer router over this backend's context."""
         if self._usage_app is None:
-            from quotad.asgi.usage import embedded_usage_app
+            from quotad.api.app import create_usage_api
 
-            self._usage_app = embedded_usage_app(self.ctx, self.open)
+            self._usage_app = _Opening(create_usage_api(self.ctx), self.open)
         return self._usage_app
 
     def now(self) -> datetime:
@@ -314,3 +314,15 @@ class _RemoteUsage:
 
         url = target_url(self.upstream, scope)
         await forward(self.backend.http(), url, scope, receive, send)
+
+
+class _Opening:
+    """Opens the backend before the first request reaches ``app``."""
+
+    def __init__(self, app: ASGIApp, opener: Callable[[], Awaitable[None]]) -> None:
+        self.app = app
+        self.opener = opener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.opener()
+        await self.app(scope, receive, send)

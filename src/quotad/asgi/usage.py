@@ -9,11 +9,9 @@ itself would answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from quotad.http.types import ASGIApp, Receive, Scope, Send
-from quotad.service.context import Context
+from quotad.http.types import Scope
 
 if TYPE_CHECKING:
     from quotad.asgi.backends import QuotaBackend
@@ -25,37 +23,6 @@ _USAGE_PATH = re.compile(r"^/(?:v1/usages|usage/[^/]+)/?$")
 def is_usage_path(scope: Scope) -> bool:
     """Whether the request is for one of the two customer usage endpoints."""
     return bool(_USAGE_PATH.match(scope.get("path", "")))
-
-
-class _Opening:
-    """Opens the backend before the first request reaches ``app``."""
-
-    def __init__(self, app: ASGIApp, opener: Callable[[], Awaitable[None]]) -> None:
-        self.app = app
-        self.opener = opener
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.opener()
-        await self.app(scope, receive, send)
-
-
-def embedded_usage_app(ctx: Context, opener: Callable[[], Awaitable[None]]) -> ASGIApp:
-    """quotad's customer router, error handlers and request guard over ``ctx``."""
-    from fastapi import FastAPI
-
-    from quotad.api import customer, errors
-    from quotad.api.responses import ORJSONResponse
-    from quotad.http.middleware import JsonBodyGuard, RequestContext
-
-    app = FastAPI(
-        openapi_url=None, docs_url=None, redoc_url=None, default_response_class=ORJSONResponse
-    )
-    app.state.ctx = ctx
-    errors.install(app)
-    app.include_router(customer.router)
-    app.add_middleware(JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes)
-    app.add_middleware(RequestContext)
-    return _Opening(app, opener)
 
 
 def mount_usage_endpoints(app: Any, backend: QuotaBackend) -> None:
