@@ -18,6 +18,7 @@ from quotad.cli.console import (
     print_record,
     print_rows,
     print_secret,
+    show,
     validated,
 )
 from quotad.cli.stores import PAGE_SIZE, StoreOption, every, run_with_store
@@ -41,10 +42,7 @@ def services_list(store: StoreOption = None, as_json: JsonOption = False) -> Non
         return [views.service_view(s) for s in await admin.list_services(ctx)]
 
     rows = run_with_store(store, action)
-    if as_json:
-        print_json(rows)
-    else:
-        print_rows("services", rows, SERVICE_COLUMNS)
+    show(rows, as_json, lambda: print_rows("services", rows, SERVICE_COLUMNS))
 
 
 @services_app.command("create")
@@ -62,10 +60,11 @@ def services_create(
         return views.service_view(await admin.create_service(ctx, body.name, body.description))
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_record(f"service {view['name']} created", view, SERVICE_COLUMNS)
+    show(
+        view,
+        as_json,
+        lambda: print_record(f"service {view['name']} created", view, SERVICE_COLUMNS),
+    )
 
 
 # Plans ------------------------------------------------------------------------
@@ -142,10 +141,7 @@ def plans_show(plan_id: str, store: StoreOption = None, as_json: JsonOption = Fa
         return views.plan_view(await admin.require_plan(ctx, plan_id))
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_plan(f"plan {view['id']}", view)
+    show(view, as_json, lambda: print_plan(f"plan {view['id']}", view))
 
 
 @plans_app.command("create")
@@ -180,10 +176,7 @@ def plans_create(
         return views.plan_view(plan)
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_plan(f"plan {view['id']} created", view)
+    show(view, as_json, lambda: print_plan(f"plan {view['id']} created", view))
 
 
 @plans_app.command("delete")
@@ -219,10 +212,7 @@ def accounts_list(
         return [views.account_view(a) for a in accounts]
 
     rows = run_with_store(store, action)
-    if as_json:
-        print_json(rows)
-    else:
-        print_rows("accounts", rows, ACCOUNT_COLUMNS)
+    show(rows, as_json, lambda: print_rows("accounts", rows, ACCOUNT_COLUMNS))
 
 
 @accounts_app.command("show")
@@ -264,10 +254,9 @@ def accounts_create(
         return views.account_view(account)
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_record(f"account {view['id']} created", view, ACCOUNT_COLUMNS)
+    show(
+        view, as_json, lambda: print_record(f"account {view['id']} created", view, ACCOUNT_COLUMNS)
+    )
 
 
 @accounts_app.command("update")
@@ -298,10 +287,9 @@ def accounts_update(
         return views.account_view(await admin.update_account(ctx, account_id, changes))
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_record(f"account {view['id']} updated", view, ACCOUNT_COLUMNS)
+    show(
+        view, as_json, lambda: print_record(f"account {view['id']} updated", view, ACCOUNT_COLUMNS)
+    )
 
 
 @accounts_app.command("delete")
@@ -339,10 +327,7 @@ def keys_list(account_id: str, store: StoreOption = None, as_json: JsonOption = 
         return [views.key_view(k, now) for k in keys]
 
     rows = run_with_store(store, action)
-    if as_json:
-        print_json(rows)
-    else:
-        print_rows(f"keys of {account_id}", rows, KEY_LIST_COLUMNS)
+    show(rows, as_json, lambda: print_rows(f"keys of {account_id}", rows, KEY_LIST_COLUMNS))
 
 
 @keys_app.command("create")
@@ -386,10 +371,7 @@ def keys_revoke(key_id: str, store: StoreOption = None, as_json: JsonOption = Fa
         return views.key_view(await admin.revoke_key(ctx, key_id), ctx.clock.now())
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_record(f"key {view['id']} revoked", view, KEY_COLUMNS)
+    show(view, as_json, lambda: print_record(f"key {view['id']} revoked", view, KEY_COLUMNS))
 
 
 @keys_app.command("rotate")

@@ -64,6 +64,14 @@ def print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
+def show(data: Any, as_json: bool, render: Callable[[], None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else as ``render`` draws it for people."""
+    if as_json:
+        print_json(data)
+    else:
+        render()
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"

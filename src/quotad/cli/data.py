@@ -33,6 +33,7 @@ from quotad.cli.console import (
     handle_errors,
     print_json,
     print_rows,
+    show,
     validated,
 )
 from quotad.cli.stores import StoreOption, run_with_store
@@ -105,10 +106,11 @@ def usage_adjust(
         return views.usage_day_view(row)
 
     view = run_with_store(store, action)
-    if as_json:
-        print_json(view)
-    else:
-        print_rows(f"{account_id} {service} usage adjusted", [view], USAGE_COLUMNS)
+    show(
+        view,
+        as_json,
+        lambda: print_rows(f"{account_id} {service} usage adjusted", [view], USAGE_COLUMNS),
+    )
 
 
 # Export -----------------------------------------------------------------------
