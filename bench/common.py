@@ -32,6 +32,7 @@ class Measurement:
     last in-flight operations after the deadline). ``p50_ms``/``p99_ms`` are per-operation
     latencies in milliseconds, or ``None`` where the subject cannot report them.
     ``refused`` counts operations that were answered but not granted (expected: 0).
+    ``cpu`` says who kept the cores busy meanwhile, the subject and everyone else.
     """
 
     ops_per_s: float
@@ -41,6 +42,8 @@ class Measurement:
     seconds: float
     refused: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    rep: int = 0  # the repetition it belongs to (1-based): ratios pair runs of one rep
+    cpu: dict[str, Any] = field(default_factory=dict)  # where the CPU went (see cpu.py)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
