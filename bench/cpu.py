@@ -15,7 +15,11 @@ elsewhere nothing is recorded):
   to other guests; ``cores``: the cores there are;
 - ``others_s``: busy time that none of the above accounts for: other programs on the
   machine (another test suite, a build), the contention the figure was measured under;
-- ``load1``: the one-minute load average at the end.
+- ``load1``: the one-minute load average at the end;
+- ``cpu_pressure``, ``io_pressure``: the share of the time some runnable task waited for a
+  core, or for the disk (Linux pressure stall information, 0 to 1; ours included);
+- ``disk_flushes``, ``disk_busy_s``: cache flushes the disks completed (fsyncs, roughly)
+  and the time they were busy: a commit waits longer for its fsync on a busy disk.
 
 CPU time per operation (``self_s`` over the operations, say) is the figure that does not
 move with contention; throughput does.
@@ -43,6 +47,33 @@ def _machine() -> tuple[float, float] | None:
     values = [int(v) for v in first[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = values
     return (user + nice + system + irq + softirq) / _TICK, steal / _TICK
+
+
+def _pressure(kind: str) -> float | None:
+    """Microseconds some task has stalled on ``kind`` (cpu, io) since boot, or ``None``."""
+    try:
+        first = Path(f"/proc/pressure/{kind}").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return float(first.rsplit("total=", 1)[1]) / 1e6
+
+
+def _disks() -> tuple[float, float] | None:
+    """Flushes completed and seconds busy, summed over the whole disks, or ``None``."""
+    try:
+        lines = Path("/proc/diskstats").read_text().splitlines()
+    except OSError:
+        return None
+    flushes = busy = 0.0
+    for line in lines:
+        fields = line.split()
+        name = fields[2]
+        if name.startswith(("loop", "ram", "zram")) or not Path(f"/sys/block/{name}").exists():
+            continue  # a partition (counted in its disk) or no disk at all
+        busy += int(fields[12]) / 1000
+        if len(fields) >= 20:  # flushes are reported since Linux 5.5
+            flushes += int(fields[19])
+    return flushes, busy
 
 
 def process_seconds(pid: int) -> float | None:
@@ -73,6 +104,16 @@ def named_seconds(name: str) -> dict[int, float]:
     return found
 
 
+def _system() -> dict[str, float | None]:
+    disks = _disks()
+    return {
+        "cpu_pressure": _pressure("cpu"),
+        "io_pressure": _pressure("io"),
+        "disk_flushes": None if disks is None else disks[0],
+        "disk_busy_s": None if disks is None else disks[1],
+    }
+
+
 def _self_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -91,10 +132,12 @@ class CpuProbe:
     names: tuple[str, ...] = ()  # process names whose processes are summed
     _began: dict[str, float | None] = field(default_factory=dict)
     _named: dict[str, dict[int, float]] = field(default_factory=dict)
+    _system: dict[str, float | None] = field(default_factory=dict)
 
     def start(self) -> CpuProbe:
         """Take the first snapshot."""
         machine = _machine()
+        self._system = _system()
         self._began = {
             "wall": perf_counter(),
             "self": _self_seconds(),
@@ -109,6 +152,7 @@ class CpuProbe:
     def stop(self) -> dict[str, Any]:
         """The second snapshot, as differences from the first (rounded to 10 ms)."""
         machine = _machine()
+        system = _system()
         now: dict[str, float | None] = {
             "wall": perf_counter(),
             "self": _self_seconds(),
@@ -130,6 +174,18 @@ class CpuProbe:
         if "busy" in spent:
             ours = sum(v for k, v in spent.items() if k not in ("wall", "busy", "steal"))
             result["others_s"] = round(max(0.0, spent["busy"] - ours), 2)
+        wall = spent["wall"]
+        for name, value in system.items():
+            before = self._system.get(name)
+            if value is None or before is None:
+                continue
+            change = value - before
+            if name.endswith("_pressure"):
+                result[name] = round(min(1.0, change / wall), 2) if wall > 0 else None
+            elif name == "disk_flushes":
+                result[name] = int(change)
+            else:
+                result[name] = round(change, 2)
         result["cores"] = os.cpu_count()
         if hasattr(os, "getloadavg"):
             result["load1"] = round(os.getloadavg()[0], 2)
@@ -165,4 +221,6 @@ def describe(cpu: dict[str, Any]) -> str:
         if name.endswith("_s") and name not in ("wall_s", "busy_s") and value
     ]
     load = f", load {cpu['load1']}" if "load1" in cpu else ""
+    if cpu.get("cpu_pressure") is not None:
+        load += f", cpu pressure {cpu['cpu_pressure']:.2f}"
     return f" [cores busy: {', '.join(parts)}{load}]"
