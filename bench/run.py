@@ -72,6 +72,10 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "scaling": ("redis",),
 }
 TIME_BUDGET_S = 600
+# Cores other programs may keep busy (the median over a target's runs) before the run
+# says its ratios were measured on a busy machine: on two cores, a neighbour taking a
+# quarter of one already moves the Redis and HTTP ratios by more than their margins.
+BUSY_CORES = 0.25
 # Medians of 5: one repetition disturbed by a neighbour moves a median of 3 a long way.
 DEFAULT_REPEAT = 5
 
@@ -247,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     targets = targets_table(results)
+    busy = [
+        row["others_cores"]
+        for row in document["targets"]
+        if row["others_cores"] is not None and row["others_cores"] > BUSY_CORES
+    ]
+    if busy:
+        notes.append(
+            f"WARNING: other programs kept up to {max(busy):.2f} cores busy during "
+            f"{len(busy)} of the targets' runs (column 'others'): these ratios move with "
+            "that contention (docs/performance.md); quote a run on a quiet machine."
+        )
+    document["notes"] = notes
     print("## Notes\n")
     print("\n".join(f"- {note}" for note in notes) or "- (none)")
     print(
@@ -264,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"\n## Targets ({cfg.repeat} repetition(s); others = cores busy with other programs)\n")
     print(targets)
+    warning = f"\n{notes[-1]}" if busy else ""
+    print(warning)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(text + "\n")
-    log(f"\n{targets}\n\nwrote {args.json}; total {total:.0f} s")
+    log(f"\n{targets}\n{warning}\nwrote {args.json}; total {total:.0f} s")
     return 1 if any(s.status == "failed" for s in results) else 0
 
 
