@@ -200,10 +200,10 @@ def load(
 
 
 def _measurement(section: Section, name: str, result: LoadResult) -> Measurement:
-    """A load run as a measurement; what went wrong in it goes to the notes."""
+    """A load run as a measurement (answers other than 2xx count as refused); socket
+    errors go to the notes."""
     extra = {"socket_errors": result.socket_errors, "generator": result.generator}
-    problems = [f"{result.non_2xx} non-2xx answers"] if result.non_2xx else []
-    problems += [f"{n} socket {kind} errors" for kind, n in result.socket_errors.items() if n]
+    problems = [f"{n} socket {kind} errors" for kind, n in result.socket_errors.items() if n]
     if problems:
         section.notes.append(f"WARNING: {name}: {', '.join(problems)}")
     return Measurement(

@@ -290,7 +290,7 @@ def redis(cfg: Config) -> Section:
         redis_pid = redis_server_pid(cfg.redis_url)
         watched = {"redis": redis_pid} if redis_pid is not None else {}
         # Every consume call keeps its replies for a few seconds under a key of its own
-        # (REPLAY_SECONDS): a run leaves that many keys behind, up to 250,000 after the
+        # (REPLAY_SECONDS): a run leaves that many keys behind, over 200,000 after the
         # redis-benchmark run, and Redis expiring them took CPU from whichever subject
         # ran next (limits.aio's Redis CPU per hit: 23 µs after it against 11 µs).
         leftovers = {quotad: f"{prefix}q:*:b:*", ceiling: f"{prefix}b:*:b:*"}
