@@ -63,6 +63,22 @@ def others_cores(run: Measurement) -> float | None:
     return others / wall if others is not None and wall else None
 
 
+# The CPU of the benchmark's own parties, as cpu.py names them (the rest is the machine's).
+NOT_OURS = ("wall_s", "busy_s", "steal_s", "others_s", "disk_busy_s")
+
+
+def cpu_per_op(run: Measurement) -> float | None:
+    """CPU seconds the subject's parties spent per operation (its process, its server,
+    Redis, its load generator): unlike throughput, this hardly moves with contention.
+
+    For in-process subjects it includes the untimed warm-up and set-up, a like share
+    for every subject of a section."""
+    spent = sum(
+        value for name, value in run.cpu.items() if name.endswith("_s") and name not in NOT_OURS
+    )
+    return spent / run.ops if run.cpu and run.ops and spent > 0 else None
+
+
 @dataclass
 class Target:
     """A comparison of a subject with a peer (ratio) or with an absolute p99 bound.
@@ -88,6 +104,19 @@ class Target:
             for rep, run in sorted(mine.items())
             if rep in theirs and run.ops_per_s and theirs[rep].ops_per_s
         }
+
+    def cpu_ratios(self, subjects: dict[str, Subject]) -> list[float]:
+        """Per repetition: the peer's CPU per operation over the subject's."""
+        if self.peer is None:
+            return []
+        mine, theirs = subjects[self.subject].by_rep(), subjects[self.peer].by_rep()
+        ratios = []
+        for rep, run in sorted(mine.items()):
+            ours = cpu_per_op(run)
+            peer = cpu_per_op(theirs[rep]) if rep in theirs else None
+            if ours and peer:
+                ratios.append(peer / ours)
+        return ratios
 
     def contention(self, subjects: dict[str, Subject]) -> float | None:
         """The median of the cores other programs kept busy during the compared runs."""
@@ -132,6 +161,7 @@ class Target:
             "met": met,
             "reps_met": reps_met,
             "others_cores": self.contention(subjects),
+            "cpu_ratio": median_or_none(self.cpu_ratios(subjects)),
         }
 
 
@@ -238,11 +268,13 @@ def _spread_text(row: dict[str, Any], latency: bool) -> str:
 
 
 def targets_table(sections: list[Section]) -> str:
-    """Every target: the median over the repetitions, the spread, whether it is met, and
-    how many cores other programs kept busy meanwhile (the median over the runs)."""
+    """Every target: the median over the repetitions, the spread, whether it is met, how
+    many cores other programs kept busy meanwhile (the median over the runs), and the
+    peer's CPU per operation over quotad's (the median over the repetitions)."""
     lines = [
-        "| section | target | median | spread: min to max (each repetition) | met? | others |",
-        "|---|---|---:|---|---|---:|",
+        "| section | target | median | spread: min to max (each repetition) | met? | others "
+        "| CPU/op |",
+        "|---|---|---:|---|---|---:|---:|",
     ]
     for section in sections:
         if section.status != "ok":
@@ -256,7 +288,7 @@ def targets_table(sections: list[Section]) -> str:
             verdict = "—" if row["met"] is None else ("yes" if row["met"] else "**no**")
             if row["per_rep"]:
                 verdict += f" ({row['reps_met']}/{len(row['per_rep'])} reps)"
-            others = row["others_cores"]
+            others, cpu = row["others_cores"], row["cpu_ratio"]
             cells = [
                 section.name,
                 f"{what} {row['target']}",
@@ -264,6 +296,7 @@ def targets_table(sections: list[Section]) -> str:
                 _spread_text(row, latency),
                 verdict,
                 "—" if others is None else f"{others:.2f}",
+                "—" if cpu is None else f"{cpu:.2f}{TIMES}",
             ]
             lines.append("| " + " | ".join(_cell(c, 220) for c in cells) + " |")
     return "\n".join(lines)

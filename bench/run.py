@@ -278,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## JSON\n")
     text = json.dumps(document, indent=2, default=str)
     print(text)
-    print(f"\n## Targets ({cfg.repeat} repetition(s); others = cores busy with other programs)\n")
+    print(
+        f"\n## Targets ({cfg.repeat} repetition(s); others = cores busy with other programs; "
+        "CPU/op = the peer's CPU per operation over quotad's)\n"
+    )
     print(targets)
     warning = f"\n{notes[-1]}" if busy else ""
     print(warning)

@@ -32,6 +32,7 @@ from common import (
     fmt_ops,
     latency_summary,
     run_async,
+    running_probe,
 )
 from cpu import CpuProbe, describe, redis_server_pid
 from environment import log
@@ -74,13 +75,17 @@ def interleave(
             if subject.error is not None:
                 continue
             probe = (probe_for(name) if probe_for is not None else CpuProbe()).start()
+            running_probe.append(probe)
             try:
                 measured = runners[name]()
             except Exception as exc:
                 subject.error = f"{type(exc).__name__}: {exc}"
                 log(f"  [{section.name}] {name}: FAILED: {subject.error}")
                 continue
-            measured.cpu = probe.stop()
+            finally:
+                running_probe.pop()
+            if not measured.cpu:  # else the run measured its timed phase alone
+                measured.cpu = probe.stop()
             measured.rep = rep
             if settle is not None:
                 settle(name)

@@ -48,6 +48,21 @@ def test_a_target_is_the_median_of_the_ratios_taken_in_each_repetition() -> None
     )
 
 
+def test_the_cpu_ratio_counts_every_party_of_a_run_but_not_the_rest_of_the_machine() -> None:
+    """CPU per operation sums the subject's process, server and Redis, not other programs."""
+    section = Section("s")
+    mine = _run(1000, 1)
+    mine.cpu = {"wall_s": 1.0, "self_s": 0.01, "redis_s": 0.01, "others_s": 1.5, "busy_s": 2.0}
+    theirs = _run(100, 1)
+    theirs.cpu = {"wall_s": 1.0, "self_s": 0.05, "redis_s": 0.03, "others_s": 0.2}
+    section.subject("quotad", "").runs = [mine]
+    section.subject("peer", "").runs = [theirs]
+    row = Target("quotad", "peer", min_ratio=5).evaluate(section.subjects)
+    # quotad: 0.02 s / 1000 ops = 20 µs; the peer: 0.08 s / 100 ops = 800 µs.
+    assert row["cpu_ratio"] == pytest.approx(40.0)
+    assert row["others_cores"] == pytest.approx(0.85)  # the median over both runs
+
+
 def test_a_repetition_missing_on_one_side_is_left_out_of_the_ratios() -> None:
     """A repetition where the peer failed gives no ratio rather than an unpaired one."""
     section = Section("s")
