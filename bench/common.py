@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from time import perf_counter
 from typing import Any, TypeVar
 
+from cpu import CpuProbe
+
 # Every consume in every section asks for 1 unit of a total no run can reach, so every
 # call is granted and every subject does the same work (a refusal would be cheaper).
 # Below 10**14: Redis's Lua prints larger numbers in exponent form ("1e+15").
@@ -32,6 +34,7 @@ class Measurement:
     last in-flight operations after the deadline). ``p50_ms``/``p99_ms`` are per-operation
     latencies in milliseconds, or ``None`` where the subject cannot report them.
     ``refused`` counts operations that were answered but not granted (expected: 0).
+    ``cpu`` says who kept the cores busy meanwhile, the subject and everyone else.
     """
 
     ops_per_s: float
@@ -41,6 +44,8 @@ class Measurement:
     seconds: float
     refused: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    rep: int = 0  # the repetition it belongs to (1-based): ratios pair runs of one rep
+    cpu: dict[str, Any] = field(default_factory=dict)  # where the CPU went (see cpu.py)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -70,6 +75,11 @@ def median_or_none(values: Sequence[float | None]) -> float | None:
 Operation = Callable[[int], Awaitable[bool]]
 T = TypeVar("T")
 
+# The CPU probe of the run in progress, set by ``sections.interleave``: ``run_callers``
+# restarts it for the timed phase, so that store set-up and warm-up, which take longer
+# on a busy machine, do not count in a subject's CPU per operation.
+running_probe: list[CpuProbe] = []
+
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop when it is installed (the loop ``quotad serve`` runs on, via
@@ -97,7 +107,11 @@ async def run_callers(
     # A collection now, rather than in the middle of the timed phase of this subject
     # because the previous subject left garbage behind.
     gc.collect()
-    return await timed_phase(op, callers, seconds, keep_every)
+    probe = running_probe[-1].start() if running_probe else None
+    measured = await timed_phase(op, callers, seconds, keep_every)
+    if probe is not None:
+        measured.cpu = probe.stop()
+    return measured
 
 
 async def timed_phase(

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import workloads
-from common import SERVICE, TOTAL, Config, Measurement, fmt_ms, fmt_ops
+from common import SERVICE, TOTAL, Config, Measurement, fmt_ops
+from cpu import CpuProbe, redis_server_pid
 from environment import log, redis_reason
 from http_load import HttpRequest, LoadResult, run_python, run_wrk
 from report import Section, Target
-from sections import delete_redis_keys
+from sections import delete_redis_keys, interleave
 
 HERE = Path(__file__).resolve().parent
 LATENCY_CONNECTIONS = 20
@@ -198,24 +199,21 @@ def load(
     return run_python(server.base, requests, connections, seconds, delay_ms)
 
 
-def _measurement(result: LoadResult) -> Measurement:
+def _measurement(section: Section, name: str, result: LoadResult) -> Measurement:
+    """A load run as a measurement (answers other than 2xx count as refused); socket
+    errors go to the notes."""
     extra = {"socket_errors": result.socket_errors, "generator": result.generator}
-    return Measurement(
-        result.rps, result.p50_ms, result.p99_ms, result.requests, result.seconds, 0, extra
-    )
-
-
-def _record(section: Section, name: str, result: LoadResult, rep: str) -> None:
-    subject = section.subjects[name]
-    subject.runs.append(_measurement(result))
-    problems = [f"{result.non_2xx} non-2xx answers"] if result.non_2xx else []
-    problems += [f"{n} socket {kind} errors" for kind, n in result.socket_errors.items() if n]
+    problems = [f"{n} socket {kind} errors" for kind, n in result.socket_errors.items() if n]
     if problems:
-        subject.runs[-1].refused = result.non_2xx
-        section.notes.append(f"WARNING: {name} {rep}: {', '.join(problems)}")
-    log(
-        f"  [http] {rep} {name}: {fmt_ops(result.rps)} req/s, p50 {fmt_ms(result.p50_ms)} ms, "
-        f"p99 {fmt_ms(result.p99_ms)} ms{' — ' + ', '.join(problems) if problems else ''}"
+        section.notes.append(f"WARNING: {name}: {', '.join(problems)}")
+    return Measurement(
+        result.rps,
+        result.p50_ms,
+        result.p99_ms,
+        result.requests,
+        result.seconds,
+        result.non_2xx,
+        extra,
     )
 
 
@@ -324,13 +322,23 @@ def _measure(
     for name in live:
         with _recorded(section, name):
             load(cfg, servers[name], requests[name], cfg.callers, 1)  # not counted
-    for rep in range(1, cfg.repeat + 1):
-        for name in live:
-            if section.subjects[name].error is not None:
-                continue
-            with _recorded(section, name):
-                result = load(cfg, servers[name], requests[name], cfg.callers, cfg.http_seconds)
-                _record(section, name, result, f"rep {rep}/{cfg.repeat}")
+    redis_pid = redis_server_pid(cfg.redis_url)
+
+    def probe_for(name: str) -> CpuProbe:
+        watched = {"server": servers[name].process.pid}
+        if redis_pid is not None:
+            watched["redis"] = redis_pid  # slowapi's storage
+        return CpuProbe(watched)
+
+    def runner(name: str) -> Callable[[], Measurement]:
+        def run() -> Measurement:
+            result = load(cfg, servers[name], requests[name], cfg.callers, cfg.http_seconds)
+            return _measurement(section, name, result)
+
+        return run
+
+    runners = {name: runner(name) for name in live if section.subjects[name].error is None}
+    interleave(section, runners, cfg.repeat, probe_for, unit="req/s")
     if section.subjects[MEMORY].error is not None:
         raise RuntimeError(f"{MEMORY}: {section.subjects[MEMORY].error}")
 
@@ -391,6 +399,17 @@ def _paced(
         f"(probe: {fmt_ops(probe.rps)} req/s with {cycle_ms:.2f} ms); "
         "ops/s is the rate achieved."
     )
-    for rep in range(1, cfg.repeat + 1):
-        result = load(cfg, server, requests, connections, cfg.http_seconds, delay_ms)
-        _record(section, name, result, f"rep {rep}/{cfg.repeat}")
+    probe = CpuProbe({"server": server.process.pid})
+    interleave(
+        section,
+        {
+            name: lambda: _measurement(
+                section,
+                name,
+                load(cfg, server, requests, connections, cfg.http_seconds, delay_ms),
+            )
+        },
+        cfg.repeat,
+        lambda _: probe,
+        unit="req/s",
+    )

@@ -1,9 +1,9 @@
 """quotad against the peers a Python team would pick instead, in one run on one machine.
 
     .venv/bin/pip install -e '.[bench]'        # limits[async-redis], slowapi
-    .venv/bin/python bench/run.py               # every section, medians of 3 (< 10 min)
+    .venv/bin/python bench/run.py               # every section, medians of 5 (< 10 min)
     .venv/bin/python bench/run.py --quick       # a smoke run (~30-60 s), 1 repetition
-    .venv/bin/python bench/run.py --only memory,redis --repeat 5 --json /tmp/r.json
+    .venv/bin/python bench/run.py --only memory,redis --repeat 9 --json /tmp/r.json
 
 Sections (a ratio is quotad's median throughput over the peer's):
 
@@ -25,8 +25,14 @@ Sections (a ratio is quotad's median throughput over the peer's):
 6. ``scaling``: 1, 2 and 4 quotad processes consuming over one Redis: aggregate and
    per-process throughput.
 
-Every subject is measured ``--repeat`` times, interleaved with its section's other
-subjects; the table shows medians. What is missing is installed or started when it can
+Every subject is measured ``--repeat`` times (5 by default), interleaved with its
+section's other subjects, in alternating order (as declared, then reversed). A ratio is
+taken in each repetition, quotad over the peer measured just before or after it, and the
+ratio reported is the median of those, with their spread (min to max and each one); the
+targets table at the end says which targets that median meets. Every run also records
+where the machine's CPU went meanwhile (``cpu.py``): the subject's process, Redis, the
+server under load, and "others", the programs that are not part of the benchmark, so a
+figure measured on a busy machine says so. What is missing is installed or started when it can
 be (peer libraries with pip, wrk with apt-get, Redis and PostgreSQL locally; disable
 with ``--no-install``); a section whose server is absent is skipped with the reason.
 Progress goes to stderr; stdout gets the notes, the markdown table, the machine and the
@@ -56,7 +62,7 @@ import http_section  # noqa: E402
 import sections  # noqa: E402
 from common import Config  # noqa: E402
 from environment import log  # noqa: E402
-from report import Section, markdown_table, table_rows  # noqa: E402
+from report import Section, markdown_table, table_rows, targets_table  # noqa: E402
 
 SECTIONS = ("memory", "redis", "sqlite", "postgresql", "http", "scaling")
 # What each section cannot run without.
@@ -66,6 +72,12 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "scaling": ("redis",),
 }
 TIME_BUDGET_S = 600
+# Cores other programs may keep busy (the median over a target's runs) before the run
+# says its ratios were measured on a busy machine: on two cores, a neighbour taking a
+# quarter of one already moves the Redis and HTTP ratios by more than their margins.
+BUSY_CORES = 0.25
+# Medians of 5: one repetition disturbed by a neighbour moves a median of 3 a long way.
+DEFAULT_REPEAT = 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark quotad against its peers (see the module docstring).",
     )
-    parser.add_argument("--repeat", type=int, help="repetitions per subject (default 3; 1 quick)")
+    parser.add_argument("--repeat", type=int, help="repetitions per subject (default 5; 1 quick)")
     parser.add_argument("--only", help=f"comma-separated sections out of {','.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", type=Path, default=HERE / "results.json", help="JSON output")
@@ -107,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> Config:
     """Durations from the options (``--quick`` shortens everything)."""
     quick = args.quick
-    repeat = args.repeat or (1 if quick else 3)
+    repeat = args.repeat or (1 if quick else DEFAULT_REPEAT)
     seconds = args.seconds or (0.5 if quick else 3.0)
     return Config(
         repeat=repeat,
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_config(args)
     from quotad import logs
 
-    logs.configure("warning")  # the stores' info logs would drown the progress lines
+    logs.configure("error")  # the stores' logs would drown the progress lines
     begun = time.monotonic()
     servers = prepare(cfg, args)
     machine = environment.machine(cfg.redis_url, cfg.postgres_url, cfg.wrk or shutil.which("wrk"))
@@ -230,11 +242,32 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(total, 1),
         "sections": {section.name: section.as_json() for section in results},
         "table": rows,
+        "targets": [
+            {"section": section.name, **target.evaluate(section.subjects)}
+            for section in results
+            if section.status == "ok"
+            for target in section.targets
+            if target.min_ratio is not None or target.max_p99_ms is not None
+        ],
     }
+    targets = targets_table(results)
+    busy = [
+        row["others_cores"]
+        for row in document["targets"]
+        if row["others_cores"] is not None and row["others_cores"] > BUSY_CORES
+    ]
+    if busy:
+        notes.append(
+            f"WARNING: other programs kept up to {max(busy):.2f} cores busy during "
+            f"{len(busy)} of the targets' runs (column 'others'): these ratios move with "
+            "that contention (docs/performance.md); quote a run on a quiet machine."
+        )
+    document["notes"] = notes
     print("## Notes\n")
     print("\n".join(f"- {note}" for note in notes) or "- (none)")
     print(
-        f"\n## Results (medians of {cfg.repeat} repetition(s); ratio = quotad ops/s ÷ peer ops/s)\n"
+        f"\n## Results (medians of {cfg.repeat} repetition(s); ratio = the median of each "
+        "repetition's quotad ops/s ÷ peer ops/s)\n"
     )
     print(markdown_table(rows))
     print("\n## Machine\n")
@@ -245,9 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## JSON\n")
     text = json.dumps(document, indent=2, default=str)
     print(text)
+    print(
+        f"\n## Targets ({cfg.repeat} repetition(s); others = cores busy with other programs; "
+        "CPU/op = the peer's CPU per operation over quotad's)\n"
+    )
+    print(targets)
+    warning = f"\n{notes[-1]}" if busy else ""
+    print(warning)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(text + "\n")
-    log(f"wrote {args.json}; total {total:.0f} s")
+    log(f"\n{targets}\n{warning}\nwrote {args.json}; total {total:.0f} s")
     return 1 if any(s.status == "failed" for s in results) else 0
 
 

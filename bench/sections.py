@@ -32,7 +32,9 @@ from common import (
     fmt_ops,
     latency_summary,
     run_async,
+    running_probe,
 )
+from cpu import CpuProbe, describe, redis_server_pid
 from environment import log
 from report import Section, Target
 
@@ -42,25 +44,57 @@ from quotad.storage.sql import SqlStore
 Runner = Callable[[], Measurement]
 
 
-def interleave(section: Section, runners: dict[str, Runner], repeat: int) -> None:
-    """Run every runner ``repeat`` times, interleaved, into its subject's runs."""
+def order(names: list[str], rep: int) -> list[str]:
+    """The subjects in repetition ``rep``'s order: as declared, then reversed, and so on.
+
+    Alternating cancels what a subject inherits from the one run just before it (a Redis
+    still expiring the last subject's keys, a disk still writing its last file back):
+    each subject follows each of its neighbours as often.
+    """
+    return names if rep % 2 == 1 else names[::-1]
+
+
+def interleave(
+    section: Section,
+    runners: dict[str, Runner],
+    repeat: int,
+    probe_for: Callable[[str], CpuProbe] | None = None,
+    unit: str = "ops/s",
+    settle: Callable[[str], None] | None = None,
+) -> None:
+    """Run every runner ``repeat`` times, interleaved, into its subject's runs.
+
+    Each run records its repetition (ratios pair the runs of one repetition) and the CPU
+    spent meanwhile, by this process, by the processes ``probe_for(name)`` watches (Redis,
+    the server under load) and by the rest of the machine. ``settle(name)``, untimed,
+    runs after each run: to clear what it left behind before the next subject starts.
+    """
     for rep in range(1, repeat + 1):
-        for name, runner in runners.items():
+        for name in order(list(runners), rep):
             subject = section.subjects[name]
             if subject.error is not None:
                 continue
+            probe = (probe_for(name) if probe_for is not None else CpuProbe()).start()
+            running_probe.append(probe)
             try:
-                measured = runner()
+                measured = runners[name]()
             except Exception as exc:
                 subject.error = f"{type(exc).__name__}: {exc}"
                 log(f"  [{section.name}] {name}: FAILED: {subject.error}")
                 continue
+            finally:
+                running_probe.pop()
+            if not measured.cpu:  # else the run measured its timed phase alone
+                measured.cpu = probe.stop()
+            measured.rep = rep
+            if settle is not None:
+                settle(name)
             subject.runs.append(measured)
             refused = f", {measured.refused} NOT GRANTED" if measured.refused else ""
             log(
                 f"  [{section.name}] rep {rep}/{repeat} {name}: {fmt_ops(measured.ops_per_s)} "
-                f"ops/s, p50 {fmt_ms(measured.p50_ms)} ms, p99 {fmt_ms(measured.p99_ms)} ms"
-                f"{refused}"
+                f"{unit}, p50 {fmt_ms(measured.p50_ms)} ms, p99 {fmt_ms(measured.p99_ms)} ms"
+                f"{refused}{describe(measured.cpu)}"
             )
             if measured.refused:
                 section.notes.append(
@@ -258,6 +292,18 @@ def redis(cfg: Config) -> Section:
                 runners[ceiling] = redis_benchmark_runner(cfg, ceiling_url, names[0])
             except Exception as exc:
                 section.subjects[ceiling].error = f"{type(exc).__name__}: {exc}"
+        redis_pid = redis_server_pid(cfg.redis_url)
+        watched = {"redis": redis_pid} if redis_pid is not None else {}
+        # Every consume call keeps its replies for a few seconds under a key of its own
+        # (REPLAY_SECONDS): a run leaves that many keys behind, over 200,000 after the
+        # redis-benchmark run, and Redis expiring them took CPU from whichever subject
+        # ran next (limits.aio's Redis CPU per hit: 23 µs after it against 11 µs).
+        leftovers = {quotad: f"{prefix}q:*:b:*", ceiling: f"{prefix}b:*:b:*"}
+
+        def settle(name: str) -> None:
+            if name in leftovers:
+                delete_redis_keys(cfg.redis_url, leftovers[name])
+
         section.notes += [
             f"redis: {cfg.callers} concurrent asyncio callers in one process, one account "
             f"each ({cfg.callers} accounts) for quotad and limits; closed loop; ops/s = "
@@ -267,9 +313,9 @@ def redis(cfg: Config) -> Section:
             "redis-benchmark: 50 connections, pipelines of 16, replaying the exact EVALSHA "
             "of lua/consume.lua that RedisCounters sends for one consume (recorded from a real "
             "call), one account; p50/p99 as redis-benchmark reports them (per pipelined "
-            "request).",
+            "request). The reply keys a run leaves behind are deleted before the next run.",
         ]
-        interleave(section, runners, cfg.repeat)
+        interleave(section, runners, cfg.repeat, lambda _: CpuProbe(dict(watched)), settle=settle)
     finally:
         delete_redis_keys(cfg.redis_url, f"{prefix}*")
         _remove_sqlite(records)
@@ -379,7 +425,7 @@ def postgresql(cfg: Config) -> Section:
                     )
                 ),
             }
-            interleave(section, runners, cfg.repeat)
+            interleave(section, runners, cfg.repeat, lambda _: CpuProbe(names=("postgres",)))
         finally:
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     return section
@@ -456,7 +502,9 @@ def scaling(cfg: Config) -> Section:
             name: functools.partial(_scaling_run, cfg, url, names, n)
             for n, name in names_of.items()
         }
-        interleave(section, runners, cfg.repeat)
+        redis_pid = redis_server_pid(cfg.redis_url)
+        watched = {"redis": redis_pid} if redis_pid is not None else {}
+        interleave(section, runners, cfg.repeat, lambda _: CpuProbe(dict(watched)))
     finally:
         delete_redis_keys(cfg.redis_url, f"{prefix}*")
         _remove_sqlite(records)

@@ -247,7 +247,7 @@ def scaling_worker(job: ScalingJob, start: Barrier, results: Queue[dict[str, Any
     """One quotad process for the scaling section (run in a spawned child)."""
     from quotad import logs
 
-    logs.configure("warning")
+    logs.configure("error")  # as the parent: a first run rebuilds every counter, expectedly
     try:
         measured = run_async(_scaling_main(job, start))
     except Exception as exc:
