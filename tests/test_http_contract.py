@@ -180,3 +180,16 @@ async def test_an_exception_outside_the_request_guard_is_500_with_the_error_body
     assert response.status_code == 500
     answer = Answer(500, dict(response.headers), response.content)
     assert answer.error()["error"] == "INTERNAL_SERVER_ERROR"
+
+
+async def test_a_path_no_route_takes_is_the_contract_404() -> None:
+    """A path with a newline (which no route's pattern matches) is 404 with the error body."""
+    ctx = Context(stores_from_url("memory://"), Settings(_env_file=None, store_url="memory://"))
+    app = create_app(ctx, manage_store=False)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as client:
+        response = await client.get("/admin/v1/accounts/a%0Ab")
+    assert response.status_code == 404
+    answer = Answer(404, dict(response.headers), response.content)
+    assert answer.error()["error"] == "NOT_FOUND"
+    assert response.headers["x-request-id"]

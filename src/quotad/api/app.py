@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -79,8 +80,13 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
                 JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes, exempt=dashboard.AREAS
             ),
         ],
-        # What fails outside RequestContext (in middleware added later) is the contract's 500.
-        exception_handlers={Exception: errors.last_resort},
+        # A path no route takes (one with a newline, which the API's mount does not match)
+        # and what fails outside RequestContext (in middleware added later) answer as the
+        # API would: the contract's 404 and 500.
+        exception_handlers={
+            StarletteHTTPException: errors.http_error,
+            Exception: errors.last_resort,
+        },
         lifespan=lifespan,
     )
     app.state.ctx = ctx

@@ -81,7 +81,7 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return error_response(ErrorCode.VALIDATION_FAILED, note, problems)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     if exc.status_code == 404:
         path = request.url.path
@@ -109,5 +109,5 @@ def install(app: FastAPI) -> None:
     """
     app.add_exception_handler(QuotadError, _quotad_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, last_resort)

@@ -57,6 +57,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
 
 from quotad.domain.models import (
@@ -74,6 +75,28 @@ from quotad.storage.write_behind import Journal, StoredClaim
 
 log = structlog.get_logger("quotad.storage.redis")
 T = TypeVar("T")
+
+
+class _HiredisPacking:
+    """Commands packed in C by hiredis (the redis extra installs it), as redis-py's own
+    synchronous client does: its asyncio connection packs each argument in Python, about
+    1.2 µs a consume in a batch of 25 (one script call with 51 keys)."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The command in the Redis protocol."""
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+class _Connection(_HiredisPacking, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_HiredisPacking, aioredis.SSLConnection):
+    pass
+
 
 MAX_CONNECTIONS = 64
 COUNTER_TTL_SECONDS = 3 * 86_400  # far longer than any flush interval
@@ -214,6 +237,8 @@ class RedisCounters:
             # Callers beyond the pool wait (a bounded time) for a free connection instead
             # of failing; one immediate retry replaces a connection that died with a
             # Redis restart (the default backoff would hold requests for seconds).
+            secure = self._redis_url.startswith("rediss:")
+            options["connection_class"] = _SSLConnection if secure else _Connection
             pool = aioredis.BlockingConnectionPool.from_url(
                 self._redis_url,
                 max_connections=MAX_CONNECTIONS,

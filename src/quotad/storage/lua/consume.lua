@@ -39,22 +39,23 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
   -- The caller stopped waiting at its deadline (in this server's clock) and answered
   -- 503 or an uncounted allow: a script that runs later (a Redis paused, then resumed)
   -- must not charge the call after all.
-  if deadline > 0 and now_ms > deadline then return {'late'} end
+  if deadline > 0 and now_ms > deadline then return {'late'}, 'late' end
   -- The account's marker is written once its counters are known to be whole: without
   -- it, this Redis lost them (restart, failover, FLUSHALL) and the caller rebuilds them
   -- from SQL once every node's unflushed grants are there.
   local incarnation = redis.call('GET', marker)
-  if not incarnation then return {'lost'} end
+  if not incarnation then return {'lost'}, 'lost' end
   local total = tonumber(total_text)
   if idem then
     local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires')
     if seen[1] and tonumber(seen[6]) > tonumber(now) then
-      if seen[1] ~= fp then return {'conflict'} end
-      return {'replay', seen[2], seen[3], seen[4], seen[5], incarnation}
+      if seen[1] ~= fp then return {'conflict'}, 'conflict' end
+      return {'replay', seen[2], seen[3], seen[4], seen[5], incarnation},
+        table.concat({'replay', seen[2], seen[3], seen[4], seen[5], incarnation}, ' ')
     end
   end
   -- A day the counters do not hold yet is loaded from SQL by the caller first.
-  if redis.call('EXISTS', counter) == 0 then return {'missing'} end
+  if redis.call('EXISTS', counter) == 0 then return {'missing'}, 'missing' end
   local used = tonumber(redis.call('HGET', counter, 'used'))
   local granted = 0
   if used + cost <= total then
@@ -71,28 +72,22 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
                'total', total_text, 'day', day, 'expires', expires)
     redis.call('EXPIRE', idem, idem_ttl)
   end
-  return {'ok', granted, used, total_text, day, incarnation}
+  -- Numbers as integers in the cached line, never as 1e+15.
+  local line = string.format('ok %d %d ', granted, used) .. total_text .. ' ' .. day .. ' '
+    .. incarnation
+  return {'ok', granted, used, total_text, day, incarnation}, line
 end
 
-local replies, k = {}, 2
+local replies, lines, k = {}, {}, 2
 for line in string.gmatch(ARGV[2], '[^\n]+') do
   local count, cost, total, day, deadline, fp, expires, now, idem_ttl = string.match(
     line, '^(%d) (%d+) (%d+) (%S+) (%d+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
   local idem = nil
   if count == '3' then idem = KEYS[k + 2] end
-  replies[#replies + 1] = consume(KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day,
+  local n = #replies + 1
+  replies[n], lines[n] = consume(KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day,
     tonumber(deadline), fp, expires, now, idem_ttl)
   k = k + tonumber(count)
-end
-
-local lines = {}
-for i, reply in ipairs(replies) do
-  local fields = {}
-  for j, value in ipairs(reply) do
-    if type(value) == 'number' then value = string.format('%d', value) end
-    fields[j] = value
-  end
-  lines[i] = table.concat(fields, ' ')
 end
 redis.call('SET', KEYS[1], table.concat(lines, '\n'), 'EX', ARGV[3])
 return replies
