@@ -11,20 +11,19 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx2
 import structlog
 
-from quotad.domain import days
 from quotad.domain.clock import Clock, SystemClock
 from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.http.types import ASGIApp, Receive, Scope, Send
 from quotad.sdk import AsyncClient, QuotadAPIError, QuotadConnectionError, RetryPolicy, ServerError
 from quotad.service import verify
 from quotad.service.context import Context
-from quotad.service.verify import Verdict
+from quotad.service.verify import Verdict, consumed_day
 from quotad.settings import Settings
 from quotad.storage import stores_from_url
 
@@ -82,18 +81,6 @@ class QuotaBackend(Protocol):
     def now(self) -> datetime:
         """The current time, for the reset fields of the quota headers."""
         ...
-
-
-def consumed_day(verdict: Verdict, timezone: str) -> date:
-    """The account's local day a granted verdict consumed from: the day its reset ends.
-
-    Taken from the verdict rather than from the clock, so a refund just after midnight
-    still credits the day that was charged.
-    """
-    if verdict.reset is None:
-        msg = "the verdict has no reset time"
-        raise ValueError(msg)
-    return days.local_day(verdict.reset - timedelta(seconds=1), timezone)
 
 
 class _OpenOnce:
@@ -170,14 +157,8 @@ class EmbeddedBackend:
         return await verify.verify(self.ctx, key, service, cost)
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
-        """``store.adjust(..., delta=-cost)`` on the day the verdict consumed from."""
-        if verdict.account_id is None or verdict.total is None or verdict.reset is None:
-            return
-        account = await self.ctx.records.get_account(verdict.account_id)
-        if account is None:
-            return
-        day = consumed_day(verdict, account.timezone)
-        await self.ctx.counters.adjust(account.id, verdict.service, day, -cost, verdict.total)
+        """Give ``cost`` back to the day the verdict consumed from."""
+        await verify.refund(self.ctx, verdict, cost)
 
     def usage_app(self) -> ASGIApp:
         """quotad's own customer router over this backend's context."""

@@ -237,3 +237,27 @@ async def _verify(
         reset,
         window_seconds,
     )
+
+
+def consumed_day(verdict: Verdict, timezone: str) -> date:
+    """The account's local day a granted verdict consumed from: the day its reset ends.
+
+    Taken from the verdict rather than from the clock, so a refund just after midnight
+    still credits the day that was charged.
+    """
+    if verdict.reset is None:
+        msg = "the verdict has no reset time"
+        raise ValueError(msg)
+    return days.local_day(verdict.reset - timedelta(seconds=1), timezone)
+
+
+async def refund(ctx: Context, verdict: Verdict, cost: int) -> None:
+    """Give ``cost`` back to the day a granted verdict consumed from (the work it paid for
+    failed); nothing for a verdict that consumed nothing or an account deleted since."""
+    if verdict.account_id is None or verdict.total is None or verdict.reset is None:
+        return
+    account = await ctx.records.get_account(verdict.account_id)
+    if account is None:
+        return
+    day = consumed_day(verdict, account.timezone)
+    await ctx.counters.adjust(account.id, verdict.service, day, -cost, verdict.total)
