@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -97,20 +98,16 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
 def create_api(ctx: Context) -> FastAPI:
     """The operator and customer API (everything but verify and the web UI), and the
     OpenAPI document that describes verify too."""
-    api = FastAPI(
+    api = _fastapi(
+        ctx,
         title="quotad",
         version=__version__,
         description=DESCRIPTION,
-        default_response_class=ORJSONResponse,
         # Starlette would answer a path with a trailing slash (or without one) by a 307 to
         # the other spelling, on the host the request's Host header names: 404 instead.
         redirect_slashes=False,
-        # quotad's spans are to wrap the whole app, verify included, not FastAPI's part.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    api.state.ctx = ctx
     document_also(api, [verify_endpoint.openapi_route()])
-    errors.install(api)
     api.include_router(customer.router)
     api.include_router(metering.router)
     api.include_router(admin.router)
@@ -133,16 +130,24 @@ def create_api(ctx: Context) -> FastAPI:
 def create_usage_api(ctx: Context) -> FastAPI:
     """The two customer usage endpoints alone, with the API's errors and guards: what the
     ASGI middleware's embedded backend serves inside a provider's own app."""
-    api = FastAPI(
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-        default_response_class=ORJSONResponse,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
-    )
-    api.state.ctx = ctx
-    errors.install(api)
+    api = _fastapi(ctx, openapi_url=None, docs_url=None, redoc_url=None)
     api.include_router(customer.router)
     api.add_middleware(JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes)
     api.add_middleware(RequestContext)
+    return api
+
+
+def _fastapi(ctx: Context, **options: Any) -> FastAPI:
+    """A FastAPI app over ``ctx`` with the contract's error handlers and orjson answers.
+
+    FastAPI's own OpenTelemetry bridge is off: it asks the providers on every request
+    (about 5 µs), and quotad's spans are to wrap the whole app, verify included.
+    """
+    api = FastAPI(
+        default_response_class=ORJSONResponse,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        **options,
+    )
+    api.state.ctx = ctx
+    errors.install(api)
     return api
