@@ -25,7 +25,7 @@ import structlog
 
 from quotad import metrics
 from quotad.domain import days, keys
-from quotad.domain.models import IdempotencyClaim, effective_total
+from quotad.domain.models import AccountStatus, IdempotencyClaim, effective_total
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
@@ -86,18 +86,34 @@ async def verify(
     answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
     (fail-open); either way the call is never charged later.
     """
+    return await _decided(ctx, service, _verify(ctx, raw_key, service, cost, idempotency_key))
+
+
+async def verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
+    """Consume ``cost`` units of ``service`` for an account its caller already authenticated.
+
+    For a gateway that identifies the account itself (Envoy's ``account_id`` descriptor
+    entry, ``quotad.envoy``): no key is checked, the account must exist (else NOT_FOUND)
+    and be active (else FORBIDDEN); the consume, the store's timeout and ``on_store_error``
+    are those of ``verify``.
+    """
+    return await _decided(ctx, service, _verify_account(ctx, account_id, service, cost))
+
+
+async def _decided(ctx: Context, service: str, decision: Awaitable[Verdict]) -> Verdict:
+    """Await ``decision`` (not started yet) within the store's timeout, under its policy."""
     started = time.perf_counter()
     limit = ctx.settings.store_timeout_ms / 1000 or None
     try:
         if limit is None:
-            verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+            verdict = await decision
         else:
             # The store hears when we stop waiting: work it sent that runs later is void,
             # and a grant answered after it is given back (never charged unanswered).
             deadline = CALL_DEADLINE.set(time.time() + limit)
             try:
                 with _deadline(limit).watch():
-                    verdict = await _verify(ctx, raw_key, service, cost, idempotency_key)
+                    verdict = await decision
             finally:
                 CALL_DEADLINE.reset(deadline)
     except (StorageError, TimeoutError) as exc:
@@ -214,8 +230,6 @@ async def _verify(
         )
     if isinstance(admission, Verdict):
         return admission
-    timezone = admission.timezone
-    day = days.local_day(now, timezone)
     claim = None
     if idempotency_key is not None:
         claim = IdempotencyClaim(
@@ -223,15 +237,51 @@ async def _verify(
             fingerprint(admission.key_digest, service, cost),
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
-    outcome = await ctx.counters.consume(
-        admission.account_id, service, day, cost, admission.total, claim, now
+    return await _consume(
+        ctx, admission.account_id, admission.timezone, service, cost, admission.total, claim, now
     )
+
+
+async def _verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
+    now = ctx.clock.now()
+    await admin.require_service(ctx, service)
+    account = await ctx.records.get_account(account_id)  # the record cache's, as the plan
+    if account is None:
+        return Verdict(False, "NOT_FOUND", service, note=f"account {account_id!r} does not exist")
+    if account.status is AccountStatus.SUSPENDED:
+        return Verdict(False, "FORBIDDEN", service, account.id, note="the account is suspended")
+    plan = await ctx.records.get_plan(account.plan_id)
+    total = None if plan is None else effective_total(plan, account, service)
+    if total is None:
+        return Verdict(
+            False,
+            "FORBIDDEN",
+            service,
+            account.id,
+            note=f"the plan of account {account.id!r} has no quota for {service!r}",
+        )
+    return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+
+
+async def _consume(
+    ctx: Context,
+    account_id: str,
+    timezone: str,
+    service: str,
+    cost: int,
+    total: int,
+    claim: IdempotencyClaim | None,
+    now: datetime,
+) -> Verdict:
+    """The store's one atomic consume of ``cost`` on the account's day of ``now``."""
+    day = days.local_day(now, timezone)
+    outcome = await ctx.counters.consume(account_id, service, day, cost, total, claim, now)
     reset, window_seconds = _day_window(outcome.day, timezone)
     return Verdict(
         outcome.granted,
         "VALID" if outcome.granted else "QUOTA_EXCEEDED",
         service,
-        admission.account_id,
+        account_id,
         outcome.used,
         outcome.total,
         reset,
