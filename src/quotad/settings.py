@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds.")
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description=(
+            "When set, `quotad serve` also serves Envoy's rate limit gRPC API on this port "
+            "(at the same host; needs the `envoy` extra). No authentication: only the "
+            "gateway should reach it."
+        ),
+    )
     key_prefix: str = Field("qd", description="Prefix of new API keys.")
     rate_limit_per_second: float = Field(
         10.0, ge=0, description="Customer endpoints: requests per second refilled per key."

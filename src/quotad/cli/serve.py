@@ -26,6 +26,10 @@ def serve(
     store: StoreOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (QUOTAD_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (QUOTAD_PORT)")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve Envoy's rate limit gRPC API on this port (QUOTAD_GRPC_PORT)"),
+    ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Create the demo deployment and print curl lines")
     ] = False,
@@ -36,7 +40,7 @@ def serve(
     from quotad.api import server
     from quotad.api.app import create_app
 
-    settings = load_settings(store_url=store, host=host, port=port)
+    settings = load_settings(store_url=store, host=host, port=port, grpc_port=grpc_port)
     logs.configure_for(settings)
 
     async def prepare(ctx: Context) -> tuple[str | None, Demo | None]:
@@ -48,8 +52,13 @@ def serve(
     base = f"http://{settings.host}:{settings.port}"
     _print_banner(settings, base, token, seeded)
     ctx = Context(stores_from_url(settings.store_url), settings)
+    app = create_app(ctx)
+    if settings.grpc_port is not None:
+        from quotad import envoy  # gRPC only when asked for
+
+        envoy.serve_beside(app, ctx, settings.host, settings.grpc_port)
     server.run(
-        create_app(ctx),
+        app,
         settings.host,
         settings.port,
         settings.trusted_proxies,
@@ -61,6 +70,8 @@ def _print_banner(settings: Settings, base: str, token: str | None, seeded: Demo
     out = Console(highlight=False, soft_wrap=True)
     store = mask_url(settings.store_url)
     out.print(f"[bold]quotad {__version__}[/bold] serving on {base} (store {store})")
+    if settings.grpc_port is not None:
+        out.print(f"Envoy rate limit service (gRPC) on {settings.host}:{settings.grpc_port}")
     if token is not None:
         out.print(f"operator token (shown once, stored hashed): [bold]{token}[/bold]")
         operator = token
