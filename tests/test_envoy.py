@@ -9,6 +9,7 @@ tests sharing the module's server do not see each other's usage.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -23,19 +24,22 @@ from typing import Any
 import grpc
 import httpx2
 import pytest
+import yaml
 from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
 from envoy.service.ratelimit.v3.rls_pb2 import RateLimitRequest, RateLimitResponse
 from envoy.service.ratelimit.v3.rls_pb2_grpc import RateLimitServiceStub
 from google.protobuf.wrappers_pb2 import UInt64Value
 
+from quotad import envoy
 from quotad.domain import keys
 from quotad.domain.models import AccountStatus, Overrides, Quota
 from quotad.errors import NotFound
 from quotad.http.verify_body import COST_MAX
-from quotad.service import admin, verify
+from quotad.service import admin, lifecycle, verify
 from quotad.service.context import Context
-from tests.conftest import store_url
-from tests.processes import BIN, OPERATOR, Running, Spec, free_port, noon_zone, running_all
+from quotad.storage import stores_from_url
+from tests.conftest import LOOPBACK, RedisProcess, make_settings, store_url
+from tests.processes import BIN, OPERATOR, ROOT, Running, Spec, free_port, noon_zone, running_all
 
 OK = RateLimitResponse.OK
 OVER_LIMIT = RateLimitResponse.OVER_LIMIT
@@ -304,6 +308,61 @@ def test_no_descriptor_is_invalid_argument(server: Server) -> None:
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.slow
+def test_suspended_account_is_forbidden(server: Server) -> None:
+    """A suspended account's key and account_id are OVER_LIMIT with FORBIDDEN."""
+    account_id, key = server.provision(5)
+    response = httpx2.patch(
+        f"{server.process.base}/admin/v1/accounts/{account_id}",
+        json={"status": "suspended"},
+        headers=OPERATOR,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    for entries in ({"api_key": key}, {"account_id": account_id}):
+        answer = server.stub.ShouldRateLimit(ask("insights", descriptor(**entries)))
+        assert answer.overall_code == OVER_LIMIT
+        assert by_key(answer) == {"x-quotad-error": "FORBIDDEN"}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("policy", ["fail-closed", "fail-open"])
+async def test_store_outage_follows_the_policy(tmp_path: Path, policy: str) -> None:
+    """With the store down, fail-closed is a gRPC UNAVAILABLE error (Envoy's
+    failure_mode_deny decides) and fail-open an OK without a limit."""
+    redis_server = RedisProcess(tmp_path / "redis")
+    redis_server.start()
+    url = f"redis://{LOOPBACK}:{redis_server.port}/0?records=sqlite:///{tmp_path / 'records.db'}"
+    settings = make_settings(url, on_store_error=policy, store_timeout_ms=500)
+    ctx = Context(stores_from_url(url), settings)
+    port = free_port()
+    try:
+        async with lifecycle.opened(ctx):
+            await _provision(ctx)
+            key = (await admin.create_key(ctx, "acme", "k")).secret
+            grpc_server = await envoy.start(ctx, LOOPBACK, port)
+            try:
+                async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+                    stub = RateLimitServiceStub(channel)
+                    request = ask("insights", descriptor(api_key=key))
+                    answer = await stub.ShouldRateLimit(request, timeout=30)
+                    assert answer.statuses[0].limit_remaining == 1
+                    redis_server.kill()
+                    if policy == "fail-closed":
+                        with pytest.raises(grpc.aio.AioRpcError) as raised:
+                            await stub.ShouldRateLimit(request, timeout=30)
+                        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+                        assert raised.value.details().startswith("SERVICE_UNAVAILABLE")
+                    else:
+                        answer = await stub.ShouldRateLimit(request, timeout=30)
+                        assert answer.overall_code == OK
+                        assert not answer.statuses[0].HasField("current_limit")
+            finally:
+                await grpc_server.stop(None)
+    finally:
+        redis_server.kill()
+
+
 # Exactness, on every store -------------------------------------------------------------
 CALLS = 600
 IN_FLIGHT = 50
@@ -365,6 +424,54 @@ def test_grpc_is_imported_only_when_asked() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+# The README's Envoy configuration --------------------------------------------------------
+def _readme_envoy_config() -> dict[str, Any]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Envoy, Istio and gateways", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
+    loaded: dict[str, Any] = yaml.safe_load(block)
+    return loaded
+
+
+def test_readme_envoy_configuration_is_valid() -> None:
+    """The README's Envoy configuration is a valid Envoy bootstrap (Envoy's own messages) that
+    sends the x-api-key header as api_key, the service as domain, to the gRPC port's cluster."""
+    from envoy.config.bootstrap.v3.bootstrap_pb2 import Bootstrap
+    from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+    from envoy.extensions.filters.http.router.v3 import router_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2,
+    )
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+    from google.protobuf import json_format
+
+    del router_pb2, http_protocol_options_pb2  # imported for their "@type" names
+    bootstrap = json_format.ParseDict(_readme_envoy_config(), Bootstrap())
+    [listener] = bootstrap.static_resources.listeners
+    manager = http_connection_manager_pb2.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    limiter = rate_limit_pb2.RateLimit()
+    assert manager.http_filters[0].typed_config.Unpack(limiter)
+    assert manager.http_filters[-1].name == "envoy.filters.http.router"
+    assert limiter.domain == "insights"
+    assert limiter.failure_mode_deny
+    assert limiter.rate_limit_service.grpc_service.envoy_grpc.cluster_name == "quotad"
+    routes = manager.route_config.virtual_hosts[0].routes
+    metered = [route for route in routes if route.route.rate_limits]
+    assert len(metered) == 2
+    for route in metered:
+        [header] = route.match.headers
+        assert (header.name, header.present_match) == ("x-api-key", True)
+        [action] = route.route.rate_limits[0].actions
+        assert action.request_headers.header_name == "x-api-key"
+        assert action.request_headers.descriptor_key == "api_key"
+    assert metered[0].route.rate_limits[0].hits_addend.number.value == 5
+    assert routes[-1].direct_response.status == 401
+    [quotad] = [c for c in bootstrap.static_resources.clusters if c.name == "quotad"]
+    endpoint = quotad.load_assignment.endpoints[0].lb_endpoints[0].endpoint
+    assert endpoint.address.socket_address.port_value == 8081
 
 
 # The service function behind account_id ------------------------------------------------
