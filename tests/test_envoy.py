@@ -9,6 +9,7 @@ tests sharing the module's server do not see each other's usage.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -264,13 +265,14 @@ def test_descriptor_naming_no_key_or_account(server: Server) -> None:
         ("insights", "unknown", "INVALID_AUTHORIZATION"),
         ("insights", "qd_not-a-key", "MALFORMED_API_KEY"),
         ("insights", "", "MALFORMED_API_KEY"),
+        ("insights", "qd_" + "x" * 300, "VALIDATION_FAILED"),
         ("no-such-service", "valid", "NOT_FOUND"),
         ("", "valid", "NOT_FOUND"),
     ],
 )
 def test_refusals_name_their_code(server: Server, domain: str, key: str, code: str) -> None:
-    """An unknown or malformed key, or an unknown domain, is OVER_LIMIT with x-quotad-error
-    naming the code, no limit, and nothing consumed."""
+    """An unknown, malformed or overlong key, or an unknown domain, is OVER_LIMIT with
+    x-quotad-error naming the code, no limit, and nothing consumed."""
     account_id, valid = server.provision(5)
     raw = {"unknown": keys.generate("qd"), "valid": valid}.get(key, key)
     answer = server.stub.ShouldRateLimit(ask(domain, descriptor(api_key=raw)))
@@ -424,6 +426,26 @@ def test_grpc_is_imported_only_when_asked() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_grpc_port_without_the_extra(tmp_path: Path) -> None:
+    """--grpc-port without gRPC installed exits 2 naming the envoy extra, serving nothing."""
+    code = (
+        "import sys; sys.modules['grpc'] = None; from quotad.cli import main; "
+        "sys.argv = ['quotad', 'serve', '--store', 'memory://', '--port', '0', "
+        "'--grpc-port', '0']; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "QUOTAD_ADMIN_TOKEN": "t"},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "pip install 'quotad[envoy]'" in done.stderr
 
 
 # The README's Envoy configuration --------------------------------------------------------

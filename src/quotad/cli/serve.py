@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from quotad import __version__
-from quotad.cli.console import console
+from quotad.cli.console import console, err_console
 from quotad.cli.stores import StoreOption, load_settings, run_with_store
 from quotad.service import auth
 from quotad.service.context import Context
@@ -54,8 +54,13 @@ def serve(
     ctx = Context(stores_from_url(settings.store_url), settings)
     app = create_app(ctx)
     if settings.grpc_port is not None:
-        from quotad import envoy  # gRPC only when asked for
-
+        try:
+            from quotad import envoy  # gRPC only when asked for
+        except ImportError as exc:
+            err_console.print(
+                "--grpc-port needs the envoy extra: pip install 'quotad[envoy]'", markup=False
+            )
+            raise typer.Exit(2) from exc
         envoy.serve_beside(app, ctx, settings.host, settings.grpc_port)
     server.run(
         app,

@@ -9,8 +9,8 @@ How a ``RateLimitRequest`` is read (SPEC 12):
   neither is not quotad's to limit: its status is OK without a limit, as
   envoyproxy/ratelimit answers a descriptor its configuration does not know.
 - The cost of a descriptor is its own ``hits_addend`` when set, else the request's;
-  0 or unset means 1 (Envoy's convention). Past ``COST_MAX`` it is refused, as verify's
-  body would be, with ``VALIDATION_FAILED``.
+  0 or unset means 1 (Envoy's convention). A cost or a key past the bounds of verify's
+  body is refused with ``VALIDATION_FAILED``.
 - The descriptors are decided in order, one verify each, and ``statuses`` follows their
   order. ``overall_code`` is OVER_LIMIT when any is; then what the others were granted
   is given back (``verify.refund``), so a refused request is charged nothing.
@@ -41,7 +41,7 @@ from google.protobuf import duration_pb2
 
 from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.http.quota import verdict_headers
-from quotad.http.verify_body import COST_MAX
+from quotad.http.verify_body import COST_MAX, KEY_MAX_LENGTH
 from quotad.service import verify
 from quotad.service.context import Context
 from quotad.service.verify import Verdict
@@ -86,13 +86,11 @@ async def decide(ctx: Context, service: str, asked: Ask) -> Verdict:
     Raises:
         StorageError: the store cannot answer and the policy is fail-closed.
     """
+    # The bounds of verify's body, so that no entry point asks the store more.
     if asked.cost > COST_MAX:
-        return Verdict(
-            False,
-            ErrorCode.VALIDATION_FAILED.value,
-            service,
-            note=f"hits_addend must be at most {COST_MAX}",
-        )
+        return _invalid(service, f"hits_addend must be at most {COST_MAX}")
+    if asked.key is not None and len(asked.key) > KEY_MAX_LENGTH:
+        return _invalid(service, f"api_key must be at most {KEY_MAX_LENGTH} characters")
     try:
         if asked.key is not None:
             return await verify.verify(ctx, asked.key, service, asked.cost)
@@ -102,6 +100,10 @@ async def decide(ctx: Context, service: str, asked: Ask) -> Verdict:
         raise
     except QuotadError as exc:  # the unknown service (domain) is the one the service raises
         return Verdict(False, exc.code.value, service, note=exc.note)
+
+
+def _invalid(service: str, note: str) -> Verdict:
+    return Verdict(False, ErrorCode.VALIDATION_FAILED.value, service, note=note)
 
 
 def descriptor_status(verdict: Verdict | None, now: datetime) -> Any:
