@@ -181,3 +181,16 @@ def test_the_fastapi_example_provisions_and_serves_twice_on_one_store(tmp_path: 
         assert answer.headers["x-ratelimit-remaining"] == left
         assert (missing.status_code, missing.headers["x-ratelimit-remaining"]) == (404, left)
     assert keys[0] != keys[1]
+
+
+async def test_open_store_defaults_to_quotad_store_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a URL, open_store opens QUOTAD_STORE_URL (and creates the SQLite schema)."""
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("QUOTAD_STORE_URL", url)
+    async with open_store() as store:
+        assert store.url == url
+        await store.create_service("insights")
+    async with open_store(url) as again:
+        assert (await again.create_service("insights", exist_ok=True)).name == "insights"

@@ -70,7 +70,10 @@ def processes(tmp_path_factory: pytest.TempPathFactory, store_url: str) -> Itera
     """The stand-in upstream, the default proxy, one with ``--keep-key --cost 2``, and one
     metering only ``/echo/`` with a cost map."""
     upstream = Spec(UPSTREAM, "upstream", "/status/200")
-    routed = ("--service", "insights=/echo/", "--cost", "2", "--cost", "POST /echo/upload=3")
+    routed = (
+        *("--service", "insights=/echo/", "--service", "insights=/status/"),
+        *("--cost", "2", "--cost", "POST /echo/upload=3", "--no-refund"),
+    )
     specs = (
         upstream,
         proxy_spec("proxy", upstream, store_url),
@@ -440,6 +443,20 @@ def test_bad_cost_specs_are_refused_with_the_reason(spec: str, problem: str) -> 
         CostMap.parse([spec])
 
 
+def test_the_most_specific_cost_rule_wins() -> None:
+    """Exact path over prefix, longer prefix over shorter, a named method over any method."""
+    costs = CostMap.parse(
+        ["/v1/=2", "/v1/search/=3", "/v1/search/deep=4", "POST /v1/search/=5", "7"]
+    )
+    assert costs.cost("GET", "/v1/other") == 2
+    assert costs.cost("GET", "/v1/search/x") == 3
+    assert costs.cost("POST", "/v1/search/x") == 5
+    assert costs.cost("POST", "/v1/search/deep") == 4
+    assert costs.cost("GET", "/v1") == 7  # /v1/ covers what is under it, not /v1 itself
+    assert costs.cost("GET", "/elsewhere") == 7
+    assert CostMap.parse([]).cost("GET", "/") == 1
+
+
 def test_two_services_on_one_path_are_refused() -> None:
     """service_routes refuses the same path for two services, and no service at all."""
     with pytest.raises(ValueError, match="two services"):
@@ -514,15 +531,18 @@ async def test_the_upstreams_docs_are_relayed_unmetered(two_services: tuple[Cont
 def test_the_cli_routes_by_service_path_and_prices_by_cost_map(
     processes: Processes, store_url: str
 ) -> None:
-    """--service insights=/echo/ --cost 2 --cost 'POST /echo/upload=3': priced, others 404."""
+    """--service insights=/echo/ (and /status/) --cost 2 --cost 'POST /echo/upload=3'
+    --no-refund: priced per route, other paths 404, an upstream 404 charged."""
     key = new_key(store_url, 10)
     with httpx2.Client(base_url=processes.routed.base, timeout=30) as http:
         get = http.get("/echo/a", headers=bearer(key))
         post = http.post("/echo/upload", content=b"x", headers=bearer(key))
-        outside = http.get("/status/200", headers=bearer(key))
+        missing = http.get("/status/404", headers=bearer(key))
+        outside = http.get("/bytes/10", headers=bearer(key))
         docs = http.get("/docs")
     assert (get.status_code, get.headers["x-ratelimit-remaining"]) == (200, "8")
     assert (post.status_code, post.headers["x-ratelimit-remaining"]) == (200, "5")
+    assert (missing.status_code, missing.headers["x-ratelimit-remaining"]) == (404, "3")
     assert (outside.status_code, outside.json()["error"]) == (404, "NOT_FOUND")
     assert "x-ratelimit-remaining" not in docs.headers  # relayed unmetered, the upstream's 404
     assert docs.status_code == 404
