@@ -565,3 +565,9 @@ async def test_a_blank_per_call_key_is_refused_before_anything_is_sent() -> None
         with pytest.raises(ValueError, match="key is empty"):
             await client.usage("insights", key="")
     assert seen == []
+
+
+def test_a_credential_that_is_not_a_string_is_a_type_error() -> None:
+    """A token passed as bytes raises TypeError naming the credential, before any request."""
+    with pytest.raises(TypeError, match="operator_token must be a string, not bytes"):
+        Client("http://q", operator_token=b"token")  # type: ignore[arg-type]
