@@ -446,3 +446,15 @@ async def test_an_app_raising_after_a_refunded_404_is_refunded_once(backend: Key
     async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
         await client.get("/x", headers=bearer(backend.key))
     assert await used_today(backend) == 1
+
+
+async def test_a_cost_map_is_the_middlewares_cost(backend: KeyedBackend) -> None:
+    """cost=CostMap.parse(["2", "GET /items/cheap=1"]) prices each route as the proxy would."""
+    from quotad.asgi import CostMap
+
+    app = fastapi_app(backend, cost=CostMap.parse(["2", "GET /items/cheap=1"]))
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        cheap = await client.get("/items/cheap", headers=bearer(backend.key))
+        dear = await client.get("/items/dear", headers=bearer(backend.key))
+    assert [remaining(cheap), remaining(dear)] == [2, 0]
