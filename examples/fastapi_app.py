@@ -125,7 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--no-demo", action="store_true", help="do not create a demo key")
+    parser.add_argument(
+        "--no-demo", action="store_true", help="do not provision the example account or print a key"
+    )
     args = parser.parse_args()
     if isinstance(backend, EmbeddedBackend) and not args.no_demo:
         store_url = os.environ.get("QUOTAD_STORE_URL", DEFAULT_STORE)
