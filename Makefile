@@ -1,24 +1,38 @@
 # The README's quick start: `make demo` runs quotad on SQLite with a demo deployment,
-# `make test` runs everything CI runs. Both install into .venv first.
+# `make test` runs everything CI runs. Both install into .venv first: `demo` and `serve`
+# only what serving needs, the others the developer extras too.
+# `make demo PORT=9000` (or HOST=0.0.0.0) picks the address.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+PORT ?=
+HOST ?=
+ADDRESS := $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 .PHONY: demo serve test lint typecheck pytest openapi clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "quotad needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# The package and its runtime dependencies only (what `quotad serve` needs).
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@touch $(SERVE_STAMP)
+
+# The package with the developer extras (test, lint and type-check tools).
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(SERVE_STAMP)
 
-demo: $(STAMP)
-	$(BIN)/quotad serve --demo
+demo: $(SERVE_STAMP)
+	$(BIN)/quotad serve --demo $(ADDRESS)
 
-serve: $(STAMP)
-	$(BIN)/quotad serve
+serve: $(SERVE_STAMP)
+	$(BIN)/quotad serve $(ADDRESS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench scripts

@@ -1,9 +1,9 @@
 """An API metered by quotad in-process: FastAPI + ``QuotadMiddleware``.
 
-Embedded (no quotad server: an SQLite file next to you, a demo key printed at start)::
+Embedded (no quotad server: an SQLite file next to you, a fresh key printed at start)::
 
     python examples/fastapi_app.py
-    # or: uvicorn fastapi_app:app --app-dir examples   (seed a key with `quotad serve --demo`
+    # or: uvicorn fastapi_app:app --app-dir examples   (provision with `quotad.embedded`
     #     or the `quotad` CLI on the same store first)
 
 Remote (a quotad server decides)::
@@ -11,7 +11,9 @@ Remote (a quotad server decides)::
     QUOTAD_URL=http://127.0.0.1:8080 QUOTAD_ADMIN_TOKEN=... python examples/fastapi_app.py
 
 Every ``/insights/…`` call costs 1 unit of the ``insights`` quota and ``/reports`` costs
-5; ``/`` and ``/healthz`` are free and need no key. ``/v1/usages`` and
+5; ``/`` and ``/healthz`` are free and need no key, as are the API docs (``/docs``,
+``/openapi.json``: the middleware's ``exclude_paths``). An unknown route (404) costs
+nothing. ``/v1/usages`` and
 ``/usage/insights`` are quotad's customer usage endpoints, mounted in one line. Send
 ``X-Quotad-Include-Quota: true`` (or ``?include_quota=true``) to get a ``quota`` object in
 JSON answers.
@@ -29,7 +31,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from quotad.api.server import proxy_options
 from quotad.asgi import (
     EmbeddedBackend,
     QuotaBackend,
@@ -37,13 +38,10 @@ from quotad.asgi import (
     RemoteBackend,
     mount_usage_endpoints,
 )
-from quotad.demo import seed
-from quotad.service.context import Context
-from quotad.settings import Settings
-from quotad.storage import stores_from_url
+from quotad.embedded import open_store, uvicorn_options
 
 DEFAULT_STORE = "sqlite:///./quotad-example.db"
-FREE_PATHS = frozenset({"/", "/healthz", "/docs", "/openapi.json"})
+FREE_PATHS = frozenset({"/", "/healthz"})  # the API docs are free by default
 
 
 def make_backend() -> QuotaBackend:
@@ -108,34 +106,40 @@ backend = make_backend()
 app = create_app(backend)
 
 
-async def _seed_demo(store_url: str) -> str:
-    ctx = Context(stores_from_url(store_url), Settings(store_url=store_url))
-    await ctx.stores.open()
-    try:
-        return (await seed(ctx)).key
-    finally:
-        await ctx.stores.close()
+async def provision(store_url: str) -> str:
+    """The example's service, plan and account (made once), and a new key for it."""
+    async with open_store(store_url) as store:
+        await store.create_service("insights", "Insights API queries", exist_ok=True)
+        await store.create_plan(
+            "example",
+            {"insights": 250},
+            {"cohort.max_count": (10, "Cohorts allowed")},
+            exist_ok=True,
+        )
+        await store.create_account("acme", "Acme Inc.", plan="example", exist_ok=True)
+        return (await store.create_key("acme", "example")).secret
 
 
 def main() -> None:
-    """Serve the example; in embedded mode, create the demo account and print a key."""
+    """Serve the example; in embedded mode, provision the example account and print a key."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--no-demo", action="store_true", help="do not create a demo key")
+    parser.add_argument(
+        "--no-demo", action="store_true", help="do not provision the example account or print a key"
+    )
     args = parser.parse_args()
     if isinstance(backend, EmbeddedBackend) and not args.no_demo:
-        store_url = backend.ctx.settings.store_url
-        key = asyncio.run(_seed_demo(store_url))
+        store_url = os.environ.get("QUOTAD_STORE_URL", DEFAULT_STORE)
+        key = asyncio.run(provision(store_url))
         base = f"http://{args.host}:{args.port}"
-        print(f"store {store_url}; demo API key: {key}")
+        print(f"store {store_url}; new API key of account acme: {key}")
         print(f"  curl -i {base}/insights/ai -H 'Authorization: Bearer {key}'")
         print(f"  curl -s '{base}/insights/ai?include_quota=true' -H 'x-api-key: {key}'")
         print(f"  curl -s {base}/usage/insights -H 'x-api-key: {key}'")
     # X-Forwarded-For only from QUOTAD_TRUSTED_PROXIES: the failure budget of the usage
     # endpoints counts by address, and uvicorn's default believes any local client.
-    forwarded = proxy_options(Settings().trusted_proxies)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **forwarded)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_options())
 
 
 if __name__ == "__main__":

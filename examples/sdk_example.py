@@ -25,7 +25,7 @@ from quotad.sdk import (
 )
 
 URL = os.environ.get("QUOTAD_URL", "http://127.0.0.1:8080")
-TOKEN = os.environ.get("QUOTAD_ADMIN_TOKEN", "")
+TOKEN = os.environ.get("QUOTAD_ADMIN_TOKEN")
 
 
 def setup(quotad: Client) -> tuple[str, str]:
@@ -65,6 +65,8 @@ async def meter_async(key: str) -> None:
 
 def main() -> None:
     """Run the tour."""
+    if not TOKEN:
+        raise SystemExit("set QUOTAD_ADMIN_TOKEN to the operator token of the quotad at QUOTAD_URL")
     with Client(URL, operator_token=TOKEN, timeout=5.0) as quotad:
         account_id, key = setup(quotad)
         meter(quotad, key)

@@ -346,3 +346,115 @@ async def test_a_json_body_over_the_buffer_limit_passes_unchanged(backend: Keyed
     ) as client:
         answer = await client.get("/big?include_quota=yes", headers=bearer(backend.key))
     assert answer.json()["quota"]["used"] == 2
+
+
+# Excluded paths and refunds of 404/405 ---------------------------------------------------
+async def status_of(request: Any) -> JSONResponse:
+    """An answer with the status in the path."""
+    code = int(request.path_params["code"])
+    return JSONResponse({"status": code}, status_code=code)
+
+
+def fastapi_app(backend: KeyedBackend, **options: Any) -> Any:
+    """A FastAPI app (its /docs, /redoc, /openapi.json on) behind the middleware."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/items/{item}")
+    async def item(item: str) -> dict[str, str]:
+        """A metered route."""
+        return {"item": item}
+
+    app.add_route("/status/{code:int}", status_of)
+    app.add_middleware(QuotadMiddleware, service="insights", backend=backend, **options)
+    return app
+
+
+async def test_the_apps_api_docs_are_free_and_need_no_key(backend: KeyedBackend) -> None:
+    """/docs, /docs/oauth2-redirect, /redoc and /openapi.json answer without a key, for free."""
+    transport = httpx2.ASGITransport(app=fastapi_app(backend))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        answers = [
+            await client.get(path)
+            for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+        ]
+        with_key = await client.get("/openapi.json", headers=bearer(backend.key))
+        metered = await client.get("/items/a")
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]
+    assert "/items/{item}" in answers[3].json()["paths"]
+    assert all("x-ratelimit-remaining" not in a.headers for a in [*answers, with_key])
+    assert await used_today(backend) == 0
+    assert (metered.status_code, metered.json()["error"]) == (401, "MISSING_API_KEY")
+
+
+async def test_exclude_paths_replace_the_defaults_and_take_prefixes(backend: KeyedBackend) -> None:
+    """exclude_paths=["/items/"] frees what is under it only, and meters the docs again."""
+    app = fastapi_app(backend, exclude_paths=["/items/"])
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        free = await client.get("/items/x")
+        exact = await client.get("/items")
+        docs = await client.get("/docs")
+    assert free.status_code == 200
+    assert "x-ratelimit-remaining" not in free.headers
+    assert exact.status_code == 401
+    assert (docs.status_code, docs.json()["error"]) == (401, "MISSING_API_KEY")
+    with pytest.raises(ValueError, match="must start with /"):
+        QuotadMiddleware(hello, service="insights", backend=backend, exclude_paths=["docs"])
+
+
+async def test_404_and_405_are_refunded_other_4xx_are_charged(backend: KeyedBackend) -> None:
+    """An unknown route (404), a wrong method (405) cost nothing and say so; a 400 costs 1."""
+    transport = httpx2.ASGITransport(app=fastapi_app(backend))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        unknown = await client.get("/nowhere", headers=bearer(backend.key))
+        method = await client.post("/items/a", headers=bearer(backend.key))
+        gone = await client.get("/status/404", headers=bearer(backend.key))
+        assert await used_today(backend) == 0
+        bad = await client.get("/status/400", headers=bearer(backend.key))
+    assert [a.status_code for a in (unknown, method, gone, bad)] == [404, 405, 404, 400]
+    assert [remaining(a) for a in (unknown, method, gone, bad)] == [3, 3, 3, 2]
+    assert await used_today(backend) == 1
+
+
+async def test_refund_statuses_are_configurable(backend: KeyedBackend) -> None:
+    """refund_statuses=() charges a 404; {400} refunds a 400; a 5xx is refused as a 4xx choice."""
+    transport = httpx2.ASGITransport(app=fastapi_app(backend, refund_statuses=()))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        await client.get("/nowhere", headers=bearer(backend.key))
+    assert await used_today(backend) == 1
+    transport = httpx2.ASGITransport(app=fastapi_app(backend, refund_statuses={400}))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        await client.get("/status/400", headers=bearer(backend.key))
+        await client.get("/status/404", headers=bearer(backend.key))
+    assert await used_today(backend) == 2
+    with pytest.raises(ValueError, match="4xx"):
+        QuotadMiddleware(hello, service="insights", backend=backend, refund_statuses={503})
+
+
+async def test_an_app_raising_after_a_refunded_404_is_refunded_once(backend: KeyedBackend) -> None:
+    """A 404 start followed by an exception gives the unit back once, not twice."""
+    await backend.consume(backend.key, "insights", 1)  # so a double refund would show
+
+    async def app(_scope: Any, _receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        raise RuntimeError("after the start")
+
+    middleware = QuotadMiddleware(app, service="insights", backend=backend)
+    transport = httpx2.ASGITransport(app=middleware, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        await client.get("/x", headers=bearer(backend.key))
+    assert await used_today(backend) == 1
+
+
+async def test_a_cost_map_is_the_middlewares_cost(backend: KeyedBackend) -> None:
+    """cost=CostMap.parse(["2", "GET /items/cheap=1"]) prices each route as the proxy would."""
+    from quotad.asgi import CostMap
+
+    app = fastapi_app(backend, cost=CostMap.parse(["2", "GET /items/cheap=1"]))
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+        cheap = await client.get("/items/cheap", headers=bearer(backend.key))
+        dear = await client.get("/items/dear", headers=bearer(backend.key))
+    assert [remaining(cheap), remaining(dear)] == [2, 0]

@@ -537,3 +537,37 @@ def test_requests_carry_credentials_and_encode_path_segments() -> None:
     assert seen[0].headers["Authorization"] == "Bearer op"
     assert seen[0].method == "PUT"
     assert seen[1].headers["Authorization"] == "Bearer cust"
+
+
+@pytest.mark.parametrize("shell", [Client, AsyncClient])
+@pytest.mark.parametrize("credential", ["operator_token", "api_key"])
+@pytest.mark.parametrize("value", ["", "   ", "\t", "tok\n", "to ken"])
+def test_an_empty_or_blank_credential_is_refused_at_construction(
+    shell: type[Client] | type[AsyncClient], credential: str, value: str
+) -> None:
+    """An empty, blank or whitespace-carrying token or key raises ValueError naming it."""
+    with pytest.raises(ValueError, match=credential) as caught:
+        shell("http://q", **{credential: value})  # type: ignore[arg-type]
+    assert "Illegal header" not in str(caught.value)
+    if not value.strip():
+        assert ("empty" if not value else "blank") in str(caught.value)
+
+
+async def test_a_blank_per_call_key_is_refused_before_anything_is_sent() -> None:
+    """usages(key="  ") raises ValueError and sends no request, sync and async alike."""
+    handler, seen = script(httpx2.Response(200, json=[]))
+    with (
+        Client("http://q", api_key="cust", transport=httpx2.MockTransport(handler)) as client,
+        pytest.raises(ValueError, match="key is blank"),
+    ):
+        client.usages(key="  ")
+    async with AsyncClient("http://q", transport=httpx2.MockTransport(handler)) as client:
+        with pytest.raises(ValueError, match="key is empty"):
+            await client.usage("insights", key="")
+    assert seen == []
+
+
+def test_a_credential_that_is_not_a_string_is_a_type_error() -> None:
+    """A token passed as bytes raises TypeError naming the credential, before any request."""
+    with pytest.raises(TypeError, match="operator_token must be a string, not bytes"):
+        Client("http://q", operator_token=b"token")  # type: ignore[arg-type]

@@ -9,7 +9,10 @@ For each HTTP request it metered, in order:
    other error of quotad's reaches the caller with quotad's status and body);
 3. runs the app, adding ``RateLimit-Policy``, ``RateLimit`` and ``X-RateLimit-*`` to its
    answer, and, on request, a ``quota`` object to its JSON object bodies;
-4. refunds the cost when the app answered 5xx or raised.
+4. refunds the cost when the app answered 5xx or raised, or answered a status of
+   ``refund_statuses`` (404 and 405 by default: nothing was there to serve).
+
+Paths of ``exclude_paths`` (the app's API docs by default) are never metered.
 
 Refusals carry the contract's error body (``quotad.http.errors``) and the same quota
 headers as quotad's own answers (``quotad.http.quota``). Non-HTTP scopes pass through;
@@ -18,7 +21,7 @@ the lifespan's shutdown closes the backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +29,7 @@ import orjson
 import structlog
 
 from quotad.asgi.backends import QuotaBackend, RelayedError
+from quotad.asgi.routes import check_pattern, matches
 from quotad.asgi.usage import is_usage_path
 from quotad.domain import days
 from quotad.errors import AuthError, ErrorCode, QuotadError, StorageError, ValidationFailed
@@ -46,6 +50,12 @@ INCLUDE_QUOTA_HEADER = "x-quotad-include-quota"
 INCLUDE_QUOTA_PARAM = "include_quota"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 Cost = int | Callable[[Scope], int | None]
+# FastAPI's and Starlette's API documentation: free, and usable without a key.
+DOCS_PATHS: frozenset[str] = frozenset(
+    {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+# Answers that say nothing was served: the cost is given back.
+REFUND_STATUSES: frozenset[int] = frozenset({404, 405})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -111,6 +121,13 @@ class QuotadMiddleware:
         cost: units per request, or a function of the ASGI scope giving them; a function
             returning ``None`` leaves that request alone (no key needed, nothing consumed).
         refund_on_error: give the units back when the app answers 5xx or raises.
+        refund_statuses: other answer statuses whose units are given back (by default
+            404 and 405: no such route, or not with that method); ``()`` for none.
+        exclude_paths: paths never metered (no key needed, nothing consumed). Each is
+            matched exactly, except one ending in ``/``, which covers every path under
+            it (``"/static/"``). By default ``DOCS_PATHS``: ``/docs``,
+            ``/docs/oauth2-redirect``, ``/redoc`` and ``/openapi.json``; pass ``()`` to
+            meter them too.
         exempt: requests never metered; by default the two customer usage endpoints
             (mount them with ``mount_usage_endpoints``).
         max_quota_buffer: the largest JSON body held back to add the ``quota`` object to;
@@ -125,6 +142,8 @@ class QuotadMiddleware:
         backend: QuotaBackend,
         cost: Cost = 1,
         refund_on_error: bool = True,
+        refund_statuses: Iterable[int] = REFUND_STATUSES,
+        exclude_paths: Iterable[str] = DOCS_PATHS,
         exempt: Callable[[Scope], bool] | None = is_usage_path,
         max_quota_buffer: int = 8 * 1024 * 1024,
     ) -> None:
@@ -133,6 +152,11 @@ class QuotadMiddleware:
         self.backend = backend
         self.cost = cost
         self.refund_on_error = refund_on_error
+        self.refund_statuses = frozenset(refund_statuses)
+        if any(status >= 500 or status < 400 for status in self.refund_statuses):
+            msg = "refund_statuses are 4xx statuses (5xx ones follow refund_on_error)"
+            raise ValueError(msg)
+        self.exclude_paths = tuple(check_pattern(path) for path in exclude_paths)
         self.exempt = exempt
         self.max_quota_buffer = max_quota_buffer
 
@@ -140,9 +164,21 @@ class QuotadMiddleware:
         """The units this request consumes, or ``None`` when it is not metered."""
         if self.exempt is not None and self.exempt(scope):
             return None
+        if self.excluded(scope["path"]):
+            return None
         if callable(self.cost):
             return self.cost(scope)
         return self.cost
+
+    def excluded(self, path: str) -> bool:
+        """Whether ``path`` is one of ``exclude_paths`` (never metered)."""
+        return any(matches(pattern, path) for pattern in self.exclude_paths)
+
+    def refunds(self, status: int) -> bool:
+        """Whether an answer with ``status`` gives its cost back."""
+        if status >= 500:
+            return self.refund_on_error
+        return status in self.refund_statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -208,18 +244,20 @@ class QuotadMiddleware:
         extra = self._headers(verdict)
         replaced = {name for name, _ in extra}
         include = wants_quota(scope)
-        status = 0
+        refunded = False
         held: Message | None = None  # the response start, while a JSON body is buffered
         body = bytearray()
 
         async def send_with_quota(message: Message) -> None:
-            nonlocal status, held, extra, verdict
+            nonlocal refunded, held, extra, verdict
             if message["type"] == "http.response.start":
                 status = message["status"]
-                # Refund before the client can see the failure, and say so in the headers.
-                if status >= 500 and await self._refund(verdict, cost, f"answered {status}"):
-                    verdict = verdict._replace(used=max((verdict.used or 0) - cost, 0))
-                    extra = self._headers(verdict)
+                # Refund before the client can see the answer, and say so in the headers.
+                if self.refunds(status):
+                    refunded = True
+                    if await self._refund(verdict, cost, f"answered {status}"):
+                        verdict = verdict._replace(used=max((verdict.used or 0) - cost, 0))
+                        extra = self._headers(verdict)
                 headers = [
                     (bytes(k), bytes(v))
                     for k, v in message.get("headers", ())
@@ -246,7 +284,7 @@ class QuotadMiddleware:
         try:
             await self.app(scope, receive, send_with_quota)
         except Exception:  # a cancelled request (client gone) is not refunded
-            if status < 500:  # not refunded yet
+            if self.refund_on_error and not refunded:
                 await self._refund(verdict, cost, "the app raised")
             raise
 
@@ -272,7 +310,7 @@ class QuotadMiddleware:
 
     async def _refund(self, verdict: Verdict, cost: int, why: str) -> bool:
         """Give the cost back; whether that worked (a failure is logged, never raised)."""
-        if not self.refund_on_error or cost <= 0:
+        if cost <= 0:
             return False
         try:
             await self.backend.refund(verdict, cost)

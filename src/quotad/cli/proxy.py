@@ -1,4 +1,4 @@
-"""``quotad proxy``: parse the options, check the service, run ``quotad.asgi.proxy``."""
+"""``quotad proxy``: parse the options, check the services, run ``quotad.asgi.proxy``."""
 
 from __future__ import annotations
 
@@ -22,8 +22,24 @@ def proxy_command(
             "--upstream", help="The API to put quotad in front of, e.g. http://127.0.0.1:9000"
         ),
     ],
-    service: Annotated[str, typer.Option("--service", help="The service each request consumes")],
-    cost: Annotated[int, typer.Option("--cost", min=0, help="Units each request consumes")] = 1,
+    service: Annotated[
+        list[str],
+        typer.Option(
+            "--service",
+            metavar="NAME[=PATH]",
+            help="The service requests consume: NAME for every path, or NAME=PATH for the "
+            "paths it covers (PATH ending in / covers everything under it); repeatable",
+        ),
+    ],
+    cost: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cost",
+            metavar="N|'[METHOD ]PATH=N'",
+            help="Units per request: N (default 1), or '[METHOD ]PATH=N' for some routes, "
+            "e.g. 'POST /v1/search=5'; repeatable",
+        ),
+    ] = None,
     store: StoreOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (QUOTAD_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (QUOTAD_PORT)")] = None,
@@ -33,7 +49,8 @@ def proxy_command(
     refund: Annotated[
         bool,
         typer.Option(
-            "--refund/--no-refund", help="Give the cost back when the upstream answers 5xx"
+            "--refund/--no-refund",
+            help="Give the cost back when the upstream answers 5xx, 404 or 405",
         ),
     ] = True,
     timeout: Annotated[
@@ -45,16 +62,25 @@ def proxy_command(
     from quotad import logs
     from quotad.api import server
     from quotad.asgi.backends import EmbeddedBackend
+    from quotad.asgi.middleware import REFUND_STATUSES
     from quotad.asgi.proxy import build_proxy
+    from quotad.asgi.routes import CostMap, service_routes
 
     if not upstream.startswith(("http://", "https://")):
         err_console.print(f"[red]--upstream must be an http(s) URL[/red], not {upstream!r}")
         raise typer.Exit(2)
+    try:
+        routes = service_routes(service)
+        costs = CostMap.parse(cost or ())
+    except ValueError as exc:
+        err_console.print(f"[red]invalid option:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     settings = load_settings(store_url=store, host=host, port=port)
     logs.configure(settings.log_level, settings.log_format)
 
     async def check(ctx: Context) -> None:
-        await admin.require_service(ctx, service)
+        for route in routes:
+            await admin.require_service(ctx, route.service)
 
     try:
         run_with_store(settings.store_url, check)  # also creates or migrates the schema
@@ -63,16 +89,18 @@ def proxy_command(
         raise typer.Exit(2) from exc
     app = build_proxy(
         upstream,
-        service=service,
+        service=routes,
         backend=EmbeddedBackend(settings=settings),
-        cost=cost,
+        cost=costs,
         keep_key=keep_key,
         refund_on_error=refund,
+        refund_statuses=REFUND_STATUSES if refund else (),
         timeout=timeout,
     )
+    served = ", ".join(f"{route.service} {route.path}" for route in routes)
     typer.echo(
         f"quotad proxy on http://{settings.host}:{settings.port} -> {upstream} "
-        f"(service {service}, cost {cost}, store {mask_url(settings.store_url)})"
+        f"(services {served}; cost {costs.describe()}; store {mask_url(settings.store_url)})"
     )
     server.run(
         app,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -88,8 +89,16 @@ def _print_banner(settings: Settings, base: str, token: str | None, seeded: Demo
     if seeded is None:
         out.print(f"API docs: {base}/docs")
         return
-    key = seeded.key
-    out.print(f"demo account [bold]{seeded.account_id}[/bold], new API key: [bold]{key}[/bold]")
+    if seeded.key is not None:
+        key = seeded.key
+        out.print(f"demo account [bold]{seeded.account_id}[/bold], new API key: [bold]{key}[/bold]")
+    else:  # an earlier start made it; only its digest is stored
+        key = "<API key>"
+        out.print(
+            f"demo account [bold]{seeded.account_id}[/bold] already has its demo key "
+            f"{seeded.key_hint}, shown when it was made and not stored (no new key was added); "
+            f"make another with: [bold]{seeded.new_key_command} --store {shlex.quote(store)}[/bold]"
+        )
     out.print("Try:")
     lines = [
         f"curl -s {base}/v1/usages -H 'Authorization: Bearer {key}'",

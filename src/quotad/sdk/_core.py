@@ -126,13 +126,55 @@ class RetryPolicy:
         return call.idempotent and attempt < self.retries
 
 
+def check_credential(name: str, value: str | None) -> None:
+    """Refuse a credential that could only fail on the wire, saying which one and why.
+
+    ``None`` means "not given" and is fine; an empty or blank string, or one with
+    whitespace or control characters (a trailing newline read from a file, say), would
+    be sent as a broken ``Authorization`` header.
+
+    Raises:
+        ValueError: ``value`` is empty, blank, or not a single printable ASCII word.
+    """
+    if value is None:
+        return
+    if not isinstance(value, str):
+        msg = f"{name} must be a string, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not value.strip():
+        what = "empty" if not value else "blank (only whitespace)"
+        msg = f"{name} is {what}; pass the {_CREDENTIALS.get(name, name)}, or None to send none"
+        raise ValueError(msg)
+    if not all("!" <= char <= "~" for char in value):
+        msg = (
+            f"{name} contains whitespace, control or non-ASCII characters "
+            "(a trailing newline read from a file?); pass the bare token"
+        )
+        raise ValueError(msg)
+
+
+_CREDENTIALS = {
+    "operator_token": "operator token (QUOTAD_ADMIN_TOKEN)",
+    "api_key": "customer's API key",
+    "key": "customer's API key",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
-    """What every request of one client shares."""
+    """What every request of one client shares.
+
+    Raises:
+        ValueError: a credential is empty, blank or has characters no header may carry.
+    """
 
     operator_token: str | None = None
     api_key: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        check_credential("operator_token", self.operator_token)
+        check_credential("api_key", self.api_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +228,12 @@ class Exchange(Generic[T]):
 
 
 def build_request(call: Call[Any], config: Config) -> Outgoing:
-    """The HTTP request of ``call``: credentials, JSON body, extra headers."""
+    """The HTTP request of ``call``: credentials, JSON body, extra headers.
+
+    Raises:
+        ValueError: the call's own customer key is empty, blank or malformed.
+    """
+    check_credential("key", call.key)
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **call.headers}
     secret = {
         "operator": config.operator_token,

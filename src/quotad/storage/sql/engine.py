@@ -8,6 +8,8 @@ PostgreSQL one pooled engine serves both.
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,6 +57,32 @@ _UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutEr
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race
 # with another one and may simply be run again.
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+# What PostgreSQL says when a connection names a database it does not have (SQLSTATE
+# 3D000, which psycopg does not attach to a failed connection).
+_NO_DATABASE = re.compile(r'database "(.*)" does not exist')
+
+
+def _missing_database(url: sa.URL, exc: BaseException) -> StorageError | None:
+    """The error for a PostgreSQL database that does not exist, saying how to create it.
+
+    ``url`` is the store's URL as given; it is shown without its password (nor its query,
+    which may hold one). ``None`` when ``exc`` is another failure.
+    """
+    found = _NO_DATABASE.search(str(getattr(exc, "orig", None) or exc))
+    if found is None:
+        return None
+    name = url.database or found.group(1)  # without one in the URL, the user's name
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    where = [f"-h {url.host or 'localhost'}", f"-p {url.port or 5432}"]
+    if url.username:
+        where.append(f"-U {url.username}")
+    command_line = " ".join(["createdb", *where, shlex.quote(name)])
+    return StorageError(
+        f'the PostgreSQL database "{name}" does not exist (store {shown}); '
+        f"create it with: {command_line}"
+    )
 
 
 def migrate(connection: sa.Connection, revision: str = "head") -> None:
@@ -134,6 +162,7 @@ class Database:
 
     def __init__(self, url: str, pool_size: int) -> None:
         self._url = driver_url(url)
+        self._given = sa.make_url(url)
         self.sqlite = self._url.get_backend_name() == "sqlite"
         # The SQLite file, for connections made without SQLAlchemy.
         self.file: str | None = self._url.database if self.sqlite else None
@@ -194,9 +223,9 @@ class Database:
         except sa.exc.OperationalError as exc:
             if _lost_a_race(exc):
                 raise lost_race() from exc
-            raise StorageError("the database could not complete the write") from exc
+            raise self._failure(exc, "write") from exc
         except _UNREACHABLE as exc:
-            raise StorageError("the database could not complete the write") from exc
+            raise self._failure(exc, "write") from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -209,7 +238,15 @@ class Database:
         except sa.exc.DataError as exc:
             raise _unstorable() from exc
         except _UNREACHABLE as exc:
-            raise StorageError("the database could not complete the read") from exc
+            raise self._failure(exc, "read") from exc
+
+    def _failure(self, exc: BaseException, what: str) -> StorageError:
+        """quotad's error for a driver failure: a missing database named, else generic."""
+        if not self.sqlite:
+            missing = _missing_database(self._given, exc)
+            if missing is not None:
+                return missing
+        return StorageError(f"the database could not complete the {what}")
 
     async def ping(self) -> None:
         """Run a trivial query."""

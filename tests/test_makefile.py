@@ -1,0 +1,53 @@
+"""The Makefile: `make demo` installs only what serving needs and takes PORT=; `make test` the dev extras."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def planned(*args: str) -> list[str]:
+    """The commands ``make`` would run for ``args``, every target taken as out of date."""
+    result = subprocess.run(
+        ["make", "--dry-run", "--always-make", "--no-print-directory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [" ".join(line.split()) for line in result.stdout.splitlines()]
+
+
+def installs(commands: list[str]) -> list[str]:
+    """The ``pip install`` lines of the package itself among ``commands``."""
+    return [line for line in commands if "pip install" in line and "-e" in line.split()]
+
+
+def test_make_demo_installs_the_package_without_extras() -> None:
+    """`make demo` and `make serve` install `-e .` only, never the dev extras."""
+    for target in ("demo", "serve"):
+        commands = planned(target)
+        assert installs(commands) == [".venv/bin/python -m pip install -q -e ."], commands
+        assert not any("[dev]" in line for line in commands)
+
+
+def test_make_demo_takes_port_and_host() -> None:
+    """`make demo PORT=9000 HOST=0.0.0.0` serves there; without them, quotad's defaults."""
+    assert planned("demo", "PORT=9000", "HOST=0.0.0.0")[-1] == (
+        ".venv/bin/quotad serve --demo --host 0.0.0.0 --port 9000"
+    )
+    assert planned("demo")[-1] == ".venv/bin/quotad serve --demo"
+
+
+def test_make_test_still_installs_the_dev_extras() -> None:
+    """`make test` installs `.[dev]`, then runs the linters, mypy and pytest."""
+    commands = planned("test")
+    assert installs(commands) == [".venv/bin/python -m pip install -q -e '.[dev]'"], commands
+    assert ".venv/bin/mypy src" in commands
+    assert ".venv/bin/pytest" in commands
