@@ -136,7 +136,8 @@ async def test_a_token_is_shown_once_and_never_listed(client: httpx2.AsyncClient
     """The create answer carries the token; the list, its hint only (no token, no digest)."""
     created = await new_token(client, "deploy-bot", "admin")
     token = created["token"]
-    assert token.startswith("qdtok_") and keys.is_well_formed(token)
+    assert token.startswith("qdtok_")
+    assert keys.is_well_formed(token)
     assert created["hint"] == f"qdtok_…{token[-4:]}"
     listed = await client.get("/admin/v1/tokens", headers=OPERATOR)
     assert listed.status_code == 200
