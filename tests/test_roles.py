@@ -8,9 +8,11 @@ from typing import Any
 import httpx2
 import pytest
 
+from quotad.api.app import create_app
 from quotad.domain import keys
+from quotad.sdk import AsyncClient, AuthenticationError, PermissionDeniedError
 from quotad.service.context import Context
-from tests.conftest import OPERATOR, Deployment
+from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment
 from tests.test_dashboard import csrf_of, sign_in
 
 _EVENT_IDS = itertools.count()
@@ -170,6 +172,7 @@ async def test_a_named_admin_token_can_create_and_revoke_tokens(
         ({"name": "has space", "role": "read"}, "/body/name"),
         ({"name": "cli", "role": "read"}, "/body/name"),
         ({"name": "bootstrap", "role": "admin"}, "/body/name"),
+        ({"name": "local", "role": "admin"}, "/body/name"),
         ({"role": "read"}, "/body/name"),
     ],
 )
@@ -296,3 +299,36 @@ async def test_revoking_a_token_ends_its_dashboard_session(client: httpx2.AsyncC
     gone = await client.get("/dashboard")
     assert gone.status_code == 303
     assert gone.headers["location"] == "/dashboard/login"
+
+
+# The SDK ------------------------------------------------------------------------------
+async def test_the_sdk_manages_tokens_and_reads_the_audit_log(ctx: Context) -> None:
+    """create_token (shown once), list_tokens, revoke_token and audit, over the real app."""
+    transport = httpx2.ASGITransport(app=create_app(ctx, manage_store=False))
+    async with AsyncClient("http://quotad", operator_token=ADMIN_TOKEN, transport=transport) as api:
+        issued = await api.create_token("sdk-reader", "read")
+        assert issued.token.startswith("qdtok_")
+        assert issued.token not in repr(issued)
+        listed = await api.list_tokens()
+        assert [(t.id, t.name, t.role, t.status) for t in listed] == [
+            (issued.id, "sdk-reader", "read", "active")
+        ]
+        async with AsyncClient(
+            "http://quotad", operator_token=issued.token, transport=transport
+        ) as reader:
+            assert await reader.list_services() == []
+            with pytest.raises(PermissionDeniedError):
+                await reader.create_service("nope")
+            page = await reader.audit(target=f"token:{issued.id}")
+            assert [(e.action, e.actor) for e in page.items] == [("token.create", "bootstrap")]
+            assert page.items[0].after is not None
+            assert page.items[0].after["name"] == "sdk-reader"
+            revoked = await api.revoke_token(issued.id)
+            assert revoked.status == "revoked"
+            with pytest.raises(AuthenticationError):
+                await reader.list_services()
+        since = await api.audit(actor="bootstrap", since=ctx.clock.now(), limit=1)
+        assert [e.action for e in since.items] == ["token.revoke"]
+        assert since.next_cursor is not None
+        rest = await api.audit(actor="bootstrap", cursor=since.next_cursor)
+        assert [e.action for e in rest.items] == ["token.create"]
