@@ -10,10 +10,16 @@ import pytest
 
 from quotad.api.app import create_app
 from quotad.domain import keys
+from quotad.domain.operators import Role
+from quotad.errors import AuthError
 from quotad.sdk import AsyncClient, AuthenticationError, PermissionDeniedError
+from quotad.service import auth, tokens
 from quotad.service.context import Context
+from quotad.storage.memory import MemoryStore
+from quotad.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment
 from tests.test_dashboard import csrf_of, sign_in
+from tests.test_record_cache import TTL, Monotonic, node
 
 _EVENT_IDS = itertools.count()
 
@@ -134,8 +140,11 @@ async def test_a_revoked_token_gets_401(client: httpx2.AsyncClient, deployment: 
         assert response.json()["error"] == "INVALID_AUTHORIZATION"
 
 
-async def test_a_token_is_shown_once_and_never_listed(client: httpx2.AsyncClient) -> None:
-    """The create answer carries the token; the list, its hint only (no token, no digest)."""
+async def test_a_token_is_shown_once_and_never_listed(
+    client: httpx2.AsyncClient, ctx: Context
+) -> None:
+    """The create answer carries the token; the list, its hint only (no token, no digest);
+    the store keeps its SHA-256 digest, never the token."""
     created = await new_token(client, "deploy-bot", "admin")
     token = created["token"]
     assert token.startswith("qdtok_")
@@ -147,6 +156,9 @@ async def test_a_token_is_shown_once_and_never_listed(client: httpx2.AsyncClient
     assert "token" not in listed.json()["items"][0]
     assert token not in listed.text
     assert keys.digest(token) not in listed.text
+    stored = await ctx.stores.records.list_operator_tokens()
+    assert [t.digest for t in stored] == [keys.digest(token)]
+    assert token not in repr(stored)
 
 
 async def test_a_named_admin_token_can_create_and_revoke_tokens(
@@ -332,3 +344,21 @@ async def test_the_sdk_manages_tokens_and_reads_the_audit_log(ctx: Context) -> N
         assert since.next_cursor is not None
         rest = await api.audit(actor="bootstrap", cursor=since.next_cursor)
         assert [e.action for e in rest.items] == ["token.create"]
+
+
+# Revocation across nodes ----------------------------------------------------------------
+async def test_a_token_revoked_through_another_node_is_refused_within_the_cache_ttl() -> None:
+    """A node that accepted a token refuses it once its record cache's ttl has passed."""
+    shared, clock, monotonic = MemoryStore(), FakeClock(), Monotonic()
+    here, there = await node(shared, clock, monotonic), await node(shared, clock, monotonic)
+    issued = await tokens.create_token(here, "roamer", Role.VERIFY)
+    header = f"Bearer {issued.secret}"
+    assert (await auth.authenticate_operator(here, header)).name == "roamer"
+    await tokens.revoke_token(there, issued.record.id)
+    with pytest.raises(AuthError):  # through the node that revoked it: at once
+        await auth.authenticate_operator(there, header)
+    monotonic.now += TTL - 0.1
+    assert (await auth.authenticate_operator(here, header)).role is Role.VERIFY  # the bound
+    monotonic.now += 0.2
+    with pytest.raises(AuthError, match="not valid"):
+        await auth.authenticate_operator(here, header)
