@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,15 @@ import httpx2
 import pytest
 
 from quotad.domain import keys
-from quotad.service import admin, audit
+from quotad.domain.operators import AuditQuery
+from quotad.service import admin, audit, auth
 from quotad.service.context import Context
+from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN, OPERATOR, Deployment
 from tests.test_cli import data, ok
 from tests.test_dashboard import sign_in
+from tests.test_record_cache import Monotonic, node
 from tests.test_roles import bearer, new_token
 
 
@@ -364,3 +368,30 @@ async def test_the_dashboard_shows_an_accounts_changes(
     assert "account.create" in section
     assert "service.create" not in section  # another record's change
     assert section.index("account.update") < section.index("account.create")  # newest first
+
+
+def test_a_bootstrap_token_reset_is_logged_by_its_hint(tmp_path: Path) -> None:
+    """``quotad token reset`` leaves a ``token.reset`` entry of ``token:bootstrap``, by hint only."""
+    url = f"sqlite:///{tmp_path / 'reset.db'}"
+    printed = ok(url, "token", "reset").stdout
+    found = re.findall(r"\bqdop_[0-9A-Za-z]{36}\b", printed)
+    assert len(found) == 1, printed
+    token = found[0]
+    log = data(url, "audit", "--target", "token:bootstrap")["items"]
+    assert [(e["action"], e["actor"]) for e in log] == [("token.reset", "cli")]
+    assert log[0]["after"] == {"name": "bootstrap", "role": "admin", "hint": f"qdop_…{token[-4:]}"}
+    assert token not in json.dumps(log)
+    assert keys.digest(token) not in json.dumps(log)
+
+
+async def test_a_generated_bootstrap_token_is_logged_by_its_hint() -> None:
+    """The token generated at first start leaves a ``token.create`` of ``token:bootstrap``."""
+    ctx = await node(MemoryStore(), FakeClock(), Monotonic(), admin_token=None)
+    token = await auth.ensure_operator_token(ctx)
+    assert token is not None
+    assert await auth.ensure_operator_token(ctx) is None  # generated once
+    log = await audit.entries(ctx, AuditQuery(limit=10))
+    assert [(e.action, e.target, e.actor) for e in log] == [
+        ("token.create", "token:bootstrap", audit.LOCAL_ACTOR)
+    ]
+    assert log[0].after == {"name": "bootstrap", "role": "admin", "hint": f"qdop_…{token[-4:]}"}

@@ -16,7 +16,7 @@ from quotad.domain import keys
 from quotad.domain.models import Account, AccountStatus, ApiKey
 from quotad.domain.operators import ALLOWED, Access, Role
 from quotad.errors import AuthError, ErrorCode, Forbidden, ValidationFailed
-from quotad.service import tokens
+from quotad.service import audit, tokens
 from quotad.service.context import Context
 
 ADMIN_TOKEN_SETTING = "admin_token_digest"  # noqa: S105 - a setting name, not a secret
@@ -140,13 +140,20 @@ async def ensure_operator_token(ctx: Context) -> str | None:
         return None
     if await ctx.records.get_setting(ADMIN_TOKEN_SETTING) is not None:
         return None
-    return await reset_operator_token(ctx)
+    return await _new_bootstrap_token(ctx, "token.create")
 
 
 async def reset_operator_token(ctx: Context) -> str:
     """Generate a new operator token, store its digest and return it."""
+    return await _new_bootstrap_token(ctx, "token.reset")
+
+
+async def _new_bootstrap_token(ctx: Context, action: str) -> str:
+    """A new bootstrap token, stored as its digest and logged (by its hint) as ``action``."""
     token = keys.generate(OPERATOR_TOKEN_PREFIX)
     await ctx.records.put_setting(ADMIN_TOKEN_SETTING, keys.digest(token))
+    after = {"name": tokens.BOOTSTRAP_NAME, "role": Role.ADMIN.value, "hint": keys.display(token)}
+    await audit.record(ctx, action, audit.target("token", tokens.BOOTSTRAP_NAME), None, after)
     return token
 
 
