@@ -262,6 +262,7 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         .replace("{name}", LIMIT)
         .replace("{key_id}", victim.key_id)
         .replace("{plan_id}", SPARE)
+        .replace("{token_id}", "tok_stolen")
     )
     assert "{" not in url, f"no value for a path parameter of {path}: add it to this test"
     event = {
@@ -288,6 +289,7 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         ("POST", "/admin/v1/accounts/{account_id}/limits/{name}/release"): {"amount": 1},
         ("POST", "/v1/verify"): {"key": victim.key, "service": "insights", "cost": 1},
         ("POST", "/v1/events"): {"events": [event]},
+        ("POST", "/admin/v1/tokens"): {"name": "stolen", "role": "admin"},
     }
     if method in ("POST", "PUT", "PATCH"):
         assert (method, path) in bodies, f"no body for {method} {path}: add one to this test"
@@ -353,8 +355,12 @@ async def test_no_customer_key_reaches_any_operator_route(
 
     # The same probes with the operator token succeed: each one would have done harm.
     victim = tenants[1]
+    token_id = "tok_stolen"
     for method, path in operator_routes:
         url, body = probe(method, path, victim)
+        url = url.replace("tok_stolen", token_id)  # the token POST /admin/v1/tokens made
         response = await client.request(method, url, json=body, headers=OPERATOR)
         assert 200 <= response.status_code < 300, (method, url, response.text)
+        if (method, path) == ("POST", "/admin/v1/tokens"):
+            token_id = response.json()["id"]
     assert await snapshot(ctx.stores) != before

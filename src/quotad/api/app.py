@@ -17,7 +17,7 @@ from starlette.routing import Mount
 
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
-from quotad.api import admin, customer, errors, metering, verify_endpoint
+from quotad.api import admin, customer, errors, metering, operators, verify_endpoint
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
 from quotad.http.middleware import JsonBodyGuard, RequestContext
@@ -30,8 +30,9 @@ Usage metering and quotas for API providers.
 * **Customer API** (the account's API key, as `Authorization: Bearer` or `x-api-key`;
   both must carry the same key, and another `Authorization` scheme beside `x-api-key` is
   ignored): `GET /v1/usages`, `GET /usage/{service}`.
-* **Operator API** (the operator token as `Authorization: Bearer`): `/admin/v1/…`,
-  `POST /v1/verify`, `POST /v1/events`.
+* **Operator API** (an operator token as `Authorization: Bearer`): `/admin/v1/…`,
+  `POST /v1/verify`, `POST /v1/events`. A named token's role limits it: `admin`
+  everything, `read` every GET, `verify` verify and events (403 `FORBIDDEN` otherwise).
 
 Every error is `{"error", "id", "note", "validationErrors"}`.
 """
@@ -111,6 +112,7 @@ def create_api(ctx: Context) -> FastAPI:
     api.include_router(customer.router)
     api.include_router(metering.router)
     api.include_router(admin.router)
+    api.include_router(operators.router)
 
     @api.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:

@@ -8,9 +8,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from quotad.api.errors import AUTH_FAILURE_STATUS
+from quotad.domain.operators import Access
 from quotad.errors import AuthError
 from quotad.http.headers import client_host
-from quotad.service import auth
+from quotad.service import audit, auth
 from quotad.service.auth import Caller
 from quotad.service.context import Context
 
@@ -46,11 +47,25 @@ def _client(request: Request) -> str:
     return client_host(request.scope)
 
 
+_READS = frozenset({"GET", "HEAD"})
+
+
 async def operator(
     request: Request, ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
 ) -> None:
-    """Admit only the operator token; clients that keep failing get 429 for their failures."""
-    await auth.admit_operator(ctx, authorization, _client(request))
+    """Admit an operator token whose role allows the call (a GET: admin or read; anything
+    else: admin), named as the actor of the changes it makes; clients that keep failing
+    get 429 for their failures."""
+    access = Access.READ if request.method in _READS else Access.WRITE
+    admitted = await auth.admit_operator(ctx, authorization, _client(request), access)
+    audit.acting_as(admitted.name)
+
+
+async def meter(
+    request: Request, ctx: Ctx, authorization: Annotated[str | None, Security(operator_header)]
+) -> None:
+    """Admit an operator token whose role may meter (admin or verify)."""
+    await auth.admit_operator(ctx, authorization, _client(request), Access.METER)
 
 
 async def customer(

@@ -8,15 +8,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from quotad.api.deps import Ctx, operator
+from quotad.api.deps import Ctx, meter
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import ErrorBody, EventsIn, EventsOut
 from quotad.service import usage
 
 router = APIRouter(
     tags=["metering"],
-    dependencies=[Depends(operator)],
-    responses={code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 500, 503)},
+    dependencies=[Depends(meter)],
+    responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 500, 503)},
 )
 
 

@@ -9,7 +9,8 @@ of the app uses (``quotad.http``); the order of its checks is the API's everywhe
 
 1. the app's middleware: ``api-version``, then the body's type and size;
 2. the body read as JSON (400 ``BAD_REQUEST`` when it is not);
-3. the operator token (401, counted against the client's failure budget; 429 past it);
+3. the operator token (401, counted against the client's failure budget; 429 past it),
+   and its role (403 unless admin or verify);
 4. the body's fields (400 ``VALIDATION_FAILED`` with a pointer to each problem);
 5. ``Idempotency-Key`` (400 when it is not 1 to 255 visible ASCII characters);
 6. the verify itself, whose refusals are verdicts (200), and errors the contract's.
@@ -31,6 +32,7 @@ from starlette.routing import Route
 from quotad.api import metering
 from quotad.api.responses import verdict_body
 from quotad.api.schemas import VerifyIn, VerifyOut
+from quotad.domain.operators import Access
 from quotad.errors import ErrorCode, QuotadError, ValidationFailed
 from quotad.http.errors import JSON_TYPE, ErrorAnswer, error_answer, quotad_error_answer
 from quotad.http.headers import client_host, too_large
@@ -75,8 +77,11 @@ class VerifyEndpoint:
             args = verify_body(body)
             # The header as FastAPI's APIKeyHeader reads it: an empty one is no token.
             token = bytes(authorization).decode("latin-1") if authorization else None
-            if token is None or not auth.operator_accepted(ctx, token):  # else admitted before
-                await auth.admit_operator(ctx, token, client_host(scope))
+            known = None if token is None else auth.operator_accepted(ctx, token)
+            if known is None:  # else admitted before: only its role is checked again
+                await auth.admit_operator(ctx, token, client_host(scope), Access.METER)
+            else:
+                auth.require_access(known, Access.METER)
             if isinstance(args, ValidationFailed):
                 raise args
             key = None if idempotency_key is None else _idempotency_key(idempotency_key)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from quotad.cli.console import err_console
+from quotad.service import audit
 from quotad.service.context import Context
 from quotad.service.lifecycle import opened
 from quotad.settings import Settings
@@ -47,6 +48,7 @@ def run_with_store(store_url: str | None, action: Callable[[Context], Awaitable[
         raise typer.Exit(2) from exc
 
     async def main() -> T:
+        audit.acting_as(audit.CLI_ACTOR)  # the audit log's actor of what a command changes
         async with opened(Context(stores, settings)) as ctx:
             return await action(ctx)
 

@@ -1,4 +1,9 @@
-"""``/dashboard``: the operator's pages (signed in with the operator token)."""
+"""``/dashboard``: the operator's pages (signed in with an admin or read operator token).
+
+A read session sees every page without the buttons that change anything, and a form it
+posts anyway is refused (403). Changes made here are logged with the session's token name
+as their actor.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from starlette.routing import BaseRoute, Route
 from quotad.dashboard import pages, sessions, web
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
+from quotad.domain.operators import Access
 from quotad.errors import AuthError, NotFound, QuotadError
-from quotad.service import admin, auth
+from quotad.service import admin, audit, auth
 from quotad.service.admin import IssuedKey
 from quotad.service.context import Context
 
@@ -25,7 +31,10 @@ MAX_SEARCH = 200
 
 async def _operator(ctx: Context, request: Request) -> Session | None:
     session = await sessions.load(ctx, request, AREA)
-    return session if session is not None and session.operator else None
+    if session is None or not session.operator:
+        return None
+    audit.acting_as(session.actor)
+    return session
 
 
 def _account_url(account_id: str) -> str:
@@ -48,12 +57,22 @@ async def login(request: Request) -> Response:
     if refusal is not None:
         return refusal
     try:
-        await auth.authenticate_operator(ctx, f"Bearer {secret}")
+        signed = await auth.authenticate_operator(ctx, f"Bearer {secret}")
     except AuthError:
         return await web.sign_in_failed(
             ctx, request, AREA, "operator", "That operator token is not valid."
         )
-    fresh = Session(csrf=sessions.anonymous().csrf, operator=True)
+    if not signed.may(Access.READ):  # a verify token meters; it has nothing to see here
+        return await web.login_page(
+            ctx, request, AREA, 403, "A verify token cannot sign in: use an admin or read token."
+        )
+    fresh = Session(
+        csrf=sessions.anonymous().csrf,
+        operator=True,
+        actor=signed.name,
+        role=signed.role,
+        token_id=signed.token_id,
+    )
     return await web.signed_in(ctx, request, AREA, fresh, "/dashboard")
 
 
@@ -98,6 +117,7 @@ async def _account_page(
 ) -> Response:
     view = await pages.usage_view(ctx, account, start, end)
     keys = await pages.key_rows(ctx, account)
+    changes = await pages.audit_rows(ctx, account, [row.key.id for row in keys])
     return web.render(
         AREA,
         "account.html",
@@ -105,10 +125,21 @@ async def _account_page(
         session=session,
         view=view,
         keys=keys,
+        changes=changes,
         new_key=new_key,
         notice=notice,
         error=error,
         nav="accounts",
+    )
+
+
+def _read_only(session: Session) -> Response:
+    return web.message(
+        AREA,
+        403,
+        "Read-only session",
+        f"You signed in with “{session.actor}”, a read token: it can look, not change.",
+        session=session,
     )
 
 
@@ -143,6 +174,8 @@ async def _posted(
     session = await _operator(ctx, request)
     if session is None:
         return None, None, form, web.to_login(AREA)
+    if not session.may_change:
+        return session, None, form, _read_only(session)
     if not sessions.csrf_ok(session, form.get("csrf")):
         return session, None, form, web.csrf_refused(AREA)
     account = await ctx.records.get_account(account_id)

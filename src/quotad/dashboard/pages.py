@@ -12,8 +12,9 @@ from datetime import date, datetime, timedelta
 from quotad.dashboard.charts import Gauge, UsageChart, usage_chart
 from quotad.domain import days
 from quotad.domain.models import Account, ApiKey, Plan, effective_limits, effective_total
+from quotad.domain.operators import AuditEntry, AuditQuery
 from quotad.errors import QuotadError
-from quotad.service import admin, usage
+from quotad.service import admin, audit, usage
 from quotad.service.context import Context
 
 DEFAULT_RANGE_DAYS = 30
@@ -214,6 +215,41 @@ async def key_rows(ctx: Context, account: Account) -> list[KeyRow]:
     now: datetime = ctx.clock.now()
     found = await ctx.records.list_keys(account.id)
     return [KeyRow(key, admin.key_status(key, now)) for key in reversed(found)]
+
+
+AUDIT_ROWS = 50
+MAX_SHOWN = 60  # characters of a value shown in a change
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRow:
+    """One audit entry of an account's page, with what it changed in words."""
+
+    entry: AuditEntry
+    changes: list[str]
+
+
+def _shown(value: object) -> str:
+    text = "—" if value is None else str(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def _changes(entry: AuditEntry) -> list[str]:
+    before, after = entry.before or {}, entry.after or {}
+    if not entry.before or not entry.after:
+        return []  # created or deleted: the action says it
+    return [
+        f"{name}: {_shown(before.get(name))} → {_shown(after.get(name))}"
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name) != after.get(name)
+    ]
+
+
+async def audit_rows(ctx: Context, account: Account, key_ids: list[str]) -> list[ChangeRow]:
+    """The latest changes of an account and of its keys, newest first."""
+    targets = (audit.target("account", account.id), *(audit.target("key", k) for k in key_ids))
+    found = await audit.entries(ctx, AuditQuery(limit=AUDIT_ROWS, targets=targets))
+    return [ChangeRow(entry, _changes(entry)) for entry in found]
 
 
 def rfc3339(value: datetime | None) -> str:

@@ -3,11 +3,14 @@
 A session is a small signed value (itsdangerous) in a cookie that is ``HttpOnly``,
 ``SameSite=Strict`` and scoped by ``Path`` to its own area (``/dashboard`` or ``/portal``),
 so neither area ever receives the other's cookie and the JSON API never receives either.
-The cookie is signed, not encrypted: it holds only who signed in (the operator, or the id
-of the customer's key and account), the session's CSRF token and, once signed in, the
-session's id. The store keeps the SHA-256 of each live session id until the session
-expires; a signed-in cookie whose id is not there any more (signed out, on any node, or
-past its 8 hours) opens nothing, so a copy of a cookie dies with its session.
+The cookie is signed, not encrypted: it holds only who signed in (the operator, with the
+id of the named token it signed in with, or the id of the customer's key and account),
+the session's CSRF token and, once signed in, the session's id. The store keeps the
+SHA-256 of each live session id until the session expires; a signed-in cookie whose id is
+not there any more (signed out, on any node, or past its 8 hours) opens nothing, so a copy
+of a cookie dies with its session. A session of a named operator token lives only as long
+as the token: its name and role are read from the token on every page, and once the token
+is revoked the session opens nothing.
 
 The signing secret is derived from a random value stored once in the store's settings
 (so every node of a deployment agrees, and it survives restarts) and the digest of the
@@ -28,8 +31,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from quotad.domain import keys
+from quotad.domain.operators import Role
 from quotad.service.auth import ADMIN_TOKEN_SETTING
 from quotad.service.context import Context
+from quotad.service.tokens import BOOTSTRAP_NAME
 
 SECRET_SETTING = "dashboard_session_secret"  # noqa: S105 - a setting name, not a secret
 MAX_AGE_SECONDS = 8 * 3600
@@ -46,6 +51,16 @@ class Session:
     account_id: str | None = None
     key_id: str | None = None
     sid: str | None = None  # the server-side id of a signed-in session
+    # The operator's token: its name (the audit log's actor), role and id (None for the
+    # bootstrap token).
+    actor: str = BOOTSTRAP_NAME
+    role: Role = Role.ADMIN
+    token_id: str | None = None
+
+    @property
+    def may_change(self) -> bool:
+        """Whether the operator may change anything (an admin), or only look."""
+        return self.operator and self.role is Role.ADMIN
 
     @property
     def signed_in(self) -> bool:
@@ -108,7 +123,22 @@ async def load(ctx: Context, request: Request, area: Area) -> Session | None:
     )
     if session.signed_in and not await _live(ctx, session):
         return None
+    if session.operator:
+        return await _operator_of(ctx, session, _text_or_none(data.get("token_id")))
     return session
+
+
+async def _operator_of(ctx: Context, session: Session, token_id: str | None) -> Session | None:
+    """The session with its operator's name and role, or ``None`` once the token is revoked.
+
+    Without a token id, the bootstrap token signed in (an admin, as before roles).
+    """
+    if token_id is None:
+        return session
+    token = await ctx.records.get_operator_token(token_id)
+    if token is None or token.revoked(ctx.clock.now()):
+        return None
+    return replace(session, actor=token.name, role=token.role, token_id=token.id)
 
 
 async def _live(ctx: Context, session: Session) -> bool:
@@ -143,6 +173,8 @@ async def save(
     data: dict[str, object] = {"csrf": session.csrf}
     if session.operator:
         data["operator"] = True
+        if session.token_id is not None:
+            data["token_id"] = session.token_id
     if session.key_id is not None:
         data["key_id"] = session.key_id
         data["account_id"] = session.account_id

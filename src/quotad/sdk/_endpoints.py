@@ -14,13 +14,16 @@ from urllib.parse import quote
 from quotad.sdk._core import Answer, Call, endpoint, json_with, jsonl_with, nothing
 from quotad.sdk.models import (
     Account,
+    AuditEntry,
     Event,
     EventsResult,
     ExportRow,
     Gauge,
     IssuedKey,
+    IssuedOperatorToken,
     Key,
     Limit,
+    OperatorToken,
     Overrides,
     Page,
     Plan,
@@ -266,6 +269,64 @@ class Endpoints:
             f"/admin/v1/keys/{_seg(key_id)}/rotate",
             json_with(IssuedKey.from_json),
             body={"grace_seconds": grace_seconds},
+        )
+
+    # Operator tokens and the audit log ---------------------------------------------
+    @endpoint
+    def create_token(
+        self, name: str, role: Literal["admin", "read", "verify"]
+    ) -> Call[IssuedOperatorToken]:
+        """Create a named operator token; ``IssuedOperatorToken.token`` is shown this once."""
+        return Call(
+            "POST",
+            "/admin/v1/tokens",
+            json_with(IssuedOperatorToken.from_json),
+            body={"name": name, "role": role},
+        )
+
+    @endpoint
+    def list_tokens(self) -> Call[list[OperatorToken]]:
+        """Every named operator token, revoked ones included; never a token."""
+        return Call(
+            "GET",
+            "/admin/v1/tokens",
+            json_with(items_of(OperatorToken.from_json)),
+            idempotent=True,
+        )
+
+    @endpoint
+    def revoke_token(self, token_id: str) -> Call[OperatorToken]:
+        """Revoke an operator token now."""
+        return Call(
+            "DELETE",
+            f"/admin/v1/tokens/{_seg(token_id)}",
+            json_with(OperatorToken.from_json),
+            idempotent=True,
+        )
+
+    @endpoint
+    def audit(
+        self,
+        *,
+        target: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Call[Page[AuditEntry]]:
+        """A page of the audit log, newest first (``target`` is ``kind:id``)."""
+        return Call(
+            "GET",
+            "/admin/v1/audit",
+            json_with(Page.parser(AuditEntry.from_json)),
+            params=_params(
+                target=target,
+                actor=actor,
+                since=None if since is None else since.isoformat(),
+                limit=limit,
+                cursor=cursor,
+            ),
+            idempotent=True,
         )
 
     # Usage ------------------------------------------------------------------------

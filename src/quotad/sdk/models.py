@@ -17,13 +17,16 @@ T = TypeVar("T")
 
 __all__ = [
     "Account",
+    "AuditEntry",
     "Event",
     "EventsResult",
     "ExportRow",
     "Gauge",
     "IssuedKey",
+    "IssuedOperatorToken",
     "Key",
     "Limit",
+    "OperatorToken",
     "Overrides",
     "Page",
     "Plan",
@@ -260,6 +263,83 @@ class IssuedKey(Key):
     def from_json(cls, value: Any) -> IssuedKey:
         """Read a created or rotated key body."""
         return cls(**cls.fields_from_json(value), key=_str(_obj(value, "a key"), "key"))
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorToken:
+    """A named operator token as listed: never the token."""
+
+    id: str
+    name: str
+    role: str
+    prefix: str
+    hint: str
+    status: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def fields_from_json(cls, value: Any) -> dict[str, Any]:
+        """The constructor arguments a token body holds."""
+        body = _obj(value, "an operator token")
+        return {
+            "id": _str(body, "id"),
+            "name": _str(body, "name"),
+            "role": _str(body, "role"),
+            "prefix": _str(body, "prefix"),
+            "hint": _str(body, "hint"),
+            "status": _str(body, "status"),
+            "created_at": _time(body, "created_at"),
+            "revoked_at": _opt_time(body, "revoked_at"),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> OperatorToken:
+        """Read a token body."""
+        return cls(**cls.fields_from_json(value))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedOperatorToken(OperatorToken):
+    """A new operator token with the token itself, which quotad shows this once."""
+
+    token: str = field(repr=False)
+
+    @classmethod
+    def from_json(cls, value: Any) -> IssuedOperatorToken:
+        """Read a created token body."""
+        body = _obj(value, "an operator token")
+        return cls(**cls.fields_from_json(body), token=_str(body, "token"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change of the audit log: who, what, on which record, before and after."""
+
+    id: str
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None
+
+    @classmethod
+    def from_json(cls, value: Any) -> AuditEntry:
+        """Read an audit entry."""
+        body = _obj(value, "an audit entry")
+        before, after = body.get("before"), body.get("after")
+        return cls(
+            id=_str(body, "id"),
+            at=_time(body, "at"),
+            actor=_str(body, "actor"),
+            action=_str(body, "action"),
+            target=_str(body, "target"),
+            before=None if before is None else dict(_get(body, "before", dict)),
+            after=None if after is None else dict(_get(body, "after", dict)),
+            request_id=_opt_str(body, "request_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

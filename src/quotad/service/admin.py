@@ -1,4 +1,7 @@
-"""Operator use cases: services, plans, accounts, keys and resource limits."""
+"""Operator use cases: services, plans, accounts, keys and resource limits.
+
+Each change writes its audit entry (``quotad.service.audit``) once it is made.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from quotad.domain.models import (
     effective_limits,
 )
 from quotad.errors import Conflict, FieldError, MaxResourcesReached, NotFound, ValidationFailed
+from quotad.service import audit
+from quotad.service.audit import target
 from quotad.service.context import Context
 
 KEY_SCOPES = ("usage:read", "consume:*")
@@ -35,6 +40,9 @@ async def create_service(ctx: Context, name: str, description: str) -> Service:
     """Register a service."""
     service = Service(name, description, ctx.clock.now())
     await ctx.records.create_service(service)
+    await audit.record(
+        ctx, "service.create", target("service", name), None, audit.service_state(service)
+    )
     return service
 
 
@@ -82,6 +90,7 @@ async def create_plan(
     await _check_plan(ctx, quotas, limits)
     plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description)
     await ctx.records.create_plan(plan)
+    await audit.record(ctx, "plan.create", target("plan", plan_id), None, audit.plan_state(plan))
     return plan
 
 
@@ -90,12 +99,21 @@ async def replace_plan(
 ) -> Plan:
     """Replace a plan's quotas and limits; today's totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
+    before = await require_plan(ctx, plan_id)
     now = ctx.clock.now()
     await ctx.records.replace_plan(Plan(plan_id, quotas, tuple(limits), now, description))
     # Noted after the write, from the records as they now stand: a note raced by another
     # change, or repeated, still ends on what the records say.
     await ctx.records.record_totals(now, plan_id=plan_id)
-    return await require_plan(ctx, plan_id)
+    after = await require_plan(ctx, plan_id)
+    await audit.record(
+        ctx,
+        "plan.replace",
+        target("plan", plan_id),
+        audit.plan_state(before),
+        audit.plan_state(after),
+    )
+    return after
 
 
 async def require_plan(ctx: Context, plan_id: str) -> Plan:
@@ -113,7 +131,9 @@ async def list_plans(ctx: Context, limit: int, after: str | None = None) -> list
 
 async def delete_plan(ctx: Context, plan_id: str) -> None:
     """Delete a plan; ``NotFound`` if absent, ``Conflict`` while an account uses it."""
+    before = await require_plan(ctx, plan_id)
     await ctx.records.delete_plan(plan_id)
+    await audit.record(ctx, "plan.delete", target("plan", plan_id), audit.plan_state(before), None)
 
 
 # Accounts -------------------------------------------------------------------
@@ -156,6 +176,9 @@ async def create_account(
     await ctx.records.create_account(account)
     await ctx.counters.open_account(account.id)
     await ctx.records.record_totals(account.created_at, account_id=account.id)
+    await audit.record(
+        ctx, "account.create", target("account", account.id), None, audit.account_state(account)
+    )
     return account
 
 
@@ -176,8 +199,12 @@ async def list_accounts(
 
 async def delete_account(ctx: Context, account_id: str) -> None:
     """Delete an account with its keys, then its counters; ``NotFound`` if absent."""
+    before = await require_account(ctx, account_id)
     await ctx.records.delete_account(account_id)
     await ctx.counters.forget_account(account_id)
+    await audit.record(
+        ctx, "account.delete", target("account", account_id), audit.account_state(before), None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +236,13 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
     await ctx.records.update_account(updated)
     if changes.plan_id is not None or changes.overrides is not None:
         await ctx.records.record_totals(ctx.clock.now(), account_id=account.id)
+    await audit.record(
+        ctx,
+        "account.update",
+        target("account", account.id),
+        audit.account_state(account),
+        audit.account_state(updated),
+    )
     return updated
 
 
@@ -260,6 +294,9 @@ async def create_key(
     _check_expiry(ctx, expires_at)
     issued = _issue(ctx, account_id, name, scopes, expires_at)
     await ctx.records.create_key(issued.record)
+    await audit.record(
+        ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
+    )
     return issued
 
 
@@ -278,8 +315,18 @@ async def list_keys(ctx: Context, account_id: str) -> list[ApiKey]:
 
 
 async def revoke_key(ctx: Context, key_id: str) -> ApiKey:
-    """Revoke a key now."""
-    return await ctx.records.revoke_key(key_id, ctx.clock.now())
+    """Revoke a key now (a key revoked already is left as it is, and logged no more)."""
+    before = await require_key(ctx, key_id)
+    after = await ctx.records.revoke_key(key_id, ctx.clock.now())
+    if after != before:
+        await audit.record(
+            ctx,
+            "key.revoke",
+            target("key", key_id),
+            audit.key_state(before),
+            audit.key_state(after),
+        )
+    return after
 
 
 async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey:
@@ -292,6 +339,13 @@ async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey
         raise Conflict(f"key {key_id!r} was already rotated to {old.replaced_by!r}")
     issued = _issue(ctx, old.account_id, old.name, old.scopes, old.expires_at)
     await ctx.records.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
+    ended = await require_key(ctx, key_id)
+    await audit.record(
+        ctx, "key.rotate", target("key", key_id), audit.key_state(old), audit.key_state(ended)
+    )
+    await audit.record(
+        ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
+    )
     return issued
 
 
@@ -317,7 +371,15 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     """Set a limit's usage (for reconciling with the provider's own records)."""
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
+    before = (await ctx.counters.gauges(account.id)).get(name, 0)
     value = await ctx.counters.set_gauge(account.id, name, usage)
+    await audit.record(
+        ctx,
+        "limit.set",
+        target("account", account.id),
+        {"limit": name, "usage": before},
+        {"limit": name, "usage": value},
+    )
     return GaugeChange(name, value, limit.limit)
 
 

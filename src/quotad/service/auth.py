@@ -1,4 +1,4 @@
-"""Who is calling: API keys for customers, the operator token for administration.
+"""Who is calling: API keys for customers, operator tokens (with roles) for administration.
 
 Order of checks: shape and checksum first (no storage touched for a malformed key),
 then one lookup by SHA-256 digest, then a constant-time comparison, then revocation,
@@ -14,7 +14,9 @@ from functools import lru_cache
 
 from quotad.domain import keys
 from quotad.domain.models import Account, AccountStatus, ApiKey
+from quotad.domain.operators import ALLOWED, Access, Role
 from quotad.errors import AuthError, ErrorCode, Forbidden, ValidationFailed
+from quotad.service import audit, tokens
 from quotad.service.context import Context
 
 ADMIN_TOKEN_SETTING = "admin_token_digest"  # noqa: S105 - a setting name, not a secret
@@ -138,13 +140,20 @@ async def ensure_operator_token(ctx: Context) -> str | None:
         return None
     if await ctx.records.get_setting(ADMIN_TOKEN_SETTING) is not None:
         return None
-    return await reset_operator_token(ctx)
+    return await _new_bootstrap_token(ctx, "token.create")
 
 
 async def reset_operator_token(ctx: Context) -> str:
     """Generate a new operator token, store its digest and return it."""
+    return await _new_bootstrap_token(ctx, "token.reset")
+
+
+async def _new_bootstrap_token(ctx: Context, action: str) -> str:
+    """A new bootstrap token, stored as its digest and logged (by its hint) as ``action``."""
     token = keys.generate(OPERATOR_TOKEN_PREFIX)
     await ctx.records.put_setting(ADMIN_TOKEN_SETTING, keys.digest(token))
+    after = {"name": tokens.BOOTSTRAP_NAME, "role": Role.ADMIN.value, "hint": keys.display(token)}
+    await audit.record(ctx, action, audit.target("token", tokens.BOOTSTRAP_NAME), None, after)
     return token
 
 
@@ -154,65 +163,134 @@ def _configured_digest(token: str) -> str:
     return keys.digest(token)
 
 
-# Authorization headers seen to carry the operator token: verify checks the operator on
-# every call, and a header accepted once is accepted again without parsing and hashing.
-# Only accepted headers are kept (they hold nothing but the token). For a configured
-# token they are kept here, keyed by the token, so never for another one; for a stored
-# token (which another process may reset) they are kept in the record cache, which
-# forgets them at any record write through this node and within its ttl otherwise. A
-# dictionary lookup compares keys only once their hashes match: it reveals nothing about
-# how close a wrong header came.
-_ACCEPTED: dict[tuple[str, str], None] = {}
+# Authorization headers seen to carry an operator token, with who it is: verify checks the
+# operator on every call, and a header accepted once is accepted again without parsing
+# and hashing. Only accepted headers are kept (they hold nothing but the token). For a
+# configured bootstrap token they are kept here, keyed by the token, so never for another
+# one; for a stored bootstrap token (which another process may reset) and for named
+# tokens (which may be revoked) they are kept in the record cache, which forgets them at
+# any record write through this node and within its ttl otherwise. A dictionary lookup
+# compares keys only once their hashes match: it reveals nothing about how close a wrong
+# header came.
+_ACCEPTED: dict[tuple[str, str], Operator] = {}
 _MAX_ACCEPTED = 16
-_OPERATOR = "operator"  # the record cache's key for accepted headers of a stored token
+_OPERATOR = "operator"  # the record cache's key for accepted headers
 
 
-def operator_accepted(ctx: Context, authorization: str) -> bool:
-    """Whether ``authorization`` was accepted as the operator's before and still is."""
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """An authenticated operator: the token's name (the audit log's actor) and role.
+
+    ``token_id`` is the named token's id, ``None`` for the bootstrap token.
+    """
+
+    name: str
+    role: Role
+    token_id: str | None = None
+
+    def may(self, access: Access) -> bool:
+        """Whether the role allows this kind of route."""
+        return access in ALLOWED[self.role]
+
+
+BOOTSTRAP = Operator(tokens.BOOTSTRAP_NAME, Role.ADMIN)
+_NEEDS = {
+    Access.READ: "the admin or read role",
+    Access.WRITE: "the admin role",
+    Access.METER: "the admin or verify role",
+}
+
+
+def operator_accepted(ctx: Context, authorization: str) -> Operator | None:
+    """The operator ``authorization`` was accepted as before, if it still is."""
     configured = ctx.settings.admin_token
     if configured is not None:
-        return (configured.get_secret_value(), authorization) in _ACCEPTED
-    return ctx.cache is not None and ctx.cache.recall((_OPERATOR, authorization)) is not None
+        known = _ACCEPTED.get((configured.get_secret_value(), authorization))
+        if known is not None:
+            return known
+    if ctx.cache is None:
+        return None
+    remembered: Operator | None = ctx.cache.recall((_OPERATOR, authorization))
+    return remembered
 
 
-async def authenticate_operator(ctx: Context, authorization: str | None) -> None:
-    """Accept only the operator token, as ``Authorization: Bearer <token>``."""
+async def authenticate_operator(ctx: Context, authorization: str | None) -> Operator:
+    """The operator an ``Authorization: Bearer <token>`` header names: the bootstrap token
+    (an admin) or a named token that is not revoked.
+
+    Raises:
+        AuthError: no header, or not a live operator token.
+    """
     if authorization is None:
         raise AuthError("the operator token is required", ErrorCode.MISSING_API_KEY)
-    if operator_accepted(ctx, authorization):
-        return
+    known = operator_accepted(ctx, authorization)
+    if known is not None:
+        return known
     token = bearer_token(authorization)
     configured = ctx.settings.admin_token
     generation = ctx.cache.generation if ctx.cache is not None else 0
     if configured is not None:
-        expected = _configured_digest(configured.get_secret_value())
+        expected: str | None = _configured_digest(configured.get_secret_value())
     else:
-        stored = await ctx.records.get_setting(ADMIN_TOKEN_SETTING)
-        if stored is None:
-            raise AuthError("no operator token is configured", ErrorCode.INVALID_AUTHORIZATION)
-        expected = stored
-    if not keys.same_digest(expected, token):
-        raise AuthError("the operator token is not valid", ErrorCode.INVALID_AUTHORIZATION)
-    if configured is None:
-        if ctx.cache is not None:
-            ctx.cache.remember((_OPERATOR, authorization), True, generation)
-    elif len(_ACCEPTED) < _MAX_ACCEPTED:
-        _ACCEPTED[(configured.get_secret_value(), authorization)] = None
+        expected = await ctx.records.get_setting(ADMIN_TOKEN_SETTING)
+    if expected is not None and keys.same_digest(expected, token):
+        if configured is None:
+            _remember(ctx, authorization, BOOTSTRAP, generation)
+        elif len(_ACCEPTED) < _MAX_ACCEPTED:
+            _ACCEPTED[(configured.get_secret_value(), authorization)] = BOOTSTRAP
+        return BOOTSTRAP
+    named = await _named_operator(ctx, token)
+    _remember(ctx, authorization, named, generation)
+    return named
 
 
-async def admit_operator(ctx: Context, authorization: str | None, client: str) -> None:
-    """Admit only the operator token; each refusal counts against ``client``'s budget.
+async def _named_operator(ctx: Context, token: str) -> Operator:
+    """The named token's operator; its shape and checksum are checked before any lookup."""
+    refusal = AuthError("the operator token is not valid", ErrorCode.INVALID_AUTHORIZATION)
+    if not keys.is_well_formed(token) or keys.prefix_of(token) != tokens.TOKEN_PREFIX:
+        raise refusal
+    token_digest = keys.digest(token)
+    record = await ctx.records.find_operator_token(token_digest)
+    if (
+        record is None
+        or not hmac.compare_digest(record.digest, token_digest)
+        or record.revoked(ctx.clock.now())
+    ):
+        raise refusal
+    return Operator(record.name, record.role, record.id)
+
+
+def _remember(ctx: Context, authorization: str, operator: Operator, generation: int) -> None:
+    if ctx.cache is not None:
+        ctx.cache.remember((_OPERATOR, authorization), operator, generation)
+
+
+def require_access(operator: Operator, access: Access) -> Operator:
+    """``operator``, unless its role does not allow ``access`` (403 FORBIDDEN)."""
+    if operator.role is not Role.ADMIN and not operator.may(access):  # admins: no lookup
+        raise Forbidden(f"the operator token {operator.name!r} lacks {_NEEDS[access]}")
+    return operator
+
+
+async def admit_operator(
+    ctx: Context, authorization: str | None, client: str, access: Access = Access.WRITE
+) -> Operator:
+    """Admit an operator token whose role allows ``access``; each refusal of the token
+    itself counts against ``client``'s budget.
 
     The one operator check of every entry point. Past its budget a client's refusals are
-    ``RateLimited`` (429 with ``Retry-After``); the right token is admitted whatever the
-    budget holds.
+    ``RateLimited`` (429 with ``Retry-After``); a valid token is admitted whatever the
+    budget holds. A valid token whose role does not allow the route is ``Forbidden`` and
+    counts nothing (the token is right; the route is not its).
 
     Raises:
-        AuthError: no token, or not the operator's.
+        AuthError: no token, or not a live operator token.
         RateLimited: that, and the client has failed too often of late.
+        Forbidden: the token's role does not allow ``access``.
     """
     try:
-        await authenticate_operator(ctx, authorization)
+        operator = await authenticate_operator(ctx, authorization)
     except AuthError:
         ctx.failures.record_failure("operator", client)
         raise
+    return require_access(operator, access)

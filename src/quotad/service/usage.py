@@ -23,7 +23,7 @@ from quotad.domain.models import (
     effective_total,
 )
 from quotad.errors import FieldError, ValidationFailed
-from quotad.service import admin
+from quotad.service import admin, audit
 from quotad.service.context import Context
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -169,7 +169,16 @@ async def adjust(
         raise ValidationFailed.at("/body/date", "cannot adjust a future day", "maximum")
     # A day without a row gets the total in force that day, not today's.
     total_on = await totals_by_day(ctx, account, service)
-    return await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
+    before = await ctx.counters.usage(account.id, service, day, day)
+    row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
+    await audit.record(
+        ctx,
+        "usage.adjust",
+        audit.target("account", account.id),
+        audit.usage_state(service, before[0]) if before else None,
+        {**audit.usage_state(service, row), "delta": delta},
+    )
+    return row
 
 
 @dataclass(frozen=True, slots=True)

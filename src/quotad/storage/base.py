@@ -1,7 +1,8 @@
 """The store contracts: what quotad keeps, behind two small async interfaces.
 
 ``RecordStore`` keeps what operators write and every call reads: settings, services,
-plans, accounts, keys, the history of daily totals and dashboard sessions.
+plans, accounts, keys, the history of daily totals, dashboard sessions, operator tokens
+and the audit log.
 ``CounterStore`` keeps what calls change: each day's counters, Idempotency-Key answers,
 event ids and gauges. SQL and memory keep both in one store (one object is both); Redis
 keeps counters only, over the SQL store that holds the records and the durable copy of
@@ -32,6 +33,7 @@ from quotad.domain.models import (
     UsageDay,
     UsageEvent,
 )
+from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 
 # The wall-clock instant (seconds since the epoch) at which the caller of a store method
 # stops waiting and answers without it (verify's store timeout). A store that can, makes
@@ -185,6 +187,36 @@ class RecordStore(Protocol):
 
     async def end_session(self, session_id: str) -> None:
         """Forget a session (a no-op when it is unknown)."""
+        ...
+
+    # Operator tokens --------------------------------------------------------
+    async def create_operator_token(self, token: OperatorToken) -> None:
+        """Store a new operator token; ``Conflict`` if its name is taken."""
+        ...
+
+    async def get_operator_token(self, token_id: str) -> OperatorToken | None:
+        """The operator token with ``token_id``."""
+        ...
+
+    async def find_operator_token(self, digest: str) -> OperatorToken | None:
+        """The operator token whose SHA-256 digest is ``digest``."""
+        ...
+
+    async def list_operator_tokens(self) -> list[OperatorToken]:
+        """Every operator token, revoked ones included, oldest first."""
+        ...
+
+    async def revoke_operator_token(self, token_id: str, at: datetime) -> OperatorToken:
+        """Mark a token revoked from ``at`` (kept if already earlier); ``NotFound`` if absent."""
+        ...
+
+    # Audit log --------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Add an entry to the audit log (never changed or removed afterwards)."""
+        ...
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        """The entries ``query`` matches, newest (greatest id) first, at most its limit."""
         ...
 
 

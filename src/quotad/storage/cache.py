@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange
+from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.storage.base import RecordStore
 
 MAX_ENTRIES = 50_000
@@ -71,6 +72,10 @@ class RecordCache:
             "list_keys",
             "total_changes",
             "session_live",
+            "get_operator_token",
+            "find_operator_token",
+            "list_operator_tokens",
+            "audit_entries",
         }
     )
 
@@ -194,6 +199,10 @@ class RecordCache:
         """The key record, as read within ``ttl``."""
         return await self._cached("find_key", self._inner.find_key, digest)
 
+    async def find_operator_token(self, digest: str) -> OperatorToken | None:
+        """The operator token, as read within ``ttl`` (every operator call may ask)."""
+        return await self._cached("find_operator_token", self._inner.find_operator_token, digest)
+
     # Reads passed through ---------------------------------------------------
     async def get_setting(self, name: str) -> str | None:
         """A stored setting, read afresh."""
@@ -232,6 +241,18 @@ class RecordCache:
     async def session_live(self, session_id: str, now: datetime) -> bool:
         """Whether a dashboard session is live, read afresh."""
         return await self._inner.session_live(session_id, now)
+
+    async def get_operator_token(self, token_id: str) -> OperatorToken | None:
+        """An operator token by id, read afresh."""
+        return await self._inner.get_operator_token(token_id)
+
+    async def list_operator_tokens(self) -> list[OperatorToken]:
+        """Every operator token, read afresh."""
+        return await self._inner.list_operator_tokens()
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        """Audit entries, read afresh."""
+        return await self._inner.audit_entries(query)
 
     # Writes: each clears the cache ------------------------------------------
     async def put_setting(self, name: str, value: str) -> None:
@@ -291,3 +312,15 @@ class RecordCache:
     async def end_session(self, session_id: str) -> None:
         """Forget a dashboard session."""
         await self._write(self._inner.end_session(session_id))
+
+    async def create_operator_token(self, token: OperatorToken) -> None:
+        """Store an operator token."""
+        await self._write(self._inner.create_operator_token(token))
+
+    async def revoke_operator_token(self, token_id: str, at: datetime) -> OperatorToken:
+        """Revoke an operator token (refused at once on this node)."""
+        return await self._write(self._inner.revoke_operator_token(token_id, at))
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Add an audit entry (a write like any other: it clears the cache too)."""
+        await self._write(self._inner.append_audit(entry))

@@ -29,6 +29,7 @@ from quotad.domain.models import (
     UsageEvent,
     effective_totals,
 )
+from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import Conflict, NotFound
 
 _UsageKey = tuple[str, str, date]
@@ -54,6 +55,8 @@ class MemoryStore:
         self._gauges: dict[tuple[str, str], int] = {}
         self._totals: dict[tuple[str, str], list[TotalChange]] = {}
         self._sessions: dict[str, datetime] = {}
+        self._tokens: dict[str, OperatorToken] = {}
+        self._audit: list[AuditEntry] = []  # by id, ascending
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -420,6 +423,55 @@ class MemoryStore:
         """Forget a session."""
         with self._lock:
             self._sessions.pop(session_id, None)
+
+    # Operator tokens --------------------------------------------------------
+    async def create_operator_token(self, token: OperatorToken) -> None:
+        """Store an operator token."""
+        with self._lock:
+            if any(t.name == token.name for t in self._tokens.values()):
+                raise Conflict(f"an operator token named {token.name!r} already exists")
+            self._tokens[token.id] = token
+
+    async def get_operator_token(self, token_id: str) -> OperatorToken | None:
+        """The operator token with this id."""
+        return self._tokens.get(token_id)
+
+    async def find_operator_token(self, digest: str) -> OperatorToken | None:
+        """The operator token with this digest."""
+        return next((t for t in self._tokens.values() if t.digest == digest), None)
+
+    async def list_operator_tokens(self) -> list[OperatorToken]:
+        """Every operator token, oldest first."""
+        return sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
+
+    async def revoke_operator_token(self, token_id: str, at: datetime) -> OperatorToken:
+        """Revoke an operator token."""
+        with self._lock:
+            token = self._tokens.get(token_id)
+            if token is None:
+                raise NotFound(f"operator token {token_id!r} not found")
+            if token.revoked_at is None or token.revoked_at > at:
+                token = replace(token, revoked_at=at)
+                self._tokens[token_id] = token
+            return token
+
+    # Audit log --------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Add an audit entry in id order."""
+        with self._lock:
+            bisect.insort(self._audit, entry, key=lambda e: e.id)
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        """The matching entries, newest first."""
+        with self._lock:
+            entries = list(self._audit)
+        found: list[AuditEntry] = []
+        for entry in reversed(entries):
+            if len(found) >= query.limit:
+                break
+            if query.matches(entry):
+                found.append(entry)
+        return found
 
     # Counters of one account: this store keeps them with its records.
     async def open_account(self, account_id: str) -> None:

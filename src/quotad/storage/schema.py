@@ -154,6 +154,37 @@ dashboard_sessions = sa.Table(
     sa.Index("ix_dashboard_sessions_expires_at", "expires_at"),
 )
 
+# Named operator tokens (SPEC 12), by the SHA-256 of the token: never the token itself.
+operator_tokens = sa.Table(
+    "operator_tokens",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("last4", sa.String(4), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+)
+
+# The audit log, append-only. Ids are lowercase hex after ``aud_`` and sort in the order
+# the entries were written, in every collation; the log is read newest first by id.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("before", sa.JSON, nullable=True),
+    sa.Column("after", sa.JSON, nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Index("ix_audit_log_target_id", "target", "id"),
+    sa.Index("ix_audit_log_actor_id", "actor", "id"),
+)
+
 # The quotad nodes of a Redis deployment, each with the last batch of counter changes it
 # has written here (``seq``) and when it last wrote one. A node that finds an account's
 # counters lost in Redis waits until every live node has written what it granted before

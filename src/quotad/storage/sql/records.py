@@ -1,4 +1,5 @@
-"""Records in SQL: settings, services, plans, accounts, keys, total history, sessions.
+"""Records in SQL: settings, services, plans, accounts, keys, total history, sessions,
+operator tokens and the audit log.
 
 Each method is one transaction; a check and the change it guards run in the same one.
 """
@@ -11,12 +12,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange, effective_totals
+from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import Conflict, NotFound
 from quotad.storage.batching import Batcher
 from quotad.storage.schema import (
     accounts,
     api_keys,
+    audit_log,
     dashboard_sessions,
+    operator_tokens,
     plans,
     services,
     settings,
@@ -27,10 +31,14 @@ from quotad.storage.sql.rows import (
     account_of,
     account_values,
     affects_a_row,
+    audit_of,
+    audit_values,
     columns,
     from_micros,
     key_of,
     key_values,
+    operator_token_of,
+    operator_token_values,
     plan_of,
     plan_values,
     service_of,
@@ -360,6 +368,72 @@ class SqlRecords:
             await conn.execute(
                 dashboard_sessions.delete().where(dashboard_sessions.c.id == session_id)
             )
+
+    # Operator tokens --------------------------------------------------------
+    async def create_operator_token(self, token: OperatorToken) -> None:
+        """Store an operator token; a taken name (or digest) is a ``Conflict``."""
+        stmt = self._db.insert(operator_tokens).values(**operator_token_values(token))
+        async with self._db.write() as conn:
+            if not await affects_a_row(conn, stmt.on_conflict_do_nothing()):
+                raise Conflict(f"an operator token named {token.name!r} already exists")
+
+    async def get_operator_token(self, token_id: str) -> OperatorToken | None:
+        """The operator token with this id."""
+        return await self._one_token(operator_tokens.c.id == token_id)
+
+    async def find_operator_token(self, digest: str) -> OperatorToken | None:
+        """The operator token with this digest."""
+        return await self._one_token(operator_tokens.c.digest == digest)
+
+    async def _one_token(self, where: sa.ColumnElement[bool]) -> OperatorToken | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(operator_tokens.select().where(where))).first()
+        return None if row is None else operator_token_of(row)
+
+    async def list_operator_tokens(self) -> list[OperatorToken]:
+        """Every operator token, oldest first."""
+        query = operator_tokens.select().order_by(
+            operator_tokens.c.created_at, operator_tokens.c.id
+        )
+        async with self._db.read() as conn:
+            return [operator_token_of(row) for row in await conn.execute(query)]
+
+    async def revoke_operator_token(self, token_id: str, at: datetime) -> OperatorToken:
+        """Revoke an operator token from ``at`` unless it already was earlier."""
+        when = to_micros(at)
+        column = operator_tokens.c.revoked_at
+        async with self._db.write() as conn:
+            await conn.execute(
+                operator_tokens.update()
+                .where(operator_tokens.c.id == token_id)
+                .where(sa.or_(column.is_(None), column > when))
+                .values(revoked_at=when)
+            )
+            query = operator_tokens.select().where(operator_tokens.c.id == token_id)
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(f"operator token {token_id!r} not found")
+        return operator_token_of(row)
+
+    # Audit log --------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Add an audit entry."""
+        async with self._db.write() as conn:
+            await conn.execute(audit_log.insert().values(**audit_values(entry)))
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        """The matching entries, newest first (an index range on target or actor)."""
+        select = audit_log.select().order_by(audit_log.c.id.desc()).limit(query.limit)
+        if query.before_id is not None:
+            select = select.where(audit_log.c.id < query.before_id)
+        if query.targets:
+            select = select.where(audit_log.c.target.in_(query.targets))
+        if query.actor is not None:
+            select = select.where(audit_log.c.actor == query.actor)
+        if query.since is not None:
+            select = select.where(audit_log.c.at >= to_micros(query.since))
+        async with self._db.read() as conn:
+            return [audit_of(row) for row in await conn.execute(select)]
 
 
 async def _require_plan(conn: AsyncConnection, plan_id: str) -> None:

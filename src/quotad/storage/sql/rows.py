@@ -24,6 +24,7 @@ from quotad.domain.models import (
     Service,
     UsageDay,
 )
+from quotad.domain.operators import AuditEntry, OperatorToken, Role
 from quotad.storage.write_behind import StoredClaim
 
 
@@ -155,6 +156,62 @@ def key_of(row: Any) -> ApiKey:
         expires_at=_opt_dt(row.expires_at),
         revoked_at=_opt_dt(row.revoked_at),
         replaced_by=row.replaced_by,
+    )
+
+
+def operator_token_values(token: OperatorToken) -> dict[str, Any]:
+    """An OperatorToken as an ``operator_tokens`` row."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role.value,
+        "digest": token.digest,
+        "prefix": token.prefix,
+        "last4": token.last4,
+        "created_at": to_micros(token.created_at),
+        "revoked_at": _opt_micros(token.revoked_at),
+    }
+
+
+def operator_token_of(row: Any) -> OperatorToken:
+    """An ``operator_tokens`` row as an OperatorToken."""
+    return OperatorToken(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        digest=row.digest,
+        prefix=row.prefix,
+        last4=row.last4,
+        created_at=from_micros(row.created_at),
+        revoked_at=_opt_dt(row.revoked_at),
+    )
+
+
+def audit_values(entry: AuditEntry) -> dict[str, Any]:
+    """An AuditEntry as an ``audit_log`` row."""
+    return {
+        "id": entry.id,
+        "at": to_micros(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "before": entry.before,
+        "after": entry.after,
+        "request_id": entry.request_id,
+    }
+
+
+def audit_of(row: Any) -> AuditEntry:
+    """An ``audit_log`` row as an AuditEntry."""
+    return AuditEntry(
+        id=row.id,
+        at=from_micros(row.at),
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        before=row.before,
+        after=row.after,
+        request_id=row.request_id,
     )
 
 

@@ -1,0 +1,153 @@
+"""Operator tokens and the audit log, under ``/admin/v1`` (SPEC 12)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from quotad.api import views
+from quotad.api.deps import Ctx, operator
+from quotad.api.responses import ORJSONResponse
+from quotad.api.schemas import ErrorBody, Identifier, Page, Strict
+from quotad.domain import days
+from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken, Role
+from quotad.errors import ValidationFailed
+from quotad.service import audit, tokens
+
+router = APIRouter(
+    prefix="/admin/v1",
+    tags=["operator"],
+    dependencies=[Depends(operator)],
+    responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 500, 503)},
+)
+
+
+class TokenIn(Strict):
+    """A named operator token to create."""
+
+    name: Identifier
+    role: Literal["admin", "read", "verify"]
+
+
+class TokenOut(BaseModel):
+    """An operator token as listed: never the token."""
+
+    id: str
+    name: str
+    role: str
+    prefix: str
+    hint: str
+    status: str
+    created_at: str
+    revoked_at: str | None
+
+
+class IssuedTokenOut(TokenOut):
+    """A new operator token: ``token`` is shown this once."""
+
+    token: str
+
+
+class AuditEntryOut(BaseModel):
+    """One change: who, what, on which record, before and after (never a secret)."""
+
+    id: str
+    at: str
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None
+
+
+def token_view(token: OperatorToken, now: datetime) -> dict[str, Any]:
+    """A token record, never the token."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role.value,
+        "prefix": token.prefix,
+        "hint": token.hint,
+        "status": "revoked" if token.revoked(now) else "active",
+        "created_at": days.rfc3339(token.created_at),
+        "revoked_at": None if token.revoked_at is None else days.rfc3339(token.revoked_at),
+    }
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry."""
+    return {
+        "id": entry.id,
+        "at": days.rfc3339(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "before": entry.before,
+        "after": entry.after,
+        "request_id": entry.request_id,
+    }
+
+
+@router.post("/tokens", status_code=201, response_model=IssuedTokenOut)
+async def create_token(ctx: Ctx, body: TokenIn) -> Response:
+    """Create a named operator token; ``token`` is in this answer only."""
+    issued = await tokens.create_token(ctx, body.name, Role(body.role))
+    view = {**token_view(issued.record, ctx.clock.now()), "token": issued.secret}
+    return ORJSONResponse(view, status_code=201)
+
+
+@router.get("/tokens", response_model=Page[TokenOut])
+async def list_tokens(ctx: Ctx) -> Response:
+    """Every named operator token, revoked ones included; never a token."""
+    now = ctx.clock.now()
+    items = [token_view(t, now) for t in await tokens.list_tokens(ctx)]
+    return ORJSONResponse({"items": items, "next_cursor": None})
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenOut)
+async def revoke_token(ctx: Ctx, token_id: str) -> Response:
+    """Revoke an operator token now: it gets 401 from then on."""
+    token = await tokens.revoke_token(ctx, token_id)
+    return ORJSONResponse(token_view(token, ctx.clock.now()))
+
+
+@router.get("/audit", response_model=Page[AuditEntryOut])
+async def list_audit(
+    ctx: Ctx,
+    target: Annotated[
+        str | None, Query(max_length=200, description="<kind>:<id>, e.g. account:acme")
+    ] = None,
+    actor: Annotated[str | None, Query(max_length=64, description="A token name, or cli")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Entries at or after this instant (RFC 3339)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Items per page")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the last page")
+    ] = None,
+) -> Response:
+    """The audit log, newest first, filtered by target, actor and time."""
+    if since is not None and since.tzinfo is None:
+        raise ValidationFailed.at(
+            "/query/since", "since must carry a timezone offset (RFC 3339)", "format"
+        )
+    query = AuditQuery(
+        limit=limit + 1,
+        before_id=views.decode_cursor(cursor),
+        targets=() if target is None else (target,),
+        actor=actor,
+        since=since,
+    )
+    found = await audit.entries(ctx, query)
+    more = len(found) > limit
+    page = found[:limit]
+    next_cursor = views.encode_cursor(page[-1].id) if more else None
+    return ORJSONResponse({"items": [audit_view(e) for e in page], "next_cursor": next_cursor})
+
+
+__all__ = ["AuditEntryOut", "IssuedTokenOut", "TokenIn", "TokenOut", "router"]
