@@ -17,7 +17,7 @@ from starlette.routing import Mount
 
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
-from quotad.api import admin, customer, errors, metering, verify_endpoint
+from quotad.api import admin, customer, errors, health, metering, verify_endpoint
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
 from quotad.http.middleware import JsonBodyGuard, RequestContext
@@ -71,6 +71,7 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
     app = Starlette(
         routes=[
             verify_endpoint.route(ctx),  # the hottest first: the router tries them in order
+            *health.routes(ctx),
             dashboard.Mounted(dashboard.create_app(ctx)),
             Mount("", app=api),
         ],
@@ -107,7 +108,7 @@ def create_api(ctx: Context) -> FastAPI:
         # the other spelling, on the host the request's Host header names: 404 instead.
         redirect_slashes=False,
     )
-    document_also(api, [verify_endpoint.openapi_route()])
+    document_also(api, [verify_endpoint.openapi_route(), *health.openapi_routes()])
     api.include_router(customer.router)
     api.include_router(metering.router)
     api.include_router(admin.router)
@@ -117,12 +118,6 @@ def create_api(ctx: Context) -> FastAPI:
         """Prometheus metrics (of every worker when PROMETHEUS_MULTIPROC_DIR is set)."""
         body, media_type = prometheus.exposition()
         return Response(body, media_type=media_type)
-
-    @api.get("/healthz", tags=["health"], include_in_schema=True)
-    async def healthz() -> Response:
-        """Whether the process runs and its store answers."""
-        await ctx.stores.ping()
-        return ORJSONResponse({"status": "ok"})
 
     return api
 
