@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -17,12 +18,15 @@ from starlette.routing import Mount
 
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
-from quotad.api import admin, customer, errors, health, metering, verify_endpoint
+from quotad.api import admin, customer, errors, health, metering, tracing, verify_endpoint
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
 from quotad.http.middleware import JsonBodyGuard, RequestContext
 from quotad.service import maintenance
 from quotad.service.context import Context
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 DESCRIPTION = """\
 Usage metering and quotas for API providers.
@@ -37,7 +41,9 @@ Every error is `{"error", "id", "note", "validationErrors"}`.
 """
 
 
-def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
+def create_app(
+    ctx: Context, *, manage_store: bool = True, tracer_provider: TracerProvider | None = None
+) -> Starlette:
     """The quotad application over ``ctx``: verify, the web UI and the API side by side.
 
     A plain Starlette app whose middleware (request id, ``api-version``, access line, the
@@ -50,7 +56,14 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
     Args:
         ctx: the service context (stores, settings, clock).
         manage_store: open the stores on startup and close them on shutdown.
+        tracer_provider: trace requests and store calls with it; by default, with the
+            one the ``OTEL_*`` variables configure, if any (``quotad.api.tracing``).
     """
+    provider = tracer_provider or tracing.from_environment()
+    if provider is not None:  # the app's context over stores whose calls are spans
+        from quotad.storage.traced import traced
+
+        ctx = dataclasses.replace(ctx, stores=traced(ctx.stores, provider))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -91,6 +104,8 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
         },
         lifespan=lifespan,
     )
+    if provider is not None:
+        tracing.instrument(app, provider)
     app.state.ctx = ctx
     app.state.api = api
     return app
