@@ -49,6 +49,7 @@ OTEL_VARIABLES = (
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_PYTHON_EXCLUDED_URLS",
     "OTEL_PYTHON_ASGI_EXCLUDED_URLS",
 )
@@ -146,9 +147,10 @@ async def test_a_verify_is_a_server_span_whose_children_are_its_store_calls(
 
 
 async def test_every_part_of_the_app_has_request_spans(
-    traced: httpx2.AsyncClient, exporter: InMemorySpanExporter
+    traced: httpx2.AsyncClient, exporter: InMemorySpanExporter, store_kind: str
 ) -> None:
-    """The API, the web UI, the health checks and a refusal each get a server span."""
+    """The API, the web UI, the health checks and a refusal each get a server span; the
+    shared throttle's token buckets (Redis) are store calls too."""
     deployment = await seed(traced)
     exporter.clear()
     asked = [
@@ -168,6 +170,8 @@ async def test_every_part_of_the_app_has_request_spans(
     pings = [s for s in spans if s.name.endswith(".ping")]
     assert pings
     assert all(p.context.trace_id == readyz.context.trace_id for p in pings)
+    takes = [s for s in spans if s.name == "buckets.take_token"]
+    assert len(takes) == (1 if store_kind == "redis" else 0)
 
 
 async def test_a_failing_store_call_is_an_error_span(
@@ -336,14 +340,15 @@ async def test_excluded_urls_are_not_traced(
     exporter: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """OTEL_PYTHON_EXCLUDED_URLS=healthz: the liveness probe has no span; other paths do."""
-    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "healthz")
+    """OTEL_PYTHON_EXCLUDED_URLS=healthz,readyz: the probes have no span; other paths do."""
+    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "healthz,readyz")
     app = create_app(ctx, manage_store=False, tracer_provider=provider)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as http:
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/readyz")).status_code == 200
-    assert [s.name for s in servers(exporter.get_finished_spans())] == ["GET /readyz"]
+        assert (await http.get("/dashboard/login")).status_code == 200
+    assert [s.name for s in servers(exporter.get_finished_spans())] == ["GET /dashboard/login"]
 
 
 class Collector:
@@ -470,3 +475,54 @@ def test_a_tracer_provider_set_before_is_used_as_it_is(global_provider: TracerPr
     environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
     assert tracing.from_environment(environ) is global_provider
     assert trace.get_tracer_provider() is global_provider
+
+
+CONSOLE_SCRIPT = """
+import asyncio
+import httpx2
+from opentelemetry import trace
+from quotad.api.app import create_app
+from quotad.service.context import Context
+from quotad.settings import Settings
+from quotad.storage import stores_from_url
+
+async def main():
+    settings = Settings(_env_file=None, store_url="memory://", admin_token="t")
+    app = create_app(Context(stores_from_url("memory://"), settings), manage_store=False)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://q") as http:
+        assert (await http.get("/readyz")).status_code == 200
+asyncio.run(main())
+trace.get_tracer_provider().force_flush()
+"""
+
+
+@pytest.mark.parametrize(
+    ("environ", "service"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "console"}, "quotad"),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "quotad-eu"}, "quotad-eu"),
+        (
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_RESOURCE_ATTRIBUTES": "service.name=q-us"},
+            "q-us",
+        ),
+    ],
+)
+def test_the_console_exporter_writes_spans_to_stdout(
+    environ: dict[str, str], service: str, tmp_path: Path
+) -> None:
+    """OTEL_TRACES_EXPORTER=console: a process's request and store spans as JSON on stdout,
+    from service "quotad" unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES name another."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "QUOTAD_LOG_LEVEL": "error", **environ}
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE_SCRIPT],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"name": "GET /readyz"' in done.stdout
+    assert '"name": "counters.ping"' in done.stdout
+    assert f'"service.name": "{service}"' in done.stdout

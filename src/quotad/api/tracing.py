@@ -71,9 +71,9 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> TracerProvider 
     if not isinstance(current, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return current
     exporters = [_exporter(name, environ) for name in names]
-    resource = Resource.create(
-        {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
-    )
+    resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
     provider = SdkTracerProvider(resource=resource)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
