@@ -50,6 +50,8 @@ OTEL_VARIABLES = (
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_PYTHON_EXCLUDED_URLS",
     "OTEL_PYTHON_ASGI_EXCLUDED_URLS",
 )
@@ -526,3 +528,24 @@ def test_the_console_exporter_writes_spans_to_stdout(
     assert '"name": "GET /readyz"' in done.stdout
     assert '"name": "counters.ping"' in done.stdout
     assert f'"service.name": "{service}"' in done.stdout
+
+
+async def test_the_sampler_variable_applies(
+    ctx: Context, collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_TRACES_SAMPLER=always_off: tracing is configured, and no span is recorded."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    reset_trace_globals()
+    try:
+        app = create_app(ctx, manage_store=False)
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://quotad") as http:
+            assert (await http.get("/readyz")).status_code == 200
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+    finally:
+        reset_trace_globals()
+    assert collector.spans() == []
