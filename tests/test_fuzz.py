@@ -240,7 +240,7 @@ def _operations(schema: Any) -> dict[str, Any]:
 OPERATIONS = _operations(SCHEMA)
 NEGATIVE_OPERATIONS = _operations(NEGATIVE_SCHEMA)
 CUSTOMER_OPS = {"GET /v1/usages", "GET /usage/{service}"}
-PUBLIC_OPS = {"GET /healthz"}
+PUBLIC_OPS = {"GET /healthz", "GET /readyz"}
 OPERATOR_OPS = sorted(set(OPERATIONS) - CUSTOMER_OPS - PUBLIC_OPS)
 
 
@@ -371,6 +371,7 @@ def passes() -> list[Pass]:
             found.append(Pass(label, "negative", who, EXAMPLES["customer"]))
         found.append(Pass(label, "positive", "operator", EXAMPLES["crossed"], crossed=True))
     found.append(Pass("GET /healthz", "positive", "nobody", 1))
+    found.append(Pass("GET /readyz", "positive", "nobody", 1))
     return found
 
 

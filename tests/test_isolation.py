@@ -44,7 +44,7 @@ TODAY, ADJUSTED, EVENT_DAY, START = "2024-11-07", "2024-11-05", "2024-11-06", "2
 ERROR_KEYS = {"error", "id", "note", "validationErrors"}
 USAGE_WINDOW = (date(2024, 10, 1), date(2024, 11, 30))  # the days a snapshot compares
 CUSTOMER_ROUTES = {("GET", "/v1/usages"), ("GET", "/usage/{service}")}
-PUBLIC_PREFIXES = ("/openapi.json", "/docs", "/redoc", "/metrics", "/healthz", "/portal")
+PUBLIC_PREFIXES = ("/openapi.json", "/docs", "/redoc", "/metrics", "/healthz", "/readyz", "/portal")
 
 
 @dataclass(frozen=True)

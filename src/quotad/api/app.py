@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -17,12 +18,24 @@ from starlette.routing import Mount
 
 from quotad import __version__, dashboard
 from quotad import metrics as prometheus
-from quotad.api import admin, customer, errors, metering, operators, verify_endpoint
+from quotad.api import (
+    admin,
+    customer,
+    errors,
+    health,
+    metering,
+    operators,
+    tracing,
+    verify_endpoint,
+)
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
 from quotad.http.middleware import JsonBodyGuard, RequestContext
 from quotad.service import maintenance
 from quotad.service.context import Context
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 DESCRIPTION = """\
 Usage metering and quotas for API providers.
@@ -38,7 +51,9 @@ Every error is `{"error", "id", "note", "validationErrors"}`.
 """
 
 
-def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
+def create_app(
+    ctx: Context, *, manage_store: bool = True, tracer_provider: TracerProvider | None = None
+) -> Starlette:
     """The quotad application over ``ctx``: verify, the web UI and the API side by side.
 
     A plain Starlette app whose middleware (request id, ``api-version``, access line, the
@@ -51,7 +66,14 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
     Args:
         ctx: the service context (stores, settings, clock).
         manage_store: open the stores on startup and close them on shutdown.
+        tracer_provider: trace requests and store calls with it; by default, with the
+            one the ``OTEL_*`` variables configure, if any (``quotad.api.tracing``).
     """
+    provider = tracer_provider or tracing.from_environment()
+    if provider is not None:  # the app's context over stores whose calls are spans
+        from quotad.storage.traced import traced
+
+        ctx = dataclasses.replace(ctx, stores=traced(ctx.stores, provider))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -72,6 +94,7 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
     app = Starlette(
         routes=[
             verify_endpoint.route(ctx),  # the hottest first: the router tries them in order
+            *health.routes(ctx),
             dashboard.Mounted(dashboard.create_app(ctx)),
             Mount("", app=api),
         ],
@@ -91,6 +114,8 @@ def create_app(ctx: Context, *, manage_store: bool = True) -> Starlette:
         },
         lifespan=lifespan,
     )
+    if provider is not None:
+        tracing.instrument(app, provider)
     app.state.ctx = ctx
     app.state.api = api
     return app
@@ -108,7 +133,7 @@ def create_api(ctx: Context) -> FastAPI:
         # the other spelling, on the host the request's Host header names: 404 instead.
         redirect_slashes=False,
     )
-    document_also(api, [verify_endpoint.openapi_route()])
+    document_also(api, [verify_endpoint.openapi_route(), *health.openapi_routes()])
     api.include_router(customer.router)
     api.include_router(metering.router)
     api.include_router(admin.router)
@@ -119,12 +144,6 @@ def create_api(ctx: Context) -> FastAPI:
         """Prometheus metrics (of every worker when PROMETHEUS_MULTIPROC_DIR is set)."""
         body, media_type = prometheus.exposition()
         return Response(body, media_type=media_type)
-
-    @api.get("/healthz", tags=["health"], include_in_schema=True)
-    async def healthz() -> Response:
-        """Whether the process runs and its store answers."""
-        await ctx.stores.ping()
-        return ORJSONResponse({"status": "ok"})
 
     return api
 

@@ -14,6 +14,7 @@ from typing import Literal, Self, TypeVar
 
 import httpx2
 
+from quotad.sdk import _tracing
 from quotad.sdk._core import Call, Config, Done, Exchange, Retry, RetryPolicy
 from quotad.sdk._endpoints import Endpoints
 
@@ -57,14 +58,22 @@ class Client(Endpoints):
         exchange = Exchange(call, self._config)
         out = exchange.request
         while True:
-            try:
-                response = self._http.request(
-                    out.method, out.url, params=out.params, headers=out.headers, content=out.content
-                )
-            except httpx2.TransportError as exc:
-                step: Done[T] | Retry = exchange.failed(exc)
-            else:
-                step = exchange.answered(response.status_code, response.headers, response.content)
+            with _tracing.sending(out, self._http.base_url) as sending:
+                try:
+                    response = self._http.request(
+                        out.method,
+                        out.url,
+                        params=out.params,
+                        headers=sending.headers,
+                        content=out.content,
+                    )
+                except httpx2.TransportError as exc:
+                    step: Done[T] | Retry = exchange.failed(exc)
+                else:
+                    sending.answered(response.status_code)
+                    step = exchange.answered(
+                        response.status_code, response.headers, response.content
+                    )
             if isinstance(step, Done):
                 return step.value
             time.sleep(step.delay)
@@ -122,14 +131,22 @@ class AsyncClient(Endpoints):
         exchange = Exchange(call, self._config)
         out = exchange.request
         while True:
-            try:
-                response = await self._http.request(
-                    out.method, out.url, params=out.params, headers=out.headers, content=out.content
-                )
-            except httpx2.TransportError as exc:
-                step: Done[T] | Retry = exchange.failed(exc)
-            else:
-                step = exchange.answered(response.status_code, response.headers, response.content)
+            with _tracing.sending(out, self._http.base_url) as sending:
+                try:
+                    response = await self._http.request(
+                        out.method,
+                        out.url,
+                        params=out.params,
+                        headers=sending.headers,
+                        content=out.content,
+                    )
+                except httpx2.TransportError as exc:
+                    step: Done[T] | Retry = exchange.failed(exc)
+                else:
+                    sending.answered(response.status_code)
+                    step = exchange.answered(
+                        response.status_code, response.headers, response.content
+                    )
             if isinstance(step, Done):
                 return step.value
             await asyncio.sleep(step.delay)
