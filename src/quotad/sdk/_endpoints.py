@@ -75,8 +75,8 @@ class Endpoints:
     # Health -----------------------------------------------------------------------
     @endpoint
     def health(self) -> Call[bool]:
-        """Whether quotad runs and its store answers (``GET /healthz``)."""
-        return Call("GET", "/healthz", lambda _answer: True, credential="none", idempotent=True)
+        """Whether quotad runs and its store answers (``GET /readyz``; a 503 raises)."""
+        return Call("GET", "/readyz", lambda _answer: True, credential="none", idempotent=True)
 
     # Services ---------------------------------------------------------------------
     @endpoint
