@@ -211,6 +211,21 @@ class Database:
         except _UNREACHABLE as exc:
             raise StorageError("the database could not complete the read") from exc
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction whose reads all see one instant (for ``dump``).
+
+        PostgreSQL runs it at REPEATABLE READ; SQLite's read transaction (WAL) sees the
+        database as of its first read anyway.
+        """
+        async with self.read() as conn:
+            if not self.sqlite:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                if not self.sqlite:
+                    await conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+                yield conn
+
     async def ping(self) -> None:
         """Run a trivial query."""
         async with self.read() as conn:
