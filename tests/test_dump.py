@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from quotad.api.app import create_app
 from quotad.cli import app
 from quotad.cli.dump import read_dump, write_dump
-from quotad.domain.models import Service
+from quotad.domain.models import Account, Service
 from quotad.errors import AuthError, Conflict, ValidationFailed
 from quotad.service import auth
 from quotad.service.context import Context
@@ -294,16 +294,22 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
             asyncio.run(check_moved(url, source, populated))
 
 
-def test_restore_reads_stdin(tmp_path: Path) -> None:
-    """`quotad restore -` reads the dump from stdin."""
-    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+def populated_sqlite(tmp_path: Path) -> str:
+    """The URL of a SQLite store filled by ``populate``."""
+    url = f"sqlite:///{tmp_path / 'source.db'}"
 
     async def fill() -> None:
-        async with opened(source_url) as (ctx, http):
+        async with opened(url) as (ctx, http):
             assert isinstance(ctx.clock, FakeClock)
             await populate(http, ctx, ctx.clock)
 
     asyncio.run(fill())
+    return url
+
+
+def test_restore_reads_stdin(tmp_path: Path) -> None:
+    """`quotad restore -` reads the dump from stdin."""
+    source_url = populated_sqlite(tmp_path)
     printed = cli("dump", "--store", source_url)
     target = f"sqlite:///{tmp_path / 'target.db'}"
     restored = cli("restore", "-", "--store", target, stdin=printed.stdout.encode())
@@ -313,14 +319,7 @@ def test_restore_reads_stdin(tmp_path: Path) -> None:
 
 def test_restore_into_a_store_in_use_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     """`quotad restore` into a store with a service exits 1 saying so; the store is unchanged."""
-    source_url = f"sqlite:///{tmp_path / 'source.db'}"
-
-    async def fill() -> None:
-        async with opened(source_url) as (ctx, http):
-            assert isinstance(ctx.clock, FakeClock)
-            await populate(http, ctx, ctx.clock)
-
-    asyncio.run(fill())
+    source_url = populated_sqlite(tmp_path)
     dump = tmp_path / "quotad.jsonl"
     assert cli("dump", "-o", str(dump), "--store", source_url).exit_code == 0
     with postgres_schema() as url:
@@ -336,6 +335,22 @@ def test_restore_into_a_store_in_use_is_refused_and_changes_nothing(tmp_path: Pa
         assert "error CONFLICT: the target store is not empty" in refused.stderr
         assert "nothing was restored" in refused.stderr
         assert body(cli("dump", "--store", url).stdout) == body(before)
+
+
+def test_restore_of_a_dump_cut_short_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    """`quotad restore` of a dump without its end line says it was cut short, exits 1 and
+    leaves the store empty."""
+    printed = cli("dump", "--store", populated_sqlite(tmp_path)).stdout
+    dump = tmp_path / "cut.jsonl"
+    dump.write_text("".join(printed.splitlines(keepends=True)[:-1]))
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    refused = cli("restore", str(dump), "--store", target)
+    assert refused.exit_code == 1
+    assert "error VALIDATION_FAILED" in refused.stderr
+    assert "cut short" in refused.stderr
+    assert [json.loads(line)["kind"] for line in body(cli("dump", "--store", target).stdout)] == [
+        "end"
+    ]
 
 
 def test_restore_of_a_missing_file_exits_2(tmp_path: Path) -> None:
@@ -367,16 +382,38 @@ async def test_dump_restore_dump_gives_the_same_lines(
     ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, store_kind: str, tmp_path: Path
 ) -> None:
     """A dump restored into an empty store of the same kind dumps the same lines again, and
-    reads back the same records."""
+    reads back the same records (but for dashboard sessions, which a dump leaves out)."""
     await populate(client, ctx, clock)
+    later = clock.now() + timedelta(hours=1)
+    await ctx.records.create_session("signed-in", later, clock.now())
     lines = await dumped(ctx)
     assert len(lines) > 40
     async with target_of(store_kind, tmp_path, clock) as target:
         counts = await restore_lines(target, lines)
+        # Dashboard sessions stay behind: their owners sign in again.
+        assert await ctx.records.session_live("signed-in", clock.now())
+        assert not await target.records.session_live("signed-in", clock.now())
         assert counts["key"] == 7
         assert counts["account"] == 3
         assert body(await dumped(target)) == body(lines)
         assert await state(target.stores) == await state(ctx.stores)
+
+
+async def test_a_dump_is_one_snapshot(
+    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    """A record written while a dump is being read is not in it (nor half in it)."""
+    await populate(client, ctx, clock)
+    reading = ctx.counters.dump()
+    first = await anext(reading)
+    await call(client, "POST", "/admin/v1/accounts", {"id": "late", "name": "Late", "plan": "pro"})
+    await call(
+        client, "POST", "/admin/v1/accounts/late/limits/cohort.max_count/acquire", {"amount": 1}
+    )
+    rest = [item async for item in reading]
+    assert not any(getattr(item, "id", None) == "late" for item in [first, *rest])
+    assert not any(getattr(item, "account_id", None) == "late" for item in rest)
+    assert sum(isinstance(item, Account) for item in rest) == 3
 
 
 async def test_restore_into_a_store_in_use_is_refused(
