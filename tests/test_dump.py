@@ -32,6 +32,7 @@ from tests.conftest import OPERATOR, make_settings, store_url
 from tests.servers import REDIS_URL, postgres_schema, redis_namespace
 
 runner = CliRunner()
+with_cluster = True  # the store-parametrised tests run on a Redis Cluster too
 START = datetime.fromisoformat("2024-11-07T12:00:00+00:00")  # FakeClock's default
 DAYS = [date(2024, 11, 7) + timedelta(days=n) for n in range(-2, 4)]
 
@@ -366,10 +367,13 @@ async def dumped(ctx: Context) -> list[bytes]:
     return [line async for _kind, line in dump_lines(ctx)]
 
 
-@asynccontextmanager
-async def target_of(kind: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Context]:
-    """A second, empty, opened store of ``kind``, as a context."""
-    with store_url(kind, tmp_path / "target") as url:
+@pytest.fixture
+async def target(
+    store_kind: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Context]:
+    """A second, empty, opened store of the test's kind, as a context."""
+    cluster = request.getfixturevalue("redis_cluster") if store_kind == "redis-cluster" else None
+    with store_url(store_kind, tmp_path / "target", cluster) as url:
         stores = stores_from_url(url)
         await stores.open()
         try:
@@ -379,7 +383,7 @@ async def target_of(kind: str, tmp_path: Path, clock: FakeClock) -> AsyncIterato
 
 
 async def test_dump_restore_dump_gives_the_same_lines(
-    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, store_kind: str, tmp_path: Path
+    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, target: Context
 ) -> None:
     """A dump restored into an empty store of the same kind dumps the same lines again, and
     reads back the same records (but for dashboard sessions, which a dump leaves out)."""
@@ -388,15 +392,14 @@ async def test_dump_restore_dump_gives_the_same_lines(
     await ctx.records.create_session("signed-in", later, clock.now())
     lines = await dumped(ctx)
     assert len(lines) > 40
-    async with target_of(store_kind, tmp_path, clock) as target:
-        counts = await restore_lines(target, lines)
-        # Dashboard sessions stay behind: their owners sign in again.
-        assert await ctx.records.session_live("signed-in", clock.now())
-        assert not await target.records.session_live("signed-in", clock.now())
-        assert counts["key"] == 7
-        assert counts["account"] == 3
-        assert body(await dumped(target)) == body(lines)
-        assert await state(target.stores) == await state(ctx.stores)
+    counts = await restore_lines(target, lines)
+    # Dashboard sessions stay behind: their owners sign in again.
+    assert await ctx.records.session_live("signed-in", clock.now())
+    assert not await target.records.session_live("signed-in", clock.now())
+    assert counts["key"] == 7
+    assert counts["account"] == 3
+    assert body(await dumped(target)) == body(lines)
+    assert await state(target.stores) == await state(ctx.stores)
 
 
 async def test_a_dump_is_one_snapshot(
@@ -417,19 +420,18 @@ async def test_a_dump_is_one_snapshot(
 
 
 async def test_restore_into_a_store_in_use_is_refused(
-    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, store_kind: str, tmp_path: Path
+    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, target: Context
 ) -> None:
     """Restoring into a store that has a plan, service or account raises Conflict and writes
     nothing, not even the dump's settings."""
     await populate(client, ctx, clock)
     lines = await dumped(ctx)
-    async with target_of(store_kind, tmp_path, clock) as target:
-        await target.records.create_service(Service("other", "", START))
-        before = await dumped(target)
-        with pytest.raises(Conflict, match="not empty"):
-            await restore_lines(target, lines)
-        assert body(await dumped(target)) == body(before)
-        assert await target.records.get_setting(auth.ADMIN_TOKEN_SETTING) is None
+    await target.records.create_service(Service("other", "", START))
+    before = await dumped(target)
+    with pytest.raises(Conflict, match="not empty"):
+        await restore_lines(target, lines)
+    assert body(await dumped(target)) == body(before)
+    assert await target.records.get_setting(auth.ADMIN_TOKEN_SETTING) is None
 
 
 def _mangle(lines: list[bytes], number: int, change: dict[str, Any]) -> list[bytes]:
@@ -439,7 +441,7 @@ def _mangle(lines: list[bytes], number: int, change: dict[str, Any]) -> list[byt
 
 
 async def test_a_bad_dump_restores_nothing(
-    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, store_kind: str, tmp_path: Path
+    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, target: Context
 ) -> None:
     """A dump with a bad line near its end, or cut short, is refused naming the line, and
     leaves the store empty: the good dump restores into it afterwards."""
@@ -458,21 +460,20 @@ async def test_a_bad_dump_restores_nothing(
         ([*lines[:-1], lines[key_line - 1], lines[-1]], f"/line/{len(lines)}/kind"),  # order
         (_mangle(lines, len(lines), {"counts": {"usage": 1}}), f"/line/{len(lines)}/counts"),
     ]
-    async with target_of(store_kind, tmp_path, clock) as target:
-        empty = body(await dumped(target))
-        assert len(empty) == 1  # the end line alone
-        for bad, path in cases:
-            with pytest.raises(ValidationFailed) as raised:
-                await restore_lines(target, bad)
-            assert [e.path for e in raised.value.validation_errors] == [path], path
-            assert "nothing was restored" in raised.value.note
-            assert body(await dumped(target)) == empty
-        await restore_lines(target, lines)
-        assert body(await dumped(target)) == body(lines)
+    empty = body(await dumped(target))
+    assert len(empty) == 1  # the end line alone
+    for bad, path in cases:
+        with pytest.raises(ValidationFailed) as raised:
+            await restore_lines(target, bad)
+        assert [e.path for e in raised.value.validation_errors] == [path], path
+        assert "nothing was restored" in raised.value.note
+        assert body(await dumped(target)) == empty
+    await restore_lines(target, lines)
+    assert body(await dumped(target)) == body(lines)
 
 
 async def test_a_row_twice_restores_nothing(
-    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, store_kind: str, tmp_path: Path
+    ctx: Context, client: httpx2.AsyncClient, clock: FakeClock, target: Context
 ) -> None:
     """A dump that holds one usage day twice is refused as a Conflict; nothing is written."""
     await populate(client, ctx, clock)
@@ -481,10 +482,9 @@ async def test_a_row_twice_restores_nothing(
     end = json.loads(lines[-1])
     end["counts"]["usage"] += 1
     twice = [*lines[: usage + 1], lines[usage], *lines[usage + 1 : -1], json.dumps(end).encode()]
-    async with target_of(store_kind, tmp_path, clock) as target:
-        with pytest.raises(Conflict, match="twice"):
-            await restore_lines(target, twice)
-        assert await target.records.list_accounts(10, None) == []
+    with pytest.raises(Conflict, match="twice"):
+        await restore_lines(target, twice)
+    assert await target.records.list_accounts(10, None) == []
 
 
 def test_progress_shows_only_on_a_terminal(tmp_path: Path) -> None:
