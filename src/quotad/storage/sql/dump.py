@@ -54,6 +54,7 @@ from quotad.storage.sql.rows import (
 )
 
 ROWS_PER_INSERT = 1000
+ROWS_PER_READ = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +190,10 @@ class SqlDump:
                 query = kind.table.select().order_by(*self._ordering(kind))
                 if kind.where is not None:
                     query = query.where(kind.where)
-                result = await conn.stream(query)
-                async for row in result:
-                    yield kind.read(row)
+                result = await conn.stream(query.execution_options(yield_per=ROWS_PER_READ))
+                async for rows in result.partitions():
+                    for row in rows:
+                        yield kind.read(row)
 
     def _ordering(self, kind: _Kind) -> list[sa.ColumnElement[Any]]:
         """Text in code point order on every database (as SQLite and Python sort it), so a
@@ -209,8 +211,8 @@ class SqlDump:
             return await _empty(conn)
 
     async def restore(self, items: AsyncIterable[DumpItem]) -> None:
-        """Write a dump into this empty store in one transaction, ``ROWS_PER_INSERT`` rows
-        to a statement; any failure (of the store, or of reading ``items``) rolls it back."""
+        """Write a dump into this empty store in one transaction, ``ROWS_PER_INSERT`` rows at
+        a time; any failure (of the store, or of reading ``items``) rolls it back."""
         async with self._db.write() as conn:
             if not await _empty(conn):
                 raise Conflict(NOT_EMPTY)
