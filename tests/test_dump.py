@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -22,14 +23,14 @@ from quotad.api.app import create_app
 from quotad.cli import app
 from quotad.cli.dump import read_dump, write_dump
 from quotad.domain.models import Account, Service
-from quotad.errors import AuthError, Conflict, ValidationFailed
+from quotad.errors import AuthError, Conflict, StorageError, ValidationFailed
 from quotad.service import auth
 from quotad.service.context import Context
 from quotad.service.dump import dump_lines, restore_lines
 from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, make_settings, store_url
-from tests.servers import REDIS_URL, postgres_schema, redis_namespace
+from tests.servers import POSTGRES_URL, REDIS_URL, postgres_schema, redis_namespace
 
 runner = CliRunner()
 with_cluster = True  # the store-parametrised tests run on a Redis Cluster too
@@ -361,6 +362,17 @@ def test_restore_of_a_missing_file_exits_2(tmp_path: Path) -> None:
     assert "no such file" in answer.stderr
 
 
+def test_every_kind_has_its_line_and_its_table() -> None:
+    """Each record kind of a dump has one line model and one SQL reader and writer, in order."""
+    from quotad.domain.dump import DUMP_ORDER
+    from quotad.service import dump
+    from quotad.storage.sql import dump as sql_dump
+
+    assert tuple(dump._LINES) == DUMP_ORDER
+    assert tuple(kind.type for kind in sql_dump._KINDS) == DUMP_ORDER
+    assert len(set(dump.KINDS)) == len(DUMP_ORDER)
+
+
 # Every store ------------------------------------------------------------------------
 async def dumped(ctx: Context) -> list[bytes]:
     """The context's store as dump lines."""
@@ -485,6 +497,40 @@ async def test_a_row_twice_restores_nothing(
     with pytest.raises(Conflict, match="twice"):
         await restore_lines(target, twice)
     assert await target.records.list_accounts(10, None) == []
+
+
+@pytest.mark.postgresql
+def test_a_connection_lost_mid_restore_restores_nothing(tmp_path: Path) -> None:
+    """PostgreSQL ending the restore's connection after accounts and keys were written
+    fails the restore, saying nothing was restored; and nothing was."""
+    import psycopg
+
+    lines = cli("dump", "--store", populated_sqlite(tmp_path)).stdout.splitlines()
+    name = f"dumptest{uuid.uuid4().hex[:12]}"
+    with postgres_schema() as schema_url:
+        url = f"{schema_url}&application_name={name}"
+
+        def cut_at_usage() -> Iterator[bytes]:
+            for line in lines:
+                if json.loads(line)["kind"] == "usage":
+                    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                        admin.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = %s",
+                            (name,),
+                        )
+                yield line.encode()
+
+        async def restore() -> None:
+            async with opened(url) as (ctx, _http):
+                with pytest.raises(StorageError, match="nothing was restored"):
+                    await restore_lines(ctx, cut_at_usage())
+            async with opened(url) as (ctx, _http):
+                assert await ctx.records.list_accounts(10, None) == []
+                assert await ctx.records.list_services() == []
+                assert await ctx.records.get_setting(auth.ADMIN_TOKEN_SETTING) is None
+
+        asyncio.run(restore())
 
 
 def test_progress_shows_only_on_a_terminal(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from quotad.domain.models import (
     TotalChange,
     UsageDay,
 )
-from quotad.errors import FieldError, ValidationFailed
+from quotad.errors import FieldError, StorageError, ValidationFailed
 from quotad.service.context import Context
 
 FORMAT = "quotad-dump"
@@ -657,6 +657,7 @@ async def restore_lines(
         ValidationFailed: a line is not valid (nothing was restored).
         Conflict: the store is not empty, or the dump holds a row twice (nothing was
             restored).
+        StorageError: the store failed on the way (nothing was restored).
     """
     reader = DumpReader()
 
@@ -668,7 +669,11 @@ async def restore_lines(
                 yield item
         reader.finish()
 
-    await ctx.counters.restore(records())
+    try:
+        await ctx.counters.restore(records())
+    except StorageError as exc:
+        msg = f"{exc.note}; nothing was restored (a restore is one transaction)"
+        raise StorageError(msg) from exc
     if ctx.cache is not None:
         ctx.cache.clear()
     return reader.counts

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from quotad.domain.dump import (
     AccountTotal,
@@ -544,8 +544,10 @@ class MemoryStore:
             claim = IdempotencyClaim(item.key, item.fingerprint, item.expires_at)
             outcome = ConsumeOutcome(item.granted, item.used, item.total, item.day)
             self._idempotency[(item.account_id, item.key)] = (claim, outcome)
-        else:
+        elif isinstance(item, SeenEvent):
             self._events[(item.account_id, item.id)] = item.recorded_at
+        else:
+            assert_never(item)  # a kind added to DumpItem needs its branch here
 
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:
