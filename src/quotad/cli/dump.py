@@ -122,10 +122,15 @@ def restore_command(
         source, size = sys.stdin.buffer, None
     else:
         path = Path(file)
-        if not path.is_file():
-            err_console.print(f"[red]no such file: {escape(file)}[/red]", soft_wrap=True)
-            raise typer.Exit(2)
-        source, size = path.open("rb"), path.stat().st_size
+        try:
+            source = path.open("rb")  # a file, or a pipe such as <(quotad dump …)
+        except OSError as exc:
+            err_console.print(
+                f"[red]cannot read {escape(file)}: {escape(exc.strerror or str(exc))}[/red]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from exc
+        size = path.stat().st_size if path.is_file() else None
 
     async def action(ctx: Context) -> Counter[str]:
         return await read_dump(ctx, source, size, err_console)
