@@ -1,9 +1,9 @@
 """The ``quotad`` command: serve the API and administer a deployment.
 
 This module only assembles the Typer app; the commands live in ``serve`` (running a
-deployment), ``proxy``, ``data`` (usage, export, import), ``admin`` (services,
-plans, accounts, keys) and ``tokens`` (operator tokens, the audit log), over the
-shared helpers of ``console`` and ``stores``.
+deployment), ``proxy``, ``data`` (usage, export, import), ``dump`` (dump, restore),
+``admin`` (services, plans, accounts, keys) and ``tokens`` (operator tokens, the audit
+log), over the shared helpers of ``console`` and ``stores``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from quotad import __version__
-from quotad.cli import admin, data, proxy, serve, tokens
+from quotad.cli import admin, data, dump, proxy, serve, tokens
 from quotad.cli.console import console
 
 app = typer.Typer(
@@ -48,6 +48,8 @@ app.command("audit")(tokens.audit_command)
 app.command("proxy")(proxy.proxy_command)
 app.command("export")(data.export_command)
 app.command("import")(data.import_command)
+app.command("dump")(dump.dump_command)
+app.command("restore")(dump.restore_command)
 
 
 def main() -> None:

@@ -16,11 +16,12 @@ section), so no caller ever reads a counter and then writes it back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Protocol
 
+from quotad.domain.dump import DumpItem
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -39,6 +40,12 @@ from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 # stops waiting and answers without it (verify's store timeout). A store that can, makes
 # the work it sent late do nothing once past it (Redis checks it inside its script).
 CALL_DEADLINE: ContextVar[float | None] = ContextVar("quotad_call_deadline", default=None)
+
+# Why ``restore`` refuses a store already in use (``Conflict``).
+NOT_EMPTY = (
+    "the target store is not empty (it has services, plans or accounts): "
+    "restore into a new, empty store; nothing was restored"
+)
 
 
 class Connected(Protocol):
@@ -302,6 +309,29 @@ class CounterStore(Connected, Protocol):
         """Drop whatever the account's counters left, after its records were deleted.
 
         A store that is also the records store dropped them with the account.
+        """
+        ...
+
+    # The whole deployment (``quotad dump`` / ``quotad restore``) ---------------
+    def dump(self) -> AsyncIterator[DumpItem]:
+        """Every record and counter of the deployment, in ``DUMP_ORDER``.
+
+        The records store this store is over included: this is the deployment's whole
+        state but for dashboard sessions (signing in again makes new ones) and what a
+        Redis node has not written yet (a dump waits for every node to write it first).
+        One consistent snapshot where the backend has them (SQL).
+        """
+        ...
+
+    async def restore(self, items: AsyncIterable[DumpItem]) -> None:
+        """Write a dump (in ``DUMP_ORDER``) into this empty deployment, all or nothing.
+
+        An error raised while ``items`` is read (a bad line) ends the restore with
+        nothing written; so does any failure of the store where it has transactions.
+
+        Raises:
+            Conflict: the deployment already has a service, plan or account, or the
+                dump holds one record twice; nothing was written.
         """
         ...
 

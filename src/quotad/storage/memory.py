@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from datetime import date, datetime
+from typing import Any, assert_never
 
+from quotad.domain.dump import (
+    AccountTotal,
+    AccountUsage,
+    DumpItem,
+    Gauge,
+    IdempotencyAnswer,
+    SeenEvent,
+    Setting,
+)
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -31,6 +41,7 @@ from quotad.domain.models import (
 )
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import Conflict, NotFound
+from quotad.storage.base import NOT_EMPTY
 
 _UsageKey = tuple[str, str, date]
 _USED, _TOTAL, _REJECTED = 0, 1, 2
@@ -50,7 +61,7 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._key_by_digest: dict[str, str] = {}
         self._usage: dict[_UsageKey, list[int]] = {}
-        self._events: set[tuple[str, str]] = set()
+        self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
         self._totals: dict[tuple[str, str], list[TotalChange]] = {}
@@ -311,7 +322,7 @@ class MemoryStore:
             for event in events:
                 if (event.account_id, event.id) in self._events:
                     continue
-                self._events.add((event.account_id, event.id))
+                self._events[(event.account_id, event.id)] = event.timestamp
                 key = (event.account_id, event.service, event.day)
                 row = self._usage.setdefault(key, [0, event.total, 0])
                 row[_USED] += event.amount
@@ -479,6 +490,116 @@ class MemoryStore:
 
     async def forget_account(self, account_id: str) -> None:
         """Nothing left: ``delete_account`` deleted the account's counters with it."""
+
+    # The whole deployment ---------------------------------------------------------
+    async def dump(self) -> AsyncIterator[DumpItem]:
+        """Every record and counter, as they stood at the first step."""
+        with self._lock:
+            items = self._snapshot()
+        for item in items:
+            yield item
+
+    def _snapshot(self) -> list[DumpItem]:
+        items: list[DumpItem] = [Setting(n, v) for n, v in sorted(self._settings.items())]
+        items += [self._services[name] for name in sorted(self._services)]
+        items += [self._plans[plan_id] for plan_id in sorted(self._plans)]
+        items += [self._accounts[account_id] for account_id in sorted(self._accounts)]
+        keys = sorted(self._keys.values(), key=lambda k: (k.account_id, k.created_at, k.id))
+        items += keys
+        items += [
+            AccountTotal(account_id, service, change)
+            for (account_id, service), history in sorted(self._totals.items())
+            for change in history
+        ]
+        items += [
+            AccountUsage(account_id, service, UsageDay(day, *row))
+            for (account_id, service, day), row in sorted(self._usage.items())
+        ]
+        items += [Gauge(a, name, usage) for (a, name), usage in sorted(self._gauges.items())]
+        items += [
+            IdempotencyAnswer(
+                account_id,
+                key,
+                claim.fingerprint,
+                claim.expires_at,
+                outcome.granted,
+                outcome.used,
+                outcome.total,
+                outcome.day,
+            )
+            for (account_id, key), (claim, outcome) in sorted(
+                self._idempotency.items(), key=lambda item: item[0]
+            )
+        ]
+        items += [SeenEvent(a, ident, at) for (a, ident), at in sorted(self._events.items())]
+        return items
+
+    async def restore(self, items: AsyncIterable[DumpItem]) -> None:
+        """Fill this empty store from a dump, in a copy swapped in once the dump is whole."""
+        with self._lock:
+            self._require_empty()
+        staged = MemoryStore(self.url)
+        async for item in items:
+            staged._restore_one(item)
+        with self._lock:
+            self._require_empty()
+            for name in (
+                "_settings",
+                "_services",
+                "_plans",
+                "_accounts",
+                "_keys",
+                "_key_by_digest",
+                "_usage",
+                "_events",
+                "_idempotency",
+                "_gauges",
+                "_totals",
+            ):
+                setattr(self, name, getattr(staged, name))
+
+    def _require_empty(self) -> None:
+        if self._services or self._plans or self._accounts:
+            raise Conflict(NOT_EMPTY)
+
+    def _restore_one(self, item: DumpItem) -> None:
+        def once(table: dict[Any, Any], key: Any, what: str) -> None:
+            if key in table:
+                raise Conflict(f"the dump holds {what} twice")
+
+        if isinstance(item, Setting):
+            self._settings[item.name] = item.value
+        elif isinstance(item, Service):
+            once(self._services, item.name, f"service {item.name!r}")
+            self._services[item.name] = item
+        elif isinstance(item, Plan):
+            once(self._plans, item.id, f"plan {item.id!r}")
+            self._plans[item.id] = item
+        elif isinstance(item, Account):
+            once(self._accounts, item.id, f"account {item.id!r}")
+            if item.plan_id not in self._plans:
+                raise NotFound(f"plan {item.plan_id!r} not found")
+            self._accounts[item.id] = item
+        elif isinstance(item, ApiKey):
+            self._insert_key(item)
+        elif isinstance(item, AccountTotal):
+            history = self._totals.setdefault((item.account_id, item.service), [])
+            bisect.insort(history, item.change, key=lambda c: c.effective_from)
+        elif isinstance(item, AccountUsage):
+            key = (item.account_id, item.service, item.day.day)
+            once(self._usage, key, f"usage day {key}")
+            self._usage[key] = [item.day.used, item.day.total, item.day.rejected]
+        elif isinstance(item, Gauge):
+            once(self._gauges, (item.account_id, item.name), f"gauge {item.name!r}")
+            self._gauges[(item.account_id, item.name)] = item.usage
+        elif isinstance(item, IdempotencyAnswer):
+            claim = IdempotencyClaim(item.key, item.fingerprint, item.expires_at)
+            outcome = ConsumeOutcome(item.granted, item.used, item.total, item.day)
+            self._idempotency[(item.account_id, item.key)] = (claim, outcome)
+        elif isinstance(item, SeenEvent):
+            self._events[(item.account_id, item.id)] = item.recorded_at
+        else:
+            assert_never(item)  # a kind added to DumpItem needs its branch here
 
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:

@@ -45,7 +45,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib.resources import files
@@ -60,6 +60,7 @@ from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
 
+from quotad.domain.dump import DumpItem
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -68,7 +69,7 @@ from quotad.domain.models import (
     UsageEvent,
 )
 from quotad.errors import Conflict, QuotadError, StorageError
-from quotad.storage.base import CALL_DEADLINE
+from quotad.storage.base import CALL_DEADLINE, NOT_EMPTY
 from quotad.storage.batching import Batcher
 from quotad.storage.sql import SqlStore
 from quotad.storage.write_behind import Journal, StoredClaim
@@ -706,5 +707,41 @@ class RedisCounters:
             keys = [key async for key in self._client.scan_iter(match=pattern, count=500)]
             for start in range(0, len(keys), 500):
                 await self._client.delete(*keys[start : start + 500])
+
+        await self._call(drop)
+
+    # The whole deployment ---------------------------------------------------------
+    async def dump(self) -> AsyncIterator[DumpItem]:
+        """Every record and counter, from SQL once every node has written its changes there."""
+        await self.flush()
+        async for item in self.records.dump():
+            yield item
+
+    async def restore(self, items: AsyncIterable[DumpItem]) -> None:
+        """Restore into the SQL store, in one transaction; Redis takes the counters from it.
+
+        No account's marker is set, so each account's first call rebuilds its counters
+        from SQL, Idempotency-Key answers included. Counters Redis still holds under this
+        prefix belong to no account of the empty store (a deployment deleted, say): they
+        are dropped first, so none can stand in for a restored account's.
+        """
+        if not await self.records.is_empty():
+            raise Conflict(NOT_EMPTY)
+        await self._drop_account_counters()
+        await self.records.restore(items)
+
+    async def _drop_account_counters(self) -> None:
+        """Delete every account's keys under this prefix (the token buckets stay)."""
+        head = f"{self._prefix}:{{"
+
+        async def drop() -> None:
+            by_tag: dict[str, list[str]] = defaultdict(list)
+            async for key in self._client.scan_iter(match=head + "*", count=1000):
+                tag = key[len(head) : key.find("}", len(head))]
+                if not key.endswith(":rate"):
+                    by_tag[tag].append(key)
+            for keys in by_tag.values():  # one tag: one Cluster slot
+                for start in range(0, len(keys), 500):
+                    await self._client.delete(*keys[start : start + 500])
 
         await self._call(drop)

@@ -9,18 +9,20 @@ in one transaction too.
 - ``engine.py``: URLs, engines, connection settings, transactions, migrations;
 - ``records.py``: services, plans, accounts, keys, settings, total history, sessions;
 - ``counters.py``: usage, events, gauges and a counter store's write-behind;
+- ``dump.py``: the whole store out (one snapshot) and into an empty one (one transaction);
 - ``consume.py``, ``decide.py``, ``statements.py``, ``day_batches.py``: the consumes.
 """
 
 from __future__ import annotations
 
 from quotad.storage.sql.counters import SqlCounters
+from quotad.storage.sql.dump import SqlDump
 from quotad.storage.sql.engine import Database, migrate
 from quotad.storage.sql.records import SqlRecords
 from quotad.storage.sql.rows import from_micros, to_micros
 
 
-class SqlStore(SqlRecords, SqlCounters):
+class SqlStore(SqlRecords, SqlCounters, SqlDump):
     """Records and counters in one SQL database, over one set of engines.
 
     Args:

@@ -248,6 +248,21 @@ class Database:
                 return missing
         return StorageError(f"the database could not complete the {what}")
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction whose reads all see one instant (for ``dump``).
+
+        PostgreSQL runs it at REPEATABLE READ; SQLite's read transaction (WAL) sees the
+        database as of its first read anyway.
+        """
+        async with self.read() as conn:
+            if not self.sqlite:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                if not self.sqlite:
+                    await conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+                yield conn
+
     async def ping(self) -> None:
         """Run a trivial query."""
         async with self.read() as conn:

@@ -1,0 +1,143 @@
+"""``quotad dump`` and ``quotad restore``: a whole deployment out to JSON Lines and back in.
+
+``quotad.service.dump`` writes and reads the lines; this module adds files, stdin and
+stdout, and a progress bar on stderr when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from quotad.cli.console import console, err_console, handle_errors
+from quotad.cli.stores import StoreOption, run_with_store
+from quotad.service.context import Context
+from quotad.service.dump import KINDS, dump_lines, restore_lines
+
+
+def _progress(out: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[lines]:,} lines"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+        disable=not out.is_terminal,
+    )
+
+
+def _summary(counts: Counter[str]) -> str:
+    """``39 records (1 setting, 2 service, …)``: the dump's kinds, by name."""
+    kinds = ", ".join(f"{counts[kind]:,} {kind}" for kind in KINDS if counts[kind])
+    return f"{counts.total():,} records ({kinds or 'none'})"
+
+
+async def write_dump(ctx: Context, sink: IO[bytes], out: Console) -> Counter[str]:
+    """Write the deployment's dump to ``sink``, with progress on ``out``; lines of each kind."""
+    counts: Counter[str] = Counter()
+    with _progress(out) as progress:
+        task = progress.add_task("dumping", total=None, lines=0)
+        async for kind, line in dump_lines(ctx):
+            sink.write(line)
+            counts[kind] += 1
+            if counts.total() % 500 == 0:
+                progress.update(task, lines=counts.total())
+    del counts["header"], counts["end"]
+    return counts
+
+
+@handle_errors
+def dump_command(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of stdout", dir_okay=False),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Write the whole deployment as JSON Lines (restore it with `quotad restore`)."""
+
+    async def action(ctx: Context) -> Counter[str]:
+        if output is None:
+            return await write_dump(ctx, sys.stdout.buffer, err_console)
+        with output.open("wb") as sink:
+            return await write_dump(ctx, sink, err_console)
+
+    counts = run_with_store(store, action)
+    if output is None:
+        sys.stdout.flush()
+    else:
+        console.print(
+            f"dumped {_summary(counts)} to {escape(str(output))}", highlight=False, soft_wrap=True
+        )
+
+
+def _lines(source: IO[bytes]) -> Iterator[bytes]:
+    yield from source
+
+
+async def read_dump(
+    ctx: Context, source: IO[bytes], size: int | None, out: Console
+) -> Counter[str]:
+    """Restore the dump ``source`` holds (``size`` bytes, if known), with progress on ``out``."""
+    with _progress(out) as progress:
+        task = progress.add_task("restoring", total=size, lines=0)
+
+        lines = 0
+
+        def advance(length: int) -> None:
+            nonlocal lines
+            lines += 1
+            progress.update(task, advance=length, lines=lines)
+
+        return await restore_lines(ctx, _lines(source), advance)
+
+
+@handle_errors
+def restore_command(
+    file: Annotated[
+        str, typer.Argument(help="A file `quotad dump` wrote, or - for stdin", show_default=False)
+    ],
+    store: StoreOption = None,
+) -> None:
+    """Load a dump into an empty store, all or nothing (SQLite -> PostgreSQL, say)."""
+    if file == "-":
+        source, size = sys.stdin.buffer, None
+    else:
+        path = Path(file)
+        try:
+            source = path.open("rb")  # a file, or a pipe such as <(quotad dump …)
+        except OSError as exc:
+            err_console.print(
+                f"[red]cannot read {escape(file)}: {escape(exc.strerror or str(exc))}[/red]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from exc
+        size = path.stat().st_size if path.is_file() else None
+
+    async def action(ctx: Context) -> Counter[str]:
+        return await read_dump(ctx, source, size, err_console)
+
+    try:
+        counts = run_with_store(store, action)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    console.print(f"restored {_summary(counts)}", highlight=False, soft_wrap=True)
