@@ -547,3 +547,35 @@ def test_help_and_remote_commands_load_no_store_module(
     assert ("insights" if remote else "services") in done.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert not {name for name in imported if name.split(".")[0] in HEAVY}
+
+
+def test_the_scripts_head_is_alembics() -> None:
+    """The head read from the migration scripts without Alembic is the one Alembic finds."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from quotad.storage.sql.engine import MIGRATIONS, script_head
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert script_head() == ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_a_local_command_on_a_migrated_store_does_not_load_alembic(tmp_path: Path) -> None:
+    """Opening a store whose schema is at the head skips Alembic; a new one is migrated."""
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    program = "import sys; from quotad.cli import main; sys.argv[0] = 'quotad'; main()"
+
+    def imported(*args: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", program, *args, "--store", store],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()}
+
+    assert "alembic" in imported("migrate")
+    assert "alembic" not in imported("services", "list")
