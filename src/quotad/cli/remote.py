@@ -120,8 +120,9 @@ def usage_line_view(line: UsageLine) -> View:
     }
 
 
-def as_quotad_error(exc: QuotadAPIError) -> QuotadError:
-    """The server's error answer as the contract's error, to report like a local one."""
+def as_quotad_error(exc: QuotadAPIError, hint: str | None = None) -> QuotadError:
+    """The server's error answer as the contract's error, to report like a local one
+    (with ``hint`` after its note)."""
     try:
         code = ErrorCode(exc.error)
     except ValueError:
@@ -130,7 +131,8 @@ def as_quotad_error(exc: QuotadAPIError) -> QuotadError:
         FieldError(item.path, item.message, item.error_type, item.suggestion)
         for item in exc.validation_errors
     ]
-    return QuotadError(exc.note, code, problems)
+    note = exc.note if hint is None else f"{exc.note} ({hint})"
+    return QuotadError(note, code, problems)
 
 
 class RemoteOperator:

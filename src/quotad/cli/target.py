@@ -99,7 +99,9 @@ def target(store: str | None, url: str | None, token: str | None, create: bool =
     if chosen is None:
         return Target(store=store, create=create)
     if urlsplit(chosen).scheme not in ("http", "https") or not urlsplit(chosen).netloc:
-        raise fail(f"--url must be an http(s) URL such as http://127.0.0.1:8080, not {chosen!r}")
+        raise fail(
+            f"--url must be an http(s) URL such as http://127.0.0.1:8080, not {shown(chosen)!r}"
+        )
     secret = token or given.token or os.environ.get("QUOTAD_TOKEN") or None
     if secret is None:
         raise fail(f"--url {shown(chosen)} needs the operator token: --token or QUOTAD_TOKEN")
@@ -142,9 +144,8 @@ def _run_remote(url: str, token: str, action: Callable[[Operator], Awaitable[T]]
     try:
         return asyncio.run(main())
     except AuthenticationError as exc:
-        error = as_quotad_error(exc)
-        error.note += " (the server refused the operator token: check --token or QUOTAD_TOKEN)"
-        raise error from exc
+        hint = "the server refused the operator token: check --token or QUOTAD_TOKEN"
+        raise as_quotad_error(exc, hint) from exc
     except QuotadAPIError as exc:
         raise as_quotad_error(exc) from exc
     except QuotadConnectionError as exc:
