@@ -401,6 +401,31 @@ def test_a_redis_store_without_records_is_an_error(tmp_path: Path) -> None:
     assert not records.exists()
 
 
+def test_serve_refuses_a_redis_store_without_records(tmp_path: Path) -> None:
+    """``quotad serve --store redis://…`` without records= exits 2 before serving anything."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from quotad.cli import main; main()",
+            "serve",
+            "--store",
+            "redis://127.0.0.1:6379/0",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("QUOTAD_")},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "records=<SQL URL>" in done.stderr
+    assert not (tmp_path / "quotad.db").exists()
+
+
 # Messages in the CLI's words -----------------------------------------------------------
 @pytest.mark.parametrize("remote", [False, True], ids=["local", "remote"])
 def test_messages_name_commands_and_options_not_http(
