@@ -85,11 +85,14 @@ def today(offset: int = 0) -> str:
 
 @pytest.fixture
 def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The URL of a fresh SQLite store, with no QUOTAD_* environment or .env around."""
+    """The URL of a fresh SQLite store (made by ``quotad migrate``), with no QUOTAD_*
+    environment or .env around."""
     monkeypatch.chdir(tmp_path)
     for name in [n for n in os.environ if n.startswith("QUOTAD_")]:
         monkeypatch.delenv(name)
-    return f"sqlite:///{tmp_path / 'q.db'}"
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    ok(store, "migrate")
+    return store
 
 
 @pytest.fixture
@@ -133,9 +136,9 @@ def test_services_create_duplicate_is_conflict(url: str) -> None:
 
 
 def test_services_create_refuses_a_name_the_api_refuses(url: str) -> None:
-    """A service name outside the API's pattern is VALIDATION_FAILED with its path."""
+    """A service name outside the API's pattern is VALIDATION_FAILED naming the argument."""
     result = fails(url, "VALIDATION_FAILED", "services", "create", "Bad Name")
-    assert "/body/name" in result.stderr
+    assert "NAME: use lowercase letters" in result.stderr
     assert data(url, "services", "list") == []
 
 
@@ -162,25 +165,25 @@ def test_plans_create_show_and_list(seeded: str) -> None:
 
 
 def test_plans_create_with_unknown_service_is_validation_failed(seeded: str) -> None:
-    """A quota naming an unregistered service is refused with the offending path."""
+    """A quota naming an unregistered service is refused, naming the --quota."""
     result = fails(seeded, "VALIDATION_FAILED", "plans", "create", "x", "--quota", "nope=1")
-    assert "/body/quotas/nope" in result.stderr
+    assert "--quota nope: service 'nope' is not registered" in result.stderr
 
 
 @pytest.mark.parametrize(
     ("option", "path"),
     [
-        (("--quota", "insights"), "/body/quotas"),
-        (("--quota", "insights=many"), "/body/quotas/insights/total"),
-        (("--quota", "insights=-1"), "/body/quotas/insights/total"),
-        (("--limit", "cohort.max_count"), "/body/limits/0"),
-        (("--limit", "cohort.max_count=ten"), "/body/limits/0/limit"),
+        (("--quota", "insights"), "--quota: 'insights' is not SERVICE=TOTAL"),
+        (("--quota", "insights=many"), "--quota insights (total): "),
+        (("--quota", "insights=-1"), "--quota insights (total): "),
+        (("--limit", "cohort.max_count"), "--limit #1: "),
+        (("--limit", "cohort.max_count=ten"), "--limit #1 (limit): "),
     ],
 )
 def test_plans_create_refuses_malformed_options(
     seeded: str, option: tuple[str, str], path: str
 ) -> None:
-    """Malformed --quota and --limit values are VALIDATION_FAILED at their path."""
+    """Malformed --quota and --limit values are VALIDATION_FAILED, naming the option."""
     result = fails(seeded, "VALIDATION_FAILED", "plans", "create", "x", *option)
     assert path in result.stderr
 
@@ -226,11 +229,11 @@ def test_accounts_create_list_and_search(seeded: str) -> None:
 
 
 def test_accounts_create_with_unknown_plan_is_refused(seeded: str) -> None:
-    """An account on a plan that does not exist is VALIDATION_FAILED at /body/plan."""
+    """An account on a plan that does not exist is VALIDATION_FAILED naming --plan."""
     result = fails(
         seeded, "VALIDATION_FAILED", "accounts", "create", "--name", "X", "--plan", "nope"
     )
-    assert "/body/plan" in result.stderr
+    assert "  --plan: " in result.stderr
 
 
 def test_accounts_create_with_bad_timezone_is_refused(seeded: str) -> None:
@@ -493,13 +496,15 @@ def test_usage_adjust_then_show(seeded: str) -> None:
     ("args", "code"),
     [
         (("--service", "nope"), "NOT_FOUND"),
-        (("--service", "insights", "--to", "2024-01-01"), "VALIDATION_FAILED"),
+        (("--service", "insights", "--from", today(-100)), "VALIDATION_FAILED"),
+        (("--service", "insights", "--to", "2024-02-30"), "VALIDATION_FAILED"),
+        (("--service", "insights", "--from", today(-1), "--to", today(-2)), "VALIDATION_FAILED"),
         (("--service", "insights", "--from", "2024-02-30"), "VALIDATION_FAILED"),
         (("--service", "insights", "--from", today(2)), "VALIDATION_FAILED"),
     ],
 )
 def test_usage_show_refuses_bad_windows(seeded: str, args: tuple[str, ...], code: str) -> None:
-    """usage show applies the rules of GET /usage/{service} to service and dates."""
+    """usage show refuses an unknown service, unreal or future days, and bad windows."""
     fails(seeded, code, "usage", "show", "acme", *args)
 
 
@@ -545,12 +550,12 @@ def test_store_url_comes_from_the_environment(url: str, monkeypatch: pytest.Monk
 
 
 def test_validation_errors_list_each_path_on_stderr(seeded: str) -> None:
-    """Every validation error of a refused command is printed with its path and message."""
+    """Every validation error of a refused command is printed with its option and message."""
     result = fails(
         seeded, "VALIDATION_FAILED", "plans", "create", "x", "--quota", "a=-1", "--quota", "b=-2"
     )
-    assert "/body/quotas/a/total" in result.stderr
-    assert "/body/quotas/b/total" in result.stderr
+    assert "--quota a (total)" in result.stderr
+    assert "--quota b (total)" in result.stderr
     assert "greater than or equal to 0" in result.stderr
 
 

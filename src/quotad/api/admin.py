@@ -33,6 +33,7 @@ from quotad.api.schemas import (
     ServiceIn,
     ServiceOut,
     UsageDayOut,
+    UsageLineOut,
 )
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
 from quotad.service import admin, transfer, usage
@@ -222,6 +223,14 @@ async def account_usage(
     account = await admin.require_account(ctx, account_id)
     rows = await usage.history(ctx, account, service, start_date, end_date)
     return ORJSONResponse([views.usage_day_view(row) for row in rows])
+
+
+@router.get("/accounts/{account_id}/usages", response_model=list[UsageLineOut])
+async def account_usages(ctx: Ctx, account_id: str) -> Response:
+    """The lines of ``GET /v1/usages`` for any account: limits and quotas, today's use."""
+    account = await admin.require_account(ctx, account_id)
+    lines = await usage.overview(ctx, account)
+    return ORJSONResponse([views.usage_line_view(x) for x in lines])
 
 
 @router.post("/accounts/{account_id}/usage/{service}/adjust", response_model=UsageDayOut)

@@ -11,6 +11,7 @@ from quotad.domain import days
 from quotad.domain.models import Account, ApiKey, GaugeChange, Plan, Service, UsageDay
 from quotad.errors import ValidationFailed
 from quotad.service.admin import IssuedKey, key_status
+from quotad.service.usage import UsageLine
 
 
 def _time(value: datetime | None) -> str | None:
@@ -86,6 +87,16 @@ def usage_day_view(row: UsageDay) -> dict[str, Any]:
         "remaining": row.remaining,
         "total": row.total,
         "date": row.day.isoformat(),
+    }
+
+
+def usage_line_view(line: UsageLine) -> dict[str, Any]:
+    """One line of ``GET /v1/usages``: a resource limit or a daily quota."""
+    return {
+        "description": line.description,
+        "limit": line.limit,
+        "name": line.name,
+        "usage": line.usage,
     }
 
 

@@ -13,24 +13,23 @@ from typing import Annotated
 import typer
 
 from quotad import __version__
-from quotad.cli import admin, data, dump, proxy, serve, tokens
-from quotad.cli.console import console
+from quotad.cli import admin, data, dump, proxy, serve, target, tokens
+from quotad.cli.console import App, console
 
-app = typer.Typer(
-    name="quotad",
-    help="Usage metering and quotas for API providers.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+app = App(name="quotad", help="Usage metering and quotas for API providers.", add_completion=False)
 
 
 @app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+    url: target.UrlOption = None,
+    token: target.TokenOption = None,
 ) -> None:
     if version:
         console.print(f"quotad {__version__}")
         raise typer.Exit
+    target.remember_root_options(ctx.invoked_subcommand, url, token)
 
 
 # `quotad --help` lists the commands in this order, then the groups in theirs.

@@ -1,17 +1,22 @@
-"""Administration: ``services``, ``plans``, ``accounts`` and ``keys``."""
+"""Administration: ``services``, ``plans``, ``accounts`` and ``keys``.
+
+Each command checks its input with the API's request schema, then asks the
+``Operator`` of its target (a local store or, with ``--url``, a running quotad) and
+prints the views it answers.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from quotad.api import schemas, views
 from quotad.cli.console import (
+    App,
     JsonOption,
+    cli_errors,
     console,
     handle_errors,
     print_json,
@@ -21,45 +26,46 @@ from quotad.cli.console import (
     show,
     validated,
 )
-from quotad.cli.stores import PAGE_SIZE, StoreOption, every, run_with_store
-from quotad.domain import days
-from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
+from quotad.cli.operator import PlanLimit
+from quotad.cli.stores import StoreOption
+from quotad.cli.target import CreateOption, TokenOption, UrlOption, run, target
 from quotad.errors import ValidationFailed
-from quotad.service import admin, usage
-from quotad.service.context import Context
 
 # Services ---------------------------------------------------------------------
-services_app = typer.Typer(help="Metered services.", no_args_is_help=True)
+services_app = App(help="Metered services.")
 SERVICE_COLUMNS = ("name", "description", "created_at")
 
 
 @services_app.command("list")
 @handle_errors
-def services_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
+def services_list(
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """List the registered services."""
-
-    async def action(ctx: Context) -> list[dict[str, Any]]:
-        return [views.service_view(s) for s in await admin.list_services(ctx)]
-
-    rows = run_with_store(store, action)
+    rows = run(target(store, url, token), lambda op: op.list_services())
     show(rows, as_json, lambda: print_rows("services", rows, SERVICE_COLUMNS))
 
 
 @services_app.command("create")
-@handle_errors
+@cli_errors({"name": "NAME"})
 def services_create(
     name: str,
     description: Annotated[str, typer.Option(help="What the service is")] = "",
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    create: CreateOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Register a service."""
+    from quotad.api import schemas
+
     body = validated(schemas.ServiceIn, name=name, description=description)
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        return views.service_view(await admin.create_service(ctx, body.name, body.description))
-
-    view = run_with_store(store, action)
+    where = target(store, url, token, create)
+    view = run(where, lambda op: op.create_service(body.name, body.description))
     show(
         view,
         as_json,
@@ -68,7 +74,7 @@ def services_create(
 
 
 # Plans ------------------------------------------------------------------------
-plans_app = typer.Typer(help="Plans: quotas per service and resource limits.", no_args_is_help=True)
+plans_app = App(help="Plans: quotas per service and resource limits.")
 
 
 def _number(text: str) -> int | str:
@@ -115,14 +121,14 @@ def print_plan(title: str, view: dict[str, Any]) -> None:
 
 @plans_app.command("list")
 @handle_errors
-def plans_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
+def plans_list(
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """List the plans."""
-
-    async def action(ctx: Context) -> list[dict[str, Any]]:
-        plans = await every(lambda after: admin.list_plans(ctx, PAGE_SIZE, after), lambda p: p.id)
-        return [views.plan_view(p) for p in plans]
-
-    rows = run_with_store(store, action)
+    rows = run(target(store, url, token), lambda op: op.list_plans())
     if as_json:
         print_json(rows)
         return
@@ -134,18 +140,20 @@ def plans_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
 
 @plans_app.command("show")
 @handle_errors
-def plans_show(plan_id: str, store: StoreOption = None, as_json: JsonOption = False) -> None:
+def plans_show(
+    plan_id: str,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """Show one plan."""
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        return views.plan_view(await admin.require_plan(ctx, plan_id))
-
-    view = run_with_store(store, action)
+    view = run(target(store, url, token), lambda op: op.get_plan(plan_id))
     show(view, as_json, lambda: print_plan(f"plan {view['id']}", view))
 
 
 @plans_app.command("create")
-@handle_errors
+@cli_errors({"id": "PLAN_ID"})
 def plans_create(
     plan_id: str,
     *,
@@ -157,10 +165,15 @@ def plans_create(
         typer.Option("--limit", help="NAME=LIMIT[:DESCRIPTION] (repeatable)"),
     ] = None,
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    create: CreateOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Create a plan whose quotas name registered services."""
+    from quotad.api import schemas
+
     body = validated(
         schemas.PlanIn,
         id=plan_id,
@@ -168,64 +181,63 @@ def plans_create(
         quotas=_quota_options(quota or []),
         limits=_limit_options(limit or []),
     )
-    quotas = {name: Quota(q.total, q.period) for name, q in body.quotas.items()}
-    limits = [Limit(x.name, x.description, x.limit) for x in body.limits]
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        plan = await admin.create_plan(ctx, body.id, quotas, limits, body.description)
-        return views.plan_view(plan)
-
-    view = run_with_store(store, action)
+    quotas = {name: q.total for name, q in body.quotas.items()}
+    limits = [PlanLimit(x.name, x.limit, x.description) for x in body.limits]
+    where = target(store, url, token, create)
+    view = run(where, lambda op: op.create_plan(body.id, quotas, limits, body.description))
     show(view, as_json, lambda: print_plan(f"plan {view['id']} created", view))
 
 
 @plans_app.command("delete")
 @handle_errors
-def plans_delete(plan_id: str, store: StoreOption = None) -> None:
+def plans_delete(
+    plan_id: str,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """Delete a plan that no account uses."""
-
-    async def action(ctx: Context) -> None:
-        await admin.delete_plan(ctx, plan_id)
-
-    run_with_store(store, action)
+    run(target(store, url, token), lambda op: op.delete_plan(plan_id))
     console.print(f"plan {escape(plan_id)} deleted")
 
 
 # Accounts ---------------------------------------------------------------------
-accounts_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
+accounts_app = App(help="Customer accounts.")
 ACCOUNT_COLUMNS = ("id", "name", "plan", "timezone", "status", "created_at")
+
+
+class Status(StrEnum):
+    """An account's status (``quotad.domain.models.AccountStatus``)."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
 
 
 @accounts_app.command("list")
 @handle_errors
 def accounts_list(
     search: Annotated[str | None, typer.Option(help="Only ids or names containing this")] = None,
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """List the accounts."""
-
-    async def action(ctx: Context) -> list[dict[str, Any]]:
-        accounts = await every(
-            lambda after: admin.list_accounts(ctx, PAGE_SIZE, after, search), lambda a: a.id
-        )
-        return [views.account_view(a) for a in accounts]
-
-    rows = run_with_store(store, action)
+    rows = run(target(store, url, token), lambda op: op.list_accounts(search))
     show(rows, as_json, lambda: print_rows("accounts", rows, ACCOUNT_COLUMNS))
 
 
 @accounts_app.command("show")
 @handle_errors
-def accounts_show(account_id: str, store: StoreOption = None, as_json: JsonOption = False) -> None:
+def accounts_show(
+    account_id: str,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """Show one account with today's usage of each quota and resource limit."""
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        account = await admin.require_account(ctx, account_id)
-        lines = [dataclasses.asdict(x) for x in await usage.overview(ctx, account)]
-        return {**views.account_view(account), "usage": lines}
-
-    view = run_with_store(store, action)
+    view = run(target(store, url, token), lambda op: op.show_account(account_id))
     if as_json:
         print_json(view)
         return
@@ -241,19 +253,18 @@ def accounts_create(
     plan: Annotated[str, typer.Option(help="Plan id")],
     account_id: Annotated[str | None, typer.Option("--id", help="Id (default: generated)")] = None,
     timezone: Annotated[str, typer.Option(help="IANA timezone of its usage days")] = "UTC",
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    create: CreateOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Create an account on an existing plan."""
+    from quotad.api import schemas
+
     body = validated(schemas.AccountIn, id=account_id, name=name, plan=plan, timezone=timezone)
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        account = await admin.create_account(
-            ctx, body.id, body.name, body.plan, body.timezone, Overrides()
-        )
-        return views.account_view(account)
-
-    view = run_with_store(store, action)
+    where = target(store, url, token, create)
+    view = run(where, lambda op: op.create_account(body.id, body.name, body.plan, body.timezone))
     show(
         view, as_json, lambda: print_record(f"account {view['id']} created", view, ACCOUNT_COLUMNS)
     )
@@ -267,11 +278,15 @@ def accounts_update(
     name: Annotated[str | None, typer.Option(help="New display name")] = None,
     plan: Annotated[str | None, typer.Option(help="New plan id")] = None,
     timezone: Annotated[str | None, typer.Option(help="New IANA timezone")] = None,
-    status: Annotated[AccountStatus | None, typer.Option(help="active or suspended")] = None,
-    store: StoreOption = None,
+    status: Annotated[Status | None, typer.Option(help="active or suspended")] = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Change an account's name, plan, timezone or status."""
+    from quotad.api import schemas
+
     body = validated(
         schemas.AccountPatch,
         name=name,
@@ -279,14 +294,11 @@ def accounts_update(
         timezone=timezone,
         status=None if status is None else status.value,
     )
-    changes = admin.AccountChanges(
-        name=body.name, plan_id=body.plan, timezone=body.timezone, status=status
+    where = target(store, url, token)
+    view = run(
+        where,
+        lambda op: op.update_account(account_id, body.name, body.plan, body.timezone, body.status),
     )
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        return views.account_view(await admin.update_account(ctx, account_id, changes))
-
-    view = run_with_store(store, action)
     show(
         view, as_json, lambda: print_record(f"account {view['id']} updated", view, ACCOUNT_COLUMNS)
     )
@@ -298,35 +310,34 @@ def accounts_delete(
     account_id: str,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Delete an account with its keys, usage and gauges."""
+    where = target(store, url, token)
     if not yes:
         typer.confirm(f"Delete account {account_id} with its keys and usage?", abort=True)
-
-    async def action(ctx: Context) -> None:
-        await admin.delete_account(ctx, account_id)
-
-    run_with_store(store, action)
+    run(where, lambda op: op.delete_account(account_id))
     console.print(f"account {escape(account_id)} deleted")
 
 
 # Keys -------------------------------------------------------------------------
-keys_app = typer.Typer(help="API keys (secrets are shown only when issued).", no_args_is_help=True)
+keys_app = App(help="API keys (secrets are shown only when issued).")
 KEY_COLUMNS = ("id", "name", "hint", "status", "scopes", "created_at", "expires_at", "replaced_by")
 KEY_LIST_COLUMNS = ("id", "name", "hint", "status", "scopes", "expires_at", "replaced_by")
 
 
 @keys_app.command("list")
 @handle_errors
-def keys_list(account_id: str, store: StoreOption = None, as_json: JsonOption = False) -> None:
+def keys_list(
+    account_id: str,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """List an account's keys (never their secrets)."""
-
-    async def action(ctx: Context) -> list[dict[str, Any]]:
-        keys = await admin.list_keys(ctx, account_id)
-        now = ctx.clock.now()
-        return [views.key_view(k, now) for k in keys]
-
-    rows = run_with_store(store, action)
+    rows = run(target(store, url, token), lambda op: op.list_keys(account_id))
     show(rows, as_json, lambda: print_rows(f"keys of {account_id}", rows, KEY_LIST_COLUMNS))
 
 
@@ -343,18 +354,17 @@ def keys_create(
         list[str] | None,
         typer.Option("--scope", help="usage:read, consume:* or consume:SERVICE (default: all)"),
     ] = None,
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Issue a key for an account and print its secret once."""
+    from quotad.api import schemas
+
     body = validated(schemas.KeyIn, name=name, expires_at=expires_at, scopes=scope)
-    scopes = None if body.scopes is None else tuple(body.scopes)
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        issued = await admin.create_key(ctx, account_id, body.name, body.expires_at, scopes)
-        return views.issued_key_view(issued, ctx.clock.now())
-
-    view = run_with_store(store, action)
+    where = target(store, url, token)
+    view = run(where, lambda op: op.create_key(account_id, body.name, body.expires_at, body.scopes))
     if as_json:
         print_json(view)
         return
@@ -364,13 +374,15 @@ def keys_create(
 
 @keys_app.command("revoke")
 @handle_errors
-def keys_revoke(key_id: str, store: StoreOption = None, as_json: JsonOption = False) -> None:
+def keys_revoke(
+    key_id: str,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """Revoke a key now."""
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        return views.key_view(await admin.revoke_key(ctx, key_id), ctx.clock.now())
-
-    view = run_with_store(store, action)
+    view = run(target(store, url, token), lambda op: op.revoke_key(key_id))
     show(view, as_json, lambda: print_record(f"key {view['id']} revoked", view, KEY_COLUMNS))
 
 
@@ -379,22 +391,21 @@ def keys_revoke(key_id: str, store: StoreOption = None, as_json: JsonOption = Fa
 def keys_rotate(
     key_id: str,
     grace_seconds: Annotated[int, typer.Option(help="How long the old key keeps working")] = 3600,
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Issue a replacement key and print its secret once; the old one works for the grace period."""
+    from quotad.api import schemas
+
     body = validated(schemas.RotateIn, grace_seconds=grace_seconds)
-
-    async def action(ctx: Context) -> tuple[dict[str, Any], datetime | None]:
-        issued = await admin.rotate_key(ctx, key_id, body.grace_seconds)
-        old = await admin.require_key(ctx, key_id)
-        return views.issued_key_view(issued, ctx.clock.now()), old.expires_at
-
-    view, old_until = run_with_store(store, action)
+    where = target(store, url, token)
+    view, old_until = run(where, lambda op: op.rotate_key(key_id, body.grace_seconds))
     if as_json:
         print_json(view)
         return
     print_record(f"key {key_id} rotated to {view['id']}", view, KEY_COLUMNS)
     if old_until is not None:
-        console.print(f"the old key {escape(key_id)} stays valid until {days.rfc3339(old_until)}")
+        console.print(f"the old key {escape(key_id)} stays valid until {old_until}")
     print_secret("new API key", view["key"])

@@ -8,25 +8,16 @@ module adds the files, stdout and the progress bars.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from quotad.api import schemas, views
-from quotad.cli.chart import print_usage_chart
 from quotad.cli.console import (
+    App,
     JsonOption,
     console,
     err_console,
@@ -37,16 +28,21 @@ from quotad.cli.console import (
     validated,
 )
 from quotad.cli.stores import StoreOption, run_with_store
-from quotad.service import admin, usage
-from quotad.service.context import Context
-from quotad.service.transfer import ImportOutcome, export_lines, import_lines
+from quotad.cli.target import TokenOption, UrlOption, run, target
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from quotad.cli.operator import Operator
+    from quotad.service.context import Context
+    from quotad.service.transfer import ImportOutcome
 
 LARGE_FILE_BYTES = 256 * 1024  # imports this large show a progress bar
 LARGE_EXPORT_ROWS = 5000  # exports show their progress once this many rows are written
 
 
 # Usage ------------------------------------------------------------------------
-usage_app = typer.Typer(help="Daily usage of an account.", no_args_is_help=True)
+usage_app = App(help="Daily usage of an account.")
 USAGE_COLUMNS = ("date", "used", "remaining", "total")
 ServiceOption = Annotated[str, typer.Option("--service", help="Service name")]
 
@@ -58,31 +54,32 @@ def usage_show(
     *,
     service: ServiceOption,
     start: Annotated[
-        str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default: today)")
+        str | None,
+        typer.Option("--from", help="First day, YYYY-MM-DD (default: 29 days before --to)"),
     ] = None,
     end: Annotated[
-        str | None, typer.Option("--to", help="Last day, YYYY-MM-DD (default: today)")
+        str | None,
+        typer.Option("--to", help="Last day, YYYY-MM-DD (default: the account's today)"),
     ] = None,
-    store: StoreOption = None,
     as_json: JsonOption = False,
     chart: Annotated[
         bool, typer.Option("--chart/--no-chart", help="Draw a bar chart above the table")
     ] = True,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Show an account's daily usage of a service (the rows of GET /usage/{service})."""
-
-    async def action(ctx: Context) -> list[dict[str, Any]]:
-        account = await admin.require_account(ctx, account_id)
-        rows = await usage.history(ctx, account, service, start, end)
-        return [views.usage_day_view(row) for row in rows]
-
-    rows = run_with_store(store, action)
+    """Show an account's daily usage of a service, the last 30 days unless --from/--to say."""
+    where = target(store, url, token)
+    rows = run(where, lambda op: op.usage(account_id, service, start, end))
     if as_json:
         print_json(rows)
     elif not rows:
         console.print(f"no {escape(service)} usage by {escape(account_id)} in this window")
     else:
         if chart:
+            from quotad.cli.chart import print_usage_chart
+
             print_usage_chart(rows, f"{account_id} {service}: used / total per day")
         print_rows(f"{account_id} {service} usage", rows, USAGE_COLUMNS)
 
@@ -95,17 +92,17 @@ def usage_adjust(
     service: ServiceOption,
     day: Annotated[str, typer.Option("--date", help="The day, YYYY-MM-DD")],
     delta: Annotated[int, typer.Option(help="Units to add (negative to credit back)")],
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Correct or credit one day's usage (never below zero)."""
+    from quotad.api import schemas
+
     body = validated(schemas.AdjustIn, date=day, delta=delta)
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        row = await usage.adjust(ctx, account_id, service, body.date, body.delta)
-        return views.usage_day_view(row)
-
-    view = run_with_store(store, action)
+    where = target(store, url, token)
+    view = run(where, lambda op: op.adjust(account_id, service, body.date, body.delta))
     show(
         view,
         as_json,
@@ -115,6 +112,15 @@ def usage_adjust(
 
 # Export -----------------------------------------------------------------------
 def _progress(out: Console) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -128,12 +134,12 @@ def _progress(out: Console) -> Progress:
     )
 
 
-async def write_export(ctx: Context, sink: IO[bytes], out: Console) -> int:
-    """Write every usage day to ``sink``; past ``LARGE_EXPORT_ROWS``, show progress on ``out``."""
+async def write_export(lines: AsyncIterator[bytes], sink: IO[bytes], out: Console) -> int:
+    """Write ``lines`` to ``sink``; past ``LARGE_EXPORT_ROWS``, show progress on ``out``."""
     count = 0
     with _progress(out) as progress:
         task = progress.add_task("exporting", total=None, rows=0, visible=False)
-        async for line in export_lines(ctx):
+        async for line in lines:
             sink.write(line)
             count += 1
             if count % 500 == 0:
@@ -148,16 +154,19 @@ def export_command(
         typer.Option("--output", "-o", help="Write to this file instead of stdout", dir_okay=False),
     ] = None,
     store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Write every usage day as JSON Lines (the rows of GET /admin/v1/export)."""
+    """Write every usage day as JSON Lines, one day per line (what `quotad import` reads)."""
+    where = target(store, url, token)
 
-    async def action(ctx: Context) -> int:
+    async def action(op: Operator) -> int:
         if output is None:
-            return await write_export(ctx, sys.stdout.buffer, err_console)
+            return await write_export(op.export_lines(), sys.stdout.buffer, err_console)
         with output.open("wb") as sink:
-            return await write_export(ctx, sink, err_console)
+            return await write_export(op.export_lines(), sink, err_console)
 
-    count = run_with_store(store, action)
+    count = run(where, action)
     if output is not None:
         console.print(f"exported {count:,} usage days to {escape(str(output))}", highlight=False)
     else:
@@ -182,6 +191,8 @@ async def import_file(ctx: Context, path: Path, size: int, out: Console) -> Impo
             nonlocal lines
             lines += 1
             progress.update(task, advance=length, rows=lines)
+
+        from quotad.service.transfer import import_lines
 
         return await import_lines(ctx, _lines(path), advance)
 

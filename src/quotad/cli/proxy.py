@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from quotad.cli.console import err_console
 from quotad.cli.stores import StoreOption, load_settings, run_with_store
 from quotad.errors import QuotadError
-from quotad.service import admin
-from quotad.service.context import Context
-from quotad.storage import mask_url
+
+if TYPE_CHECKING:
+    from quotad.service.context import Context
 
 
 def proxy_command(
@@ -65,6 +65,8 @@ def proxy_command(
     from quotad.asgi.middleware import REFUND_STATUSES
     from quotad.asgi.proxy import build_proxy
     from quotad.asgi.routes import CostMap, service_routes
+    from quotad.service import admin
+    from quotad.storage import mask_url
 
     if not upstream.startswith(("http://", "https://")):
         err_console.print(f"[red]--upstream must be an http(s) URL[/red], not {upstream!r}")

@@ -12,15 +12,13 @@ import typer
 from rich.console import Console
 
 from quotad import __version__
-from quotad.cli.console import console, err_console
+from quotad.cli.console import App, console, err_console
 from quotad.cli.stores import StoreOption, load_settings, run_with_store
-from quotad.service import auth
-from quotad.service.context import Context
-from quotad.settings import Settings
-from quotad.storage import mask_url, stores_from_url
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the service layer and the stores load when a command runs
     from quotad.demo import Demo
+    from quotad.service.context import Context
+    from quotad.settings import Settings
 
 
 def serve(
@@ -40,6 +38,9 @@ def serve(
     from quotad import logs
     from quotad.api import server
     from quotad.api.app import create_app
+    from quotad.service import auth
+    from quotad.service.context import Context
+    from quotad.storage import stores_from_url
 
     settings = load_settings(store_url=store, host=host, port=port, grpc_port=grpc_port)
     logs.configure_for(settings)
@@ -49,7 +50,7 @@ def serve(
         seeded = await demo_module.seed(ctx) if demo else None
         return token, seeded
 
-    token, seeded = run_with_store(settings.store_url, prepare)
+    token, seeded = run_with_store(settings.store_url, prepare, create=True)
     base = f"http://{settings.host}:{settings.port}"
     _print_banner(settings, base, token, seeded)
     ctx = Context(stores_from_url(settings.store_url), settings)
@@ -73,6 +74,8 @@ def serve(
 
 
 def _print_banner(settings: Settings, base: str, token: str | None, seeded: Demo | None) -> None:
+    from quotad.storage import mask_url
+
     out = Console(highlight=False, soft_wrap=True)
     store = mask_url(settings.store_url)
     out.print(f"[bold]quotad {__version__}[/bold] serving on {base} (store {store})")
@@ -121,16 +124,18 @@ def migrate(store: StoreOption = None) -> None:
     async def noop(_ctx: Context) -> None:
         return None
 
-    run_with_store(store, noop)  # opening a store migrates it
+    run_with_store(store, noop, create=True)  # opening a store creates or migrates it
     console.print("schema is up to date")
 
 
-token_app = typer.Typer(help="The operator token.", no_args_is_help=True)
+token_app = App(help="The operator token.")
 
 
 @token_app.command("reset")
 def token_reset(store: StoreOption = None) -> None:
     """Generate a new operator token (the old one stops working) and print it once."""
+    from quotad.service import auth
+
     token = run_with_store(store, auth.reset_operator_token)
     console.print(f"new operator token: [bold]{token}[/bold]", highlight=False)
 
@@ -151,6 +156,9 @@ def openapi(
 def openapi_json() -> str:
     """The OpenAPI document, as the committed ``openapi.json`` holds it."""
     from quotad.api.app import create_api
+    from quotad.service.context import Context
+    from quotad.settings import Settings
+    from quotad.storage import stores_from_url
 
     ctx = Context(stores_from_url("memory://"), Settings(store_url="memory://"))
     document = create_api(ctx).openapi()

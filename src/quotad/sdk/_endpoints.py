@@ -348,6 +348,16 @@ class Endpoints:
         )
 
     @endpoint
+    def account_usages(self, account_id: str) -> Call[list[UsageLine]]:
+        """Any account's limits and daily quotas with today's use, as ``GET /v1/usages``."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}/usages",
+            json_with(list_of(UsageLine.from_json)),
+            idempotent=True,
+        )
+
+    @endpoint
     def adjust_usage(
         self, account_id: str, service: str, day: date | str, delta: int
     ) -> Call[UsageDay]:

@@ -8,6 +8,7 @@ PostgreSQL one pooled engine serves both.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -85,8 +84,49 @@ def _missing_database(url: sa.URL, exc: BaseException) -> StorageError | None:
     )
 
 
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*=\s*(.+?)\s*$", re.MULTILINE)
+
+
+@functools.cache
+def script_head() -> str | None:
+    """The one head revision of the migration scripts, read without importing Alembic
+    (``None`` when the scripts are not a plain chain: Alembic decides then)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("[0-9]*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text()))
+        revision, parent = found.get("revision", ""), found.get("down_revision", "")
+        if not re.fullmatch(r"[\"'][\w-]+[\"']", revision):
+            return None
+        revisions.add(revision[1:-1])
+        if parent != "None":
+            if not re.fullmatch(r"[\"'][\w-]+[\"']", parent):
+                return None
+            parents.add(parent[1:-1])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def at_head(connection: sa.Connection) -> bool:
+    """Whether the schema is already at the scripts' head (so Alembic need not load)."""
+    head = script_head()
+    if head is None or not sa.inspect(connection).has_table("alembic_version"):
+        return False
+    current = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+    return list(current) == [head]
+
+
 def migrate(connection: sa.Connection, revision: str = "head") -> None:
-    """Run the migrations up to ``revision`` on an open synchronous connection."""
+    """Run the migrations up to ``revision`` on an open synchronous connection.
+
+    A schema already at the head is left alone without importing Alembic, which keeps
+    opening a store (every CLI command does) quick.
+    """
+    if revision == "head" and at_head(connection):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

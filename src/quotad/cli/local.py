@@ -1,0 +1,168 @@
+"""``Operator`` over a local store: the service layer, exactly as the ``/admin/v1`` routes.
+
+Imported only by commands that open a store, so that the remote commands start
+without SQLAlchemy, Alembic and the rest of the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from quotad.api import views
+from quotad.cli.operator import Operator, PlanLimit, View, window
+from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
+from quotad.service import admin, transfer, usage
+from quotad.service.context import Context
+
+T = TypeVar("T")
+PAGE_SIZE = 500
+
+
+async def every(
+    fetch: Callable[[str | None], Awaitable[list[T]]], ident: Callable[[T], str]
+) -> list[T]:
+    """Every item of a paged listing, fetched ``PAGE_SIZE`` at a time."""
+    found: list[T] = []
+    after: str | None = None
+    while True:
+        page = await fetch(after)
+        found += page
+        if len(page) < PAGE_SIZE:
+            return found
+        after = ident(page[-1])
+
+
+class LocalOperator:
+    """The administrative operations over an opened store."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def list_services(self) -> list[View]:
+        """Every service."""
+        return [views.service_view(s) for s in await admin.list_services(self.ctx)]
+
+    async def create_service(self, name: str, description: str) -> View:
+        """Register a service."""
+        return views.service_view(await admin.create_service(self.ctx, name, description))
+
+    async def list_plans(self) -> list[View]:
+        """Every plan, by id."""
+        plans = await every(
+            lambda after: admin.list_plans(self.ctx, PAGE_SIZE, after), lambda p: p.id
+        )
+        return [views.plan_view(p) for p in plans]
+
+    async def get_plan(self, plan_id: str) -> View:
+        """One plan."""
+        return views.plan_view(await admin.require_plan(self.ctx, plan_id))
+
+    async def create_plan(
+        self, plan_id: str, quotas: dict[str, int], limits: list[PlanLimit], description: str
+    ) -> View:
+        """Create a plan."""
+        plan = await admin.create_plan(
+            self.ctx,
+            plan_id,
+            {name: Quota(total) for name, total in quotas.items()},
+            [Limit(x.name, x.description, x.limit) for x in limits],
+            description,
+        )
+        return views.plan_view(plan)
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete a plan no account uses."""
+        await admin.delete_plan(self.ctx, plan_id)
+
+    async def list_accounts(self, search: str | None) -> list[View]:
+        """Every account, by id."""
+        accounts = await every(
+            lambda after: admin.list_accounts(self.ctx, PAGE_SIZE, after, search), lambda a: a.id
+        )
+        return [views.account_view(a) for a in accounts]
+
+    async def show_account(self, account_id: str) -> View:
+        """An account with today's usage of each quota and resource limit."""
+        account = await admin.require_account(self.ctx, account_id)
+        lines = [dataclasses.asdict(x) for x in await usage.overview(self.ctx, account)]
+        return {**views.account_view(account), "usage": lines}
+
+    async def create_account(
+        self, account_id: str | None, name: str, plan: str, timezone: str
+    ) -> View:
+        """Create an account."""
+        account = await admin.create_account(
+            self.ctx, account_id, name, plan, timezone, Overrides()
+        )
+        return views.account_view(account)
+
+    async def update_account(
+        self,
+        account_id: str,
+        name: str | None,
+        plan: str | None,
+        timezone: str | None,
+        status: str | None,
+    ) -> View:
+        """Change the given fields of an account."""
+        changes = admin.AccountChanges(
+            name=name,
+            plan_id=plan,
+            timezone=timezone,
+            status=None if status is None else AccountStatus(status),
+        )
+        return views.account_view(await admin.update_account(self.ctx, account_id, changes))
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account with its keys, usage and gauges."""
+        await admin.delete_account(self.ctx, account_id)
+
+    async def list_keys(self, account_id: str) -> list[View]:
+        """An account's keys."""
+        keys = await admin.list_keys(self.ctx, account_id)
+        now = self.ctx.clock.now()
+        return [views.key_view(k, now) for k in keys]
+
+    async def create_key(
+        self, account_id: str, name: str, expires_at: datetime | None, scopes: list[str] | None
+    ) -> View:
+        """Issue a key."""
+        issued = await admin.create_key(
+            self.ctx, account_id, name, expires_at, None if scopes is None else tuple(scopes)
+        )
+        return views.issued_key_view(issued, self.ctx.clock.now())
+
+    async def revoke_key(self, key_id: str) -> View:
+        """Revoke a key now."""
+        return views.key_view(await admin.revoke_key(self.ctx, key_id), self.ctx.clock.now())
+
+    async def rotate_key(self, key_id: str, grace_seconds: int) -> tuple[View, str | None]:
+        """Issue a replacement key."""
+        issued = await admin.rotate_key(self.ctx, key_id, grace_seconds)
+        old = await admin.require_key(self.ctx, key_id)
+        view = views.issued_key_view(issued, self.ctx.clock.now())
+        return view, views.key_view(old, self.ctx.clock.now())["expires_at"]
+
+    async def usage(
+        self, account_id: str, service: str, start: str | None, end: str | None
+    ) -> list[View]:
+        """Day rows of an account's service."""
+        account = await admin.require_account(self.ctx, account_id)
+        first, last = window(start, end, usage.today(self.ctx, account))
+        rows = await usage.history(self.ctx, account, service, first, last)
+        return [views.usage_day_view(row) for row in rows]
+
+    async def adjust(self, account_id: str, service: str, day: str, delta: int) -> View:
+        """Correct or credit one day."""
+        return views.usage_day_view(await usage.adjust(self.ctx, account_id, service, day, delta))
+
+    def export_lines(self) -> AsyncIterator[bytes]:
+        """Every usage day as a JSON line."""
+        return transfer.export_lines(self.ctx)
+
+
+if TYPE_CHECKING:  # mypy checks the class against the interface
+    _LOCAL: type[Operator] = LocalOperator

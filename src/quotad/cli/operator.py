@@ -1,0 +1,143 @@
+"""What the administrative commands ask of a deployment, written once for both targets.
+
+``Operator`` is the interface: every method answers with the views the API returns
+(the JSON bodies of ``/admin/v1``), so a command prints the same thing whether it
+ran against a local store (``quotad.cli.local``: the service layer over the opened
+store) or a running server (``quotad.cli.remote``: the SDK over the operator API).
+Inputs reach it already checked by the API's request schemas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from quotad.errors import ValidationFailed
+
+View = dict[str, Any]
+DEFAULT_WINDOW_DAYS = 30  # what `quotad usage show` shows without --from
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimit:
+    """A resource limit of a plan to create."""
+
+    name: str
+    limit: int
+    description: str
+
+
+class Operator(Protocol):
+    """The administrative operations of a deployment, as views."""
+
+    async def list_services(self) -> list[View]:
+        """Every service."""
+        ...
+
+    async def create_service(self, name: str, description: str) -> View:
+        """Register a service."""
+        ...
+
+    async def list_plans(self) -> list[View]:
+        """Every plan, by id."""
+        ...
+
+    async def get_plan(self, plan_id: str) -> View:
+        """One plan."""
+        ...
+
+    async def create_plan(
+        self, plan_id: str, quotas: dict[str, int], limits: list[PlanLimit], description: str
+    ) -> View:
+        """Create a plan: a daily total per service, and resource limits."""
+        ...
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete a plan no account uses."""
+        ...
+
+    async def list_accounts(self, search: str | None) -> list[View]:
+        """Every account (whose id or name contains ``search``), by id."""
+        ...
+
+    async def show_account(self, account_id: str) -> View:
+        """An account with ``usage``: its limits and quotas with today's use."""
+        ...
+
+    async def create_account(
+        self, account_id: str | None, name: str, plan: str, timezone: str
+    ) -> View:
+        """Create an account (its id generated unless given)."""
+        ...
+
+    async def update_account(
+        self,
+        account_id: str,
+        name: str | None,
+        plan: str | None,
+        timezone: str | None,
+        status: str | None,
+    ) -> View:
+        """Change the given fields of an account."""
+        ...
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account with its keys, usage and gauges."""
+        ...
+
+    async def list_keys(self, account_id: str) -> list[View]:
+        """An account's keys, never their secrets."""
+        ...
+
+    async def create_key(
+        self, account_id: str, name: str, expires_at: datetime | None, scopes: list[str] | None
+    ) -> View:
+        """Issue a key; the view carries its secret as ``key``."""
+        ...
+
+    async def revoke_key(self, key_id: str) -> View:
+        """Revoke a key now."""
+        ...
+
+    async def rotate_key(self, key_id: str, grace_seconds: int) -> tuple[View, str | None]:
+        """Issue a replacement key; with the old key's new expiry (RFC 3339)."""
+        ...
+
+    async def usage(
+        self, account_id: str, service: str, start: str | None, end: str | None
+    ) -> list[View]:
+        """Day rows of an account's service; ``start`` defaults as ``window`` says."""
+        ...
+
+    async def adjust(self, account_id: str, service: str, day: str, delta: int) -> View:
+        """Add ``delta`` to one day's use (never below zero)."""
+        ...
+
+    def export_lines(self) -> AsyncIterator[bytes]:
+        """Every usage day as a JSON line (with its newline), as ``GET /admin/v1/export``."""
+        ...
+
+
+def window(start: str | None, end: str | None, today: date) -> tuple[str, str | None]:
+    """The ``--from`` and ``--to`` of ``usage show``: without ``--from``, the 30 days up to
+    ``--to`` (default: the account's today)."""
+    if start is not None:
+        return start, end
+    if end is None:
+        return (today - timedelta(days=DEFAULT_WINDOW_DAYS - 1)).isoformat(), None
+    try:
+        last = date.fromisoformat(end) if _DATE.match(end) else None
+    except ValueError:
+        last = None
+    if last is None:
+        raise ValidationFailed.at(
+            "/query/end_date",
+            f"{end!r} is not a real date in the form YYYY-MM-DD",
+            "format",
+            "e.g. 2024-11-01",
+        )
+    return (last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)).isoformat(), end

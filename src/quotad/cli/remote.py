@@ -1,0 +1,286 @@
+"""``Operator`` over a running quotad: the SDK's ``AsyncClient`` on the operator API.
+
+The SDK's typed results are turned back into the API's views (the same functions of
+``quotad.api.views`` would render them from the records), so a command prints the same
+with ``--url`` as on the local store. The SDK's errors become the contract's
+``QuotadError``, reported like local ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+import orjson
+
+from quotad.cli.operator import Operator, PlanLimit, View, window
+from quotad.domain import days
+from quotad.errors import ErrorCode, FieldError, QuotadError
+from quotad.sdk import (
+    Account,
+    AsyncClient,
+    IssuedKey,
+    Key,
+    Limit,
+    Plan,
+    QuotadAPIError,
+    Service,
+    UsageDay,
+    UsageLine,
+)
+
+T = TypeVar("T")
+PAGE_SIZE = 500  # the largest page the API serves
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else days.rfc3339(value)
+
+
+def service_view(service: Service) -> View:
+    """A service, as ``quotad.api.views.service_view``."""
+    return {
+        "name": service.name,
+        "description": service.description,
+        "created_at": days.rfc3339(service.created_at),
+    }
+
+
+def plan_view(plan: Plan) -> View:
+    """A plan, as ``quotad.api.views.plan_view``."""
+    return {
+        "id": plan.id,
+        "description": plan.description,
+        "quotas": {
+            k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())
+        },
+        "limits": [
+            {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
+        ],
+        "created_at": days.rfc3339(plan.created_at),
+    }
+
+
+def account_view(account: Account) -> View:
+    """An account, as ``quotad.api.views.account_view``."""
+    return {
+        "id": account.id,
+        "name": account.name,
+        "plan": account.plan,
+        "timezone": account.timezone,
+        "status": account.status,
+        "overrides": {
+            "quotas": {k: {"total": v} for k, v in sorted(account.overrides.quotas.items())},
+            "limits": dict(sorted(account.overrides.limits.items())),
+        },
+        "created_at": days.rfc3339(account.created_at),
+    }
+
+
+def key_view(key: Key) -> View:
+    """A key, never its secret, as ``quotad.api.views.key_view``."""
+    return {
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "hint": key.hint,
+        "scopes": None if key.scopes is None else list(key.scopes),
+        "status": key.status,
+        "created_at": days.rfc3339(key.created_at),
+        "expires_at": _time(key.expires_at),
+        "revoked_at": _time(key.revoked_at),
+        "replaced_by": key.replaced_by,
+    }
+
+
+def issued_key_view(issued: IssuedKey) -> View:
+    """A new key with its secret."""
+    return {**key_view(issued), "key": issued.key}
+
+
+def usage_day_view(row: UsageDay) -> View:
+    """A usage day."""
+    return {
+        "used": row.used,
+        "remaining": row.remaining,
+        "total": row.total,
+        "date": row.date.isoformat(),
+    }
+
+
+def usage_line_view(line: UsageLine) -> View:
+    """A line of the usage overview."""
+    return {
+        "description": line.description,
+        "limit": line.limit,
+        "name": line.name,
+        "usage": line.usage,
+    }
+
+
+def as_quotad_error(exc: QuotadAPIError, hint: str | None = None) -> QuotadError:
+    """The server's error answer as the contract's error, to report like a local one
+    (with ``hint`` after its note)."""
+    try:
+        code = ErrorCode(exc.error)
+    except ValueError:
+        code = ErrorCode.INTERNAL_SERVER_ERROR
+    problems = [
+        FieldError(item.path, item.message, item.error_type, item.suggestion)
+        for item in exc.validation_errors
+    ]
+    note = exc.note if hint is None else f"{exc.note} ({hint})"
+    return QuotadError(note, code, problems)
+
+
+class RemoteOperator:
+    """The administrative operations through the operator API."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def _every(
+        self, fetch: Callable[[str | None], Awaitable[Any]], convert: Callable[[Any], View]
+    ) -> list[View]:
+        found: list[View] = []
+        cursor: str | None = None
+        while True:
+            page = await fetch(cursor)
+            found += [convert(item) for item in page.items]
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    async def list_services(self) -> list[View]:
+        """Every service."""
+        return [service_view(s) for s in await self.client.list_services()]
+
+    async def create_service(self, name: str, description: str) -> View:
+        """Register a service."""
+        return service_view(await self.client.create_service(name, description))
+
+    async def list_plans(self) -> list[View]:
+        """Every plan, by id."""
+        return await self._every(
+            lambda cursor: self.client.list_plans(PAGE_SIZE, cursor), plan_view
+        )
+
+    async def get_plan(self, plan_id: str) -> View:
+        """One plan."""
+        return plan_view(await self.client.get_plan(plan_id))
+
+    async def create_plan(
+        self, plan_id: str, quotas: dict[str, int], limits: list[PlanLimit], description: str
+    ) -> View:
+        """Create a plan."""
+        plan = await self.client.create_plan(
+            plan_id,
+            dict(quotas),
+            [Limit(x.name, x.limit, x.description) for x in limits],
+            description,
+        )
+        return plan_view(plan)
+
+    async def delete_plan(self, plan_id: str) -> None:
+        """Delete a plan no account uses."""
+        await self.client.delete_plan(plan_id)
+
+    async def list_accounts(self, search: str | None) -> list[View]:
+        """Every account, by id."""
+        return await self._every(
+            lambda cursor: self.client.list_accounts(PAGE_SIZE, cursor, search), account_view
+        )
+
+    async def show_account(self, account_id: str) -> View:
+        """An account with today's usage of each quota and resource limit."""
+        account = await self.client.get_account(account_id)
+        lines = await self.client.account_usages(account_id)
+        return {**account_view(account), "usage": [usage_line_view(x) for x in lines]}
+
+    async def create_account(
+        self, account_id: str | None, name: str, plan: str, timezone: str
+    ) -> View:
+        """Create an account."""
+        account = await self.client.create_account(
+            name, plan, account_id=account_id, timezone=timezone
+        )
+        return account_view(account)
+
+    async def update_account(
+        self,
+        account_id: str,
+        name: str | None,
+        plan: str | None,
+        timezone: str | None,
+        status: str | None,
+    ) -> View:
+        """Change the given fields of an account."""
+        account = await self.client.update_account(
+            account_id,
+            name=name,
+            plan=plan,
+            timezone=timezone,
+            status=cast(Literal["active", "suspended"] | None, status),
+        )
+        return account_view(account)
+
+    async def delete_account(self, account_id: str) -> None:
+        """Delete an account with its keys, usage and gauges."""
+        await self.client.delete_account(account_id)
+
+    async def list_keys(self, account_id: str) -> list[View]:
+        """An account's keys."""
+        return [key_view(k) for k in await self.client.list_keys(account_id)]
+
+    async def create_key(
+        self, account_id: str, name: str, expires_at: datetime | None, scopes: list[str] | None
+    ) -> View:
+        """Issue a key."""
+        issued = await self.client.create_key(
+            account_id, name, expires_at=expires_at, scopes=scopes
+        )
+        return issued_key_view(issued)
+
+    async def revoke_key(self, key_id: str) -> View:
+        """Revoke a key now."""
+        return key_view(await self.client.revoke_key(key_id))
+
+    async def rotate_key(self, key_id: str, grace_seconds: int) -> tuple[View, str | None]:
+        """Issue a replacement key."""
+        issued = await self.client.rotate_key(key_id, grace_seconds)
+        keys = await self.client.list_keys(issued.account_id)
+        old = next((k for k in keys if k.id == key_id), None)
+        return issued_key_view(issued), None if old is None else _time(old.expires_at)
+
+    async def usage(
+        self, account_id: str, service: str, start: str | None, end: str | None
+    ) -> list[View]:
+        """Day rows of an account's service."""
+        account = await self.client.get_account(account_id)
+        today = days.local_day(datetime.now(UTC), account.timezone)
+        first, last = window(start, end, today)
+        rows = await self.client.account_usage(account_id, service, first, last)
+        return [usage_day_view(row) for row in rows]
+
+    async def adjust(self, account_id: str, service: str, day: str, delta: int) -> View:
+        """Correct or credit one day."""
+        return usage_day_view(await self.client.adjust_usage(account_id, service, day, delta))
+
+    async def export_lines(self) -> AsyncIterator[bytes]:
+        """Every usage day as a JSON line, as the server wrote it."""
+        for row in await self.client.export():
+            line = {
+                "account_id": row.account_id,
+                "service": row.service,
+                "date": row.date.isoformat(),
+                "used": row.used,
+                "total": row.total,
+                "rejected": row.rejected,
+            }
+            yield orjson.dumps(line) + b"\n"
+
+
+if TYPE_CHECKING:  # mypy checks the class against the interface
+    _REMOTE: type[Operator] = RemoteOperator
