@@ -328,7 +328,7 @@ async def test_the_actor_of_a_request_does_not_outlive_it(
 def test_cli_changes_are_logged_as_cli(tmp_path: Path) -> None:
     """A CLI command's change names ``cli`` as its actor; ``quotad audit`` shows it."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    ok(url, "services", "create", "insights")
+    ok(url, "services", "create", "insights", "--create")
     made = data(url, "tokens", "create", "robot", "--role", "read")
     assert made["token"].startswith("qdtok_")
     assert data(url, "tokens", "list")[0]["name"] == "robot"
@@ -373,6 +373,7 @@ async def test_the_dashboard_shows_an_accounts_changes(
 def test_a_bootstrap_token_reset_is_logged_by_its_hint(tmp_path: Path) -> None:
     """``quotad token reset`` leaves a ``token.reset`` entry of ``token:bootstrap``, by hint only."""
     url = f"sqlite:///{tmp_path / 'reset.db'}"
+    ok(url, "migrate")
     printed = ok(url, "token", "reset").stdout
     found = re.findall(r"\bqdop_[0-9A-Za-z]{36}\b", printed)
     assert len(found) == 1, printed

@@ -80,7 +80,7 @@ def remote_args(server: tuple[Running, str]) -> tuple[str, ...]:
 # The same output, remotely and locally -------------------------------------------------
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z")
 GENERATED = re.compile(
-    r"\b(?:key|acct)_[0-9A-Za-z]{16}\b|\bqd_[0-9A-Za-z]{36}\b|qd_…[0-9A-Za-z]{4}"
+    r"\b(?:key|acct|tok)_[0-9A-Za-z]{16}\b|\bqd(?:tok)?_[0-9A-Za-z]{36}\b|qd(?:tok)?_…[0-9A-Za-z]{4}"
 )
 
 
@@ -205,6 +205,16 @@ def script(run: Callable[..., Result]) -> list[str]:
     step("keys", "revoke", "key_nope")
     both("keys", "list", "acme")
     step("export")
+    token_id = json.loads(step("tokens", "create", "reader", "--role", "read", "--json").stdout)[
+        "id"
+    ]
+    step("tokens", "create", "reader", "--role", "read")  # CONFLICT: names are unique
+    step("tokens", "create", "boss", "--role", "boss")  # VALIDATION_FAILED
+    both("tokens", "list")
+    both("tokens", "revoke", token_id)
+    step("tokens", "revoke", "tok_nope")
+    step("audit", "--since", "yesterday")  # VALIDATION_FAILED
+    step("audit", "--target", "token:nope", "--json")  # nothing
     step("accounts", "delete", "acme", stdin="n\n")
     step("accounts", "delete", generated, "--yes")
     step("accounts", "delete", generated, "--yes")
@@ -239,6 +249,8 @@ def test_every_command_prints_the_same_through_the_api_as_on_a_local_store(
         ("keys", "list", "acme"),
         ("usage", "show", "acme", "--service", "insights"),
         ("export",),
+        ("tokens", "list"),
+        ("audit", "--limit", "3"),
     ],
 )
 def test_reads_of_one_store_are_identical_either_way(

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,8 +26,9 @@ from rich.progress import (
 
 from quotad.cli.console import console, err_console, handle_errors
 from quotad.cli.stores import StoreOption, run_with_store
-from quotad.service.context import Context
-from quotad.service.dump import KINDS, dump_lines, restore_lines
+
+if TYPE_CHECKING:  # the service layer and the stores load when a command runs
+    from quotad.service.context import Context
 
 
 def _progress(out: Console) -> Progress:
@@ -46,12 +47,16 @@ def _progress(out: Console) -> Progress:
 
 def _summary(counts: Counter[str]) -> str:
     """``39 records (1 setting, 2 service, …)``: the dump's kinds, by name."""
+    from quotad.service.dump import KINDS
+
     kinds = ", ".join(f"{counts[kind]:,} {kind}" for kind in KINDS if counts[kind])
     return f"{counts.total():,} records ({kinds or 'none'})"
 
 
 async def write_dump(ctx: Context, sink: IO[bytes], out: Console) -> Counter[str]:
     """Write the deployment's dump to ``sink``, with progress on ``out``; lines of each kind."""
+    from quotad.service.dump import dump_lines
+
     counts: Counter[str] = Counter()
     with _progress(out) as progress:
         task = progress.add_task("dumping", total=None, lines=0)
@@ -107,6 +112,8 @@ async def read_dump(
             lines += 1
             progress.update(task, advance=length, lines=lines)
 
+        from quotad.service.dump import restore_lines
+
         return await restore_lines(ctx, _lines(source), advance)
 
 
@@ -136,7 +143,9 @@ def restore_command(
         return await read_dump(ctx, source, size, err_console)
 
     try:
-        counts = run_with_store(store, action)
+        counts = run_with_store(
+            store, action, create=True
+        )  # a restore makes its store, as migrate does
     finally:
         if source is not sys.stdin.buffer:
             source.close()

@@ -121,6 +121,33 @@ class Operator(Protocol):
         """Every usage day as a JSON line (with its newline), as ``GET /admin/v1/export``."""
         ...
 
+    async def create_token(self, name: str, role: str) -> View:
+        """Create a named operator token; the view carries it as ``token``, this once."""
+        ...
+
+    async def list_tokens(self) -> list[View]:
+        """Every named operator token (never a token), revoked ones included."""
+        ...
+
+    async def revoke_token(self, token_id: str) -> View:
+        """Revoke an operator token now."""
+        ...
+
+    async def audit(self, query: AuditPage) -> View:
+        """A page of the audit log, newest first: ``items`` and ``next_cursor``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """Which audit entries to list (``cursor`` is a page's ``next_cursor``)."""
+
+    target: str | None
+    actor: str | None
+    since: datetime | None
+    limit: int
+    cursor: str | None
+
 
 def window(start: str | None, end: str | None, today: date) -> tuple[str, str | None]:
     """The ``--from`` and ``--to`` of ``usage show``: without ``--from``, the 30 days up to

@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import orjson
 
-from quotad.cli.operator import Operator, PlanLimit, View, window
+from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.domain import days
 from quotad.errors import ErrorCode, FieldError, QuotadError
 from quotad.sdk import (
     Account,
     AsyncClient,
+    AuditEntry,
     IssuedKey,
     Key,
     Limit,
+    OperatorToken,
     Plan,
     QuotadAPIError,
     Service,
@@ -280,6 +282,58 @@ class RemoteOperator:
                 "rejected": row.rejected,
             }
             yield orjson.dumps(line) + b"\n"
+
+    async def create_token(self, name: str, role: str) -> View:
+        """Create a named operator token, shown this once."""
+        issued = await self.client.create_token(name, cast(Any, role))
+        return {**token_view(issued), "token": issued.token}
+
+    async def list_tokens(self) -> list[View]:
+        """Every named operator token."""
+        return [token_view(t) for t in await self.client.list_tokens()]
+
+    async def revoke_token(self, token_id: str) -> View:
+        """Revoke an operator token now."""
+        return token_view(await self.client.revoke_token(token_id))
+
+    async def audit(self, query: AuditPage) -> View:
+        """A page of the audit log."""
+        page = await self.client.audit(
+            target=query.target,
+            actor=query.actor,
+            since=query.since,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+        return {"items": [audit_view(e) for e in page.items], "next_cursor": page.next_cursor}
+
+
+def token_view(token: OperatorToken) -> View:
+    """An operator token, as ``quotad.api.operators.token_view``."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "prefix": token.prefix,
+        "hint": token.hint,
+        "status": token.status,
+        "created_at": days.rfc3339(token.created_at),
+        "revoked_at": _time(token.revoked_at),
+    }
+
+
+def audit_view(entry: AuditEntry) -> View:
+    """An audit entry, as ``quotad.api.operators.audit_view``."""
+    return {
+        "id": entry.id,
+        "at": days.rfc3339(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "before": entry.before,
+        "after": entry.after,
+        "request_id": entry.request_id,
+    }
 
 
 if TYPE_CHECKING:  # mypy checks the class against the interface

@@ -49,7 +49,7 @@ CreateOption = Annotated[
     ),
 ]
 # Commands that work on a local store only: they refuse a --url given before them.
-LOCAL_ONLY = frozenset({"serve", "migrate", "token", "import", "proxy"})
+LOCAL_ONLY = frozenset({"serve", "migrate", "token", "import", "proxy", "dump", "restore"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from quotad.api import operators, views
 from quotad.cli.console import (
+    App,
     JsonOption,
     handle_errors,
     print_json,
@@ -18,15 +18,14 @@ from quotad.cli.console import (
     show,
     validated,
 )
-from quotad.cli.stores import StoreOption, run_with_store
-from quotad.domain.operators import AuditQuery, Role
+from quotad.cli.operator import AuditPage
+from quotad.cli.stores import StoreOption
+from quotad.cli.target import TokenOption, UrlOption, run, target
+from quotad.cli.target import target as target_of
 from quotad.errors import ValidationFailed
-from quotad.service import audit, tokens
-from quotad.service.context import Context
 
-tokens_app = typer.Typer(
+tokens_app = App(
     help="Named operator tokens with a role: admin, read or verify (shown only when created).",
-    no_args_is_help=True,
 )
 TOKEN_COLUMNS = ("id", "name", "role", "hint", "status", "created_at", "revoked_at")
 AUDIT_COLUMNS = ("at", "actor", "action", "target", "request_id")
@@ -38,17 +37,16 @@ MAX_AUDIT_PAGE = 500
 def tokens_create(
     name: str,
     role: Annotated[str, typer.Option(help="admin, read or verify")],
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Create a named operator token and print it once."""
+    from quotad.api import operators
+
     body = validated(operators.TokenIn, name=name, role=role)
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        issued = await tokens.create_token(ctx, body.name, Role(body.role))
-        return {**operators.token_view(issued.record, ctx.clock.now()), "token": issued.secret}
-
-    view = run_with_store(store, action)
+    view = run(target(store, url, token), lambda op: op.create_token(body.name, body.role))
     if as_json:
         print_json(view)
         return
@@ -58,26 +56,28 @@ def tokens_create(
 
 @tokens_app.command("list")
 @handle_errors
-def tokens_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
+def tokens_list(
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """List the named operator tokens (never the tokens), revoked ones included."""
-
-    async def action(ctx: Context) -> list[dict[str, Any]]:
-        now = ctx.clock.now()
-        return [operators.token_view(t, now) for t in await tokens.list_tokens(ctx)]
-
-    rows = run_with_store(store, action)
+    rows = run(target(store, url, token), lambda op: op.list_tokens())
     show(rows, as_json, lambda: print_rows("operator tokens", rows, TOKEN_COLUMNS))
 
 
 @tokens_app.command("revoke")
 @handle_errors
-def tokens_revoke(token_id: str, store: StoreOption = None, as_json: JsonOption = False) -> None:
+def tokens_revoke(
+    token_id: str,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
     """Revoke an operator token now."""
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        return operators.token_view(await tokens.revoke_token(ctx, token_id), ctx.clock.now())
-
-    view = run_with_store(store, action)
+    view = run(target(store, url, token), lambda op: op.revoke_token(token_id))
     show(
         view,
         as_json,
@@ -96,32 +96,16 @@ def audit_command(
     ] = None,
     limit: Annotated[int, typer.Option(help="Entries per page (1 to 500)")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the last page")] = None,
-    store: StoreOption = None,
     as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Show the audit log, newest first: who changed what, with before and after."""
     if not 1 <= limit <= MAX_AUDIT_PAGE:
         raise ValidationFailed.at("/query/limit", f"limit is 1 to {MAX_AUDIT_PAGE}", "range")
-    instant = _instant(since)
-    before_id = views.decode_cursor(cursor)
-
-    async def action(ctx: Context) -> dict[str, Any]:
-        query = AuditQuery(
-            limit=limit + 1,
-            before_id=before_id,
-            targets=() if target is None else (target,),
-            actor=actor,
-            since=instant,
-        )
-        found = await audit.entries(ctx, query)
-        page = found[:limit]
-        more = len(found) > limit
-        return {
-            "items": [operators.audit_view(e) for e in page],
-            "next_cursor": views.encode_cursor(page[-1].id) if more else None,
-        }
-
-    result = run_with_store(store, action)
+    query = AuditPage(target, actor, _instant(since), limit, cursor)
+    result = run(target_of(store, url, token), lambda op: op.audit(query))
 
     def render() -> None:
         print_rows("audit log", result["items"], AUDIT_COLUMNS)
