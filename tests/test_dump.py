@@ -23,6 +23,7 @@ from quotad.api.app import create_app
 from quotad.cli import app
 from quotad.cli.dump import read_dump, write_dump
 from quotad.domain.models import Account, Service
+from quotad.domain.operators import AuditQuery
 from quotad.errors import AuthError, Conflict, StorageError, ValidationFailed
 from quotad.service import auth
 from quotad.service.context import Context
@@ -70,8 +71,8 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
     """Every kind of record over the API, over four days: services, plans with quotas and
     limits, accounts (overrides, timezones, one suspended), keys (scoped, expiring,
     rotated, revoked), usage with refusals, adjustments and events, gauges, plan and
-    override changes (total history), an Idempotency-Key answer and a stored operator
-    token."""
+    override changes (total history), an Idempotency-Key answer, a stored operator
+    token, named operator tokens (one revoked) and the audit log of it all."""
     clock.set(START - timedelta(days=2))
     for name in ("insights", "scoring"):
         await call(http, "POST", "/admin/v1/services", {"name": name, "description": name})
@@ -159,6 +160,10 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
     keys["beta-new"] = rotated["key"]
     await verify(http, keys["acme-main"], "insights", 4, idem="req-1")
     await call(http, "PATCH", "/admin/v1/accounts/gamma", {"status": "suspended"})
+    reader = await call(http, "POST", "/admin/v1/tokens", {"name": "reader", "role": "read"})
+    keys["reader"] = reader["token"]
+    gone = await call(http, "POST", "/admin/v1/tokens", {"name": "gone", "role": "verify"})
+    await call(http, "DELETE", f"/admin/v1/tokens/{gone['id']}")
     token = await auth.reset_operator_token(ctx)
     return Populated(keys, token, clock)
 
@@ -198,6 +203,8 @@ async def state(stores: Stores) -> dict[str, Any]:
             for s in services
         },
         "gauges": {a.id: await counters.gauges(a.id) for a in accounts},
+        "tokens": await records.list_operator_tokens(),
+        "audit": await records.audit_entries(AuditQuery(limit=10_000)),
         "operator": await records.get_setting(auth.ADMIN_TOKEN_SETTING),
     }
 
@@ -255,6 +262,9 @@ async def check_moved(url: str, source: dict[str, Any], populated: Populated) ->
         await auth.authenticate_operator(ctx, f"Bearer {populated.operator_token}")
         with pytest.raises(AuthError):
             await auth.authenticate_operator(ctx, f"Bearer {populated.operator_token}x")
+        # So does a named token, with its role.
+        reader = await auth.authenticate_operator(ctx, f"Bearer {populated.keys['reader']}")
+        assert reader.name == "reader"
 
 
 def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path) -> None:
@@ -281,7 +291,7 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
     assert body(dump.read_text()) == body(printed.stdout)
     kinds = {json.loads(line)["kind"] for line in body(printed.stdout)}
     assert kinds == {"setting", "service", "plan", "account", "key", "total", "usage", "gauge",
-                     "idempotency", "event", "end"}  # fmt: skip
+                     "idempotency", "event", "token", "audit", "end"}  # fmt: skip
     assert not any(raw in printed.stdout for raw in populated.keys.values())
 
     for target in (postgres_schema, redis_over_postgres):

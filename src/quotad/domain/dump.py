@@ -1,7 +1,8 @@
 """The records of a dump (``quotad dump`` / ``quotad restore``) that have no value of their own.
 
 A dump is every record of a deployment, each as a plain value: the records quotad already
-has values for (``Service``, ``Plan``, ``Account``, ``ApiKey``) and the ones below, which
+has values for (``Service``, ``Plan``, ``Account``, ``ApiKey``, ``OperatorToken``,
+``AuditEntry``) and the ones below, which
 a store otherwise keeps only as rows or counters. ``DUMP_ORDER`` is the order a dump lists
 them in: each kind comes after the kinds it refers to, so a store can restore a dump as
 it reads it.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange, UsageDay
+from quotad.domain.operators import AuditEntry, OperatorToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,8 @@ DumpItem = (
     | Gauge
     | IdempotencyAnswer
     | SeenEvent
+    | OperatorToken
+    | AuditEntry
 )
 
 # Each kind after the kinds it refers to (a key after its account, an account after its
@@ -100,4 +104,6 @@ DUMP_ORDER: tuple[type[DumpItem], ...] = (
     Gauge,
     IdempotencyAnswer,
     SeenEvent,
+    OperatorToken,
+    AuditEntry,
 )

@@ -51,6 +51,7 @@ from quotad.domain.models import (
     TotalChange,
     UsageDay,
 )
+from quotad.domain.operators import AuditEntry, OperatorToken, Role
 from quotad.errors import FieldError, StorageError, ValidationFailed
 from quotad.service.context import Context
 
@@ -442,6 +443,92 @@ class EventLine(_Line):
         return SeenEvent(self.account_id, self.id, _utc(self.recorded_at))
 
 
+class TokenLine(_Line):
+    """A ``token`` line: a named operator token's digest and hint, never the token."""
+
+    KIND: ClassVar[str] = "token"
+    kind: Literal["token"]
+    id: Id
+    name: Id
+    role: Role
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    prefix: Annotated[str, Field(min_length=1, max_length=16)]
+    last4: Annotated[str, Field(min_length=4, max_length=4)]
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None
+
+    @classmethod
+    def of(cls, item: OperatorToken) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "name": item.name,
+            "role": item.role.value,
+            "digest": item.digest,
+            "prefix": item.prefix,
+            "last4": item.last4,
+            "created_at": _utc(item.created_at),
+            "revoked_at": _opt_utc(item.revoked_at),
+        }
+
+    def record(self) -> OperatorToken:
+        """The record of a line."""
+        return OperatorToken(
+            self.id,
+            self.name,
+            self.role,
+            self.digest,
+            self.prefix,
+            self.last4,
+            _utc(self.created_at),
+            _opt_utc(self.revoked_at),
+        )
+
+
+class AuditLine(_Line):
+    """An ``audit`` line: one entry of the audit log, as it was written."""
+
+    KIND: ClassVar[str] = "audit"
+    kind: Literal["audit"]
+    id: Id
+    at: AwareDatetime
+    actor: Id
+    action: Id
+    target: Annotated[str, Field(min_length=1, max_length=200)]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: Id | None
+
+    @classmethod
+    def of(cls, item: AuditEntry) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "at": _utc(item.at),
+            "actor": item.actor,
+            "action": item.action,
+            "target": item.target,
+            "before": item.before,
+            "after": item.after,
+            "request_id": item.request_id,
+        }
+
+    def record(self) -> AuditEntry:
+        """The record of a line."""
+        return AuditEntry(
+            self.id,
+            _utc(self.at),
+            self.actor,
+            self.action,
+            self.target,
+            self.before,
+            self.after,
+            self.request_id,
+        )
+
+
 _RecordLine = (
     SettingLine
     | ServiceLine
@@ -453,6 +540,8 @@ _RecordLine = (
     | GaugeLine
     | IdempotencyLine
     | EventLine
+    | TokenLine
+    | AuditLine
 )
 # Each record type's line, in DUMP_ORDER.
 _LINES: dict[type[Any], Any] = dict(
@@ -469,6 +558,8 @@ _LINES: dict[type[Any], Any] = dict(
             GaugeLine,
             IdempotencyLine,
             EventLine,
+            TokenLine,
+            AuditLine,
         ),
         strict=True,
     )
@@ -537,6 +628,10 @@ class DumpReader:
         self._accounts: set[str] = set()
         self._keys: set[str] = set()
         self._digests: set[str] = set()
+        self._tokens: set[str] = set()
+        self._token_names: set[str] = set()
+        self._token_digests: set[str] = set()
+        self._audit: set[str] = set()
         self.lines = 0
 
     def read(self, number: int, raw: bytes) -> DumpItem | None:
@@ -622,6 +717,12 @@ class DumpReader:
             known(self._services, line.service, "service", "service")
         elif isinstance(line, GaugeLine | IdempotencyLine | EventLine):
             known(self._accounts, line.account_id, "account_id", "account")
+        elif isinstance(line, TokenLine):
+            once(self._tokens, line.id, "operator token")
+            once(self._token_names, line.name, "operator token name")
+            once(self._token_digests, line.digest, "operator token digest")
+        elif isinstance(line, AuditLine):
+            once(self._audit, line.id, "audit entry")
 
     def finish(self) -> None:
         """Refuse a dump without its header or its end line (cut short)."""

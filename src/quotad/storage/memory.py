@@ -532,6 +532,9 @@ class MemoryStore:
             )
         ]
         items += [SeenEvent(a, ident, at) for (a, ident), at in sorted(self._events.items())]
+        tokens = sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
+        items += tokens
+        items += self._audit
         return items
 
     async def restore(self, items: AsyncIterable[DumpItem]) -> None:
@@ -555,6 +558,8 @@ class MemoryStore:
                 "_idempotency",
                 "_gauges",
                 "_totals",
+                "_tokens",
+                "_audit",
             ):
                 setattr(self, name, getattr(staged, name))
 
@@ -562,7 +567,7 @@ class MemoryStore:
         if self._services or self._plans or self._accounts:
             raise Conflict(NOT_EMPTY)
 
-    def _restore_one(self, item: DumpItem) -> None:
+    def _restore_one(self, item: DumpItem) -> None:  # noqa: PLR0912 (a branch per kind)
         def once(table: dict[Any, Any], key: Any, what: str) -> None:
             if key in table:
                 raise Conflict(f"the dump holds {what} twice")
@@ -598,8 +603,20 @@ class MemoryStore:
             self._idempotency[(item.account_id, item.key)] = (claim, outcome)
         elif isinstance(item, SeenEvent):
             self._events[(item.account_id, item.id)] = item.recorded_at
+        elif isinstance(item, OperatorToken | AuditEntry):
+            self._restore_operator(item)
         else:
             assert_never(item)  # a kind added to DumpItem needs its branch here
+
+    def _restore_operator(self, item: OperatorToken | AuditEntry) -> None:
+        if isinstance(item, OperatorToken):
+            if item.id in self._tokens:
+                raise Conflict(f"the dump holds operator token {item.id!r} twice")
+            self._tokens[item.id] = item
+        elif self._audit and self._audit[-1].id >= item.id:
+            raise Conflict(f"the dump holds audit entry {item.id!r} twice or out of order")
+        else:
+            self._audit.append(item)
 
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:

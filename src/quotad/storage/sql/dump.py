@@ -25,13 +25,16 @@ from quotad.domain.dump import (
     Setting,
 )
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange
+from quotad.domain.operators import AuditEntry, OperatorToken
 from quotad.errors import Conflict
 from quotad.storage.base import NOT_EMPTY
 from quotad.storage.schema import (
     accounts,
     api_keys,
+    audit_log,
     gauges,
     idempotency,
+    operator_tokens,
     plans,
     services,
     settings,
@@ -43,9 +46,13 @@ from quotad.storage.sql.engine import Database
 from quotad.storage.sql.rows import (
     account_of,
     account_values,
+    audit_of,
+    audit_values,
     from_micros,
     key_of,
     key_values,
+    operator_token_of,
+    operator_token_values,
     plan_of,
     plan_values,
     service_of,
@@ -174,6 +181,14 @@ _KINDS: tuple[_Kind, ...] = (
             "recorded_at": to_micros(item.recorded_at),
         },
     ),
+    _Kind(
+        OperatorToken,
+        operator_tokens,
+        ("created_at", "id"),
+        operator_token_of,
+        operator_token_values,
+    ),
+    _Kind(AuditEntry, audit_log, ("id",), audit_of, audit_values),
 )
 _BY_TYPE = {kind.type: kind for kind in _KINDS}
 
