@@ -72,6 +72,7 @@ from quotad.settings import Settings
 from quotad.storage import Stores
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
+from tests import fuzz_hooks
 from tests.asgi import http_scope
 from tests.conftest import ADMIN_TOKEN, OPERATOR, create_account
 from tests.snapshots import store_snapshot
@@ -699,3 +700,116 @@ async def test_nul_characters_never_cause_a_server_error(
         if response.status_code >= 400:
             assert_refused_unchanged(name, response.status_code, response.content, before, after)
     assert not failures, failures
+
+
+# Every check, every phase, against a real ``quotad serve`` ------------------------------
+# What an outside fuzz run does (issue 17): schemathesis's own CLI with ``--checks all``
+# and its four phases (examples, coverage, fuzzing, and the stateful phase following the
+# document's ``links``), against the server process, with the operator token and a
+# customer key given per security scheme. The failure budget is off (the ``ignored_auth``
+# check sends many requests without credentials, which would otherwise be answered 429).
+#
+# A schema-valid request is refused 400 only where the refusal depends on what no schema
+# can state: what exists (a plan, a service, an account named in the body), what time it
+# is (a key's expiry in the past, a date after today), or how two fields relate (a limit
+# name twice in a plan, end_date without start_date, a range of more than 90 days, as
+# seed 003 documents). Those operations, and only those, may answer 400 to positive data.
+FUZZ_SECONDS = max(10, round(60 * SCALE))
+# The operations whose schema-valid requests may be refused 400, and which refusals
+# (tests/fuzz_hooks.py checks that such a 400 names nothing else).
+SEMANTIC_400 = fuzz_hooks.SEMANTIC_400
+
+
+def _cli_config(key: str) -> str:
+    from tests.processes import ADMIN_TOKEN as SERVE_TOKEN
+
+    lines = [
+        "[auth.openapi.OperatorToken]",
+        f'api_key = "Bearer {SERVE_TOKEN}"',
+        "[auth.openapi.BearerKey]",
+        f'api_key = "Bearer {key}"',
+        "[auth.openapi.ApiKeyHeader]",
+        f'api_key = "{key}"',
+    ]
+    for label in sorted(SEMANTIC_400):
+        lines += [
+            "[[operations]]",
+            f'include-name = "{label}"',
+            "checks.positive_data_acceptance.expected-statuses = "
+            '["2xx", "3xx", "400", "401", "403", "404", "409", "429"]',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_schemathesis_cli_every_check_and_phase_against_quotad_serve(tmp_path: Path) -> None:
+    """schemathesis run --checks all, stateful phase included, finds nothing on quotad serve."""
+    import subprocess
+    import sys
+
+    import httpx2
+
+    from tests.processes import OPERATOR as SERVE_OPERATOR
+    from tests.processes import running
+
+    bin_dir = Path(sys.executable).parent
+    with running(
+        [str(bin_dir / "quotad"), "serve", "--store", "memory://"],
+        tmp_path,
+        "quotad",
+        QUOTAD_AUTH_FAILURES_PER_MINUTE="0",
+    ) as server:
+        admin = f"{server.base}/admin/v1"
+        for name in ("insights", "scoring"):
+            httpx2.post(f"{admin}/services", json={"name": name}, headers=SERVE_OPERATOR)
+        plan = {
+            "id": "free",
+            "quotas": {"insights": {"total": 250}},
+            "limits": [{"name": LIMIT_NAME, "description": "KCs", "limit": 10}],
+        }
+        httpx2.post(f"{admin}/plans", json=plan, headers=SERVE_OPERATOR).raise_for_status()
+        account = {"id": ACCOUNT, "name": "Acme", "plan": "free"}
+        httpx2.post(f"{admin}/accounts", json=account, headers=SERVE_OPERATOR).raise_for_status()
+        issued = httpx2.post(
+            f"{admin}/accounts/{ACCOUNT}/keys", json={"name": "fuzz"}, headers=SERVE_OPERATOR
+        )
+        issued.raise_for_status()
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(_cli_config(issued.json()["key"]))
+        junit = tmp_path / "junit.xml"
+        result = subprocess.run(
+            [
+                str(bin_dir / "schemathesis"),
+                "--config-file",
+                str(config),
+                "run",
+                f"{server.base}/openapi.json",
+                "--checks",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
+                "--max-time",
+                str(FUZZ_SECONDS),
+                "--seed",
+                "17",
+                "--workers",
+                "1",
+                "--report",
+                "junit",
+                "--report-junit-path",
+                str(junit),
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=FUZZ_SECONDS + 120,
+            check=False,
+        )
+    output = result.stdout + result.stderr
+    import re
+
+    generated = re.search(r"^\s*(\d+) generated", output, re.MULTILINE)
+    CASES["cli (every check, every phase)"] += int(generated.group(1)) if generated else 0
+    assert result.returncode == 0, output[-6000:]
+    assert "Stateful" in output, output[-3000:]
+    assert "only_semantic_refusals" not in output, output[-6000:]
