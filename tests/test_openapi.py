@@ -8,6 +8,7 @@ import httpx2
 import orjson
 
 from quotad.cli.serve import openapi_json
+from tests.conftest import Deployment
 
 COMMITTED = Path(__file__).parent.parent / "openapi.json"
 
@@ -74,11 +75,15 @@ def test_document_says_what_the_server_answers() -> None:
 
 
 async def test_server_agrees_with_the_document(
-    client: httpx2.AsyncClient, deployment: object
+    client: httpx2.AsyncClient, deployment: Deployment
 ) -> None:
     """An integral 3.0 is an integer, 3.5 is not; a foreign cursor of the documented shape pages."""
-    del deployment
     operator = {"Authorization": "Bearer test-operator-token"}
+    verify = {"key": deployment.key, "service": "insights", "cost": 2.0}
+    verdict = await client.post("/v1/verify", json=verify, headers=operator)
+    assert (verdict.status_code, verdict.json()["used"]) == (200, 2), verdict.text
+    fraction = await client.post("/v1/verify", json={**verify, "cost": 2.5}, headers=operator)
+    assert fraction.status_code == 400
     gauge = "/admin/v1/accounts/acme/limits/cohort.max_count"
     accepted = await client.put(gauge, json={"usage": 3.0}, headers=operator)
     assert accepted.status_code == 200, accepted.text
