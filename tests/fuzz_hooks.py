@@ -14,6 +14,8 @@ from typing import Any
 import schemathesis
 
 _DATES = (r"/query/(start|end)_date", {"required", "order", "maximum"})
+# Either credential header will do, but both at once must carry the same key.
+_TWO_KEYS = (r"/header/x-api-key", {"conflict"})
 SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
     "POST /admin/v1/plans": [
         (r"/body/quotas/.+", {"unknown"}),
@@ -33,7 +35,8 @@ SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
         (r"/body/events/\d+/(account_id|service)", {"unknown"}),
         (r"/body/events/\d+/timestamp", {"range"}),
     ],
-    "GET /usage/{service}": [_DATES],
+    "GET /v1/usages": [_TWO_KEYS],
+    "GET /usage/{service}": [_DATES, _TWO_KEYS],
     "GET /admin/v1/accounts/{account_id}/usage/{service}": [_DATES],
     "POST /admin/v1/accounts/{account_id}/usage/{service}/adjust": [
         (r"/body/date", {"maximum", "format"})
