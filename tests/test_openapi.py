@@ -97,3 +97,18 @@ async def test_server_agrees_with_the_document(
     assert bad.status_code == 400
     empty_version = await client.get("/admin/v1/services", headers={**operator, "api-version": ""})
     assert empty_version.status_code == 400  # the document's enum is v1 only
+
+
+async def test_overrides_are_documented_shape_and_replaced_whole(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """Overrides read back in the README's shape, and a PATCH replaces them whole."""
+    operator = {"Authorization": "Bearer test-operator-token"}
+    account = f"/admin/v1/accounts/{deployment.account_id}"
+    both = {"quotas": {"insights": {"total": 500}}, "limits": {"cohort.max_count": 20}}
+    first = await client.patch(account, json={"overrides": both}, headers=operator)
+    assert first.json()["overrides"] == both, first.text
+    second = await client.patch(
+        account, json={"overrides": {"limits": {"cohort.max_count": 5}}}, headers=operator
+    )
+    assert second.json()["overrides"] == {"quotas": {}, "limits": {"cohort.max_count": 5}}
