@@ -13,16 +13,22 @@ by ids and values that exist, so routes are exercised past "not found".
 
 Checks on every response:
 
-- no 5xx (schemathesis ``not_a_server_error``);
-- the status code, content type and body conform to the spec (schemathesis
-  ``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``);
-- a schema-violating body or query is refused (schemathesis ``negative_data_rejection``,
-  applied when the violation is not in a header we override with real credentials);
+- every check schemathesis has (``validate_response`` with its default, the full set: no
+  5xx, status code, content type, headers and body conform to the spec, a
+  schema-violating request is refused, a request without credentials is refused, …),
+  except that ``positive_data_acceptance`` is replaced by ``positive_data_accepted``,
+  which allows the operations of ``tests/fuzz_hooks.py``'s ``SEMANTIC_400`` to refuse
+  schema-valid data 400 for the reasons listed there (what exists, the time, how two
+  fields relate), and nothing else;
 - every non-2xx body is exactly the contract's error shape (``error``, ``id``, ``note``,
   ``validationErrors``) with a known code and a UUID id;
 - every 4xx leaves the deployment as it was (services, plans, accounts, keys, usage
   days, gauges);
 - every answer echoes ``api-version``.
+
+A last test runs schemathesis's own CLI the way an outside fuzz run does: ``--checks
+all``, every phase (examples, coverage with its undeclared methods, fuzzing, and the
+stateful phase following the document's ``links``), against a ``quotad serve`` process.
 
 Bounded and deterministic: ``derandomize=True``, a few dozen examples per operation and
 mode, no shrinking. The number of generated cases is written to
@@ -72,6 +78,7 @@ from quotad.settings import Settings
 from quotad.storage import Stores
 from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
+from tests import fuzz_hooks
 from tests.asgi import http_scope
 from tests.conftest import ADMIN_TOKEN, OPERATOR, create_account
 from tests.snapshots import store_snapshot
@@ -184,7 +191,11 @@ class World:
 def world() -> Iterator[World]:
     """One app (and event loop for seeding) for the module."""
     with asyncio.Runner() as runner:
-        yield World(runner)
+        world = World(runner)
+        # Checks that send a request of their own (``ignored_auth``) send it to the app too.
+        for operation in (*OPERATIONS.values(), *NEGATIVE_OPERATIONS.values()):
+            operation.schema.app = world.app
+        yield world
 
 
 # Counting and reporting --------------------------------------------------------------
@@ -306,12 +317,28 @@ def make_real(case: Any, choice: int) -> None:
 
 
 # Checks ----------------------------------------------------------------------------------
-SPEC_CHECKS = [
-    st_checks.not_a_server_error,
-    st_checks.status_code_conformance,
-    st_checks.content_type_conformance,
-    st_checks.response_schema_conformance,
-]
+# Every check schemathesis has runs on every answer (``validate_response`` with no list:
+# the built-ins, those of a stateful run or of the coverage phase having nothing to judge
+# in a single generated case), but one: ``positive_data_acceptance`` is replaced by
+# ``positive_data_accepted``, which lets the operations of ``fuzz_hooks.SEMANTIC_400``
+# refuse schema-valid data 400 for the reasons named there, and for no other.
+EXCLUDED_CHECKS = [st_checks.positive_data_acceptance]
+
+
+def positive_data_accepted(response: Any, case: Any, run: Pass) -> None:
+    """A schema-valid request is accepted (or refused for its credentials, a missing record,
+    a conflict or a throttle: schemathesis's statuses), or refused 400 only for what no
+    schema can state."""
+    status = response.status_code
+    if run.mode != "positive" or run.crossed or status < 400 or status in (401, 403, 404, 409, 429):
+        return
+    assert status == 400, f"schema-valid data answered {status}: {response.text}"
+    allowed = fuzz_hooks.SEMANTIC_400.get(run.label)
+    items = response.json()["validationErrors"]
+    assert allowed is not None, f"schema-valid data refused: {response.text}"
+    assert items, f"schema-valid data refused: {response.text}"
+    for item in items:
+        assert not fuzz_hooks.unexplained_refusal(item, allowed), response.text
 
 
 def assert_error_shape(response: Any) -> None:
@@ -380,7 +407,6 @@ PASSES = passes()
 
 def check_case(world: World, run: Pass, case: Any, choice: int) -> None:
     """Send one case to a fresh deployment and check its answer."""
-    mode = GenerationMode.POSITIVE if run.mode == "positive" else GenerationMode.NEGATIVE
     if not run.crossed:
         make_real(case, choice)
     if run.who == "customer-x-api-key" and case.headers:
@@ -391,10 +417,13 @@ def check_case(world: World, run: Pass, case: Any, choice: int) -> None:
     CASES[f"{run.who}/{run.mode}{'/crossed' if run.crossed else ''}"] += 1
     STATUSES[response.status_code] += 1
     BY_PASS[run.id][response.status_code] += 1
-    checks = list(SPEC_CHECKS)
-    if mode is GenerationMode.NEGATIVE:
-        checks.append(st_checks.negative_data_rejection)
-    case.validate_response(response, checks=checks)
+    case.validate_response(
+        response,
+        excluded_checks=EXCLUDED_CHECKS,
+        headers=run.headers,
+        transport_kwargs={"app": world.app, "headers": run.headers},
+    )
+    positive_data_accepted(response, case, run)
     assert response.headers.get("api-version") == ["v1"], response.headers
     if response.status_code >= 300:
         assert_error_shape(response)
@@ -700,3 +729,118 @@ async def test_nul_characters_never_cause_a_server_error(
         if response.status_code >= 400:
             assert_refused_unchanged(name, response.status_code, response.content, before, after)
     assert not failures, failures
+
+
+# Every check, every phase, against a real ``quotad serve`` ------------------------------
+# What an outside fuzz run does (issue 17): schemathesis's own CLI with ``--checks all``
+# and its four phases (examples, coverage, fuzzing, and the stateful phase following the
+# document's ``links``), against the server process, with the operator token and a
+# customer key given per security scheme. The failure budget is off (the ``ignored_auth``
+# check sends many requests without credentials, which would otherwise be answered 429).
+#
+# A schema-valid request is refused 400 only where the refusal depends on what no schema
+# can state: what exists (a plan, a service, an account named in the body), what time it
+# is (a key's expiry in the past, a date after today), or how two fields relate (a limit
+# name twice in a plan, end_date without start_date, a range of more than 90 days, as
+# seed 003 documents). Those operations, and only those, may answer 400 to positive data.
+FUZZ_SECONDS = max(10, round(60 * SCALE))
+# The operations whose schema-valid requests may be refused 400, and which refusals
+# (tests/fuzz_hooks.py checks that such a 400 names nothing else).
+SEMANTIC_400 = fuzz_hooks.SEMANTIC_400
+
+
+def _cli_config(key: str) -> str:
+    from tests.processes import ADMIN_TOKEN as SERVE_TOKEN
+
+    lines = [
+        "[auth.openapi.OperatorToken]",
+        f'api_key = "Bearer {SERVE_TOKEN}"',
+        "[auth.openapi.BearerKey]",
+        f'api_key = "Bearer {key}"',
+        "[auth.openapi.ApiKeyHeader]",
+        f'api_key = "{key}"',
+    ]
+    for label in sorted(SEMANTIC_400):
+        lines += [
+            "[[operations]]",
+            f'include-name = "{label}"',
+            "checks.positive_data_acceptance.expected-statuses = "
+            '["2xx", "3xx", "400", "401", "403", "404", "409", "429"]',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_schemathesis_cli_every_check_and_phase_against_quotad_serve(tmp_path: Path) -> None:
+    """schemathesis run --checks all, stateful phase included, finds nothing on quotad serve."""
+    import subprocess
+    import sys
+
+    import httpx2
+
+    from tests.processes import OPERATOR as SERVE_OPERATOR
+    from tests.processes import running
+
+    bin_dir = Path(sys.executable).parent
+    with running(
+        [str(bin_dir / "quotad"), "serve", "--store", "memory://"],
+        tmp_path,
+        "quotad",
+        QUOTAD_AUTH_FAILURES_PER_MINUTE="0",
+    ) as server:
+        admin = f"{server.base}/admin/v1"
+        for name in ("insights", "scoring"):
+            httpx2.post(f"{admin}/services", json={"name": name}, headers=SERVE_OPERATOR)
+        plan = {
+            "id": "free",
+            "quotas": {"insights": {"total": 250}},
+            "limits": [{"name": LIMIT_NAME, "description": "KCs", "limit": 10}],
+        }
+        httpx2.post(f"{admin}/plans", json=plan, headers=SERVE_OPERATOR).raise_for_status()
+        account = {"id": ACCOUNT, "name": "Acme", "plan": "free"}
+        httpx2.post(f"{admin}/accounts", json=account, headers=SERVE_OPERATOR).raise_for_status()
+        issued = httpx2.post(
+            f"{admin}/accounts/{ACCOUNT}/keys", json={"name": "fuzz"}, headers=SERVE_OPERATOR
+        )
+        issued.raise_for_status()
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(_cli_config(issued.json()["key"]))
+        junit = tmp_path / "junit.xml"
+        result = subprocess.run(
+            [
+                str(bin_dir / "schemathesis"),
+                "--config-file",
+                str(config),
+                "run",
+                f"{server.base}/openapi.json",
+                "--checks",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
+                "--max-time",
+                str(FUZZ_SECONDS),
+                "--seed",
+                "17",
+                "--workers",
+                "1",
+                "--report",
+                "junit",
+                "--report-junit-path",
+                str(junit),
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=FUZZ_SECONDS + 120,
+            check=False,
+        )
+    output = result.stdout + result.stderr
+    import re
+
+    generated = re.search(r"^\s*(\d+) generated", output, re.MULTILINE)
+    CASES["cli (every check, every phase)"] += int(generated.group(1)) if generated else 0
+    assert result.returncode == 0, output[-6000:]
+    scenarios = re.search(r"Scenarios:\s+(\d+)", output)  # the stateful phase ran
+    assert scenarios is not None, output[-3000:]
+    assert int(scenarios.group(1)) > 0, output[-3000:]
+    assert "only_semantic_refusals" not in output, output[-6000:]

@@ -470,7 +470,7 @@ def cost_problem(message: str, error_type: str) -> tuple[int, str, str, list[Any
             cost_problem(NOT_AN_INTEGER, "int_type"),
         ),
         (
-            b'{"key": "k", "service": "insights", "cost": 1.0}',
+            b'{"key": "k", "service": "insights", "cost": 1.5}',  # 1.0 is the integer 1
             cost_problem(NOT_AN_INTEGER, "int_type"),
         ),
         (

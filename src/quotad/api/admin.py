@@ -11,10 +11,14 @@ from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import (
+    DATE_FORMAT,
+    END_DATE,
+    START_DATE,
     AccountIn,
     AccountOut,
     AccountPatch,
     AdjustIn,
+    CursorText,
     ErrorBody,
     GaugeAmountIn,
     GaugeOut,
@@ -46,7 +50,7 @@ router = APIRouter(
 )
 
 PageSize = Annotated[int, Query(ge=1, le=500, description="Items per page")]
-Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
+Cursor = Annotated[CursorText | None, Query()]
 
 
 def _quotas(quotas: dict[str, QuotaIn]) -> dict[str, Quota]:
@@ -216,8 +220,12 @@ async def account_usage(
     ctx: Ctx,
     account_id: str,
     service: str,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: Annotated[
+        str | None, Query(description=START_DATE, json_schema_extra=DATE_FORMAT)
+    ] = None,
+    end_date: Annotated[
+        str | None, Query(description=END_DATE, json_schema_extra=DATE_FORMAT)
+    ] = None,
 ) -> Response:
     """The rows of ``GET /usage/{service}`` for any account."""
     account = await admin.require_account(ctx, account_id)
@@ -241,15 +249,27 @@ async def adjust_usage(ctx: Ctx, account_id: str, service: str, body: AdjustIn) 
 
 
 # Resource limits ------------------------------------------------------------
-@router.put("/accounts/{account_id}/limits/{name}", response_model=GaugeOut)
+@router.put(
+    "/accounts/{account_id}/limits/{name}",
+    response_model=GaugeOut,
+    tags=["resource limits"],
+    summary="Set a resource limit gauge's usage",
+)
 async def set_limit_usage(ctx: Ctx, account_id: str, name: str, body: GaugeSetIn) -> Response:
-    """Set a resource limit's usage."""
+    """Set how many units of the account's resource limit ``name`` are in use (its gauge),
+    e.g. ``{"usage": 3}`` after a resync; the limit itself comes from the plan and the
+    account's overrides. May be set past the limit (acquire is what refuses)."""
     return ORJSONResponse(
         views.gauge_view(await admin.set_gauge(ctx, account_id, name, body.usage))
     )
 
 
-@router.post("/accounts/{account_id}/limits/{name}/acquire", response_model=GaugeOut)
+@router.post(
+    "/accounts/{account_id}/limits/{name}/acquire",
+    response_model=GaugeOut,
+    tags=["resource limits"],
+    summary="Acquire units of a resource limit gauge",
+)
 async def acquire(
     ctx: Ctx, account_id: str, name: str, body: Annotated[GaugeAmountIn | None, Body()] = None
 ) -> Response:
@@ -258,7 +278,12 @@ async def acquire(
     return ORJSONResponse(views.gauge_view(await admin.acquire(ctx, account_id, name, amount)))
 
 
-@router.post("/accounts/{account_id}/limits/{name}/release", response_model=GaugeOut)
+@router.post(
+    "/accounts/{account_id}/limits/{name}/release",
+    response_model=GaugeOut,
+    tags=["resource limits"],
+    summary="Release units of a resource limit gauge",
+)
 async def release(
     ctx: Ctx, account_id: str, name: str, body: Annotated[GaugeAmountIn | None, Body()] = None
 ) -> Response:

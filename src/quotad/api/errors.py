@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from quotad.dashboard.errors import allowed_methods
 from quotad.errors import AuthError, ErrorCode, FieldError, QuotadError
 from quotad.http.errors import (
     STATUS,
@@ -91,7 +92,17 @@ async def http_error(request: Request, exc: Exception) -> Response:
             return error_response(ErrorCode.NOT_FOUND, note)
         return error_response(ErrorCode.NOT_FOUND, "no such path")
     if exc.status_code == 405:
-        return error_response(ErrorCode.BAD_REQUEST, "method not allowed on this path", status=405)
+        # RFC 9110: a 405 lists the methods the path takes (every route of it, not only
+        # the first one Starlette's router found).
+        allow = allowed_methods(request.app.router.routes, request.scope)
+        return as_response(
+            error_answer(
+                ErrorCode.BAD_REQUEST,
+                "method not allowed on this path",
+                status=405,
+                headers=((b"allow", allow.encode("latin-1")),),
+            )
+        )
     code = ErrorCode.INTERNAL_SERVER_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST
     return error_response(code, str(exc.detail), status=exc.status_code)
 

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from quotad.http import verify_body
 
@@ -20,11 +29,48 @@ LimitName = Annotated[
     StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"),
     Field(examples=["cohort.max_count"]),
 ]
-Count = Annotated[int, Field(strict=True, ge=0, le=10**15)]
-Amount = Annotated[int, Field(strict=True, ge=0, le=10**9)]
+
+
+def _integral(value: object) -> object:
+    """A float with no fraction as the integer it is (``3.0`` is JSON Schema's integer 3).
+
+    Everything else goes on to the strict integer check: ``true``, ``"5"`` and ``1.5``
+    are not numbers of units.
+    """
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+Count = Annotated[int, Field(strict=True, ge=0, le=10**15), Integral]
+Amount = Annotated[int, Field(strict=True, ge=0, le=10**9), Integral]
 Scope = Annotated[
     str, StringConstraints(pattern=r"^(usage:read|consume:\*|consume:[a-z][a-z0-9_-]{0,63})$")
 ]
+
+# What ``views.encode_cursor`` writes, and all ``views.decode_cursor`` reads: unpadded
+# base64url (a length of 4n + 1 is no base64).
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
+CursorText = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=200, pattern=CURSOR_PATTERN),
+    Field(description="Opaque: the next_cursor of the previous page"),
+]
+
+# A date as the API reads it (``quotad.service.usage`` parses and refuses it).
+DATE_FORMAT: dict[str, JsonValue] = {"format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+
+START_DATE = (
+    "First day, YYYY-MM-DD in the account's timezone (default: today); not after today, "
+    "nor after end_date"
+)
+END_DATE = (
+    "Last day, YYYY-MM-DD (default: today); only with start_date, not after today, at "
+    "most 90 days from start_date"
+)
+
+TIMEZONE = "An IANA timezone name this server knows, e.g. UTC or Europe/Paris"
 
 T = TypeVar("T")
 
@@ -58,19 +104,24 @@ class ValidationErrorContext(BaseModel):
 class ValidationErrorItem(BaseModel):
     """One JSON Schema validation error."""
 
-    path: str
+    path: str = Field(examples=["/query/start_date"])
     message: str
     context: ValidationErrorContext
-    suggestion: str | None = None
+    # Omitted when there is none (never null).
+    suggestion: str | SkipJsonSchema[None] = Field(None, examples=["add start_date=YYYY-MM-DD"])
 
 
-class ErrorBody(BaseModel):
-    """Every non-2xx answer (SPEC 5.1)."""
+class Error(BaseModel):
+    """Every non-2xx answer (SPEC 5.1): a code, a fresh id (also in the server log), a
+    sentence, and one item per failed check of the input (``[]`` unless it failed)."""
 
     error: str = Field(examples=["VALIDATION_FAILED"])
     id: str = Field(examples=["082f9513-901c-4308-8081-902a8fe22d7e"])
-    note: str
+    note: str = Field(examples=["end_date requires start_date"])
     validationErrors: list[ValidationErrorItem]
+
+
+ErrorBody = Error  # the name the routers use
 
 
 # Customer ---------------------------------------------------------------------
@@ -128,16 +179,39 @@ class PlanIn(Strict):
 
     id: Identifier
     description: Annotated[str, Field(max_length=500)] = ""
-    quotas: dict[ServiceName, QuotaIn] = Field(default_factory=dict, max_length=100)
-    limits: list[LimitIn] = Field(default_factory=list, max_length=100)
+    quotas: dict[ServiceName, QuotaIn] = Field(
+        default_factory=dict, max_length=100, description="By registered service name"
+    )
+    limits: list[LimitIn] = Field(
+        default_factory=list, max_length=100, description="Each name once within the plan"
+    )
 
 
 class PlanReplaceIn(Strict):
     """A plan's new content."""
 
     description: Annotated[str, Field(max_length=500)] = ""
-    quotas: dict[ServiceName, QuotaIn] = Field(default_factory=dict, max_length=100)
-    limits: list[LimitIn] = Field(default_factory=list, max_length=100)
+    quotas: dict[ServiceName, QuotaIn] = Field(
+        default_factory=dict, max_length=100, description="By registered service name"
+    )
+    limits: list[LimitIn] = Field(
+        default_factory=list, max_length=100, description="Each name once within the plan"
+    )
+
+
+class QuotaOut(BaseModel):
+    """A service's quota in a plan."""
+
+    total: int
+    period: Literal["day"]
+
+
+class LimitOut(BaseModel):
+    """A resource limit of a plan."""
+
+    name: str = Field(examples=["cohort.max_count"])
+    description: str
+    limit: int
 
 
 class PlanOut(BaseModel):
@@ -145,14 +219,26 @@ class PlanOut(BaseModel):
 
     id: str
     description: str
-    quotas: dict[str, dict[str, Any]]
-    limits: list[dict[str, Any]]
+    quotas: dict[str, QuotaOut] = Field(examples=[{"insights": {"total": 250, "period": "day"}}])
+    limits: list[LimitOut]
     created_at: str
 
 
 # Accounts ---------------------------------------------------------------------
 class OverridesIn(Strict):
-    """Per-account replacements of plan totals and limits."""
+    """Per-account replacements of the plan's daily totals (``quotas``, by service) and
+    resource limits (``limits``, by limit name), e.g.
+    ``{"quotas": {"insights": {"total": 500}}, "limits": {"cohort.max_count": 20}}``.
+    A PATCH replaces the overrides whole."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"quotas": {"insights": {"total": 500}}, "limits": {"cohort.max_count": 20}}
+            ]
+        },
+    )
 
     quotas: dict[ServiceName, QuotaIn] = Field(default_factory=dict, max_length=100)
     limits: dict[LimitName, Count] = Field(default_factory=dict, max_length=100)
@@ -163,8 +249,8 @@ class AccountIn(Strict):
 
     id: Identifier | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    plan: Identifier
-    timezone: Annotated[str, Field(max_length=64)] = "UTC"
+    plan: Annotated[Identifier, Field(description="The id of an existing plan")]
+    timezone: Annotated[str, Field(max_length=64, description=TIMEZONE)] = "UTC"
     status: Literal["active", "suspended"] = "active"
     overrides: OverridesIn = Field(default_factory=OverridesIn)
 
@@ -173,10 +259,23 @@ class AccountPatch(Strict):
     """Fields of an account to change."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    plan: Identifier | None = None
-    timezone: Annotated[str, Field(max_length=64)] | None = None
+    plan: Annotated[Identifier, Field(description="The id of an existing plan")] | None = None
+    timezone: Annotated[str, Field(max_length=64, description=TIMEZONE)] | None = None
     status: Literal["active", "suspended"] | None = None
     overrides: OverridesIn | None = None
+
+
+class OverrideQuotaOut(BaseModel):
+    """An account's own daily total of a service."""
+
+    total: int
+
+
+class OverridesOut(BaseModel):
+    """An account's replacements of its plan's totals and limits (both empty when none)."""
+
+    quotas: dict[str, OverrideQuotaOut] = Field(examples=[{"insights": {"total": 500}}])
+    limits: dict[str, int] = Field(examples=[{"cohort.max_count": 20}])
 
 
 class AccountOut(BaseModel):
@@ -186,8 +285,8 @@ class AccountOut(BaseModel):
     name: str
     plan: str
     timezone: str
-    status: str
-    overrides: dict[str, Any]
+    status: Literal["active", "suspended"]
+    overrides: OverridesOut
     created_at: str
 
 
@@ -196,7 +295,7 @@ class KeyIn(Strict):
     """A key to create."""
 
     name: Annotated[str, Field(max_length=200)] = ""
-    expires_at: AwareDatetime | None = None
+    expires_at: Annotated[AwareDatetime, Field(description="RFC 3339, in the future")] | None = None
     scopes: list[Scope] | None = Field(
         None, description="None: every scope. Known: usage:read, consume:*, consume:<service>."
     )
@@ -205,7 +304,7 @@ class KeyIn(Strict):
 class RotateIn(Strict):
     """How long the old key keeps working after a rotation."""
 
-    grace_seconds: Annotated[int, Field(strict=True, ge=0, le=30 * 86_400)] = 3600
+    grace_seconds: Annotated[int, Field(strict=True, ge=0, le=30 * 86_400), Integral] = 3600
 
 
 class KeyOut(BaseModel):
@@ -234,12 +333,12 @@ class IssuedKeyOut(KeyOut):
 class AdjustIn(Strict):
     """A correction of one day's use."""
 
-    date: Annotated[str, Field(examples=["2024-11-01"])]
-    delta: Annotated[int, Field(strict=True, ge=-(10**12), le=10**12)]
+    date: Annotated[str, Field(examples=["2024-11-01"], json_schema_extra=DATE_FORMAT)]
+    delta: Annotated[int, Field(strict=True, ge=-(10**12), le=10**12), Integral]
 
 
 class GaugeSetIn(Strict):
-    """A gauge's new usage."""
+    """How many units of a resource limit are in use now (the gauge's new value)."""
 
     usage: Count
 
@@ -247,11 +346,11 @@ class GaugeSetIn(Strict):
 class GaugeAmountIn(Strict):
     """Units to acquire or release."""
 
-    amount: Annotated[int, Field(strict=True, ge=1, le=10**9)] = 1
+    amount: Annotated[int, Field(strict=True, ge=1, le=10**9), Integral] = 1
 
 
 class GaugeOut(BaseModel):
-    """A resource limit's usage."""
+    """A resource limit's gauge: units in use (``usage``) and allowed (``limit``)."""
 
     name: str
     usage: int
@@ -264,7 +363,7 @@ class VerifyIn(Strict):
 
     key: Annotated[str, Field(min_length=1, max_length=verify_body.KEY_MAX_LENGTH)]
     service: Annotated[str, Field(min_length=1, max_length=verify_body.SERVICE_MAX_LENGTH)]
-    cost: Annotated[int, Field(strict=True, ge=0, le=verify_body.COST_MAX)] = (
+    cost: Annotated[int, Field(strict=True, ge=0, le=verify_body.COST_MAX), Integral] = (
         verify_body.COST_DEFAULT
     )
 
@@ -280,17 +379,29 @@ class VerifyOut(BaseModel):
     remaining: int | None
     total: int | None
     reset: str | None
-    note: str | None = None
+    note: str | SkipJsonSchema[None] = None  # omitted when there is none
 
 
 class EventIn(Strict):
     """A usage that already happened."""
 
     id: Annotated[str, Field(min_length=1, max_length=128)]
-    account_id: Annotated[str, Field(min_length=1, max_length=64)]
-    service: Annotated[str, Field(min_length=1, max_length=64)]
+    account_id: Annotated[
+        str, Field(min_length=1, max_length=64, description="An existing account's id")
+    ]
+    service: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="A registered service for which the account's plan has a quota",
+        ),
+    ]
     amount: Amount
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        AwareDatetime,
+        Field(description="RFC 3339 with an offset; within the last 90 days, not in the future"),
+    ]
 
 
 class EventsIn(Strict):

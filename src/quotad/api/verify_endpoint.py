@@ -142,7 +142,11 @@ async def documentation_route(
     body: VerifyIn,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", description="Replays the first answer for 24 h"),
+        Header(
+            alias="Idempotency-Key",
+            description="Replays the first answer for 24 h",
+            pattern=IDEMPOTENCY_KEY.pattern,
+        ),
     ] = None,
 ) -> VerifyOut:
     """Authenticate a customer's key and consume ``cost`` units of a service, all or nothing."""

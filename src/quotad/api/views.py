@@ -111,14 +111,19 @@ def encode_cursor(last_id: str) -> str:
 
 
 def decode_cursor(cursor: str | None) -> str | None:
-    """The id a cursor points after."""
+    """The id a cursor points after (None: from the start).
+
+    A cursor is opaque, but any text of its documented shape (unpadded base64url of 2 or
+    more characters, ``schemas.CURSOR_PATTERN``) is a position in the id order: one that is
+    not ours pages from wherever it points. Bytes that are not UTF-8 read as U+FFFD, and
+    the text ends at a NUL (no id holds one, so the position is the same).
+    """
     if cursor is None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        decoded = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
         raise ValidationFailed.at("/query/cursor", "the cursor is not valid", "format") from exc
-    if not decoded:
-        raise ValidationFailed.at("/query/cursor", "the cursor is not valid", "format")
-    return decoded
+    decoded = raw.decode("utf-8", "replace").split("\0", 1)[0]
+    return decoded or None

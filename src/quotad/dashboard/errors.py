@@ -9,11 +9,13 @@ and logged once with a reference the page shows.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from quotad.dashboard import web
 from quotad.dashboard.sessions import Area
@@ -38,6 +40,26 @@ def area_of(path: str) -> Area:
     return "portal" if path == "/portal" or path.startswith("/portal/") else "dashboard"
 
 
+# The methods an ``Allow`` can name: those some route of quotad's could take.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> str:
+    """The ``Allow`` value of a 405 (RFC 9110): every method some route takes at the path.
+
+    Starlette's own 405 names the methods of the first route whose path matched, and a
+    path often has one route per method (``GET`` the form, ``POST`` it). Each method is
+    asked of every route (``BaseRoute.matches``), so routers nested in any way (FastAPI's
+    included routers) answer for their own routes.
+    """
+    routes = list(routes)
+    return ", ".join(
+        method
+        for method in METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+    )
+
+
 async def http_page(request: Request, exc: Exception) -> Response:
     """The page for what routing or a form refused (404, 405, 413, a 400 with its reason)."""
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
@@ -48,6 +70,8 @@ async def http_page(request: Request, exc: Exception) -> Response:
         text += " (No page of quotad ends in a slash.)"
     response = web.message(area_of(path), exc.status_code, heading, text)
     response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
     return response
 
 

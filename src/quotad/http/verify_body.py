@@ -143,7 +143,9 @@ def _text(
 
 def _cost(value: Any, problems: list[FieldError]) -> int | None:
     pointer = "/body/cost"
-    if type(value) is not int:  # strict: neither a bool, nor a float, nor a numeric string
+    if type(value) is float and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 3.0 is the integer 3
+    if type(value) is not int:  # neither a bool, nor a fraction, nor a numeric string
         problems.append(FieldError(pointer, "Input should be a valid integer", "int_type"))
         return None
     if value < 0:

@@ -1,0 +1,70 @@
+"""A schemathesis check for the CLI run of ``tests/test_fuzz.py`` (``SCHEMATHESIS_HOOKS``).
+
+``positive_data_acceptance`` lets the operations of ``SEMANTIC_400`` answer 400 to
+schema-valid data: their refusals depend on what no schema states (what exists, what time
+it is, how two fields relate). This check keeps that allowance narrow: such a 400 must name
+only those refusals, each at its own pointer with its own error type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import schemathesis
+
+_DATES = (r"/query/(start|end)_date", {"required", "order", "maximum"})
+# Either credential header will do, but both at once must carry the same key.
+_TWO_KEYS = (r"/header/x-api-key", {"conflict"})
+SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
+    "POST /admin/v1/plans": [
+        (r"/body/quotas/.+", {"unknown"}),
+        (r"/body/limits/\d+/name", {"invalid"}),
+    ],
+    "PUT /admin/v1/plans/{plan_id}": [
+        (r"/body/quotas/.+", {"unknown"}),
+        (r"/body/limits/\d+/name", {"invalid"}),
+    ],
+    "POST /admin/v1/accounts": [(r"/body/plan", {"unknown"}), (r"/body/timezone", {"format"})],
+    "PATCH /admin/v1/accounts/{account_id}": [
+        (r"/body/plan", {"unknown"}),
+        (r"/body/timezone", {"format"}),
+    ],
+    "POST /admin/v1/accounts/{account_id}/keys": [(r"/body/expires_at", {"minimum"})],
+    "POST /v1/events": [
+        (r"/body/events/\d+/(account_id|service)", {"unknown"}),
+        (r"/body/events/\d+/timestamp", {"range"}),
+    ],
+    "GET /v1/usages": [_TWO_KEYS],
+    "GET /usage/{service}": [_DATES, _TWO_KEYS],
+    "GET /admin/v1/accounts/{account_id}/usage/{service}": [_DATES],
+    "POST /admin/v1/accounts/{account_id}/usage/{service}/adjust": [
+        (r"/body/date", {"maximum", "format"})
+    ],
+}
+
+
+def unexplained_refusal(item: dict[str, Any], allowed: list[tuple[str, set[str]]]) -> bool:
+    """Whether a validation error is none of the operation's semantic refusals."""
+    error_type = item.get("context", {}).get("errorType")
+    return not any(
+        re.fullmatch(pattern, str(item.get("path", ""))) and error_type in types
+        for pattern, types in allowed
+    )
+
+
+@schemathesis.check
+def only_semantic_refusals(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A 400 to schema-valid data names only what no schema can state."""
+    del ctx
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
+        return None
+    allowed = SEMANTIC_400.get(case.operation.label)
+    if allowed is None:
+        return None  # positive_data_acceptance refuses it already
+    items = response.json().get("validationErrors") or []
+    unexplained = [item for item in items if unexplained_refusal(item, allowed)]
+    if not items or unexplained:
+        raise AssertionError(f"schema-valid data refused for another reason: {response.text}")
+    return None
