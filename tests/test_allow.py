@@ -34,9 +34,15 @@ def _concrete(path: str) -> str:
     return path
 
 
+PROBES = {"/healthz", "/readyz"}  # the health checks also take HEAD (load balancers use it)
+
+
 def _api_paths() -> list[tuple[str, set[str]]]:
     """Each documented path with the methods it takes (FastAPI adds no HEAD to a GET)."""
-    return [(path, {m.upper() for m in operations}) for path, operations in SPEC["paths"].items()]
+    return [
+        (path, {m.upper() for m in operations} | ({"HEAD"} if path in PROBES else set()))
+        for path, operations in SPEC["paths"].items()
+    ]
 
 
 API_PATHS = _api_paths()

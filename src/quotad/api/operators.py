@@ -12,7 +12,7 @@ from starlette.responses import Response
 from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
-from quotad.api.schemas import ErrorBody, Identifier, Page, Strict
+from quotad.api.schemas import CursorText, ErrorBody, Identifier, Page, Strict
 from quotad.domain import days
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken, Role
 from quotad.errors import ValidationFailed
@@ -124,24 +124,24 @@ async def list_audit(
     ] = None,
     actor: Annotated[str | None, Query(max_length=64, description="A token name, or cli")] = None,
     since: Annotated[
-        datetime | None, Query(description="Entries at or after this instant (RFC 3339)")
+        str | None,
+        Query(
+            max_length=64,
+            description="Entries at or after this instant (RFC 3339, with its offset)",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page")] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the last page")
-    ] = None,
+    cursor: Annotated[CursorText | None, Query()] = None,
 ) -> Response:
     """The audit log, newest first, filtered by target, actor and time."""
-    if since is not None and since.tzinfo is None:
-        raise ValidationFailed.at(
-            "/query/since", "since must carry a timezone offset (RFC 3339)", "format"
-        )
+    instant = _instant(since)
     query = AuditQuery(
         limit=limit + 1,
         before_id=views.decode_cursor(cursor),
         targets=() if target is None else (target,),
         actor=actor,
-        since=since,
+        since=instant,
     )
     found = await audit.entries(ctx, query)
     more = len(found) > limit
@@ -151,3 +151,21 @@ async def list_audit(
 
 
 __all__ = ["AuditEntryOut", "IssuedTokenOut", "TokenIn", "TokenOut", "router"]
+
+
+def _instant(text: str | None) -> datetime | None:
+    """``since`` as an instant: RFC 3339 with its offset, nothing looser (no bare numbers)."""
+    if text is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(text.upper()) if "T" in text.upper() else None
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise ValidationFailed.at(
+            "/query/since",
+            "since must be an RFC 3339 instant with its offset",
+            "format",
+            "e.g. 2026-12-01T00:00:00Z",
+        )
+    return instant
