@@ -77,3 +77,20 @@ async def test_a_read_after_the_database_was_dropped_says_which_is_missing(
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("token", "reset"), ("services", "list")])
+def test_the_cli_reports_a_missing_database_in_one_line(
+    admin: psycopg.Connection, command: tuple[str, ...]
+) -> None:
+    """A CLI command on a missing database exits 1 with the clear note, no traceback, no password."""
+    from typer.testing import CliRunner
+
+    from quotad.cli import app
+
+    name = f"quotad_missing_{uuid.uuid4().hex[:8]}"
+    result = CliRunner().invoke(app, [*command, "--store", with_password(f"{SERVER}/{name}")])
+    assert result.exit_code == 1, result.output
+    check_note(result.output.replace("\n", " "), name)
+    assert "Traceback" not in result.output
+    assert PASSWORD not in result.output

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from quotad import __version__
-from quotad.cli.console import App, console, err_console
+from quotad.cli.console import App, console, err_console, handle_errors
 from quotad.cli.stores import StoreOption, load_settings, run_with_store
 
 if TYPE_CHECKING:  # the service layer and the stores load when a command runs
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the service layer and the stores load when a command runs
     from quotad.settings import Settings
 
 
+@handle_errors
 def serve(
     store: StoreOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (QUOTAD_HOST)")] = None,
@@ -118,6 +119,7 @@ def _print_banner(settings: Settings, base: str, token: str | None, seeded: Demo
     sys.stdout.flush()
 
 
+@handle_errors
 def migrate(store: StoreOption = None) -> None:
     """Create or upgrade the store's schema to the latest version."""
 
@@ -132,6 +134,7 @@ token_app = App(help="The operator token.")
 
 
 @token_app.command("reset")
+@handle_errors
 def token_reset(store: StoreOption = None) -> None:
     """Generate a new operator token (the old one stops working) and print it once."""
     from quotad.service import auth
