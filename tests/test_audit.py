@@ -396,3 +396,21 @@ async def test_a_generated_bootstrap_token_is_logged_by_its_hint() -> None:
         ("token.create", "token:bootstrap", audit.LOCAL_ACTOR)
     ]
     assert log[0].after == {"name": "bootstrap", "role": "admin", "hint": f"qdop_…{token[-4:]}"}
+
+
+def test_an_import_is_logged_per_account(tmp_path: Path) -> None:
+    """``quotad import`` leaves a ``usage.import`` entry per account: how many rows, which days."""
+    url = f"sqlite:///{tmp_path / 'import.db'}"
+    ok(url, "services", "create", "insights", "--create")
+    ok(url, "plans", "create", "free", "--quota", "insights=10")
+    ok(url, "accounts", "create", "--name", "Acme", "--plan", "free", "--id", "acme")
+    rows = [
+        {"account_id": "acme", "service": "insights", "date": day, "used": 3, "total": 10}
+        for day in ("2026-11-02", "2026-11-01")
+    ]
+    source = tmp_path / "usage.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    ok(url, "import", str(source))
+    log = data(url, "audit", "--target", "account:acme")["items"]
+    assert (log[0]["action"], log[0]["actor"]) == ("usage.import", "cli")
+    assert log[0]["after"] == {"rows": 2, "from": "2026-11-01", "to": "2026-11-02"}

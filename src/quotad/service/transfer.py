@@ -16,7 +16,7 @@ import pydantic
 
 from quotad.domain.models import UsageDay
 from quotad.errors import FieldError, ValidationFailed
-from quotad.service import admin, usage
+from quotad.service import admin, audit, usage
 from quotad.service.context import Context
 
 BATCH_ROWS = 1000
@@ -120,6 +120,10 @@ async def import_lines(
         for account_id, rows in pending.items():
             await ctx.counters.put_usage_days(account_id, rows)
             outcome.rows += len(rows)
+            # The rows' values are usage, not records: the log keeps what was written where.
+            dates = [row.day.isoformat() for _service, row in rows]
+            after = {"rows": len(rows), "from": min(dates), "to": max(dates)}
+            await audit.record(ctx, "usage.import", f"account:{account_id}", None, after)
         pending.clear()
         waiting = 0
 
