@@ -192,7 +192,7 @@ async def test_a_failing_store_call_is_an_error_span(
 
 
 def recording_transport(seen: list[httpx2.Request], status: int = 200) -> httpx2.MockTransport:
-    """A transport answering ``/healthz`` with ``status``, keeping every request."""
+    """A transport answering ``/readyz`` with ``status``, keeping every request."""
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
@@ -221,7 +221,7 @@ async def test_an_sdk_call_is_a_client_span_sent_as_traceparent(
     assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name == "quotad.sdk"
     assert span.attributes is not None
-    assert span.attributes["url.full"] == "http://quotad/healthz"
+    assert span.attributes["url.full"] == "http://quotad/readyz"
     assert span.attributes["http.response.status_code"] == 200
     version, trace_id, span_id, flags = request.headers["traceparent"].split("-")
     assert (version, trace_id, span_id) == (
