@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from quotad.cli import progress
 from quotad.cli.console import (
     App,
     JsonOption,
@@ -31,8 +32,6 @@ from quotad.cli.stores import StoreOption, run_with_store
 from quotad.cli.target import TokenOption, UrlOption, run, target
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from quotad.cli.operator import Operator
     from quotad.service.context import Context
     from quotad.service.transfer import ImportOutcome
@@ -111,39 +110,18 @@ def usage_adjust(
 
 
 # Export -----------------------------------------------------------------------
-def _progress(out: Console) -> Progress:
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rows]:,} rows"),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-        disable=not out.is_terminal,
-    )
 
 
 async def write_export(lines: AsyncIterator[bytes], sink: IO[bytes], out: Console) -> int:
     """Write ``lines`` to ``sink``; past ``LARGE_EXPORT_ROWS``, show progress on ``out``."""
     count = 0
-    with _progress(out) as progress:
-        task = progress.add_task("exporting", total=None, rows=0, visible=False)
+    with progress.bar(out, "rows") as shown:
+        task = shown.add_task("exporting", total=None, count=0, visible=False)
         async for line in lines:
             sink.write(line)
             count += 1
             if count % 500 == 0:
-                progress.update(task, rows=count, visible=count >= LARGE_EXPORT_ROWS)
+                shown.update(task, count=count, visible=count >= LARGE_EXPORT_ROWS)
     return count
 
 
@@ -181,19 +159,10 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 async def import_file(ctx: Context, path: Path, size: int, out: Console) -> ImportOutcome:
     """Import a JSON Lines file of ``size`` bytes, with a progress bar on ``out`` if large."""
-    with _progress(out) as progress:
-        task = progress.add_task(
-            f"importing {path.name}", total=size, rows=0, visible=size >= LARGE_FILE_BYTES
-        )
-        lines = 0
+    from quotad.service.transfer import import_lines
 
-        def advance(length: int) -> None:
-            nonlocal lines
-            lines += 1
-            progress.update(task, advance=length, rows=lines)
-
-        from quotad.service.transfer import import_lines
-
+    visible = size >= LARGE_FILE_BYTES
+    with progress.reading(out, f"importing {path.name}", size, "rows", visible=visible) as advance:
         return await import_lines(ctx, _lines(path), advance)
 
 

@@ -15,34 +15,13 @@ from typing import IO, TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
+from quotad.cli import progress
 from quotad.cli.console import console, err_console, handle_errors
 from quotad.cli.stores import StoreOption, run_with_store
 
 if TYPE_CHECKING:  # the service layer and the stores load when a command runs
     from quotad.service.context import Context
-
-
-def _progress(out: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[lines]:,} lines"),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-        disable=not out.is_terminal,
-    )
 
 
 def _summary(counts: Counter[str]) -> str:
@@ -58,13 +37,13 @@ async def write_dump(ctx: Context, sink: IO[bytes], out: Console) -> Counter[str
     from quotad.service.dump import dump_lines
 
     counts: Counter[str] = Counter()
-    with _progress(out) as progress:
-        task = progress.add_task("dumping", total=None, lines=0)
+    with progress.bar(out, "lines") as shown:
+        task = shown.add_task("dumping", total=None, count=0)
         async for kind, line in dump_lines(ctx):
             sink.write(line)
             counts[kind] += 1
             if counts.total() % 500 == 0:
-                progress.update(task, lines=counts.total())
+                shown.update(task, count=counts.total())
     del counts["header"], counts["end"]
     return counts
 
@@ -102,18 +81,9 @@ async def read_dump(
     ctx: Context, source: IO[bytes], size: int | None, out: Console
 ) -> Counter[str]:
     """Restore the dump ``source`` holds (``size`` bytes, if known), with progress on ``out``."""
-    with _progress(out) as progress:
-        task = progress.add_task("restoring", total=size, lines=0)
+    from quotad.service.dump import restore_lines
 
-        lines = 0
-
-        def advance(length: int) -> None:
-            nonlocal lines
-            lines += 1
-            progress.update(task, advance=length, lines=lines)
-
-        from quotad.service.dump import restore_lines
-
+    with progress.reading(out, "restoring", size, "lines") as advance:
         return await restore_lines(ctx, _lines(source), advance)
 
 
