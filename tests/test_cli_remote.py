@@ -616,3 +616,24 @@ def test_a_local_command_on_a_migrated_store_does_not_load_alembic(tmp_path: Pat
 
     assert "alembic" in imported("migrate")
     assert "alembic" not in imported("services", "list")
+
+
+@pytest.mark.parametrize("command", [("services", "list"), ("tokens", "list"), ("audit",)])
+def test_local_commands_load_no_web_framework(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A command on a local store opens it without importing FastAPI or Starlette (the
+    views it prints are framework-free), nor Alembic once the schema is current."""
+    store = f"sqlite:///{tmp_path / 'local.db'}"
+    assert cli("migrate", "--store", store).exit_code == 0
+    program = "import sys; from quotad.cli import main; sys.argv[0] = 'quotad'; main()"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", program, *command, "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert not {
+        name for name in imported if name.split(".")[0] in {"fastapi", "starlette", "alembic"}
+    }

@@ -13,8 +13,8 @@ from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import CursorText, ErrorBody, Identifier, Page, Strict
-from quotad.domain import days
-from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken, Role
+from quotad.api.views import audit_view, token_view
+from quotad.domain.operators import AuditQuery, Role
 from quotad.errors import ValidationFailed
 from quotad.service import audit, tokens
 
@@ -63,34 +63,6 @@ class AuditEntryOut(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     request_id: str | None
-
-
-def token_view(token: OperatorToken, now: datetime) -> dict[str, Any]:
-    """A token record, never the token."""
-    return {
-        "id": token.id,
-        "name": token.name,
-        "role": token.role.value,
-        "prefix": token.prefix,
-        "hint": token.hint,
-        "status": "revoked" if token.revoked(now) else "active",
-        "created_at": days.rfc3339(token.created_at),
-        "revoked_at": None if token.revoked_at is None else days.rfc3339(token.revoked_at),
-    }
-
-
-def audit_view(entry: AuditEntry) -> dict[str, Any]:
-    """An audit entry."""
-    return {
-        "id": entry.id,
-        "at": days.rfc3339(entry.at),
-        "actor": entry.actor,
-        "action": entry.action,
-        "target": entry.target,
-        "before": entry.before,
-        "after": entry.after,
-        "request_id": entry.request_id,
-    }
 
 
 @router.post("/tokens", status_code=201, response_model=IssuedTokenOut)

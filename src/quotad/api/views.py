@@ -9,6 +9,7 @@ from typing import Any
 
 from quotad.domain import days
 from quotad.domain.models import Account, ApiKey, GaugeChange, Plan, Service, UsageDay
+from quotad.domain.operators import AuditEntry, OperatorToken
 from quotad.errors import ValidationFailed
 from quotad.service.admin import IssuedKey, key_status
 from quotad.service.usage import UsageLine
@@ -127,3 +128,31 @@ def decode_cursor(cursor: str | None) -> str | None:
         raise ValidationFailed.at("/query/cursor", "the cursor is not valid", "format") from exc
     decoded = raw.decode("utf-8", "replace").split("\0", 1)[0]
     return decoded or None
+
+
+def token_view(token: OperatorToken, now: datetime) -> dict[str, Any]:
+    """A token record, never the token."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role.value,
+        "prefix": token.prefix,
+        "hint": token.hint,
+        "status": "revoked" if token.revoked(now) else "active",
+        "created_at": days.rfc3339(token.created_at),
+        "revoked_at": None if token.revoked_at is None else days.rfc3339(token.revoked_at),
+    }
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry."""
+    return {
+        "id": entry.id,
+        "at": days.rfc3339(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "before": entry.before,
+        "after": entry.after,
+        "request_id": entry.request_id,
+    }

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from quotad.api import operators, views
+from quotad.api import views
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
 from quotad.domain.operators import AuditQuery, Role
@@ -167,17 +167,17 @@ class LocalOperator:
     async def create_token(self, name: str, role: str) -> View:
         """Create a named operator token, shown this once."""
         issued = await tokens.create_token(self.ctx, name, Role(role))
-        return {**operators.token_view(issued.record, self.ctx.clock.now()), "token": issued.secret}
+        return {**views.token_view(issued.record, self.ctx.clock.now()), "token": issued.secret}
 
     async def list_tokens(self) -> list[View]:
         """Every named operator token."""
         now = self.ctx.clock.now()
-        return [operators.token_view(t, now) for t in await tokens.list_tokens(self.ctx)]
+        return [views.token_view(t, now) for t in await tokens.list_tokens(self.ctx)]
 
     async def revoke_token(self, token_id: str) -> View:
         """Revoke an operator token now."""
         revoked = await tokens.revoke_token(self.ctx, token_id)
-        return operators.token_view(revoked, self.ctx.clock.now())
+        return views.token_view(revoked, self.ctx.clock.now())
 
     async def audit(self, query: AuditPage) -> View:
         """A page of the audit log, as ``GET /admin/v1/audit`` pages it."""
@@ -194,7 +194,7 @@ class LocalOperator:
         page = found[: query.limit]
         more = len(found) > query.limit
         return {
-            "items": [operators.audit_view(e) for e in page],
+            "items": [views.audit_view(e) for e in page],
             "next_cursor": views.encode_cursor(page[-1].id) if more else None,
         }
 

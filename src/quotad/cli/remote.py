@@ -309,7 +309,7 @@ class RemoteOperator:
 
 
 def token_view(token: OperatorToken) -> View:
-    """An operator token, as ``quotad.api.operators.token_view``."""
+    """An operator token, as ``quotad.api.views.token_view``."""
     return {
         "id": token.id,
         "name": token.name,
@@ -323,7 +323,7 @@ def token_view(token: OperatorToken) -> View:
 
 
 def audit_view(entry: AuditEntry) -> View:
-    """An audit entry, as ``quotad.api.operators.audit_view``."""
+    """An audit entry, as ``quotad.api.views.audit_view``."""
     return {
         "id": entry.id,
         "at": days.rfc3339(entry.at),
