@@ -24,8 +24,12 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	@touch $(SERVE_STAMP)
 
 # The package with the developer extras (test, lint and type-check tools).
+# xds-protos (the envoy extra) ships an old copy of opentelemetry-proto's modules, which
+# can land over the OTLP exporter's own: reinstalling opentelemetry-proto puts them back.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP) $(SERVE_STAMP)
 
 demo: $(SERVE_STAMP)

@@ -97,8 +97,17 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
     if protocol != "http/protobuf":
         msg = f"OTEL_EXPORTER_OTLP_PROTOCOL: quotad ships OTLP over http/protobuf, not {protocol!r}"
         raise ValueError(msg)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        # xds-protos (the envoy extra) ships an old copy of opentelemetry-proto's modules;
+        # installed after it, they replace the exporter's own.
+        msg = (
+            f"the OTLP exporter cannot load ({exc}); if the envoy extra was installed after "
+            "the otel one, restore OpenTelemetry's protobuf modules with: "
+            "pip install --force-reinstall --no-deps opentelemetry-proto"
+        )
+        raise RuntimeError(msg) from exc
     return OTLPSpanExporter()  # endpoint, headers, timeout: from OTEL_EXPORTER_OTLP_*
 
 
