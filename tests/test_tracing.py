@@ -293,6 +293,19 @@ def test_an_exporter_quotad_does_not_ship_is_refused_at_start(environ: dict[str,
         reset_trace_globals()
 
 
+def test_an_otlp_exporter_that_cannot_load_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTLP asked for but its modules broken (xds-protos over opentelemetry-proto): the
+    error at start says how to put them back."""
+    module = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    monkeypatch.setitem(sys.modules, module, None)  # importing it raises ImportError
+    reset_trace_globals()
+    try:
+        with pytest.raises(RuntimeError, match="--force-reinstall --no-deps opentelemetry-proto"):
+            tracing.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    finally:
+        reset_trace_globals()
+
+
 async def test_with_tracing_off_the_app_has_no_tracing_at_all(ctx: Context) -> None:
     """No OTEL_* variable: no tracing middleware, and the app's stores are the context's own."""
     app = create_app(ctx, manage_store=False)
