@@ -157,6 +157,19 @@ def exercise(http: httpx2.Client) -> tuple[list[httpx2.Response], list[str]]:
         content=f"name=x&password={PASSWORD}&key={key}".encode(),
         headers={**OPERATOR, "Content-Type": "application/x-www-form-urlencoded"},
     )
+    # A named operator token: used, listed, in the audit log, revoked ------------------
+    issued = call(
+        "POST", "/admin/v1/tokens", 201, json={"name": "ops", "role": "read"}, headers=OPERATOR
+    )
+    named = issued["token"]
+    reader = {"Authorization": f"Bearer {named}"}
+    call("GET", "/admin/v1/accounts", 200, headers=reader)
+    call("POST", "/v1/verify", 403, json=verify, headers=reader)  # read may not meter
+    call("GET", "/admin/v1/accounts", 401, headers={"Authorization": f"Bearer {named}x"})
+    listed_tokens = call("GET", "/admin/v1/tokens", 200, headers=reader)
+    assert not leaks(str(listed_tokens), [named]), "the token list shows a token"
+    call("DELETE", f"/admin/v1/tokens/{issued['id']}", 200, headers=OPERATOR)
+    call("GET", "/admin/v1/accounts", 401, headers=reader)  # revoked
     # Rotation and revocation ----------------------------------------------------------
     rotated = call(
         "POST",
@@ -173,9 +186,12 @@ def exercise(http: httpx2.Client) -> tuple[list[httpx2.Response], list[str]]:
     verdict = call("POST", "/v1/verify", 200, json={**verify, "key": other}, headers=OPERATOR)
     assert verdict["valid"] is False
     call("GET", "/admin/v1/export", 200, headers=OPERATOR)
+    log = call("GET", "/admin/v1/audit?limit=500", 200, headers=OPERATOR)
+    assert len(log["items"]) > 5
+    assert not leaks(str(log), [key, other, replacement, named, TOKEN]), "the audit log"
     metrics = http.get("/metrics")
     answers.append(metrics)
-    return answers, [key, other, replacement, unknown]
+    return answers, [key, other, replacement, unknown, named]
 
 
 def stored_columns(
@@ -250,6 +266,7 @@ def test_no_secret_in_logs_answers_or_database(kind: str, tmp_path: Path) -> Non
 
     found = [(table, column) for table, column, value in stored if leaks(value, secrets)]
     assert not found, f"a secret is stored in the clear: {found}"
-    issued = [s for s in api_keys if s != api_keys[3]]  # the unknown key was never stored
+    # The unknown key was never stored; the operator token is stored with the tokens.
+    issued = [s for s in api_keys if s != api_keys[3] and not s.startswith("qdtok_")]
     expected = {hashlib.sha256(s.encode()).hexdigest() for s in issued}
     assert set(digests.values()) == expected, "keys are not stored as their SHA-256"
