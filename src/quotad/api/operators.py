@@ -13,10 +13,11 @@ from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import CursorText, ErrorBody, Identifier, Page, Strict
-from quotad.api.views import audit_view, token_view
-from quotad.domain.operators import AuditQuery, Role
+from quotad.api.views import token_view
+from quotad.domain import days
+from quotad.domain.operators import Role
 from quotad.errors import ValidationFailed
-from quotad.service import audit, tokens
+from quotad.service import tokens
 
 router = APIRouter(
     prefix="/admin/v1",
@@ -107,19 +108,8 @@ async def list_audit(
     cursor: Annotated[CursorText | None, Query()] = None,
 ) -> Response:
     """The audit log, newest first, filtered by target, actor and time."""
-    instant = _instant(since)
-    query = AuditQuery(
-        limit=limit + 1,
-        before_id=views.decode_cursor(cursor),
-        targets=() if target is None else (target,),
-        actor=actor,
-        since=instant,
-    )
-    found = await audit.entries(ctx, query)
-    more = len(found) > limit
-    page = found[:limit]
-    next_cursor = views.encode_cursor(page[-1].id) if more else None
-    return ORJSONResponse({"items": [audit_view(e) for e in page], "next_cursor": next_cursor})
+    page = await views.audit_page(ctx, target, actor, _instant(since), limit, cursor)
+    return ORJSONResponse(page)
 
 
 __all__ = ["AuditEntryOut", "IssuedTokenOut", "TokenIn", "TokenOut", "router"]
@@ -129,11 +119,8 @@ def _instant(text: str | None) -> datetime | None:
     """``since`` as an instant: RFC 3339 with its offset, nothing looser (no bare numbers)."""
     if text is None:
         return None
-    try:
-        instant = datetime.fromisoformat(text.upper()) if "T" in text.upper() else None
-    except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
+    instant = days.parse_rfc3339(text)
+    if instant is None:
         raise ValidationFailed.at(
             "/query/since",
             "since must be an RFC 3339 instant with its offset",

@@ -9,9 +9,11 @@ from typing import Any
 
 from quotad.domain import days
 from quotad.domain.models import Account, ApiKey, GaugeChange, Plan, Service, UsageDay
-from quotad.domain.operators import AuditEntry, OperatorToken
+from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import ValidationFailed
+from quotad.service import audit
 from quotad.service.admin import IssuedKey, key_status
+from quotad.service.context import Context
 from quotad.service.usage import UsageLine
 
 
@@ -155,4 +157,29 @@ def audit_view(entry: AuditEntry) -> dict[str, Any]:
         "before": entry.before,
         "after": entry.after,
         "request_id": entry.request_id,
+    }
+
+
+async def audit_page(
+    ctx: Context,
+    target: str | None,
+    actor: str | None,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of the audit log, newest first: ``items`` and ``next_cursor``."""
+    query = AuditQuery(
+        limit=limit + 1,
+        before_id=decode_cursor(cursor),
+        targets=() if target is None else (target,),
+        actor=actor,
+        since=since,
+    )
+    found = await audit.entries(ctx, query)
+    page = found[:limit]
+    more = len(found) > limit
+    return {
+        "items": [audit_view(e) for e in page],
+        "next_cursor": encode_cursor(page[-1].id) if more else None,
     }

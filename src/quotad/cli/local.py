@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, TypeVar
 from quotad.api import views
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
-from quotad.domain.operators import AuditQuery, Role
-from quotad.service import admin, audit, tokens, transfer, usage
+from quotad.domain.operators import Role
+from quotad.service import admin, tokens, transfer, usage
 from quotad.service.context import Context
 
 T = TypeVar("T")
@@ -181,22 +181,9 @@ class LocalOperator:
 
     async def audit(self, query: AuditPage) -> View:
         """A page of the audit log, as ``GET /admin/v1/audit`` pages it."""
-        found = await audit.entries(
-            self.ctx,
-            AuditQuery(
-                limit=query.limit + 1,
-                before_id=views.decode_cursor(query.cursor),
-                targets=() if query.target is None else (query.target,),
-                actor=query.actor,
-                since=query.since,
-            ),
+        return await views.audit_page(
+            self.ctx, query.target, query.actor, query.since, query.limit, query.cursor
         )
-        page = found[: query.limit]
-        more = len(found) > query.limit
-        return {
-            "items": [views.audit_view(e) for e in page],
-            "next_cursor": views.encode_cursor(page[-1].id) if more else None,
-        }
 
 
 if TYPE_CHECKING:  # mypy checks the class against the interface

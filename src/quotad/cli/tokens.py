@@ -21,7 +21,7 @@ from quotad.cli.console import (
 from quotad.cli.operator import AuditPage
 from quotad.cli.stores import StoreOption
 from quotad.cli.target import TokenOption, UrlOption, run, target
-from quotad.cli.target import target as target_of
+from quotad.domain import days
 from quotad.errors import ValidationFailed
 
 tokens_app = App(
@@ -87,8 +87,9 @@ def tokens_revoke(
 
 @handle_errors
 def audit_command(
-    target: Annotated[
-        str | None, typer.Option(help="Only this record: KIND:ID, e.g. account:acme")
+    record: Annotated[
+        str | None,
+        typer.Option("--target", help="Only this record: KIND:ID, e.g. account:acme"),
     ] = None,
     actor: Annotated[str | None, typer.Option(help="Only this actor: a token name, or cli")] = None,
     since: Annotated[
@@ -104,8 +105,8 @@ def audit_command(
     """Show the audit log, newest first: who changed what, with before and after."""
     if not 1 <= limit <= MAX_AUDIT_PAGE:
         raise ValidationFailed.at("/query/limit", f"limit is 1 to {MAX_AUDIT_PAGE}", "range")
-    query = AuditPage(target, actor, _instant(since), limit, cursor)
-    result = run(target_of(store, url, token), lambda op: op.audit(query))
+    query = AuditPage(record, actor, _instant(since), limit, cursor)
+    result = run(target(store, url, token), lambda op: op.audit(query))
 
     def render() -> None:
         print_rows("audit log", result["items"], AUDIT_COLUMNS)
@@ -116,14 +117,15 @@ def audit_command(
 
 
 def _instant(text: str | None) -> datetime | None:
+    """``--since`` as an instant, checked as ``GET /admin/v1/audit`` checks it."""
     if text is None:
         return None
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
+    instant = days.parse_rfc3339(text)
+    if instant is None:
         raise ValidationFailed.at(
-            "/query/since", "since must be an RFC 3339 instant with an offset", "format"
+            "/query/since",
+            "since must be an RFC 3339 instant with its offset",
+            "format",
+            "e.g. 2026-12-01T00:00:00Z",
         )
     return instant

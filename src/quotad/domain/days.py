@@ -65,6 +65,17 @@ def days_between(start: date, end: date) -> list[date]:
     return [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
 
 
+def parse_rfc3339(text: str) -> datetime | None:
+    """``text`` as an RFC 3339 instant (a date, ``T``, a time and its offset, any case);
+    ``None`` for anything looser: a bare date or number, a time without its offset."""
+    upper = text.upper()
+    try:
+        instant = datetime.fromisoformat(upper) if "T" in upper else None
+    except ValueError:
+        return None
+    return instant if instant is not None and instant.tzinfo is not None else None
+
+
 def rfc3339(instant: datetime) -> str:
     """``instant`` as an RFC 3339 string in UTC with a ``Z`` suffix."""
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
