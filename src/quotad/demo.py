@@ -56,7 +56,7 @@ async def seed(ctx: Context) -> Demo:
         await admin.create_plan(
             ctx,
             DEMO_PLAN,
-            {"insights": Quota(250), "scoring": Quota(100)},
+            {"insights": Quota.daily(250), "scoring": Quota.daily(100)},
             [Limit("cohort.max_count", "Cohorts allowed", 10)],
             "Demo plan",
         )

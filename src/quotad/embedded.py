@@ -155,7 +155,7 @@ class EmbeddedStore:
             return await admin.create_plan(
                 self._ctx,
                 body.id,
-                {name: Quota(quota.total) for name, quota in body.quotas.items()},
+                {name: Quota.daily(quota.total) for name, quota in body.quotas.items()},
                 [Limit(item.name, item.description, item.limit) for item in body.limits],
                 body.description,
             )

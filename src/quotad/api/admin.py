@@ -39,6 +39,7 @@ from quotad.api.schemas import (
     UsageDayOut,
     UsageLineOut,
 )
+from quotad.domain.limits import daily
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
 from quotad.service import admin, transfer, usage
 
@@ -54,7 +55,7 @@ Cursor = Annotated[CursorText | None, Query()]
 
 
 def _quotas(quotas: dict[str, QuotaIn]) -> dict[str, Quota]:
-    return {name: Quota(q.total, q.period) for name, q in quotas.items()}
+    return {name: Quota.daily(q.total) for name, q in quotas.items()}
 
 
 def _limits(limits: list[LimitIn]) -> list[Limit]:
@@ -62,7 +63,7 @@ def _limits(limits: list[LimitIn]) -> list[Limit]:
 
 
 def _overrides(body: OverridesIn) -> Overrides:
-    return Overrides({k: v.total for k, v in body.quotas.items()}, dict(body.limits))
+    return Overrides({k: daily(v.total) for k, v in body.quotas.items()}, dict(body.limits))
 
 
 def _page(items: list[dict[str, object]], ids: list[str], limit: int) -> Response:

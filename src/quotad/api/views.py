@@ -7,7 +7,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from quotad.domain import days
+from quotad.domain import days, limits
 from quotad.domain.models import Account, ApiKey, GaugeChange, Plan, Service, UsageDay
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import ValidationFailed
@@ -35,9 +35,7 @@ def plan_view(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "description": plan.description,
-        "quotas": {
-            k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())
-        },
+        "quotas": {k: limits.render(q.limits) for k, q in sorted(plan.quotas.items())},
         "limits": [
             {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
         ],
@@ -54,7 +52,9 @@ def account_view(account: Account) -> dict[str, Any]:
         "timezone": account.timezone,
         "status": account.status.value,
         "overrides": {
-            "quotas": {k: {"total": v} for k, v in sorted(account.overrides.quotas.items())},
+            "quotas": {
+                k: limits.render_override(v) for k, v in sorted(account.overrides.quotas.items())
+            },
             "limits": dict(sorted(account.overrides.limits.items())),
         },
         "created_at": days.rfc3339(account.created_at),

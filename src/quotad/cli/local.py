@@ -68,7 +68,7 @@ class LocalOperator:
         plan = await admin.create_plan(
             self.ctx,
             plan_id,
-            {name: Quota(total) for name, total in quotas.items()},
+            {name: Quota.daily(total) for name, total in quotas.items()},
             [Limit(x.name, x.description, x.limit) for x in limits],
             description,
         )

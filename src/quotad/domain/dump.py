@@ -44,6 +44,18 @@ class AccountUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowCounter:
+    """One counter of a limit other than an account's day row (SPEC 9): a window's units
+    used, or a rate's bucket (its theoretical arrival time, µs since the epoch)."""
+
+    account_id: str
+    name: str  # the limit's name, with ":<key id>" when per key
+    period: str  # the window's id; "rate" for a rate
+    value: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class Gauge:
     """The current usage of one account's resource limit."""
 
@@ -83,6 +95,7 @@ DumpItem = (
     | ApiKey
     | AccountTotal
     | AccountUsage
+    | WindowCounter
     | Gauge
     | IdempotencyAnswer
     | SeenEvent
@@ -101,6 +114,7 @@ DUMP_ORDER: tuple[type[DumpItem], ...] = (
     ApiKey,
     AccountTotal,
     AccountUsage,
+    WindowCounter,
     Gauge,
     IdempotencyAnswer,
     SeenEvent,

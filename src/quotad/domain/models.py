@@ -8,6 +8,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import NamedTuple
 
+from quotad.domain.days import local_day
+from quotad.domain.limits import Limits, LimitSpec, Per, Window, daily, merged
+
 
 class AccountStatus(StrEnum):
     """Whether an account's keys are honoured."""
@@ -36,10 +39,19 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """The quota of one service in a plan: ``total`` units per period."""
+    """The limits of one service in a plan (SPEC 9): window quotas and rates."""
 
-    total: int
-    period: str = "day"
+    limits: Limits
+
+    @classmethod
+    def daily(cls, total: int) -> Quota:
+        """Version 1's quota: ``total`` units a day, shared by the account's keys."""
+        return cls(daily(total))
+
+    @property
+    def total(self) -> int | None:
+        """The daily total the account shares, if it has one (version 1's ``total``)."""
+        return day_total(self.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +67,13 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """Per-account replacements for plan totals (by service) and limits (by name)."""
+    """Per-account replacements for plan limits (by service) and resource limits (by name).
 
-    quotas: dict[str, int] = field(default_factory=dict)
+    Each service's list replaces the plan's limits of the same identity or adds to them
+    (``limits.merged``); version 1's ``{"insights": 500}`` is a daily total.
+    """
+
+    quotas: dict[str, Limits] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
 
 
@@ -72,6 +88,14 @@ class Account:
     status: AccountStatus
     overrides: Overrides
     created_at: datetime
+    billing_anchor: int | None = None  # 1-31; None: the day of ``created_at`` (local)
+
+    @property
+    def anchor_day(self) -> int:
+        """The day of the month a billing-anchored month window starts on."""
+        if self.billing_anchor is not None:
+            return self.billing_anchor
+        return local_day(self.created_at, self.timezone).day
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +113,7 @@ class ApiKey:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     replaced_by: str | None = None
+    limits: dict[str, Limits] = field(default_factory=dict)  # its own, per key: only narrow
 
     @property
     def hint(self) -> str:
@@ -131,6 +156,11 @@ class ConsumeOutcome(NamedTuple):
     total: int
     day: date
     replayed: bool = False
+    # Limits v2: every slot's counter before the decision (empty on a replay), the index
+    # of the first hard slot that refused (-1: none), and the store's clock (µs) for rates.
+    before: tuple[int, ...] = ()
+    refused: int = -1
+    at_us: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +183,8 @@ class UsageEvent:
     day: date
     total: int
     timestamp: datetime
+    # Limits v2: the account's other window counters the event counts in, (name, period).
+    windows: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +204,28 @@ class GaugeChange:
     limit: int
 
 
-def effective_total(plan: Plan, account: Account, service: str) -> int | None:
-    """The daily total of ``service`` for ``account``; ``None`` if its plan has no quota for it."""
-    if service in account.overrides.quotas:
-        return account.overrides.quotas[service]
+def day_total(limits: Limits) -> int | None:
+    """The daily total an account shares among ``limits``, if any (the day row's total)."""
+    for limit in limits:
+        if limit.window is Window.DAY and limit.per is Per.ACCOUNT:
+            return limit.total
+    return None
+
+
+def service_limits(plan: Plan, account: Account, service: str) -> Limits | None:
+    """The limits of ``service`` for ``account`` (its plan's, with its overrides);
+    ``None`` when neither its plan nor its overrides have any."""
     quota = plan.quotas.get(service)
-    return None if quota is None else quota.total
+    override = account.overrides.quotas.get(service)
+    if quota is None and override is None:
+        return None
+    return merged(() if quota is None else quota.limits, override)
+
+
+def effective_total(plan: Plan, account: Account, service: str) -> int | None:
+    """The daily total of ``service`` for ``account``; ``None`` if it has no daily quota."""
+    limits = service_limits(plan, account, service)
+    return None if limits is None else day_total(limits)
 
 
 def effective_limits(plan: Plan, account: Account) -> list[Limit]:
@@ -197,6 +245,19 @@ class TotalChange:
 
 
 def effective_totals(plan: Plan, account: Account, also: Iterable[str] = ()) -> dict[str, int]:
-    """Every daily total of ``account``, by service; a service in ``also`` without one is 0."""
-    names = set(plan.quotas) | set(account.overrides.quotas) | set(also)
-    return {name: effective_total(plan, account, name) or 0 for name in sorted(names)}
+    """Every window total of ``account`` by history name (``history_name``); a name in
+    ``also`` without one now is 0. Rates are not noted: they have no history."""
+    totals = dict.fromkeys(also, 0)
+    for service in set(plan.quotas) | set(account.overrides.quotas):
+        for limit in service_limits(plan, account, service) or ():
+            if limit.window is not None:
+                totals[history_name(service, limit)] = limit.total
+    return dict(sorted(totals.items()))
+
+
+def history_name(service: str, limit: LimitSpec) -> str:
+    """The name a window limit's totals are noted under: version 1's daily total keeps the
+    service's own name (so its history goes on), every other limit its name."""
+    if limit.window is Window.DAY and limit.per is Per.ACCOUNT:
+        return service
+    return limit.name(service)

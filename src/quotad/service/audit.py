@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from quotad.domain import days
+from quotad.domain import days, limits
 from quotad.domain.models import Account, ApiKey, Plan, Service, UsageDay
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.service.context import Context
@@ -109,9 +109,7 @@ def plan_state(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "description": plan.description,
-        "quotas": {
-            k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())
-        },
+        "quotas": {k: limits.render(q.limits) for k, q in sorted(plan.quotas.items())},
         "limits": [{"name": x.name, "limit": x.limit} for x in plan.limits],
     }
 
@@ -125,7 +123,9 @@ def account_state(account: Account) -> dict[str, Any]:
         "timezone": account.timezone,
         "status": account.status.value,
         "overrides": {
-            "quotas": dict(sorted(account.overrides.quotas.items())),
+            "quotas": {
+                k: limits.render_override(v) for k, v in sorted(account.overrides.quotas.items())
+            },
             "limits": dict(sorted(account.overrides.limits.items())),
         },
     }

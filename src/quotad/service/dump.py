@@ -28,7 +28,7 @@ import pydantic
 from pydantic import AwareDatetime, Field
 
 from quotad import __version__
-from quotad.domain import days
+from quotad.domain import days, limits
 from quotad.domain.dump import (
     DUMP_ORDER,
     AccountTotal,
@@ -39,6 +39,7 @@ from quotad.domain.dump import (
     SeenEvent,
     Setting,
 )
+from quotad.domain.limits import Limits
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -134,11 +135,15 @@ class ServiceLine(_Line):
         return Service(self.name, self.description, _utc(self.created_at))
 
 
-class QuotaIn(_Line):
-    """A plan's quota of one service."""
+def _limits(value: object) -> Limits:
+    """A service's limits as a dump line holds them (``limits.decode``)."""
+    try:
+        return limits.decode(value)
+    except limits.LimitError as exc:
+        raise ValueError(str(exc)) from exc
 
-    total: Count
-    period: str
+
+StoredLimits = Annotated[Limits, pydantic.BeforeValidator(_limits)]
 
 
 class LimitIn(_Line):
@@ -156,7 +161,7 @@ class PlanLine(_Line):
     kind: Literal["plan"]
     id: Id
     description: str
-    quotas: dict[str, QuotaIn]
+    quotas: dict[str, StoredLimits]
     limits: list[LimitIn]
     created_at: AwareDatetime
 
@@ -167,7 +172,7 @@ class PlanLine(_Line):
             "kind": cls.KIND,
             "id": item.id,
             "description": item.description,
-            "quotas": {n: {"total": q.total, "period": q.period} for n, q in item.quotas.items()},
+            "quotas": limits.encode_all({n: q.limits for n, q in item.quotas.items()}),
             "limits": [
                 {"name": lim.name, "description": lim.description, "limit": lim.limit}
                 for lim in item.limits
@@ -179,7 +184,7 @@ class PlanLine(_Line):
         """The record of a line."""
         return Plan(
             self.id,
-            {name: Quota(q.total, q.period) for name, q in self.quotas.items()},
+            {name: Quota(q) for name, q in self.quotas.items()},
             tuple(Limit(lim.name, lim.description, lim.limit) for lim in self.limits),
             _utc(self.created_at),
             self.description,
@@ -189,7 +194,7 @@ class PlanLine(_Line):
 class OverridesIn(_Line):
     """An account's overrides of its plan's totals and limits."""
 
-    quotas: dict[str, Count]
+    quotas: dict[str, StoredLimits]
     limits: dict[str, Count]
 
 
@@ -204,6 +209,7 @@ class AccountLine(_Line):
     timezone: str
     status: Literal["active", "suspended"]
     overrides: OverridesIn
+    billing_anchor: Annotated[int, Field(ge=1, le=31)] | None = None
     created_at: AwareDatetime
 
     @pydantic.field_validator("timezone")
@@ -224,7 +230,11 @@ class AccountLine(_Line):
             "plan": item.plan_id,
             "timezone": item.timezone,
             "status": item.status.value,
-            "overrides": {"quotas": item.overrides.quotas, "limits": item.overrides.limits},
+            "overrides": {
+                "quotas": limits.encode_all(item.overrides.quotas),
+                "limits": item.overrides.limits,
+            },
+            "billing_anchor": item.billing_anchor,
             "created_at": _utc(item.created_at),
         }
 
@@ -238,6 +248,7 @@ class AccountLine(_Line):
             AccountStatus(self.status),
             Overrides(dict(self.overrides.quotas), dict(self.overrides.limits)),
             _utc(self.created_at),
+            self.billing_anchor,
         )
 
 

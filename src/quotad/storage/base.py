@@ -22,6 +22,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from quotad.domain.dump import DumpItem
+from quotad.domain.limits import HARD, Slot
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -240,6 +241,8 @@ class CounterStore(Connected, Protocol):
         total: int,
         claim: IdempotencyClaim | None = None,
         now: datetime | None = None,
+        extra: tuple[Slot, ...] = (),
+        day_mode: int = HARD,
     ) -> ConsumeOutcome:
         """Atomically add ``cost`` to the day's use if it stays within ``total``.
 
@@ -247,17 +250,46 @@ class CounterStore(Connected, Protocol):
         rejection. With a ``claim`` already seen (and not expired at ``now``), the first
         outcome is returned with ``replayed=True`` and nothing changes; a claim seen with a
         different fingerprint raises ``Conflict``.
+
+        Limits v2: the day row is the slot ``Slot(service, day, total, day_mode, cost)``
+        (``TALLY``: counted, never checked), and ``extra`` are the call's other slots
+        (``quotad.domain.limits``). All of them are decided in the same atomic step:
+        ``limits.refusing`` over their stored values (0 when absent) at the store's
+        clock; if no hard slot refuses, each takes ``limits.advanced``'s value, else none
+        moves and every day row among them counts one rejection. The outcome then carries
+        ``before`` (every slot's value before, in order), ``refused`` and ``at_us``.
         """
         ...
 
     async def adjust(
-        self, account_id: str, service: str, day: date, delta: int, total: int
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...] = (),
     ) -> UsageDay:
-        """Add ``delta`` to a day's use, flooring at zero; ``total`` is used for a new day."""
+        """Add ``delta`` to a day's use, flooring at zero; ``total`` is used for a new day.
+
+        Each window slot of ``extra`` (rates are left alone) moves by ``delta`` too, in
+        the same step, floored at zero (a refund of a multi-limit verify).
+        """
+        ...
+
+    async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
+        """The values of counters by ``(name, period)`` (a slot's), 0 where absent, in order.
+
+        A name without a dot is a service's day row (its period an ISO date): its use.
+        """
         ...
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
-        """Add each event not seen before (by account and id) to its day's use, in one step."""
+        """Add each event not seen before (by account and id) to its day's use, in one step.
+
+        An event's ``windows`` (``(name, period)`` counters of its account's window
+        limits) move by its amount too.
+        """
         ...
 
     async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:

@@ -14,7 +14,7 @@ import bisect
 import threading
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, assert_never
 
 from quotad.domain.dump import (
@@ -25,7 +25,9 @@ from quotad.domain.dump import (
     IdempotencyAnswer,
     SeenEvent,
     Setting,
+    WindowCounter,
 )
+from quotad.domain.limits import HARD, Slot, advanced, is_day_row, refusing
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -61,6 +63,8 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._key_by_digest: dict[str, str] = {}
         self._usage: dict[_UsageKey, list[int]] = {}
+        # Limits v2's other counters, (account, name, period) -> [value, total].
+        self._counters: dict[tuple[str, str, str], list[int]] = {}
         self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
@@ -180,6 +184,8 @@ class MemoryStore:
                 del self._key_by_digest[key.digest]
             for usage_key in [u for u in self._usage if u[0] == account_id]:
                 del self._usage[usage_key]
+            for counter_key in [c for c in self._counters if c[0] == account_id]:
+                del self._counters[counter_key]
             for gauge_key in [g for g in self._gauges if g[0] == account_id]:
                 del self._gauges[gauge_key]
             for idem_key in [i for i in self._idempotency if i[0] == account_id]:
@@ -255,8 +261,13 @@ class MemoryStore:
         total: int,
         claim: IdempotencyClaim | None = None,
         now: datetime | None = None,
+        extra: tuple[Slot, ...] = (),
+        day_mode: int = HARD,
     ) -> ConsumeOutcome:
         """Add ``cost`` within ``total``, all or nothing."""
+        if extra or day_mode != HARD:
+            slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
+            return self._consume_slots(account_id, day, slots, claim, now)
         if claim is not None:
             return self._consume_claimed(account_id, service, day, cost, total, claim, now)
         key = (account_id, service, day)
@@ -273,11 +284,76 @@ class MemoryStore:
             used = row[0] + cost
             if used <= total:
                 row[0] = used
-                return _new_outcome(ConsumeOutcome, (True, used, total, day, False))
+                return _new_outcome(ConsumeOutcome, (True, used, total, day, False, (), -1, 0))
             row[2] += 1
-            return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False))
+            return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0))
         finally:
             lock.release()
+
+    def _row(self, account_id: str, slot: Slot) -> list[int]:
+        """The stored counter of ``slot`` (created empty): a day row's ``[used, total,
+        rejected]`` or another counter's ``[value, total]``."""
+        if is_day_row(slot):
+            key = (account_id, slot.name, date.fromisoformat(slot.period))
+            row = self._usage.get(key)
+            if row is None:
+                row = self._usage[key] = [0, slot.total, 0]
+            return row
+        counter_key = (account_id, slot.name, slot.period)
+        counter = self._counters.get(counter_key)
+        if counter is None:
+            counter = self._counters[counter_key] = [0, slot.total]
+        return counter
+
+    def _consume_slots(
+        self,
+        account_id: str,
+        day: date,
+        slots: tuple[Slot, ...],
+        claim: IdempotencyClaim | None,
+        now: datetime | None,
+    ) -> ConsumeOutcome:
+        """Limits v2: every slot decided together, all or nothing (``limits.refusing``)."""
+        now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
+        with self._lock:
+            if claim is not None:
+                seen = self._idempotency.get((account_id, claim.key))
+                if seen is not None and (now is None or seen[0].expires_at > now):
+                    if seen[0].fingerprint != claim.fingerprint:
+                        raise Conflict("Idempotency-Key was used with a different request")
+                    return seen[1]._replace(replayed=True, before=(), at_us=now_us)
+            rows = [self._row(account_id, slot) for slot in slots]
+            before = tuple(row[0] for row in rows)
+            refused = refusing(before, slots, now_us)
+            if refused < 0:
+                for row, slot, value in zip(
+                    rows, slots, advanced(before, slots, now_us), strict=True
+                ):
+                    row[0], row[1] = value, slot.total
+            else:
+                for row, slot in zip(rows, slots, strict=True):
+                    row[1] = slot.total
+                    if is_day_row(slot):
+                        row[2] += 1
+            first = rows[0]
+            outcome = ConsumeOutcome(
+                refused < 0, first[0], slots[0].total, day, False, before, refused, now_us
+            )
+            if claim is not None:
+                self._idempotency[(account_id, claim.key)] = (claim, outcome)
+            return outcome
+
+    async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
+        """Counters by (name, period), 0 where absent."""
+        values = []
+        with self._lock:
+            for name, period in keys:
+                if "." in name:
+                    counter = self._counters.get((account_id, name, period))
+                else:
+                    counter = self._usage.get((account_id, name, date.fromisoformat(period)))
+                values.append(0 if counter is None else counter[0])
+        return values
 
     def _consume_claimed(
         self,
@@ -307,12 +383,22 @@ class MemoryStore:
             return outcome
 
     async def adjust(
-        self, account_id: str, service: str, day: date, delta: int, total: int
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...] = (),
     ) -> UsageDay:
-        """Add ``delta`` to a day, flooring at zero."""
+        """Add ``delta`` to a day (and to ``extra``'s windows), flooring at zero."""
         with self._lock:
             row = self._usage.setdefault((account_id, service, day), [0, total, 0])
             row[_USED] = max(row[_USED] + delta, 0)
+            for slot in extra:
+                if not slot.interval:
+                    counter = self._row(account_id, slot)
+                    counter[0] = max(counter[0] + delta, 0)
             return UsageDay(day, *row)
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
@@ -326,6 +412,9 @@ class MemoryStore:
                 key = (event.account_id, event.service, event.day)
                 row = self._usage.setdefault(key, [0, event.total, 0])
                 row[_USED] += event.amount
+                for name, period in event.windows:
+                    counter = self._counters.setdefault((event.account_id, name, period), [0, 0])
+                    counter[0] += event.amount
                 accepted += 1
             return EventsOutcome(accepted, len(events) - accepted)
 
@@ -515,6 +604,10 @@ class MemoryStore:
             AccountUsage(account_id, service, UsageDay(day, *row))
             for (account_id, service, day), row in sorted(self._usage.items())
         ]
+        items += [
+            WindowCounter(account_id, name, period, value, total)
+            for (account_id, name, period), (value, total) in sorted(self._counters.items())
+        ]
         items += [Gauge(a, name, usage) for (a, name), usage in sorted(self._gauges.items())]
         items += [
             IdempotencyAnswer(
@@ -554,6 +647,7 @@ class MemoryStore:
                 "_keys",
                 "_key_by_digest",
                 "_usage",
+                "_counters",
                 "_events",
                 "_idempotency",
                 "_gauges",
@@ -594,6 +688,12 @@ class MemoryStore:
             key = (item.account_id, item.service, item.day.day)
             once(self._usage, key, f"usage day {key}")
             self._usage[key] = [item.day.used, item.day.total, item.day.rejected]
+        elif isinstance(item, WindowCounter):
+            counter_key = (item.account_id, item.name, item.period)
+            once(self._counters, counter_key, f"counter {counter_key}")
+            if item.account_id not in self._accounts:
+                raise NotFound(f"account {item.account_id!r} not found")
+            self._counters[counter_key] = [item.value, item.total]
         elif isinstance(item, Gauge):
             once(self._gauges, (item.account_id, item.name), f"gauge {item.name!r}")
             self._gauges[(item.account_id, item.name)] = item.usage

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from quotad.domain import limits
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -73,7 +74,7 @@ def plan_values(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "description": plan.description,
-        "quotas": {name: {"total": q.total, "period": q.period} for name, q in plan.quotas.items()},
+        "quotas": limits.encode_all({name: q.limits for name, q in plan.quotas.items()}),
         "limits": [
             {"name": lim.name, "description": lim.description, "limit": lim.limit}
             for lim in plan.limits
@@ -86,7 +87,7 @@ def plan_of(row: Any) -> Plan:
     """A ``plans`` row as a Plan."""
     return Plan(
         id=row.id,
-        quotas={name: Quota(int(q["total"]), q["period"]) for name, q in row.quotas.items()},
+        quotas={name: Quota(q) for name, q in limits.decode_all(row.quotas).items()},
         limits=tuple(
             Limit(lim["name"], lim["description"], int(lim["limit"])) for lim in row.limits
         ),
@@ -103,9 +104,20 @@ def account_values(account: Account) -> dict[str, Any]:
         "plan_id": account.plan_id,
         "timezone": account.timezone,
         "status": account.status.value,
-        "overrides": {"quotas": account.overrides.quotas, "limits": account.overrides.limits},
+        "overrides": {
+            "quotas": limits.encode_all(account.overrides.quotas),
+            "limits": account.overrides.limits,
+            **(
+                {} if account.billing_anchor is None else {"billing_anchor": account.billing_anchor}
+            ),
+        },
         "created_at": to_micros(account.created_at),
     }
+
+
+def _anchor(account: Account) -> dict[str, int]:
+    # Kept in the overrides' JSON: no column needed, and a 0.1 row simply has none.
+    return {} if account.billing_anchor is None else {"billing_anchor": account.billing_anchor}
 
 
 def account_of(row: Any) -> Account:
@@ -118,10 +130,11 @@ def account_of(row: Any) -> Account:
         timezone=row.timezone,
         status=AccountStatus(row.status),
         overrides=Overrides(
-            quotas={k: int(v) for k, v in overrides.get("quotas", {}).items()},
+            quotas=limits.decode_all(overrides.get("quotas")),
             limits={k: int(v) for k, v in overrides.get("limits", {}).items()},
         ),
         created_at=from_micros(row.created_at),
+        billing_anchor=overrides.get("billing_anchor"),
     )
 
 
