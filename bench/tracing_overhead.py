@@ -107,7 +107,7 @@ async def main(requests: int, rounds: int, only: str | None) -> None:
     ctx = Context(stores_from_url("memory://"), settings)
     await ctx.stores.open()
     await admin.create_service(ctx, "insights", "")
-    await admin.create_plan(ctx, "bench", {"insights": Quota(10**15)}, [], "")
+    await admin.create_plan(ctx, "bench", {"insights": Quota.daily(10**15)}, [], "")
     await admin.create_account(ctx, "bench", "Bench", "bench", "UTC", Overrides())
     key = (await admin.create_key(ctx, "bench", "bench")).secret
     body = orjson.dumps({"key": key, "service": "insights", "cost": 1})

@@ -186,7 +186,7 @@ async def _provision(store_url: str, account_id: str, total: int) -> str:
                 await admin.create_service(ctx, name, "")
         plan_id = f"plan-{account_id}"
         limits = [Limit("cohort.max_count", "Number of known contacts (KCs) allowed", 10)]
-        await admin.create_plan(ctx, plan_id, {"insights": Quota(total)}, limits, "")
+        await admin.create_plan(ctx, plan_id, {"insights": Quota.daily(total)}, limits, "")
         account = await admin.create_account(
             ctx, account_id, account_id.title(), plan_id, noon_zone(), Overrides()
         )

@@ -274,7 +274,7 @@ async def embedded() -> AsyncIterator[tuple[EmbeddedBackend, list[str]]]:
     ctx = Context(stores_from_url("memory://"), settings)
     await ctx.stores.open()
     await admin.create_service(ctx, "insights", "")
-    await admin.create_plan(ctx, "p", {"insights": Quota(10)}, [], "")
+    await admin.create_plan(ctx, "p", {"insights": Quota.daily(10)}, [], "")
     secrets = []
     for account in ("acme", "globex"):
         await admin.create_account(ctx, account, account.title(), "p", "UTC", Overrides())

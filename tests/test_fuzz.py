@@ -133,9 +133,9 @@ async def seed(stores: Stores) -> None:
     for name in ("insights", "scoring"):
         await records.create_service(Service(name, f"{name} queries", CREATED))
     limits = (Limit(LIMIT_NAME, "Number of known contacts (KCs) allowed", 10),)
-    quotas = {"insights": Quota(250), "scoring": Quota(100)}
+    quotas = {"insights": Quota.daily(250), "scoring": Quota.daily(100)}
     await records.create_plan(Plan(PLAN, quotas, limits, CREATED, "the fuzzed plan"))
-    await records.create_plan(Plan(SPARE_PLAN, {"insights": Quota(5)}, (), CREATED))
+    await records.create_plan(Plan(SPARE_PLAN, {"insights": Quota.daily(5)}, (), CREATED))
     for account_id in (ACCOUNT, OTHER):
         await create_account(
             stores,

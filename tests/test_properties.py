@@ -192,7 +192,7 @@ class Harness:
         await self.stores.open()
         for name in SERVICES:
             await self.stores.records.create_service(Service(name, "", CREATED))
-        plan = Plan("plan", {name: Quota(10) for name in SERVICES}, (), CREATED)
+        plan = Plan("plan", {name: Quota.daily(10) for name in SERVICES}, (), CREATED)
         await self.stores.records.create_plan(plan)
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ SHARED_STORES = [param for param in STORES if param.values[0] != "memory"]
 async def add_account(stores: Stores, account_id: str = "racer") -> None:
     """Service insights, a plan with a quota for it, and one account on that plan."""
     await stores.records.create_service(Service("insights", "", CREATED))
-    await stores.records.create_plan(Plan("plan", {"insights": Quota(TOTAL)}, (), CREATED))
+    await stores.records.create_plan(Plan("plan", {"insights": Quota.daily(TOTAL)}, (), CREATED))
     await create_account(
         stores,
         Account(account_id, "Racer", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), CREATED),

@@ -53,7 +53,7 @@ async def node(
 async def provision(ctx: Context, total: int = 100) -> tuple[str, ApiKey]:
     """Service insights, a plan, account acme and a key; the key and its record."""
     await admin.create_service(ctx, "insights", "")
-    await admin.create_plan(ctx, "free", {"insights": Quota(total)}, [], "")
+    await admin.create_plan(ctx, "free", {"insights": Quota.daily(total)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "free", "UTC", Overrides())
     issued = await admin.create_key(ctx, "acme", "k")
     return issued.secret, issued.record
@@ -111,7 +111,7 @@ async def test_a_plan_change_through_this_node_applies_to_the_next_verify() -> N
     ctx = await node(MemoryStore(), FakeClock(), Monotonic())
     key, _ = await provision(ctx, total=100)
     assert (await verify.verify(ctx, key, "insights", 1)).total == 100
-    await admin.replace_plan(ctx, "free", {"insights": Quota(7)}, [], "")
+    await admin.replace_plan(ctx, "free", {"insights": Quota.daily(7)}, [], "")
     verdict = await verify.verify(ctx, key, "insights", 1)
     assert (verdict.total, verdict.used) == (7, 2)
 
@@ -244,7 +244,7 @@ async def test_a_key_is_read_with_its_account_and_plan_in_one_step(stores: Store
         "free",
         40,
     )
-    await admin.replace_plan(ctx, "free", {"insights": Quota(9)}, [], "")
+    await admin.replace_plan(ctx, "free", {"insights": Quota.daily(9)}, [], "")
     changed = await stores.records.find_key_records(record.digest)
     assert changed is not None
     assert changed[2].quotas["insights"].total == 9

@@ -59,7 +59,7 @@ async def cluster_stores(cluster: RedisClusterProcesses, tmp_path: Path) -> Asyn
 async def add_accounts(stores: Stores, ids: list[str]) -> None:
     """Service insights, a plan of ``TOTAL`` a day, and one account per id."""
     await stores.records.create_service(Service("insights", "", NOW))
-    await stores.records.create_plan(Plan("plan", {"insights": Quota(TOTAL)}, (), NOW))
+    await stores.records.create_plan(Plan("plan", {"insights": Quota.daily(TOTAL)}, (), NOW))
     for account_id in ids:
         await create_account(
             stores,

@@ -48,7 +48,7 @@ async def open_node(url: str, flush_interval: float = 3600) -> RedisCounters:
 
 async def with_account(store: RedisCounters) -> None:
     """A plan and account acme (in the records store) to count against."""
-    await store.records.create_plan(Plan("p", {"insights": Quota(100)}, (), NOW))
+    await store.records.create_plan(Plan("p", {"insights": Quota.daily(100)}, (), NOW))
     await store.records.create_account(
         Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
     )

@@ -94,7 +94,7 @@ async def prepare(url: str) -> None:
     await stores.open()
     try:
         await stores.records.create_service(Service(SERVICE, "", CREATED))
-        await stores.records.create_plan(Plan(PLAN, {SERVICE: Quota(TOTAL)}, (), CREATED))
+        await stores.records.create_plan(Plan(PLAN, {SERVICE: Quota.daily(TOTAL)}, (), CREATED))
     finally:
         await stores.close()
 

@@ -38,6 +38,7 @@ from quotad.domain.dump import (
     IdempotencyAnswer,
     SeenEvent,
     Setting,
+    WindowCounter,
 )
 from quotad.domain.limits import Limits
 from quotad.domain.models import (
@@ -268,6 +269,7 @@ class KeyLine(_Line):
     expires_at: AwareDatetime | None
     revoked_at: AwareDatetime | None
     replaced_by: Id | None
+    limits: dict[str, StoredLimits] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, item: ApiKey) -> dict[str, Any]:
@@ -281,6 +283,7 @@ class KeyLine(_Line):
             "prefix": item.prefix,
             "last4": item.last4,
             "scopes": None if item.scopes is None else list(item.scopes),
+            "limits": limits.encode_all(item.limits),
             "created_at": _utc(item.created_at),
             "expires_at": _opt_utc(item.expires_at),
             "revoked_at": _opt_utc(item.revoked_at),
@@ -301,6 +304,7 @@ class KeyLine(_Line):
             _opt_utc(self.expires_at),
             _opt_utc(self.revoked_at),
             self.replaced_by,
+            dict(self.limits),
         )
 
 
@@ -361,6 +365,34 @@ class UsageLine(_Line):
         """The record of a line."""
         day = UsageDay(self.date, self.used, self.total, self.rejected)
         return AccountUsage(self.account_id, self.service, day)
+
+
+class CounterLine(_Line):
+    """A ``counter`` line: one counter of a limit other than a day row (Limits v2)."""
+
+    KIND: ClassVar[str] = "counter"
+    kind: Literal["counter"]
+    account_id: Id
+    name: Annotated[str, Field(min_length=3, max_length=200, pattern=r"\.")]
+    period: Annotated[str, Field(min_length=1, max_length=32)]
+    value: Count
+    total: Count
+
+    @classmethod
+    def of(cls, item: WindowCounter) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "account_id": item.account_id,
+            "name": item.name,
+            "period": item.period,
+            "value": item.value,
+            "total": item.total,
+        }
+
+    def record(self) -> WindowCounter:
+        """The record of a line."""
+        return WindowCounter(self.account_id, self.name, self.period, self.value, self.total)
 
 
 class GaugeLine(_Line):
@@ -548,6 +580,7 @@ _RecordLine = (
     | KeyLine
     | TotalLine
     | UsageLine
+    | CounterLine
     | GaugeLine
     | IdempotencyLine
     | EventLine
@@ -566,6 +599,7 @@ _LINES: dict[type[Any], Any] = dict(
             KeyLine,
             TotalLine,
             UsageLine,
+            CounterLine,
             GaugeLine,
             IdempotencyLine,
             EventLine,
