@@ -172,7 +172,7 @@ async def seed(store: Any, names: list[str]) -> None:
     with contextlib.suppress(Conflict):
         await store.create_service(Service(SERVICE, "benchmark", now))
     with contextlib.suppress(Conflict):
-        await store.create_plan(Plan(PLAN, {SERVICE: Quota(TOTAL)}, (), now, "benchmark"))
+        await store.create_plan(Plan(PLAN, {SERVICE: Quota.daily(TOTAL)}, (), now, "benchmark"))
     for name in names:
         with contextlib.suppress(Conflict):
             await store.create_account(
