@@ -25,6 +25,13 @@ Sections (a ratio is quotad's median throughput over the peer's):
 6. ``scaling``: 1, 2 and 4 quotad processes consuming over one Redis: aggregate and
    per-process throughput.
 
+Limits v2 rows, added to the memory, sqlite, postgresql, redis and http sections: the
+store-level consume of a plan of three limits (a rate, a day and a month: three slots in
+one atomic step) against one daily quota on the same store with the same callers
+(target ≥ 0.7x), and ``POST /v1/verify`` on the memory store with that plan against the
+bare ASGI app (≥ 0.4x) and against plain verify. Each pair is measured interleaved in
+the same run (``limits_rows``); a store whose consume takes no slots yet says so.
+
 Every subject is measured ``--repeat`` times (5 by default), interleaved with its
 section's other subjects, in alternating order (as declared, then reversed). A ratio is
 taken in each repetition, quotad over the peer measured just before or after it, and the
@@ -42,13 +49,18 @@ JSON, which is also written to ``--json`` (default ``bench/results.json``).
 from __future__ import annotations
 
 import argparse
+import gc
+import inspect
+import itertools
 import json
 import os
 import secrets
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +72,13 @@ if str(HERE) not in sys.path:
 import environment  # noqa: E402
 import http_section  # noqa: E402
 import sections  # noqa: E402
-from common import Config  # noqa: E402
+import workloads  # noqa: E402
+from common import SERVICE, TOTAL, Config, Measurement, run_async, run_callers  # noqa: E402
+from cpu import CpuProbe, redis_server_pid  # noqa: E402
 from environment import log  # noqa: E402
-from report import Section, markdown_table, table_rows, targets_table  # noqa: E402
+from report import Section, Target, markdown_table, table_rows, targets_table  # noqa: E402
+
+from quotad.domain.limits import HARD, RATE_PERIOD, Slot, Window, interval_us, span  # noqa: E402
 
 SECTIONS = ("memory", "redis", "sqlite", "postgresql", "http", "scaling")
 # What each section cannot run without.
@@ -191,10 +207,296 @@ def run_sections(
         except Exception as exc:
             section = Section(name, status="failed", reason=f"{type(exc).__name__}: {exc}")
             log(f"[{name}] FAILED: {section.reason}")
+        if section.status == "ok" and name in LIMITS_ROWS:
+            log(f"[{name}] Limits v2 rows")
+            try:
+                LIMITS_ROWS[name](cfg, section)
+            except Exception as exc:
+                section.notes.append(f"WARNING: Limits v2 rows failed: {type(exc).__name__}: {exc}")
+                log(f"[{name}] Limits v2 rows FAILED: {type(exc).__name__}: {exc}")
         section.seconds = time.monotonic() - began
         log(f"[{name}] done in {section.seconds:.0f} s")
         results.append(section)
     return results, time.monotonic() - started
+
+
+# Limits v2 rows -------------------------------------------------------------------------
+# The plan of three limits every row uses: none is ever reached, so every call is granted
+# and each row measures the work of deciding and moving three counters instead of one.
+THREE_LIMITS = [
+    {"rate": {"per_second": 1_000_000, "burst": 1_000_000}},
+    {"window": "day", "total": 10**12},
+    {"window": "month", "total": 10**13},
+]
+LIMITS_TARGET, HTTP_LIMITS_TARGET = 0.7, 0.4
+
+
+def three_slots() -> tuple[Slot, ...]:
+    """The slots a verify of ``THREE_LIMITS`` hands the store besides its day row."""
+    month = span(Window.MONTH, datetime.now(UTC), "UTC").period
+    return (
+        Slot(f"{SERVICE}.rate", RATE_PERIOD, 1_000_000, HARD, 1, interval_us(1_000_000)),
+        Slot(f"{SERVICE}.month", month, 10**13, HARD, 1),
+    )
+
+
+def takes_slots(store: Any) -> bool:
+    """Whether ``store``'s consume takes a call's other slots (Limits v2) yet."""
+    return "extra" in inspect.signature(store.consume).parameters
+
+
+def pair_names(store: str) -> tuple[str, str]:
+    """The two subjects of a store's row: three slots, and the one daily quota."""
+    return (
+        f"Limits v2: {store} consume, rate + day + month",
+        f"Limits v2: {store} consume, one daily quota",
+    )
+
+
+def declare_pair(section: Section, store: str, callers: str) -> tuple[str, str]:
+    """Declare a store's pair of subjects and its target; their names."""
+    three, one = pair_names(store)
+    section.subject(three, f"{callers}: three slots (THREE_LIMITS) in one atomic consume")
+    section.subject(one, f"{callers}: consume(account, service, day, 1, total), as 0.1")
+    section.targets.append(Target(three, one, min_ratio=LIMITS_TARGET))
+    return three, one
+
+
+async def memory_limits(seconds: float, three: bool) -> Measurement:
+    """``MemoryStore.consume`` in memory's loop shape, with or without the other slots."""
+    store = workloads.MemoryStore()
+    consume = store.consume
+    extra = three_slots()
+    day, names = workloads.today(), workloads.MEMORY_ACCOUNTS
+    batches: list[float] = []
+    refused = 0
+    gc.collect()
+    deadline = time.perf_counter() + seconds
+    while True:
+        began = time.perf_counter()
+        if three:
+            for account in names:
+                if not (await consume(account, SERVICE, day, 1, TOTAL, None, None, extra))[0]:
+                    refused += 1
+        else:
+            for account in names:
+                if not (await consume(account, SERVICE, day, 1, TOTAL))[0]:
+                    refused += 1
+        ended = time.perf_counter()
+        batches.append(ended - began)
+        if ended >= deadline:
+            return workloads._from_batches(batches, refused)
+
+
+def memory_limits_rows(cfg: Config, section: Section) -> None:
+    """Memory: three slots vs one daily quota, one coroutine over 1000 accounts."""
+    three, one = declare_pair(section, "MemoryStore", "one coroutine, tight loop")
+    if not takes_slots(workloads.MemoryStore()):
+        section.subjects[three].error = "this store's consume takes no slots yet"
+    runners = {
+        three: lambda: run_async(memory_limits(cfg.seconds, True)),
+        one: lambda: run_async(memory_limits(cfg.seconds, False)),
+    }
+    sections.interleave(section, runners, cfg.repeat)
+
+
+async def store_limits(store: Any, names: list[str], cfg: Config, three: bool) -> Measurement:
+    """Open ``store``, run ``cfg.callers`` callers (one account each), close it."""
+    await store.open()
+    day, extra = workloads.today(), three_slots()
+    try:
+        consume = store.consume
+
+        async def with_slots(i: int) -> bool:
+            return bool((await consume(names[i], SERVICE, day, 1, TOTAL, None, None, extra))[0])
+
+        async def daily(i: int) -> bool:
+            return bool((await consume(names[i], SERVICE, day, 1, TOTAL))[0])
+
+        op: Callable[[int], Awaitable[bool]] = with_slots if three else daily
+        return await run_callers(op, cfg.callers, cfg.seconds, cfg.warmup)
+    finally:
+        await store.close()
+
+
+def networked_rows(
+    cfg: Config,
+    section: Section,
+    store: str,
+    make: Callable[[], Any],
+    probe_for: Callable[[str], CpuProbe] | None = None,
+    settle: Callable[[str], None] | None = None,
+) -> None:
+    """A store's pair over ``cfg.callers`` callers, each run on a store ``make()`` opens."""
+    names = workloads.accounts(cfg.callers)
+    three, one = declare_pair(section, store, f"{cfg.callers} asyncio callers, one account each")
+    if not takes_slots(make()):
+        section.subjects[three].error = "this store's consume takes no slots yet"
+    runners = {
+        three: lambda: run_async(store_limits(make(), names, cfg, True)),
+        one: lambda: run_async(store_limits(make(), names, cfg, False)),
+    }
+    sections.interleave(section, runners, cfg.repeat, probe_for, settle=settle)
+
+
+def sqlite_limits_rows(cfg: Config, section: Section) -> None:
+    """SQLite (batched, the default): three slots vs one daily quota; a fresh file a run."""
+    names = workloads.accounts(cfg.callers)
+    counter = itertools.count()
+    paths: list[Path] = []
+
+    def make() -> Any:
+        path = Path(f"/tmp/bench-limits-{cfg.run_id}-{next(counter)}.db")
+        paths.append(path)
+        run_async(workloads.seed_sql(f"sqlite:///{path}", names))
+        return workloads.SqlStore(f"sqlite:///{path}")
+
+    def settle(_: str) -> None:
+        while paths:
+            sections._remove_sqlite(paths.pop())
+
+    try:
+        networked_rows(cfg, section, "SqlStore SQLite", make, settle=settle)
+    finally:
+        settle("")
+
+
+def postgresql_limits_rows(cfg: Config, section: Section) -> None:
+    """PostgreSQL (batched): three slots vs one daily quota, in a schema of their own."""
+    import psycopg
+
+    names = workloads.accounts(cfg.callers)
+    schema = f"bench_{cfg.run_id}_limits"
+    url = sections.with_search_path(cfg.postgres_url, schema)
+    with psycopg.connect(cfg.postgres_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            run_async(workloads.seed_sql(url, names))
+            networked_rows(
+                cfg,
+                section,
+                "SqlStore PostgreSQL",
+                lambda: workloads.SqlStore(url),
+                lambda _: CpuProbe(names=("postgres",)),
+            )
+        finally:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def redis_limits_rows(cfg: Config, section: Section) -> None:
+    """Redis: three slots vs one daily quota; the reply keys a run leaves are deleted."""
+    names = workloads.accounts(cfg.callers)
+    records = Path(f"/tmp/bench-records-{cfg.run_id}-limits.db")
+    prefix = f"bench{cfg.run_id}v"
+    url = f"{sections._with_query(cfg.redis_url)}prefix={prefix}&records=sqlite:///{records}"
+    redis_pid = redis_server_pid(cfg.redis_url)
+    watched = {"redis": redis_pid} if redis_pid is not None else {}
+    try:
+        run_async(workloads.seed_sql(f"sqlite:///{records}", names))
+        networked_rows(
+            cfg,
+            section,
+            "RedisCounters",
+            lambda: workloads.RedisCounters(url),
+            lambda _: CpuProbe(dict(watched)),
+            lambda _: sections.delete_redis_keys(cfg.redis_url, f"{prefix}:*:b:*"),
+        )
+    finally:
+        sections.delete_redis_keys(cfg.redis_url, f"{prefix}*")
+        sections._remove_sqlite(records)
+
+
+def provision_plan(
+    server: http_section.Server, token: str, names: list[str], quotas: Any
+) -> list[Any]:
+    """``http_section.provision`` with the plan's ``quotas`` given: the verify requests."""
+    base = server.base
+    steps: list[tuple[str, Any]] = [
+        ("/admin/v1/services", {"name": SERVICE, "description": "benchmark"}),
+        ("/admin/v1/plans", {"id": workloads.PLAN, "quotas": {SERVICE: quotas}}),
+        *[("/admin/v1/accounts", {"id": n, "name": n, "plan": workloads.PLAN}) for n in names],
+    ]
+    for path, body in steps:
+        status, answer = http_section._request(base, "POST", path, token, body)
+        if status != 201:
+            raise RuntimeError(f"{server.name}: POST {path} answered {status}: {answer}")
+    requests = []
+    for name in names:
+        path = f"/admin/v1/accounts/{name}/keys"
+        status, answer = http_section._request(base, "POST", path, token, {})
+        if status != 201:
+            raise RuntimeError(f"{server.name}: creating a key answered {status}: {answer}")
+        requests.append(http_section.verify_request(token, name, answer["key"]))
+    return requests
+
+
+def http_limits_rows(cfg: Config, section: Section) -> None:
+    """HTTP: verify on the memory store with three limits vs plain verify and the bare app."""
+    three = "Limits v2: quotad serve, memory store, rate + day + month"
+    one = "Limits v2: quotad serve, memory store, one daily quota"
+    bare = "Limits v2: bare ASGI app on uvicorn"
+    section.subject(three, "POST /v1/verify, the plan THREE_LIMITS, through the real app")
+    section.subject(one, "POST /v1/verify, the plan {'total': N}, a server of its own")
+    section.subject(bare, "the bare ASGI app, measured with these two")
+    section.targets += [
+        Target(three, bare, min_ratio=HTTP_LIMITS_TARGET),
+        Target(three, one, min_ratio=LIMITS_TARGET),
+    ]
+    token = f"bench-operator-{cfg.run_id}-token"
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-limits-{cfg.run_id}-"))
+    names = workloads.accounts(cfg.callers)
+    servers: dict[str, http_section.Server] = {}
+    requests: dict[str, list[Any]] = {}
+    try:
+        plans = {three: THREE_LIMITS, one: {"total": TOTAL}}
+        for name, quotas in plans.items():
+            with http_section._recorded(section, name):
+                servers[name] = http_section.start_quotad(
+                    f"limits-{len(servers)}", "memory://", token, workdir
+                )
+                requests[name] = provision_plan(servers[name], token, names, quotas)
+                http_section.check(servers[name], requests[name][0], quotad=True)
+        with http_section._recorded(section, bare):
+            servers[bare] = http_section.start_peer(
+                "limits-bare", "bare", workdir, cfg.redis_url, f"bench{cfg.run_id}vh"
+            )
+            requests[bare] = requests.get(one) or requests.get(three) or []
+            if not requests[bare]:
+                raise RuntimeError("no quotad server to take the requests from")
+        live = [name for name in servers if section.subjects[name].error is None]
+        for name in live:  # a warm-up, not counted
+            http_section.load(cfg, servers[name], requests[name], cfg.callers, 1)
+
+        def runner(name: str) -> Callable[[], Measurement]:
+            def run() -> Measurement:
+                result = http_section.load(
+                    cfg, servers[name], requests[name], cfg.callers, cfg.http_seconds
+                )
+                return http_section._measurement(section, name, result)
+
+            return run
+
+        sections.interleave(
+            section,
+            {name: runner(name) for name in live},
+            cfg.repeat,
+            lambda name: CpuProbe({"server": servers[name].process.pid}),
+            unit="req/s",
+        )
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+LIMITS_ROWS: dict[str, Callable[[Config, Section], None]] = {
+    "memory": memory_limits_rows,
+    "sqlite": sqlite_limits_rows,
+    "postgresql": postgresql_limits_rows,
+    "redis": redis_limits_rows,
+    "http": http_limits_rows,
+}
 
 
 def machine_text(machine: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import calendar
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
@@ -352,19 +352,7 @@ def span(window: Window, instant: datetime, tz: str, anchor: int | None = None) 
         start = instant.astimezone(UTC).replace(second=0, microsecond=0)
         return Span(start, start + timedelta(minutes=1), start.strftime("%Y-%m-%dT%H:%MZ"))
     if window is Window.HOUR:
-        local = instant.astimezone(days.zone(tz))
-        start = (
-            instant
-            - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
-        ).astimezone(UTC)
-        end = start + timedelta(hours=1)
-        # A half-hour DST change (Lord Howe) moves the next :00 by 30 minutes.
-        after = end.astimezone(days.zone(tz))
-        if after.minute:
-            end -= timedelta(minutes=after.minute)
-            if end <= instant.astimezone(UTC):
-                end += timedelta(hours=1)
-        return Span(start, end, start.strftime("%Y-%m-%dT%H:%MZ"))
+        return _hour_span(instant, days.zone(tz))
     today = days.local_day(instant, tz)
     first: date
     following: date
@@ -385,6 +373,34 @@ def span(window: Window, instant: datetime, tz: str, anchor: int | None = None) 
     else:
         first, following = date(today.year, 1, 1), date(today.year + 1, 1, 1)
     return Span(days.day_start(first, tz), days.day_start(following, tz), first.isoformat())
+
+
+def _hour_span(instant: datetime, zone: tzinfo) -> Span:
+    """The hour window holding ``instant``: from the last instant the local clock read :00
+    to the next one. Away from an offset change that is the local hour; across a
+    half-hour change (Lord Howe) the clock may read :00 after 30 or 90 minutes, and across
+    a fold it reads the same :00 twice."""
+    utc = instant.astimezone(UTC)
+    local = utc.astimezone(zone)
+    start = utc - timedelta(
+        minutes=local.minute, seconds=local.second, microseconds=local.microsecond
+    )
+    end = start + timedelta(hours=1)
+    offset = local.utcoffset()
+    if start.astimezone(zone).utcoffset() == offset == end.astimezone(zone).utcoffset():
+        return Span(start, end, start.strftime("%Y-%m-%dT%H:%MZ"))
+    # An offset changes within the hour: every instant around it at which the clock
+    # reads :00 (a wall time in a gap reads nothing; one in a fold reads twice).
+    wall = local.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    marks = set()
+    for hours in range(-3, 4):
+        for fold in (0, 1):
+            at = (wall + timedelta(hours=hours)).replace(tzinfo=zone, fold=fold).astimezone(UTC)
+            if at.astimezone(zone).replace(tzinfo=None) == wall + timedelta(hours=hours):
+                marks.add(at)
+    start = max(mark for mark in marks if mark <= utc)
+    end = min(mark for mark in marks if mark > utc)
+    return Span(start, end, start.strftime("%Y-%m-%dT%H:%MZ"))
 
 
 # Slots and the decision --------------------------------------------------------------
