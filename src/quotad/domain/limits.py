@@ -434,27 +434,40 @@ def fits(slot: Slot, value: int, now_us: int) -> bool:
     return value + slot.cost <= slot.total
 
 
-def refusing(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> int:
-    """The index of the first hard slot without room (-1: the call passes)."""
-    for index, slot in enumerate(slots):
-        if slot.mode == HARD and not fits(slot, values[index], now_us):
-            return index
-    return -1
+def decide(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> tuple[int, list[int]]:
+    """The decision of a consume, in one pass: the index of the first hard slot without
+    room (-1: the call passes) and every counter as it is if the call passes.
 
-
-def advanced(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> list[int]:
-    """Every counter after a granted call: windows move by their cost (past the total for
-    a soft or shadow limit); a rate's bucket moves only when the tokens are there."""
+    Windows move by their cost (past the total for a soft or shadow limit); a rate's
+    bucket moves only when the tokens are there (``fits``, written out here: this runs
+    on every verify).
+    """
+    refused = -1
     after = []
     for index, slot in enumerate(slots):
         value = values[index]
-        if slot.interval:
-            if fits(slot, value, now_us):
-                value = max(value, now_us) + slot.cost * slot.interval
+        interval = slot.interval
+        if interval:
+            moved = (value if value > now_us else now_us) + slot.cost * interval
+            room = moved - now_us <= slot.total * interval
+            after.append(moved if room else value)
         else:
-            value += slot.cost
-        after.append(value)
-    return after
+            moved = value + slot.cost
+            room = moved <= slot.total
+            after.append(moved)
+        if not room and refused < 0 and slot.mode == HARD:
+            refused = index
+    return refused, after
+
+
+def refusing(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> int:
+    """The index of the first hard slot without room (-1: the call passes)."""
+    return decide(values, slots, now_us)[0]
+
+
+def advanced(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> list[int]:
+    """Every counter after a granted call (``decide``)."""
+    return decide(values, slots, now_us)[1]
 
 
 def is_day_row(slot: Slot) -> bool:

@@ -27,7 +27,7 @@ from quotad.domain.dump import (
     Setting,
     WindowCounter,
 )
-from quotad.domain.limits import HARD, Slot, advanced, is_day_row, refusing
+from quotad.domain.limits import HARD, Slot, decide, is_day_row
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -65,6 +65,10 @@ class MemoryStore:
         self._usage: dict[_UsageKey, list[int]] = {}
         # Limits v2's other counters, (account, name, period) -> [value, total].
         self._counters: dict[tuple[str, str, str], list[int]] = {}
+        # Every counter a slot has named, by (account, name, period) text: the other
+        # counters and the day rows of ``_usage`` (the same lists), so that a slot finds
+        # its row in one lookup. Cleared whenever a day row is replaced or removed.
+        self._cells: dict[tuple[str, str, str], list[int]] = {}
         self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
@@ -184,6 +188,7 @@ class MemoryStore:
                 del self._key_by_digest[key.digest]
             for usage_key in [u for u in self._usage if u[0] == account_id]:
                 del self._usage[usage_key]
+            self._cells.clear()
             for counter_key in [c for c in self._counters if c[0] == account_id]:
                 del self._counters[counter_key]
             for gauge_key in [g for g in self._gauges if g[0] == account_id]:
@@ -293,17 +298,21 @@ class MemoryStore:
     def _row(self, account_id: str, slot: Slot) -> list[int]:
         """The stored counter of ``slot`` (created empty): a day row's ``[used, total,
         rejected]`` or another counter's ``[value, total]``."""
+        cell_key = (account_id, slot.name, slot.period)
+        row = self._cells.get(cell_key)
+        if row is not None:
+            return row
         if is_day_row(slot):
             key = (account_id, slot.name, date.fromisoformat(slot.period))
             row = self._usage.get(key)
             if row is None:
                 row = self._usage[key] = [0, slot.total, 0]
-            return row
-        counter_key = (account_id, slot.name, slot.period)
-        counter = self._counters.get(counter_key)
-        if counter is None:
-            counter = self._counters[counter_key] = [0, slot.total]
-        return counter
+        else:
+            row = self._counters.get(cell_key)
+            if row is None:
+                row = self._counters[cell_key] = [0, slot.total]
+        self._cells[cell_key] = row
+        return row
 
     def _consume_slots(
         self,
@@ -315,6 +324,7 @@ class MemoryStore:
     ) -> ConsumeOutcome:
         """Limits v2: every slot decided together, all or nothing (``limits.refusing``)."""
         now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
+        row_of = self._row
         with self._lock:
             if claim is not None:
                 seen = self._idempotency.get((account_id, claim.key))
@@ -322,22 +332,21 @@ class MemoryStore:
                     if seen[0].fingerprint != claim.fingerprint:
                         raise Conflict("Idempotency-Key was used with a different request")
                     return seen[1]._replace(replayed=True, before=(), at_us=now_us)
-            rows = [self._row(account_id, slot) for slot in slots]
-            before = tuple(row[0] for row in rows)
-            refused = refusing(before, slots, now_us)
+            rows = [row_of(account_id, slot) for slot in slots]
+            before = tuple([row[0] for row in rows])
+            refused, after = decide(before, slots, now_us)
             if refused < 0:
-                for row, slot, value in zip(
-                    rows, slots, advanced(before, slots, now_us), strict=True
-                ):
-                    row[0], row[1] = value, slot.total
+                for index, row in enumerate(rows):
+                    row[0] = after[index]
+                    row[1] = slots[index].total
             else:
-                for row, slot in zip(rows, slots, strict=True):
-                    row[1] = slot.total
-                    if is_day_row(slot):
+                for index, row in enumerate(rows):
+                    row[1] = slots[index].total
+                    if len(row) == 3:  # a day row: it counts refused calls
                         row[2] += 1
-            first = rows[0]
-            outcome = ConsumeOutcome(
-                refused < 0, first[0], slots[0].total, day, False, before, refused, now_us
+            outcome: ConsumeOutcome = _new_outcome(
+                ConsumeOutcome,
+                (refused < 0, rows[0][0], slots[0].total, day, False, before, refused, now_us),
             )
             if claim is not None:
                 self._idempotency[(account_id, claim.key)] = (claim, outcome)
@@ -425,6 +434,7 @@ class MemoryStore:
                 raise Conflict(f"account {account_id!r} does not exist")
             for service, row in rows:
                 self._usage[(account_id, service, row.day)] = [row.used, row.total, row.rejected]
+            self._cells.clear()
 
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range."""
@@ -648,6 +658,7 @@ class MemoryStore:
                 "_key_by_digest",
                 "_usage",
                 "_counters",
+                "_cells",
                 "_events",
                 "_idempotency",
                 "_gauges",
