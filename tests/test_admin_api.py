@@ -301,7 +301,7 @@ async def test_healthz_answers_without_auth(client: httpx2.AsyncClient) -> None:
 async def test_an_account_recreated_after_its_deletion_starts_with_nothing(ctx: Context) -> None:
     """Deleting an account drops its usage and gauges: one re-created under its id has none."""
     await admin.create_service(ctx, "insights", "")
-    await admin.create_plan(ctx, "p", {"insights": Quota(10)}, [Limit("seats", "", 5)], "")
+    await admin.create_plan(ctx, "p", {"insights": Quota.daily(10)}, [Limit("seats", "", 5)], "")
     await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
     day = ctx.clock.now().date()
     assert (await ctx.counters.consume("acme", "insights", day, 7, 10)).granted

@@ -181,7 +181,8 @@ def plans_create(
         quotas=_quota_options(quota or []),
         limits=_limit_options(limit or []),
     )
-    quotas = {name: q.total for name, q in body.quotas.items()}
+    # The schema reads limits as JSON (SPEC 9); these are _quota_options' {"total": N}.
+    quotas = {name: int(q["total"]) for name, q in _quota_options(quota or []).items()}
     limits = [PlanLimit(x.name, x.limit, x.description) for x in body.limits]
     where = target(store, url, token, create)
     view = run(where, lambda op: op.create_plan(body.id, quotas, limits, body.description))
