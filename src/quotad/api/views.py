@@ -77,7 +77,8 @@ def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
         "expires_at": _time(key.expires_at),
         "revoked_at": _time(key.revoked_at),
         "replaced_by": key.replaced_by,
-        "limits": {k: limits.render_override(v) for k, v in sorted(key.limits.items())},
+        # Always the list: a key's own limits had no version-1 form to keep.
+        "limits": {k: [x.to_json() for x in v] for k, v in sorted(key.limits.items())},
     }
 
 
