@@ -265,7 +265,10 @@ async def adjust(
     # The account's longer windows holding that day move with it (SPEC 9).
     plan = await admin.require_plan(ctx, account.plan_id)
     extra = quotas.window_slots(account, plan, service, days.day_start(day, account.timezone))
-    row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
+    if extra:
+        row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
+    else:  # version 1's call, as it always was
+        row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
     await audit.record(
         ctx,
         "usage.adjust",
