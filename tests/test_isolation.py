@@ -43,7 +43,7 @@ LIMIT = "cohort.max_count"
 TODAY, ADJUSTED, EVENT_DAY, START = "2024-11-07", "2024-11-05", "2024-11-06", "2024-11-01"
 ERROR_KEYS = {"error", "id", "note", "validationErrors"}
 USAGE_WINDOW = (date(2024, 10, 1), date(2024, 11, 30))  # the days a snapshot compares
-CUSTOMER_ROUTES = {("GET", "/v1/usages"), ("GET", "/usage/{service}")}
+CUSTOMER_ROUTES = {("GET", "/v1/usages"), ("GET", "/usage/{service}"), ("GET", "/v1/quotas")}
 PUBLIC_PREFIXES = ("/openapi.json", "/docs", "/redoc", "/metrics", "/healthz", "/readyz", "/portal")
 
 
@@ -280,6 +280,7 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         ("PATCH", "/admin/v1/accounts/{account_id}"): {"status": "suspended"},
         ("POST", "/admin/v1/accounts/{account_id}/keys"): {"name": "stolen"},
         ("POST", "/admin/v1/keys/{key_id}/rotate"): {"grace_seconds": 0},
+        ("PATCH", "/admin/v1/keys/{key_id}"): {"limits": {}},
         ("POST", "/admin/v1/accounts/{account_id}/usage/{service}/adjust"): {
             "date": TODAY,
             "delta": -1000,

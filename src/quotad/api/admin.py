@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query
+from pydantic import JsonValue
 from starlette.responses import Response, StreamingResponse
 
 from quotad.api import views
@@ -26,22 +27,22 @@ from quotad.api.schemas import (
     IssuedKeyOut,
     KeyIn,
     KeyOut,
+    KeyPatch,
     LimitIn,
     OverridesIn,
     Page,
     PlanIn,
     PlanOut,
     PlanReplaceIn,
-    QuotaIn,
+    QuotaStateOut,
     RotateIn,
     ServiceIn,
     ServiceOut,
     UsageDayOut,
     UsageLineOut,
 )
-from quotad.domain.limits import daily
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
-from quotad.service import admin, transfer, usage
+from quotad.service import admin, quotas, transfer, usage
 
 router = APIRouter(
     prefix="/admin/v1",
@@ -54,16 +55,17 @@ PageSize = Annotated[int, Query(ge=1, le=500, description="Items per page")]
 Cursor = Annotated[CursorText | None, Query()]
 
 
-def _quotas(quotas: dict[str, QuotaIn]) -> dict[str, Quota]:
-    return {name: Quota.daily(q.total) for name, q in quotas.items()}
+def _quotas(raw: dict[str, JsonValue]) -> dict[str, Quota]:
+    parsed = admin.parse_quotas(raw, "/body/quotas")
+    return {name: Quota(limits) for name, limits in parsed.items()}
 
 
 def _limits(limits: list[LimitIn]) -> list[Limit]:
     return [Limit(x.name, x.description, x.limit) for x in limits]
 
 
-def _overrides(body: OverridesIn) -> Overrides:
-    return Overrides({k: daily(v.total) for k, v in body.quotas.items()}, dict(body.limits))
+def _overrides(body: OverridesIn, where: str = "/body/overrides") -> Overrides:
+    return Overrides(admin.parse_quotas(body.quotas, f"{where}/quotas"), dict(body.limits))
 
 
 def _page(items: list[dict[str, object]], ids: list[str], limit: int) -> Response:
@@ -138,6 +140,7 @@ async def create_account(ctx: Ctx, body: AccountIn) -> Response:
         body.timezone,
         _overrides(body.overrides),
         AccountStatus(body.status),
+        body.billing_anchor,
     )
     return ORJSONResponse(views.account_view(account), status_code=201)
 
@@ -169,9 +172,17 @@ async def update_account(ctx: Ctx, account_id: str, body: AccountPatch) -> Respo
         timezone=body.timezone,
         status=None if body.status is None else AccountStatus(body.status),
         overrides=None if body.overrides is None else _overrides(body.overrides),
+        billing_anchor=body.billing_anchor,
     )
     account = await admin.update_account(ctx, account_id, changes)
     return ORJSONResponse(views.account_view(account))
+
+
+@router.get("/accounts/{account_id}/quotas", response_model=list[QuotaStateOut])
+async def account_quotas(ctx: Ctx, account_id: str) -> Response:
+    """Where every limit the account's keys share stands now (per-key limits: see a key's)."""
+    found = await quotas.of_account(ctx, await admin.require_account(ctx, account_id))
+    return ORJSONResponse([views.quota_state_view(x) for x in found])
 
 
 @router.delete("/accounts/{account_id}", status_code=204)
@@ -186,7 +197,8 @@ async def delete_account(ctx: Ctx, account_id: str) -> Response:
 async def create_key(ctx: Ctx, account_id: str, body: KeyIn) -> Response:
     """Issue a key; its secret is in this answer only."""
     scopes = None if body.scopes is None else tuple(body.scopes)
-    issued = await admin.create_key(ctx, account_id, body.name, body.expires_at, scopes)
+    own = admin.parse_quotas(body.limits, "/body/limits")
+    issued = await admin.create_key(ctx, account_id, body.name, body.expires_at, scopes, own)
     return ORJSONResponse(views.issued_key_view(issued, ctx.clock.now()), status_code=201)
 
 
@@ -203,6 +215,21 @@ async def revoke_key(ctx: Ctx, key_id: str) -> Response:
     """Revoke a key now."""
     key = await admin.revoke_key(ctx, key_id)
     return ORJSONResponse(views.key_view(key, ctx.clock.now()))
+
+
+@router.patch("/keys/{key_id}", response_model=KeyOut)
+async def update_key(ctx: Ctx, key_id: str, body: KeyPatch) -> Response:
+    """Replace a key's own limits (SPEC 9): they may only narrow its account's."""
+    own = admin.parse_quotas(body.limits, "/body/limits")
+    key = await admin.set_key_limits(ctx, key_id, own)
+    return ORJSONResponse(views.key_view(key, ctx.clock.now()))
+
+
+@router.get("/keys/{key_id}/quotas", response_model=list[QuotaStateOut])
+async def key_quotas(ctx: Ctx, key_id: str) -> Response:
+    """Where every limit that applies to one key stands now."""
+    found = await quotas.of_key(ctx, await admin.require_key(ctx, key_id))
+    return ORJSONResponse([views.quota_state_view(x) for x in found])
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, response_model=IssuedKeyOut)

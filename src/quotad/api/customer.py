@@ -14,11 +14,12 @@ from quotad.api.schemas import (
     END_DATE,
     START_DATE,
     ErrorBody,
+    QuotaStateOut,
     UsageDayOut,
     UsageLineOut,
 )
-from quotad.api.views import usage_day_view
-from quotad.service import usage
+from quotad.api.views import quota_state_view, usage_day_view
+from quotad.service import quotas, usage
 
 router = APIRouter(tags=["customer"])
 
@@ -36,7 +37,8 @@ _SEED_003_ERRORS = {code: answer for code, answer in _ERRORS.items() if code != 
     summary="Usage stats of the caller's account",
 )
 async def get_usages(ctx: Ctx, caller: Customer) -> Response:
-    """Every resource limit and daily quota of the caller's account, with current usage."""
+    """Every resource limit and window quota of the caller's account, with the current
+    window's usage (rates are not listed: see ``/v1/quotas``)."""
     lines = await usage.overview(ctx, caller.account)
     return ORJSONResponse(
         [
@@ -71,3 +73,16 @@ async def get_usage(
     del api_version  # checked and echoed by quotad.http.middleware.RequestContext
     rows = await usage.history(ctx, caller.account, service, start_date, end_date)
     return ORJSONResponse([usage_day_view(row) for row in rows])
+
+
+@router.get(
+    "/v1/quotas",
+    response_model=list[QuotaStateOut],
+    responses=_ERRORS,
+    summary="Every limit of the caller's key, where it stands now",
+)
+async def get_quotas(ctx: Ctx, caller: Customer) -> Response:
+    """Each window quota and rate that applies to the caller's key (SPEC 9): used,
+    remaining, total, reset, and when the window runs out at its current pace."""
+    found = await quotas.of_key(ctx, caller.key, caller.account)
+    return ORJSONResponse([quota_state_view(x) for x in found])

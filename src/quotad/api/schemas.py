@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic.json_schema import SkipJsonSchema
 
@@ -74,6 +75,63 @@ TIMEZONE = "An IANA timezone name this server knows, e.g. UTC or Europe/Paris"
 
 T = TypeVar("T")
 
+# A service's limits (SPEC 9), read as plain JSON: ``quotad.service.admin.parse_quotas``
+# checks it, so every problem is reported at its JSON pointer with the domain's message.
+_LIMIT_SCHEMA: dict[str, JsonValue] = {
+    "type": "object",
+    "properties": {
+        "window": {"enum": ["minute", "hour", "day", "week", "month", "year"]},
+        "total": {"type": "integer", "minimum": 1},
+        "anchor": {"enum": ["calendar", "billing"], "description": "billing: month only"},
+        "rate": {
+            "type": "object",
+            "properties": {
+                "per_second": {"type": "number", "exclusiveMinimum": 0},
+                "burst": {"type": "integer", "minimum": 1},
+            },
+            "required": ["per_second", "burst"],
+            "additionalProperties": False,
+        },
+        "mode": {"enum": ["hard", "soft", "shadow"], "default": "hard"},
+        "per": {"enum": ["account", "key"], "default": "account"},
+    },
+    "additionalProperties": False,
+}
+_LIMITS_SCHEMA: dict[str, JsonValue] = {
+    "description": (
+        'Version 1\'s {"total": N} (N a day), or a list of limits: window quotas '
+        '{"window", "total"} and rates {"rate": {"per_second", "burst"}}, each with '
+        'optional "mode" and "per"; one per window (or rate) and per'
+    ),
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {
+                "total": {"type": "integer", "minimum": 1},
+                "period": {"enum": ["day"], "default": "day"},
+            },
+            "required": ["total"],
+            "additionalProperties": False,
+        },
+        {"type": "array", "items": _LIMIT_SCHEMA, "maxItems": 20},
+    ],
+    "examples": [
+        {"total": 250},
+        [
+            {"rate": {"per_second": 10, "burst": 20}},
+            {"window": "day", "total": 1000},
+            {"window": "month", "total": 20000, "anchor": "billing", "mode": "soft"},
+        ],
+    ],
+}
+LimitsIn = Annotated[JsonValue, WithJsonSchema(_LIMITS_SCHEMA)]
+LimitsOut = Annotated[JsonValue, WithJsonSchema(_LIMITS_SCHEMA)]
+BillingAnchor = Annotated[
+    int,
+    Field(strict=True, ge=1, le=31, description="Day of the month billing months start on"),
+    Integral,
+]
+
 
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
@@ -134,6 +192,32 @@ class UsageLineOut(BaseModel):
     usage: int
 
 
+class RateOut(BaseModel):
+    """A rate: tokens a second and the bucket's size."""
+
+    per_second: float
+    burst: int
+
+
+class QuotaStateOut(BaseModel):
+    """One limit of ``GET /v1/quotas``: ``window`` for a window quota, ``rate`` for a rate
+    (then ``total`` is its burst, ``used`` the tokens taken, ``exhausted_at`` null)."""
+
+    service: str
+    name: str = Field(examples=["insights.day"])
+    window: str | SkipJsonSchema[None] = Field(None, examples=["day"])
+    rate: RateOut | SkipJsonSchema[None] = None
+    per: Literal["account", "key"]
+    mode: Literal["hard", "soft", "shadow"]
+    used: int
+    remaining: int
+    total: int
+    reset: str = Field(description="RFC 3339: when the window ends (a rate: when it is full)")
+    exhausted_at: str | None = Field(
+        description="RFC 3339: when the window runs out at its pace so far (null: it will not)"
+    )
+
+
 class UsageDayOut(BaseModel):
     """One day of ``GET /usage/{service}``."""
 
@@ -159,13 +243,6 @@ class ServiceOut(BaseModel):
     created_at: str
 
 
-class QuotaIn(Strict):
-    """A service's quota in a plan."""
-
-    total: Count
-    period: Literal["day"] = "day"
-
-
 class LimitIn(Strict):
     """A resource limit of a plan."""
 
@@ -179,7 +256,7 @@ class PlanIn(Strict):
 
     id: Identifier
     description: Annotated[str, Field(max_length=500)] = ""
-    quotas: dict[ServiceName, QuotaIn] = Field(
+    quotas: dict[ServiceName, LimitsIn] = Field(
         default_factory=dict, max_length=100, description="By registered service name"
     )
     limits: list[LimitIn] = Field(
@@ -191,19 +268,12 @@ class PlanReplaceIn(Strict):
     """A plan's new content."""
 
     description: Annotated[str, Field(max_length=500)] = ""
-    quotas: dict[ServiceName, QuotaIn] = Field(
+    quotas: dict[ServiceName, LimitsIn] = Field(
         default_factory=dict, max_length=100, description="By registered service name"
     )
     limits: list[LimitIn] = Field(
         default_factory=list, max_length=100, description="Each name once within the plan"
     )
-
-
-class QuotaOut(BaseModel):
-    """A service's quota in a plan."""
-
-    total: int
-    period: Literal["day"]
 
 
 class LimitOut(BaseModel):
@@ -219,15 +289,16 @@ class PlanOut(BaseModel):
 
     id: str
     description: str
-    quotas: dict[str, QuotaOut] = Field(examples=[{"insights": {"total": 250, "period": "day"}}])
+    quotas: dict[str, LimitsOut] = Field(examples=[{"insights": {"total": 250, "period": "day"}}])
     limits: list[LimitOut]
     created_at: str
 
 
 # Accounts ---------------------------------------------------------------------
 class OverridesIn(Strict):
-    """Per-account replacements of the plan's daily totals (``quotas``, by service) and
-    resource limits (``limits``, by limit name), e.g.
+    """Per-account replacements of the plan's limits (``quotas``, by service: each replaces
+    the plan's limit of the same window or rate and per, or adds one) and resource limits
+    (``limits``, by limit name), e.g.
     ``{"quotas": {"insights": {"total": 500}}, "limits": {"cohort.max_count": 20}}``.
     A PATCH replaces the overrides whole."""
 
@@ -240,7 +311,7 @@ class OverridesIn(Strict):
         },
     )
 
-    quotas: dict[ServiceName, QuotaIn] = Field(default_factory=dict, max_length=100)
+    quotas: dict[ServiceName, LimitsIn] = Field(default_factory=dict, max_length=100)
     limits: dict[LimitName, Count] = Field(default_factory=dict, max_length=100)
 
 
@@ -253,6 +324,9 @@ class AccountIn(Strict):
     timezone: Annotated[str, Field(max_length=64, description=TIMEZONE)] = "UTC"
     status: Literal["active", "suspended"] = "active"
     overrides: OverridesIn = Field(default_factory=OverridesIn)
+    billing_anchor: BillingAnchor | None = Field(
+        None, description="1-31 (default: the day of the account's creation, local)"
+    )
 
 
 class AccountPatch(Strict):
@@ -263,18 +337,13 @@ class AccountPatch(Strict):
     timezone: Annotated[str, Field(max_length=64, description=TIMEZONE)] | None = None
     status: Literal["active", "suspended"] | None = None
     overrides: OverridesIn | None = None
-
-
-class OverrideQuotaOut(BaseModel):
-    """An account's own daily total of a service."""
-
-    total: int
+    billing_anchor: BillingAnchor | None = None
 
 
 class OverridesOut(BaseModel):
     """An account's replacements of its plan's totals and limits (both empty when none)."""
 
-    quotas: dict[str, OverrideQuotaOut] = Field(examples=[{"insights": {"total": 500}}])
+    quotas: dict[str, LimitsOut] = Field(examples=[{"insights": {"total": 500}}])
     limits: dict[str, int] = Field(examples=[{"cohort.max_count": 20}])
 
 
@@ -287,6 +356,7 @@ class AccountOut(BaseModel):
     timezone: str
     status: Literal["active", "suspended"]
     overrides: OverridesOut
+    billing_anchor: int = Field(description="Day of the month billing months start on")
     created_at: str
 
 
@@ -299,6 +369,17 @@ class KeyIn(Strict):
     scopes: list[Scope] | None = Field(
         None, description="None: every scope. Known: usage:read, consume:*, consume:<service>."
     )
+    limits: dict[ServiceName, LimitsIn] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="The key's own limits by service (SPEC 9): they only narrow the account's",
+    )
+
+
+class KeyPatch(Strict):
+    """A key's new own limits (replacing the old ones; ``{}``: none)."""
+
+    limits: dict[ServiceName, LimitsIn] = Field(max_length=100)
 
 
 class RotateIn(Strict):
@@ -321,6 +402,7 @@ class KeyOut(BaseModel):
     expires_at: str | None
     revoked_at: str | None
     replaced_by: str | None
+    limits: dict[str, LimitsOut] = Field(examples=[{"insights": [{"window": "day", "total": 50}]}])
 
 
 class IssuedKeyOut(KeyOut):

@@ -14,6 +14,7 @@ from quotad.errors import ValidationFailed
 from quotad.service import audit
 from quotad.service.admin import IssuedKey, key_status
 from quotad.service.context import Context
+from quotad.service.quotas import QuotaState
 from quotad.service.usage import UsageLine
 
 
@@ -57,6 +58,7 @@ def account_view(account: Account) -> dict[str, Any]:
             },
             "limits": dict(sorted(account.overrides.limits.items())),
         },
+        "billing_anchor": account.anchor_day,
         "created_at": days.rfc3339(account.created_at),
     }
 
@@ -75,6 +77,8 @@ def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
         "expires_at": _time(key.expires_at),
         "revoked_at": _time(key.revoked_at),
         "replaced_by": key.replaced_by,
+        # Always the list: a key's own limits had no version-1 form to keep.
+        "limits": {k: [x.to_json() for x in v] for k, v in sorted(key.limits.items())},
     }
 
 
@@ -101,6 +105,26 @@ def usage_line_view(line: UsageLine) -> dict[str, Any]:
         "name": line.name,
         "usage": line.usage,
     }
+
+
+def quota_state_view(state: QuotaState) -> dict[str, Any]:
+    """One limit of ``GET /v1/quotas``: a window's or a rate's counter as it stands."""
+    limit = state.limit
+    body: dict[str, Any] = {"service": state.service, "name": state.name}
+    if limit.is_rate:
+        body["rate"] = limit.to_json()["rate"]
+    else:
+        body["window"] = limit.identity[0]
+    body.update(
+        per=limit.per.value,
+        mode=limit.mode.value,
+        used=state.used,
+        remaining=state.remaining,
+        total=state.total,
+        reset=days.rfc3339(state.reset),
+        exhausted_at=_time(state.exhausted_at),
+    )
+    return body
 
 
 def gauge_view(change: GaugeChange) -> dict[str, Any]:

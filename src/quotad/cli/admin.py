@@ -181,7 +181,11 @@ def plans_create(
         quotas=_quota_options(quota or []),
         limits=_limit_options(limit or []),
     )
-    quotas = {name: q.total for name, q in body.quotas.items()}
+    # The schema reads limits as JSON (SPEC 9): checked as the API checks them.
+    from quotad.service import admin as admin_service
+
+    parsed = admin_service.parse_quotas(body.quotas, "/body/quotas")
+    quotas = {name: limits[0].total for name, limits in parsed.items()}
     limits = [PlanLimit(x.name, x.limit, x.description) for x in body.limits]
     where = target(store, url, token, create)
     view = run(where, lambda op: op.create_plan(body.id, quotas, limits, body.description))

@@ -6,10 +6,12 @@ Each change writes its audit entry (``quotad.service.audit``) once it is made.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from quotad.domain import days, keys
+from quotad.domain import days, keys, limits
+from quotad.domain.limits import LimitError, Limits
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -21,6 +23,7 @@ from quotad.domain.models import (
     Quota,
     Service,
     effective_limits,
+    service_limits,
 )
 from quotad.errors import Conflict, FieldError, MaxResourcesReached, NotFound, ValidationFailed
 from quotad.service import audit
@@ -57,6 +60,64 @@ async def require_service(ctx: Context, name: str) -> Service:
 async def list_services(ctx: Context) -> list[Service]:
     """Every service, by name."""
     return await ctx.records.list_services()
+
+
+# Limits ---------------------------------------------------------------------
+def _pointer(where: str, location: tuple[str | int, ...]) -> str:
+    parts = [str(part).replace("~", "~0").replace("/", "~1") for part in location]
+    return "/".join([where, *parts])
+
+
+def parse_quotas(raw: Mapping[str, object], where: str) -> dict[str, Limits]:
+    """Each service's limits from the API's JSON (version 1's ``{"total": N}`` or SPEC 9's
+    list), or ``ValidationFailed`` naming every problem by JSON pointer under ``where``
+    (e.g. ``/body/quotas/insights/0/window``); nothing is written on a failure."""
+    parsed: dict[str, Limits] = {}
+    problems: list[FieldError] = []
+    for service, value in raw.items():
+        try:
+            parsed[service] = limits.parse_limits(value, (service,))
+        except LimitError as exc:
+            problems += [
+                FieldError(_pointer(where, location), message, "limits")
+                for location, message in exc.problems
+            ]
+    if problems:
+        raise ValidationFailed("the limits are not valid", validation_errors=problems)
+    return parsed
+
+
+def _check_anchor(anchor: int | None) -> None:
+    if anchor is not None and not 1 <= anchor <= 31:
+        raise ValidationFailed.at(
+            "/body/billing_anchor", "billing_anchor is a day of the month, 1 to 31", "range"
+        )
+
+
+async def _check_key_limits(
+    ctx: Context, account: Account, own: Mapping[str, Limits], where: str
+) -> None:
+    """Refuse key limits naming a service the account has no limits for, or wider than
+    the account's own limit of the same window or rate (a key's limits only narrow)."""
+    plan = await require_plan(ctx, account.plan_id)
+    problems: list[FieldError] = []
+    for service, given in own.items():
+        applicable = service_limits(plan, account, service)
+        if applicable is None:
+            problems.append(
+                FieldError(
+                    f"{where}/{service}",
+                    f"the plan of account {account.id!r} has no limits for {service!r}",
+                    "unknown",
+                )
+            )
+            continue
+        problems += [
+            FieldError(f"{where}/{service}/{index}", reason, "maximum")
+            for index, reason in limits.wider_than(given, applicable)
+        ]
+    if problems:
+        raise ValidationFailed("the key's limits are not valid", validation_errors=problems)
 
 
 # Plans ----------------------------------------------------------------------
@@ -160,9 +221,12 @@ async def create_account(
     timezone: str,
     overrides: Overrides,
     status: AccountStatus = AccountStatus.ACTIVE,
+    billing_anchor: int | None = None,
 ) -> Account:
-    """Create an account on an existing plan."""
+    """Create an account on an existing plan; without a ``billing_anchor`` (1-31) its
+    month windows anchored on billing start on the local day of its creation (SPEC 9)."""
     _check_timezone(timezone)
+    _check_anchor(billing_anchor)
     await _check_plan_exists(ctx, plan_id)
     account = Account(
         id=account_id or new_id("acct"),
@@ -172,6 +236,7 @@ async def create_account(
         status=status,
         overrides=overrides,
         created_at=ctx.clock.now(),
+        billing_anchor=billing_anchor,
     )
     await ctx.records.create_account(account)
     await ctx.counters.open_account(account.id)
@@ -216,6 +281,7 @@ class AccountChanges:
     timezone: str | None = None
     status: AccountStatus | None = None
     overrides: Overrides | None = None
+    billing_anchor: int | None = None
 
 
 async def update_account(ctx: Context, account_id: str, changes: AccountChanges) -> Account:
@@ -225,6 +291,7 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
         _check_timezone(changes.timezone)
     if changes.plan_id is not None:
         await _check_plan_exists(ctx, changes.plan_id)
+    _check_anchor(changes.billing_anchor)
     updated = replace(
         account,
         name=account.name if changes.name is None else changes.name,
@@ -232,6 +299,9 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
         timezone=account.timezone if changes.timezone is None else changes.timezone,
         status=account.status if changes.status is None else changes.status,
         overrides=account.overrides if changes.overrides is None else changes.overrides,
+        billing_anchor=(
+            account.billing_anchor if changes.billing_anchor is None else changes.billing_anchor
+        ),
     )
     await ctx.records.update_account(updated)
     if changes.plan_id is not None or changes.overrides is not None:
@@ -266,6 +336,7 @@ def _issue(
     name: str,
     scopes: tuple[str, ...] | None,
     expires_at: datetime | None,
+    own: dict[str, Limits] | None = None,
 ) -> IssuedKey:
     secret = keys.generate(ctx.settings.key_prefix)
     record = ApiKey(
@@ -278,6 +349,7 @@ def _issue(
         scopes=scopes,
         created_at=ctx.clock.now(),
         expires_at=expires_at,
+        limits=dict(own or {}),
     )
     return IssuedKey(record, secret)
 
@@ -288,16 +360,34 @@ async def create_key(
     name: str,
     expires_at: datetime | None = None,
     scopes: tuple[str, ...] | None = None,
+    own: dict[str, Limits] | None = None,
 ) -> IssuedKey:
-    """Issue a key for an account; the secret is returned once and stored only hashed."""
-    await require_account(ctx, account_id)
+    """Issue a key for an account; the secret is returned once and stored only hashed.
+
+    ``own`` are the key's own limits by service (SPEC 9: they only narrow the account's).
+    """
+    account = await require_account(ctx, account_id)
     _check_expiry(ctx, expires_at)
-    issued = _issue(ctx, account_id, name, scopes, expires_at)
+    if own:
+        await _check_key_limits(ctx, account, own, "/body/limits")
+    issued = _issue(ctx, account_id, name, scopes, expires_at, own)
     await ctx.records.create_key(issued.record)
     await audit.record(
         ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
     )
     return issued
+
+
+async def set_key_limits(ctx: Context, key_id: str, own: dict[str, Limits]) -> ApiKey:
+    """Replace a key's own limits (``{}``: none), checked against its account's."""
+    before = await require_key(ctx, key_id)
+    account = await require_account(ctx, before.account_id)
+    await _check_key_limits(ctx, account, own, "/body/limits")
+    after = await ctx.records.set_key_limits(key_id, own)
+    await audit.record(
+        ctx, "key.update", target("key", key_id), audit.key_state(before), audit.key_state(after)
+    )
+    return after
 
 
 async def require_key(ctx: Context, key_id: str) -> ApiKey:
@@ -337,7 +427,7 @@ async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey
         raise Conflict(f"key {key_id!r} is no longer valid and cannot be rotated")
     if old.replaced_by is not None:
         raise Conflict(f"key {key_id!r} was already rotated to {old.replaced_by!r}")
-    issued = _issue(ctx, old.account_id, old.name, old.scopes, old.expires_at)
+    issued = _issue(ctx, old.account_id, old.name, old.scopes, old.expires_at, old.limits)
     await ctx.records.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
     ended = await require_key(ctx, key_id)
     await audit.record(

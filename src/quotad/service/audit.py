@@ -142,6 +142,8 @@ def key_state(key: ApiKey) -> dict[str, Any]:
         "expires_at": _time(key.expires_at),
         "revoked_at": _time(key.revoked_at),
         "replaced_by": key.replaced_by,
+        # Only when it has any: a version-1 key's entries stay as they were.
+        **({"limits": limits.encode_all(key.limits)} if key.limits else {}),
     }
 
 

@@ -3,6 +3,11 @@
 A day's ``total`` is the one stored with it (the total in force that day). Days with
 no stored row report zero use against the total in force that day, read from the
 account's dated history of totals (``RecordStore.total_changes``), not today's total.
+
+Limits v2 (SPEC 9): a service without a daily quota reports each day against its
+narrowest longer calendar window (week, month or year) as it stood at the end of that
+day: that window's total then (its history is noted under the limit's name,
+``models.history_name``) and what was left of it after the day's use.
 """
 
 from __future__ import annotations
@@ -13,17 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from quotad.domain import days
+from quotad.domain import days, limits
+from quotad.domain.limits import Limits, LimitSpec, Per, Window
 from quotad.domain.models import (
     Account,
     EventsOutcome,
     UsageDay,
     UsageEvent,
+    day_total,
     effective_limits,
     effective_total,
+    history_name,
+    service_limits,
 )
 from quotad.errors import FieldError, ValidationFailed
-from quotad.service import admin, audit
+from quotad.service import admin, audit, quotas
 from quotad.service.context import Context
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -90,16 +99,22 @@ async def current_total(ctx: Context, account: Account, service: str) -> int | N
     return effective_total(plan, account, service)
 
 
-async def totals_by_day(ctx: Context, account: Account, service: str) -> Callable[[date], int]:
-    """The total in force on each of the account's local days, from its noted history.
+async def totals_by_day(
+    ctx: Context, account: Account, service: str, limit: LimitSpec | None = None
+) -> Callable[[date], int]:
+    """The total in force on each of the account's local days, from its noted history:
+    the service's daily total, or ``limit``'s (one of its other windows).
 
     A change holds from the local day it was made on (the last change of a day wins).
     A day before the first change takes the first total; an account with no history
     (written to the store directly, not through this layer) takes its current total.
     """
-    changes = await ctx.records.total_changes(account.id, service)
+    name = service if limit is None else history_name(service, limit)
+    changes = await ctx.records.total_changes(account.id, name)
     if not changes:
-        total = await current_total(ctx, account, service) or 0
+        total = (
+            limit.total if limit is not None else await current_total(ctx, account, service) or 0
+        )
         return lambda _day: total
     starts = [days.local_day(change.effective_from, account.timezone) for change in changes]
     totals = [change.total for change in changes]
@@ -108,6 +123,28 @@ async def totals_by_day(ctx: Context, account: Account, service: str) -> Callabl
         return totals[max(bisect.bisect_right(starts, day) - 1, 0)]
 
     return on
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDay(UsageDay):
+    """A day of a service without a daily quota: its use, its longer window's total, and
+    what was left of that window at the end of the day."""
+
+    left: int = 0
+
+    @property
+    def remaining(self) -> int:
+        """What the window had left at the end of the day."""
+        return self.left
+
+
+_LONGER = (Window.WEEK, Window.MONTH, Window.YEAR)
+
+
+def longer_window(current: Limits) -> LimitSpec | None:
+    """The narrowest per-account window longer than a day among ``current``, if any."""
+    found = [limit for limit in current if limit.per is Per.ACCOUNT and limit.window in _LONGER]
+    return min(found, key=lambda limit: _LONGER.index(limit.window), default=None)
 
 
 async def history(
@@ -123,10 +160,42 @@ async def history(
     stored = {row.day: row for row in await ctx.counters.usage(account.id, service, start, end)}
     if not any(row.used for row in stored.values()):
         return []
+    plan = await admin.require_plan(ctx, account.plan_id)
+    current = service_limits(plan, account, service) or ()
+    longer = None if day_total(current) is not None else longer_window(current)
+    if longer is not None:
+        return await _window_days(ctx, account, service, longer, start, end)
     total_on = await totals_by_day(ctx, account, service)
     return [
         stored.get(day) or UsageDay(day, 0, total_on(day)) for day in days.days_between(start, end)
     ]
+
+
+async def _window_days(
+    ctx: Context, account: Account, service: str, limit: LimitSpec, start: date, end: date
+) -> list[UsageDay]:
+    """Days ``start``..``end`` against ``limit``'s window: the window's use runs from its
+    first day (read back that far), so each day's ``remaining`` is the window's after it."""
+    assert limit.window is not None  # noqa: S101  (longer_window picks windows only)
+    tz = account.timezone
+    anchor = account.anchor_day if limit.billing else None
+
+    def period(day: date) -> str:
+        return limits.span(limit.window, days.day_start(day, tz), tz, anchor).period  # type: ignore[arg-type]
+
+    first = date.fromisoformat(period(start))
+    used = {row.day: row.used for row in await ctx.counters.usage(account.id, service, first, end)}
+    total_on = await totals_by_day(ctx, account, service, limit)
+    rows: list[UsageDay] = []
+    running: dict[str, int] = {}
+    for day in days.days_between(first, end):
+        window = period(day)
+        running[window] = running.get(window, 0) + used.get(day, 0)
+        if day >= start:
+            total = total_on(day)
+            left = max(total - running[window], 0)
+            rows.append(WindowDay(day, used.get(day, 0), total, 0, left))
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,22 +209,45 @@ class UsageLine:
 
 
 async def overview(ctx: Context, account: Account) -> list[UsageLine]:
-    """Every resource limit and every daily quota of an account, with today's use."""
+    """Every resource limit and every window quota of an account (SPEC 9: one item per
+    window, named ``limits.usage_item_name``), with the current window's use."""
     plan = await admin.require_plan(ctx, account.plan_id)
     gauges = await ctx.counters.gauges(account.id)
     lines = [
         UsageLine(item.description, item.limit, item.name, gauges.get(item.name, 0))
         for item in effective_limits(plan, account)
     ]
+    now = ctx.clock.now()
     now_day = today(ctx, account)
+    windows: list[tuple[UsageLine, tuple[str, str]]] = []
     for service in sorted(set(plan.quotas) | set(account.overrides.quotas)):
-        total = effective_total(plan, account, service)
-        if total is None:
-            continue
-        rows = await ctx.counters.usage(account.id, service, now_day, now_day)
-        used = rows[0].used if rows else 0
-        lines.append(UsageLine(f"Daily {service} queries", total, f"{service}.daily_queries", used))
+        chosen = [
+            limit
+            for limit in service_limits(plan, account, service) or ()
+            if limit.window is not None and limit.per is Per.ACCOUNT
+        ]
+        for limit in sorted(chosen, key=lambda x: limits.WINDOW_ORDER.index(x.window)):
+            assert limit.window is not None  # noqa: S101  (rates were left out above)
+            name = limits.usage_item_name(service, limit.window)
+            adjective = limits.ADJECTIVES[limit.window].capitalize()
+            line = UsageLine(f"{adjective} {service} queries", limit.total, name, 0)
+            if limit.window is Window.DAY:
+                # Version 1's line, read as it always was (the day row).
+                rows = await ctx.counters.usage(account.id, service, now_day, now_day)
+                lines.append(line if not rows else _with_usage(line, rows[0].used))
+                continue
+            item = quotas.counter(service, limit, now, account.timezone, account.anchor_day)
+            lines.append(line)
+            windows.append((line, item.key))
+    if windows:
+        values = await ctx.counters.read_counters(account.id, [key for _, key in windows])
+        read = {id(line): value for (line, _), value in zip(windows, values, strict=True)}
+        lines = [_with_usage(x, read[id(x)]) if id(x) in read else x for x in lines]
     return lines
+
+
+def _with_usage(line: UsageLine, usage: int) -> UsageLine:
+    return UsageLine(line.description, line.limit, line.name, usage)
 
 
 async def adjust(
@@ -170,7 +262,13 @@ async def adjust(
     # A day without a row gets the total in force that day, not today's.
     total_on = await totals_by_day(ctx, account, service)
     before = await ctx.counters.usage(account.id, service, day, day)
-    row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
+    # The account's longer windows holding that day move with it (SPEC 9).
+    plan = await admin.require_plan(ctx, account.plan_id)
+    extra = quotas.window_slots(account, plan, service, days.day_start(day, account.timezone))
+    if extra:
+        row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
+    else:  # version 1's call, as it always was
+        row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
     await audit.record(
         ctx,
         "usage.adjust",
@@ -229,8 +327,8 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
                 )
             )
             continue
-        total = await current_total(ctx, account, item.service)
-        if total is None:
+        plan = await admin.require_plan(ctx, account.plan_id)
+        if service_limits(plan, account, item.service) is None:
             problems.append(
                 FieldError(
                     f"{path}/service",
@@ -242,10 +340,21 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
         day = days.local_day(item.timestamp, account.timezone)
         if (account.id, item.service) not in totals:
             totals[(account.id, item.service)] = await totals_by_day(ctx, account, item.service)
-        day_total = totals[(account.id, item.service)](day)  # a new row: that day's total
+        row_total = totals[(account.id, item.service)](day)  # a new row: that day's total
+        windows = tuple(
+            (slot.name, slot.period)
+            for slot in quotas.window_slots(account, plan, item.service, item.timestamp)
+        )
         resolved.append(
             UsageEvent(
-                item.id, account.id, item.service, item.amount, day, day_total, item.timestamp
+                item.id,
+                account.id,
+                item.service,
+                item.amount,
+                day,
+                row_total,
+                item.timestamp,
+                windows,
             )
         )
     if problems:

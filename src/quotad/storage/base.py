@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from quotad.domain.dump import DumpItem
-from quotad.domain.limits import HARD, Slot
+from quotad.domain.limits import HARD, Limits, Slot
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -163,6 +163,10 @@ class RecordStore(Protocol):
 
     async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
         """Mark a key revoked from ``at`` (kept if already earlier); ``NotFound`` if absent."""
+        ...
+
+    async def set_key_limits(self, key_id: str, own: dict[str, Limits]) -> ApiKey:
+        """Replace a key's own limits (by service); ``NotFound`` if there is no such key."""
         ...
 
     async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:

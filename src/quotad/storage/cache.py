@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from quotad.domain.limits import Limits
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.storage.base import RecordStore
@@ -294,6 +295,10 @@ class RecordCache:
     async def revoke_key(self, key_id: str, at: datetime) -> ApiKey:
         """Revoke a key."""
         return await self._write(self._inner.revoke_key(key_id, at))
+
+    async def set_key_limits(self, key_id: str, own: dict[str, Limits]) -> ApiKey:
+        """Replace a key's own limits."""
+        return await self._write(self._inner.set_key_limits(key_id, own))
 
     async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:
         """Rotate a key."""

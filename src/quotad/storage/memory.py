@@ -27,7 +27,7 @@ from quotad.domain.dump import (
     Setting,
     WindowCounter,
 )
-from quotad.domain.limits import HARD, Slot, decide, is_day_row
+from quotad.domain.limits import HARD, Limits, Slot, decide, is_day_row
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -243,6 +243,15 @@ class MemoryStore:
             if key.revoked_at is None or key.revoked_at > at:
                 key = replace(key, revoked_at=at)
                 self._keys[key_id] = key
+            return key
+
+    async def set_key_limits(self, key_id: str, own: dict[str, Limits]) -> ApiKey:
+        """Replace a key's own limits."""
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                raise NotFound(f"key {key_id!r} not found")
+            key = self._keys[key_id] = replace(key, limits=dict(own))
             return key
 
     async def rotate_key(self, key_id: str, new_key: ApiKey, old_valid_until: datetime) -> None:

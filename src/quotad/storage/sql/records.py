@@ -11,6 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from quotad.domain import limits
+from quotad.domain.limits import Limits
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange, effective_totals
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import Conflict, NotFound
@@ -259,6 +261,19 @@ class SqlRecords:
                 .where(api_keys.c.id == key_id)
                 .where(sa.or_(api_keys.c.revoked_at.is_(None), api_keys.c.revoked_at > when))
                 .values(revoked_at=when)
+            )
+            row = (await conn.execute(api_keys.select().where(api_keys.c.id == key_id))).first()
+        if row is None:
+            raise NotFound(f"key {key_id!r} not found")
+        return key_of(row)
+
+    async def set_key_limits(self, key_id: str, own: dict[str, Limits]) -> ApiKey:
+        """Replace a key's own limits (the ``api_keys.limits`` JSON; NULL when none)."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .values(limits=limits.encode_all(own) or None)
             )
             row = (await conn.execute(api_keys.select().where(api_keys.c.id == key_id))).first()
         if row is None:
