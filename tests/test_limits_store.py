@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from quotad.domain.dump import DumpItem, WindowCounter
 from quotad.domain.limits import HARD, SHADOW, SOFT, Slot, interval_us
 from quotad.domain.models import (
@@ -21,13 +23,16 @@ from quotad.domain.models import (
     UsageEvent,
 )
 from quotad.storage import Stores, stores_from_url
-from tests.conftest import create_account, store_url
+from quotad.storage.sql import SqlStore
+from quotad.storage.write_behind import Changes, DayDelta
+from tests.conftest import STORES, create_account, store_url
 
 DAY = date(2024, 11, 7)
 NOON = datetime(2024, 11, 7, 12, tzinfo=UTC)
 MONTH = ("insights.month", "2024-11-01")
 HOUR = ("insights.hour", "2024-11-07T12:00Z")
 RATE = ("insights.rate", "rate")
+SQL_STORES = [param for param in STORES if param.values[0] in ("sqlite", "postgresql")]
 
 
 async def add_account(stores: Stores, account_id: str = "acme") -> None:
@@ -236,3 +241,33 @@ async def test_concurrent_multi_slot_consumes_never_pass_any_total(stores: Store
     assert counters == [80, len(multi), len(multi)]
     [row] = await stores.counters.usage("acme", "insights", DAY, DAY)
     assert row.rejected == 120
+
+
+@pytest.mark.parametrize("kind", SQL_STORES)
+async def test_write_behind_keeps_window_counters(kind: str, tmp_path: Path) -> None:
+    """A counter node's flush (Redis's write-behind) of a minute window's and a per-key
+    counter lands in the SQL store's widened rows, which ``counter_rows`` reads back."""
+    with store_url(kind, tmp_path) as url:
+        stores = stores_from_url(url)
+        await stores.open()
+        try:
+            await add_account(stores)
+            sql = stores.counters
+            assert isinstance(sql, SqlStore)
+            minute = ("insights.minute.key:key_" + "x" * 60, "2024-11-07T12:00Z")
+            changes = Changes(
+                {
+                    ("acme", *minute): DayDelta(3, 0, 10),
+                    ("acme", *MONTH): DayDelta(3, 0, 100),
+                    ("acme", *day_key()): DayDelta(3, 1, 50),
+                }
+            )
+            await sql.apply_counter_changes("node-1", 1, changes, NOON)
+            rows = await sql.counter_rows("acme", [minute, MONTH, day_key(), HOUR])
+            assert rows == {minute: (3, 10, 0), MONTH: (3, 100, 0), day_key(): (3, 50, 1)}
+            assert await sql.read_counters("acme", [minute, HOUR]) == [3, 0]
+            # The version-1 views see only the day row.
+            exported = [row async for row in sql.export_usage()]
+            assert [(a, s) for a, s, _ in exported] == [("acme", "insights")]
+        finally:
+            await stores.close()
