@@ -15,6 +15,7 @@ from quotad.domain.limits import HARD, SHADOW, SOFT, Slot, interval_us
 from quotad.domain.models import (
     Account,
     AccountStatus,
+    ConsumeOutcome,
     IdempotencyClaim,
     Overrides,
     Plan,
@@ -226,13 +227,20 @@ async def test_concurrent_multi_slot_consumes_never_pass_any_total(stores: Store
     total, and every counter equals what was granted against it."""
     await add_account(stores)
     extra = (window(MONTH, 50, 1), window(HOUR, 70, 1))
-    calls = [
-        stores.counters.consume("acme", "insights", DAY, 1, 80, now=NOON, extra=extra)
-        if index % 2
-        else stores.counters.consume("acme", "insights", DAY, 1, 80)
-        for index in range(200)
-    ]
-    outcomes = await asyncio.gather(*calls)
+
+    async def call(index: int) -> ConsumeOutcome:
+        if index % 2:
+            return await stores.counters.consume(
+                "acme", "insights", DAY, 1, 80, now=NOON, extra=extra
+            )
+        return await stores.counters.consume("acme", "insights", DAY, 1, 80)
+
+    # Every call finishes before a failure is raised (none left running into teardown).
+    results = await asyncio.gather(*(call(index) for index in range(200)), return_exceptions=True)
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
+        raise failures[0]
+    outcomes = [result for result in results if not isinstance(result, BaseException)]
     multi = [o for i, o in enumerate(outcomes) if i % 2 and o.granted]
     single = [o for i, o in enumerate(outcomes) if not i % 2 and o.granted]
     assert len(multi) <= 50

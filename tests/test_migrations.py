@@ -208,7 +208,9 @@ async def test_a_0_1_database_upgrades_to_limits_v2_and_keeps_verifying(
         )
         assert (day.used, day.total) == (10, 400)
         # The widened columns take a limit's counter and a key's own limits.
-        own = {"insights": (limits.LimitSpec(5, limits.Window.MINUTE, per=limits.Per.KEY),)}
+        own: dict[str, limits.Limits] = {
+            "insights": (limits.LimitSpec(5, limits.Window.MINUTE, per=limits.Per.KEY),)
+        }
         limited = replace(key, id="key_2", digest=digest(generate("qd")), limits=own)
         await stores.records.create_key(limited)
         assert await stores.records.get_key("key_2") == limited

@@ -3,8 +3,9 @@
 A consume reads what it needs (the day's row; the stored answer of its Idempotency-Key,
 if it carries one) under the database's lock, decides here without I/O, and writes back
 what the decision changed, in the same transaction. ``decide_batch`` runs a group-
-committed batch through ``decide`` in arrival order, each request seeing the rows and
-answers its predecessors left, and returns exactly what is to be written back.
+committed batch through ``decide`` (a Limits v2 ``SlotConsume``: ``decide_slots``, over
+every counter it checks, each a row of the same table) in arrival order, each request
+seeing the rows and answers its predecessors left, and returns exactly what is to be written back.
 """
 
 from __future__ import annotations
