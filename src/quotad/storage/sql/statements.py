@@ -72,11 +72,8 @@ def stored_answer(
     """A claim's stored answer, from the columns ``read_claims`` reads after the key."""
     if granted is None:
         return None
-    # The version-1 fields only (a replay has no ``before``); a refusal is reported as
-    # its first slot's, as a version-1 consume reports it.
-    outcome = ConsumeOutcome(
-        bool(granted), int(used), int(total), date.fromisoformat(day), refused=-1 if granted else 0
-    )
+    # The version-1 fields only: a replay has no ``before`` (storage/base.py's contract).
+    outcome = ConsumeOutcome(bool(granted), int(used), int(total), date.fromisoformat(day))
     return Answer(fingerprint, from_micros(int(expires_at)), outcome)
 
 
