@@ -14,7 +14,7 @@ from quotad.storage.schema import metadata
 from quotad.storage.sql import SqlStore, migrate
 from tests.servers import postgres_schema
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 @pytest.fixture(
@@ -117,3 +117,114 @@ def test_upgrading_seeds_each_accounts_totals_from_its_creation(database_url: st
         ("beta", "insights", 7, 400),
         ("beta", "scoring", 7, 100),
     ]
+
+
+async def test_a_0_1_database_upgrades_to_limits_v2_and_keeps_verifying(
+    database_url: str,
+) -> None:
+    """A 0.1 database (revision 0005) with a plan, a version-1 override, keys, usage days and
+    total history upgrades to head losing nothing, and a verify still counts against it."""
+    from dataclasses import replace
+    from datetime import UTC, date, datetime
+
+    from quotad.domain import limits
+    from quotad.domain.keys import digest, generate
+    from quotad.service.context import Context
+    from quotad.service.verify import verify
+    from quotad.storage import stores_from_url
+    from quotad.testing import FakeClock
+    from tests.conftest import make_settings
+
+    raw_key = generate("qd")
+    engine = sync_engine(database_url)
+    with engine.begin() as conn:
+        migrate(conn, "0005")
+        conn.execute(sa.text("INSERT INTO services VALUES ('insights', '', 0)"))
+        conn.execute(
+            sa.text("INSERT INTO plans VALUES ('free', '', :q, '[]', 0)"),
+            {"q": '{"insights": {"total": 250, "period": "day"}}'},
+        )
+        conn.execute(
+            sa.text("INSERT INTO accounts VALUES ('acme', 'Acme', 'free', 'UTC', 'active', :o, 5)"),
+            {"o": '{"quotas": {"insights": 400}, "limits": {}}'},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO api_keys VALUES ('key_1', 'acme', 'main', :d, 'qd', '0000',"
+                " NULL, 5, NULL, NULL, NULL)"
+            ),
+            {"d": digest(raw_key)},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO usage_days VALUES ('acme', 'insights', '2024-11-06', 9, 400, 2),"
+                " ('acme', 'insights', '2024-11-07', 7, 400, 0)"
+            )
+        )
+        conn.execute(sa.text("DELETE FROM total_changes"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO total_changes VALUES ('acme', 'insights', 5, 250),"
+                " ('acme', 'insights', 9, 400)"
+            )
+        )
+    with engine.begin() as conn:
+        migrate(conn)
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
+        days = conn.execute(sa.text("SELECT * FROM usage_days ORDER BY day")).all()
+        history = conn.execute(sa.text("SELECT * FROM total_changes ORDER BY effective_from")).all()
+    engine.dispose()
+    assert [tuple(row) for row in days] == [
+        ("acme", "insights", "2024-11-06", 9, 400, 2),
+        ("acme", "insights", "2024-11-07", 7, 400, 0),
+    ]
+    assert [tuple(row) for row in history] == [
+        ("acme", "insights", 5, 250),
+        ("acme", "insights", 9, 400),
+    ]
+
+    stores = stores_from_url(database_url)
+    await stores.open()
+    try:
+        plan = await stores.records.get_plan("free")
+        account = await stores.records.get_account("acme")
+        [key] = await stores.records.list_keys("acme")
+        assert plan is not None
+        assert plan.quotas["insights"].limits == limits.daily(250)
+        assert account is not None
+        assert account.overrides.quotas == {"insights": limits.daily(400)}
+        assert account.billing_anchor is None
+        assert (key.id, key.digest, key.limits) == ("key_1", digest(raw_key), {})
+        ctx = Context(stores, make_settings(database_url), FakeClock())
+        verdict = await verify(ctx, raw_key, "insights", 3)
+        assert (verdict.valid, verdict.code, verdict.used, verdict.total) == (
+            True,
+            "VALID",
+            10,
+            400,
+        )
+        [day] = await stores.counters.usage(
+            "acme", "insights", date(2024, 11, 7), date(2024, 11, 7)
+        )
+        assert (day.used, day.total) == (10, 400)
+        # The widened columns take a limit's counter and a key's own limits.
+        own: dict[str, limits.Limits] = {
+            "insights": (limits.LimitSpec(5, limits.Window.MINUTE, per=limits.Per.KEY),)
+        }
+        limited = replace(key, id="key_2", digest=digest(generate("qd")), limits=own)
+        await stores.records.create_key(limited)
+        assert await stores.records.get_key("key_2") == limited
+        minute = limits.Slot("insights.minute.key:key_1", "2024-11-07T12:00Z", 5, limits.HARD, 1)
+        outcome = await stores.counters.consume(
+            "acme",
+            "insights",
+            date(2024, 11, 7),
+            1,
+            400,
+            now=datetime(2024, 11, 7, 12, tzinfo=UTC),
+            extra=(minute,),
+        )
+        assert outcome.granted
+        assert outcome.before == (10, 0)
+    finally:
+        await stores.close()

@@ -67,8 +67,13 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=True),
     sa.Column("revoked_at", sa.BigInteger, nullable=True),
     sa.Column("replaced_by", sa.String(64), nullable=True),
+    sa.Column("limits", sa.JSON, nullable=True),  # the key's own limits (SPEC 9), by service
 )
 
+# Every counter (SPEC 9): an account's day row of a service (``service`` the service,
+# ``day`` an ISO date), or any other limit's counter (``service`` the limit's name, which
+# has a dot and, per key, ``:<key id>``; ``day`` its window's id, or ``rate`` for a rate's
+# bucket, whose ``used`` is its theoretical arrival time in µs and ``total`` its burst).
 usage_days = sa.Table(
     "usage_days",
     metadata,
@@ -78,8 +83,8 @@ usage_days = sa.Table(
         sa.ForeignKey("accounts.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("service", sa.String(64), primary_key=True),
-    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("service", sa.String(200), primary_key=True),
+    sa.Column("day", sa.String(32), primary_key=True),
     sa.Column("used", sa.BigInteger, nullable=False),
     sa.Column("total", sa.BigInteger, nullable=False),
     sa.Column("rejected", sa.BigInteger, nullable=False),
@@ -139,7 +144,7 @@ total_changes = sa.Table(
         sa.ForeignKey("accounts.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("service", sa.String(200), primary_key=True),  # a history name (SPEC 9)
     sa.Column("effective_from", sa.BigInteger, primary_key=True),
     sa.Column("total", sa.BigInteger, nullable=False),
 )

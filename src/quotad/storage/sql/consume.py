@@ -40,6 +40,7 @@ from quotad.storage.sql.decide import (
     Consume,
     DayRow,
     Decided,
+    SlotConsume,
     claim_order,
     decide_batch,
     lock_order,
@@ -206,20 +207,27 @@ class Consumes:
             task.add_done_callback(self._refunds.discard)
 
     async def _refund(self, request: Consume) -> None:
-        where = sa.and_(
-            usage_days.c.account_id == request.account_id,
-            usage_days.c.service == request.service,
-            usage_days.c.day == request.day.isoformat(),
-        )
-        less = usage_days.c.used - request.cost
+        # Every window counter the grant moved (a rate's bucket refills by itself).
+        if isinstance(request, SlotConsume):
+            given = [
+                (key, slot.cost)
+                for key, slot in zip(request.keys, request.slots, strict=True)
+                if not slot.interval
+            ]
+        else:
+            given = [(request.row_key, request.cost)]
         for attempt in range(8):
             try:
                 async with self._db.write() as conn:
-                    await conn.execute(
-                        usage_days.update()
-                        .where(where)
-                        .values(used=sa.case((less < 0, 0), else_=less))
-                    )
+                    for (account_id, service, day), cost in sorted(given):
+                        less = usage_days.c.used - cost
+                        await conn.execute(
+                            usage_days.update()
+                            .where(usage_days.c.account_id == account_id)
+                            .where(usage_days.c.service == service)
+                            .where(usage_days.c.day == day)
+                            .values(used=sa.case((less < 0, 0), else_=less))
+                        )
                     if request.claim is not None:  # a retry of the call is decided afresh
                         await conn.execute(
                             idempotency.delete()

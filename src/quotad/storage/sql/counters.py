@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
+from quotad.domain.limits import HARD, Slot
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -29,7 +31,7 @@ from quotad.storage.schema import (
     usage_events,
 )
 from quotad.storage.sql.consume import Consumes
-from quotad.storage.sql.decide import Consume
+from quotad.storage.sql.decide import Consume, SlotConsume
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.rows import affects_a_row, claim_values, to_micros, usage_day_of
 from quotad.storage.sql.statements import write_claims
@@ -69,32 +71,88 @@ class SqlCounters:
         total: int,
         claim: IdempotencyClaim | None = None,
         now: datetime | None = None,
+        extra: tuple[Slot, ...] = (),
+        day_mode: int = HARD,
     ) -> ConsumeOutcome:
-        """Add ``cost`` within ``total``, decided under lock and committed (group-committed
-        with concurrent consumes unless ``batch=False``)."""
+        """Add ``cost`` within ``total`` (and every slot of ``extra`` within its own), decided
+        under lock and committed (group-committed with concurrent consumes unless
+        ``batch=False``)."""
+        if extra or day_mode != HARD:
+            slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
+            return await self._consumes.consume(
+                SlotConsume(account_id, service, day, cost, total, claim, now, slots)
+            )
         return await self._consumes.consume(
             Consume(account_id, service, day, cost, total, claim, now)
         )
 
-    async def adjust(
-        self, account_id: str, service: str, day: date, delta: int, total: int
-    ) -> UsageDay:
-        """Add ``delta`` to a day, flooring at zero."""
+    def _add_to(self, account_id: str, service: str, day: str, delta: int, total: int) -> Any:
+        """Add ``delta`` to a row's use, flooring at zero; ``total`` for a new row."""
         stmt = self._db.insert(usage_days).values(
             account_id=account_id,
             service=service,
-            day=day.isoformat(),
+            day=day,
             used=max(delta, 0),
             total=total,
             rejected=0,
         )
         new_used = sa.case((usage_days.c.used + delta < 0, 0), else_=usage_days.c.used + delta)
-        upsert = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=["account_id", "service", "day"], set_={"used": new_used}
-        ).returning(usage_days)
+        )
+
+    async def adjust(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...] = (),
+    ) -> UsageDay:
+        """Add ``delta`` to a day and to ``extra``'s window counters (rates are left
+        alone), flooring each at zero, in one transaction."""
+        day_key = (service, day.isoformat())
+        moved = {day_key: total}
+        for slot in extra:
+            if not slot.interval:
+                moved.setdefault((slot.name, slot.period), slot.total)
+        found: dict[tuple[str, str], Any] = {}
         async with self._db.write() as conn:
-            row = (await conn.execute(upsert)).one()
-        return usage_day_of(row)
+            # Sorted: the lock order consumes take the same rows in (no deadlock between them).
+            for (name, period), new_total in sorted(moved.items()):
+                upsert = self._add_to(account_id, name, period, delta, new_total)
+                found[name, period] = (await conn.execute(upsert.returning(usage_days))).one()
+        return usage_day_of(found[day_key])
+
+    async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
+        """Counters by (name, period), 0 where absent, in order."""
+        stored = await self.counter_rows(account_id, keys)
+        return [stored[key][0] if key in stored else 0 for key in keys]
+
+    async def counter_rows(
+        self, account_id: str, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """The stored rows of counters by (name, period): ``(used, total, rejected)``;
+        a counter not stored is left out."""
+        if not keys:
+            return {}
+        query = sa.select(
+            usage_days.c.service,
+            usage_days.c.day,
+            usage_days.c.used,
+            usage_days.c.total,
+            usage_days.c.rejected,
+        ).where(
+            sa.tuple_(usage_days.c.account_id, usage_days.c.service, usage_days.c.day).in_(
+                [(account_id, name, period) for name, period in keys]
+            )
+        )
+        async with self._db.read() as conn:
+            return {
+                (name, period): (int(used), int(total), int(rejected))
+                for name, period, used, total, rejected in await conn.execute(query)
+            }
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
         """Add unseen events to their days, in one transaction."""
@@ -133,6 +191,8 @@ class SqlCounters:
                         set_={"used": usage_days.c.used + item.amount},
                     )
                 )
+                for name, period in item.windows:
+                    await conn.execute(self._add_to(item.account_id, name, period, item.amount, 0))
         return accepted
 
     async def put_usage_days(self, account_id: str, rows: list[tuple[str, UsageDay]]) -> None:
@@ -169,9 +229,12 @@ class SqlCounters:
             return [usage_day_of(row) for row in await conn.execute(query)]
 
     async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
-        """Every stored day, streamed in primary-key order."""
-        query = usage_days.select().order_by(
-            usage_days.c.account_id, usage_days.c.service, usage_days.c.day
+        """Every stored day, streamed in primary-key order (day rows only: another limit's
+        counter is named with a dot, which no service's name has)."""
+        query = (
+            usage_days.select()
+            .where(usage_days.c.service.not_like("%.%"))
+            .order_by(usage_days.c.account_id, usage_days.c.service, usage_days.c.day)
         )
         async with self._db.read() as conn:
             result = await conn.stream(query)

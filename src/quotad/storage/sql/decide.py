@@ -3,17 +3,19 @@
 A consume reads what it needs (the day's row; the stored answer of its Idempotency-Key,
 if it carries one) under the database's lock, decides here without I/O, and writes back
 what the decision changed, in the same transaction. ``decide_batch`` runs a group-
-committed batch through ``decide`` in arrival order, each request seeing the rows and
-answers its predecessors left, and returns exactly what is to be written back.
+committed batch through ``decide`` (a Limits v2 ``SlotConsume``: ``decide_slots``, over
+every counter it checks, each a row of the same table) in arrival order, each request
+seeing the rows and answers its predecessors left, and returns exactly what is to be written back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import NamedTuple
+from datetime import UTC, date, datetime
+from typing import NamedTuple, cast
 
+from quotad.domain.limits import Slot, advanced, is_day_row, refusing
 from quotad.domain.models import ConsumeOutcome, IdempotencyClaim
 from quotad.errors import Conflict
 
@@ -57,6 +59,22 @@ class Consume:
 
     def __post_init__(self) -> None:
         self.row_key = (self.account_id, self.service, self.day.isoformat())
+
+
+@dataclass(slots=True)
+class SlotConsume(Consume):
+    """A Limits v2 ``consume``: its day row and every other counter, decided together.
+
+    A subclass, so that a version-1 consume (the hot path) builds and decides exactly as
+    before; ``slots[0]`` is the day row, and ``keys`` each slot's row, in slot order.
+    """
+
+    slots: tuple[Slot, ...] = ()
+    keys: tuple[DayKey, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.row_key = (self.account_id, self.service, self.day.isoformat())
+        self.keys = tuple((self.account_id, slot.name, slot.period) for slot in self.slots)
 
 
 class Decision(NamedTuple):
@@ -104,6 +122,72 @@ def decide(row: DayRow | None, request: Consume, seen: Answer | None) -> Decisio
     return _new(Decision, (outcome, _new(DayRow, (used, total, rejected)), remember))
 
 
+def now_us(request: Consume) -> int:
+    """The instant (µs since the epoch) a consume's rates are decided at: its ``now``, else
+    the wall clock (as the memory store reckons it)."""
+    return int((request.now or datetime.now(UTC)).timestamp() * 1_000_000)
+
+
+def replayed(request: Consume, seen: Answer | None) -> Decision | None:
+    """The answer of a claim seen before and not expired (or ``Conflict``), else ``None``."""
+    claim = request.claim
+    if (
+        claim is None
+        or seen is None
+        or (request.now is not None and seen.expires_at <= request.now)
+    ):
+        return None
+    if seen.fingerprint != claim.fingerprint:
+        return Decision(Conflict("Idempotency-Key was used with a different request"), None, None)
+    return Decision(seen.outcome._replace(replayed=True, at_us=now_us(request)), None, None)
+
+
+class SlotsDecision(NamedTuple):
+    """What one Limits v2 consume answers, and what it changes."""
+
+    answer: ConsumeOutcome | Conflict
+    rows: list[DayRow] | None  # each slot's row afterwards, in slot order; None: unchanged
+    remember: Answer | None
+
+
+def decide_slots(
+    rows: Sequence[DayRow | None], request: SlotConsume, seen: Answer | None
+) -> SlotsDecision:
+    """Grant ``request`` iff no hard slot refuses (``limits.refusing``), all or nothing.
+
+    Args:
+        rows: each slot's stored row (``None``: absent, its value 0), in slot order.
+        request: the consume and its slots.
+        seen: the stored answer of the request's Idempotency-Key, if any.
+
+    Granted, every slot's row takes ``limits.advanced``'s value; refused, none moves and
+    each day row among them counts one rejection. Either way each row's total becomes
+    its slot's, as a version-1 consume makes the day's total the request's.
+    """
+    replay = replayed(request, seen)
+    if replay is not None:
+        return SlotsDecision(replay.answer, None, None)
+    slots = request.slots
+    at = now_us(request)
+    before = tuple(0 if row is None else row[0] for row in rows)
+    refused = refusing(before, slots, at)
+    after: list[DayRow] = []
+    if refused < 0:
+        for row, slot, value in zip(rows, slots, advanced(before, slots, at), strict=True):
+            after.append(DayRow(value, slot.total, 0 if row is None else row[2]))
+    else:
+        for row, slot, value in zip(rows, slots, before, strict=True):
+            rejected = 0 if row is None else row[2]
+            after.append(DayRow(value, slot.total, rejected + 1 if is_day_row(slot) else rejected))
+    first = after[0]
+    outcome = ConsumeOutcome(
+        refused < 0, first.used, first.total, request.day, False, before, refused, at
+    )
+    claim = request.claim
+    remember = None if claim is None else Answer(claim.fingerprint, claim.expires_at, outcome)
+    return SlotsDecision(outcome, after, remember)
+
+
 class Decided(NamedTuple):
     """A batch decided: each request's answer, and what to write back."""
 
@@ -121,16 +205,26 @@ def decide_batch(
     written: dict[DayKey, DayRow] = {}
     remembered: dict[ClaimKey, Answer] = {}
     for request in batch:
-        row_key = request.row_key
-        row = written.get(row_key)
-        if row is None:
-            row = rows.get(row_key)
         claim_key = answer = None
         if request.claim is not None:
             claim_key = (request.account_id, request.claim.key)
             answer = remembered.get(claim_key)
             if answer is None:
                 answer = seen.get(claim_key)
+        if request.__class__ is not Consume:  # a Limits v2 consume: all its slots
+            multi = cast("SlotConsume", request)
+            stored = [written.get(key) or rows.get(key) for key in multi.keys]
+            decided = decide_slots(stored, multi, answer)
+            answers.append(decided.answer)
+            if decided.rows is not None:
+                written.update(zip(multi.keys, decided.rows, strict=True))
+            if decided.remember is not None and claim_key is not None:
+                remembered[claim_key] = decided.remember
+            continue
+        row_key = request.row_key
+        row = written.get(row_key)
+        if row is None:
+            row = rows.get(row_key)
         decision = decide(row, request, answer)
         answers.append(decision.answer)
         if decision.row is not None:
@@ -145,7 +239,12 @@ def lock_order(batch: list[Consume]) -> dict[DayKey, int]:
     first consume brings (the total a row is created with)."""
     totals: dict[DayKey, int] = {}
     for request in batch:
-        totals.setdefault(request.row_key, request.total)
+        if request.__class__ is Consume:
+            totals.setdefault(request.row_key, request.total)
+        else:
+            multi = cast("SlotConsume", request)
+            for key, slot in zip(multi.keys, multi.slots, strict=True):
+                totals.setdefault(key, slot.total)
     return dict(sorted(totals.items()))
 
 

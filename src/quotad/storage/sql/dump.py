@@ -23,6 +23,7 @@ from quotad.domain.dump import (
     IdempotencyAnswer,
     SeenEvent,
     Setting,
+    WindowCounter,
 )
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange
 from quotad.domain.operators import AuditEntry, OperatorToken
@@ -102,6 +103,9 @@ def _idempotency_row(item: IdempotencyAnswer) -> dict[str, Any]:
     }
 
 
+# A service's day row: no service's name has a dot, every other limit's name does.
+_DAY_ROW = usage_days.c.service.not_like("%.%")
+
 _KINDS: tuple[_Kind, ...] = (
     _Kind(
         Setting,
@@ -153,6 +157,25 @@ _KINDS: tuple[_Kind, ...] = (
             "total": item.day.total,
             "rejected": item.day.rejected,
         },
+        _DAY_ROW,
+    ),
+    # Every other limit's counter shares the table: its name has a dot (SPEC 9).
+    _Kind(
+        WindowCounter,
+        usage_days,
+        ("account_id", "service", "day"),
+        lambda row: WindowCounter(
+            row.account_id, row.service, row.day, int(row.used), int(row.total)
+        ),
+        lambda item: {
+            "account_id": item.account_id,
+            "service": item.name,
+            "day": item.period,
+            "used": item.value,
+            "total": item.total,
+            "rejected": 0,
+        },
+        sa.not_(_DAY_ROW),
     ),
     _Kind(
         Gauge,

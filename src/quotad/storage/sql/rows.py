@@ -107,9 +107,7 @@ def account_values(account: Account) -> dict[str, Any]:
         "overrides": {
             "quotas": limits.encode_all(account.overrides.quotas),
             "limits": account.overrides.limits,
-            **(
-                {} if account.billing_anchor is None else {"billing_anchor": account.billing_anchor}
-            ),
+            **_anchor(account),
         },
         "created_at": to_micros(account.created_at),
     }
@@ -152,6 +150,7 @@ def key_values(key: ApiKey) -> dict[str, Any]:
         "expires_at": _opt_micros(key.expires_at),
         "revoked_at": _opt_micros(key.revoked_at),
         "replaced_by": key.replaced_by,
+        "limits": limits.encode_all(key.limits) if key.limits else None,
     }
 
 
@@ -169,6 +168,7 @@ def key_of(row: Any) -> ApiKey:
         expires_at=_opt_dt(row.expires_at),
         revoked_at=_opt_dt(row.revoked_at),
         replaced_by=row.replaced_by,
+        limits=limits.decode_all(row.limits),
     )
 
 

@@ -72,6 +72,7 @@ def stored_answer(
     """A claim's stored answer, from the columns ``read_claims`` reads after the key."""
     if granted is None:
         return None
+    # The version-1 fields only: a replay has no ``before`` (storage/base.py's contract).
     outcome = ConsumeOutcome(bool(granted), int(used), int(total), date.fromisoformat(day))
     return Answer(fingerprint, from_micros(int(expires_at)), outcome)
 
