@@ -238,3 +238,44 @@ async def test_an_accounts_slots_share_one_cluster_slot(
                 ) == [30, 30]
         finally:
             await store.close()
+
+
+async def test_an_abandoned_v2_grant_gives_back_every_window(redis_url: str) -> None:
+    """A v2 grant whose caller stopped waiting while its script ran is given back on the day
+    row and the month, in Redis and in what is written behind to SQL."""
+    store = await open_node(redis_url, "acme")
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = [("insights", DAY.isoformat()), ("insights.month", "2024-11-01")]
+        await store.consume("acme", "insights", DAY, 10, 1000, extra=(MONTH,))
+        kept = 10  # what callers were told was granted
+        pattern = f"{prefix_of(redis_url)}:*:b:*"
+        abandoned = False
+        for _ in range(50):
+            calls_before = {key async for key in client.scan_iter(match=pattern)}
+            task = asyncio.create_task(
+                store.consume("acme", "insights", DAY, 10, 1000, extra=(MONTH,))
+            )
+            for _ in range(3):  # into the batch, its script call sent
+                await asyncio.sleep(0)
+            task.cancel()
+            [result] = await asyncio.gather(task, return_exceptions=True)
+            if not isinstance(result, asyncio.CancelledError):
+                kept += 10
+                continue
+            calls_after = {key async for key in client.scan_iter(match=pattern)}
+            if calls_after - calls_before:  # the script ran: the grant was made, then abandoned
+                abandoned = True
+                break
+        assert abandoned, "never cancelled a caller while its script ran"
+        for _ in range(100):
+            if await store.read_counters("acme", keys) == [kept, kept]:
+                break
+            await asyncio.sleep(0.02)
+        assert await store.read_counters("acme", keys) == [kept, kept]
+        await store.flush()
+        rows = await store.records.counter_rows("acme", keys)
+        assert [rows[key][0] for key in keys] == [kept, kept]
+    finally:
+        await client.aclose()
+        await store.close()

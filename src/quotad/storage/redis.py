@@ -503,7 +503,8 @@ class RedisCounters:
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them
         keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:m"]
-        deadline_ms = self._deadline_ms()
+        deadline = CALL_DEADLINE.get()
+        deadline_ms = 0 if deadline is None else int((deadline + self._clock_offset) * 1000)
         if claim is None:
             line = f"2 {cost} {total} {day_text} {deadline_ms}"
         else:
@@ -514,7 +515,12 @@ class RedisCounters:
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
             line = f"3 {cost} {total} {day_text} {deadline_ms} {idem}"
         request = _Consume(account_id, service, day_text, cost, total, claim, keys, line)
-        batcher = self._batcher_for(keys[1])
+        batcher = self._batcher
+        if self._cluster:
+            slot = key_slot(keys[1].encode())
+            batcher = self._slot_batchers.get(slot) or self._slot_batchers.setdefault(
+                slot, self._new_batcher()
+            )
         for _ in range(4):
             if self._batch:
                 answer = await batcher.submit(request)
