@@ -279,3 +279,19 @@ async def test_an_abandoned_v2_grant_gives_back_every_window(redis_url: str) -> 
     finally:
         await client.aclose()
         await store.close()
+
+
+async def test_counters_near_the_largest_total_stay_exact(redis_url: str) -> None:
+    """Costs and totals up to 10^15 are decided and stored exactly (no 1e+15 in Lua)."""
+    store = await open_node(redis_url, "acme")
+    try:
+        big = 10**15
+        month = Slot("insights.month", "2024-11-01", big, HARD, big - 1)
+        first = await store.consume("acme", "insights", DAY, big - 1, big, extra=(month,))
+        last = await store.consume("acme", "insights", DAY, 1, big, extra=(month._replace(cost=1),))
+        over = await store.consume("acme", "insights", DAY, 1, big, extra=(month._replace(cost=1),))
+        assert (first.granted, last.granted, over.granted) == (True, True, False)
+        assert (last.used, over.before) == (big, (big, big))
+        assert await store.read_counters("acme", [("insights.month", "2024-11-01")]) == [big]
+    finally:
+        await store.close()

@@ -152,7 +152,7 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
   for i = 1, #keys do
     local base = 9 + (i - 1) * 5
     local slot = {kind = f[base], mode = tonumber(f[base + 1]), cost = tonumber(f[base + 2]),
-                  total_text = f[base + 3], total = tonumber(f[base + 3]),
+                  cost_text = f[base + 2], total_text = f[base + 3], total = tonumber(f[base + 3]),
                   interval = tonumber(f[base + 4])}
     slots[i] = slot
     if slot.kind == 'r' then
@@ -177,12 +177,12 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
     if slot.kind == 'r' then
       if after[i] ~= values[i] then
         -- Kept until the bucket is full again: an absent bucket is a full one.
-        local ttl_ms = math.floor((after[i] - now_us) / 1000) + 1000
+        local ttl_ms = string.format('%d', math.floor((after[i] - now_us) / 1000) + 1000)
         redis.call('SET', key, string.format('%d', after[i]), 'PX', ttl_ms)
       end
     else
       if refused < 0 then
-        redis.call('HINCRBY', key, 'used', slot.cost)
+        redis.call('HINCRBY', key, 'used', slot.cost_text)  -- text: never 1e+15
         redis.call('HDEL', key, 'fresh')
       elseif slot.kind == 'd' then
         redis.call('HINCRBY', key, 'rejected', 1)
