@@ -33,6 +33,24 @@ Durability (the invariants; ``write_behind.py`` has the node's side):
 Consumes are batched: the consumes that arrive while one round trip is in flight go
 together in the next, as one script call (per Cluster slot: a slot whose master is down
 fails only its own accounts' consumes), decided in arrival order inside the script.
+
+Limits v2 (SPEC 9): a consume with several slots is one line of the same batch, decided
+all or nothing by ``consume.lua``, which mirrors ``limits.fits``, ``limits.refusing``
+and ``limits.advanced`` line for line (a change to those is a change to it). Every key
+of an account carries its hash tag, so a multi-slot consume stays in one Cluster slot.
+
+- A window counter other than a day row is a hash like a day's,
+  ``<prefix>:{<account>}:u:<name>:<period>``: loaded from SQL when Redis lacks it (the
+  script answers "missing" with the slots to load), written behind to SQL like a day's
+  (journal key ``(account, name, period)``, an ``usage_days`` row), so it survives a
+  lost Redis as a day does: the rebuild after a loss reloads it lazily, on first use.
+- A rate's bucket, ``<prefix>:{<account>}:t:<name>``, holds its GCRA theoretical arrival
+  time in microseconds, decided against Redis's clock (``TIME``, the outcome's
+  ``at_us``), so every node agrees on it. It is never written to SQL nor loaded from
+  it: a bucket Redis lost (or let expire, once full again) starts full, which lets at
+  most one burst more through after a loss, and ``dump`` carries no rate buckets.
+- The rates' arithmetic is exact in Lua's doubles while ``burst * µs per token`` stays
+  below 2^53 (a burst of a billion at one per second).
 """
 
 from __future__ import annotations
@@ -61,6 +79,7 @@ from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
 
 from quotad.domain.dump import DumpItem
+from quotad.domain.limits import HARD, RATE_PERIOD, Slot, is_day_row
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -147,6 +166,7 @@ class _Consume:
     claim: IdempotencyClaim | None
     keys: list[str]
     line: str
+    slots: tuple[Slot, ...] = ()  # Limits v2: every slot (the day row first); () for v1
 
 
 _Reply = list[Any]  # strings and integers, as the script answers
@@ -211,6 +231,15 @@ class RedisCounters:
     def _counter(self, account_id: str, service: str, day: date | str) -> str:
         day_text = day if isinstance(day, str) else day.isoformat()
         return f"{self._prefix}:{{{account_id}}}:u:{service}:{day_text}"
+
+    def _bucket(self, account_id: str, name: str) -> str:
+        """A Limits v2 rate's key: its theoretical arrival time (µs, Redis's clock)."""
+        return f"{self._prefix}:{{{account_id}}}:t:{name}"
+
+    def _slot_key(self, account_id: str, slot: Slot) -> str:
+        if slot.interval:
+            return self._bucket(account_id, slot.name)
+        return self._counter(account_id, slot.name, slot.period)
 
     def _marker(self, account_id: str) -> str:
         return f"{self._prefix}:{{{account_id}}}:m"
@@ -435,27 +464,24 @@ class RedisCounters:
                 return False
         return True
 
-    async def _hydrate(self, account_id: str, service: str, day: date, total: int) -> None:
+    async def _hydrate(self, account_id: str, counters: list[tuple[str, str, int]]) -> None:
+        """Load counters ``(name, period, total)`` from SQL into Redis (those it lacks)."""
         # The marker is read before SQL is, and the seed checks it is unchanged: a read
         # that raced with a loss and a rebuild must not overwrite the rebuilt counters.
         marker = self._marker(account_id)
         incarnation = await self._call(lambda: self._client.get(marker))
         if incarnation is None:
             return  # lost: the consume hears so and rebuilds
-        stored = await self.records.usage(account_id, service, day, day)
-        row = stored[0] if stored else UsageDay(day, 0, total)
-        await self._script(
-            "seed",
-            [self._counter(account_id, service, day), marker],
-            [
-                row.used,
-                row.total,
-                row.rejected,
-                COUNTER_TTL_SECONDS,
-                0 if stored else 1,
-                incarnation,
-            ],
+        stored = await self.records.counter_rows(
+            account_id, [(name, period) for name, period, _ in counters]
         )
+        keys = [marker]
+        args: list[Any] = [incarnation, COUNTER_TTL_SECONDS]
+        for name, period, total in counters:
+            keys.append(self._counter(account_id, name, period))
+            row = stored.get((name, period))
+            args += [*row, 0] if row is not None else [0, total, 0, 1]
+        await self._script("seed", keys, args)
 
     # Usage --------------------------------------------------------------------
     async def consume(
@@ -467,8 +493,13 @@ class RedisCounters:
         total: int,
         claim: IdempotencyClaim | None = None,
         now: datetime | None = None,
+        extra: tuple[Slot, ...] = (),
+        day_mode: int = HARD,
     ) -> ConsumeOutcome:
         """One Lua script: replay or refuse the claim, then add within the total."""
+        if extra or day_mode != HARD:
+            slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
+            return await self._consume_slots(account_id, day, slots, claim, now)
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them
         keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:m"]
@@ -500,7 +531,7 @@ class RedisCounters:
                 answer = alone
             kind = answer[0]
             if kind == "missing":
-                await self._hydrate(account_id, service, day, total)
+                await self._hydrate(account_id, [(service, day_text, total)])
                 continue
             if kind == "lost":
                 await self._recover(account_id, now)
@@ -519,6 +550,88 @@ class RedisCounters:
             )
         raise StorageError("the day's counter could not be loaded into Redis")
 
+    def _deadline_ms(self) -> int:
+        deadline = CALL_DEADLINE.get()
+        return 0 if deadline is None else int((deadline + self._clock_offset) * 1000)
+
+    def _batcher_for(self, marker: str) -> Batcher[_Consume, _Reply]:
+        if not self._cluster:
+            return self._batcher
+        slot = key_slot(marker.encode())
+        return self._slot_batchers.get(slot) or self._slot_batchers.setdefault(
+            slot, self._new_batcher()
+        )
+
+    async def _consume_slots(
+        self,
+        account_id: str,
+        day: date,
+        slots: tuple[Slot, ...],
+        claim: IdempotencyClaim | None,
+        now: datetime | None,
+    ) -> ConsumeOutcome:
+        """Limits v2: every slot decided in the consume script, all or nothing.
+
+        The script mirrors ``limits.refusing`` and ``limits.advanced`` (consume.lua), with
+        Redis's clock (TIME) as the rates' now, returned as ``at_us``. It goes in the same
+        batch (one script call) as version-1 consumes.
+        """
+        first = slots[0]
+        keys = [self._counter(account_id, first.name, first.period), self._marker(account_id)]
+        if claim is None:
+            idem = "- 0 0 0"
+        else:
+            keys.append(self._idempotency(account_id, claim.key))
+            now_ms = 0 if now is None else int(now.timestamp() * 1000)
+            expires_ms = int(claim.expires_at.timestamp() * 1000)
+            idem_ttl = max((expires_ms - now_ms) // 1000, 1)
+            idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
+        keys += [self._slot_key(account_id, slot) for slot in slots[1:]]
+        fields = []
+        for slot in slots:
+            kind = "r" if slot.interval else "d" if is_day_row(slot) else "w"
+            fields.append(f"{kind} {slot.mode} {slot.cost} {slot.total} {slot.interval}")
+        line = f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {' '.join(fields)}"
+        request = _Consume(
+            account_id, first.name, first.period, first.cost, first.total, claim, keys, line, slots
+        )
+        batcher = self._batcher_for(keys[1])
+        for _ in range(4):
+            if self._batch:
+                answer = await batcher.submit(request)
+            else:
+                [alone] = await self._consume_batch([request])
+                if isinstance(alone, Exception):
+                    raise alone
+                answer = alone
+            kind = answer[0]
+            if kind == "missing":
+                wanted = [slots[int(index) - 1] for index in answer[1:]]
+                await self._hydrate(
+                    account_id, [(slot.name, slot.period, slot.total) for slot in wanted]
+                )
+                continue
+            if kind == "lost":
+                await self._recover(account_id, now)
+                continue
+            if kind == "late":
+                raise StorageError("the counter store (Redis) answered after the deadline")
+            if kind == "conflict":
+                raise Conflict("Idempotency-Key was used with a different request")
+            granted, used, stored_total, stored_day = answer[1:5]
+            replay = kind == "replay"
+            return ConsumeOutcome(
+                int(granted) == 1,
+                int(used),
+                int(stored_total),
+                day if stored_day == first.period else date.fromisoformat(stored_day),
+                replay,
+                () if replay else tuple(int(value) for value in answer[8:]),
+                int(answer[6]),
+                int(answer[7]),
+            )
+        raise StorageError("the call's counters could not be loaded into Redis")
+
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call (all in one slot on a Cluster); note the grants."""
         # The call's own key, under its first account's tag (its slot, on a Cluster).
@@ -533,8 +646,13 @@ class RedisCounters:
             if reply[0] != "ok":
                 continue
             granted = int(reply[1]) == 1
-            day_key = (request.account_id, request.service, request.day)
-            journal.add(day_key, request.cost if granted else 0, 0 if granted else 1, request.total)
+            if request.slots:
+                self._journal_slots(request, granted)
+            else:
+                day_key = (request.account_id, request.service, request.day)
+                journal.add(
+                    day_key, request.cost if granted else 0, 0 if granted else 1, request.total
+                )
             claim = request.claim
             if claim is not None:
                 journal.claims[(request.account_id, claim.key)] = StoredClaim(
@@ -549,20 +667,37 @@ class RedisCounters:
                 )
         return list(replies)
 
+    def _journal_slots(self, request: _Consume, granted: bool) -> None:
+        """Note a v2 consume's changes: every window's cost when granted (rates are never
+        written to SQL), else one rejection on each day row."""
+        journal = self._journal.pending
+        for slot in request.slots:
+            key = (request.account_id, slot.name, slot.period)
+            if granted and not slot.interval:
+                journal.add(key, slot.cost, 0, slot.total)
+            elif not granted and is_day_row(slot):
+                journal.add(key, 0, 1, slot.total)
+
     def _abandoned(self, request: _Consume, reply: _Reply) -> None:
-        """Give back a grant whose caller stopped waiting before it was answered."""
+        """Give back a grant whose caller stopped waiting before it was answered: its
+        units on every window it moved (a rate's tokens stay taken)."""
         if reply[0] != "ok" or int(reply[1]) != 1:
             return
         journal = self._journal.pending
         journal.add(
             (request.account_id, request.service, request.day), -request.cost, 0, request.total
         )
-        keys = request.keys[:2]
-        args: list[Any] = [request.cost, reply[5]]
+        # The idempotency hash's place holds the marker again when there is no claim.
+        keys = [*request.keys[:2], request.keys[2] if request.claim else request.keys[1]]
+        args: list[Any] = [request.cost, reply[5], ""]
         if request.claim is not None:
             journal.claims[(request.account_id, request.claim.key)] = None
-            keys.append(request.keys[2])
-            args.append(request.claim.fingerprint)
+            args[2] = request.claim.fingerprint
+        for slot in request.slots[1:]:
+            if not slot.interval:
+                journal.add((request.account_id, slot.name, slot.period), -slot.cost, 0, slot.total)
+                keys.append(self._counter(request.account_id, slot.name, slot.period))
+                args.append(slot.cost)
         task = asyncio.get_running_loop().create_task(self._refund(keys, args))
         self._refunds.add(task)
         task.add_done_callback(self._refunds.discard)
@@ -580,24 +715,66 @@ class RedisCounters:
         log.error("could not give a refused call's units back in Redis", key=keys[0])
 
     async def adjust(
-        self, account_id: str, service: str, day: date, delta: int, total: int
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...] = (),
     ) -> UsageDay:
-        """Add ``delta`` to a day's counter, flooring at zero."""
+        """Add ``delta`` to a day's counter and to each window of ``extra`` (rates are left
+        alone), flooring each at zero, in one script call."""
+        windows = [slot for slot in extra if not slot.interval]
+        day_text = day.isoformat()
+        counters = [(service, day_text, total)]
+        counters += [(slot.name, slot.period, slot.total) for slot in windows]
         keys = [self._counter(account_id, service, day), self._marker(account_id)]
+        keys += [self._counter(account_id, name, period) for name, period, _ in counters[1:]]
+        args: list[Any] = [delta, COUNTER_TTL_SECONDS, *(each for _, _, each in counters)]
         for _ in range(4):
-            answer = await self._script("adjust", keys, [delta, COUNTER_TTL_SECONDS, total])
+            answer = await self._script("adjust", keys, args)
             if answer[0] == "missing":
-                await self._hydrate(account_id, service, day, total)
+                await self._hydrate(account_id, [counters[int(i) - 1] for i in answer[1:]])
                 continue
             if answer[0] == "lost":
                 await self._recover(account_id)
                 continue
-            used, stored_total, rejected, applied = (int(v or 0) for v in answer)
-            self._journal.pending.add(
-                (account_id, service, day.isoformat()), applied, 0, stored_total
-            )
+            used, stored_total, rejected = (int(v or 0) for v in answer[:3])
+            journal = self._journal.pending
+            journal.add((account_id, service, day_text), int(answer[3]), 0, stored_total)
+            for (name, period, window_total), applied in zip(counters[1:], answer[4:], strict=True):
+                journal.add((account_id, name, period), int(applied), 0, window_total)
             return UsageDay(day, used, stored_total, rejected)
         raise StorageError("the day's counter could not be loaded into Redis")
+
+    async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
+        """Counters by ``(name, period)``: Redis's where it holds them, else SQL's, else 0.
+
+        A rate's (its theoretical arrival time) is Redis's only: a bucket Redis does not
+        hold is full, 0.
+        """
+
+        async def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for name, period in keys:
+                if period == RATE_PERIOD:
+                    pipe.get(self._bucket(account_id, name))
+                else:
+                    pipe.hget(self._counter(account_id, name, period), "used")
+            return list(await pipe.execute())
+
+        live = await self._call(read) if keys else []
+        absent = [
+            key
+            for key, value in zip(keys, live, strict=True)
+            if value is None and key[1] != RATE_PERIOD
+        ]
+        stored = await self.records.counter_rows(account_id, absent) if absent else {}
+        return [
+            int(value) if value is not None else stored.get(key, (0, 0, 0))[0]
+            for key, value in zip(keys, live, strict=True)
+        ]
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
         """Add unseen events in SQL (de-duplicated there), then to the live counters."""
@@ -611,6 +788,9 @@ class RedisCounters:
             for item in items:
                 keys.append(self._counter(account_id, item.service, item.day))
                 args += [item.amount, item.total]
+                for name, period in item.windows:
+                    keys.append(self._counter(account_id, name, period))
+                    args += [item.amount, "-"]
             try:
                 await self._script("events", keys, args)
             except StorageError:
@@ -738,7 +918,7 @@ class RedisCounters:
             by_tag: dict[str, list[str]] = defaultdict(list)
             async for key in self._client.scan_iter(match=head + "*", count=1000):
                 tag = key[len(head) : key.find("}", len(head))]
-                if not key.endswith(":rate"):
+                if key != f"{head}{tag}}}:rate":  # not a throttle's bucket (take_token)
                     by_tag[tag].append(key)
             for keys in by_tag.values():  # one tag: one Cluster slot
                 for start in range(0, len(keys), 500):

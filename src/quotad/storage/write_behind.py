@@ -5,6 +5,9 @@ holds (a restart without persistence, a failover to an empty replica, ``FLUSHALL
 the node that granted a change keeps it here, in its own memory, until SQL has it: the
 usage a node acknowledged survives a Redis loss for as long as that node lives.
 
+Limits v2's window counters (a month's, a key's hour…) are kept and flushed the same
+way as day rows, each under its ``(account, name, period)``.
+
 Changes are kept as deltas (``used + 3``), never as absolute values, so several nodes
 can write the same day without overwriting each other; each flush is one SQL
 transaction numbered per node (``seq``), so a flush whose commit went unanswered is
@@ -16,7 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-DayKey = tuple[str, str, str]  # account id, service, ISO day
+# account id, service, ISO day; or for Limits v2's other window counters account id, limit
+# name, period (its usage_days row: service = the name, day = the period). Rates have none:
+# their buckets are Redis's only.
+DayKey = tuple[str, str, str]
 
 
 class StoredClaim(NamedTuple):

@@ -1,17 +1,32 @@
--- Add delta to a day's use, flooring at zero.
--- KEYS[1] counter hash   KEYS[2] the account's marker   ARGV: delta, counter_ttl_s, total
--- Returns {used, total, rejected, applied delta} | {"missing"} | {"lost"}
+-- Add delta to a day's use, and to Limits v2's other window counters of the same call,
+-- each flooring at zero, in one step.
+-- KEYS[1] the day's counter hash   KEYS[2] the account's marker   KEYS[3..] other windows'
+-- ARGV: delta, counter_ttl_s, then each counter's total (KEYS[1]'s first, then KEYS[3..]'s)
+-- Returns {used, total, rejected, applied delta, [applied delta of KEYS[3..]...]}
+--   | {"missing", i...} (1-based indexes, the day's 1, KEYS[3]'s 2, …) | {"lost"}
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'lost'} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
--- A fresh counter is a new day: it takes this call's total, as a new SQL row would.
-if redis.call('HGET', KEYS[1], 'fresh') == '1' then
-  redis.call('HSET', KEYS[1], 'total', ARGV[3])
-  redis.call('HDEL', KEYS[1], 'fresh')
+local counters = {KEYS[1]}
+for i = 3, #KEYS do counters[#counters + 1] = KEYS[i] end
+local missing = {'missing'}
+for i, counter in ipairs(counters) do
+  if redis.call('EXISTS', counter) == 0 then missing[#missing + 1] = i end
 end
-local before = tonumber(redis.call('HGET', KEYS[1], 'used'))
-local used = before + tonumber(ARGV[1])
-if used < 0 then used = 0 end
-redis.call('HSET', KEYS[1], 'used', string.format('%d', used))  -- not 1e+15
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+if #missing > 1 then return missing end
+local applied = {}
+for i, counter in ipairs(counters) do
+  -- A fresh counter is a new window: it takes this call's total, as a new SQL row would.
+  if redis.call('HGET', counter, 'fresh') == '1' then
+    redis.call('HSET', counter, 'total', ARGV[2 + i])
+    redis.call('HDEL', counter, 'fresh')
+  end
+  local before = tonumber(redis.call('HGET', counter, 'used'))
+  local used = before + tonumber(ARGV[1])
+  if used < 0 then used = 0 end
+  redis.call('HSET', counter, 'used', string.format('%d', used))  -- not 1e+15
+  redis.call('EXPIRE', counter, ARGV[2])
+  applied[i] = string.format('%d', used - before)
+end
 local row = redis.call('HMGET', KEYS[1], 'used', 'total', 'rejected')
-return {row[1], row[2], row[3], string.format('%d', used - before)}
+local reply = {row[1], row[2], row[3]}
+for _, delta in ipairs(applied) do reply[#reply + 1] = delta end
+return reply

@@ -20,6 +20,19 @@
 -- The client library sends a call again when its connection fails or times out after
 -- sending it, and Redis may have run the first one: the same call (same KEYS[1]) is then
 -- answered with the first one's replies, so no consume is ever applied twice.
+--
+-- Limits v2 (SPEC 9): a line "v" decides several slots (counters) in one step, all or
+-- nothing: "v nkeys day deadline_ms fp expires_ms now_ms idem_ttl_s" (fp "-" without an
+-- Idempotency-Key, the next three "0"), then per slot "kind mode cost total interval_us"
+-- (kind: d a day row, w another window, r a rate; mode as limits.HARD/SOFT/SHADOW/TALLY).
+-- Its keys: slot 1's counter, the marker, [the idempotency hash], then the other slots'
+-- (a window's hash like a day's; a rate's string holding its GCRA theoretical arrival
+-- time in microseconds, read against this server's clock, TIME).
+-- Replies: {"ok"|"replay", granted, used, total, day, marker, refused, now_us, before...}
+--   (refused: the 0-based index of the first hard slot without room, -1 none; before: each
+--   slot's value before, in order; none on a replay) | {"missing", i...} (1-based indexes of
+--   window slots Redis does not hold: the caller loads them from SQL and sends it again)
+--   | {"conflict"} | {"lost"} | {"late"}
 local counter_ttl = ARGV[1]
 local seen = redis.call('GET', KEYS[1])
 if seen then
@@ -78,16 +91,147 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
   return {'ok', granted, used, total_text, day, incarnation}, line
 end
 
+local HARD = 0
+
+-- limits.fits, exactly: the rate's terms are regrouped (its lead over now, then the cost)
+-- so each stays far below 2^53, where Lua's doubles are exact.
+local function fits(slot, value, now_us)
+  if slot.interval > 0 then
+    return (math.max(value, now_us) - now_us) + slot.cost * slot.interval
+      <= slot.total * slot.interval
+  end
+  return value + slot.cost <= slot.total
+end
+
+-- limits.refusing, exactly: the first hard slot without room (0-based), -1 when none.
+local function refusing(values, slots, now_us)
+  for i = 1, #slots do
+    if slots[i].mode == HARD and not fits(slots[i], values[i], now_us) then return i - 1 end
+  end
+  return -1
+end
+
+-- limits.advanced, exactly: windows move by their cost (past the total when soft or
+-- shadow); a rate's bucket only when the tokens are there.
+local function advanced(values, slots, now_us)
+  local after = {}
+  for i = 1, #slots do
+    local slot, value = slots[i], values[i]
+    if slot.interval > 0 then
+      if fits(slot, value, now_us) then
+        value = math.max(value, now_us) + slot.cost * slot.interval
+      end
+    else
+      value = value + slot.cost
+    end
+    after[i] = value
+  end
+  return after
+end
+
+local function consume_slots(f, keys, marker, idem, counter_ttl_s)
+  local deadline = tonumber(f[4])
+  if deadline > 0 and now_ms > deadline then return {'late'}, 'late' end
+  local incarnation = redis.call('GET', marker)
+  if not incarnation then return {'lost'}, 'lost' end
+  local day = f[3]
+  local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  local now_text = string.format('%d', now_us)
+  if idem then
+    local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires',
+                            'refused')
+    if seen[1] and tonumber(seen[6]) > tonumber(f[7]) then
+      if seen[1] ~= f[5] then return {'conflict'}, 'conflict' end
+      -- An answer restored from SQL has no refused index: the day row's, when refused.
+      local refused = seen[7] or (seen[2] == '1' and '-1' or '0')
+      local reply = {'replay', seen[2], seen[3], seen[4], seen[5], incarnation, refused, now_text}
+      return reply, table.concat(reply, ' ')
+    end
+  end
+  local slots, values, missing = {}, {}, {}
+  for i = 1, #keys do
+    local base = 9 + (i - 1) * 5
+    local slot = {kind = f[base], mode = tonumber(f[base + 1]), cost = tonumber(f[base + 2]),
+                  cost_text = f[base + 2], total_text = f[base + 3], total = tonumber(f[base + 3]),
+                  interval = tonumber(f[base + 4])}
+    slots[i] = slot
+    if slot.kind == 'r' then
+      -- A bucket Redis does not hold is full (never loaded from SQL).
+      values[i] = tonumber(redis.call('GET', keys[i]) or '0')
+    elseif redis.call('EXISTS', keys[i]) == 0 then
+      missing[#missing + 1] = i
+    else
+      values[i] = tonumber(redis.call('HGET', keys[i], 'used'))
+    end
+  end
+  if #missing > 0 then
+    local reply = {'missing'}
+    for _, i in ipairs(missing) do reply[#reply + 1] = i end
+    return reply, table.concat(reply, ' ')
+  end
+  local refused = refusing(values, slots, now_us)
+  local after = values
+  if refused < 0 then after = advanced(values, slots, now_us) end
+  for i = 1, #keys do
+    local slot, key = slots[i], keys[i]
+    if slot.kind == 'r' then
+      if after[i] ~= values[i] then
+        -- Kept until the bucket is full again: an absent bucket is a full one.
+        local ttl_ms = string.format('%d', math.floor((after[i] - now_us) / 1000) + 1000)
+        redis.call('SET', key, string.format('%d', after[i]), 'PX', ttl_ms)
+      end
+    else
+      if refused < 0 then
+        redis.call('HINCRBY', key, 'used', slot.cost_text)  -- text: never 1e+15
+        redis.call('HDEL', key, 'fresh')
+      elseif slot.kind == 'd' then
+        redis.call('HINCRBY', key, 'rejected', 1)
+        redis.call('HDEL', key, 'fresh')
+      end
+      redis.call('HSET', key, 'total', slot.total_text)
+      redis.call('EXPIRE', key, counter_ttl_s)
+    end
+  end
+  local granted = refused < 0 and 1 or 0
+  local used = after[1]
+  if idem then
+    redis.call('HSET', idem, 'fp', f[5], 'granted', granted, 'used', string.format('%d', used),
+               'total', slots[1].total_text, 'day', day, 'expires', f[6], 'refused', refused)
+    redis.call('EXPIRE', idem, f[8])
+  end
+  local reply = {'ok', granted, used, slots[1].total_text, day, incarnation, refused, now_us}
+  local line = {'ok', granted, string.format('%d', used), slots[1].total_text, day, incarnation,
+                refused, now_text}
+  for i = 1, #keys do
+    reply[#reply + 1] = values[i]
+    line[#line + 1] = string.format('%d', values[i])
+  end
+  return reply, table.concat(line, ' ')
+end
+
 local replies, lines, k = {}, {}, 2
 for line in string.gmatch(ARGV[2], '[^\n]+') do
-  local count, cost, total, day, deadline, fp, expires, now, idem_ttl = string.match(
-    line, '^(%d) (%d+) (%d+) (%S+) (%d+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
-  local idem = nil
-  if count == '3' then idem = KEYS[k + 2] end
-  local n = #replies + 1
-  replies[n], lines[n] = consume(KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day,
-    tonumber(deadline), fp, expires, now, idem_ttl)
-  k = k + tonumber(count)
+  if string.sub(line, 1, 1) == 'v' then
+    local f = {}
+    for field in string.gmatch(line, '%S+') do f[#f + 1] = field end
+    local count = tonumber(f[2])
+    local idem, first = nil, k + 2
+    if f[5] ~= '-' then idem, first = KEYS[k + 2], k + 3 end
+    local keys = {KEYS[k]}
+    for i = first, k + count - 1 do keys[#keys + 1] = KEYS[i] end
+    local n = #replies + 1
+    replies[n], lines[n] = consume_slots(f, keys, KEYS[k + 1], idem, counter_ttl)
+    k = k + count
+  else
+    local count, cost, total, day, deadline, fp, expires, now, idem_ttl = string.match(
+      line, '^(%d) (%d+) (%d+) (%S+) (%d+) ?(%S*) ?(%S*) ?(%S*) ?(%S*)$')
+    local idem = nil
+    if count == '3' then idem = KEYS[k + 2] end
+    local n = #replies + 1
+    replies[n], lines[n] = consume(KEYS[k], KEYS[k + 1], idem, tonumber(cost), total, day,
+      tonumber(deadline), fp, expires, now, idem_ttl)
+    k = k + tonumber(count)
+  end
 end
 redis.call('SET', KEYS[1], table.concat(lines, '\n'), 'EX', ARGV[3])
 return replies

@@ -1,16 +1,28 @@
 -- Give back a consume whose caller stopped waiting before its answer came (it was told
--- 503, or allowed uncounted): its units, and its Idempotency-Key's answer, so a retry
--- is decided afresh.
--- KEYS[1] counter hash   KEYS[2] the account's marker   [KEYS[3] idempotency hash]
--- ARGV: cost, the marker the grant was made under, [fingerprint]
+-- 503, or allowed uncounted): its units on its day and on every other window counter
+-- it moved (Limits v2; a rate's bucket is left alone), and its Idempotency-Key's
+-- answer, so a retry is decided afresh.
+-- KEYS[1] counter hash   KEYS[2] the account's marker   KEYS[3] idempotency hash (unused
+--   without an Idempotency-Key)   KEYS[4..] the other window counters
+-- ARGV: cost, the marker the grant was made under, fingerprint ("" without a key), then
+--   the cost of each of KEYS[4..]
 -- Counters rebuilt since the grant came from SQL, where the grant and its refund are
 -- written together: they are right already.
-if redis.call('GET', KEYS[2]) == ARGV[2] and redis.call('EXISTS', KEYS[1]) == 1 then
-  local used = tonumber(redis.call('HGET', KEYS[1], 'used')) - tonumber(ARGV[1])
-  if used < 0 then used = 0 end
-  redis.call('HSET', KEYS[1], 'used', string.format('%d', used))
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  local counters, costs = {KEYS[1]}, {ARGV[1]}
+  for i = 4, #KEYS do
+    counters[#counters + 1] = KEYS[i]
+    costs[#costs + 1] = ARGV[i]
+  end
+  for i, counter in ipairs(counters) do
+    if redis.call('EXISTS', counter) == 1 then
+      local used = tonumber(redis.call('HGET', counter, 'used')) - tonumber(costs[i])
+      if used < 0 then used = 0 end
+      redis.call('HSET', counter, 'used', string.format('%d', used))
+    end
+  end
 end
-if KEYS[3] and redis.call('HGET', KEYS[3], 'fp') == ARGV[3] then
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], 'fp') == ARGV[3] then
   redis.call('DEL', KEYS[3])
 end
 return 1
