@@ -228,26 +228,6 @@ class SqlCounters:
         async with self._db.read() as conn:
             return [usage_day_of(row) for row in await conn.execute(query)]
 
-    async def counter_rows(
-        self, account_id: str, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[int, int, int]]:
-        """The stored rows of counters by ``(name, period)``: ``(used, total, rejected)``.
-
-        Stand-in for the Redis store's hydration (helper A's version replaces it).
-        """
-        if not keys:
-            return {}
-        query = (
-            usage_days.select()
-            .where(usage_days.c.account_id == account_id)
-            .where(sa.tuple_(usage_days.c.service, usage_days.c.day).in_(keys))
-        )
-        async with self._db.read() as conn:
-            return {
-                (row.service, row.day): (int(row.used), int(row.total), int(row.rejected))
-                for row in await conn.execute(query)
-            }
-
     async def export_usage(self) -> AsyncIterator[tuple[str, str, UsageDay]]:
         """Every stored day, streamed in primary-key order (day rows only: another limit's
         counter is named with a dot, which no service's name has)."""
