@@ -3,13 +3,12 @@ test_limits_store.py's, over every store).
 
 Window counters written behind to SQL and rebuilt after a lost Redis, version-1 and
 version-2 consumes sharing one script call, one Cluster slot per account, and rates
-decided on Redis's clock.
+decided on the caller's clock (Redis's TIME without one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,15 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from quotad.domain.limits import HARD, RATE_PERIOD, SOFT, TALLY, Slot, interval_us
-from quotad.domain.models import Account, AccountStatus, IdempotencyClaim, Overrides, Plan, Quota
+from quotad.domain.models import (
+    Account,
+    AccountStatus,
+    ConsumeOutcome,
+    IdempotencyClaim,
+    Overrides,
+    Plan,
+    Quota,
+)
 from quotad.storage.redis import RedisCounters
 from tests.conftest import LOOPBACK, RedisClusterProcesses
 from tests.servers import REDIS_URL, redis_namespace
@@ -144,37 +151,36 @@ async def test_one_script_call_decides_a_batch_of_v1_and_v2_consumes(redis_url: 
         await store.close()
 
 
-async def test_a_rate_is_decided_on_redis_clock_not_the_callers(redis_url: str) -> None:
-    """A rate's bucket ignores the caller's ``now``: its at_us and stored arrival time are
-    Redis's TIME, and an hour of the caller's clock does not refill it."""
+async def test_a_rate_is_decided_on_the_callers_clock_or_redis_time(redis_url: str) -> None:
+    """A rate's bucket follows the caller's ``now`` as on every store (an hour of it refills
+    the bucket); a consume without a ``now`` is decided on Redis's TIME."""
     store = await open_node(redis_url, "acme")
     try:
         rate = Slot("insights.rate", RATE_PERIOD, 2, HARD, 1, interval_us(0.001))
-        outcomes = []
-        for hours in range(3):
-            outcomes.append(
-                await store.consume(
-                    "acme",
-                    "insights",
-                    DAY,
-                    1,
-                    1000,
-                    now=NOW + timedelta(hours=hours),
-                    extra=(rate,),
-                    day_mode=TALLY,
-                )
+
+        async def at(moment: datetime | None) -> ConsumeOutcome:
+            return await store.consume(
+                "acme", "insights", DAY, 1, 1000, now=moment, extra=(rate,), day_mode=TALLY
             )
-        assert [outcome.granted for outcome in outcomes] == [True, True, False]
-        assert outcomes[2].refused == 1
+
+        burst = [await at(NOW), await at(NOW)]
+        refused = await at(NOW)
+        later = await at(NOW + timedelta(hours=1))  # 3.6 tokens back (one per 1000 s)
+        assert [o.granted for o in (*burst, refused, later)] == [True, True, False, True]
+        now_us = int(NOW.timestamp() * 1_000_000)
+        assert (refused.at_us, refused.refused) == (now_us, 1)
+        assert later.at_us == now_us + 3_600_000_000
+        key = f"{prefix_of(redis_url)}:{{acme}}:t:insights.rate"
         client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-        server_us = sum(int(x) * m for x, m in zip(await client.time(), (10**6, 1), strict=True))
-        stored = int(await client.get(f"{prefix_of(redis_url)}:{{acme}}:t:insights.rate"))
-        await client.aclose()
-        assert all(abs(outcome.at_us - server_us) < 5_000_000 for outcome in outcomes)
-        first = outcomes[0].at_us
-        assert stored == first + 2 * rate.interval  # two tokens taken from a full bucket
-        assert await store.read_counters("acme", [("insights.rate", RATE_PERIOD)]) == [stored]
-        assert abs(time.time() * 1e6 - first) < 60e6  # the wall clock, not NOW (2024)
+        try:
+            await client.delete(key)
+            server_us = sum(
+                int(x) * m for x, m in zip(await client.time(), (10**6, 1), strict=True)
+            )
+        finally:
+            await client.aclose()
+        unclocked = await at(None)
+        assert abs(unclocked.at_us - server_us) < 5_000_000  # Redis's TIME, not 2024
     finally:
         await store.close()
 

@@ -101,23 +101,33 @@ async def test_soft_and_shadow_slots_never_refuse_and_go_past(stores: Stores) ->
     assert await stores.counters.read_counters("acme", [day_key(), MONTH]) == [3, 3]
 
 
-async def test_a_rate_grants_its_burst_refuses_then_refills(stores: Stores) -> None:
+async def test_a_rate_grants_its_burst_refuses_then_refills(
+    stores: Stores, store_kind: str
+) -> None:
     """A rate of 1/s with a burst of 2 grants two calls at once, refuses the third, and
-    grants again a second later; its refusal moves no counter."""
+    grants again a second later; its refusal moves no counter.
+
+    Redis decides rates on its own clock (one clock for every node), the other stores on
+    the caller's: there the second passes for real.
+    """
     await add_account(stores)
     extra = (rate(2, 1.0),)
     consume = stores.counters.consume
     burst = [await consume("acme", "insights", DAY, 1, 100, now=NOON, extra=extra) for _ in "ab"]
     refused = await consume("acme", "insights", DAY, 1, 100, now=NOON, extra=extra)
+    if store_kind.startswith("redis"):
+        await asyncio.sleep(1.05)
     later = NOON + timedelta(seconds=1)
     refilled = await consume("acme", "insights", DAY, 1, 100, now=later, extra=extra)
-    noon_us = int(NOON.timestamp() * 1_000_000)
+    start_us = burst[0].at_us  # the store's clock at the first call
+    if not store_kind.startswith("redis"):
+        assert start_us == refused.at_us == int(NOON.timestamp() * 1_000_000)
     assert [o.granted for o in burst] == [True, True]
-    assert (refused.granted, refused.refused, refused.at_us) == (False, 1, noon_us)
-    assert refused.before == (2, noon_us + 2_000_000)  # the bucket's arrival time, in µs
+    assert (refused.granted, refused.refused) == (False, 1)
+    assert refused.before == (2, start_us + 2_000_000)  # the bucket's arrival time, in µs
     assert refilled.granted
     counters = await stores.counters.read_counters("acme", [day_key(), RATE])
-    assert counters == [3, noon_us + 3_000_000]
+    assert counters == [3, start_us + 3_000_000]
 
 
 async def test_per_key_counters_are_independent(stores: Stores) -> None:
@@ -199,10 +209,11 @@ async def test_dump_and_restore_carry_window_counters(
     items = [item async for item in stores.counters.dump()]
     counters = [item for item in items if isinstance(item, WindowCounter)]
     noon_us = int(NOON.timestamp() * 1_000_000)
-    assert counters == [
-        WindowCounter("acme", "insights.month", "2024-11-01", 2, 100),
-        WindowCounter("acme", "insights.rate", "rate", noon_us + 1_000_000, 5),
-    ]
+    month = WindowCounter("acme", "insights.month", "2024-11-01", 2, 100)
+    # Redis keeps rate buckets in Redis only (a lost or moved bucket starts full).
+    bucket = WindowCounter("acme", "insights.rate", "rate", noon_us + 1_000_000, 5)
+    redis = store_kind.startswith("redis")
+    assert counters == ([month] if redis else [month, bucket])
     restored_path = tmp_path / "restored"
     restored_path.mkdir()
     with store_url(store_kind, restored_path) as url:
@@ -217,7 +228,7 @@ async def test_dump_and_restore_carry_window_counters(
             await restored.counters.restore(replay())
             assert [item async for item in restored.counters.dump()] == items
             read = await restored.counters.read_counters("acme", [MONTH, RATE, day_key()])
-            assert read == [2, noon_us + 1_000_000, 2]
+            assert read == [2, 0 if redis else noon_us + 1_000_000, 2]
         finally:
             await restored.close()
 

@@ -45,8 +45,9 @@ of an account carries its hash tag, so a multi-slot consume stays in one Cluster
   (journal key ``(account, name, period)``, an ``usage_days`` row), so it survives a
   lost Redis as a day does: the rebuild after a loss reloads it lazily, on first use.
 - A rate's bucket, ``<prefix>:{<account>}:t:<name>``, holds its GCRA theoretical arrival
-  time in microseconds, decided against Redis's clock (``TIME``, the outcome's
-  ``at_us``), so every node agrees on it. It is never written to SQL nor loaded from
+  time in microseconds, decided against the calling node's clock as in every store (as
+  its windows are: nodes keep their clocks in step with NTP; a node ``d`` seconds ahead
+  lets at most ``d * rate`` tokens more through). It is never written to SQL nor loaded from
   it: a bucket Redis lost (or let expire, once full again) starts full, which lets at
   most one burst more through after a loss, and ``dump`` carries no rate buckets.
 - The rates' arithmetic is exact in Lua's doubles while ``burst * µs per token`` stays
@@ -233,7 +234,7 @@ class RedisCounters:
         return f"{self._prefix}:{{{account_id}}}:u:{service}:{day_text}"
 
     def _bucket(self, account_id: str, name: str) -> str:
-        """A Limits v2 rate's key: its theoretical arrival time (µs, Redis's clock)."""
+        """A Limits v2 rate's key: its theoretical arrival time (µs, the callers' clock)."""
         return f"{self._prefix}:{{{account_id}}}:t:{name}"
 
     def _slot_key(self, account_id: str, slot: Slot) -> str:
@@ -573,8 +574,8 @@ class RedisCounters:
         """Limits v2: every slot decided in the consume script, all or nothing.
 
         The script mirrors ``limits.refusing`` and ``limits.advanced`` (consume.lua), with
-        Redis's clock (TIME) as the rates' now, returned as ``at_us``. It goes in the same
-        batch (one script call) as version-1 consumes.
+        the caller's ``now`` as the rates' now (Redis's TIME without one), returned as
+        ``at_us``. It goes in the same batch (one script call) as version-1 consumes.
         """
         first = slots[0]
         keys = [self._counter(account_id, first.name, first.period), self._marker(account_id)]
@@ -591,7 +592,10 @@ class RedisCounters:
         for slot in slots:
             kind = "r" if slot.interval else "d" if is_day_row(slot) else "w"
             fields.append(f"{kind} {slot.mode} {slot.cost} {slot.total} {slot.interval}")
-        line = f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {' '.join(fields)}"
+        now_us = 0 if now is None else int(now.timestamp() * 1_000_000)
+        line = (
+            f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {' '.join(fields)} {now_us}"
+        )
         request = _Consume(
             account_id, first.name, first.period, first.cost, first.total, claim, keys, line, slots
         )

@@ -25,9 +25,10 @@
 -- nothing: "v nkeys day deadline_ms fp expires_ms now_ms idem_ttl_s" (fp "-" without an
 -- Idempotency-Key, the next three "0"), then per slot "kind mode cost total interval_us"
 -- (kind: d a day row, w another window, r a rate; mode as limits.HARD/SOFT/SHADOW/TALLY).
+-- and last the caller's clock in µs (0: this server's TIME), the rates' now.
 -- Its keys: slot 1's counter, the marker, [the idempotency hash], then the other slots'
 -- (a window's hash like a day's; a rate's string holding its GCRA theoretical arrival
--- time in microseconds, read against this server's clock, TIME).
+-- time in microseconds).
 -- Replies: {"ok"|"replay", granted, used, total, day, marker, refused, now_us, before...}
 --   (refused: the 0-based index of the first hard slot without room, -1 none; before: each
 --   slot's value before, in order; none on a replay) | {"missing", i...} (1-based indexes of
@@ -135,7 +136,9 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
   local incarnation = redis.call('GET', marker)
   if not incarnation then return {'lost'}, 'lost' end
   local day = f[3]
-  local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  -- The caller's clock (the line's last field), as every store decides rates; 0: TIME.
+  local now_us = tonumber(f[9 + #keys * 5] or '0')
+  if now_us == 0 then now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2]) end
   local now_text = string.format('%d', now_us)
   if idem then
     local seen = redis.call('HMGET', idem, 'fp', 'granted', 'used', 'total', 'day', 'expires',
