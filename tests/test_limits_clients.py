@@ -277,7 +277,7 @@ def test_cli_v2_plan_and_usage_show_with_every_window(target: tuple[str, tuple[s
     issued = json.loads(
         cli(target, "keys", "create", account, "--limit", "insights=day:500", "--json")
     )
-    assert issued["limits"] == {"insights": {"total": 500}}
+    assert issued["limits"] == {"insights": [{"window": "day", "total": 500}]}
     consume(target, issued["key"], 3)
     out = cli(target, "usage", "show", account, "--service", "insights", "--no-chart")
     assert "limits now" in out

@@ -196,7 +196,7 @@ async def backend() -> AsyncIterator[KeyedBackend]:
     ctx = Context(stores_from_url("memory://"), settings)
     await ctx.stores.open()
     await admin.create_service(ctx, "insights", "")
-    await admin.create_plan(ctx, "p", {"insights": Quota(3)}, [], "")
+    await admin.create_plan(ctx, "p", {"insights": Quota.daily(3)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
     embedded = KeyedBackend(ctx=ctx)
     embedded.key = (await admin.create_key(ctx, "acme", "k")).secret

@@ -283,7 +283,7 @@ async def test_an_unreachable_upstream_answers_502_and_is_refunded() -> None:
     await ctx.stores.open()
     try:
         await admin.create_service(ctx, "insights", "")
-        await admin.create_plan(ctx, "p", {"insights": Quota(3)}, [], "")
+        await admin.create_plan(ctx, "p", {"insights": Quota.daily(3)}, [], "")
         await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
         key = (await admin.create_key(ctx, "acme", "k")).secret
         backend = EmbeddedBackend(ctx=ctx)
@@ -356,7 +356,7 @@ async def two_services() -> AsyncIterator[tuple[Context, str]]:
     await ctx.stores.open()
     for name in ("insights", "scoring"):
         await admin.create_service(ctx, name, "")
-    await admin.create_plan(ctx, "p", {"insights": Quota(10), "scoring": Quota(10)}, [], "")
+    await admin.create_plan(ctx, "p", {"insights": Quota.daily(10), "scoring": Quota.daily(10)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
     key = (await admin.create_key(ctx, "acme", "k")).secret
     yield ctx, key

@@ -153,7 +153,7 @@ class EmbeddedStore:
             service: {"total": value} if isinstance(value, int) else list(value)
             for service, value in quotas.items()
         }
-        parsed = admin.parse_quotas(raw, "/body/quotas")
+        parsed = admin.parse_quotas(raw, "/quotas")
         try:
             return await admin.create_plan(
                 self._ctx,
@@ -216,7 +216,7 @@ class EmbeddedStore:
                 key; they only narrow the account's).
         """
         own = admin.parse_quotas(
-            {service: list(given) for service, given in (limits or {}).items()}, "/body/limits"
+            {service: list(given) for service, given in (limits or {}).items()}, "/limits"
         )
         body = _checked(
             schemas.KeyIn,

@@ -254,9 +254,12 @@ class RemoteBackend:
             "window_seconds": answer.window_seconds,
             "note": answer.note,
         }
+        # A version-1 plan's answer lists its one daily limit too; the server's own verdict
+        # has none (and so writes version 1's headers): read it back the same way.
+        v1 = len(answer.limits) == 1 and _is_v1(answer.limits[0], service)
         version2 = {
-            "limits": tuple(_limit_state(x, service, answer) for x in answer.limits),
-            "refused_by": answer.refused_by,
+            "limits": () if v1 else tuple(_limit_state(x, service, answer) for x in answer.limits),
+            "refused_by": None if v1 else answer.refused_by,
             "overage": answer.overage,
             "would_refuse": answer.would_refuse,
             "retry_after": answer.retry_after,
@@ -294,6 +297,16 @@ class RemoteBackend:
     def now(self) -> datetime:
         """The system clock (quotad's answers carry absolute reset times)."""
         return datetime.now(UTC)
+
+
+def _is_v1(entry: sdk.LimitState, service: str) -> bool:
+    """Whether a verdict's entry is version 1's quota: a hard daily total the account shares."""
+    return (entry.name, entry.window, entry.mode, entry.per) == (
+        f"{service}.day",
+        "day",
+        "hard",
+        "account",
+    )
 
 
 def _limit_state(entry: sdk.LimitState, service: str, answer: sdk.Verdict) -> LimitState:

@@ -247,7 +247,10 @@ def limit_rows(quotas: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def limits_text(value: Any) -> str:
-    """A service's limits in the ``--limit`` syntax, short: ``day:1000 rate:10/20``."""
+    """A service's limits, short: version 1's ``250/day``, or a list in the ``--limit``
+    syntax, ``day:1000 rate:10/20``."""
+    if isinstance(value, dict):
+        return f"{value['total']}/{value.get('period', 'day')}"
     parts = []
     for row in limit_rows({"": value}):
         total = str(row["total"]).replace(" at ", "@").removesuffix("/s")

@@ -68,7 +68,7 @@ def quota_view(quota: Quota) -> Any:
 
 
 def override_view(limits: tuple[QuotaLimit, ...]) -> Any:
-    """Limits of an override or a key, as ``quotad.domain.limits.render_override``."""
+    """An account's override of a service, as ``quotad.domain.limits.render_override``."""
     return _render(limits, {"total": limits[0].total} if limits else {})
 
 
@@ -132,7 +132,7 @@ def key_view(key: Key) -> View:
         "expires_at": _time(key.expires_at),
         "revoked_at": _time(key.revoked_at),
         "replaced_by": key.replaced_by,
-        "limits": {k: override_view(v) for k, v in sorted(key.limits.items())},
+        "limits": {k: [x.to_json() for x in v] for k, v in sorted(key.limits.items())},
     }
 
 
