@@ -42,7 +42,7 @@ async def add_records(stores: Stores) -> None:
     """Services insights and scoring, a plan, accounts acme and beta."""
     for name in ("insights", "scoring"):
         await stores.records.create_service(Service(name, "", CREATED))
-    quotas = {"insights": Quota(5), "scoring": Quota(100)}
+    quotas = {"insights": Quota.daily(5), "scoring": Quota.daily(100)}
     await stores.records.create_plan(Plan("p", quotas, (), CREATED))
     for account_id in ("acme", "beta"):
         await create_account(
