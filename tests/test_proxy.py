@@ -356,7 +356,9 @@ async def two_services() -> AsyncIterator[tuple[Context, str]]:
     await ctx.stores.open()
     for name in ("insights", "scoring"):
         await admin.create_service(ctx, name, "")
-    await admin.create_plan(ctx, "p", {"insights": Quota.daily(10), "scoring": Quota.daily(10)}, [], "")
+    await admin.create_plan(
+        ctx, "p", {"insights": Quota.daily(10), "scoring": Quota.daily(10)}, [], ""
+    )
     await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
     key = (await admin.create_key(ctx, "acme", "k")).secret
     yield ctx, key
