@@ -33,7 +33,7 @@ from quotad.api import schemas
 from quotad.api.server import proxy_options
 from quotad.asgi import EmbeddedBackend
 from quotad.domain.clock import Clock, SystemClock
-from quotad.domain.models import Account, Limit, Overrides, Plan, Quota, Service
+from quotad.domain.models import Account, AccountStatus, Limit, Overrides, Plan, Quota, Service
 from quotad.errors import (
     Conflict,
     FieldError,
@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 LimitValue = int | tuple[int, str]
+# A service's quota: units a day, or its limits as the API takes them (SPEC 9).
+QuotaValue = int | Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,17 +127,19 @@ class EmbeddedStore:
     async def create_plan(
         self,
         plan_id: str,
-        quotas: Mapping[str, int],
+        quotas: Mapping[str, QuotaValue],
         limits: Mapping[str, LimitValue] | None = None,
         *,
         description: str = "",
         exist_ok: bool = False,
     ) -> Plan:
-        """Create a plan: a daily quota per service, and resource limits.
+        """Create a plan: the limits of each service, and resource limits.
 
         Args:
             plan_id: the plan's id (letters, digits, ``-``, ``_``, ``.``).
-            quotas: units a day per registered service, e.g. ``{"insights": 250}``.
+            quotas: per registered service, units a day (``{"insights": 250}``) or a list of
+                limits as the API takes them (``{"insights": [{"window": "day", "total":
+                1000}, {"rate": {"per_second": 10, "burst": 20}}]}``).
             limits: resource limits by name, each ``10`` or ``(10, "Cohorts allowed")``.
             description: shown to the operator.
             exist_ok: return the stored plan when one has this id.
@@ -144,18 +148,17 @@ class EmbeddedStore:
         for name, value in (limits or {}).items():
             amount, text = value if isinstance(value, tuple) else (value, "")
             limit_items.append({"name": name, "limit": amount, "description": text})
-        body = _checked(
-            schemas.PlanIn,
-            id=plan_id,
-            description=description,
-            quotas={service: {"total": total} for service, total in quotas.items()},
-            limits=limit_items,
-        )
+        body = _checked(schemas.PlanIn, id=plan_id, description=description, limits=limit_items)
+        raw = {
+            service: {"total": value} if isinstance(value, int) else list(value)
+            for service, value in quotas.items()
+        }
+        parsed = admin.parse_quotas(raw, "/quotas")
         try:
             return await admin.create_plan(
                 self._ctx,
                 body.id,
-                {name: Quota.daily(quota.total) for name, quota in body.quotas.items()},
+                {name: Quota(given) for name, given in parsed.items()},
                 [Limit(item.name, item.description, item.limit) for item in body.limits],
                 body.description,
             )
@@ -171,13 +174,22 @@ class EmbeddedStore:
         *,
         plan: str,
         timezone: str = "UTC",
+        billing_anchor: int | None = None,
         exist_ok: bool = False,
     ) -> Account:
-        """Create an account on a plan; its days are dates in ``timezone`` (IANA name)."""
+        """Create an account on a plan; its days are dates in ``timezone`` (IANA name), its
+        billing months start on ``billing_anchor`` (1-31; default: the day it is created)."""
         body = _checked(schemas.AccountIn, id=account_id, name=name, plan=plan, timezone=timezone)
         try:
             return await admin.create_account(
-                self._ctx, body.id, body.name, body.plan, body.timezone, Overrides()
+                self._ctx,
+                body.id,
+                body.name,
+                body.plan,
+                body.timezone,
+                Overrides(),
+                AccountStatus.ACTIVE,
+                billing_anchor,
             )
         except Conflict:
             if not exist_ok:
@@ -191,6 +203,7 @@ class EmbeddedStore:
         *,
         scopes: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        limits: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     ) -> NewKey:
         """Issue an API key for an account; its secret is in the answer only.
 
@@ -199,7 +212,12 @@ class EmbeddedStore:
             name: a label for the key.
             scopes: ``usage:read``, ``consume:*``, ``consume:<service>``; ``None``: all.
             expires_at: when the key stops working (timezone-aware), or never.
+            limits: the key's own limits by service, as the API takes them (counted per
+                key; they only narrow the account's).
         """
+        own = admin.parse_quotas(
+            {service: list(given) for service, given in (limits or {}).items()}, "/limits"
+        )
         body = _checked(
             schemas.KeyIn,
             name=name,
@@ -212,6 +230,7 @@ class EmbeddedStore:
             body.name,
             body.expires_at,
             None if body.scopes is None else tuple(body.scopes),
+            own,
         )
         record = issued.record
         return NewKey(

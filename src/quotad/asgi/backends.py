@@ -17,7 +17,9 @@ from typing import Any, Protocol
 import httpx2
 import structlog
 
+from quotad import sdk
 from quotad.domain.clock import Clock, SystemClock
+from quotad.domain.limits import LimitSpec, LimitState, Mode, Per, Window
 from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.http.types import ASGIApp, Receive, Scope, Send
 from quotad.sdk import AsyncClient, QuotadAPIError, QuotadConnectionError, RetryPolicy, ServerError
@@ -241,17 +243,31 @@ class RemoteBackend:
             if isinstance(exc, ServerError) and not exc.id:  # a gateway's 5xx, not quotad's
                 raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
             raise RelayedError.of(exc) from exc
-        return Verdict(
-            valid=answer.valid,
-            code=answer.code,
-            service=answer.service,
-            account_id=answer.account_id,
-            used=answer.used,
-            total=answer.total,
-            reset=answer.reset,
-            window_seconds=answer.window_seconds,
-            note=answer.note,
-        )
+        fields: dict[str, Any] = {
+            "valid": answer.valid,
+            "code": answer.code,
+            "service": answer.service,
+            "account_id": answer.account_id,
+            "used": answer.used,
+            "total": answer.total,
+            "reset": answer.reset,
+            "window_seconds": answer.window_seconds,
+            "note": answer.note,
+        }
+        # A version-1 plan's answer lists its one daily limit too; the server's own verdict
+        # has none (and so writes version 1's headers): read it back the same way.
+        v1 = len(answer.limits) == 1 and _is_v1(answer.limits[0], service)
+        version2 = {
+            "limits": () if v1 else tuple(_limit_state(x, service, answer) for x in answer.limits),
+            "refused_by": None if v1 else answer.refused_by,
+            "overage": answer.overage,
+            "would_refuse": answer.would_refuse,
+            "retry_after": answer.retry_after,
+        }
+        # Verdict's version-2 fields come with the verify branch of SPEC 9; only those
+        # this build's Verdict has are passed (the middleware reads them by name).
+        fields |= {name: value for name, value in version2.items() if name in Verdict._fields}
+        return Verdict(**fields)
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
         """The adjust endpoint, with ``delta=-cost`` on the day the verdict consumed from."""
@@ -281,6 +297,40 @@ class RemoteBackend:
     def now(self) -> datetime:
         """The system clock (quotad's answers carry absolute reset times)."""
         return datetime.now(UTC)
+
+
+def _is_v1(entry: sdk.LimitState, service: str) -> bool:
+    """Whether a verdict's entry is version 1's quota: a hard daily total the account shares."""
+    return (entry.name, entry.window, entry.mode, entry.per) == (
+        f"{service}.day",
+        "day",
+        "hard",
+        "account",
+    )
+
+
+def _limit_state(entry: sdk.LimitState, service: str, answer: sdk.Verdict) -> LimitState:
+    """A verdict's limit entry as the server's ``LimitState`` (its billing anchor is not
+    in the entry: a window's reset says when it ends)."""
+    spec = LimitSpec(
+        entry.total,
+        None if entry.window is None else Window(entry.window),
+        entry.per_second or 0.0,
+        False,
+        Mode(entry.mode),
+        Per(entry.per),
+    )
+    return LimitState(
+        entry.name,
+        service,
+        spec,
+        entry.used,
+        entry.total,
+        entry.reset or datetime.now(UTC),
+        entry.overage,
+        entry.name in answer.would_refuse,
+        answer.retry_after if entry.name == answer.refused_by else None,
+    )
 
 
 class _RemoteUsage:

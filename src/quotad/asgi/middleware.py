@@ -5,9 +5,12 @@ For each HTTP request it metered, in order:
 1. takes the caller's key from ``Authorization: Bearer`` or ``x-api-key`` (401 without one,
    400 when the two carry different keys; see ``quotad.service.auth.key_from_headers``);
 2. consumes the request's cost through the backend, all or nothing (401/403 for a key
-   problem, 429 ``QUOTA_EXCEEDED`` with ``Retry-After`` when the quota is used up; any
-   other error of quotad's reaches the caller with quotad's status and body);
-3. runs the app, adding ``RateLimit-Policy``, ``RateLimit`` and ``X-RateLimit-*`` to its
+   problem, 429 ``QUOTA_EXCEEDED`` with ``Retry-After`` when a quota is used up, 429
+   ``RATE_LIMITED`` with ``Retry-After`` when a rate has no tokens yet; any other error
+   of quotad's reaches the caller with quotad's status and body);
+3. runs the app with the granted verdict in the request's state (``scope["state"]
+   ["quotad"]``: ``request.state.quotad.limits`` in Starlette lists every limit checked),
+   adding ``RateLimit-Policy``, ``RateLimit`` and ``X-RateLimit-*`` to its
    answer, and, on request, a ``quota`` object to its JSON object bodies;
 4. refunds the cost when the app answered 5xx or raised, or answered a status of
    ``refund_statuses`` (404 and 405 by default: nothing was there to serve).
@@ -46,6 +49,7 @@ from quotad.service.verify import Verdict
 
 log = structlog.get_logger("quotad.asgi")
 
+STATE_KEY = "quotad"  # the granted verdict in scope["state"]: request.state.quotad
 INCLUDE_QUOTA_HEADER = "x-quotad-include-quota"
 INCLUDE_QUOTA_PARAM = "include_quota"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -191,6 +195,7 @@ class QuotadMiddleware:
             return
         verdict = await self._decide(scope, receive, send, cost)
         if verdict is not None:
+            scope.setdefault("state", {})[STATE_KEY] = verdict
             await self._run(scope, receive, send, verdict, cost)
 
     async def _decide(
@@ -231,7 +236,11 @@ class QuotadMiddleware:
         note = verdict.note
         if code is ErrorCode.QUOTA_EXCEEDED:
             reset = "" if verdict.reset is None else f"; it resets at {days.rfc3339(verdict.reset)}"
-            note = f"the daily {self.service} quota of {verdict.total} is used up{reset}"
+            # A version-2 verdict names the limit that refused (its window may not be a day).
+            refused_by = getattr(verdict, "refused_by", None)
+            daily = refused_by in (None, f"{self.service}.day")
+            what = f"the daily {self.service} quota" if daily else f"the {refused_by} limit"
+            note = f"{what} of {verdict.total} is used up{reset}"
         headers = verdict_headers(verdict, self.backend.now().timestamp())
         refusal = error_answer(
             code, note or "the request was refused", status=STATUS.get(code, 403), headers=headers

@@ -29,7 +29,8 @@ from quotad.cli.console import (
 from quotad.cli.operator import PlanLimit
 from quotad.cli.stores import StoreOption
 from quotad.cli.target import CreateOption, TokenOption, UrlOption, run, target
-from quotad.errors import ValidationFailed
+from quotad.domain.limits import Limits
+from quotad.errors import FieldError, ValidationFailed
 
 # Services ---------------------------------------------------------------------
 services_app = App(help="Metered services.")
@@ -95,6 +96,118 @@ def _quota_options(items: list[str]) -> dict[str, dict[str, int | str]]:
     return quotas
 
 
+WINDOWS = ("minute", "hour", "day", "week", "month", "year")
+FLAGS = {
+    "billing": ("anchor", "billing"),
+    "hard": ("mode", "hard"),
+    "soft": ("mode", "soft"),
+    "shadow": ("mode", "shadow"),
+    "account": ("per", "account"),
+    "key": ("per", "key"),
+}
+LIMIT_HELP = (
+    "SERVICE=WINDOW:TOTAL[:billing][:soft|shadow][:key] (WINDOW minute...year), "
+    "SERVICE=rate:PER_SECOND/BURST[:soft|shadow][:key], or a resource limit "
+    "NAME=LIMIT[:DESCRIPTION] (repeatable)"
+)
+
+
+def _real(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # parse_limits names it
+
+
+def limit_option(text: str, where: str) -> tuple[str, dict[str, Any]] | None:
+    """A ``--limit`` naming a window quota or a rate (SPEC 9) as ``(service, the limit's
+    JSON)``; ``None`` for anything else (a resource limit, ``NAME=LIMIT``)."""
+    service, sep, rest = text.partition("=")
+    kind, _, tail = rest.partition(":")
+    if not sep or kind not in (*WINDOWS, "rate"):
+        return None
+    first, *flags = tail.split(":")
+    body: dict[str, Any]
+    if kind == "rate":
+        per_second, slash, burst = first.partition("/")
+        if not slash:
+            raise ValidationFailed.at(
+                where,
+                f"{text!r} is not SERVICE=rate:PER_SECOND/BURST",
+                "format",
+                "e.g. x=rate:10/20",
+            )
+        body = {"rate": {"per_second": _real(per_second), "burst": _number(burst)}}
+    else:
+        body = {"window": kind, "total": _number(first)}
+    for flag in flags:
+        if flag not in FLAGS:
+            allowed = ", ".join(FLAGS)
+            raise ValidationFailed.at(
+                where, f"{text!r}: unknown {flag!r} (one of {allowed})", "format"
+            )
+        field, value = FLAGS[flag]
+        body[field] = value
+    return service, body
+
+
+def parse_quotas(raw: dict[str, Any], where: str) -> dict[str, Limits]:
+    """Each service's limits, checked as the API checks them (every problem at its JSON
+    pointer under ``where``)."""
+    from quotad.domain.limits import LimitError, parse_limits
+
+    parsed: dict[str, Limits] = {}
+    problems: list[FieldError] = []
+    for service, value in raw.items():
+        try:
+            parsed[service] = parse_limits(value)
+        except LimitError as exc:
+            problems += [
+                FieldError("/".join([f"{where}/{service}", *map(str, at)]), message, "limits")
+                for at, message in exc.problems
+            ]
+    if problems:
+        raise ValidationFailed("the limits are not valid", validation_errors=problems)
+    return parsed
+
+
+def split_limits(
+    quota: list[str], limit: list[str]
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[str]]:
+    """``--quota`` and ``--limit`` options as version 1's daily totals, version 2's lists
+    (a ``--quota`` of a service with ``--limit`` options joins its list as a day limit),
+    and the resource limits."""
+    daily = _quota_options(quota)
+    lists: dict[str, list[dict[str, Any]]] = {}
+    resources = []
+    for text in limit:
+        found = limit_option(text, "/body/quotas")
+        if found is None:
+            resources.append(text)
+        else:
+            lists.setdefault(found[0], []).append(found[1])
+    for service, items in lists.items():
+        if service in daily:
+            items.insert(0, {"window": "day", **daily.pop(service)})
+    return daily, lists, resources
+
+
+def key_limits(items: list[str]) -> dict[str, Limits]:
+    """``keys create --limit`` options: a key's own limits by service."""
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for text in items:
+        found = limit_option(text, "/body/limits")
+        if found is None:
+            raise ValidationFailed.at(
+                "/body/limits",
+                f"{text!r} is not SERVICE=WINDOW:TOTAL or SERVICE=rate:PER_SECOND/BURST",
+                "format",
+                "e.g. insights=day:100",
+            )
+        lists.setdefault(found[0], []).append(found[1])
+    return parse_quotas(lists, "/body/limits")
+
+
 def _limit_options(items: list[str]) -> list[dict[str, int | str]]:
     limits = []
     for index, text in enumerate(items):
@@ -111,11 +224,49 @@ def _limit_options(items: list[str]) -> list[dict[str, int | str]]:
     return limits
 
 
+def limit_rows(quotas: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per limit of a plan's (or a key's) quotas, either form."""
+    rows = []
+    for service, value in quotas.items():
+        items = value if isinstance(value, list) else [{"window": "day", **value}]
+        for item in items:
+            rate = item.get("rate")
+            rows.append(
+                {
+                    "service": service,
+                    "window": "rate" if rate else item["window"],
+                    "total": f"{rate['burst']} at {rate['per_second']}/s"
+                    if rate
+                    else item["total"],
+                    "anchor": item.get("anchor", ""),
+                    "mode": item.get("mode", "hard"),
+                    "per": item.get("per", "account"),
+                }
+            )
+    return rows
+
+
+def limits_text(value: Any) -> str:
+    """A service's limits, short: version 1's ``250/day``, or a list in the ``--limit``
+    syntax, ``day:1000 rate:10/20``."""
+    if isinstance(value, dict):
+        return f"{value['total']}/{value.get('period', 'day')}"
+    parts = []
+    for row in limit_rows({"": value}):
+        total = str(row["total"]).replace(" at ", "@").removesuffix("/s")
+        extra = [x for x in (row["anchor"], row["mode"], row["per"]) if x not in FLAG_DEFAULTS]
+        parts.append(":".join([row["window"], total, *extra]))
+    return " ".join(parts)
+
+
+FLAG_DEFAULTS = ("", "hard", "account")
+LIMIT_COLUMNS = ("service", "window", "total", "anchor", "mode", "per")
+
+
 def print_plan(title: str, view: dict[str, Any]) -> None:
     """A plan with its quotas and limits."""
     print_record(title, view, ("id", "description", "created_at"))
-    quotas = [{"service": name, **quota} for name, quota in view["quotas"].items()]
-    print_rows("quotas", quotas, ("service", "total", "period"))
+    print_rows("quotas", limit_rows(view["quotas"]), LIMIT_COLUMNS)
     print_rows("limits", view["limits"], ("name", "limit", "description"))
 
 
@@ -133,7 +284,7 @@ def plans_list(
         print_json(rows)
         return
     for row in rows:
-        row["quotas"] = [f"{name}={q['total']}/{q['period']}" for name, q in row["quotas"].items()]
+        row["quotas"] = [f"{name}={limits_text(q)}" for name, q in row["quotas"].items()]
         row["limits"] = [f"{x['name']}={x['limit']}" for x in row["limits"]]
     print_rows("plans", rows, ("id", "description", "quotas", "limits"))
 
@@ -152,18 +303,38 @@ def plans_show(
     show(view, as_json, lambda: print_plan(f"plan {view['id']}", view))
 
 
+QuotaOption = Annotated[
+    list[str] | None, typer.Option("--quota", help="SERVICE=TOTAL per day (repeatable)")
+]
+LimitOption = Annotated[list[str] | None, typer.Option("--limit", help=LIMIT_HELP)]
+
+
+def plan_content(
+    plan_id: str | None, quota: list[str], limit: list[str], description: str
+) -> tuple[dict[str, Limits], list[PlanLimit]]:
+    """A plan's quotas and resource limits from the command line, checked as the API does."""
+    from quotad.api import schemas
+
+    daily, lists, resources = split_limits(quota, limit)
+    # The schema checks the id, description and resource limits; the domain's parser
+    # every service's limits, in either form, as the API's does.
+    fields = {"description": description, "limits": _limit_options(resources)}
+    body = (
+        validated(schemas.PlanReplaceIn, **fields)
+        if plan_id is None
+        else validated(schemas.PlanIn, id=plan_id, **fields)
+    )
+    quotas = parse_quotas({**daily, **lists}, "/body/quotas")
+    return quotas, [PlanLimit(x.name, x.limit, x.description) for x in body.limits]
+
+
 @plans_app.command("create")
 @cli_errors({"id": "PLAN_ID"})
 def plans_create(
     plan_id: str,
     *,
-    quota: Annotated[
-        list[str] | None, typer.Option("--quota", help="SERVICE=TOTAL per day (repeatable)")
-    ] = None,
-    limit: Annotated[
-        list[str] | None,
-        typer.Option("--limit", help="NAME=LIMIT[:DESCRIPTION] (repeatable)"),
-    ] = None,
+    quota: QuotaOption = None,
+    limit: LimitOption = None,
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
     as_json: JsonOption = False,
     store: StoreOption = None,
@@ -171,25 +342,37 @@ def plans_create(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Create a plan whose quotas name registered services."""
-    from quotad.api import schemas
+    """Create a plan whose quotas name registered services.
 
-    body = validated(
-        schemas.PlanIn,
-        id=plan_id,
-        description=description,
-        quotas=_quota_options(quota or []),
-        limits=_limit_options(limit or []),
-    )
-    # The schema reads limits as JSON (SPEC 9): checked as the API checks them.
-    from quotad.service import admin as admin_service
-
-    parsed = admin_service.parse_quotas(body.quotas, "/body/quotas")
-    quotas = {name: limits[0].total for name, limits in parsed.items()}
-    limits = [PlanLimit(x.name, x.limit, x.description) for x in body.limits]
+    A service's quota is a daily total (--quota insights=250) or a list of limits:
+    --limit insights=day:1000 --limit insights=month:20000:billing:soft
+    --limit insights=rate:10/20.
+    """
+    quotas, limits = plan_content(plan_id, quota or [], limit or [], description)
     where = target(store, url, token, create)
-    view = run(where, lambda op: op.create_plan(body.id, quotas, limits, body.description))
+    view = run(where, lambda op: op.create_plan(plan_id, quotas, limits, description))
     show(view, as_json, lambda: print_plan(f"plan {view['id']} created", view))
+
+
+@plans_app.command("replace")
+@handle_errors
+def plans_replace(
+    plan_id: str,
+    *,
+    quota: QuotaOption = None,
+    limit: LimitOption = None,
+    description: Annotated[str, typer.Option(help="What the plan is")] = "",
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Replace a plan's quotas, resource limits and description (as plans create takes them);
+    the new limits apply from now, past windows keep theirs."""
+    quotas, limits = plan_content(None, quota or [], limit or [], description)
+    where = target(store, url, token)
+    view = run(where, lambda op: op.replace_plan(plan_id, quotas, limits, description))
+    show(view, as_json, lambda: print_plan(f"plan {view['id']} replaced", view))
 
 
 @plans_app.command("delete")
@@ -208,6 +391,12 @@ def plans_delete(
 # Accounts ---------------------------------------------------------------------
 accounts_app = App(help="Customer accounts.")
 ACCOUNT_COLUMNS = ("id", "name", "plan", "timezone", "status", "created_at")
+
+
+BillingAnchorOption = Annotated[
+    int | None,
+    typer.Option("--billing-anchor", help="Day of the month (1-31) its billing months start on"),
+]
 
 
 class Status(StrEnum):
@@ -257,6 +446,7 @@ def accounts_create(
     plan: Annotated[str, typer.Option(help="Plan id")],
     account_id: Annotated[str | None, typer.Option("--id", help="Id (default: generated)")] = None,
     timezone: Annotated[str, typer.Option(help="IANA timezone of its usage days")] = "UTC",
+    billing_anchor: BillingAnchorOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     create: CreateOption = False,
@@ -266,9 +456,15 @@ def accounts_create(
     """Create an account on an existing plan."""
     from quotad.api import schemas
 
-    body = validated(schemas.AccountIn, id=account_id, name=name, plan=plan, timezone=timezone)
+    anchor = {} if billing_anchor is None else {"billing_anchor": billing_anchor}
+    body = validated(
+        schemas.AccountIn, id=account_id, name=name, plan=plan, timezone=timezone, **anchor
+    )
     where = target(store, url, token, create)
-    view = run(where, lambda op: op.create_account(body.id, body.name, body.plan, body.timezone))
+    view = run(
+        where,
+        lambda op: op.create_account(body.id, body.name, body.plan, body.timezone, billing_anchor),
+    )
     show(
         view, as_json, lambda: print_record(f"account {view['id']} created", view, ACCOUNT_COLUMNS)
     )
@@ -283,25 +479,30 @@ def accounts_update(
     plan: Annotated[str | None, typer.Option(help="New plan id")] = None,
     timezone: Annotated[str | None, typer.Option(help="New IANA timezone")] = None,
     status: Annotated[Status | None, typer.Option(help="active or suspended")] = None,
+    billing_anchor: BillingAnchorOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Change an account's name, plan, timezone or status."""
+    """Change an account's name, plan, timezone, status or billing day."""
     from quotad.api import schemas
 
+    anchor = {} if billing_anchor is None else {"billing_anchor": billing_anchor}
     body = validated(
         schemas.AccountPatch,
         name=name,
         plan=plan,
         timezone=timezone,
         status=None if status is None else status.value,
+        **anchor,
     )
     where = target(store, url, token)
     view = run(
         where,
-        lambda op: op.update_account(account_id, body.name, body.plan, body.timezone, body.status),
+        lambda op: op.update_account(
+            account_id, body.name, body.plan, body.timezone, body.status, billing_anchor
+        ),
     )
     show(
         view, as_json, lambda: print_record(f"account {view['id']} updated", view, ACCOUNT_COLUMNS)
@@ -358,6 +559,14 @@ def keys_create(
         list[str] | None,
         typer.Option("--scope", help="usage:read, consume:* or consume:SERVICE (default: all)"),
     ] = None,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            help="The key's own limit, counted per key, only narrowing the account's: "
+            "SERVICE=WINDOW:TOTAL[:soft|shadow] or SERVICE=rate:PER_SECOND/BURST (repeatable)",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     url: UrlOption = None,
@@ -367,8 +576,12 @@ def keys_create(
     from quotad.api import schemas
 
     body = validated(schemas.KeyIn, name=name, expires_at=expires_at, scopes=scope)
+    own = key_limits(limit or []) or None
     where = target(store, url, token)
-    view = run(where, lambda op: op.create_key(account_id, body.name, body.expires_at, body.scopes))
+    view = run(
+        where,
+        lambda op: op.create_key(account_id, body.name, body.expires_at, body.scopes, own),
+    )
     if as_json:
         print_json(view)
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,12 +68,15 @@ def usage_show(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Show an account's daily usage of a service, the last 30 days unless --from/--to say."""
+    """Show an account's daily usage of a service, the last 30 days unless --from/--to say,
+    then where each of the service's limits stands in its current window (--json: the
+    day rows only, as before)."""
     where = target(store, url, token)
-    rows = run(where, lambda op: op.usage(account_id, service, start, end))
     if as_json:
-        print_json(rows)
-    elif not rows:
+        print_json(run(where, lambda op: op.usage(account_id, service, start, end)))
+        return
+    rows, windows = run(where, lambda op: _usage_and_limits(op, account_id, service, start, end))
+    if not rows:
         console.print(f"no {escape(service)} usage by {escape(account_id)} in this window")
     else:
         if chart:
@@ -81,6 +84,31 @@ def usage_show(
 
             print_usage_chart(rows, f"{account_id} {service}: used / total per day")
         print_rows(f"{account_id} {service} usage", rows, USAGE_COLUMNS)
+    if windows:
+        print_rows(f"{account_id} {service} limits now", windows, LIMIT_COLUMNS)
+
+
+LIMIT_COLUMNS = ("name", "window", "mode", "used / total", "reset")
+
+
+async def _usage_and_limits(
+    op: Operator, account_id: str, service: str, start: str | None, end: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = await op.usage(account_id, service, start, end)
+    found = await op.account_quotas(account_id)
+    return rows, [limit_row(x) for x in found if x["service"] == service]
+
+
+def limit_row(state: dict[str, Any]) -> dict[str, Any]:
+    """A limit of ``GET .../quotas`` as a row of ``usage show``."""
+    rate = state.get("rate")
+    return {
+        "name": state["name"],
+        "window": f"rate {rate['per_second']}/s" if rate else state["window"],
+        "mode": state["mode"],
+        "used / total": f"{state['used']:,} / {state['total']:,}",
+        "reset": state["reset"],
+    }
 
 
 @usage_app.command("adjust")

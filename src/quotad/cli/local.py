@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from quotad.api import views
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
+from quotad.domain.limits import Limits
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
 from quotad.domain.operators import Role
-from quotad.service import admin, tokens, transfer, usage
+from quotad.service import admin, quotas, tokens, transfer, usage
 from quotad.service.context import Context
 
 T = TypeVar("T")
@@ -62,13 +63,26 @@ class LocalOperator:
         return views.plan_view(await admin.require_plan(self.ctx, plan_id))
 
     async def create_plan(
-        self, plan_id: str, quotas: dict[str, int], limits: list[PlanLimit], description: str
+        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
     ) -> View:
         """Create a plan."""
         plan = await admin.create_plan(
             self.ctx,
             plan_id,
-            {name: Quota.daily(total) for name, total in quotas.items()},
+            {name: Quota(given) for name, given in quotas.items()},
+            [Limit(x.name, x.description, x.limit) for x in limits],
+            description,
+        )
+        return views.plan_view(plan)
+
+    async def replace_plan(
+        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+    ) -> View:
+        """Replace a plan's content."""
+        plan = await admin.replace_plan(
+            self.ctx,
+            plan_id,
+            {name: Quota(given) for name, given in quotas.items()},
             [Limit(x.name, x.description, x.limit) for x in limits],
             description,
         )
@@ -92,11 +106,23 @@ class LocalOperator:
         return {**views.account_view(account), "usage": lines}
 
     async def create_account(
-        self, account_id: str | None, name: str, plan: str, timezone: str
+        self,
+        account_id: str | None,
+        name: str,
+        plan: str,
+        timezone: str,
+        billing_anchor: int | None,
     ) -> View:
         """Create an account."""
         account = await admin.create_account(
-            self.ctx, account_id, name, plan, timezone, Overrides()
+            self.ctx,
+            account_id,
+            name,
+            plan,
+            timezone,
+            Overrides(),
+            AccountStatus.ACTIVE,
+            billing_anchor,
         )
         return views.account_view(account)
 
@@ -107,6 +133,7 @@ class LocalOperator:
         plan: str | None,
         timezone: str | None,
         status: str | None,
+        billing_anchor: int | None,
     ) -> View:
         """Change the given fields of an account."""
         changes = admin.AccountChanges(
@@ -114,6 +141,7 @@ class LocalOperator:
             plan_id=plan,
             timezone=timezone,
             status=None if status is None else AccountStatus(status),
+            billing_anchor=billing_anchor,
         )
         return views.account_view(await admin.update_account(self.ctx, account_id, changes))
 
@@ -128,11 +156,21 @@ class LocalOperator:
         return [views.key_view(k, now) for k in keys]
 
     async def create_key(
-        self, account_id: str, name: str, expires_at: datetime | None, scopes: list[str] | None
+        self,
+        account_id: str,
+        name: str,
+        expires_at: datetime | None,
+        scopes: list[str] | None,
+        limits: dict[str, Limits] | None,
     ) -> View:
         """Issue a key."""
         issued = await admin.create_key(
-            self.ctx, account_id, name, expires_at, None if scopes is None else tuple(scopes)
+            self.ctx,
+            account_id,
+            name,
+            expires_at,
+            None if scopes is None else tuple(scopes),
+            limits,
         )
         return views.issued_key_view(issued, self.ctx.clock.now())
 
@@ -155,6 +193,11 @@ class LocalOperator:
         first, last = window(start, end, usage.today(self.ctx, account))
         rows = await usage.history(self.ctx, account, service, first, last)
         return [views.usage_day_view(row) for row in rows]
+
+    async def account_quotas(self, account_id: str) -> list[View]:
+        """Where every limit the account's keys share stands now."""
+        account = await admin.require_account(self.ctx, account_id)
+        return [views.quota_state_view(x) for x in await quotas.of_account(self.ctx, account)]
 
     async def adjust(self, account_id: str, service: str, day: str, delta: int) -> View:
         """Correct or credit one day."""

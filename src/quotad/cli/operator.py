@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
+from quotad.domain.limits import Limits
 from quotad.errors import ValidationFailed
 
 View = dict[str, Any]
@@ -51,9 +52,15 @@ class Operator(Protocol):
         ...
 
     async def create_plan(
-        self, plan_id: str, quotas: dict[str, int], limits: list[PlanLimit], description: str
+        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
     ) -> View:
-        """Create a plan: a daily total per service, and resource limits."""
+        """Create a plan: the limits of each service, and resource limits."""
+        ...
+
+    async def replace_plan(
+        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+    ) -> View:
+        """Replace a plan's limits, resource limits and description."""
         ...
 
     async def delete_plan(self, plan_id: str) -> None:
@@ -69,9 +76,15 @@ class Operator(Protocol):
         ...
 
     async def create_account(
-        self, account_id: str | None, name: str, plan: str, timezone: str
+        self,
+        account_id: str | None,
+        name: str,
+        plan: str,
+        timezone: str,
+        billing_anchor: int | None,
     ) -> View:
-        """Create an account (its id generated unless given)."""
+        """Create an account (its id generated unless given, its billing day unless given the
+        day it is created)."""
         ...
 
     async def update_account(
@@ -81,6 +94,7 @@ class Operator(Protocol):
         plan: str | None,
         timezone: str | None,
         status: str | None,
+        billing_anchor: int | None,
     ) -> View:
         """Change the given fields of an account."""
         ...
@@ -94,9 +108,15 @@ class Operator(Protocol):
         ...
 
     async def create_key(
-        self, account_id: str, name: str, expires_at: datetime | None, scopes: list[str] | None
+        self,
+        account_id: str,
+        name: str,
+        expires_at: datetime | None,
+        scopes: list[str] | None,
+        limits: dict[str, Limits] | None,
     ) -> View:
-        """Issue a key; the view carries its secret as ``key``."""
+        """Issue a key (with its own ``limits`` by service); the view carries its secret as
+        ``key``."""
         ...
 
     async def revoke_key(self, key_id: str) -> View:
@@ -111,6 +131,11 @@ class Operator(Protocol):
         self, account_id: str, service: str, start: str | None, end: str | None
     ) -> list[View]:
         """Day rows of an account's service; ``start`` defaults as ``window`` says."""
+        ...
+
+    async def account_quotas(self, account_id: str) -> list[View]:
+        """Where every limit the account's keys share stands now, as
+        ``GET /admin/v1/accounts/{id}/quotas`` answers."""
         ...
 
     async def adjust(self, account_id: str, service: str, day: str, delta: int) -> View:

@@ -16,6 +16,7 @@ import orjson
 
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.domain import days
+from quotad.domain.limits import Limits
 from quotad.errors import ErrorCode, FieldError, QuotadError
 from quotad.sdk import (
     Account,
@@ -26,7 +27,10 @@ from quotad.sdk import (
     Limit,
     OperatorToken,
     Plan,
+    Quota,
     QuotadAPIError,
+    QuotaLimit,
+    QuotaState,
     Service,
     UsageDay,
     UsageLine,
@@ -49,14 +53,44 @@ def service_view(service: Service) -> View:
     }
 
 
+def _render(limits: tuple[QuotaLimit, ...], v1: dict[str, Any]) -> Any:
+    # As quotad.domain.limits.render: version 1's form (``v1``) when a single hard daily
+    # total the account shares is all there is, else the list.
+    if len(limits) == 1 and limits[0] == QuotaLimit(limits[0].total):
+        return v1
+    return [limit.to_json() for limit in limits]
+
+
+def quota_view(quota: Quota) -> Any:
+    """A plan's quota of one service, as ``quotad.domain.limits.render``."""
+    every = quota.every_limit()
+    return _render(every, {"total": every[0].total, "period": "day"} if every else {})
+
+
+def override_view(limits: tuple[QuotaLimit, ...]) -> Any:
+    """An account's override of a service, as ``quotad.domain.limits.render_override``."""
+    return _render(limits, {"total": limits[0].total} if limits else {})
+
+
+def sdk_limits(limits: Limits) -> tuple[QuotaLimit, ...]:
+    """The domain's limits as the SDK's (the same JSON both ways)."""
+    return tuple(QuotaLimit.from_json(limit.to_json()) for limit in limits)
+
+
+def sdk_quota(limits: Limits) -> int | tuple[QuotaLimit, ...]:
+    """A service's limits to send: version 1's daily total when that is all they are, so
+    a server before SPEC 9 takes it too."""
+    if len(limits) == 1 and limits[0].is_v1:
+        return limits[0].total
+    return sdk_limits(limits)
+
+
 def plan_view(plan: Plan) -> View:
     """A plan, as ``quotad.api.views.plan_view``."""
     return {
         "id": plan.id,
         "description": plan.description,
-        "quotas": {
-            k: {"total": q.total, "period": q.period} for k, q in sorted(plan.quotas.items())
-        },
+        "quotas": {k: quota_view(q) for k, q in sorted(plan.quotas.items())},
         "limits": [
             {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
         ],
@@ -73,9 +107,13 @@ def account_view(account: Account) -> View:
         "timezone": account.timezone,
         "status": account.status,
         "overrides": {
-            "quotas": {k: {"total": v} for k, v in sorted(account.overrides.quotas.items())},
+            "quotas": {
+                k: {"total": v} if isinstance(v, int) else override_view(v.every_limit())
+                for k, v in sorted(account.overrides.quotas.items())
+            },
             "limits": dict(sorted(account.overrides.limits.items())),
         },
+        "billing_anchor": account.billing_anchor,
         "created_at": days.rfc3339(account.created_at),
     }
 
@@ -94,6 +132,7 @@ def key_view(key: Key) -> View:
         "expires_at": _time(key.expires_at),
         "revoked_at": _time(key.revoked_at),
         "replaced_by": key.replaced_by,
+        "limits": {k: [x.to_json() for x in v] for k, v in sorted(key.limits.items())},
     }
 
 
@@ -110,6 +149,26 @@ def usage_day_view(row: UsageDay) -> View:
         "total": row.total,
         "date": row.date.isoformat(),
     }
+
+
+def quota_state_view(state: QuotaState) -> View:
+    """One limit where it stands, as ``quotad.api.views.quota_state_view``."""
+    body: View = {"service": state.service, "name": state.name}
+    if state.window is None:
+        rate = QuotaLimit.rate(state.per_second or 0.0, state.total).to_json()
+        body["rate"] = rate["rate"]
+    else:
+        body["window"] = state.window
+    body.update(
+        per=state.per,
+        mode=state.mode,
+        used=state.used,
+        remaining=state.remaining,
+        total=state.total,
+        reset=_time(state.reset),
+        exhausted_at=_time(state.exhausted_at),
+    )
+    return body
 
 
 def usage_line_view(line: UsageLine) -> View:
@@ -174,12 +233,24 @@ class RemoteOperator:
         return plan_view(await self.client.get_plan(plan_id))
 
     async def create_plan(
-        self, plan_id: str, quotas: dict[str, int], limits: list[PlanLimit], description: str
+        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
     ) -> View:
         """Create a plan."""
         plan = await self.client.create_plan(
             plan_id,
-            dict(quotas),
+            {name: sdk_quota(given) for name, given in quotas.items()},
+            [Limit(x.name, x.limit, x.description) for x in limits],
+            description,
+        )
+        return plan_view(plan)
+
+    async def replace_plan(
+        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+    ) -> View:
+        """Replace a plan's content."""
+        plan = await self.client.replace_plan(
+            plan_id,
+            {name: sdk_quota(given) for name, given in quotas.items()},
             [Limit(x.name, x.limit, x.description) for x in limits],
             description,
         )
@@ -202,11 +273,16 @@ class RemoteOperator:
         return {**account_view(account), "usage": [usage_line_view(x) for x in lines]}
 
     async def create_account(
-        self, account_id: str | None, name: str, plan: str, timezone: str
+        self,
+        account_id: str | None,
+        name: str,
+        plan: str,
+        timezone: str,
+        billing_anchor: int | None,
     ) -> View:
         """Create an account."""
         account = await self.client.create_account(
-            name, plan, account_id=account_id, timezone=timezone
+            name, plan, account_id=account_id, timezone=timezone, billing_anchor=billing_anchor
         )
         return account_view(account)
 
@@ -217,6 +293,7 @@ class RemoteOperator:
         plan: str | None,
         timezone: str | None,
         status: str | None,
+        billing_anchor: int | None,
     ) -> View:
         """Change the given fields of an account."""
         account = await self.client.update_account(
@@ -225,6 +302,7 @@ class RemoteOperator:
             plan=plan,
             timezone=timezone,
             status=cast(Literal["active", "suspended"] | None, status),
+            billing_anchor=billing_anchor,
         )
         return account_view(account)
 
@@ -237,11 +315,20 @@ class RemoteOperator:
         return [key_view(k) for k in await self.client.list_keys(account_id)]
 
     async def create_key(
-        self, account_id: str, name: str, expires_at: datetime | None, scopes: list[str] | None
+        self,
+        account_id: str,
+        name: str,
+        expires_at: datetime | None,
+        scopes: list[str] | None,
+        limits: dict[str, Limits] | None,
     ) -> View:
         """Issue a key."""
         issued = await self.client.create_key(
-            account_id, name, expires_at=expires_at, scopes=scopes
+            account_id,
+            name,
+            expires_at=expires_at,
+            scopes=scopes,
+            limits=None if limits is None else {k: sdk_limits(v) for k, v in limits.items()},
         )
         return issued_key_view(issued)
 
@@ -265,6 +352,10 @@ class RemoteOperator:
         first, last = window(start, end, today)
         rows = await self.client.account_usage(account_id, service, first, last)
         return [usage_day_view(row) for row in rows]
+
+    async def account_quotas(self, account_id: str) -> list[View]:
+        """Where every limit the account's keys share stands now."""
+        return [quota_state_view(x) for x in await self.client.account_quotas(account_id)]
 
     async def adjust(self, account_id: str, service: str, day: str, delta: int) -> View:
         """Correct or credit one day."""

@@ -28,15 +28,20 @@ from quotad.sdk.models import (
     Page,
     Plan,
     Quota,
+    QuotaLimit,
+    QuotaState,
     Service,
     UsageDay,
     UsageLine,
     Verdict,
     items_of,
+    limits_json,
     list_of,
 )
 
 Status = Literal["active", "suspended"]
+# A service's quota: a daily total, a ``Quota``, or a list of limits (SPEC 9).
+QuotaInput = int | Quota | Sequence[QuotaLimit]
 
 
 def _seg(value: str) -> str:
@@ -52,13 +57,23 @@ def _params(**values: Any) -> dict[str, str]:
     return {name: str(value) for name, value in values.items() if value is not None}
 
 
-def _quotas(quotas: Mapping[str, int | Quota]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"total": q, "period": "day"}
-        if isinstance(q, int)
-        else {"total": q.total, "period": q.period}
-        for name, q in quotas.items()
-    }
+def _quotas(quotas: Mapping[str, QuotaInput]) -> dict[str, Any]:
+    return {name: limits_json(q) for name, q in quotas.items()}
+
+
+def _key_limits(limits: Mapping[str, Sequence[QuotaLimit]]) -> dict[str, Any]:
+    return {name: [limit.to_json() for limit in own] for name, own in limits.items()}
+
+
+def _items(items: Iterable[tuple[str, int] | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        if isinstance(item, Mapping):
+            out.append({"service": item["service"], "cost": item.get("cost", 1)})
+        else:
+            service, cost = item
+            out.append({"service": service, "cost": cost})
+    return out
 
 
 def _limits(limits: Iterable[Limit]) -> list[dict[str, Any]]:
@@ -97,11 +112,12 @@ class Endpoints:
     def create_plan(
         self,
         plan_id: str,
-        quotas: Mapping[str, int | Quota],
+        quotas: Mapping[str, QuotaInput],
         limits: Sequence[Limit] = (),
         description: str = "",
     ) -> Call[Plan]:
-        """Create a plan: a daily total per service (``{"insights": 250}``) and limits."""
+        """Create a plan: per service a daily total (``{"insights": 250}``) or its limits
+        (``{"insights": [QuotaLimit(1000), QuotaLimit.rate(10, 20)]}``), and resource limits."""
         body = {
             "id": plan_id,
             "description": description,
@@ -132,7 +148,7 @@ class Endpoints:
     def replace_plan(
         self,
         plan_id: str,
-        quotas: Mapping[str, int | Quota],
+        quotas: Mapping[str, QuotaInput],
         limits: Sequence[Limit] = (),
         description: str = "",
     ) -> Call[Plan]:
@@ -162,11 +178,15 @@ class Endpoints:
         timezone: str = "UTC",
         status: Status = "active",
         overrides: Overrides | None = None,
+        billing_anchor: int | None = None,
     ) -> Call[Account]:
-        """Create an account (its id is generated unless given)."""
+        """Create an account (its id is generated unless given; its billing months start on
+        ``billing_anchor``, 1-31, default the day it is created)."""
         body: dict[str, Any] = {"name": name, "plan": plan, "timezone": timezone, "status": status}
         if account_id is not None:
             body["id"] = account_id
+        if billing_anchor is not None:
+            body["billing_anchor"] = billing_anchor
         if overrides is not None:
             body["overrides"] = overrides.to_json()
         return Call("POST", "/admin/v1/accounts", json_with(Account.from_json), body=body)
@@ -204,9 +224,12 @@ class Endpoints:
         timezone: str | None = None,
         status: Status | None = None,
         overrides: Overrides | None = None,
+        billing_anchor: int | None = None,
     ) -> Call[Account]:
         """Change the given fields of an account (``PATCH``)."""
         body: dict[str, Any] = _params(name=name, plan=plan, timezone=timezone, status=status)
+        if billing_anchor is not None:
+            body["billing_anchor"] = billing_anchor
         if overrides is not None:
             body["overrides"] = overrides.to_json()
         return Call(
@@ -230,9 +253,16 @@ class Endpoints:
         *,
         expires_at: datetime | None = None,
         scopes: Sequence[str] | None = None,
+        limits: Mapping[str, Sequence[QuotaLimit]] | None = None,
     ) -> Call[IssuedKey]:
-        """Issue a key; ``IssuedKey.key`` is its secret, shown this once."""
+        """Issue a key; ``IssuedKey.key`` is its secret, shown this once.
+
+        ``limits`` are the key's own, by service: each counts per key and may only narrow
+        the account's.
+        """
         body: dict[str, Any] = {"name": name}
+        if limits is not None:
+            body["limits"] = _key_limits(limits)
         if expires_at is not None:
             body["expires_at"] = expires_at.isoformat()
         if scopes is not None:
@@ -251,6 +281,28 @@ class Endpoints:
             "GET",
             f"/admin/v1/accounts/{_seg(account_id)}/keys",
             json_with(items_of(Key.from_json)),
+            idempotent=True,
+        )
+
+    @endpoint
+    def update_key_limits(
+        self, key_id: str, limits: Mapping[str, Sequence[QuotaLimit]]
+    ) -> Call[Key]:
+        """Replace a key's own limits (``PATCH /admin/v1/keys/{key_id}``; ``{}`` removes them)."""
+        return Call(
+            "PATCH",
+            f"/admin/v1/keys/{_seg(key_id)}",
+            json_with(Key.from_json),
+            body={"limits": _key_limits(limits)},
+        )
+
+    @endpoint
+    def key_quotas(self, key_id: str) -> Call[list[QuotaState]]:
+        """Every limit one key is held to, with its use (``GET /admin/v1/keys/{id}/quotas``)."""
+        return Call(
+            "GET",
+            f"/admin/v1/keys/{_seg(key_id)}/quotas",
+            json_with(list_of(QuotaState.from_json)),
             idempotent=True,
         )
 
@@ -358,6 +410,16 @@ class Endpoints:
         )
 
     @endpoint
+    def account_quotas(self, account_id: str) -> Call[list[QuotaState]]:
+        """Every limit of an account with its use in the current window, as ``quotas``."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}/quotas",
+            json_with(list_of(QuotaState.from_json)),
+            idempotent=True,
+        )
+
+    @endpoint
     def adjust_usage(
         self, account_id: str, service: str, day: date | str, delta: int
     ) -> Call[UsageDay]:
@@ -416,20 +478,42 @@ class Endpoints:
     # Metering ---------------------------------------------------------------------
     @endpoint
     def verify(
-        self, key: str, service: str, cost: int = 1, *, idempotency_key: str | None = None
+        self,
+        key: str,
+        service: str | None = None,
+        cost: int = 1,
+        *,
+        items: Iterable[tuple[str, int] | Mapping[str, Any]] | None = None,
+        idempotency_key: str | None = None,
     ) -> Call[Verdict]:
         """Authenticate a customer's key and consume ``cost`` units, all or nothing.
 
+        ``items`` (``[("insights", 2), ("scoring", 1)]``, instead of ``service`` and
+        ``cost``) consumes several services in one step: all of them pass or none does.
         A refusal is not an exception: ``Verdict.valid`` is false and ``Verdict.code``
         says why. With an ``idempotency_key`` a repeated call replays the first answer,
         which also makes the call safe to retry.
+
+        Raises:
+            ValueError: both ``service`` and ``items`` are given, or neither.
         """
+        body: dict[str, Any] = {"key": key}
+        if items is None:
+            if service is None:
+                msg = "verify needs a service (or items)"
+                raise ValueError(msg)
+            body |= {"service": service, "cost": cost}
+        elif service is not None:
+            msg = "verify takes a service and a cost, or items, not both"
+            raise ValueError(msg)
+        else:
+            body["items"] = _items(items)
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
         return Call(
             "POST",
             "/v1/verify",
             _verdict,
-            body={"key": key, "service": service, "cost": cost},
+            body=body,
             headers=headers,
             idempotent=idempotency_key is not None,
         )
@@ -448,6 +532,18 @@ class Endpoints:
             "GET",
             "/v1/usages",
             json_with(list_of(UsageLine.from_json)),
+            credential="customer",
+            key=key,
+            idempotent=True,
+        )
+
+    @endpoint
+    def quotas(self, *, key: str | None = None) -> Call[list[QuotaState]]:
+        """``GET /v1/quotas``: every limit of the key, with its use and ``exhausted_at``."""
+        return Call(
+            "GET",
+            "/v1/quotas",
+            json_with(list_of(QuotaState.from_json)),
             credential="customer",
             key=key,
             idempotent=True,

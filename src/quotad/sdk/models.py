@@ -26,11 +26,14 @@ __all__ = [
     "IssuedOperatorToken",
     "Key",
     "Limit",
+    "LimitState",
     "OperatorToken",
     "Overrides",
     "Page",
     "Plan",
     "Quota",
+    "QuotaLimit",
+    "QuotaState",
     "Service",
     "UsageDay",
     "UsageLine",
@@ -122,11 +125,140 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
-class Quota:
-    """A service's quota in a plan: ``total`` units per ``period``."""
+class QuotaLimit:
+    """One limit of a service (SPEC 9): a window quota or a rate.
+
+    A window quota counts ``total`` units per calendar ``window`` (``minute`` to
+    ``year``; a ``month`` may be anchored on the account's billing day with
+    ``anchor="billing"``). A rate (``window`` None) lets ``per_second`` tokens a second
+    through, ``total`` being its burst. ``mode`` is ``hard`` (refuse), ``soft`` (let
+    through, report the overage) or ``shadow`` (let through, report it would have
+    refused); ``per`` is ``account`` (the keys share it) or ``key``.
+    """
 
     total: int
+    window: str | None = "day"
+    per_second: float | None = None
+    anchor: str | None = None
+    mode: str = "hard"
+    per: str = "account"
+
+    @classmethod
+    def rate(
+        cls, per_second: float, burst: int, *, mode: str = "hard", per: str = "account"
+    ) -> QuotaLimit:
+        """A rate: ``per_second`` tokens a second, at most ``burst`` at once."""
+        return cls(burst, None, per_second, None, mode, per)
+
+    @property
+    def is_rate(self) -> bool:
+        """Whether this is a rate rather than a window quota."""
+        return self.window is None
+
+    def name(self, service: str) -> str:
+        """``<service>.<window>`` or ``<service>.rate``, with ``.key`` when per key."""
+        base = f"{service}.{self.window or 'rate'}"
+        return f"{base}.key" if self.per == "key" else base
+
+    def to_json(self) -> dict[str, Any]:
+        """The request body form (SPEC 9's shape)."""
+        body: dict[str, Any]
+        if self.window is None:
+            body = {"rate": {"per_second": self.per_second, "burst": self.total}}
+        else:
+            body = {"window": self.window, "total": self.total}
+            if self.anchor is not None:
+                body["anchor"] = self.anchor
+        if self.mode != "hard":
+            body["mode"] = self.mode
+        if self.per != "account":
+            body["per"] = self.per
+        return body
+
+    @classmethod
+    def from_json(cls, value: Any) -> QuotaLimit:
+        """Read one limit of a list."""
+        body = _obj(value, "a limit")
+        mode = _opt_str(body, "mode") or "hard"
+        per = _opt_str(body, "per") or "account"
+        if body.get("rate") is not None:
+            rate = _obj(body["rate"], "a rate")
+            return cls.rate(_number(rate, "per_second"), _int(rate, "burst"), mode=mode, per=per)
+        anchor = _opt_str(body, "anchor")
+        return cls(
+            _int(body, "total"),
+            _str(body, "window"),
+            None,
+            None if anchor == "calendar" else anchor,
+            mode,
+            per,
+        )
+
+
+def _number(body: Mapping[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UnexpectedResponseError(f"field {name!r} is missing or not a number")
+    return value
+
+
+def read_limits(value: Any, what: str) -> tuple[QuotaLimit, ...]:
+    """A service's limits: version 1's ``{"total": N}`` (a hard daily total) or the list."""
+    if isinstance(value, list):
+        return tuple(QuotaLimit.from_json(item) for item in value)
+    return (QuotaLimit(_int(_obj(value, what), "total")),)
+
+
+def limits_json(limits: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """A service's limits as a request body: a total (``int``) or a ``Quota`` in version 1's
+    form when that is all they are, else the list."""
+    if isinstance(limits, int) and not isinstance(limits, bool):
+        return {"total": limits, "period": "day"}
+    if isinstance(limits, Quota):
+        if not limits.limits and limits.total is not None:
+            return {"total": limits.total, "period": limits.period}
+        limits = limits.limits
+    return [limit.to_json() for limit in limits]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A service's quota in a plan.
+
+    Version 1's form is ``total`` units per ``period`` (a day), ``limits`` empty. A list
+    of limits (SPEC 9) is in ``limits``; ``total`` is then its hard daily total the
+    account shares, if it has one.
+    """
+
+    total: int | None
     period: str = "day"
+    limits: tuple[QuotaLimit, ...] = ()
+
+    @classmethod
+    def of(cls, *limits: QuotaLimit) -> Quota:
+        """A quota made of ``limits``."""
+        return cls(_daily_total(limits), "day", tuple(limits))
+
+    @classmethod
+    def from_json(cls, value: Any, what: str = "a quota") -> Quota:
+        """Read a plan's quota of one service, in either form."""
+        if isinstance(value, list):
+            return cls.of(*read_limits(value, what))
+        body = _obj(value, what)
+        return cls(_int(body, "total"), _opt_str(body, "period") or "day")
+
+    def every_limit(self) -> tuple[QuotaLimit, ...]:
+        """Its limits, version 1's form read as one hard daily total."""
+        if self.limits or self.total is None:
+            return self.limits
+        return (QuotaLimit(self.total),)
+
+
+def _daily_total(limits: tuple[QuotaLimit, ...]) -> int | None:
+    for limit in limits:
+        if (limit.window, limit.mode, limit.per, limit.anchor) == ("day", "hard", "account", None):
+            return limit.total
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +285,7 @@ class Plan:
         """Read a plan body."""
         body = _obj(value, "a plan")
         quotas = {
-            name: Quota(_int(_obj(q, name), "total"), _str(_obj(q, name), "period"))
-            for name, q in _obj(body.get("quotas"), "quotas").items()
+            name: Quota.from_json(q, name) for name, q in _obj(body.get("quotas"), "quotas").items()
         }
         limits = tuple(
             Limit(_str(item, "name"), _int(item, "limit"), _str(item, "description"))
@@ -167,17 +298,34 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """Per-account replacements of plan totals (by service) and limits (by name)."""
+    """Per-account replacements of plan quotas (by service) and resource limits (by name).
 
-    quotas: dict[str, int] = field(default_factory=dict)
+    A service's override is a daily total (``int``, version 1) or a ``Quota`` of limits,
+    each replacing the plan's limit of the same window or rate and ``per``, or added.
+    """
+
+    quotas: dict[str, int | Quota] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The request body form."""
-        return {
-            "quotas": {name: {"total": total} for name, total in self.quotas.items()},
-            "limits": dict(self.limits),
-        }
+        quotas: dict[str, Any] = {}
+        for name, value in self.quotas.items():
+            quotas[name] = {"total": value} if isinstance(value, int) else limits_json(value)
+        return {"quotas": quotas, "limits": dict(self.limits)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Overrides:
+        """Read an account's overrides: a daily total as an ``int``, a list as a ``Quota``."""
+        raw = _obj(value, "overrides")
+        quotas: dict[str, int | Quota] = {}
+        for name, item in _obj(raw.get("quotas"), "quotas").items():
+            quotas[name] = (
+                Quota.of(*read_limits(item, name))
+                if isinstance(item, list)
+                else _int(_obj(item, name), "total")
+            )
+        return cls(quotas, dict(_obj(raw.get("limits"), "limits")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,24 +339,22 @@ class Account:
     status: str
     overrides: Overrides
     created_at: datetime
+    # The day (1-31) its billing months start on; None from a server before SPEC 9.
+    billing_anchor: int | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_json(cls, value: Any) -> Account:
         """Read an account body."""
         body = _obj(value, "an account")
-        raw = _obj(body.get("overrides"), "overrides")
-        overrides = Overrides(
-            {k: _int(_obj(v, k), "total") for k, v in _obj(raw.get("quotas"), "quotas").items()},
-            dict(_obj(raw.get("limits"), "limits")),
-        )
         return cls(
             _str(body, "id"),
             _str(body, "name"),
             _str(body, "plan"),
             _str(body, "timezone"),
             _str(body, "status"),
-            overrides,
+            Overrides.from_json(body.get("overrides")),
             _time(body, "created_at"),
+            billing_anchor=_opt_int(body, "billing_anchor"),
         )
 
 
@@ -227,12 +373,15 @@ class Key:
     expires_at: datetime | None
     revoked_at: datetime | None
     replaced_by: str | None
+    # Its own limits by service (each per key; they only narrow the account's).
+    limits: dict[str, tuple[QuotaLimit, ...]] = field(default_factory=dict, kw_only=True)
 
     @classmethod
     def fields_from_json(cls, value: Any) -> dict[str, Any]:
         """The constructor arguments a key body holds."""
         body = _obj(value, "a key")
         scopes = body.get("scopes")
+        own = body.get("limits")
         return {
             "id": _str(body, "id"),
             "account_id": _str(body, "account_id"),
@@ -245,6 +394,9 @@ class Key:
             "expires_at": _opt_time(body, "expires_at"),
             "revoked_at": _opt_time(body, "revoked_at"),
             "replaced_by": _opt_str(body, "replaced_by"),
+            "limits": {}
+            if own is None
+            else {name: read_limits(item, name) for name, item in _obj(own, "limits").items()},
         }
 
     @classmethod
@@ -412,12 +564,115 @@ class Gauge:
         return cls(_str(body, "name"), _int(body, "usage"), _int(body, "limit"))
 
 
+def _rate_of(body: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """``(per_second, None)`` of a rate's entry, ``(None, window)`` of a window's."""
+    if body.get("rate") is not None:
+        return _number(_obj(body["rate"], "a rate"), "per_second"), None
+    return None, _str(body, "window")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """Where one limit stands after a verify (an entry of ``Verdict.limits``).
+
+    ``window`` names a window quota's window; a rate has ``per_second`` instead, its
+    ``total`` the burst and ``used`` the tokens taken. ``overage`` is what a soft limit
+    went past its total.
+    """
+
+    name: str
+    window: str | None
+    per_second: float | None
+    per: str
+    mode: str
+    used: int
+    remaining: int
+    total: int
+    reset: datetime | None
+    overage: int = 0
+
+    @classmethod
+    def from_json(cls, value: Any) -> LimitState:
+        """Read a verdict's limit entry."""
+        body = _obj(value, "a verdict's limit")
+        per_second, window = _rate_of(body)
+        return cls(
+            _str(body, "name"),
+            window,
+            per_second,
+            _opt_str(body, "per") or "account",
+            _opt_str(body, "mode") or "hard",
+            _int(body, "used"),
+            _int(body, "remaining"),
+            _int(body, "total"),
+            _opt_time(body, "reset"),
+            _opt_int(body, "overage") or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """One limit with its current use (``GET /v1/quotas`` and the operator's views).
+
+    As ``LimitState``, with the ``service`` and ``exhausted_at``: when the current window
+    runs out at its pace so far (None when it will not).
+    """
+
+    service: str
+    name: str
+    window: str | None
+    per_second: float | None
+    per: str
+    mode: str
+    used: int
+    remaining: int
+    total: int
+    reset: datetime | None
+    exhausted_at: datetime | None
+
+    @classmethod
+    def from_json(cls, value: Any) -> QuotaState:
+        """Read one limit of a quotas list."""
+        body = _obj(value, "a quota")
+        per_second, window = _rate_of(body)
+        return cls(
+            _str(body, "service"),
+            _str(body, "name"),
+            window,
+            per_second,
+            _opt_str(body, "per") or "account",
+            _opt_str(body, "mode") or "hard",
+            _int(body, "used"),
+            _int(body, "remaining"),
+            _int(body, "total"),
+            _opt_time(body, "reset"),
+            _opt_time(body, "exhausted_at"),
+        )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    # SPEC 9 names each shadow limit that would have refused; an entry may be its name or
+    # its limit object.
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise UnexpectedResponseError("field 'would_refuse' is not a list")
+    return tuple(
+        item if isinstance(item, str) else _str(_obj(item, "would_refuse"), "name")
+        for item in value
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The answer of ``POST /v1/verify``: whether the call may go through, and the quota.
 
     ``headers`` are the quota headers to pass on to the customer (``RateLimit-Policy``,
-    ``RateLimit``, ``X-RateLimit-*``, and ``Retry-After`` when refused).
+    ``RateLimit``, ``X-RateLimit-*``, and ``Retry-After`` when refused). The version-1
+    fields describe the limit with the least room; ``limits`` has every limit checked,
+    ``refused_by`` names the one that refused, ``overage`` sums what soft limits went
+    past their totals and ``would_refuse`` names the shadow limits that would have
+    refused (all empty from a server before SPEC 9).
     """
 
     valid: bool
@@ -432,6 +687,10 @@ class Verdict:
     retry_after: int | None = None
     window_seconds: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    limits: tuple[LimitState, ...] = ()
+    overage: int = 0
+    would_refuse: tuple[str, ...] = ()
+    refused_by: str | None = None
 
     @classmethod
     def from_json(cls, value: Any, headers: Mapping[str, str] | None = None) -> Verdict:
@@ -446,7 +705,8 @@ class Verdict:
         return cls(
             valid=valid,
             code=_str(body, "code"),
-            service=_str(body, "service"),
+            # A verify of several items may name no one service.
+            service=_opt_str(body, "service") or "",
             account_id=_opt_str(body, "account_id"),
             used=_opt_int(body, "used"),
             remaining=_opt_int(body, "remaining"),
@@ -456,6 +716,10 @@ class Verdict:
             retry_after=_header_int(headers, "retry-after"),
             window_seconds=_policy_window(headers),
             headers=quota_headers,
+            limits=tuple(list_of(LimitState.from_json)(body.get("limits") or [])),
+            overage=_opt_int(body, "overage") or 0,
+            would_refuse=_names(body.get("would_refuse")),
+            refused_by=_opt_str(body, "refused_by"),
         )
 
 
