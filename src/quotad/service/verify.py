@@ -15,8 +15,9 @@ refused key is resolved afresh every time.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -24,14 +25,40 @@ from typing import NamedTuple
 import structlog
 
 from quotad import metrics
-from quotad.domain import days, keys
-from quotad.domain.models import AccountStatus, IdempotencyClaim, effective_total
+from quotad.domain import days, keys, limits
+from quotad.domain.limits import (
+    RATE_PERIOD,
+    TALLY,
+    Limits,
+    LimitSpec,
+    LimitState,
+    Mode,
+    Per,
+    Slot,
+    Span,
+    Window,
+)
+from quotad.domain.models import (
+    AccountStatus,
+    ConsumeOutcome,
+    IdempotencyClaim,
+    day_total,
+    service_limits,
+)
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
 from quotad.service.deadline import Deadline
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.cache import RecordCache
+
+
+class Charge(NamedTuple):
+    """What a granted single-service v2 verify moved: its day row and its window slots."""
+
+    day: date
+    day_total: int
+    windows: tuple[Slot, ...]
 
 
 class Verdict(NamedTuple):
@@ -50,10 +77,17 @@ class Verdict(NamedTuple):
     reset: datetime | None = None
     window_seconds: int | None = None
     note: str | None = None
+    # Limits v2 (SPEC 9); a version-1 verdict leaves them at their defaults.
+    limits: tuple[LimitState, ...] = ()  # every limit checked, in the call's order
+    refused_by: str | None = None  # the name of the first limit that refused
+    overage: int = 0  # what soft limits went past their totals, summed
+    would_refuse: tuple[str, ...] = ()  # the shadow limits that would have refused
+    retry_after: int | None = None  # a rate's refusal: seconds until its tokens are there
+    charged: Charge | None = None  # what refund() gives back of a granted v2 verdict
 
     @property
     def remaining(self) -> int | None:
-        """Units left today, when known."""
+        """Units left of the verdict's limit (today's, for version 1), when known."""
         if self.used is None or self.total is None:
             return None
         return max(self.total - self.used, 0)
@@ -65,8 +99,14 @@ class Admission(NamedTuple):
     account_id: str
     key_digest: str
     timezone: str
-    total: int
+    total: int  # the daily total the account shares (0: none)
     until: datetime | None  # the key's expiry or revocation, whichever comes first
+    limits: Limits = ()  # every limit of the service for this key (plan, overrides, key's)
+    key_id: str | None = None
+    anchor_day: int = 1  # the account's billing anchor
+
+
+Items = Sequence[tuple[str, int]]
 
 
 def fingerprint(key_digest: str, service: str, cost: int) -> str:
@@ -74,19 +114,35 @@ def fingerprint(key_digest: str, service: str, cost: int) -> str:
     return hashlib.sha256(f"{key_digest}\n{service}\n{cost}".encode()).hexdigest()
 
 
+def items_fingerprint(key_digest: str, items: Items) -> str:
+    """``fingerprint`` over every item, in order (one item: exactly ``fingerprint``'s)."""
+    parts = "".join(f"\n{service}\n{cost}" for service, cost in items)
+    return hashlib.sha256(f"{key_digest}{parts}".encode()).hexdigest()
+
+
 log = structlog.get_logger("quotad.verify")
 
 
 async def verify(
-    ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None = None
+    ctx: Context,
+    raw_key: str,
+    service: str,
+    cost: int,
+    idempotency_key: str | None = None,
+    items: Items | None = None,
 ) -> Verdict:
     """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
+
+    With ``items`` (``(service, cost)`` pairs, each service once), every item's limits
+    are checked and moved in one consume: all pass or none does; ``service`` and
+    ``cost`` are then the first item's.
 
     A store that fails or does not answer within ``store_timeout_ms`` (800 ms by default) is
     answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
     (fail-open); either way the call is never charged later.
     """
-    return await _decided(ctx, service, _verify(ctx, raw_key, service, cost, idempotency_key))
+    asked = ((service, cost),) if items is None else tuple(items)
+    return await _decided(ctx, service, _verify(ctx, raw_key, asked, idempotency_key))
 
 
 async def verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
@@ -95,7 +151,7 @@ async def verify_account(ctx: Context, account_id: str, service: str, cost: int)
     For a gateway that identifies the account itself (Envoy's ``account_id`` descriptor
     entry, ``quotad.envoy``): no key is checked, the account must exist (else NOT_FOUND)
     and be active (else FORBIDDEN); the consume, the store's timeout and ``on_store_error``
-    are those of ``verify``.
+    are those of ``verify``. Without a key, per-key limits do not apply.
     """
     return await _decided(ctx, service, _verify_account(ctx, account_id, service, cost))
 
@@ -168,18 +224,39 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         auth.require_scope(caller, f"consume:{service}")
     except (AuthError, Forbidden) as exc:
         return Verdict(False, exc.code.value, service, note=exc.note)
-    total = effective_total(plan, account, service)
-    if total is None:
-        return Verdict(
-            False,
-            "FORBIDDEN",
-            service,
-            account.id,
-            note=f"the plan of account {account.id!r} has no quota for {service!r}",
-        )
+    applicable = service_limits(plan, account, service)
+    if applicable is not None:
+        applicable = limits.narrowed(applicable, caller.key.limits.get(service))
+    if not applicable:
+        return _no_quota(account.id, service)
     key = caller.key
     ends = [moment for moment in (key.expires_at, key.revoked_at) if moment is not None]
-    return Admission(account.id, key.digest, account.timezone, total, min(ends, default=None))
+    return Admission(
+        account.id,
+        key.digest,
+        account.timezone,
+        day_total(applicable) or 0,
+        min(ends, default=None),
+        applicable,
+        key.id,
+        account.anchor_day,
+    )
+
+
+def _no_quota(account_id: str, service: str) -> Verdict:
+    return Verdict(
+        False,
+        "FORBIDDEN",
+        service,
+        account_id,
+        note=f"the plan of account {account_id!r} has no quota for {service!r}",
+    )
+
+
+def _is_v1(admission: Admission) -> bool:
+    """Whether the admission's only limit is version 1's daily total (the fast path)."""
+    found = admission.limits
+    return len(found) == 1 and found[0].is_v1
 
 
 _Key = tuple[type[Admission], str, str]  # an admission's key in the record cache
@@ -217,28 +294,44 @@ async def _resolve(
 
 
 async def _verify(
-    ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None
+    ctx: Context, raw_key: str, items: tuple[tuple[str, int], ...], idempotency_key: str | None
 ) -> Verdict:
     now = ctx.clock.now()  # one instant for the key's validity and the day consumed
     cache = ctx.cache
-    if cache is None:
-        admission = await _admit(ctx, raw_key, service, now)
-    else:
-        key = (Admission, keys.digest(raw_key), service)
-        admission = _recall(ctx, cache, key, raw_key, now) or await _resolve(
-            ctx, cache, key, raw_key, now
-        )
-    if isinstance(admission, Verdict):
-        return admission
+    admissions: list[Admission] = []
+    for service, _ in items:
+        if cache is None:
+            admission = await _admit(ctx, raw_key, service, now)
+        else:
+            key = (Admission, keys.digest(raw_key), service)
+            admission = _recall(ctx, cache, key, raw_key, now) or await _resolve(
+                ctx, cache, key, raw_key, now
+            )
+        if isinstance(admission, Verdict):
+            return admission
+        admissions.append(admission)
+    first = admissions[0]
+    service, cost = items[0]
     claim = None
     if idempotency_key is not None:
         claim = IdempotencyClaim(
             idempotency_key,
-            fingerprint(admission.key_digest, service, cost),
+            items_fingerprint(first.key_digest, items),
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
-    return await _consume(
-        ctx, admission.account_id, admission.timezone, service, cost, admission.total, claim, now
+    if len(items) == 1 and _is_v1(first):  # version 1: exactly its consume, nothing more
+        return await _consume(
+            ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
+        )
+    return await _consume_limits(
+        ctx,
+        first.account_id,
+        first.key_id,
+        first.timezone,
+        first.anchor_day,
+        [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
+        claim,
+        now,
     )
 
 
@@ -251,16 +344,22 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     if account.status is AccountStatus.SUSPENDED:
         return Verdict(False, "FORBIDDEN", service, account.id, note="the account is suspended")
     plan = await ctx.records.get_plan(account.plan_id)
-    total = None if plan is None else effective_total(plan, account, service)
-    if total is None:
-        return Verdict(
-            False,
-            "FORBIDDEN",
-            service,
-            account.id,
-            note=f"the plan of account {account.id!r} has no quota for {service!r}",
-        )
-    return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+    applicable = None if plan is None else service_limits(plan, account, service)
+    if not applicable:
+        return _no_quota(account.id, service)
+    if len(applicable) == 1 and applicable[0].is_v1:
+        total = applicable[0].total
+        return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+    return await _consume_limits(
+        ctx,
+        account.id,
+        None,
+        account.timezone,
+        account.anchor_day,
+        [(service, cost, applicable)],
+        None,
+        now,
+    )
 
 
 async def _consume(
@@ -289,6 +388,219 @@ async def _consume(
     )
 
 
+# Limits v2 ----------------------------------------------------------------------------
+# The current window of each (window, zone, anchor): span() converts zones, so each is
+# computed once and kept until it ends.
+_SPANS: dict[tuple[Window, str, int | None], Span] = {}
+_MAX_SPANS = 4096
+
+
+def _span(window: Window, now: datetime, timezone: str, anchor: int | None) -> Span:
+    """``limits.span`` of ``now``, from the cache while the window it holds lasts."""
+    key = (window, timezone, anchor)
+    found = _SPANS.get(key)
+    if found is None or not found.start <= now < found.end:
+        if len(_SPANS) >= _MAX_SPANS:
+            _SPANS.clear()
+        found = _SPANS[key] = limits.span(window, now, timezone, anchor)
+    return found
+
+
+class _Owner(NamedTuple):
+    """Which limit a slot decides (none for a day row that only counts) and its window."""
+
+    service: str
+    limit: LimitSpec | None
+    span: Span | None
+
+
+def _day_limit(found: Limits) -> LimitSpec | None:
+    for limit in found:
+        if limit.window is Window.DAY and limit.per is Per.ACCOUNT:
+            return limit
+    return None
+
+
+async def _consume_limits(
+    ctx: Context,
+    account_id: str,
+    key_id: str | None,
+    timezone: str,
+    anchor_day: int,
+    items: list[tuple[str, int, Limits]],
+    claim: IdempotencyClaim | None,
+    now: datetime,
+) -> Verdict:
+    """Every limit of every item decided in the store's one consume (SPEC 9's verify).
+
+    Each item's day row is a slot (the first item's is the consume's own): held to the
+    daily total the account shares, or only counting when there is none. Every other
+    limit is one slot more.
+    """
+    day = days.local_day(now, timezone)
+    iso = day.isoformat()
+    slots: list[Slot] = []
+    owners: list[_Owner] = []
+    for service, cost, found in items:
+        daily = _day_limit(found)
+        day_span = _span(Window.DAY, now, timezone, None)
+        if daily is None:
+            slots.append(Slot(service, iso, 0, TALLY, cost))
+        else:
+            slots.append(Slot(service, iso, daily.total, limits.MODES[daily.mode], cost))
+        owners.append(_Owner(service, daily, day_span))
+        for limit in found:
+            if limit is daily or (limit.per is Per.KEY and key_id is None):
+                continue
+            name = limit.name(service)
+            if limit.per is Per.KEY:
+                name = f"{name}:{key_id}"
+            mode = limits.MODES[limit.mode]
+            if limit.window is None:
+                if limit.mode is Mode.HARD and cost > limit.total:
+                    return _never_fits(account_id, items[0][0], service, limit, cost)
+                interval = limits.interval_us(limit.per_second)
+                slots.append(Slot(name, RATE_PERIOD, limit.total, mode, cost, interval))
+                owners.append(_Owner(service, limit, None))
+            else:
+                anchor = anchor_day if limit.billing else None
+                window = _span(limit.window, now, timezone, anchor)
+                slots.append(Slot(name, window.period, limit.total, mode, cost))
+                owners.append(_Owner(service, limit, window))
+    first = slots[0]
+    outcome = await ctx.counters.consume(
+        account_id,
+        first.name,
+        day,
+        first.cost,
+        first.total,
+        claim,
+        now,
+        extra=tuple(slots[1:]),
+        day_mode=first.mode,
+    )
+    return await _v2_verdict(ctx, account_id, items, slots, owners, outcome, now)
+
+
+def _never_fits(
+    account_id: str, first_service: str, service: str, limit: LimitSpec, cost: int
+) -> Verdict:
+    """A hard rate whose burst is below the cost: no wait would let it pass."""
+    name = limit.name(service)
+    return Verdict(
+        False,
+        "RATE_LIMITED",
+        first_service,
+        account_id,
+        refused_by=name,
+        note=f"a cost of {cost} can never pass {name}: its burst is {limit.total}",
+    )
+
+
+async def _v2_verdict(
+    ctx: Context,
+    account_id: str,
+    items: list[tuple[str, int, Limits]],
+    slots: list[Slot],
+    owners: list[_Owner],
+    outcome: ConsumeOutcome,
+    now: datetime,
+) -> Verdict:
+    """The verdict of a v2 consume, from every slot's value before it."""
+    now_us = outcome.at_us or int(now.timestamp() * 1_000_000)
+    before: Sequence[int] = outcome.before
+    refused = outcome.refused if not outcome.granted else -1
+    if outcome.replayed or len(before) != len(slots):
+        # A replay's counters are not the first answer's: say where they stand now.
+        keys = [(slot.name, slot.period) for slot in slots]
+        before = after = await ctx.counters.read_counters(account_id, keys)
+    elif outcome.granted:
+        after = limits.advanced(before, slots, now_us)
+    else:
+        after = list(before)
+    states: list[LimitState] = []
+    refusing: LimitState | None = None
+    for index, (slot, owner) in enumerate(zip(slots, owners, strict=True)):
+        if owner.limit is None:
+            continue
+        state = _state(
+            slot, owner, owner.limit, before[index], after[index], now_us, outcome.granted
+        )
+        if state.would_refuse and not outcome.replayed:  # counted once, not per replay
+            metrics.count_shadow_refusal(owner.service, state.name)
+        if index == refused:
+            retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
+            refusing = state = state._replace(retry_after=retry_after)
+        states.append(state)
+    service = items[0][0]
+    if not states:  # only per-key limits, and no key: nothing applied but the count
+        return Verdict(outcome.granted, "VALID", service, account_id, after[0])
+    shown = refusing or min(states, key=lambda state: state.remaining)
+    code = "VALID"
+    if refusing is not None:
+        code = "RATE_LIMITED" if refusing.limit.window is None else "QUOTA_EXCEEDED"
+    charged = None
+    if outcome.granted and len(items) == 1:
+        windows = tuple(slot for slot in slots[1:] if not slot.interval)
+        charged = Charge(outcome.day, slots[0].total, windows)
+    return Verdict(
+        outcome.granted,
+        code,
+        service,
+        account_id,
+        shown.used,
+        shown.total,
+        shown.reset,
+        window_seconds(shown),
+        limits=tuple(states),
+        refused_by=None if refusing is None else refusing.name,
+        overage=sum(state.overage for state in states),
+        would_refuse=tuple(state.name for state in states if state.would_refuse),
+        retry_after=None if refusing is None else refusing.retry_after,
+        charged=charged,
+    )
+
+
+def _state(
+    slot: Slot,
+    owner: _Owner,
+    limit: LimitSpec,
+    before: int,
+    after: int,
+    now_us: int,
+    granted: bool,
+) -> LimitState:
+    """Where one limit stands after the consume, its counter ``before`` and ``after`` it."""
+    fits = limits.fits(slot, before, now_us)
+    excess = 0
+    if slot.interval:
+        used, reset = limits.rate_state(after, slot, now_us)
+        start = None
+        if limit.mode is Mode.SOFT and granted and not fits:
+            excess = slot.cost  # let through without its tokens
+    else:
+        assert owner.span is not None  # noqa: S101 - every window slot has its span
+        used, reset, start = after, owner.span.end, owner.span.start
+        if limit.mode is Mode.SOFT:
+            excess = max(used - slot.total, 0)
+    shadowed = limit.mode is Mode.SHADOW and not fits
+    name = limit.name(owner.service)
+    return LimitState(
+        name, owner.service, limit, used, slot.total, reset, excess, shadowed, None, start
+    )
+
+
+def window_seconds(state: LimitState) -> int:
+    """A limit's window in seconds: a calendar window's length, or the time a rate takes
+    to refill its whole burst (rounded up)."""
+    limit = state.limit
+    if limit.window is None:
+        return math.ceil(limit.total / limit.per_second)
+    if state.window_start is None:
+        return int(timedelta(days=1).total_seconds())
+    return int((state.reset - state.window_start).total_seconds())
+
+
 def consumed_day(verdict: Verdict, timezone: str) -> date:
     """The account's local day a granted verdict consumed from: the day its reset ends.
 
@@ -303,11 +615,18 @@ def consumed_day(verdict: Verdict, timezone: str) -> date:
 
 async def refund(ctx: Context, verdict: Verdict, cost: int) -> None:
     """Give ``cost`` back to the day a granted verdict consumed from (the work it paid for
-    failed); nothing for a verdict that consumed nothing or an account deleted since."""
+    failed), and to every window a v2 verdict moved; nothing for a verdict that consumed
+    nothing, one of several items, or an account deleted since."""
     if verdict.account_id is None or verdict.total is None or verdict.reset is None:
         return
+    if verdict.limits and verdict.charged is None:
+        return  # refused, or several services': no one adjust gives them back
     account = await ctx.records.get_account(verdict.account_id)
     if account is None:
+        return
+    if verdict.charged is not None:
+        day, total, windows = verdict.charged
+        await ctx.counters.adjust(account.id, verdict.service, day, -cost, total, windows)
         return
     day = consumed_day(verdict, account.timezone)
     await ctx.counters.adjust(account.id, verdict.service, day, -cost, verdict.total)
