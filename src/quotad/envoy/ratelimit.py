@@ -42,8 +42,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import duration_pb2
 
-from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.domain.limits import Window
+from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.http.quota import shown_limit, verdict_headers
 from quotad.http.verify_body import COST_MAX, KEY_MAX_LENGTH
 from quotad.service import verify

@@ -412,6 +412,7 @@ class _Owner(NamedTuple):
     service: str
     limit: LimitSpec | None
     span: Span | None
+    rank: tuple[int, int] = (0, 0)  # (item, limit) in the call's order: the answer's order
 
 
 def _day_limit(found: Limits) -> LimitSpec | None:
@@ -441,15 +442,16 @@ async def _consume_limits(
     iso = day.isoformat()
     slots: list[Slot] = []
     owners: list[_Owner] = []
-    for service, cost, found in items:
+    for item, (service, cost, found) in enumerate(items):
         daily = _day_limit(found)
         day_span = _span(Window.DAY, now, timezone, None)
         if daily is None:
             slots.append(Slot(service, iso, 0, TALLY, cost))
         else:
             slots.append(Slot(service, iso, daily.total, limits.MODES[daily.mode], cost))
-        owners.append(_Owner(service, daily, day_span))
-        for limit in found:
+        rank = (item, -1 if daily is None else found.index(daily))
+        owners.append(_Owner(service, daily, day_span, rank))
+        for position, limit in enumerate(found):
             if limit is daily or (limit.per is Per.KEY and key_id is None):
                 continue
             name = limit.name(service)
@@ -461,12 +463,12 @@ async def _consume_limits(
                     return _never_fits(account_id, items[0][0], service, limit, cost)
                 interval = limits.interval_us(limit.per_second)
                 slots.append(Slot(name, RATE_PERIOD, limit.total, mode, cost, interval))
-                owners.append(_Owner(service, limit, None))
+                owners.append(_Owner(service, limit, None, (item, position)))
             else:
                 anchor = anchor_day if limit.billing else None
                 window = _span(limit.window, now, timezone, anchor)
                 slots.append(Slot(name, window.period, limit.total, mode, cost))
-                owners.append(_Owner(service, limit, window))
+                owners.append(_Owner(service, limit, window, (item, position)))
     first = slots[0]
     outcome = await ctx.counters.consume(
         account_id,
@@ -518,7 +520,7 @@ async def _v2_verdict(
         after = limits.advanced(before, slots, now_us)
     else:
         after = list(before)
-    states: list[LimitState] = []
+    states: list[tuple[tuple[int, int], LimitState]] = []
     refusing: LimitState | None = None
     for index, (slot, owner) in enumerate(zip(slots, owners, strict=True)):
         if owner.limit is None:
@@ -531,8 +533,22 @@ async def _v2_verdict(
         if index == refused:
             retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
             refusing = state = state._replace(retry_after=retry_after)
-        states.append(state)
-    service = items[0][0]
+        states.append((owner.rank, state))
+    return _verdict_of(items[0][0], account_id, items, slots, outcome, states, refusing, after)
+
+
+def _verdict_of(
+    service: str,
+    account_id: str,
+    items: list[tuple[str, int, Limits]],
+    slots: list[Slot],
+    outcome: ConsumeOutcome,
+    ranked: list[tuple[tuple[int, int], LimitState]],
+    refusing: LimitState | None,
+    after: Sequence[int],
+) -> Verdict:
+    """The verdict of the limits' states: listed as the call named them."""
+    states = [state for _, state in sorted(ranked, key=lambda pair: pair[0])]
     if not states:  # only per-key limits, and no key: nothing applied but the count
         return Verdict(outcome.granted, "VALID", service, account_id, after[0])
     shown = refusing or min(states, key=lambda state: state.remaining)
