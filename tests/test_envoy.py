@@ -500,7 +500,7 @@ def test_readme_envoy_configuration_is_valid() -> None:
 async def _provision(ctx: Context) -> None:
     await admin.create_service(ctx, "insights", "")
     await admin.create_service(ctx, "scoring", "")
-    await admin.create_plan(ctx, "free", {"insights": Quota(2)}, [], "")
+    await admin.create_plan(ctx, "free", {"insights": Quota.daily(2)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "free", "UTC", Overrides())
     await admin.create_account(
         ctx, "frozen", "Frozen", "free", "UTC", Overrides(), AccountStatus.SUSPENDED

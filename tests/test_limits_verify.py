@@ -367,3 +367,26 @@ async def test_refund_gives_back_every_window_of_a_v2_verdict(
     await verify.refund(ctx, granted, 7)
     peek = await verify.verify(ctx, deployment.key, "insights", 0)
     assert [state.used for state in peek.limits] == [0, 0]
+
+
+async def test_an_accounts_verify_checks_every_limit_but_the_per_key_ones(
+    deployment: Deployment, ctx: Context
+) -> None:
+    """verify_account (Envoy's account descriptor) moves the account's limits, never a key's."""
+    await set_limits(
+        ctx,
+        insights=[
+            {"window": "day", "total": 100},
+            {"window": "week", "total": 6},
+            {"window": "day", "total": 1, "per": "key"},
+        ],
+    )
+    granted = await verify.verify_account(ctx, "acme", "insights", 5)
+    assert granted.valid is True
+    assert [state.name for state in granted.limits] == ["insights.day", "insights.week"]
+    refused = await verify.verify_account(ctx, "acme", "insights", 2)
+    assert (refused.valid, refused.code, refused.refused_by) == (
+        False,
+        "QUOTA_EXCEEDED",
+        "insights.week",
+    )
