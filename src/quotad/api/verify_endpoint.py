@@ -34,7 +34,7 @@ from quotad.api import metering
 from quotad.api.responses import verdict_body
 from quotad.api.schemas import VerifyIn, VerifyOut
 from quotad.domain import days
-from quotad.domain.limits import LimitState
+from quotad.domain.limits import LimitSpec, LimitState
 from quotad.domain.operators import Access
 from quotad.errors import ErrorCode, QuotadError, ValidationFailed
 from quotad.http.errors import JSON_TYPE, ErrorAnswer, error_answer, quotad_error_answer
@@ -164,23 +164,29 @@ def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
 
 
 def _limit_entry(state: LimitState) -> dict[str, Any]:
-    limit = state.limit
-    entry: dict[str, Any] = {"name": state.name}
-    if limit.window is None:
-        entry["rate"] = limit.to_json()["rate"]
-    else:
-        entry["window"] = limit.window.value
-    entry.update(
-        per=limit.per.value,
-        mode=limit.mode.value,
-        used=state.used,
-        remaining=state.remaining,
-        total=state.total,
-        reset=_reset_text(state.reset),
-    )
+    entry = {
+        **_entry_head(state.name, state.limit),
+        "used": state.used,
+        "remaining": state.remaining,
+        "total": state.total,
+        "reset": _reset_text(state.reset),
+    }
     if state.overage:
         entry["overage"] = state.overage
     return entry
+
+
+@lru_cache(maxsize=4096)
+def _entry_head(name: str, limit: LimitSpec) -> dict[str, Any]:
+    """What a limit's entry always says (copied, never changed): built once per limit."""
+    head: dict[str, Any] = {"name": name}
+    if limit.window is None:
+        head["rate"] = limit.to_json()["rate"]
+    else:
+        head["window"] = limit.window.value
+    head["per"] = limit.per.value
+    head["mode"] = limit.mode.value
+    return head
 
 
 def _idempotency_key(raw: bytes) -> str:

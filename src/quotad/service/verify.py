@@ -104,6 +104,8 @@ class Admission(NamedTuple):
     limits: Limits = ()  # every limit of the service for this key (plan, overrides, key's)
     key_id: str | None = None
     anchor_day: int = 1  # the account's billing anchor
+    # Its calls' slots by cost, kept while their windows last (``_prepared``).
+    prepared: dict[int, _Prepared] | None = None  # None: prepared afresh every call
 
 
 Items = Sequence[tuple[str, int]]
@@ -240,6 +242,7 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         applicable,
         key.id,
         account.anchor_day,
+        {},
     )
 
 
@@ -323,16 +326,18 @@ async def _verify(
         return await _consume(
             ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
         )
-    return await _consume_limits(
-        ctx,
-        first.account_id,
-        first.key_id,
-        first.timezone,
-        first.anchor_day,
-        [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
-        claim,
-        now,
-    )
+    if len(items) == 1:
+        prepared = _prepared(first, service, cost, now)
+    else:
+        prepared = _prepare(
+            first.account_id,
+            first.key_id,
+            first.timezone,
+            first.anchor_day,
+            [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
+            now,
+        )
+    return await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
 
 
 async def _verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
@@ -350,16 +355,10 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     if len(applicable) == 1 and applicable[0].is_v1:
         total = applicable[0].total
         return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
-    return await _consume_limits(
-        ctx,
-        account.id,
-        None,
-        account.timezone,
-        account.anchor_day,
-        [(service, cost, applicable)],
-        None,
-        now,
+    prepared = _prepare(
+        account.id, None, account.timezone, account.anchor_day, [(service, cost, applicable)], now
     )
+    return await _consume_limits(ctx, account.id, prepared, True, None, now)
 
 
 async def _consume(
@@ -407,12 +406,29 @@ def _span(window: Window, now: datetime, timezone: str, anchor: int | None) -> S
 
 
 class _Owner(NamedTuple):
-    """Which limit a slot decides (none for a day row that only counts) and its window."""
+    """The limit a slot decides, under its name, with its window (none for a rate)."""
 
     service: str
-    limit: LimitSpec | None
+    limit: LimitSpec
+    name: str
     span: Span | None
-    rank: tuple[int, int] = (0, 0)  # (item, limit) in the call's order: the answer's order
+
+
+class _Prepared(NamedTuple):
+    """A call's slots and the limit each decides, good from ``since`` until ``until`` (the
+    first of its windows to end): built once per admission and cost, not per verify."""
+
+    day: date
+    since: datetime
+    until: datetime
+    slots: tuple[Slot, ...]
+    owners: tuple[_Owner | None, ...]  # None: a day row that only counts
+    order: tuple[int, ...]  # the slots with a limit, in the order the call named them
+    windows: tuple[Slot, ...]  # what a refund gives back besides the day row
+    never: Verdict | None  # a cost above a hard rate's burst: refused before any consume
+
+
+_MAX_PREPARED = 64  # per admission: one per distinct cost
 
 
 def _day_limit(found: Limits) -> LimitSpec | None:
@@ -422,73 +438,124 @@ def _day_limit(found: Limits) -> LimitSpec | None:
     return None
 
 
-async def _consume_limits(
-    ctx: Context,
+def _prepare(
     account_id: str,
     key_id: str | None,
     timezone: str,
     anchor_day: int,
-    items: list[tuple[str, int, Limits]],
-    claim: IdempotencyClaim | None,
+    items: Sequence[tuple[str, int, Limits]],
     now: datetime,
-) -> Verdict:
-    """Every limit of every item decided in the store's one consume (SPEC 9's verify).
-
-    Each item's day row is a slot (the first item's is the consume's own): held to the
-    daily total the account shares, or only counting when there is none. Every other
-    limit is one slot more.
-    """
+) -> _Prepared:
+    """The slots of a call (SPEC 9's verify): each item's day row (the first item's is the
+    consume's own), held to the daily total the account shares or only counting when there
+    is none, and one slot for every other limit that applies."""
+    day_span = _span(Window.DAY, now, timezone, None)
     day = days.local_day(now, timezone)
     iso = day.isoformat()
     slots: list[Slot] = []
-    owners: list[_Owner] = []
+    owners: list[_Owner | None] = []
+    ranks: list[tuple[int, int]] = []
+    since, until = day_span.start, day_span.end
+    never = None
     for item, (service, cost, found) in enumerate(items):
         daily = _day_limit(found)
-        day_span = _span(Window.DAY, now, timezone, None)
         if daily is None:
             slots.append(Slot(service, iso, 0, TALLY, cost))
+            owners.append(None)
+            ranks.append((item, -1))
         else:
             slots.append(Slot(service, iso, daily.total, limits.MODES[daily.mode], cost))
-        rank = (item, -1 if daily is None else found.index(daily))
-        owners.append(_Owner(service, daily, day_span, rank))
+            owners.append(_Owner(service, daily, daily.name(service), day_span))
+            ranks.append((item, found.index(daily)))
         for position, limit in enumerate(found):
             if limit is daily or (limit.per is Per.KEY and key_id is None):
                 continue
-            name = limit.name(service)
-            if limit.per is Per.KEY:
-                name = f"{name}:{key_id}"
+            shown = limit.name(service)
+            name = shown if limit.per is Per.ACCOUNT else f"{shown}:{key_id}"
             mode = limits.MODES[limit.mode]
+            window = None
             if limit.window is None:
-                if limit.mode is Mode.HARD and cost > limit.total:
-                    return _never_fits(account_id, items[0][0], service, limit, cost)
+                if limit.mode is Mode.HARD and cost > limit.total and never is None:
+                    never = _never_fits(account_id, items[0][0], shown, limit, cost)
                 interval = limits.interval_us(limit.per_second)
                 slots.append(Slot(name, RATE_PERIOD, limit.total, mode, cost, interval))
-                owners.append(_Owner(service, limit, None, (item, position)))
             else:
                 anchor = anchor_day if limit.billing else None
                 window = _span(limit.window, now, timezone, anchor)
+                since, until = max(since, window.start), min(until, window.end)
                 slots.append(Slot(name, window.period, limit.total, mode, cost))
-                owners.append(_Owner(service, limit, window, (item, position)))
+            owners.append(_Owner(service, limit, shown, window))
+            ranks.append((item, position))
+    order = sorted(
+        (index for index, owner in enumerate(owners) if owner is not None),
+        key=lambda index: ranks[index],
+    )
+    windows = tuple(slot for slot in slots[1:] if not slot.interval)
+    return _Prepared(day, since, until, tuple(slots), tuple(owners), tuple(order), windows, never)
+
+
+def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _Prepared:
+    """The admission's prepared call of ``cost``, while its windows last (else afresh)."""
+    kept = admission.prepared
+    found = None if kept is None else kept.get(cost)
+    if found is None or not found.since <= now < found.until:
+        found = _prepare(
+            admission.account_id,
+            admission.key_id,
+            admission.timezone,
+            admission.anchor_day,
+            [(service, cost, admission.limits)],
+            now,
+        )
+        if kept is not None:
+            if len(kept) >= _MAX_PREPARED:
+                kept.clear()
+            kept[cost] = found
+    return found
+
+
+async def _consume_limits(
+    ctx: Context,
+    account_id: str,
+    prepared: _Prepared,
+    single: bool,
+    claim: IdempotencyClaim | None,
+    now: datetime,
+) -> Verdict:
+    """Every slot of a prepared call decided in the store's one consume."""
+    if prepared.never is not None:
+        return prepared.never
+    slots = prepared.slots
     first = slots[0]
     outcome = await ctx.counters.consume(
         account_id,
         first.name,
-        day,
+        prepared.day,
         first.cost,
         first.total,
         claim,
         now,
-        extra=tuple(slots[1:]),
+        extra=slots[1:],
         day_mode=first.mode,
     )
-    return await _v2_verdict(ctx, account_id, items, slots, owners, outcome, now)
+    now_us = outcome.at_us or int(now.timestamp() * 1_000_000)
+    before: Sequence[int] = outcome.before
+    after: Sequence[int]
+    if outcome.replayed or len(before) != len(slots):
+        # A replay's counters are not the first answer's: say where they stand now.
+        keys = [(slot.name, slot.period) for slot in slots]
+        before = after = await ctx.counters.read_counters(account_id, keys)
+    elif outcome.granted:
+        after = limits.advanced(before, slots, now_us)
+    else:
+        after = before
+    return _verdict(account_id, prepared, single, outcome, before, after, now_us)
 
 
 def _never_fits(
-    account_id: str, first_service: str, service: str, limit: LimitSpec, cost: int
+    account_id: str, first_service: str, name: str, limit: LimitSpec, cost: int
 ) -> Verdict:
     """A hard rate whose burst is below the cost: no wait would let it pass."""
-    name = limit.name(service)
     return Verdict(
         False,
         "RATE_LIMITED",
@@ -499,68 +566,52 @@ def _never_fits(
     )
 
 
-async def _v2_verdict(
-    ctx: Context,
+def _verdict(
     account_id: str,
-    items: list[tuple[str, int, Limits]],
-    slots: list[Slot],
-    owners: list[_Owner],
+    prepared: _Prepared,
+    single: bool,
     outcome: ConsumeOutcome,
-    now: datetime,
+    before: Sequence[int],
+    after: Sequence[int],
+    now_us: int,
 ) -> Verdict:
-    """The verdict of a v2 consume, from every slot's value before it."""
-    now_us = outcome.at_us or int(now.timestamp() * 1_000_000)
-    before: Sequence[int] = outcome.before
-    refused = outcome.refused if not outcome.granted else -1
-    if outcome.replayed or len(before) != len(slots):
-        # A replay's counters are not the first answer's: say where they stand now.
-        keys = [(slot.name, slot.period) for slot in slots]
-        before = after = await ctx.counters.read_counters(account_id, keys)
-    elif outcome.granted:
-        after = limits.advanced(before, slots, now_us)
-    else:
-        after = list(before)
-    states: list[tuple[tuple[int, int], LimitState]] = []
-    refusing: LimitState | None = None
-    for index, (slot, owner) in enumerate(zip(slots, owners, strict=True)):
-        if owner.limit is None:
-            continue
-        state = _state(
-            slot, owner, owner.limit, before[index], after[index], now_us, outcome.granted
-        )
+    """The verdict of a v2 consume, from every slot's value before and after it."""
+    granted = outcome.granted
+    refused = -1 if granted else outcome.refused
+    slots, owners = prepared.slots, prepared.owners
+    states: list[LimitState] = []
+    refusing = least = None
+    for index in prepared.order:
+        slot = slots[index]
+        owner = owners[index]
+        assert owner is not None  # noqa: S101 - ``order`` holds the slots with a limit
+        state = _state(slot, owner, before[index], after[index], now_us, granted)
         if state.would_refuse and not outcome.replayed:  # counted once, not per replay
             metrics.count_shadow_refusal(owner.service, state.name)
         if index == refused:
             retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
             refusing = state = state._replace(retry_after=retry_after)
-        states.append((owner.rank, state))
-    return _verdict_of(items[0][0], account_id, items, slots, outcome, states, refusing, after)
-
-
-def _verdict_of(
-    service: str,
-    account_id: str,
-    items: list[tuple[str, int, Limits]],
-    slots: list[Slot],
-    outcome: ConsumeOutcome,
-    ranked: list[tuple[tuple[int, int], LimitState]],
-    refusing: LimitState | None,
-    after: Sequence[int],
-) -> Verdict:
-    """The verdict of the limits' states: listed as the call named them."""
-    states = [state for _, state in sorted(ranked, key=lambda pair: pair[0])]
-    if not states:  # only per-key limits, and no key: nothing applied but the count
-        return Verdict(outcome.granted, "VALID", service, account_id, after[0])
-    shown = refusing or min(states, key=lambda state: state.remaining)
+        if least is None or state.remaining < least.remaining:
+            least = state
+        states.append(state)
+    service = slots[0].name
+    if least is None:  # only per-key limits, and no key: nothing applied but the count
+        return Verdict(granted, "VALID", service, account_id, after[0])
+    shown = refusing or least
     code = "VALID"
     if refusing is not None:
         code = "RATE_LIMITED" if refusing.limit.window is None else "QUOTA_EXCEEDED"
+    overage = 0
+    would_refuse = []
+    for state in states:
+        overage += state.overage
+        if state.would_refuse:
+            would_refuse.append(state.name)
     charged = None
-    if outcome.granted and len(items) == 1:
-        windows = tuple(slot for slot in slots[1:] if not slot.interval)
-        charged = Charge(outcome.day, slots[0].total, windows)
+    if granted and single:
+        charged = Charge(outcome.day, slots[0].total, prepared.windows)
     return Verdict(
-        outcome.granted,
+        granted,
         code,
         service,
         account_id,
@@ -570,39 +621,35 @@ def _verdict_of(
         window_seconds(shown),
         limits=tuple(states),
         refused_by=None if refusing is None else refusing.name,
-        overage=sum(state.overage for state in states),
-        would_refuse=tuple(state.name for state in states if state.would_refuse),
+        overage=overage,
+        would_refuse=tuple(would_refuse),
         retry_after=None if refusing is None else refusing.retry_after,
         charged=charged,
     )
 
 
 def _state(
-    slot: Slot,
-    owner: _Owner,
-    limit: LimitSpec,
-    before: int,
-    after: int,
-    now_us: int,
-    granted: bool,
+    slot: Slot, owner: _Owner, before: int, after: int, now_us: int, granted: bool
 ) -> LimitState:
     """Where one limit stands after the consume, its counter ``before`` and ``after`` it."""
-    fits = limits.fits(slot, before, now_us)
+    limit = owner.limit
+    mode = limit.mode
     excess = 0
-    if slot.interval:
+    span = owner.span
+    if span is None:  # a rate
+        fits = limits.fits(slot, before, now_us)
         used, reset = limits.rate_state(after, slot, now_us)
         start = None
-        if limit.mode is Mode.SOFT and granted and not fits:
+        if mode is Mode.SOFT and granted and not fits:
             excess = slot.cost  # let through without its tokens
     else:
-        assert owner.span is not None  # noqa: S101 - every window slot has its span
-        used, reset, start = after, owner.span.end, owner.span.start
-        if limit.mode is Mode.SOFT:
-            excess = max(used - slot.total, 0)
-    shadowed = limit.mode is Mode.SHADOW and not fits
-    name = limit.name(owner.service)
+        fits = before + slot.cost <= slot.total
+        used, reset, start = after, span.end, span.start
+        if mode is Mode.SOFT and used > slot.total:
+            excess = used - slot.total
+    shadowed = mode is Mode.SHADOW and not fits
     return LimitState(
-        name, owner.service, limit, used, slot.total, reset, excess, shadowed, None, start
+        owner.name, owner.service, limit, used, slot.total, reset, excess, shadowed, None, start
     )
 
 
