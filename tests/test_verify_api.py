@@ -43,6 +43,22 @@ async def test_valid_consume_reports_state_in_body_and_headers(
         "remaining": 247,
         "total": 250,
         "reset": "2024-11-08T00:00:00Z",
+        # Limits v2 (SPEC 9): a version-1 plan's one daily limit, and no refusal.
+        "limits": [
+            {
+                "name": "insights.day",
+                "window": "day",
+                "per": "account",
+                "mode": "hard",
+                "used": 3,
+                "remaining": 247,
+                "total": 250,
+                "reset": "2024-11-08T00:00:00Z",
+            }
+        ],
+        "overage": 0,
+        "would_refuse": [],
+        "refused_by": None,
     }
     headers = response.headers
     assert headers["RateLimit-Policy"] == '"insights";q=250;w=86400'

@@ -38,6 +38,11 @@ FAIL_OPEN = Counter(
     ["service"],
 )
 RATE_LIMITED = Counter("quotad_rate_limited_total", "Customer requests refused by the throttle")
+SHADOW_REFUSALS = Counter(
+    "quotad_shadow_refusals_total",
+    "Verifies a shadow limit would have refused (SPEC 9), by service and limit",
+    ["service", "limit"],
+)
 
 # ``Counter.labels`` takes a lock and validates its arguments on every call; verify counts
 # once per request, so its children are kept here. The label pairs are few (services by
@@ -55,6 +60,11 @@ def count_consume(service: str, result: str) -> None:
             _CONSUME_CHILDREN.clear()
         child = _CONSUME_CHILDREN[(service, result)] = CONSUMES.labels(service, result)
     child.inc()
+
+
+def count_shadow_refusal(service: str, limit: str) -> None:
+    """Add one to ``quotad_shadow_refusals_total`` for ``service`` and the limit's name."""
+    SHADOW_REFUSALS.labels(service, limit).inc()
 
 
 def exposition() -> tuple[bytes, str]:

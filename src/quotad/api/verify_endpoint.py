@@ -22,7 +22,8 @@ called.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from functools import lru_cache
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Header
@@ -32,13 +33,15 @@ from starlette.routing import Route
 from quotad.api import metering
 from quotad.api.responses import verdict_body
 from quotad.api.schemas import VerifyIn, VerifyOut
+from quotad.domain import days
+from quotad.domain.limits import LimitSpec, LimitState
 from quotad.domain.operators import Access
 from quotad.errors import ErrorCode, QuotadError, ValidationFailed
 from quotad.http.errors import JSON_TYPE, ErrorAnswer, error_answer, quotad_error_answer
 from quotad.http.headers import client_host, too_large
 from quotad.http.quota import verdict_headers
 from quotad.http.types import Receive, Scope, Send
-from quotad.http.verify_body import verify_body
+from quotad.http.verify_body import VerifyArgs, VerifyItems, verify_body
 from quotad.service import auth, verify
 from quotad.service.context import Context
 
@@ -85,11 +88,11 @@ class VerifyEndpoint:
             if isinstance(args, ValidationFailed):
                 raise args
             key = None if idempotency_key is None else _idempotency_key(idempotency_key)
-            verdict = await verify.verify(ctx, *args, key)
+            verdict = await _verified(ctx, args, key)
         except QuotadError as exc:
             await quotad_error_answer(exc)(scope, receive, send)
             return
-        content = orjson.dumps(verdict_body(verdict))
+        content = orjson.dumps(answer_body(verdict))
         headers = verdict_headers(verdict, ctx.clock.now().timestamp())
         headers.append((b"content-length", b"%d" % len(content)))
         headers.append(JSON_TYPE)
@@ -113,6 +116,77 @@ class VerifyEndpoint:
             if not message.get("more_body", False):
                 break
         return bytes(chunks)
+
+
+async def _verified(
+    ctx: Context, args: VerifyArgs | VerifyItems, idempotency_key: str | None
+) -> verify.Verdict:
+    """The verify of a body's ``(key, service, cost)``, or of its ``(key, items)``."""
+    if len(args) == 3:
+        return await verify.verify(ctx, *args, idempotency_key)
+    raw_key, items = args
+    service, cost = items[0]
+    return await verify.verify(ctx, raw_key, service, cost, idempotency_key, items)
+
+
+_reset_text = lru_cache(maxsize=1024)(days.rfc3339)
+
+
+def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
+    """The verify answer: version 1's fields, and SPEC 9's ``limits``, ``overage``,
+    ``would_refuse`` and ``refused_by``. A version-1 verdict lists its one daily limit."""
+    body = verdict_body(verdict)
+    if verdict.limits:
+        entries = [_limit_entry(state) for state in verdict.limits]
+    elif verdict.total is not None and verdict.used is not None and verdict.reset is not None:
+        entries = [
+            {
+                "name": f"{verdict.service}.day",
+                "window": "day",
+                "per": "account",
+                "mode": "hard",
+                "used": verdict.used,
+                "remaining": verdict.remaining,
+                "total": verdict.total,
+                "reset": _reset_text(verdict.reset),
+            }
+        ]
+    else:
+        entries = []
+    refused_by = verdict.refused_by
+    if refused_by is None and verdict.code == "QUOTA_EXCEEDED" and not verdict.limits:
+        refused_by = f"{verdict.service}.day"  # version 1's one limit
+    body["limits"] = entries
+    body["overage"] = verdict.overage
+    body["would_refuse"] = list(verdict.would_refuse)
+    body["refused_by"] = refused_by
+    return body
+
+
+def _limit_entry(state: LimitState) -> dict[str, Any]:
+    entry = {
+        **_entry_head(state.name, state.limit),
+        "used": state.used,
+        "remaining": state.remaining,
+        "total": state.total,
+        "reset": _reset_text(state.reset),
+    }
+    if state.overage:
+        entry["overage"] = state.overage
+    return entry
+
+
+@lru_cache(maxsize=4096)
+def _entry_head(name: str, limit: LimitSpec) -> dict[str, Any]:
+    """What a limit's entry always says (copied, never changed): built once per limit."""
+    head: dict[str, Any] = {"name": name}
+    if limit.window is None:
+        head["rate"] = limit.to_json()["rate"]
+    else:
+        head["window"] = limit.window.value
+    head["per"] = limit.per.value
+    head["mode"] = limit.mode.value
+    return head
 
 
 def _idempotency_key(raw: bytes) -> str:

@@ -14,6 +14,9 @@ How a ``RateLimitRequest`` is read (SPEC 12):
 - The descriptors are decided in order, one verify each, and ``statuses`` follows their
   order. ``overall_code`` is OVER_LIMIT when any is; then what the others were granted
   is given back (``verify.refund``), so a refused request is charged nothing.
+- Limits v2 (SPEC 9): each verify checks every limit of its service (an account's
+  verify: every limit but the per-key ones); any refusal is OVER_LIMIT, and a
+  descriptor's status describes the limit its verdict's fields come from.
 - A refusal is a verdict, never a gRPC error: an unknown, malformed, expired or revoked
   key, an unknown account, a suspended one or an unknown domain is OVER_LIMIT, with an
   ``x-quotad-error`` header naming the contract's code (``QUOTA_EXCEEDED`` included).
@@ -39,8 +42,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import duration_pb2
 
+from quotad.domain.limits import Window
 from quotad.errors import ErrorCode, QuotadError, StorageError
-from quotad.http.quota import verdict_headers
+from quotad.http.quota import shown_limit, verdict_headers
 from quotad.http.verify_body import COST_MAX, KEY_MAX_LENGTH
 from quotad.service import verify
 from quotad.service.context import Context
@@ -55,7 +59,18 @@ UINT32_MAX = 2**32 - 1
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
-DAY = rls_pb2.RateLimitResponse.RateLimit.DAY
+_RateLimit = rls_pb2.RateLimitResponse.RateLimit
+DAY = _RateLimit.DAY
+# A limit's unit in a descriptor status; a rate's is the second (its refill pace).
+UNITS = {
+    None: _RateLimit.SECOND,
+    Window.MINUTE: _RateLimit.MINUTE,
+    Window.HOUR: _RateLimit.HOUR,
+    Window.DAY: DAY,
+    Window.WEEK: _RateLimit.WEEK,
+    Window.MONTH: _RateLimit.MONTH,
+    Window.YEAR: _RateLimit.YEAR,
+}
 
 
 class Ask(NamedTuple):
@@ -113,11 +128,14 @@ def descriptor_status(verdict: Verdict | None, now: datetime) -> Any:
     status = rls_pb2.RateLimitResponse.DescriptorStatus(code=OK if verdict.valid else OVER_LIMIT)
     total, remaining, reset = verdict.total, verdict.remaining, verdict.reset
     if total is not None and remaining is not None and reset is not None:
+        # A v2 verdict's fields are its refusing limit's, else the one with the least room.
+        shown = shown_limit(verdict)
+        name, unit = f"{verdict.service}.daily_queries", DAY
+        if shown is not None:
+            name, unit = shown.name, UNITS[shown.limit.window]
         status.current_limit.CopyFrom(
             rls_pb2.RateLimitResponse.RateLimit(
-                name=f"{verdict.service}.daily_queries",
-                requests_per_unit=min(total, UINT32_MAX),
-                unit=DAY,
+                name=name, requests_per_unit=min(total, UINT32_MAX), unit=unit
             )
         )
         status.limit_remaining = min(remaining, UINT32_MAX)

@@ -5,6 +5,12 @@ ASGI header pairs named in lower case. ``X-RateLimit-Reset`` is a Unix time in s
 (the GitHub convention); the IETF ``t`` parameter is the number of seconds until the
 reset. Every verify answer carries them, so what one service's answers share on one day
 is built once.
+
+A version-2 verdict (SPEC 9) lists every limit in ``RateLimit-Policy`` (one item per
+limit: ``"<name>";q=<total>;w=<seconds>``, a rate's ``q`` its burst and ``w`` the time
+it takes to refill it); ``RateLimit`` and ``X-RateLimit-*`` describe the limit the
+verdict's own fields come from (the refusing one, else the one with the least room), and
+a ``RATE_LIMITED`` refusal's ``Retry-After`` is the wait until its tokens are there.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from quotad.service.verify import Verdict
+from quotad.domain.limits import LimitState
+from quotad.service.verify import Verdict, window_seconds
 
 Header = tuple[bytes, bytes]
 DEFAULT_WINDOW = 86_400
@@ -23,6 +30,8 @@ def verdict_headers(verdict: Verdict, now_epoch: float) -> list[Header]:
     total, reset, remaining = verdict.total, verdict.reset, verdict.remaining
     if total is None or reset is None or remaining is None:
         return []
+    if verdict.limits:
+        return _limits_headers(verdict, verdict.limits, total, reset, remaining, now_epoch)
     service = verdict.service
     policy, limit, reset_header, reset_epoch = _fixed_headers(
         service, total, verdict.window_seconds or DEFAULT_WINDOW, reset
@@ -52,3 +61,44 @@ def _fixed_headers(
         (b"x-ratelimit-reset", b"%d" % reset_epoch),
         reset_epoch,
     )
+
+
+def shown_limit(verdict: Verdict) -> LimitState | None:
+    """The limit a v2 verdict's own fields describe: the refusing one, else the least room."""
+    if not verdict.limits:
+        return None
+    for state in verdict.limits:
+        if state.name == verdict.refused_by:
+            return state
+    return min(verdict.limits, key=lambda state: state.remaining)
+
+
+def _limits_headers(
+    verdict: Verdict,
+    states: tuple[LimitState, ...],
+    total: int,
+    reset: datetime,
+    remaining: int,
+    now_epoch: float,
+) -> list[Header]:
+    shown = shown_limit(verdict)
+    name = verdict.service if shown is None else shown.name
+    policy = ", ".join(
+        f'"{state.name}";q={state.total};w={window_seconds(state)}' for state in states
+    )
+    reset_epoch = int(reset.timestamp())
+    reset_in = max(reset_epoch - int(now_epoch), 0)
+    headers = [
+        (b"ratelimit-policy", policy.encode("latin-1")),
+        (b"ratelimit", f'"{name}";r={remaining};t={reset_in}'.encode("latin-1")),
+        (b"x-ratelimit-limit", b"%d" % total),
+        (b"x-ratelimit-remaining", b"%d" % remaining),
+        (b"x-ratelimit-reset", b"%d" % reset_epoch),
+    ]
+    if not verdict.valid:
+        if verdict.code == "RATE_LIMITED":
+            if verdict.retry_after is not None:  # None: no wait would let it pass
+                headers.append((b"retry-after", b"%d" % max(verdict.retry_after, 1)))
+        else:
+            headers.append((b"retry-after", b"%d" % max(reset_in, 1)))
+    return headers

@@ -1,5 +1,8 @@
 """The body of ``POST /v1/verify``: ``{"key", "service", "cost"}``, read without a framework.
 
+Limits v2 (SPEC 9): ``{"key", "items": [{"service", "cost"}, ...]}`` instead of ``service``
+and ``cost`` (both forms at once are refused): each service once, at least one item.
+
 The answers are the contract's, with the pointers, messages and codes that the API's
 pydantic models give everywhere else (``quotad.api.schemas.VerifyIn`` documents this
 body, and ``tests/test_verify_endpoint.py`` holds the two to the same verdict on every
@@ -16,6 +19,7 @@ falls to the exact reading, never to a different verdict.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -26,14 +30,19 @@ KEY_MAX_LENGTH = 256
 SERVICE_MAX_LENGTH = 64
 COST_MAX = 10**9
 COST_DEFAULT = 1
+ITEMS_MAX = 100
 FIELDS = ("key", "service", "cost")
 _FIELD_SET = frozenset(FIELDS)
+_ITEM_FIELDS = frozenset({"service", "cost"})
 
 VerifyArgs = tuple[str, str, int]
+Items = tuple[tuple[str, int], ...]
+VerifyItems = tuple[str, Items]  # a key and its (service, cost) items
 
 
-def verify_body(body: bytes) -> VerifyArgs | ValidationFailed:
-    """``(key, service, cost)`` of a verify body, or the validation failure to answer.
+def verify_body(body: bytes) -> VerifyArgs | VerifyItems | ValidationFailed:
+    """``(key, service, cost)`` of a verify body (``(key, items)`` for one with
+    ``items``), or the validation failure to answer.
 
     The failure is returned, not raised: the operator's token is checked between reading
     the JSON and judging its fields, so that a caller without it learns nothing of them.
@@ -64,7 +73,10 @@ def verify_body(body: bytes) -> VerifyArgs | ValidationFailed:
             "a JSON body is required",
             validation_errors=[FieldError("/body", "Field required", "missing")],
         )
-    return verify_fields(json_value(body))
+    data = json_value(body)
+    if isinstance(data, dict) and "items" in data:
+        return items_fields(data)
+    return verify_fields(data)
 
 
 def json_value(body: bytes) -> Any:
@@ -106,6 +118,81 @@ def verify_fields(data: Any) -> VerifyArgs | ValidationFailed:
     if problems or key is None or service is None or cost is None:
         return _invalid(problems)
     return key, service, cost
+
+
+def items_fields(data: dict[str, Any]) -> VerifyItems | ValidationFailed:
+    """``(key, items)`` of a JSON object with ``items``, or every way it is not one."""
+    problems: list[FieldError] = []
+    key = _text(data, "key", KEY_MAX_LENGTH, problems)
+    problems += [
+        FieldError(
+            f"/body/{name}",
+            "service and cost are given per item when items is given",
+            "exclusive",
+            "send either service and cost, or items",
+        )
+        for name in ("service", "cost")
+        if name in data
+    ]
+    problems += [
+        FieldError(f"/body/{name}", "Extra inputs are not permitted", "extra_forbidden")
+        for name in data
+        if name not in _FIELD_SET and name != "items"
+    ]
+    items = _items(data["items"], problems)
+    if problems or key is None or items is None:
+        return _invalid(problems)
+    return key, items
+
+
+def _items(value: Any, problems: list[FieldError]) -> Items | None:
+    pointer = "/body/items"
+    if not isinstance(value, list):
+        problems.append(FieldError(pointer, "Input should be a valid list", "list_type"))
+        return None
+    if not value:
+        problems.append(FieldError(pointer, "List should have at least 1 item", "too_short"))
+        return None
+    if len(value) > ITEMS_MAX:
+        message = f"List should have at most {ITEMS_MAX} items"
+        problems.append(FieldError(pointer, message, "too_long"))
+        return None
+    before = len(problems)
+    items: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        where = f"{pointer}/{index}"
+        if not isinstance(item, dict):
+            message = "Input should be a valid dictionary or object to extract fields from"
+            problems.append(FieldError(where, message, "model_attributes_type"))
+            continue
+        item_problems: list[FieldError] = []
+        service = _text(item, "service", SERVICE_MAX_LENGTH, item_problems)
+        cost = _cost(item.get("cost", COST_DEFAULT), item_problems)
+        item_problems += [
+            FieldError(f"/body/{name}", "Extra inputs are not permitted", "extra_forbidden")
+            for name in item
+            if name not in _ITEM_FIELDS
+        ]
+        # The item's pointers: /body/items/<index>/<field>.
+        problems += [
+            replace(problem, path=problem.path.replace("/body", where, 1))
+            for problem in item_problems
+        ]
+        if service is None or cost is None:
+            continue
+        if service in seen:
+            problems.append(
+                FieldError(
+                    f"{where}/service",
+                    f"the service {service!r} is named by an earlier item",
+                    "unique",
+                    "one item per service, with the sum of the costs",
+                )
+            )
+        seen.add(service)
+        items.append((service, cost))
+    return tuple(items) if len(problems) == before else None
 
 
 def _invalid(problems: list[FieldError]) -> ValidationFailed:

@@ -15,8 +15,9 @@ refused key is resolved afresh every time.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -24,14 +25,40 @@ from typing import NamedTuple
 import structlog
 
 from quotad import metrics
-from quotad.domain import days, keys
-from quotad.domain.models import AccountStatus, IdempotencyClaim, effective_total
+from quotad.domain import days, keys, limits
+from quotad.domain.limits import (
+    RATE_PERIOD,
+    TALLY,
+    Limits,
+    LimitSpec,
+    LimitState,
+    Mode,
+    Per,
+    Slot,
+    Span,
+    Window,
+)
+from quotad.domain.models import (
+    AccountStatus,
+    ConsumeOutcome,
+    IdempotencyClaim,
+    day_total,
+    service_limits,
+)
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, auth
 from quotad.service.context import Context
 from quotad.service.deadline import Deadline
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.cache import RecordCache
+
+
+class Charge(NamedTuple):
+    """What a granted single-service v2 verify moved: its day row and its window slots."""
+
+    day: date
+    day_total: int
+    windows: tuple[Slot, ...]
 
 
 class Verdict(NamedTuple):
@@ -50,10 +77,17 @@ class Verdict(NamedTuple):
     reset: datetime | None = None
     window_seconds: int | None = None
     note: str | None = None
+    # Limits v2 (SPEC 9); a version-1 verdict leaves them at their defaults.
+    limits: tuple[LimitState, ...] = ()  # every limit checked, in the call's order
+    refused_by: str | None = None  # the name of the first limit that refused
+    overage: int = 0  # what soft limits went past their totals, summed
+    would_refuse: tuple[str, ...] = ()  # the shadow limits that would have refused
+    retry_after: int | None = None  # a rate's refusal: seconds until its tokens are there
+    charged: Charge | None = None  # what refund() gives back of a granted v2 verdict
 
     @property
     def remaining(self) -> int | None:
-        """Units left today, when known."""
+        """Units left of the verdict's limit (today's, for version 1), when known."""
         if self.used is None or self.total is None:
             return None
         return max(self.total - self.used, 0)
@@ -65,8 +99,16 @@ class Admission(NamedTuple):
     account_id: str
     key_digest: str
     timezone: str
-    total: int
+    total: int  # the daily total the account shares (0: none)
     until: datetime | None  # the key's expiry or revocation, whichever comes first
+    limits: Limits = ()  # every limit of the service for this key (plan, overrides, key's)
+    key_id: str | None = None
+    anchor_day: int = 1  # the account's billing anchor
+    # Its calls' slots by cost, kept while their windows last (``_prepared``).
+    prepared: dict[int, _Prepared] | None = None  # None: prepared afresh every call
+
+
+Items = Sequence[tuple[str, int]]
 
 
 def fingerprint(key_digest: str, service: str, cost: int) -> str:
@@ -74,19 +116,35 @@ def fingerprint(key_digest: str, service: str, cost: int) -> str:
     return hashlib.sha256(f"{key_digest}\n{service}\n{cost}".encode()).hexdigest()
 
 
+def items_fingerprint(key_digest: str, items: Items) -> str:
+    """``fingerprint`` over every item, in order (one item: exactly ``fingerprint``'s)."""
+    parts = "".join(f"\n{service}\n{cost}" for service, cost in items)
+    return hashlib.sha256(f"{key_digest}{parts}".encode()).hexdigest()
+
+
 log = structlog.get_logger("quotad.verify")
 
 
 async def verify(
-    ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None = None
+    ctx: Context,
+    raw_key: str,
+    service: str,
+    cost: int,
+    idempotency_key: str | None = None,
+    items: Items | None = None,
 ) -> Verdict:
     """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
+
+    With ``items`` (``(service, cost)`` pairs, each service once), every item's limits
+    are checked and moved in one consume: all pass or none does; ``service`` and
+    ``cost`` are then the first item's.
 
     A store that fails or does not answer within ``store_timeout_ms`` (800 ms by default) is
     answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
     (fail-open); either way the call is never charged later.
     """
-    return await _decided(ctx, service, _verify(ctx, raw_key, service, cost, idempotency_key))
+    asked = ((service, cost),) if items is None else tuple(items)
+    return await _decided(ctx, service, _verify(ctx, raw_key, asked, idempotency_key))
 
 
 async def verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
@@ -95,7 +153,7 @@ async def verify_account(ctx: Context, account_id: str, service: str, cost: int)
     For a gateway that identifies the account itself (Envoy's ``account_id`` descriptor
     entry, ``quotad.envoy``): no key is checked, the account must exist (else NOT_FOUND)
     and be active (else FORBIDDEN); the consume, the store's timeout and ``on_store_error``
-    are those of ``verify``.
+    are those of ``verify``. Without a key, per-key limits do not apply.
     """
     return await _decided(ctx, service, _verify_account(ctx, account_id, service, cost))
 
@@ -168,18 +226,40 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         auth.require_scope(caller, f"consume:{service}")
     except (AuthError, Forbidden) as exc:
         return Verdict(False, exc.code.value, service, note=exc.note)
-    total = effective_total(plan, account, service)
-    if total is None:
-        return Verdict(
-            False,
-            "FORBIDDEN",
-            service,
-            account.id,
-            note=f"the plan of account {account.id!r} has no quota for {service!r}",
-        )
+    applicable = service_limits(plan, account, service)
+    if applicable is not None:
+        applicable = limits.narrowed(applicable, caller.key.limits.get(service))
+    if not applicable:
+        return _no_quota(account.id, service)
     key = caller.key
     ends = [moment for moment in (key.expires_at, key.revoked_at) if moment is not None]
-    return Admission(account.id, key.digest, account.timezone, total, min(ends, default=None))
+    return Admission(
+        account.id,
+        key.digest,
+        account.timezone,
+        day_total(applicable) or 0,
+        min(ends, default=None),
+        applicable,
+        key.id,
+        account.anchor_day,
+        {},
+    )
+
+
+def _no_quota(account_id: str, service: str) -> Verdict:
+    return Verdict(
+        False,
+        "FORBIDDEN",
+        service,
+        account_id,
+        note=f"the plan of account {account_id!r} has no quota for {service!r}",
+    )
+
+
+def _is_v1(admission: Admission) -> bool:
+    """Whether the admission's only limit is version 1's daily total (the fast path)."""
+    found = admission.limits
+    return len(found) == 1 and found[0].is_v1
 
 
 _Key = tuple[type[Admission], str, str]  # an admission's key in the record cache
@@ -217,29 +297,47 @@ async def _resolve(
 
 
 async def _verify(
-    ctx: Context, raw_key: str, service: str, cost: int, idempotency_key: str | None
+    ctx: Context, raw_key: str, items: tuple[tuple[str, int], ...], idempotency_key: str | None
 ) -> Verdict:
     now = ctx.clock.now()  # one instant for the key's validity and the day consumed
     cache = ctx.cache
-    if cache is None:
-        admission = await _admit(ctx, raw_key, service, now)
-    else:
-        key = (Admission, keys.digest(raw_key), service)
-        admission = _recall(ctx, cache, key, raw_key, now) or await _resolve(
-            ctx, cache, key, raw_key, now
-        )
-    if isinstance(admission, Verdict):
-        return admission
+    admissions: list[Admission] = []
+    for service, _ in items:
+        if cache is None:
+            admission = await _admit(ctx, raw_key, service, now)
+        else:
+            key = (Admission, keys.digest(raw_key), service)
+            admission = _recall(ctx, cache, key, raw_key, now) or await _resolve(
+                ctx, cache, key, raw_key, now
+            )
+        if isinstance(admission, Verdict):
+            return admission
+        admissions.append(admission)
+    first = admissions[0]
+    service, cost = items[0]
     claim = None
     if idempotency_key is not None:
         claim = IdempotencyClaim(
             idempotency_key,
-            fingerprint(admission.key_digest, service, cost),
+            items_fingerprint(first.key_digest, items),
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
-    return await _consume(
-        ctx, admission.account_id, admission.timezone, service, cost, admission.total, claim, now
-    )
+    if len(items) == 1 and _is_v1(first):  # version 1: exactly its consume, nothing more
+        return await _consume(
+            ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
+        )
+    if len(items) == 1:
+        prepared = _prepared(first, service, cost, now)
+    else:
+        prepared = _prepare(
+            first.account_id,
+            first.key_id,
+            first.timezone,
+            first.anchor_day,
+            [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
+            now,
+        )
+    return await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
 
 
 async def _verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
@@ -251,16 +349,16 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     if account.status is AccountStatus.SUSPENDED:
         return Verdict(False, "FORBIDDEN", service, account.id, note="the account is suspended")
     plan = await ctx.records.get_plan(account.plan_id)
-    total = None if plan is None else effective_total(plan, account, service)
-    if total is None:
-        return Verdict(
-            False,
-            "FORBIDDEN",
-            service,
-            account.id,
-            note=f"the plan of account {account.id!r} has no quota for {service!r}",
-        )
-    return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+    applicable = None if plan is None else service_limits(plan, account, service)
+    if not applicable:
+        return _no_quota(account.id, service)
+    if len(applicable) == 1 and applicable[0].is_v1:
+        total = applicable[0].total
+        return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+    prepared = _prepare(
+        account.id, None, account.timezone, account.anchor_day, [(service, cost, applicable)], now
+    )
+    return await _consume_limits(ctx, account.id, prepared, True, None, now)
 
 
 async def _consume(
@@ -289,6 +387,283 @@ async def _consume(
     )
 
 
+# Limits v2 ----------------------------------------------------------------------------
+# The current window of each (window, zone, anchor): span() converts zones, so each is
+# computed once and kept until it ends.
+_SPANS: dict[tuple[Window, str, int | None], Span] = {}
+_MAX_SPANS = 4096
+
+
+def _span(window: Window, now: datetime, timezone: str, anchor: int | None) -> Span:
+    """``limits.span`` of ``now``, from the cache while the window it holds lasts."""
+    key = (window, timezone, anchor)
+    found = _SPANS.get(key)
+    if found is None or not found.start <= now < found.end:
+        if len(_SPANS) >= _MAX_SPANS:
+            _SPANS.clear()
+        found = _SPANS[key] = limits.span(window, now, timezone, anchor)
+    return found
+
+
+class _Owner(NamedTuple):
+    """The limit a slot decides, under its name, with its window (none for a rate)."""
+
+    service: str
+    limit: LimitSpec
+    name: str
+    span: Span | None
+
+
+class _Prepared(NamedTuple):
+    """A call's slots and the limit each decides, good from ``since`` until ``until`` (the
+    first of its windows to end): built once per admission and cost, not per verify."""
+
+    day: date
+    since: datetime
+    until: datetime
+    slots: tuple[Slot, ...]
+    owners: tuple[_Owner | None, ...]  # None: a day row that only counts
+    order: tuple[int, ...]  # the slots with a limit, in the order the call named them
+    windows: tuple[Slot, ...]  # what a refund gives back besides the day row
+    never: Verdict | None  # a cost above a hard rate's burst: refused before any consume
+
+
+_MAX_PREPARED = 64  # per admission: one per distinct cost
+
+
+def _day_limit(found: Limits) -> LimitSpec | None:
+    for limit in found:
+        if limit.window is Window.DAY and limit.per is Per.ACCOUNT:
+            return limit
+    return None
+
+
+def _prepare(
+    account_id: str,
+    key_id: str | None,
+    timezone: str,
+    anchor_day: int,
+    items: Sequence[tuple[str, int, Limits]],
+    now: datetime,
+) -> _Prepared:
+    """The slots of a call (SPEC 9's verify): each item's day row (the first item's is the
+    consume's own), held to the daily total the account shares or only counting when there
+    is none, and one slot for every other limit that applies."""
+    day_span = _span(Window.DAY, now, timezone, None)
+    day = days.local_day(now, timezone)
+    iso = day.isoformat()
+    slots: list[Slot] = []
+    owners: list[_Owner | None] = []
+    ranks: list[tuple[int, int]] = []
+    since, until = day_span.start, day_span.end
+    never = None
+    for item, (service, cost, found) in enumerate(items):
+        daily = _day_limit(found)
+        if daily is None:
+            slots.append(Slot(service, iso, 0, TALLY, cost))
+            owners.append(None)
+            ranks.append((item, -1))
+        else:
+            slots.append(Slot(service, iso, daily.total, limits.MODES[daily.mode], cost))
+            owners.append(_Owner(service, daily, daily.name(service), day_span))
+            ranks.append((item, found.index(daily)))
+        for position, limit in enumerate(found):
+            if limit is daily or (limit.per is Per.KEY and key_id is None):
+                continue
+            shown = limit.name(service)
+            name = shown if limit.per is Per.ACCOUNT else f"{shown}:{key_id}"
+            mode = limits.MODES[limit.mode]
+            window = None
+            if limit.window is None:
+                if limit.mode is Mode.HARD and cost > limit.total and never is None:
+                    never = _never_fits(account_id, items[0][0], shown, limit, cost)
+                interval = limits.interval_us(limit.per_second)
+                slots.append(Slot(name, RATE_PERIOD, limit.total, mode, cost, interval))
+            else:
+                anchor = anchor_day if limit.billing else None
+                window = _span(limit.window, now, timezone, anchor)
+                since, until = max(since, window.start), min(until, window.end)
+                slots.append(Slot(name, window.period, limit.total, mode, cost))
+            owners.append(_Owner(service, limit, shown, window))
+            ranks.append((item, position))
+    order = sorted(
+        (index for index, owner in enumerate(owners) if owner is not None),
+        key=lambda index: ranks[index],
+    )
+    windows = tuple(slot for slot in slots[1:] if not slot.interval)
+    return _Prepared(day, since, until, tuple(slots), tuple(owners), tuple(order), windows, never)
+
+
+def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _Prepared:
+    """The admission's prepared call of ``cost``, while its windows last (else afresh)."""
+    kept = admission.prepared
+    found = None if kept is None else kept.get(cost)
+    if found is None or not found.since <= now < found.until:
+        found = _prepare(
+            admission.account_id,
+            admission.key_id,
+            admission.timezone,
+            admission.anchor_day,
+            [(service, cost, admission.limits)],
+            now,
+        )
+        if kept is not None:
+            if len(kept) >= _MAX_PREPARED:
+                kept.clear()
+            kept[cost] = found
+    return found
+
+
+async def _consume_limits(
+    ctx: Context,
+    account_id: str,
+    prepared: _Prepared,
+    single: bool,
+    claim: IdempotencyClaim | None,
+    now: datetime,
+) -> Verdict:
+    """Every slot of a prepared call decided in the store's one consume."""
+    if prepared.never is not None:
+        return prepared.never
+    slots = prepared.slots
+    first = slots[0]
+    outcome = await ctx.counters.consume(
+        account_id,
+        first.name,
+        prepared.day,
+        first.cost,
+        first.total,
+        claim,
+        now,
+        extra=slots[1:],
+        day_mode=first.mode,
+    )
+    now_us = outcome.at_us or int(now.timestamp() * 1_000_000)
+    before: Sequence[int] = outcome.before
+    after: Sequence[int]
+    if outcome.replayed or len(before) != len(slots):
+        # A replay's counters are not the first answer's: say where they stand now.
+        keys = [(slot.name, slot.period) for slot in slots]
+        before = after = await ctx.counters.read_counters(account_id, keys)
+    elif outcome.granted:
+        after = limits.advanced(before, slots, now_us)
+    else:
+        after = before
+    return _verdict(account_id, prepared, single, outcome, before, after, now_us)
+
+
+def _never_fits(
+    account_id: str, first_service: str, name: str, limit: LimitSpec, cost: int
+) -> Verdict:
+    """A hard rate whose burst is below the cost: no wait would let it pass."""
+    return Verdict(
+        False,
+        "RATE_LIMITED",
+        first_service,
+        account_id,
+        refused_by=name,
+        note=f"a cost of {cost} can never pass {name}: its burst is {limit.total}",
+    )
+
+
+def _verdict(
+    account_id: str,
+    prepared: _Prepared,
+    single: bool,
+    outcome: ConsumeOutcome,
+    before: Sequence[int],
+    after: Sequence[int],
+    now_us: int,
+) -> Verdict:
+    """The verdict of a v2 consume, from every slot's value before and after it."""
+    granted = outcome.granted
+    refused = -1 if granted else outcome.refused
+    slots, owners = prepared.slots, prepared.owners
+    states: list[LimitState] = []
+    refusing = least = None
+    for index in prepared.order:
+        slot = slots[index]
+        owner = owners[index]
+        assert owner is not None  # noqa: S101 - ``order`` holds the slots with a limit
+        state = _state(slot, owner, before[index], after[index], now_us, granted)
+        if state.would_refuse and not outcome.replayed:  # counted once, not per replay
+            metrics.count_shadow_refusal(owner.service, state.name)
+        if index == refused:
+            retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
+            refusing = state = state._replace(retry_after=retry_after)
+        if least is None or state.remaining < least.remaining:
+            least = state
+        states.append(state)
+    service = slots[0].name
+    if least is None:  # only per-key limits, and no key: nothing applied but the count
+        return Verdict(granted, "VALID", service, account_id, after[0])
+    shown = refusing or least
+    code = "VALID"
+    if refusing is not None:
+        code = "RATE_LIMITED" if refusing.limit.window is None else "QUOTA_EXCEEDED"
+    overage = 0
+    would_refuse = []
+    for state in states:
+        overage += state.overage
+        if state.would_refuse:
+            would_refuse.append(state.name)
+    charged = None
+    if granted and single:
+        charged = Charge(outcome.day, slots[0].total, prepared.windows)
+    return Verdict(
+        granted,
+        code,
+        service,
+        account_id,
+        shown.used,
+        shown.total,
+        shown.reset,
+        window_seconds(shown),
+        limits=tuple(states),
+        refused_by=None if refusing is None else refusing.name,
+        overage=overage,
+        would_refuse=tuple(would_refuse),
+        retry_after=None if refusing is None else refusing.retry_after,
+        charged=charged,
+    )
+
+
+def _state(
+    slot: Slot, owner: _Owner, before: int, after: int, now_us: int, granted: bool
+) -> LimitState:
+    """Where one limit stands after the consume, its counter ``before`` and ``after`` it."""
+    limit = owner.limit
+    mode = limit.mode
+    excess = 0
+    span = owner.span
+    if span is None:  # a rate
+        fits = limits.fits(slot, before, now_us)
+        used, reset = limits.rate_state(after, slot, now_us)
+        start = None
+        if mode is Mode.SOFT and granted and not fits:
+            excess = slot.cost  # let through without its tokens
+    else:
+        fits = before + slot.cost <= slot.total
+        used, reset, start = after, span.end, span.start
+        if mode is Mode.SOFT and used > slot.total:
+            excess = used - slot.total
+    shadowed = mode is Mode.SHADOW and not fits
+    return LimitState(
+        owner.name, owner.service, limit, used, slot.total, reset, excess, shadowed, None, start
+    )
+
+
+def window_seconds(state: LimitState) -> int:
+    """A limit's window in seconds: a calendar window's length, or the time a rate takes
+    to refill its whole burst (rounded up)."""
+    limit = state.limit
+    if limit.window is None:
+        return math.ceil(limit.total / limit.per_second)
+    if state.window_start is None:
+        return int(timedelta(days=1).total_seconds())
+    return int((state.reset - state.window_start).total_seconds())
+
+
 def consumed_day(verdict: Verdict, timezone: str) -> date:
     """The account's local day a granted verdict consumed from: the day its reset ends.
 
@@ -303,11 +678,18 @@ def consumed_day(verdict: Verdict, timezone: str) -> date:
 
 async def refund(ctx: Context, verdict: Verdict, cost: int) -> None:
     """Give ``cost`` back to the day a granted verdict consumed from (the work it paid for
-    failed); nothing for a verdict that consumed nothing or an account deleted since."""
+    failed), and to every window a v2 verdict moved; nothing for a verdict that consumed
+    nothing, one of several items, or an account deleted since."""
     if verdict.account_id is None or verdict.total is None or verdict.reset is None:
         return
+    if verdict.limits and verdict.charged is None:
+        return  # refused, or several services': no one adjust gives them back
     account = await ctx.records.get_account(verdict.account_id)
     if account is None:
+        return
+    if verdict.charged is not None:
+        day, total, windows = verdict.charged
+        await ctx.counters.adjust(account.id, verdict.service, day, -cost, total, windows)
         return
     day = consumed_day(verdict, account.timezone)
     await ctx.counters.adjust(account.id, verdict.service, day, -cost, verdict.total)
