@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from quotad.api.app import create_app
 from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend
 from quotad.cli import app as cli_app
-from quotad.domain.limits import LimitSpec, Mode, Window
+from quotad.domain.limits import LimitSpec, Mode, Window, span
 from quotad.domain.models import Overrides, Quota
 from quotad.sdk import (
     AsyncClient,
@@ -354,3 +354,44 @@ async def test_middleware_answers_429_rate_limited_with_retry_after(
     assert second.json()["error"] == "RATE_LIMITED"
     assert second.headers["retry-after"] == "1"
     assert "insights.rate" in second.headers["ratelimit-policy"]
+
+
+async def boom(request: Request) -> JSONResponse:
+    """A route whose work fails."""
+    del request
+    return JSONResponse({"error": "boom"}, status_code=500)
+
+
+@pytest.mark.parametrize("mode", ["embedded", "remote"])
+async def test_a_failed_call_gives_back_its_day_and_its_month(mode: str) -> None:
+    """A 5xx behind the middleware refunds a v2 verdict whose reset is its month's (no
+    daily quota): the day row and the month counter are both back to nothing."""
+    clock = FakeClock(datetime.now(UTC))  # the remote backend dates the call by the wall clock
+    ctx = Context(stores_from_url("memory://"), make_settings("memory://"), clock)
+    await ctx.stores.open()
+    await admin.create_service(ctx, "insights", "")
+    await admin.create_plan(ctx, "p", {"insights": Quota((LimitSpec(1000, Window.MONTH),))}, [], "")
+    await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
+    key = (await admin.create_key(ctx, "acme", "k")).secret
+    backend: EmbeddedBackend | RemoteBackend
+    if mode == "embedded":
+        backend = EmbeddedBackend(ctx=ctx)
+    else:
+        server = httpx2.ASGITransport(app=create_app(ctx, manage_store=False))
+        backend = RemoteBackend("http://quotad", TEST_TOKEN, transport=server)
+    app = Starlette(routes=[Route("/boom", boom)])
+    app.add_middleware(QuotadMiddleware, service="insights", backend=backend)
+    try:
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url="http://app"
+        ) as client:
+            answer = await client.get("/boom", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 500, answer.text
+        today = clock.now().date()
+        month = span(Window.MONTH, clock.now(), "UTC").period
+        [row] = await ctx.counters.usage("acme", "insights", today, today)
+        assert row.used == 0
+        assert await ctx.counters.read_counters("acme", [("insights.month", month)]) == [0]
+    finally:
+        await backend.close()
+        await ctx.stores.close()

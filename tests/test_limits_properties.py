@@ -18,13 +18,12 @@ The store is told the simulated clock (``now``); a rate is decided at the clock 
 reports (``at_us``), so a store that keeps its own clock is held to the same rule. After
 every call the outcome (granted, the first refusing slot, every counter before) and every
 counter the sequence has touched (``read_counters``, and the day rows' ``usage``) equal
-the model's. Stores without a multi-slot consume yet are skipped, saying so.
+the model's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,10 +231,6 @@ class Harness:
         """The store under test."""
         return self.stores.counters
 
-    def supports_slots(self) -> bool:
-        """Whether this store's consume takes the call's other slots yet."""
-        return "extra" in inspect.signature(self.counters.consume).parameters
-
     def close(self) -> None:
         """Close the store."""
         self.runner.run(self.stores.close())
@@ -308,12 +303,10 @@ async def compare(counters: CounterStore, account: str, model: Model) -> None:
 
 @contextmanager
 def harness(kind: str, tmp_path: Path) -> Iterator[Harness]:
-    """A harness over a fresh store of ``kind``; skipped if its consume has no slots yet."""
+    """A harness over a fresh store of ``kind``."""
     with asyncio.Runner() as runner, store_url(kind, tmp_path) as url:
         opened = Harness(runner, url)
         try:
-            if not opened.supports_slots():
-                pytest.skip(f"the {kind} store has no multi-slot consume yet (Limits v2)")
             yield opened
         finally:
             opened.close()

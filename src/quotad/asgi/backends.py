@@ -11,13 +11,14 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx2
 import structlog
 
 from quotad import sdk
+from quotad.domain import days
 from quotad.domain.clock import Clock, SystemClock
 from quotad.domain.limits import LimitSpec, LimitState, Mode, Per, Window
 from quotad.errors import ErrorCode, QuotadError, StorageError
@@ -25,7 +26,7 @@ from quotad.http.types import ASGIApp, Receive, Scope, Send
 from quotad.sdk import AsyncClient, QuotadAPIError, QuotadConnectionError, RetryPolicy, ServerError
 from quotad.service import verify
 from quotad.service.context import Context
-from quotad.service.verify import Verdict, consumed_day
+from quotad.service.verify import Charge, Verdict, consumed_day
 from quotad.settings import Settings
 from quotad.storage import stores_from_url
 
@@ -235,6 +236,7 @@ class RemoteBackend:
 
     async def consume(self, key: str, service: str, cost: int) -> Verdict:
         """``POST /v1/verify`` on the quotad server."""
+        sent = self.now()  # the server consumed at or after this instant
         try:
             answer = await self.client.verify(key, service, cost, idempotency_key=uuid.uuid4().hex)
         except QuotadConnectionError as exc:
@@ -267,19 +269,38 @@ class RemoteBackend:
         # Verdict's version-2 fields come with the verify branch of SPEC 9; only those
         # this build's Verdict has are passed (the middleware reads them by name).
         fields |= {name: value for name, value in version2.items() if name in Verdict._fields}
-        return Verdict(**fields)
+        verdict = Verdict(**fields)
+        if verdict.valid and verdict.limits and verdict.account_id is not None:
+            # A v2 verdict's reset is its least-room limit's, not always the day's: note the
+            # day it consumed from (the day limit's window, else the day it was sent in).
+            day_limit = next((s for s in verdict.limits if s.name == f"{service}.day"), None)
+            zone = await self._zone(verdict.account_id)
+            moment = sent if day_limit is None else day_limit.reset - timedelta(seconds=1)
+            charged = Charge(days.local_day(moment, zone), verdict.total or 0, ())
+            verdict = verdict._replace(charged=charged)
+        return verdict
+
+    async def _zone(self, account_id: str) -> str:
+        """An account's timezone, asked once."""
+        zone = self._zones.get(account_id)
+        if zone is None:
+            zone = (await self.client.get_account(account_id)).timezone
+            self._zones[account_id] = zone
+        return zone
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
-        """The adjust endpoint, with ``delta=-cost`` on the day the verdict consumed from."""
+        """The adjust endpoint, with ``delta=-cost`` on the day the verdict consumed from
+        (which gives back the account's windows holding that day too)."""
         account_id = verdict.account_id
         if account_id is None or verdict.reset is None:
             return
+        if verdict.limits and verdict.charged is None:
+            return  # refused: nothing to give back
         try:
-            zone = self._zones.get(account_id)
-            if zone is None:
-                zone = (await self.client.get_account(account_id)).timezone
-                self._zones[account_id] = zone
-            day = consumed_day(verdict, zone)
+            if verdict.charged is not None:
+                day = verdict.charged.day
+            else:
+                day = consumed_day(verdict, await self._zone(account_id))
             await self.client.adjust_usage(account_id, verdict.service, day, -cost)
         except (QuotadConnectionError, ServerError) as exc:
             raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
