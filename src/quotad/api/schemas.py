@@ -440,18 +440,61 @@ class GaugeOut(BaseModel):
 
 
 # Documentation only: quotad.http.verify_body reads this body, to the same bounds.
+VerifyCost = Annotated[int, Field(strict=True, ge=0, le=verify_body.COST_MAX), Integral]
+VerifyService = Annotated[str, Field(min_length=1, max_length=verify_body.SERVICE_MAX_LENGTH)]
+
+
+class VerifyItemIn(Strict):
+    """One service of a verify with ``items`` and its cost."""
+
+    service: VerifyService
+    cost: VerifyCost = verify_body.COST_DEFAULT
+
+
 class VerifyIn(Strict):
-    """A key to verify and the quota to consume with it."""
+    """A key to verify and the quota of one service to consume with it."""
 
     key: Annotated[str, Field(min_length=1, max_length=verify_body.KEY_MAX_LENGTH)]
-    service: Annotated[str, Field(min_length=1, max_length=verify_body.SERVICE_MAX_LENGTH)]
-    cost: Annotated[int, Field(strict=True, ge=0, le=verify_body.COST_MAX), Integral] = (
-        verify_body.COST_DEFAULT
+    service: VerifyService
+    cost: VerifyCost = verify_body.COST_DEFAULT
+
+
+class VerifyItemsIn(Strict):
+    """A key to verify and several services to consume with it, which pass together or
+    not at all (SPEC 9); service and cost are then given per item, never beside items."""
+
+    key: Annotated[str, Field(min_length=1, max_length=verify_body.KEY_MAX_LENGTH)]
+    items: Annotated[
+        list[VerifyItemIn],
+        Field(
+            min_length=1,
+            max_length=verify_body.ITEMS_MAX,
+            description="Each service at most once",
+        ),
+    ]
+
+
+class VerifyLimitOut(BaseModel):
+    """One limit a verify checked, as it stands afterwards (SPEC 9): ``window`` for a
+    window quota, ``rate`` for a rate (``total`` its burst, ``used`` the tokens taken)."""
+
+    name: str = Field(examples=["insights.day"])
+    window: str | SkipJsonSchema[None] = Field(None, examples=["day"])
+    rate: RateOut | SkipJsonSchema[None] = None
+    per: Literal["account", "key"]
+    mode: Literal["hard", "soft", "shadow"]
+    used: int
+    remaining: int
+    total: int
+    reset: str
+    overage: int | SkipJsonSchema[None] = Field(
+        None, description="A soft limit past its total: by how much"
     )
 
 
 class VerifyOut(BaseModel):
-    """The verdict (SPEC 4.2)."""
+    """The verdict (SPEC 4.2, with SPEC 9's limits): the version-1 fields are those of
+    the limit that refused, else of the one with the least room left."""
 
     valid: bool
     code: str
@@ -462,6 +505,10 @@ class VerifyOut(BaseModel):
     total: int | None
     reset: str | None
     note: str | SkipJsonSchema[None] = None  # omitted when there is none
+    limits: list[VerifyLimitOut] = Field(default_factory=list)
+    overage: int = 0
+    would_refuse: list[str] = Field(default_factory=list)
+    refused_by: str | None = None
 
 
 class EventIn(Strict):

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from quotad.api import metering
 from quotad.api.responses import verdict_body
-from quotad.api.schemas import VerifyIn, VerifyOut
+from quotad.api.schemas import VerifyIn, VerifyItemsIn, VerifyOut
 from quotad.domain import days
 from quotad.domain.limits import LimitSpec, LimitState
 from quotad.domain.operators import Access
@@ -213,7 +213,7 @@ def route(ctx: Context) -> Route:
 
 
 async def documentation_route(
-    body: VerifyIn,
+    body: VerifyIn | VerifyItemsIn,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -223,7 +223,8 @@ async def documentation_route(
         ),
     ] = None,
 ) -> VerifyOut:
-    """Authenticate a customer's key and consume ``cost`` units of a service, all or nothing."""
+    """Authenticate a customer's key and consume ``cost`` units of a service (or each of
+    ``items``), every limit that applies checked and moved together, all or nothing."""
     raise AssertionError("documentation only: VerifyEndpoint answers POST /v1/verify")
 
 
