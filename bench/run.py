@@ -254,12 +254,98 @@ def pair_names(store: str) -> tuple[str, str]:
 
 
 def declare_pair(section: Section, store: str, callers: str) -> tuple[str, str]:
-    """Declare a store's pair of subjects and its target; their names."""
+    """Declare a store's pair of store-level subjects (their ratio reported, the target is
+    verify's: ``verify_pair``); their names."""
     three, one = pair_names(store)
     section.subject(three, f"{callers}: three slots (THREE_LIMITS) in one atomic consume")
     section.subject(one, f"{callers}: consume(account, service, day, 1, total), as 0.1")
-    section.targets.append(Target(three, one, min_ratio=LIMITS_TARGET))
+    section.targets.append(Target(three, one))
     return three, one
+
+
+async def verify_limits(url: str, cfg: Config, three: bool, fresh: bool) -> Measurement:
+    """``service.verify.verify`` (record cache on, as served) by ``cfg.callers`` callers,
+    one account and key each, on a plan of THREE_LIMITS or of one daily quota.
+
+    ``fresh``: the store is new (seed it); else it was seeded by an earlier run (the keys
+    are those of ``_VERIFY_KEYS``).
+    """
+    from quotad.domain.clock import SystemClock
+    from quotad.domain.limits import parse_limits
+    from quotad.domain.models import Overrides, Quota
+    from quotad.service import admin
+    from quotad.service.context import Context
+    from quotad.service.verify import verify
+    from quotad.settings import Settings
+    from quotad.storage import stores_from_url
+
+    stores = stores_from_url(url)
+    await stores.open()
+    try:
+        settings = Settings(_env_file=None, store_url=url, admin_token="bench-" + "x" * 32)
+        ctx = Context(stores, settings, SystemClock())
+        plan = "three" if three else "one"
+        names = [f"{plan}-{n}" for n in range(cfg.callers)]
+        if fresh:
+            limits = parse_limits(THREE_LIMITS if three else {"total": TOTAL})
+            await admin.create_service(ctx, SERVICE, "benchmark")
+            await admin.create_plan(ctx, plan, {SERVICE: Quota(limits)}, [], "benchmark")
+            keys = []
+            for name in names:
+                await admin.create_account(ctx, name, name, plan, "UTC", Overrides())
+                keys.append((await admin.create_key(ctx, name, "bench")).secret)
+            _VERIFY_KEYS[url, three] = keys
+        keys = _VERIFY_KEYS[url, three]
+
+        async def op(i: int) -> bool:
+            return (await verify(ctx, keys[i], SERVICE, 1)).valid
+
+        return await run_callers(op, cfg.callers, cfg.seconds, cfg.warmup)
+    finally:
+        await stores.close()
+
+
+_VERIFY_KEYS: dict[tuple[str, bool], list[str]] = {}
+
+
+def verify_pair(
+    cfg: Config,
+    section: Section,
+    store: str,
+    url_for: Callable[[bool], tuple[str, bool]],
+    probe_for: Callable[[str], CpuProbe] | None = None,
+) -> None:
+    """The issue's target: verify with three limits >= 0.7x verify with one daily quota,
+    same store and callers. ``url_for(three)`` is the store URL of a run and whether it is
+    a new store to seed."""
+    three = f"Limits v2: verify on {store}, rate + day + month"
+    one = f"Limits v2: verify on {store}, one daily quota"
+    callers = f"{cfg.callers} asyncio callers, one account and key each"
+    section.subject(three, f"{callers}: service verify, plan THREE_LIMITS")
+    section.subject(one, f"{callers}: service verify, plan {{'total': N}}")
+    section.targets.append(Target(three, one, min_ratio=LIMITS_TARGET))
+
+    def runner(is_three: bool) -> Callable[[], Measurement]:
+        def run() -> Measurement:
+            url, fresh = url_for(is_three)
+            return run_async(verify_limits(url, cfg, is_three, fresh))
+
+        return run
+
+    sections.interleave(section, {three: runner(True), one: runner(False)}, cfg.repeat, probe_for)
+
+
+def seeded_once(make: Callable[[bool], str]) -> Callable[[bool], tuple[str, bool]]:
+    """A store URL per plan, new (to seed) on its first run only."""
+    made: dict[bool, str] = {}
+
+    def url_for(three: bool) -> tuple[str, bool]:
+        if three in made:
+            return made[three], False
+        made[three] = make(three)
+        return made[three], True
+
+    return url_for
 
 
 async def memory_limits(seconds: float, three: bool) -> Measurement:
@@ -298,6 +384,8 @@ def memory_limits_rows(cfg: Config, section: Section) -> None:
         one: lambda: run_async(memory_limits(cfg.seconds, False)),
     }
     sections.interleave(section, runners, cfg.repeat)
+    # A memory store lives as long as its process: each run seeds a new one.
+    verify_pair(cfg, section, "MemoryStore", lambda three: ("memory://", True))
 
 
 async def store_limits(store: Any, names: list[str], cfg: Config, three: bool) -> Measurement:
@@ -355,8 +443,14 @@ def sqlite_limits_rows(cfg: Config, section: Section) -> None:
         while paths:
             sections._remove_sqlite(paths.pop())
 
+    def verify_file(three: bool) -> str:
+        path = Path(f"/tmp/bench-verify-{cfg.run_id}-{int(three)}.db")
+        paths.append(path)
+        return f"sqlite:///{path}"
+
     try:
         networked_rows(cfg, section, "SqlStore SQLite", make, settle=settle)
+        verify_pair(cfg, section, "SQLite", seeded_once(verify_file))
     finally:
         settle("")
 
@@ -380,7 +474,22 @@ def postgresql_limits_rows(cfg: Config, section: Section) -> None:
                 lambda: workloads.SqlStore(url),
                 lambda _: CpuProbe(names=("postgres",)),
             )
+            for three in (True, False):
+                admin.execute(f'CREATE SCHEMA "{schema}_v{int(three)}"')
+
+            def verify_schema(three: bool) -> str:
+                return sections.with_search_path(cfg.postgres_url, f"{schema}_v{int(three)}")
+
+            verify_pair(
+                cfg,
+                section,
+                "PostgreSQL",
+                seeded_once(verify_schema),
+                lambda _: CpuProbe(names=("postgres",)),
+            )
         finally:
+            for three in (True, False):
+                admin.execute(f'DROP SCHEMA IF EXISTS "{schema}_v{int(three)}" CASCADE')
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
@@ -392,6 +501,7 @@ def redis_limits_rows(cfg: Config, section: Section) -> None:
     url = f"{sections._with_query(cfg.redis_url)}prefix={prefix}&records=sqlite:///{records}"
     redis_pid = redis_server_pid(cfg.redis_url)
     watched = {"redis": redis_pid} if redis_pid is not None else {}
+    extra: list[Path] = []
     try:
         run_async(workloads.seed_sql(f"sqlite:///{records}", names))
         networked_rows(
@@ -402,7 +512,19 @@ def redis_limits_rows(cfg: Config, section: Section) -> None:
             lambda _: CpuProbe(dict(watched)),
             lambda _: sections.delete_redis_keys(cfg.redis_url, f"{prefix}:*:b:*"),
         )
+
+        def verify_store(three: bool) -> str:
+            path = Path(f"/tmp/bench-records-{cfg.run_id}-verify{int(three)}.db")
+            extra.append(path)
+            query = f"prefix={prefix}w{int(three)}&records=sqlite:///{path}"
+            return f"{sections._with_query(cfg.redis_url)}{query}"
+
+        verify_pair(
+            cfg, section, "Redis", seeded_once(verify_store), lambda _: CpuProbe(dict(watched))
+        )
     finally:
+        for path in extra:
+            sections._remove_sqlite(path)
         sections.delete_redis_keys(cfg.redis_url, f"{prefix}*")
         sections._remove_sqlite(records)
 

@@ -161,6 +161,9 @@ class ConsumeOutcome(NamedTuple):
     before: tuple[int, ...] = ()
     refused: int = -1
     at_us: int = 0
+    # Every slot's counter after the decision, where the store hands it back (else the
+    # caller computes it: ``limits.advanced`` when granted, ``before`` when refused).
+    after: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

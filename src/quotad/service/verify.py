@@ -122,6 +122,9 @@ def items_fingerprint(key_digest: str, items: Items) -> str:
     return hashlib.sha256(f"{key_digest}{parts}".encode()).hexdigest()
 
 
+# Builds a named tuple without its Python-level ``__new__`` (see ``_verdict``).
+_new = tuple.__new__
+
 log = structlog.get_logger("quotad.verify")
 
 
@@ -426,6 +429,7 @@ class _Prepared(NamedTuple):
     order: tuple[int, ...]  # the slots with a limit, in the order the call named them
     windows: tuple[Slot, ...]  # what a refund gives back besides the day row
     never: Verdict | None  # a cost above a hard rate's burst: refused before any consume
+    charge: Charge  # what a refund of a granted single-service call gives back
 
 
 _MAX_PREPARED = 64  # per admission: one per distinct cost
@@ -491,7 +495,10 @@ def _prepare(
         key=lambda index: ranks[index],
     )
     windows = tuple(slot for slot in slots[1:] if not slot.interval)
-    return _Prepared(day, since, until, tuple(slots), tuple(owners), tuple(order), windows, never)
+    charge = Charge(day, slots[0].total, windows)
+    return _Prepared(
+        day, since, until, tuple(slots), tuple(owners), tuple(order), windows, never, charge
+    )
 
 
 def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _Prepared:
@@ -545,6 +552,8 @@ async def _consume_limits(
         # A replay's counters are not the first answer's: say where they stand now.
         keys = [(slot.name, slot.period) for slot in slots]
         before = after = await ctx.counters.read_counters(account_id, keys)
+    elif outcome.after:
+        after = outcome.after
     elif outcome.granted:
         after = limits.advanced(before, slots, now_us)
     else:
@@ -581,18 +590,25 @@ def _verdict(
     slots, owners = prepared.slots, prepared.owners
     states: list[LimitState] = []
     refusing = least = None
+    least_room = 0
+    overage = 0
+    would_refuse: list[str] = []
     for index in prepared.order:
         slot = slots[index]
         owner = owners[index]
         assert owner is not None  # noqa: S101 - ``order`` holds the slots with a limit
         state = _state(slot, owner, before[index], after[index], now_us, granted)
-        if state.would_refuse and not outcome.replayed:  # counted once, not per replay
-            metrics.count_shadow_refusal(owner.service, state.name)
+        if state[7]:  # would_refuse
+            would_refuse.append(state[0])
+            if not outcome.replayed:  # counted once, not per replay
+                metrics.count_shadow_refusal(owner.service, state[0])
+        overage += state[6]
         if index == refused:
             retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
             refusing = state = state._replace(retry_after=retry_after)
-        if least is None or state.remaining < least.remaining:
-            least = state
+        room = state[4] - state[3]  # total - used
+        if least is None or room < least_room:
+            least, least_room = state, room
         states.append(state)
     service = slots[0].name
     if least is None:  # only per-key limits, and no key: nothing applied but the count
@@ -601,16 +617,13 @@ def _verdict(
     code = "VALID"
     if refusing is not None:
         code = "RATE_LIMITED" if refusing.limit.window is None else "QUOTA_EXCEEDED"
-    overage = 0
-    would_refuse = []
-    for state in states:
-        overage += state.overage
-        if state.would_refuse:
-            would_refuse.append(state.name)
     charged = None
     if granted and single:
-        charged = Charge(outcome.day, slots[0].total, prepared.windows)
-    return Verdict(
+        charged = prepared.charge
+        if charged.day != outcome.day:  # a replay of another day's answer
+            charged = Charge(outcome.day, slots[0].total, prepared.windows)
+    # Every field, in order, without the named tuple's keyword __new__: one per verify.
+    fields = (
         granted,
         code,
         service,
@@ -619,13 +632,15 @@ def _verdict(
         shown.total,
         shown.reset,
         window_seconds(shown),
-        limits=tuple(states),
-        refused_by=None if refusing is None else refusing.name,
-        overage=overage,
-        would_refuse=tuple(would_refuse),
-        retry_after=None if refusing is None else refusing.retry_after,
-        charged=charged,
+        None,
+        tuple(states),
+        None if refusing is None else refusing.name,
+        overage,
+        tuple(would_refuse),
+        None if refusing is None else refusing.retry_after,
+        charged,
     )
+    return _new(Verdict, fields)
 
 
 def _state(
@@ -648,9 +663,19 @@ def _state(
         if mode is Mode.SOFT and used > slot.total:
             excess = used - slot.total
     shadowed = mode is Mode.SHADOW and not fits
-    return LimitState(
-        owner.name, owner.service, limit, used, slot.total, reset, excess, shadowed, None, start
+    fields = (
+        owner.name,
+        owner.service,
+        limit,
+        used,
+        slot.total,
+        reset,
+        excess,
+        shadowed,
+        None,
+        start,
     )
+    return _new(LimitState, fields)
 
 
 def window_seconds(state: LimitState) -> int:

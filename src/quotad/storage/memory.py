@@ -298,9 +298,9 @@ class MemoryStore:
             used = row[0] + cost
             if used <= total:
                 row[0] = used
-                return _new_outcome(ConsumeOutcome, (True, used, total, day, False, (), -1, 0))
+                return _new_outcome(ConsumeOutcome, (True, used, total, day, False, (), -1, 0, ()))
             row[2] += 1
-            return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0))
+            return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0, ()))
         finally:
             lock.release()
 
@@ -340,7 +340,7 @@ class MemoryStore:
                 if seen is not None and (now is None or seen[0].expires_at > now):
                     if seen[0].fingerprint != claim.fingerprint:
                         raise Conflict("Idempotency-Key was used with a different request")
-                    return seen[1]._replace(replayed=True, before=(), at_us=now_us)
+                    return seen[1]._replace(replayed=True, before=(), at_us=now_us, after=())
             rows = [row_of(account_id, slot) for slot in slots]
             before = tuple([row[0] for row in rows])
             refused, after = decide(before, slots, now_us)
@@ -355,7 +355,17 @@ class MemoryStore:
                         row[2] += 1
             outcome: ConsumeOutcome = _new_outcome(
                 ConsumeOutcome,
-                (refused < 0, rows[0][0], slots[0].total, day, False, before, refused, now_us),
+                (
+                    refused < 0,
+                    rows[0][0],
+                    slots[0].total,
+                    day,
+                    False,
+                    before,
+                    refused,
+                    now_us,
+                    tuple(after) if refused < 0 else before,
+                ),
             )
             if claim is not None:
                 self._idempotency[(account_id, claim.key)] = (claim, outcome)

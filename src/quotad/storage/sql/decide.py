@@ -117,7 +117,7 @@ def decide(row: DayRow | None, request: Consume, seen: Answer | None) -> Decisio
         used += request.cost
     else:
         rejected += 1
-    outcome = _new(ConsumeOutcome, (granted, used, total, request.day, False, (), -1, 0))
+    outcome = _new(ConsumeOutcome, (granted, used, total, request.day, False, (), -1, 0, ()))
     remember = None if claim is None else Answer(claim.fingerprint, claim.expires_at, outcome)
     return _new(Decision, (outcome, _new(DayRow, (used, total, rejected)), remember))
 
