@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from quotad.cli import app as cli_app
 from quotad.domain.limits import LimitSpec, Mode, Window, span
 from quotad.domain.models import Overrides, Quota
 from quotad.sdk import (
-    AsyncClient,
     Client,
     ConflictError,
     IssuedKey,
@@ -46,49 +43,10 @@ from quotad.storage import stores_from_url
 from quotad.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN as TEST_TOKEN
 from tests.conftest import make_settings
-from tests.processes import ADMIN_TOKEN, Running, quotad_serve
+from tests.processes import ADMIN_TOKEN, Running
+from tests.sdk_harness import Api, api, server, uid  # noqa: F401 - fixtures, by name
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """One ``quotad serve`` on a fresh SQLite file for the whole module."""
-    workdir = tmp_path_factory.mktemp("limits-clients")
-    with quotad_serve(f"sqlite:///{workdir / 'quotad.db'}", workdir) as process:
-        yield process
-
-
-class Api:
-    """Either client behind one face: ``await api.method(...)`` works for both."""
-
-    def __init__(self, client: Client | AsyncClient) -> None:
-        self.client = client
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.client, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            result = method(*args, **kwargs)
-            return await result if inspect.isawaitable(result) else result
-
-        return call
-
-
-@pytest.fixture(params=["sync", "async"])
-async def api(request: pytest.FixtureRequest, server: Running) -> AsyncIterator[Api]:
-    """The operator's client to the module's server: ``Client``, then ``AsyncClient``."""
-    if request.param == "sync":
-        with Client(server.base, operator_token=ADMIN_TOKEN) as client:
-            yield Api(client)
-    else:
-        async with AsyncClient(server.base, operator_token=ADMIN_TOKEN) as aclient:
-            yield Api(aclient)
-
-
-def uid(prefix: str) -> str:
-    """A fresh id, so tests sharing the module's server never collide."""
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 async def account_on(api: Api, quotas: dict[str, Any], **options: Any) -> tuple[str, IssuedKey]:

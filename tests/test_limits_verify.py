@@ -313,31 +313,8 @@ async def test_a_version_1_plan_answers_as_before_with_its_one_daily_limit(
 ) -> None:
     """A v1 plan keeps every v1 field and header, and lists its daily quota as the one limit."""
     response = await post(client, {"key": deployment.key, "service": "insights", "cost": 3})
-    assert response.json() == {
-        "valid": True,
-        "code": "VALID",
-        "account_id": "acme",
-        "service": "insights",
-        "used": 3,
-        "remaining": 247,
-        "total": 250,
-        "reset": "2024-11-08T00:00:00Z",
-        "limits": [
-            {
-                "name": "insights.day",
-                "window": "day",
-                "per": "account",
-                "mode": "hard",
-                "used": 3,
-                "remaining": 247,
-                "total": 250,
-                "reset": "2024-11-08T00:00:00Z",
-            }
-        ],
-        "overage": 0,
-        "would_refuse": [],
-        "refused_by": None,
-    }
+    # The whole body is test_verify_api's: every v1 field, then this one limit.
+    assert [entry["name"] for entry in response.json()["limits"]] == ["insights.day"]
     assert response.headers["RateLimit-Policy"] == '"insights";q=250;w=86400'
     refused = (await consume(client, deployment.key, 248))["refused_by"]
     assert refused == "insights.day"

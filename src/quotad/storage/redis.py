@@ -516,12 +516,26 @@ class RedisCounters:
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
             line = f"3 {cost} {total} {day_text} {deadline_ms} {idem}"
         request = _Consume(account_id, service, day_text, cost, total, claim, keys, line)
-        batcher = self._batcher
-        if self._cluster:
-            slot = key_slot(keys[1].encode())
-            batcher = self._slot_batchers.get(slot) or self._slot_batchers.setdefault(
-                slot, self._new_batcher()
-            )
+        answer = await self._answer(request, now, lambda _: [(service, day_text, total)])
+        granted, used, stored_total, stored_day = answer[1:5]
+        return ConsumeOutcome(
+            int(granted) == 1,
+            int(used),
+            int(stored_total),
+            day if stored_day == day_text else date.fromisoformat(stored_day),
+            answer[0] == "replay",
+        )
+
+    async def _answer(
+        self,
+        request: _Consume,
+        now: datetime | None,
+        missing: Callable[[_Reply], list[tuple[str, str, int]]],
+    ) -> _Reply:
+        """Run ``request`` until Redis answers it ("ok" or "replay"): first loading the
+        counters it lacks (``missing`` names them from the reply) or rebuilding the
+        account's counters it lost."""
+        batcher = self._batcher_for(request.keys[1])
         for _ in range(4):
             if self._batch:
                 answer = await batcher.submit(request)
@@ -532,24 +546,17 @@ class RedisCounters:
                 answer = alone
             kind = answer[0]
             if kind == "missing":
-                await self._hydrate(account_id, [(service, day_text, total)])
+                await self._hydrate(request.account_id, missing(answer))
                 continue
             if kind == "lost":
-                await self._recover(account_id, now)
+                await self._recover(request.account_id, now)
                 continue
             if kind == "late":
                 raise StorageError("the counter store (Redis) answered after the deadline")
             if kind == "conflict":
                 raise Conflict("Idempotency-Key was used with a different request")
-            granted, used, stored_total, stored_day = answer[1:5]
-            return ConsumeOutcome(
-                int(granted) == 1,
-                int(used),
-                int(stored_total),
-                day if stored_day == day_text else date.fromisoformat(stored_day),
-                kind == "replay",
-            )
-        raise StorageError("the day's counter could not be loaded into Redis")
+            return answer
+        raise StorageError("the call's counters could not be loaded into Redis")
 
     def _deadline_ms(self) -> int:
         deadline = CALL_DEADLINE.get()
@@ -599,42 +606,24 @@ class RedisCounters:
         request = _Consume(
             account_id, first.name, first.period, first.cost, first.total, claim, keys, line, slots
         )
-        batcher = self._batcher_for(keys[1])
-        for _ in range(4):
-            if self._batch:
-                answer = await batcher.submit(request)
-            else:
-                [alone] = await self._consume_batch([request])
-                if isinstance(alone, Exception):
-                    raise alone
-                answer = alone
-            kind = answer[0]
-            if kind == "missing":
-                wanted = [slots[int(index) - 1] for index in answer[1:]]
-                await self._hydrate(
-                    account_id, [(slot.name, slot.period, slot.total) for slot in wanted]
-                )
-                continue
-            if kind == "lost":
-                await self._recover(account_id, now)
-                continue
-            if kind == "late":
-                raise StorageError("the counter store (Redis) answered after the deadline")
-            if kind == "conflict":
-                raise Conflict("Idempotency-Key was used with a different request")
-            granted, used, stored_total, stored_day = answer[1:5]
-            replay = kind == "replay"
-            return ConsumeOutcome(
-                int(granted) == 1,
-                int(used),
-                int(stored_total),
-                day if stored_day == first.period else date.fromisoformat(stored_day),
-                replay,
-                () if replay else tuple(int(value) for value in answer[8:]),
-                int(answer[6]),
-                int(answer[7]),
-            )
-        raise StorageError("the call's counters could not be loaded into Redis")
+
+        def missing(answer: _Reply) -> list[tuple[str, str, int]]:
+            wanted = [slots[int(index) - 1] for index in answer[1:]]
+            return [(slot.name, slot.period, slot.total) for slot in wanted]
+
+        answer = await self._answer(request, now, missing)
+        granted, used, stored_total, stored_day = answer[1:5]
+        replay = answer[0] == "replay"
+        return ConsumeOutcome(
+            int(granted) == 1,
+            int(used),
+            int(stored_total),
+            day if stored_day == first.period else date.fromisoformat(stored_day),
+            replay,
+            () if replay else tuple(int(value) for value in answer[8:]),
+            int(answer[6]),
+            int(answer[7]),
+        )
 
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call (all in one slot on a Cluster); note the grants."""
