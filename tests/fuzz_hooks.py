@@ -16,26 +16,41 @@ import schemathesis
 _DATES = (r"/query/(start|end)_date", {"required", "order", "maximum"})
 # Either credential header will do, but both at once must carry the same key.
 _TWO_KEYS = (r"/header/x-api-key", {"conflict"})
+# Limits v2: one limit per window (or rate) and per, which no schema can say; a key's
+# limits only for a service its plan has, and never wider than the account's.
+_DUPLICATES = (r"/body/(quotas|overrides/quotas|limits)/[^/]+/\d+", {"duplicate"})
+_KEY_LIMITS = (r"/body/limits/[^/]+(/\d+)?", {"unknown", "maximum", "duplicate"})
 SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
     "POST /admin/v1/plans": [
         (r"/body/quotas/.+", {"unknown"}),
         (r"/body/limits/\d+/name", {"invalid"}),
+        _DUPLICATES,
     ],
     "PUT /admin/v1/plans/{plan_id}": [
         (r"/body/quotas/.+", {"unknown"}),
         (r"/body/limits/\d+/name", {"invalid"}),
+        _DUPLICATES,
     ],
-    "POST /admin/v1/accounts": [(r"/body/plan", {"unknown"}), (r"/body/timezone", {"format"})],
+    "POST /admin/v1/accounts": [
+        (r"/body/plan", {"unknown"}),
+        (r"/body/timezone", {"format"}),
+        _DUPLICATES,
+    ],
     "PATCH /admin/v1/accounts/{account_id}": [
         (r"/body/plan", {"unknown"}),
         (r"/body/timezone", {"format"}),
+        _DUPLICATES,
     ],
-    "POST /admin/v1/accounts/{account_id}/keys": [(r"/body/expires_at", {"minimum"})],
+    "POST /admin/v1/accounts/{account_id}/keys": [(r"/body/expires_at", {"minimum"}), _KEY_LIMITS],
+    "PATCH /admin/v1/keys/{key_id}": [_KEY_LIMITS],
     "POST /v1/events": [
         (r"/body/events/\d+/(account_id|service)", {"unknown"}),
         (r"/body/events/\d+/timestamp", {"range"}),
     ],
+    # One item per service (the schema cannot say "unique by service").
+    "POST /v1/verify": [(r"/body/items/\d+/service", {"unique"})],
     "GET /v1/usages": [_TWO_KEYS],
+    "GET /v1/quotas": [_TWO_KEYS],
     "GET /usage/{service}": [_DATES, _TWO_KEYS],
     "GET /admin/v1/accounts/{account_id}/usage/{service}": [_DATES],
     "POST /admin/v1/accounts/{account_id}/usage/{service}/adjust": [

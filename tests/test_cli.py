@@ -556,7 +556,7 @@ def test_validation_errors_list_each_path_on_stderr(seeded: str) -> None:
     )
     assert "--quota a (total)" in result.stderr
     assert "--quota b (total)" in result.stderr
-    assert "must be a whole number from 1" in result.stderr
+    assert "must be a whole number from 0" in result.stderr
 
 
 def test_unknown_store_scheme_is_a_usage_error(url: str) -> None:

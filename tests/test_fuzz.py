@@ -250,7 +250,7 @@ def _operations(schema: Any) -> dict[str, Any]:
 
 OPERATIONS = _operations(SCHEMA)
 NEGATIVE_OPERATIONS = _operations(NEGATIVE_SCHEMA)
-CUSTOMER_OPS = {"GET /v1/usages", "GET /usage/{service}"}
+CUSTOMER_OPS = {"GET /v1/usages", "GET /v1/quotas", "GET /usage/{service}"}
 PUBLIC_OPS = {"GET /healthz", "GET /readyz"}
 OPERATOR_OPS = sorted(set(OPERATIONS) - CUSTOMER_OPS - PUBLIC_OPS)
 
@@ -391,7 +391,8 @@ def passes() -> list[Pass]:
         if has_input(label):
             found.append(Pass(label, "negative", "operator", EXAMPLES["negative"]))
         found.append(Pass(label, "positive", "customer", EXAMPLES["crossed"], crossed=True))
-    for label, who in (("GET /v1/usages", "customer"), ("GET /usage/{service}", "customer")):
+    for label in sorted(CUSTOMER_OPS):
+        who = "customer"
         found.append(Pass(label, "positive", who, EXAMPLES["customer"]))
         if label == "GET /usage/{service}":
             found.append(Pass(label, "positive", "customer-x-api-key", EXAMPLES["customer"] // 2))

@@ -134,7 +134,7 @@ def test_a_version_2_list_parses_every_kind_of_limit() -> None:
         ([5], (0,)),
         ({"total": 5, "window": "day"}, ()),
         ({"total": 5, "period": "week"}, ("period",)),
-        ({"total": 0}, ("total",)),
+        ({"total": -1}, ("total",)),  # version 1 took 0 (nothing a day), never less
         ("lots", ()),
     ],
 )

@@ -77,25 +77,51 @@ T = TypeVar("T")
 
 # A service's limits (SPEC 9), read as plain JSON: ``quotad.service.admin.parse_quotas``
 # checks it, so every problem is reported at its JSON pointer with the domain's message.
+_TOTAL: dict[str, JsonValue] = {"type": "integer", "minimum": 1, "maximum": 10**15}
+_MODE_AND_PER: dict[str, JsonValue] = {
+    "mode": {"enum": ["hard", "soft", "shadow"], "default": "hard"},
+    "per": {"enum": ["account", "key"], "default": "account"},
+}
+
+
+def _window_schema(windows: list[JsonValue], anchor: bool) -> dict[str, JsonValue]:
+    properties: dict[str, JsonValue] = {"window": {"enum": windows}, "total": _TOTAL}
+    if anchor:
+        properties["anchor"] = {"enum": ["calendar", "billing"], "default": "calendar"}
+    return {
+        "type": "object",
+        "properties": {**properties, **_MODE_AND_PER},
+        "required": ["window", "total"],
+        "additionalProperties": False,
+    }
+
+
 _LIMIT_SCHEMA: dict[str, JsonValue] = {
-    "type": "object",
-    "properties": {
-        "window": {"enum": ["minute", "hour", "day", "week", "month", "year"]},
-        "total": {"type": "integer", "minimum": 1},
-        "anchor": {"enum": ["calendar", "billing"], "description": "billing: month only"},
-        "rate": {
+    "oneOf": [
+        _window_schema(["minute", "hour", "day", "week", "year"], anchor=False),
+        _window_schema(["month"], anchor=True),  # billing: on the account's billing_anchor
+        {
             "type": "object",
             "properties": {
-                "per_second": {"type": "number", "exclusiveMinimum": 0},
-                "burst": {"type": "integer", "minimum": 1},
+                "rate": {
+                    "type": "object",
+                    "properties": {
+                        "per_second": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": 1_000_000,
+                        },
+                        "burst": _TOTAL,
+                    },
+                    "required": ["per_second", "burst"],
+                    "additionalProperties": False,
+                },
+                **_MODE_AND_PER,
             },
-            "required": ["per_second", "burst"],
+            "required": ["rate"],
             "additionalProperties": False,
         },
-        "mode": {"enum": ["hard", "soft", "shadow"], "default": "hard"},
-        "per": {"enum": ["account", "key"], "default": "account"},
-    },
-    "additionalProperties": False,
+    ]
 }
 _LIMITS_SCHEMA: dict[str, JsonValue] = {
     "description": (
@@ -107,7 +133,7 @@ _LIMITS_SCHEMA: dict[str, JsonValue] = {
         {
             "type": "object",
             "properties": {
-                "total": {"type": "integer", "minimum": 1},
+                "total": {"type": "integer", "minimum": 0, "maximum": 10**15},
                 "period": {"enum": ["day"], "default": "day"},
             },
             "required": ["total"],

@@ -139,6 +139,7 @@ class LimitError(ValueError):
 
 
 MAX_TOTAL = 10**15
+DUPLICATE = "two limits of the same"  # how a duplicate limit's problem begins
 _LIMIT_FIELDS = {"window", "total", "anchor", "mode", "per", "rate"}
 
 
@@ -152,7 +153,8 @@ def parse_limits(value: object, where: tuple[str | int, ...] = ()) -> Limits:
             problems.append((where, f"unknown field(s) {sorted(unknown)}"))
         if value.get("period", "day") != "day":
             problems.append(((*where, "period"), "the version-1 form counts per day only"))
-        total = _positive_int(value.get("total"), (*where, "total"), problems)
+        # Version 1 took a total of 0 (nothing a day): its form still does.
+        total = _positive_int(value.get("total"), (*where, "total"), problems, minimum=0)
         if problems:
             raise LimitError(problems)
         return daily(total)
@@ -168,7 +170,7 @@ def parse_limits(value: object, where: tuple[str | int, ...] = ()) -> Limits:
             problems.append(
                 (
                     (*where, index),
-                    f"two limits of the same {spec.identity[0]!r} and per {spec.per.value!r}",
+                    f"{DUPLICATE} {spec.identity[0]!r} and per {spec.per.value!r}",
                 )
             )
         seen.add(spec.identity)
@@ -228,12 +230,15 @@ def _parse_one(
 
 
 def _positive_int(
-    value: object, where: tuple[str | int, ...], problems: list[tuple[tuple[str | int, ...], str]]
+    value: object,
+    where: tuple[str | int, ...],
+    problems: list[tuple[tuple[str | int, ...], str]],
+    minimum: int = 1,
 ) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TOTAL:
-        problems.append((where, f"must be a whole number from 1 to {MAX_TOTAL}"))
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_TOTAL:
+        problems.append((where, f"must be a whole number from {minimum} to {MAX_TOTAL}"))
         return 0
     return value
 

@@ -79,7 +79,11 @@ def parse_quotas(raw: Mapping[str, object], where: str) -> dict[str, Limits]:
             parsed[service] = limits.parse_limits(value, (service,))
         except LimitError as exc:
             problems += [
-                FieldError(_pointer(where, location), message, "limits")
+                FieldError(
+                    _pointer(where, location),
+                    message,
+                    "duplicate" if message.startswith(limits.DUPLICATE) else "limits",
+                )
                 for location, message in exc.problems
             ]
     if problems:
