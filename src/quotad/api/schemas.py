@@ -77,15 +77,18 @@ T = TypeVar("T")
 
 # A service's limits (SPEC 9), read as plain JSON: ``quotad.service.admin.parse_quotas``
 # checks it, so every problem is reported at its JSON pointer with the domain's message.
-_TOTAL: dict[str, JsonValue] = {"type": "integer", "minimum": 1, "maximum": 10**15}
 _MODE_AND_PER: dict[str, JsonValue] = {
     "mode": {"enum": ["hard", "soft", "shadow"], "default": "hard"},
     "per": {"enum": ["account", "key"], "default": "account"},
 }
 
 
-def _window_schema(windows: list[JsonValue], anchor: bool) -> dict[str, JsonValue]:
-    properties: dict[str, JsonValue] = {"window": {"enum": windows}, "total": _TOTAL}
+def _total(minimum: int) -> dict[str, JsonValue]:
+    return {"type": "integer", "minimum": minimum, "maximum": 10**15}
+
+
+def _window_schema(windows: list[JsonValue], anchor: bool, minimum: int) -> dict[str, JsonValue]:
+    properties: dict[str, JsonValue] = {"window": {"enum": windows}, "total": _total(minimum)}
     if anchor:
         properties["anchor"] = {"enum": ["calendar", "billing"], "default": "calendar"}
     return {
@@ -96,62 +99,71 @@ def _window_schema(windows: list[JsonValue], anchor: bool) -> dict[str, JsonValu
     }
 
 
-_LIMIT_SCHEMA: dict[str, JsonValue] = {
-    "oneOf": [
-        _window_schema(["minute", "hour", "day", "week", "year"], anchor=False),
-        _window_schema(["month"], anchor=True),  # billing: on the account's billing_anchor
-        {
-            "type": "object",
-            "properties": {
-                "rate": {
-                    "type": "object",
-                    "properties": {
-                        "per_second": {
-                            "type": "number",
-                            "exclusiveMinimum": 0,
-                            "maximum": 1_000_000,
+def _limit_schema(minimum: int) -> dict[str, JsonValue]:
+    """One limit: a window quota, a month (which may take the billing anchor) or a rate."""
+    return {
+        "oneOf": [
+            _window_schema(["minute", "hour", "day", "week", "year"], False, minimum),
+            _window_schema(["month"], True, minimum),  # billing: the account's billing_anchor
+            {
+                "type": "object",
+                "properties": {
+                    "rate": {
+                        "type": "object",
+                        "properties": {
+                            "per_second": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": 1_000_000,
+                            },
+                            "burst": _total(max(minimum, 1)),
                         },
-                        "burst": _TOTAL,
+                        "required": ["per_second", "burst"],
+                        "additionalProperties": False,
                     },
-                    "required": ["per_second", "burst"],
-                    "additionalProperties": False,
+                    **_MODE_AND_PER,
                 },
-                **_MODE_AND_PER,
+                "required": ["rate"],
+                "additionalProperties": False,
             },
-            "required": ["rate"],
-            "additionalProperties": False,
-        },
-    ]
-}
-_LIMITS_SCHEMA: dict[str, JsonValue] = {
-    "description": (
-        'Version 1\'s {"total": N} (N a day), or a list of limits: window quotas '
-        '{"window", "total"} and rates {"rate": {"per_second", "burst"}}, each with '
-        'optional "mode" and "per"; one per window (or rate) and per'
-    ),
-    "oneOf": [
-        {
-            "type": "object",
-            "properties": {
-                "total": {"type": "integer", "minimum": 0, "maximum": 10**15},
-                "period": {"enum": ["day"], "default": "day"},
+        ]
+    }
+
+
+def _limits_schema(minimum: int) -> dict[str, JsonValue]:
+    """A service's limits; ``minimum`` the least total of a listed limit."""
+    return {
+        "description": (
+            'Version 1\'s {"total": N} (N a day), or a list of limits: window quotas '
+            '{"window", "total"} and rates {"rate": {"per_second", "burst"}}, each with '
+            'optional "mode" and "per"; one per window (or rate) and per'
+        ),
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "total": {"type": "integer", "minimum": 0, "maximum": 10**15},
+                    "period": {"enum": ["day"], "default": "day"},
+                },
+                "required": ["total"],
+                "additionalProperties": False,
             },
-            "required": ["total"],
-            "additionalProperties": False,
-        },
-        {"type": "array", "items": _LIMIT_SCHEMA, "maxItems": 20},
-    ],
-    "examples": [
-        {"total": 250},
-        [
-            {"rate": {"per_second": 10, "burst": 20}},
-            {"window": "day", "total": 1000},
-            {"window": "month", "total": 20000, "anchor": "billing", "mode": "soft"},
+            {"type": "array", "items": _limit_schema(minimum), "maxItems": 20},
         ],
-    ],
-}
-LimitsIn = Annotated[JsonValue, WithJsonSchema(_LIMITS_SCHEMA)]
-LimitsOut = Annotated[JsonValue, WithJsonSchema(_LIMITS_SCHEMA)]
+        "examples": [
+            {"total": 250},
+            [
+                {"rate": {"per_second": 10, "burst": 20}},
+                {"window": "day", "total": 1000},
+                {"window": "month", "total": 20000, "anchor": "billing", "mode": "soft"},
+            ],
+        ],
+    }
+
+
+LimitsIn = Annotated[JsonValue, WithJsonSchema(_limits_schema(1))]
+# What is stored may hold version 1's total of 0, which a key's list shows as a day of 0.
+LimitsOut = Annotated[JsonValue, WithJsonSchema(_limits_schema(0))]
 BillingAnchor = Annotated[
     int,
     Field(strict=True, ge=1, le=31, description="Day of the month billing months start on"),
