@@ -46,8 +46,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# The tests that time what they do or kill servers run alone, after the rest has run on
+# two workers (tests/conftest.py SERIAL_MODULES); extra arguments: `make pytest ARGS=-x`.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" $(ARGS)
+	$(BIN)/pytest -m serial $(ARGS)
 
 test: lint typecheck pytest
 

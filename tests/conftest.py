@@ -79,6 +79,39 @@ def store_url(
         raise AssertionError(kind)
 
 
+# Modules whose tests time what they do (a hung store answered within a second, a p99
+# bound), kill or pause servers, or start many servers at once: ``make test`` runs them
+# alone after the rest, which runs on two workers (pytest-xdist), so no other test's load
+# moves their clocks.
+SERIAL_MODULES = frozenset(
+    {
+        "test_bench",
+        "test_cluster_failover",
+        "test_crash",
+        "test_deadline",
+        "test_demo",
+        "test_fuzz",
+        "test_hangs",
+        "test_health",
+        "test_multinode",
+        "test_outage",
+        "test_race",
+        "test_redis_loss",
+        "test_slow_clients",
+        "test_smoke",
+        "test_tracing",
+        "test_dashboard_browser",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of ``SERIAL_MODULES`` ``serial``."""
+    for item in items:
+        if item.path.stem in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """One run per store kind for every test using ``store_kind``, plus the Redis Cluster
     for test modules that set ``with_cluster = True``."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from quotad.demo import DEMO_ACCOUNT, seed
 from quotad.service import admin
@@ -97,3 +100,38 @@ def test_serve_demo_twice_on_one_store_prints_how_to_make_a_key(tmp_path: Path) 
         cwd=tmp_path,
     )
     assert listing.stdout.count('"name": "demo"') == 1, listing.stdout
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.1])
+def test_ctrl_c_right_after_the_banner_stops_the_server(tmp_path: Path, delay: float) -> None:
+    """Ctrl-C just after the banner, while the server is still starting, stops it at once
+    (it used to be lost in a garbage-collection callback, and the server served on)."""
+    env = {
+        **os.environ,
+        "QUOTAD_STORE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "QUOTAD_PORT": str(free_port()),
+    }
+    env.pop("QUOTAD_ADMIN_TOKEN", None)
+    process = subprocess.Popen(
+        [str(BIN / "quotad"), "serve", "--demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            if "API docs" in line:
+                break
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
+    assert process.returncode in (0, 130)

@@ -29,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
 from http import HTTPStatus
+from types import FrameType
 from typing import Any, ClassVar
 
 import orjson
@@ -447,12 +449,49 @@ def connection_cap(requested: int, open_files: int) -> int:
     return max(1, min(requested, open_files - reserve))
 
 
+class Interrupts:
+    """Ctrl-C and SIGTERM for ``quotad serve``, from before the server starts to its end.
+
+    Python's own SIGINT handler is one asyncio replaces with cancelling its main task,
+    which uvicorn starting up can absorb; and a KeyboardInterrupt that a signal raises
+    inside a garbage-collection callback is dropped (seen when Ctrl-C came 50 ms after
+    the banner: the server went on serving). So a signal is first noted here: before the
+    server exists it also interrupts what runs; once it does, the server is told to stop
+    (uvicorn's own handlers take over while it serves, and do the same).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._server: uvicorn.Server | None = None
+
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM (from the main thread)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def serving(self, server: uvicorn.Server) -> None:
+        """From now on a signal stops ``server``."""
+        self._server = server
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        first = not self.requested
+        self.requested = True
+        server = self._server
+        if server is None:
+            raise KeyboardInterrupt
+        if not first and signum == signal.SIGINT:
+            server.force_exit = True  # a second Ctrl-C: stop waiting for connections
+        server.should_exit = True
+
+
 def run(
     app: Any,
     host: str,
     port: int,
     trusted_proxies: Sequence[str] = (),
     limits: Limits | None = None,
+    interrupts: Interrupts | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` until stopped: uvicorn, quietly, on quotad's protocol.
@@ -474,7 +513,7 @@ def run(
             limits = dataclasses.replace(limits, max_connections=cap)
     gc.collect()  # what is garbage now is not frozen for ever
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -487,3 +526,12 @@ def run(
         **proxy_options(trusted_proxies),
         **options,
     )
+    server = uvicorn.Server(config)
+    if interrupts is not None:
+        interrupts.serving(server)
+        if interrupts.requested:
+            return  # stopped before it started
+    with suppress(KeyboardInterrupt):  # a Ctrl-C that ended it: as uvicorn.run takes it
+        server.run()
+    if not server.started and not (interrupts is not None and interrupts.requested):
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE: the address in use, say

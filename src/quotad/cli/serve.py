@@ -45,6 +45,8 @@ def serve(
 
     settings = load_settings(store_url=store, host=host, port=port, grpc_port=grpc_port)
     logs.configure_for(settings)
+    interrupts = server.Interrupts()  # Ctrl-C stops it from now on, even mid-start
+    interrupts.install()
 
     async def prepare(ctx: Context) -> tuple[str | None, Demo | None]:
         token = await auth.ensure_operator_token(ctx)
@@ -71,6 +73,7 @@ def serve(
         settings.port,
         settings.trusted_proxies,
         limits=server.Limits.from_settings(settings),
+        interrupts=interrupts,
     )
 
 
