@@ -50,8 +50,8 @@ async def test_the_demo_limit_describes_cohorts(ctx: Context) -> None:
     ]
 
 
-def banner(store_url: str, workdir: Path) -> str:
-    """What ``quotad serve --demo`` prints up to its ``API docs`` line (then it is stopped)."""
+def start_demo(store_url: str, workdir: Path) -> subprocess.Popen[str]:
+    """``quotad serve --demo`` on ``store_url``, in a session of its own, its stdout piped."""
     env = {
         **os.environ,
         "QUOTAD_STORE_URL": store_url,
@@ -59,7 +59,7 @@ def banner(store_url: str, workdir: Path) -> str:
         "QUOTAD_LOG_FORMAT": "json",
     }
     env.pop("QUOTAD_ADMIN_TOKEN", None)
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [str(BIN / "quotad"), "serve", "--demo"],
         cwd=workdir,
         env=env,
@@ -68,18 +68,29 @@ def banner(store_url: str, workdir: Path) -> str:
         text=True,
         start_new_session=True,
     )
+
+
+def up_to_the_banner(process: subprocess.Popen[str]) -> str:
+    """What the process printed up to its ``API docs`` line."""
     assert process.stdout is not None
     lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if "API docs" in line:
+            break
+    return "".join(lines)
+
+
+def banner(store_url: str, workdir: Path) -> str:
+    """What ``quotad serve --demo`` prints up to its ``API docs`` line (then it is stopped)."""
+    process = start_demo(store_url, workdir)
     try:
-        for line in process.stdout:
-            lines.append(line)
-            if "API docs" in line:
-                break
+        return up_to_the_banner(process)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)
+        assert process.stdout is not None
         process.stdout.close()
-    return "".join(lines)
 
 
 def test_serve_demo_twice_on_one_store_prints_how_to_make_a_key(tmp_path: Path) -> None:
@@ -106,26 +117,9 @@ def test_serve_demo_twice_on_one_store_prints_how_to_make_a_key(tmp_path: Path) 
 def test_ctrl_c_right_after_the_banner_stops_the_server(tmp_path: Path, delay: float) -> None:
     """Ctrl-C just after the banner, while the server is still starting, stops it at once
     (it used to be lost in a garbage-collection callback, and the server served on)."""
-    env = {
-        **os.environ,
-        "QUOTAD_STORE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
-        "QUOTAD_PORT": str(free_port()),
-    }
-    env.pop("QUOTAD_ADMIN_TOKEN", None)
-    process = subprocess.Popen(
-        [str(BIN / "quotad"), "serve", "--demo"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
+    process = start_demo(f"sqlite:///{tmp_path / 'demo.db'}", tmp_path)
     try:
-        for line in process.stdout:
-            if "API docs" in line:
-                break
+        up_to_the_banner(process)
         time.sleep(delay)
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=10)
@@ -133,5 +127,6 @@ def test_ctrl_c_right_after_the_banner_stops_the_server(tmp_path: Path, delay: f
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        assert process.stdout is not None
         process.stdout.close()
     assert process.returncode in (0, 130)

@@ -595,19 +595,7 @@ class LimitState:
     def from_json(cls, value: Any) -> LimitState:
         """Read a verdict's limit entry."""
         body = _obj(value, "a verdict's limit")
-        per_second, window = _rate_of(body)
-        return cls(
-            _str(body, "name"),
-            window,
-            per_second,
-            _opt_str(body, "per") or "account",
-            _opt_str(body, "mode") or "hard",
-            _int(body, "used"),
-            _int(body, "remaining"),
-            _int(body, "total"),
-            _opt_time(body, "reset"),
-            _opt_int(body, "overage") or 0,
-        )
+        return cls(_str(body, "name"), *_standing(body), _opt_int(body, "overage") or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,20 +622,31 @@ class QuotaState:
     def from_json(cls, value: Any) -> QuotaState:
         """Read one limit of a quotas list."""
         body = _obj(value, "a quota")
-        per_second, window = _rate_of(body)
         return cls(
             _str(body, "service"),
             _str(body, "name"),
-            window,
-            per_second,
-            _opt_str(body, "per") or "account",
-            _opt_str(body, "mode") or "hard",
-            _int(body, "used"),
-            _int(body, "remaining"),
-            _int(body, "total"),
-            _opt_time(body, "reset"),
+            *_standing(body),
             _opt_time(body, "exhausted_at"),
         )
+
+
+_Standing = tuple[str | None, float | None, str, str, int, int, int, datetime | None]
+
+
+def _standing(body: Mapping[str, Any]) -> _Standing:
+    """Where a limit stands, as both a verdict's entry and a quotas item say it: window,
+    per_second, per, mode, used, remaining, total, reset."""
+    per_second, window = _rate_of(body)
+    return (
+        window,
+        per_second,
+        _opt_str(body, "per") or "account",
+        _opt_str(body, "mode") or "hard",
+        _int(body, "used"),
+        _int(body, "remaining"),
+        _int(body, "total"),
+        _opt_time(body, "reset"),
+    )
 
 
 def _names(value: Any) -> tuple[str, ...]:
