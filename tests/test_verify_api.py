@@ -103,6 +103,7 @@ async def test_cost_zero_peeks_without_consuming(
         ("garbage", "MALFORMED_API_KEY"),
         (keys.generate("qd"), "INVALID_AUTHORIZATION"),
     ],
+    ids=["malformed", "unknown"],  # fixed: every pytest-xdist worker collects the same ids
 )
 async def test_bad_keys_are_invalid_verdicts(
     client: httpx2.AsyncClient, deployment: Deployment, key: str, code: str
