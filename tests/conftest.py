@@ -82,10 +82,12 @@ def store_url(
 # Modules whose tests time what they do (a hung store answered within a second, a p99
 # bound), kill or pause servers, or start many servers at once: ``make test`` runs them
 # alone after the rest, which runs on two workers (pytest-xdist), so no other test's load
-# moves their clocks.
+# moves their clocks. test_cli_remote compares tables printed at a width that a worker
+# does not give them (its ids wrap there; why is not known yet).
 SERIAL_MODULES = frozenset(
     {
         "test_bench",
+        "test_cli_remote",
         "test_cluster_failover",
         "test_crash",
         "test_deadline",

@@ -50,4 +50,8 @@ def test_make_test_still_installs_the_dev_extras() -> None:
     commands = planned("test")
     assert installs(commands) == [".venv/bin/python -m pip install -q -e '.[dev]'"], commands
     assert ".venv/bin/mypy src" in commands
-    assert ".venv/bin/pytest" in commands
+    pytest = [command for command in commands if command.startswith(".venv/bin/pytest")]
+    assert pytest == [
+        '.venv/bin/pytest -n 2 --dist loadfile -m "not serial"',
+        ".venv/bin/pytest -m serial",
+    ], commands

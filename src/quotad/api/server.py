@@ -475,13 +475,17 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
-        first = not self.requested
         self.requested = True
         server = self._server
         if server is None:
             raise KeyboardInterrupt
-        if not first and signum == signal.SIGINT:
-            server.force_exit = True  # a second Ctrl-C: stop waiting for connections
+        if server.should_exit:
+            # uvicorn has shut down and raises the signal again, as the process is to end
+            # by it (SIGTERM's exit status), or this is a second one: the default handling.
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default)
+            signal.raise_signal(signum)
+            return
         server.should_exit = True
 
 
