@@ -331,7 +331,7 @@ class MemoryStore:
         claim: IdempotencyClaim | None,
         now: datetime | None,
     ) -> ConsumeOutcome:
-        """Limits v2: every slot decided together, all or nothing (``limits.refusing``)."""
+        """Limits v2: every slot decided together, all or nothing (``limits.decide``)."""
         now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
         row_of = self._row
         with self._lock:

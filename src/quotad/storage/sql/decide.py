@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import NamedTuple, cast
 
-from quotad.domain.limits import Slot, advanced, is_day_row, refusing
+from quotad.domain import limits
+from quotad.domain.limits import Slot, is_day_row
 from quotad.domain.models import ConsumeOutcome, IdempotencyClaim
 from quotad.errors import Conflict
 
@@ -153,14 +154,14 @@ class SlotsDecision(NamedTuple):
 def decide_slots(
     rows: Sequence[DayRow | None], request: SlotConsume, seen: Answer | None
 ) -> SlotsDecision:
-    """Grant ``request`` iff no hard slot refuses (``limits.refusing``), all or nothing.
+    """Grant ``request`` iff no hard slot refuses (``limits.decide``), all or nothing.
 
     Args:
         rows: each slot's stored row (``None``: absent, its value 0), in slot order.
         request: the consume and its slots.
         seen: the stored answer of the request's Idempotency-Key, if any.
 
-    Granted, every slot's row takes ``limits.advanced``'s value; refused, none moves and
+    Granted, every slot's row takes the value ``limits.decide`` gives it; refused, none moves and
     each day row among them counts one rejection. Either way each row's total becomes
     its slot's, as a version-1 consume makes the day's total the request's.
     """
@@ -170,10 +171,10 @@ def decide_slots(
     slots = request.slots
     at = now_us(request)
     before = tuple(0 if row is None else row[0] for row in rows)
-    refused = refusing(before, slots, at)
+    refused, values = limits.decide(before, slots, at)  # one pass: refusal and values
     after: list[DayRow] = []
     if refused < 0:
-        for row, slot, value in zip(rows, slots, advanced(before, slots, at), strict=True):
+        for row, slot, value in zip(rows, slots, values, strict=True):
             after.append(DayRow(value, slot.total, 0 if row is None else row[2]))
     else:
         for row, slot, value in zip(rows, slots, before, strict=True):
@@ -181,7 +182,15 @@ def decide_slots(
             after.append(DayRow(value, slot.total, rejected + 1 if is_day_row(slot) else rejected))
     first = after[0]
     outcome = ConsumeOutcome(
-        refused < 0, first.used, first.total, request.day, False, before, refused, at
+        refused < 0,
+        first.used,
+        first.total,
+        request.day,
+        False,
+        before,
+        refused,
+        at,
+        tuple(row.used for row in after),  # verify need not decide again
     )
     claim = request.claim
     remember = None if claim is None else Answer(claim.fingerprint, claim.expires_at, outcome)
