@@ -63,6 +63,7 @@ class Plan:
     limits: tuple[Limit, ...]
     created_at: datetime
     description: str = ""
+    alert_thresholds: tuple[int, ...] | None = None  # None: webhooks.DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Overrides:
 
     quotas: dict[str, Limits] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
+    alert_thresholds: tuple[int, ...] | None = None  # None: the plan's
 
 
 @dataclass(frozen=True, slots=True)

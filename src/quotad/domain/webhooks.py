@@ -147,6 +147,20 @@ class Claimed:
     until: datetime
 
 
+def settled(delivered: bool, next_at: datetime | None) -> tuple[DeliveryStatus, datetime | None]:
+    """A delivery's status after an attempt, and when it is next due (pending only)."""
+    if delivered:
+        return DeliveryStatus.DELIVERED, None
+    if next_at is None:
+        return DeliveryStatus.FAILED, None
+    return DeliveryStatus.PENDING, next_at
+
+
+def delivery_id(event_id: str, endpoint_id: str) -> str:
+    """A delivery's id: its event's and its endpoint's, so that it is made only once."""
+    return f"dlv_{event_id.removeprefix('evt_')}_{endpoint_id.removeprefix('wh_')}"
+
+
 def next_attempt(attempts: tuple[Attempt, ...]) -> datetime | None:
     """When to try again after failed ``attempts`` (oldest first); None: give up."""
     if not attempts:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from quotad.storage.base import (
+    AlertStore,
     CounterStore,
     RecordsAndCounters,
     RecordStore,
@@ -50,18 +51,20 @@ class Stores:
     """A deployment's records and counters, opened and closed together.
 
     The counter store opens the records store with itself: they are one store (SQL,
-    memory: ``Stores.of``), or the counters are over the records (Redis). ``buckets``
-    are the token buckets every node shares, when the counter store keeps them.
+    memory: ``Stores.of``), or the counters are over the records (Redis). ``alerts`` are
+    kept with the records. ``buckets`` are the token buckets every node shares, when the
+    counter store keeps them.
     """
 
     records: RecordStore
     counters: CounterStore
+    alerts: AlertStore
     buckets: TokenBuckets | None = None
 
     @classmethod
     def of(cls, store: RecordsAndCounters) -> Stores:
         """One store that keeps records and counters alike."""
-        return cls(store, store)
+        return cls(store, store, store)
 
     @property
     def url(self) -> str:
@@ -105,13 +108,14 @@ def stores_from_url(url: str) -> Stores:
     backend = getattr(importlib.import_module(module_name), class_name)
     if scheme in COUNTERS_ONLY:
         counters: RedisCounters = backend(url)
-        return Stores(counters.records, counters, buckets=counters)
+        return Stores(counters.records, counters, counters.records, buckets=counters)
     store: RecordsAndCounters = backend(url)
     return Stores.of(store)
 
 
 __all__ = [
     "BACKENDS",
+    "AlertStore",
     "CounterStore",
     "RecordStore",
     "RecordsAndCounters",

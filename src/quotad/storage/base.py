@@ -36,6 +36,7 @@ from quotad.domain.models import (
     UsageEvent,
 )
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
+from quotad.domain.webhooks import AlertEvent, Attempt, Claimed, Delivery, WebhookEndpoint
 
 # The wall-clock instant (seconds since the epoch) at which the caller of a store method
 # stops waiting and answers without it (verify's store timeout). A store that can, makes
@@ -372,6 +373,86 @@ class CounterStore(Connected, Protocol):
         ...
 
 
+class AlertStore(Protocol):
+    """Webhook endpoints, the alert events written for them and their deliveries (SPEC 11).
+
+    Kept with the records (SQL, memory; a Redis deployment's SQL store), never cached:
+    an event is written once per its ``dedupe`` key in one step with a delivery for each
+    endpoint it is for, so it is durable before any node sends it.
+    """
+
+    async def create_webhook(self, endpoint: WebhookEndpoint) -> None:
+        """Register an endpoint."""
+        ...
+
+    async def get_webhook(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """The endpoint with ``endpoint_id``."""
+        ...
+
+    async def list_webhooks(self) -> list[WebhookEndpoint]:
+        """Every endpoint, oldest first."""
+        ...
+
+    async def update_webhook(self, endpoint: WebhookEndpoint) -> None:
+        """Replace an endpoint's fields; ``NotFound`` if it is gone."""
+        ...
+
+    async def delete_webhook(self, endpoint_id: str) -> None:
+        """Delete an endpoint and its deliveries; ``NotFound`` if absent."""
+        ...
+
+    async def record_alert(self, event: AlertEvent, endpoint_ids: list[str]) -> bool:
+        """Write ``event`` unless one with its ``dedupe`` key exists, with a pending delivery
+        (due at once) for each of ``endpoint_ids`` still registered, in one step.
+
+        Returns whether it was written (False: another call or node wrote it first).
+        """
+        ...
+
+    async def alert_events(
+        self, limit: int, before_id: str | None = None, account_id: str | None = None
+    ) -> list[AlertEvent]:
+        """Events, newest first (ids sort by when they were written), of one account or all."""
+        ...
+
+    async def claim_deliveries(
+        self, now: datetime, until: datetime, claim: str, limit: int
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` pending deliveries due at ``now`` to enabled endpoints, and
+        not claimed by anyone else past ``now``: until ``until``, under ``claim``.
+
+        Oldest due first. Two nodes never hold the same delivery at once.
+        """
+        ...
+
+    async def finish_delivery(
+        self,
+        delivery_id: str,
+        claim: str,
+        attempt: Attempt,
+        next_at: datetime | None,
+        *,
+        delivered: bool,
+    ) -> bool:
+        """Record an attempt of a delivery held under ``claim`` and release it: delivered;
+        else due again at ``next_at``, or failed for good when that is None.
+
+        Returns False (recording nothing) if the claim was lost meanwhile.
+        """
+        ...
+
+    async def list_deliveries(
+        self, endpoint_id: str, limit: int, before_id: str | None = None
+    ) -> list[Delivery]:
+        """An endpoint's deliveries with their attempts, newest first."""
+        ...
+
+    async def resend_delivery(self, endpoint_id: str, delivery_id: str, at: datetime) -> Delivery:
+        """Make a delivery pending and due at ``at`` again (same id, attempts kept);
+        ``NotFound`` if the endpoint has no such delivery."""
+        ...
+
+
 class TokenBuckets(Protocol):
     """Token buckets every node shares (the customer endpoints' throttle)."""
 
@@ -380,5 +461,5 @@ class TokenBuckets(Protocol):
         ...
 
 
-class RecordsAndCounters(RecordStore, CounterStore, Protocol):
-    """One store that keeps records and counters alike (SQL, memory)."""
+class RecordsAndCounters(RecordStore, CounterStore, AlertStore, Protocol):
+    """One store that keeps records, counters and alerts alike (SQL, memory)."""

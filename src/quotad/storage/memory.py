@@ -44,16 +44,18 @@ from quotad.domain.models import (
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import Conflict, NotFound
 from quotad.storage.base import NOT_EMPTY
+from quotad.storage.memory_alerts import MemoryAlerts
 
 _UsageKey = tuple[str, str, date]
 _USED, _TOTAL, _REJECTED = 0, 1, 2
 _new_outcome = tuple.__new__  # builds a ConsumeOutcome without its Python-level __new__
 
 
-class MemoryStore:
+class MemoryStore(MemoryAlerts):
     """Everything in dictionaries guarded by one lock."""
 
     def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
         self.url = url
         self._lock = threading.Lock()
         self._settings: dict[str, str] = {}

@@ -33,6 +33,7 @@ plans = sa.Table(
     sa.Column("quotas", sa.JSON, nullable=False),
     sa.Column("limits", sa.JSON, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("alerts", sa.JSON, nullable=True),  # {"thresholds": [...]}; NULL: defaults
 )
 
 accounts = sa.Table(
@@ -188,6 +189,57 @@ audit_log = sa.Table(
     sa.Column("request_id", sa.String(64), nullable=True),
     sa.Index("ix_audit_log_target_id", "target", "id"),
     sa.Index("ix_audit_log_actor_id", "actor", "id"),
+)
+
+# Alerts (SPEC 11). Endpoints keep their signing secrets: a delivery is signed with them.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("previous_secret", sa.String(128), nullable=True),
+    sa.Column("previous_until", sa.BigInteger, nullable=True),
+    sa.Column("disabled_at", sa.BigInteger, nullable=True),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("failing_since", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# One row per alert: its ``dedupe`` key is unique, so however many nodes see a threshold
+# crossed, one insert wins. Ids sort in the order the events were written.
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("dedupe", sa.String(512), nullable=False, unique=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_alert_events_account_id", "account_id", "id"),
+)
+
+# Each event for each endpoint: pending until delivered or given up. A node claims a due
+# delivery (``claim`` until ``claimed_until``) before sending it, so no two send it at once.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("endpoint_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("next_at", sa.BigInteger, nullable=True),
+    sa.Column("claim", sa.String(64), nullable=True),
+    sa.Column("claimed_until", sa.BigInteger, nullable=True),
+    sa.Column("attempts", sa.JSON, nullable=False),
+    sa.Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_at"),
 )
 
 # The quotad nodes of a Redis deployment, each with the last batch of counter changes it

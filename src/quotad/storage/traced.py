@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from quotad import __version__
-from quotad.storage import CounterStore, RecordStore, Stores, TokenBuckets
+from quotad.storage import AlertStore, CounterStore, RecordStore, Stores, TokenBuckets
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -73,9 +73,10 @@ def traced(stores: Stores, provider: TracerProvider) -> Stores:
     records_url = getattr(stores.records, "url", stores.url)
     records = cast(RecordStore, TracedStore(stores.records, tracer, "records", records_url))
     counters = cast(CounterStore, TracedStore(stores.counters, tracer, "counters", stores.url))
+    alerts = cast(AlertStore, TracedStore(stores.alerts, tracer, "alerts", records_url))
     buckets = (
         None
         if stores.buckets is None
         else cast(TokenBuckets, TracedStore(stores.buckets, tracer, "buckets", stores.url))
     )
-    return Stores(records, counters, buckets)
+    return Stores(records, counters, alerts, buckets)

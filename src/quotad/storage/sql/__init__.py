@@ -9,12 +9,14 @@ in one transaction too.
 - ``engine.py``: URLs, engines, connection settings, transactions, migrations;
 - ``records.py``: services, plans, accounts, keys, settings, total history, sessions;
 - ``counters.py``: usage, events, gauges and a counter store's write-behind;
+- ``alerts.py``: webhook endpoints, alert events and their deliveries;
 - ``dump.py``: the whole store out (one snapshot) and into an empty one (one transaction);
 - ``consume.py``, ``decide.py``, ``statements.py``, ``day_batches.py``: the consumes.
 """
 
 from __future__ import annotations
 
+from quotad.storage.sql.alerts import SqlAlerts
 from quotad.storage.sql.counters import SqlCounters
 from quotad.storage.sql.dump import SqlDump
 from quotad.storage.sql.engine import Database, migrate
@@ -22,7 +24,7 @@ from quotad.storage.sql.records import SqlRecords
 from quotad.storage.sql.rows import from_micros, to_micros
 
 
-class SqlStore(SqlRecords, SqlCounters, SqlDump):
+class SqlStore(SqlRecords, SqlCounters, SqlAlerts, SqlDump):
     """Records and counters in one SQL database, over one set of engines.
 
     Args:
@@ -36,6 +38,7 @@ class SqlStore(SqlRecords, SqlCounters, SqlDump):
         db = Database(url, pool_size)
         SqlRecords.__init__(self, db)
         SqlCounters.__init__(self, db, batch=batch)
+        SqlAlerts.__init__(self, db)
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""

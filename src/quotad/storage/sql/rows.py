@@ -80,6 +80,9 @@ def plan_values(plan: Plan) -> dict[str, Any]:
             for lim in plan.limits
         ],
         "created_at": to_micros(plan.created_at),
+        "alerts": None
+        if plan.alert_thresholds is None
+        else {"thresholds": list(plan.alert_thresholds)},
     }
 
 
@@ -93,7 +96,12 @@ def plan_of(row: Any) -> Plan:
         ),
         created_at=from_micros(row.created_at),
         description=row.description,
+        alert_thresholds=_thresholds((row.alerts or {}).get("thresholds")),
     )
+
+
+def _thresholds(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(x) for x in value)
 
 
 def account_values(account: Account) -> dict[str, Any]:
@@ -108,6 +116,7 @@ def account_values(account: Account) -> dict[str, Any]:
             "quotas": limits.encode_all(account.overrides.quotas),
             "limits": account.overrides.limits,
             **_anchor(account),
+            **_alerts(account),
         },
         "created_at": to_micros(account.created_at),
     }
@@ -116,6 +125,11 @@ def account_values(account: Account) -> dict[str, Any]:
 def _anchor(account: Account) -> dict[str, int]:
     # Kept in the overrides' JSON: no column needed, and a 0.1 row simply has none.
     return {} if account.billing_anchor is None else {"billing_anchor": account.billing_anchor}
+
+
+def _alerts(account: Account) -> dict[str, list[int]]:
+    found = account.overrides.alert_thresholds
+    return {} if found is None else {"alert_thresholds": list(found)}
 
 
 def account_of(row: Any) -> Account:
@@ -130,6 +144,7 @@ def account_of(row: Any) -> Account:
         overrides=Overrides(
             quotas=limits.decode_all(overrides.get("quotas")),
             limits={k: int(v) for k, v in overrides.get("limits", {}).items()},
+            alert_thresholds=_thresholds(overrides.get("alert_thresholds")),
         ),
         created_at=from_micros(row.created_at),
         billing_anchor=overrides.get("billing_anchor"),
