@@ -271,6 +271,7 @@ async def open_store(
     try:
         yield EmbeddedStore(ctx)
     finally:
+        await ctx.noticer.drain()
         await ctx.stores.close()
 
 

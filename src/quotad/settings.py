@@ -120,6 +120,20 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(
         86_400, ge=60, description="How long an Idempotency-Key keeps its first answer."
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook endpoints on private, link-local or loopback addresses "
+        "(refused by default, so an operator token cannot probe the internal network).",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="How long a webhook receiver has to answer 2xx."
+    )
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often each node looks for webhook deliveries due."
+    )
+    key_expiring_days: int = Field(
+        7, ge=1, le=365, description="key.expiring is sent this many days before a key expires."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON unless stderr is a terminal."

@@ -31,7 +31,7 @@ from quotad.api import (
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
 from quotad.http.middleware import JsonBodyGuard, RequestContext
-from quotad.service import maintenance
+from quotad.service import deliveries, maintenance
 from quotad.service.context import Context
 
 if TYPE_CHECKING:
@@ -82,12 +82,15 @@ def create_app(
             return
         await ctx.stores.open()
         upkeep = asyncio.create_task(maintenance.purge_forever(ctx), name="quotad-purge")
+        sender = asyncio.create_task(deliveries.deliver_forever(ctx), name="quotad-webhooks")
         try:
             yield
         finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+            for task in (upkeep, sender):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await ctx.noticer.drain()  # the alerts noticed are written before the store closes
             await ctx.stores.close()
 
     api = create_api(ctx)

@@ -182,8 +182,8 @@ def threshold_marks(thresholds: tuple[int, ...], total: int) -> tuple[int, ...]:
 def crossed(thresholds: tuple[int, ...], total: int, before: int, after: int) -> list[int]:
     """The thresholds that a move of a counter of ``total`` from ``before`` to ``after``
     reaches: each is crossed by exactly one move while the counter only grows."""
-    if total <= 0 or after <= before:
-        return []
+    if total <= 0 or after <= before or after * 100 < thresholds[0] * total:
+        return []  # the common case, decided without a division
     return [
         threshold
         for threshold, mark in zip(thresholds, threshold_marks(thresholds, total), strict=True)

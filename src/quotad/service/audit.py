@@ -18,15 +18,13 @@ id, name and hint (prefix and last four characters), never by its digest.
 
 from __future__ import annotations
 
-import itertools
-import secrets
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from quotad.domain import days, limits
+from quotad.domain import days, ids, limits
 from quotad.domain.models import Account, ApiKey, Plan, Service, UsageDay
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.service.context import Context
@@ -36,7 +34,6 @@ CLI_ACTOR = "cli"
 
 # (the request id it was named for, the actor); see ``acting_as``.
 _ACTOR: ContextVar[tuple[str | None, str] | None] = ContextVar("quotad_audit_actor", default=None)
-_SEQUENCE = itertools.count()
 
 
 def request_id() -> str | None:
@@ -59,11 +56,8 @@ def current_actor() -> str:
 
 
 def new_entry_id(at: datetime) -> str:
-    """An id that sorts after every id this process made before (for an instant not
-    earlier), and by instant between processes: microseconds, a sequence, random bits."""
-    micros = int(at.timestamp() * 1_000_000)
-    sequence = next(_SEQUENCE) % 0x1000000
-    return f"aud_{micros:014x}{sequence:06x}{secrets.token_hex(4)}"
+    """An audit entry's id (``ids.sortable_id``)."""
+    return ids.sortable_id("aud", at)
 
 
 async def record(

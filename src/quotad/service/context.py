@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quotad.domain.clock import Clock, SystemClock
+from quotad.service.alerts import Noticer
 from quotad.service.throttle import FailureBudget, LocalThrottle, SharedThrottle, Throttle
 from quotad.settings import Settings
 from quotad.storage import CounterStore, RecordStore, Stores
@@ -30,12 +31,14 @@ class Context:
     cache: RecordCache | None = field(init=False)
     throttle: Throttle = field(init=False)
     failures: FailureBudget = field(init=False)
+    noticer: Noticer = field(init=False)  # writes the alert events verify notices
 
     def __post_init__(self) -> None:
         ttl = self.settings.record_cache_seconds
         self.cache = RecordCache(self.stores.records, ttl, self.monotonic) if ttl > 0 else None
         self.records = self.stores.records if self.cache is None else self.cache
         self.counters = self.stores.counters
+        self.noticer = Noticer(self.stores.alerts)
         self.failures = FailureBudget(self.settings.auth_failures_per_minute, self.monotonic)
         rate, burst = self.settings.rate_limit_per_second, self.settings.rate_limit_burst
         buckets = self.stores.buckets

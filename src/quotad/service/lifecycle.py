@@ -15,4 +15,5 @@ async def opened(ctx: Context) -> AsyncIterator[Context]:
     try:
         yield ctx
     finally:
+        await ctx.noticer.drain()
         await ctx.stores.close()

@@ -8,6 +8,7 @@ from datetime import timedelta
 import structlog
 
 from quotad.domain import days
+from quotad.service import alerts
 from quotad.service.context import Context
 
 PURGE_EVERY_SECONDS = 600
@@ -20,11 +21,31 @@ async def purge_once(ctx: Context) -> None:
     await ctx.counters.purge(now, now - days.EVENT_RETENTION - timedelta(days=1))
 
 
-async def purge_forever(ctx: Context, every: float = PURGE_EVERY_SECONDS) -> None:
-    """Run ``purge_once`` periodically until cancelled; failures are logged and retried."""
+async def notice_expiring_keys(ctx: Context) -> None:
+    """Notice ``key.expiring`` for every live key that expires within ``key_expiring_days``
+    (each once: the event's dedupe key names the key and its expiry)."""
+    now = ctx.clock.now()
+    horizon = now + timedelta(days=ctx.settings.key_expiring_days)
+    after = None
     while True:
-        try:
-            await purge_once(ctx)
-        except Exception as exc:  # the loop must outlive any store outage
-            log.warning("purge failed; will retry", error=str(exc))
+        page = await ctx.records.list_accounts(500, after)
+        for account in page:
+            for key in await ctx.records.list_keys(account.id):
+                expires = key.expires_at
+                if expires is not None and key.revoked_at is None and now < expires <= horizon:
+                    alerts.notice_key_expiring(ctx.noticer, account.id, key.id, expires, now)
+        if len(page) < 500:
+            return
+        after = page[-1].id
+
+
+async def purge_forever(ctx: Context, every: float = PURGE_EVERY_SECONDS) -> None:
+    """Run ``purge_once`` and ``notice_expiring_keys`` periodically until cancelled;
+    failures are logged and retried."""
+    while True:
+        for step in (purge_once, notice_expiring_keys):
+            try:
+                await step(ctx)
+            except Exception as exc:  # the loop must outlive any store outage
+                log.warning("upkeep failed; will retry", step=step.__name__, error=str(exc))
         await asyncio.sleep(every)

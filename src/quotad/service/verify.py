@@ -45,8 +45,9 @@ from quotad.domain.models import (
     day_total,
     service_limits,
 )
+from quotad.domain.webhooks import DEFAULT_THRESHOLDS, threshold_marks
 from quotad.errors import AuthError, Forbidden, StorageError
-from quotad.service import admin, auth
+from quotad.service import admin, alerts, auth
 from quotad.service.context import Context
 from quotad.service.deadline import Deadline
 from quotad.storage.base import CALL_DEADLINE
@@ -106,6 +107,8 @@ class Admission(NamedTuple):
     anchor_day: int = 1  # the account's billing anchor
     # Its calls' slots by cost, kept while their windows last (``_prepared``).
     prepared: dict[int, _Prepared] | None = None  # None: prepared afresh every call
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # its alerts' (SPEC 11)
+    marks: tuple[int, ...] = ()  # the daily use at which each is reached (version 1)
 
 
 Items = Sequence[tuple[str, int]]
@@ -236,16 +239,20 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         return _no_quota(account.id, service)
     key = caller.key
     ends = [moment for moment in (key.expires_at, key.revoked_at) if moment is not None]
+    total = day_total(applicable) or 0
+    thresholds = alerts.thresholds_of(plan.alert_thresholds, account.overrides.alert_thresholds)
     return Admission(
         account.id,
         key.digest,
         account.timezone,
-        day_total(applicable) or 0,
+        total,
         min(ends, default=None),
         applicable,
         key.id,
         account.anchor_day,
         {},
+        thresholds,
+        threshold_marks(thresholds, total),
     )
 
 
@@ -326,9 +333,13 @@ async def _verify(
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
     if len(items) == 1 and _is_v1(first):  # version 1: exactly its consume, nothing more
-        return await _consume(
+        verdict = await _consume(
             ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
         )
+        used = verdict.used
+        if used is not None and (not verdict.valid or _reaches(first.marks, used - cost, used)):
+            _notice_day(ctx, first.thresholds, first.limits[0].name(service), verdict, cost, now)
+        return verdict
     if len(items) == 1:
         prepared = _prepared(first, service, cost, now)
     else:
@@ -340,7 +351,66 @@ async def _verify(
             [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
             now,
         )
-    return await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
+    verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
+    _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
+    return verdict
+
+
+def _reaches(marks: tuple[int, ...], before: int, after: int) -> bool:
+    """Whether a day's use moving from ``before`` to ``after`` reaches an alert mark."""
+    return any(before < mark <= after for mark in marks)
+
+
+def _notice_day(
+    ctx: Context, thresholds: tuple[int, ...], name: str, verdict: Verdict, cost: int, now: datetime
+) -> None:
+    """Notice what a version-1 verdict's day crossed, or its refusal."""
+    used, total, reset = verdict.used, verdict.total, verdict.reset
+    if verdict.account_id is None or used is None or total is None or reset is None:
+        return
+    start = reset - timedelta(seconds=verdict.window_seconds or 86_400)
+    refused = not verdict.valid
+    before = used if refused else used - cost
+    alerts.notice_window(
+        ctx.noticer,
+        thresholds,
+        verdict.account_id,
+        None,
+        name,
+        start,
+        reset,
+        before,
+        used,
+        total,
+        refused,
+        now,
+    )
+
+
+def _notice_limits(
+    ctx: Context,
+    thresholds: tuple[int, ...],
+    key_id: str | None,
+    verdict: Verdict,
+    items: Items,
+    now: datetime,
+) -> None:
+    """Notice what a version-2 verdict's window quotas crossed, or its quota refusal."""
+    if verdict.account_id is None or not verdict.limits:
+        return
+    if not verdict.valid and verdict.code != "QUOTA_EXCEEDED":
+        return
+    alerts.notice_limits(
+        ctx.noticer,
+        thresholds,
+        verdict.account_id,
+        key_id,
+        verdict.limits,
+        dict(items),
+        verdict.valid,
+        verdict.refused_by,
+        now,
+    )
 
 
 async def _verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
@@ -353,15 +423,23 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
         return Verdict(False, "FORBIDDEN", service, account.id, note="the account is suspended")
     plan = await ctx.records.get_plan(account.plan_id)
     applicable = None if plan is None else service_limits(plan, account, service)
-    if not applicable:
+    if plan is None or not applicable:
         return _no_quota(account.id, service)
+    thresholds = alerts.thresholds_of(plan.alert_thresholds, account.overrides.alert_thresholds)
     if len(applicable) == 1 and applicable[0].is_v1:
         total = applicable[0].total
-        return await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+        verdict = await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
+        used = verdict.used
+        marks = threshold_marks(thresholds, total)
+        if used is not None and (not verdict.valid or _reaches(marks, used - cost, used)):
+            _notice_day(ctx, thresholds, applicable[0].name(service), verdict, cost, now)
+        return verdict
     prepared = _prepare(
         account.id, None, account.timezone, account.anchor_day, [(service, cost, applicable)], now
     )
-    return await _consume_limits(ctx, account.id, prepared, True, None, now)
+    verdict = await _consume_limits(ctx, account.id, prepared, True, None, now)
+    _notice_limits(ctx, thresholds, None, verdict, ((service, cost),), now)
+    return verdict
 
 
 async def _consume(

@@ -1,0 +1,220 @@
+"""Noticing alerts on the hot path (SPEC 11): a quota threshold crossed, a first refusal.
+
+Verify's consume is atomic and says where each counter stood before and after it, so
+exactly one call sees a counter pass a threshold (counters only grow within a window;
+a refund that takes one back under is not noticed twice: the event's ``dedupe`` key is
+``(account, key, limit, window, threshold)`` and the store writes each key once).
+
+Noticing costs verify a few comparisons; writing the event is a task of its own, so a
+verify never waits on it. The write is retried while the records store is unreachable;
+an event noticed by a process that dies before writing it is lost (the one gap: the
+README says so). Delivery is ``quotad.service.deliveries``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from quotad.domain import days, ids
+from quotad.domain.limits import LimitState, Mode
+from quotad.domain.webhooks import (
+    DEFAULT_THRESHOLDS,
+    KEY_EXPIRING,
+    QUOTA_EXCEEDED,
+    QUOTA_THRESHOLD,
+    AlertEvent,
+    crossed,
+)
+from quotad.storage import AlertStore
+
+log = structlog.get_logger("quotad.alerts")
+
+_WRITE_TRIES = 6  # about a minute of retries (1, 2, 4, 8, 16 s) before an event is given up
+_MAX_SEEN = 65_536
+
+
+def thresholds_of(
+    plan_thresholds: tuple[int, ...] | None, own: tuple[int, ...] | None
+) -> tuple[int, ...]:
+    """An account's alert thresholds: its own, else its plan's, else the defaults."""
+    if own is not None:
+        return own
+    return DEFAULT_THRESHOLDS if plan_thresholds is None else plan_thresholds
+
+
+class Noticer:
+    """Writes the alert events one node notices, each at most once per node."""
+
+    def __init__(self, alerts: AlertStore) -> None:
+        self._alerts = alerts
+        self._tasks: set[asyncio.Task[None]] = set()
+        # The dedupe keys this node has written (or seen written): a refused call per
+        # window would otherwise cost a write each.
+        self._seen: dict[str, None] = {}
+
+    def notice(
+        self,
+        event_type: str,
+        dedupe: str,
+        at: datetime,
+        account_id: str | None,
+        data: dict[str, Any],
+    ) -> None:
+        """Write an event in the background unless this node already did."""
+        if dedupe in self._seen:
+            return
+        if len(self._seen) >= _MAX_SEEN:
+            self._seen.clear()
+        self._seen[dedupe] = None
+        event = AlertEvent(ids.sortable_id("evt", at), event_type, at, dedupe, data, account_id)
+        task = asyncio.get_running_loop().create_task(self._write(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, event: AlertEvent) -> None:
+        delay = 1.0
+        for attempt in range(_WRITE_TRIES):
+            try:
+                endpoints = await self._alerts.list_webhooks()
+                receivers = [e.id for e in endpoints if e.receives(event.type)]
+                await self._alerts.record_alert(event, receivers)
+            except Exception as exc:  # the store is down: try again, then give up loudly
+                if attempt == _WRITE_TRIES - 1:
+                    log.error(  # noqa: TRY400 - the store's traceback adds nothing here
+                        "alert event lost", type=event.type, dedupe=event.dedupe, error=str(exc)
+                    )
+                    self._seen.pop(event.dedupe, None)
+                    return
+                log.warning("alert event not written yet; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+                delay *= 2
+            else:
+                return
+
+    async def drain(self) -> None:
+        """Wait until every event noticed so far is written (or given up)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _dedupe(*parts: object) -> str:
+    return "|".join("" if part is None else str(part) for part in parts)
+
+
+def _data(
+    account_id: str,
+    key_id: str | None,
+    limit: str,
+    window_start: datetime,
+    reset: datetime,
+    used: int,
+    total: int,
+    threshold: int | None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"account_id": account_id}
+    if key_id is not None:
+        data["key_id"] = key_id
+    data |= {
+        "limit": limit,
+        "window_start": days.rfc3339(window_start),
+        "reset": days.rfc3339(reset),
+    }
+    if threshold is not None:
+        data["threshold"] = threshold
+    data |= {"used": used, "total": total}
+    return data
+
+
+def notice_window(
+    noticer: Noticer,
+    thresholds: tuple[int, ...],
+    account_id: str,
+    key_id: str | None,
+    limit: str,
+    window_start: datetime,
+    reset: datetime,
+    before: int,
+    after: int,
+    total: int,
+    refused: bool,
+    at: datetime,
+) -> None:
+    """Notice what one window quota's move (or refusal) crossed."""
+    window = days.rfc3339(window_start)
+    if refused:
+        noticer.notice(
+            QUOTA_EXCEEDED,
+            _dedupe(QUOTA_EXCEEDED, account_id, key_id, limit, window),
+            at,
+            account_id,
+            _data(account_id, key_id, limit, window_start, reset, after, total, None),
+        )
+        return
+    for threshold in crossed(thresholds, total, before, after):
+        noticer.notice(
+            QUOTA_THRESHOLD,
+            _dedupe(QUOTA_THRESHOLD, account_id, key_id, limit, window, threshold),
+            at,
+            account_id,
+            _data(account_id, key_id, limit, window_start, reset, after, total, threshold),
+        )
+
+
+def notice_limits(
+    noticer: Noticer,
+    thresholds: tuple[int, ...],
+    account_id: str,
+    key_id: str | None,
+    states: Sequence[LimitState],
+    costs: dict[str, int],
+    granted: bool,
+    refused_by: str | None,
+    at: datetime,
+) -> None:
+    """Notice what a version-2 verify's window quotas crossed (rates and shadow limits are
+    not quotas to be told about)."""
+    for state in states:
+        limit = state.limit
+        if limit.window is None or limit.mode is Mode.SHADOW or state.window_start is None:
+            continue
+        owner = key_id if limit.per.value == "key" else None
+        refused = not granted and state.name == refused_by
+        if granted:
+            before = state.used - costs.get(state.service, 0)
+        elif refused:
+            before = state.used
+        else:
+            continue
+        notice_window(
+            noticer,
+            thresholds,
+            account_id,
+            owner,
+            state.name,
+            state.window_start,
+            state.reset,
+            before,
+            state.used,
+            state.total,
+            refused,
+            at,
+        )
+
+
+def notice_key_expiring(
+    noticer: Noticer, account_id: str, key_id: str, expires_at: datetime, at: datetime
+) -> None:
+    """Notice a key that expires soon (once per key and expiry)."""
+    expiry = days.rfc3339(expires_at)
+    noticer.notice(
+        KEY_EXPIRING,
+        _dedupe(KEY_EXPIRING, account_id, key_id, expiry),
+        at,
+        account_id,
+        {"account_id": account_id, "key_id": key_id, "expires_at": expiry},
+    )

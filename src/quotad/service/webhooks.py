@@ -1,0 +1,187 @@
+"""Webhook endpoints and their deliveries, as operators manage them (SPEC 11).
+
+Every entry point (the API, the CLI, the dashboard) calls these; each change is audited
+without the secret (an endpoint appears by id, URL, events and a secret hint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from quotad.domain import days, signatures
+from quotad.domain.webhooks import EVENT_TYPES, Delivery, WebhookEndpoint
+from quotad.errors import NotFound, ValidationFailed
+from quotad.service import audit
+from quotad.service.admin import new_id
+from quotad.service.context import Context
+from quotad.service.webhook_urls import check_url
+
+MAX_GRACE_SECONDS = 7 * 86_400
+
+
+def check_events(events: list[str]) -> tuple[str, ...]:
+    """The event types an endpoint subscribes to, each known and given once."""
+    if not events:
+        raise ValidationFailed.at(
+            "/body/events", "events must name at least one event type", "minItems"
+        )
+    unknown = [e for e in events if e not in EVENT_TYPES]
+    if unknown:
+        raise ValidationFailed.at(
+            "/body/events",
+            f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}",
+            "enum",
+        )
+    if len(set(events)) != len(events):
+        raise ValidationFailed.at("/body/events", "an event type is given twice", "uniqueItems")
+    return tuple(events)
+
+
+def endpoint_state(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """An endpoint as the audit log keeps it: never its secret."""
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "events": list(endpoint.events),
+        "secret_hint": secret_hint(endpoint.secret),
+        "disabled_at": None if endpoint.disabled_at is None else days.rfc3339(endpoint.disabled_at),
+    }
+
+
+def secret_hint(secret: str) -> str:
+    """What is shown of a secret after it was created: its form and last four characters."""
+    return f"whsec_…{secret[-4:]}"
+
+
+async def create(
+    ctx: Context, url: str, events: list[str], description: str = ""
+) -> WebhookEndpoint:
+    """Register an endpoint; the returned record's secret is shown to the caller once."""
+    subscribed = check_events(events)
+    checked = await check_url(url, allow_private=ctx.settings.webhook_allow_private)
+    now = ctx.clock.now()
+    endpoint = WebhookEndpoint(
+        id=new_id("wh"),
+        url=checked,
+        events=subscribed,
+        secret=signatures.new_secret(),
+        created_at=now,
+        updated_at=now,
+        description=description,
+    )
+    await ctx.stores.alerts.create_webhook(endpoint)
+    await audit.record(ctx, "webhook.create", _target(endpoint.id), None, endpoint_state(endpoint))
+    return endpoint
+
+
+async def get(ctx: Context, endpoint_id: str) -> WebhookEndpoint:
+    """The endpoint, or ``NotFound``."""
+    endpoint = await ctx.stores.alerts.get_webhook(endpoint_id)
+    if endpoint is None:
+        raise NotFound(f"webhook endpoint {endpoint_id!r} not found")
+    return endpoint
+
+
+async def list_all(ctx: Context) -> list[WebhookEndpoint]:
+    """Every endpoint, oldest first."""
+    return await ctx.stores.alerts.list_webhooks()
+
+
+async def update(
+    ctx: Context,
+    endpoint_id: str,
+    *,
+    url: str | None = None,
+    events: list[str] | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> WebhookEndpoint:
+    """Change an endpoint's URL, events, description, or enable it again (resuming its
+    pending deliveries) or disable it."""
+    before = await get(ctx, endpoint_id)
+    after = before
+    now = ctx.clock.now()
+    if url is not None:
+        after = replace(
+            after, url=await check_url(url, allow_private=ctx.settings.webhook_allow_private)
+        )
+    if events is not None:
+        after = replace(after, events=check_events(events))
+    if description is not None:
+        after = replace(after, description=description)
+    if enabled is True and after.disabled_at is not None:
+        after = replace(after, disabled_at=None, disabled_reason=None, failing_since=None)
+    elif enabled is False and after.disabled_at is None:
+        after = replace(after, disabled_at=now, disabled_reason="disabled by an operator")
+    after = replace(after, updated_at=now)
+    await ctx.stores.alerts.update_webhook(after)
+    await audit.record(
+        ctx, "webhook.update", _target(endpoint_id), endpoint_state(before), endpoint_state(after)
+    )
+    return after
+
+
+async def delete(ctx: Context, endpoint_id: str) -> None:
+    """Delete an endpoint and its deliveries."""
+    before = await get(ctx, endpoint_id)
+    await ctx.stores.alerts.delete_webhook(endpoint_id)
+    await audit.record(ctx, "webhook.delete", _target(endpoint_id), endpoint_state(before), None)
+
+
+async def rotate_secret(ctx: Context, endpoint_id: str, grace_seconds: int = 0) -> WebhookEndpoint:
+    """A new secret signs every delivery from now; with ``grace_seconds``, the old one
+    signs beside it that long (receivers switch without missing one)."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ValidationFailed.at(
+            "/body/grace_seconds",
+            f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}",
+            "maximum",
+        )
+    before = await get(ctx, endpoint_id)
+    now = ctx.clock.now()
+    after = replace(
+        before,
+        secret=signatures.new_secret(),
+        previous_secret=before.secret if grace_seconds else None,
+        previous_until=now + timedelta(seconds=grace_seconds) if grace_seconds else None,
+        updated_at=now,
+    )
+    await ctx.stores.alerts.update_webhook(after)
+    await audit.record(
+        ctx,
+        "webhook.rotate_secret",
+        _target(endpoint_id),
+        endpoint_state(before),
+        endpoint_state(after),
+    )
+    return after
+
+
+async def deliveries(
+    ctx: Context, endpoint_id: str, limit: int, before_id: str | None = None
+) -> list[Delivery]:
+    """An endpoint's deliveries with their attempts, newest first."""
+    await get(ctx, endpoint_id)
+    return await ctx.stores.alerts.list_deliveries(endpoint_id, limit, before_id)
+
+
+async def resend(ctx: Context, endpoint_id: str, delivery_id: str) -> Delivery:
+    """Send a delivery again (same ``webhook-id``), as soon as a node is free to."""
+    await get(ctx, endpoint_id)
+    delivery = await ctx.stores.alerts.resend_delivery(endpoint_id, delivery_id, ctx.clock.now())
+    await audit.record(
+        ctx, "webhook.resend", _target(endpoint_id), None, {"delivery_id": delivery_id}
+    )
+    return delivery
+
+
+def _target(endpoint_id: str) -> str:
+    return audit.target("webhook", endpoint_id)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """A time as the API writes it."""
+    return None if value is None else days.rfc3339(value)
