@@ -58,6 +58,7 @@ from quotad.sdk.models import (
     UsageLine,
     Verdict,
 )
+from quotad.sdk.webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "Account",
@@ -102,4 +103,6 @@ __all__ = [
     "UsageLine",
     "ValidationFailedError",
     "Verdict",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]
