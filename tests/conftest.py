@@ -41,6 +41,9 @@ from tests.processes import (
 )
 from tests.servers import postgres_schema, redis_namespace, unavailable
 
+# The real webhook receiver process (``receiver``), for every test that takes it.
+pytest_plugins = ("tests.webhook_fixtures",)
+
 ADMIN_TOKEN = "test-operator-token"
 OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STORES = [

@@ -16,10 +16,9 @@ from quotad.domain import signatures
 from quotad.domain.webhooks import RESPONSE_KEPT, Attempt
 from quotad.service.webhook_sender import USER_AGENT, new_client, send
 
-if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
+if TYPE_CHECKING:  # the fixture comes from conftest's pytest_plugins
     from tests.webhook_fixtures import WebhookReceiver
 
-pytest_plugins = ("tests.webhook_fixtures",)
 
 AT = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 BODY = json.dumps(

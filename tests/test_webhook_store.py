@@ -103,13 +103,15 @@ async def test_a_claimed_delivery_is_held_by_one_claim_until_it_lapses(stores: S
         *(alerts.claim_deliveries(NOW, until, f"node{i}", 6) for i in range(3))
     )
     ids = [c.delivery.id for batch in batches for c in batch]
-    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
+    assert sorted(ids) == sorted(set(ids))
+    assert len(ids) == 6
     assert await alerts.claim_deliveries(NOW + timedelta(seconds=10), until, "late", 6) == []
     later = await alerts.claim_deliveries(until, until + timedelta(seconds=30), "late", 6)
     assert len(later) == 6
     first = later[0]
-    assert first.event.data["threshold"] == 80 and first.endpoint.id == "wh_1"
-    stale = [c for batch in batches for c in batch if c.delivery.id == first.delivery.id][0]
+    assert first.event.data["threshold"] == 80
+    assert first.endpoint.id == "wh_1"
+    stale = next(c for batch in batches for c in batch if c.delivery.id == first.delivery.id)
     lost = await alerts.finish_delivery(
         first.delivery.id, stale.claim, failed(NOW), None, delivered=False
     )
@@ -125,16 +127,19 @@ async def test_attempts_settle_a_delivery(stores: Stores) -> None:
     retry = NOW + timedelta(seconds=5)
     assert await alerts.finish_delivery(held.delivery.id, "n1", failed(NOW), retry, delivered=False)
     (delivery,) = await alerts.list_deliveries("wh_1", 5)
-    assert delivery.status is DeliveryStatus.PENDING and delivery.next_at == retry
+    assert delivery.status is DeliveryStatus.PENDING
+    assert delivery.next_at == retry
     assert delivery.attempts == (failed(NOW),)
     assert await alerts.claim_deliveries(NOW + timedelta(seconds=1), retry, "n2", 5) == []
     (again,) = await alerts.claim_deliveries(retry, retry + timedelta(seconds=30), "n2", 5)
     ok = Attempt(retry, 200, 3, None, "ok")
     assert await alerts.finish_delivery(again.delivery.id, "n2", ok, None, delivered=True)
     (delivery,) = await alerts.list_deliveries("wh_1", 5)
-    assert delivery.status is DeliveryStatus.DELIVERED and delivery.attempts[-1] == ok
+    assert delivery.status is DeliveryStatus.DELIVERED
+    assert delivery.attempts[-1] == ok
     resent = await alerts.resend_delivery("wh_1", delivery.id, retry)
-    assert resent.status is DeliveryStatus.PENDING and resent.id == delivery.id
+    assert resent.status is DeliveryStatus.PENDING
+    assert resent.id == delivery.id
     assert len(await alerts.claim_deliveries(retry, retry + timedelta(seconds=9), "n3", 5)) == 1
     with pytest.raises(NotFound):
         await alerts.resend_delivery("wh_other", delivery.id, retry)
