@@ -229,6 +229,7 @@ THREE_LIMITS = [
     {"window": "month", "total": 10**13},
 ]
 LIMITS_TARGET, HTTP_LIMITS_TARGET = 0.7, 0.4
+WEBHOOKS_TARGET = 0.95
 
 
 def three_slots() -> tuple[Slot, ...]:
@@ -263,17 +264,22 @@ def declare_pair(section: Section, store: str, callers: str) -> tuple[str, str]:
     return three, one
 
 
-async def verify_limits(url: str, cfg: Config, three: bool, fresh: bool) -> Measurement:
+async def verify_limits(
+    url: str, cfg: Config, three: bool, fresh: bool, hooks: bool = False
+) -> Measurement:
     """``service.verify.verify`` (record cache on, as served) by ``cfg.callers`` callers,
     one account and key each, on a plan of THREE_LIMITS or of one daily quota.
 
     ``fresh``: the store is new (seed it); else it was seeded by an earlier run (the keys
-    are those of ``_VERIFY_KEYS``).
+    are those of ``_VERIFY_KEYS``). ``hooks``: three webhook endpoints are registered and
+    the node's delivery loop runs beside the callers, as on a served node.
     """
+    import asyncio
+
     from quotad.domain.clock import SystemClock
     from quotad.domain.limits import parse_limits
     from quotad.domain.models import Overrides, Quota
-    from quotad.service import admin
+    from quotad.service import admin, deliveries, webhooks
     from quotad.service.context import Context
     from quotad.service.verify import verify
     from quotad.settings import Settings
@@ -282,7 +288,12 @@ async def verify_limits(url: str, cfg: Config, three: bool, fresh: bool) -> Meas
     stores = stores_from_url(url)
     await stores.open()
     try:
-        settings = Settings(_env_file=None, store_url=url, admin_token="bench-" + "x" * 32)
+        settings = Settings(
+            _env_file=None,
+            store_url=url,
+            admin_token="bench-" + "x" * 32,
+            webhook_allow_private=True,
+        )
         ctx = Context(stores, settings, SystemClock())
         plan = "three" if three else "one"
         names = [f"{plan}-{n}" for n in range(cfg.callers)]
@@ -295,12 +306,21 @@ async def verify_limits(url: str, cfg: Config, three: bool, fresh: bool) -> Meas
                 await admin.create_account(ctx, name, name, plan, "UTC", Overrides())
                 keys.append((await admin.create_key(ctx, name, "bench")).secret)
             _VERIFY_KEYS[url, three] = keys
+            for n in range(3 if hooks else 0):
+                events = ["quota.threshold", "quota.exceeded"]
+                await webhooks.create(ctx, f"http://127.0.0.1:9/hook-{n}", events)
         keys = _VERIFY_KEYS[url, three]
 
         async def op(i: int) -> bool:
             return (await verify(ctx, keys[i], SERVICE, 1)).valid
 
-        return await run_callers(op, cfg.callers, cfg.seconds, cfg.warmup)
+        sender = asyncio.create_task(deliveries.deliver_forever(ctx)) if hooks else None
+        try:
+            return await run_callers(op, cfg.callers, cfg.seconds, cfg.warmup)
+        finally:
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
     finally:
         await stores.close()
 
@@ -333,6 +353,35 @@ def verify_pair(
         return run
 
     sections.interleave(section, {three: runner(True), one: runner(False)}, cfg.repeat, probe_for)
+
+
+def webhooks_pair(
+    cfg: Config,
+    section: Section,
+    store: str,
+    url_for: Callable[[bool], tuple[str, bool]],
+    probe_for: Callable[[str], CpuProbe] | None = None,
+) -> None:
+    """Alerts' target (SPEC 11): verify with three webhook endpoints registered and the
+    delivery loop running >= 0.95x verify without, same store, plan and callers.
+    ``url_for(hooks)`` is the store URL of a run and whether it is a new store to seed."""
+    hooked = f"Alerts: verify on {store}, 3 webhook endpoints"
+    plain = f"Alerts: verify on {store}, no webhook endpoint"
+    callers = f"{cfg.callers} asyncio callers, one account and key each, one daily quota"
+    section.subject(hooked, f"{callers}: 3 endpoints registered, delivery loop running")
+    section.subject(plain, f"{callers}: no endpoint, no delivery loop")
+    section.targets.append(Target(hooked, plain, min_ratio=WEBHOOKS_TARGET))
+
+    def runner(hooks: bool) -> Callable[[], Measurement]:
+        def run() -> Measurement:
+            url, fresh = url_for(hooks)
+            return run_async(verify_limits(url, cfg, False, fresh, hooks))
+
+        return run
+
+    sections.interleave(
+        section, {hooked: runner(True), plain: runner(False)}, cfg.repeat, probe_for
+    )
 
 
 def seeded_once(make: Callable[[bool], str]) -> Callable[[bool], tuple[str, bool]]:
@@ -386,6 +435,7 @@ def memory_limits_rows(cfg: Config, section: Section) -> None:
     sections.interleave(section, runners, cfg.repeat)
     # A memory store lives as long as its process: each run seeds a new one.
     verify_pair(cfg, section, "MemoryStore", lambda three: ("memory://", True))
+    webhooks_pair(cfg, section, "MemoryStore", lambda hooks: ("memory://", True))
 
 
 async def store_limits(store: Any, names: list[str], cfg: Config, three: bool) -> Measurement:
@@ -448,9 +498,15 @@ def sqlite_limits_rows(cfg: Config, section: Section) -> None:
         paths.append(path)
         return f"sqlite:///{path}"
 
+    def hooks_file(hooks: bool) -> str:
+        path = Path(f"/tmp/bench-hooks-{cfg.run_id}-{int(hooks)}.db")
+        paths.append(path)
+        return f"sqlite:///{path}"
+
     try:
         networked_rows(cfg, section, "SqlStore SQLite", make, settle=settle)
         verify_pair(cfg, section, "SQLite", seeded_once(verify_file))
+        webhooks_pair(cfg, section, "SQLite", seeded_once(hooks_file))
     finally:
         settle("")
 
