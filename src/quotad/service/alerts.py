@@ -34,7 +34,7 @@ from quotad.storage import AlertStore
 
 log = structlog.get_logger("quotad.alerts")
 
-_WRITE_TRIES = 6  # about a minute of retries (1, 2, 4, 8, 16 s) before an event is given up
+_WRITE_TRIES = 6  # about 30 s of retries (1, 2, 4, 8, 16 s) before an event is given up
 _MAX_SEEN = 65_536
 
 
