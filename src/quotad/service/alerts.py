@@ -14,7 +14,7 @@ README says so). Delivery is ``quotad.service.deliveries``'s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -53,9 +53,14 @@ class Noticer:
     def __init__(self, alerts: AlertStore) -> None:
         self._alerts = alerts
         self._tasks: set[asyncio.Task[None]] = set()
-        # The dedupe keys this node has written (or seen written): a refused call per
-        # window would otherwise cost a write each.
-        self._seen: dict[str, None] = {}
+        # What this node has written (or seen written), by a cheap key of the crossing:
+        # every refused call of a window would otherwise cost a write (and the building of
+        # its event) each.
+        self._seen: dict[Hashable, None] = {}
+
+    def told(self, crossing: Hashable) -> bool:
+        """Whether this node has already noticed ``crossing`` (then nothing need be built)."""
+        return crossing in self._seen
 
     def notice(
         self,
@@ -64,13 +69,16 @@ class Noticer:
         at: datetime,
         account_id: str | None,
         data: dict[str, Any],
+        crossing: Hashable | None = None,
     ) -> None:
-        """Write an event in the background unless this node already did."""
-        if dedupe in self._seen:
+        """Write an event in the background unless this node already noticed its
+        ``crossing`` (by default, its dedupe key)."""
+        seen = dedupe if crossing is None else crossing
+        if seen in self._seen:
             return
         if len(self._seen) >= _MAX_SEEN:
             self._seen.clear()
-        self._seen[dedupe] = None
+        self._seen[seen] = None
         event = AlertEvent(ids.sortable_id("evt", at), event_type, at, dedupe, data, account_id)
         task = asyncio.get_running_loop().create_task(self._write(event))
         self._tasks.add(task)
@@ -88,7 +96,6 @@ class Noticer:
                     log.error(  # noqa: TRY400 - the store's traceback adds nothing here
                         "alert event lost", type=event.type, dedupe=event.dedupe, error=str(exc)
                     )
-                    self._seen.pop(event.dedupe, None)
                     return
                 log.warning("alert event not written yet; retrying", error=str(exc))
                 await asyncio.sleep(delay)
@@ -145,23 +152,28 @@ def notice_window(
     at: datetime,
 ) -> None:
     """Notice what one window quota's move (or refusal) crossed."""
-    window = days.rfc3339(window_start)
     if refused:
+        crossing = (QUOTA_EXCEEDED, account_id, key_id, limit, window_start)
+        if noticer.told(crossing):  # every later refusal of the window: nothing to build
+            return
         noticer.notice(
             QUOTA_EXCEEDED,
-            _dedupe(QUOTA_EXCEEDED, account_id, key_id, limit, window),
+            _dedupe(QUOTA_EXCEEDED, account_id, key_id, limit, days.rfc3339(window_start)),
             at,
             account_id,
             _data(account_id, key_id, limit, window_start, reset, after, total, None),
+            crossing,
         )
         return
     for threshold in crossed(thresholds, total, before, after):
+        window = days.rfc3339(window_start)
         noticer.notice(
             QUOTA_THRESHOLD,
             _dedupe(QUOTA_THRESHOLD, account_id, key_id, limit, window, threshold),
             at,
             account_id,
             _data(account_id, key_id, limit, window_start, reset, after, total, threshold),
+            (QUOTA_THRESHOLD, account_id, key_id, limit, window_start, threshold),
         )
 
 
