@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import pages, sessions, web
+from quotad.dashboard import pages, sessions, web, webhook_pages
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
 from quotad.domain.operators import Access
@@ -29,7 +29,8 @@ NOTICES = {"revoked": "The key was revoked; it no longer works."}
 MAX_SEARCH = 200
 
 
-async def _operator(ctx: Context, request: Request) -> Session | None:
+async def operator_session(ctx: Context, request: Request) -> Session | None:
+    """The signed-in operator's session (its token name now the audit's actor), or None."""
     session = await sessions.load(ctx, request, AREA)
     if session is None or not session.operator:
         return None
@@ -44,7 +45,7 @@ def _account_url(account_id: str) -> str:
 async def login_form(request: Request) -> Response:
     """The sign-in form (or the overview, when already signed in)."""
     ctx = web.context(request)
-    if await _operator(ctx, request) is not None:
+    if await operator_session(ctx, request) is not None:
         return web.redirect("/dashboard")
     notice = "You are signed out." if request.query_params.get("signed_out") else None
     return await web.login_page(ctx, request, AREA, notice=notice)
@@ -84,7 +85,7 @@ async def logout(request: Request) -> Response:
 async def overview(request: Request) -> Response:
     """Today: use per service, accounts near a quota, the busiest accounts."""
     ctx = web.context(request)
-    session = await _operator(ctx, request)
+    session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
     data = await pages.overview(ctx)
@@ -96,7 +97,7 @@ async def accounts(request: Request) -> Response:
     ctx = web.context(request)
     search = web.query(request, "q", MAX_SEARCH)
     after = web.query(request, "after", MAX_SEARCH)
-    session = await _operator(ctx, request)
+    session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
     page = await pages.accounts_page(ctx, search.strip(), after or None)
@@ -118,6 +119,7 @@ async def _account_page(
     view = await pages.usage_view(ctx, account, start, end)
     keys = await pages.key_rows(ctx, account)
     changes = await pages.audit_rows(ctx, account, [row.key.id for row in keys])
+    alerts = await webhook_pages.alerts_page(ctx, account.id)
     return web.render(
         AREA,
         "account.html",
@@ -126,6 +128,7 @@ async def _account_page(
         view=view,
         keys=keys,
         changes=changes,
+        alerts=alerts,
         new_key=new_key,
         notice=notice,
         error=error,
@@ -133,7 +136,8 @@ async def _account_page(
     )
 
 
-def _read_only(session: Session) -> Response:
+def read_only(session: Session) -> Response:
+    """The 403 page refusing a change to a read session (whatever the form it posted)."""
     return web.message(
         AREA,
         403,
@@ -150,13 +154,13 @@ def _no_account(session: Session, account_id: str) -> Response:
 
 
 async def account_page(request: Request) -> Response:
-    """One account: charts over a range, gauges, keys."""
+    """One account: charts over a range, gauges, keys, changes, recent alerts."""
     ctx = web.context(request)
     account_id: str = request.path_params["account_id"]
     start = web.query(request, "start", web.MAX_DATE) or None
     end = web.query(request, "end", web.MAX_DATE) or None
     notice = web.query(request, "notice", web.MAX_DATE)
-    session = await _operator(ctx, request)
+    session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
     account = await ctx.records.get_account(account_id)
@@ -171,11 +175,11 @@ async def _posted(
     """The session, account and form of a key action, or the answer refusing it."""
     account_id: str = request.path_params["account_id"]
     form = await web.read_form(request)
-    session = await _operator(ctx, request)
+    session = await operator_session(ctx, request)
     if session is None:
         return None, None, form, web.to_login(AREA)
     if not session.may_change:
-        return session, None, form, _read_only(session)
+        return session, None, form, read_only(session)
     if not sessions.csrf_ok(session, form.get("csrf")):
         return session, None, form, web.csrf_refused(AREA)
     account = await ctx.records.get_account(account_id)
