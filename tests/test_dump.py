@@ -193,7 +193,9 @@ async def settle_some_deliveries(ctx: Context, clock: FakeClock) -> dict[str, st
     out) and in flight (claimed by a node the dump does not carry); the rest pending."""
     await ctx.noticer.drain()  # the alerts verify noticed are written
     now = clock.now()
-    claimed = await ctx.stores.alerts.claim_deliveries(now, now + timedelta(seconds=30), "node-a", 4)
+    claimed = await ctx.stores.alerts.claim_deliveries(
+        now, now + timedelta(seconds=30), "node-a", 4
+    )
     pending = await ctx.stores.alerts.claim_deliveries(now, now, "peek", 100)  # lapses at once
     assert len(claimed) == 4
     assert pending, "populate notices more alerts than four"
@@ -546,7 +548,35 @@ async def test_a_bad_dump_restores_nothing(
     last_usage = max(i for i, raw in enumerate(lines, 1) if b'"kind":"usage"' in raw)
     key_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"key"' in raw)
     account_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"account"' in raw)
+    plan_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"plan"' in raw)
+    webhook_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"webhook"' in raw)
+    alert_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"alert"' in raw)
+    delivery_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"delivery"' in raw)
+    no_thresholds = {"quotas": {}, "limits": {}, "alert_thresholds": [80, 80]}
+    other_id = _mangle(lines, alert_line, {"id": "evt_other"})[alert_line - 1]
+    same_dedupe = [*lines[:alert_line], other_id, *lines[alert_line:]]
     cases = [
+        (
+            _mangle(lines, plan_line, {"alert_thresholds": [0]}),
+            f"/line/{plan_line}/alert_thresholds",
+        ),
+        (
+            _mangle(lines, account_line, {"overrides": no_thresholds}),
+            f"/line/{account_line}/overrides/alert_thresholds",
+        ),
+        (
+            _mangle(lines, webhook_line, {"events": ["quota.nope"]}),
+            f"/line/{webhook_line}/events/0",
+        ),
+        (same_dedupe, f"/line/{alert_line + 1}"),  # one crossing written twice
+        (
+            _mangle(lines, delivery_line, {"endpoint_id": "wh_gone"}),
+            f"/line/{delivery_line}/endpoint_id",
+        ),
+        (
+            _mangle(lines, delivery_line, {"status": "pending", "next_at": None}),
+            f"/line/{delivery_line}",
+        ),
         (_mangle(lines, last_usage, {"used": -1}), f"/line/{last_usage}/used"),
         (_mangle(lines, last_usage, {"account_id": "nobody"}), f"/line/{last_usage}/account_id"),
         (_mangle(lines, key_line, {"digest": "secret"}), f"/line/{key_line}/digest"),
@@ -582,6 +612,58 @@ async def test_a_row_twice_restores_nothing(
     with pytest.raises(Conflict, match="twice"):
         await restore_lines(target, twice)
     assert await target.records.list_accounts(10, None) == []
+
+
+def old_dump() -> list[bytes]:
+    """A dump as quotad wrote it before alerts (format version 1): no alert thresholds, no
+    webhooks, alert events nor deliveries."""
+    at = "2024-11-05T12:00:00+00:00"
+    lines: list[dict[str, Any]] = [
+        {"kind": "header", "format": "quotad-dump", "version": 1, "quotad": "0.1.0",
+         "created_at": at, "store": "sqlite"},
+        {"kind": "service", "name": "insights", "description": "", "created_at": at},
+        {"kind": "plan", "id": "free", "description": "", "limits": [], "created_at": at,
+         "quotas": {"insights": {"total": 50, "period": "day"}}},
+        {"kind": "account", "id": "acme", "name": "Acme", "plan": "free", "timezone": "UTC",
+         "status": "active", "overrides": {"quotas": {}, "limits": {}}, "billing_anchor": None,
+         "created_at": at},
+        {"kind": "end", "counts": {"setting": 0, "service": 1, "plan": 1, "account": 1,
+                                   "key": 0, "audit": 0}},
+    ]  # fmt: skip
+    return [json.dumps(line).encode() + b"\n" for line in lines]
+
+
+async def test_an_old_dump_without_alerts_still_restores(target: Context) -> None:
+    """A version 1 dump restores: its plan and account have no alert thresholds of their
+    own (the defaults apply), and there are no webhooks, alert events or deliveries."""
+    counts = await restore_lines(target, old_dump())
+    assert counts == {"service": 1, "plan": 1, "account": 1}
+    plan = await target.records.get_plan("free")
+    account = await target.records.get_account("acme")
+    assert plan is not None
+    assert account is not None
+    assert plan.alert_thresholds is None
+    assert account.overrides.alert_thresholds is None
+    alerts = target.stores.alerts
+    assert await alerts.list_webhooks() == []
+    assert await alerts.alert_events(10) == []
+    again = [json.loads(line) for line in body(await dumped(target))]
+    assert [line["kind"] for line in again] == ["service", "plan", "account", "end"]
+    assert again[1]["alert_thresholds"] is None
+
+
+async def test_a_memory_deployment_moves_to_every_store(target: Context) -> None:
+    """A populated memory deployment (alerts and thresholds included) restores into each
+    store kind with every record equal, and dumps the same lines there."""
+    async with opened("memory://") as (source, http):
+        assert isinstance(source.clock, FakeClock)
+        populated = await populate(http, source, source.clock)
+        lines = await dumped(source)
+        expected = await state(source.stores)
+    await restore_lines(target, lines)
+    assert await state(target.stores) == expected
+    assert body(await dumped(target)) == body(lines)
+    await check_alerts_moved(target, expected, populated)
 
 
 @pytest.mark.postgresql
