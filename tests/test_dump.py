@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,11 @@ from quotad.cli import app
 from quotad.cli.dump import read_dump, write_dump
 from quotad.domain.models import Account, Service
 from quotad.domain.operators import AuditQuery
+from quotad.domain.webhooks import EVENT_TYPES, AlertEvent, Attempt
 from quotad.errors import AuthError, Conflict, StorageError, ValidationFailed
-from quotad.service import auth
+from quotad.service import auth, webhooks
 from quotad.service.context import Context
-from quotad.service.dump import dump_lines, restore_lines
+from quotad.service.dump import VERSION, dump_lines, restore_lines
 from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, make_settings, store_url
@@ -37,6 +38,7 @@ runner = CliRunner()
 with_cluster = True  # the store-parametrised tests run on a Redis Cluster too
 START = datetime.fromisoformat("2024-11-07T12:00:00+00:00")  # FakeClock's default
 DAYS = [date(2024, 11, 7) + timedelta(days=n) for n in range(-2, 4)]
+HOOK_URL = "https://93.184.215.14/hooks"  # a public address, given as one: no DNS asked
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Populated:
     keys: dict[str, str]
     operator_token: str
     clock: FakeClock
+    deliveries: dict[str, str] = field(default_factory=dict)  # how each was left -> its id
 
 
 async def call(http: httpx2.AsyncClient, method: str, path: str, body: Any = None) -> Any:
@@ -72,10 +75,16 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
     limits, accounts (overrides, timezones, one suspended), keys (scoped, expiring,
     rotated, revoked), usage with refusals, adjustments and events, gauges, plan and
     override changes (total history), an Idempotency-Key answer, a stored operator
-    token, named operator tokens (one revoked) and the audit log of it all."""
+    token, named operator tokens (one revoked), webhook endpoints (one rotated in its grace,
+    one disabled), the alert events verify noticed, their deliveries (delivered, retried,
+    given up, in flight, pending), a plan's and an account's alert thresholds, and the
+    audit log of it all."""
     clock.set(START - timedelta(days=2))
     for name in ("insights", "scoring"):
         await call(http, "POST", "/admin/v1/services", {"name": name, "description": name})
+    # Endpoints first, so that the alerts noticed below have deliveries.
+    await webhooks.create(ctx, HOOK_URL + "/quota", ["quota.threshold", "quota.exceeded"], "ops")
+    every = await webhooks.create(ctx, HOOK_URL + "/all", list(EVENT_TYPES))
     limits = [
         {"name": "cohort.max_count", "description": "Cohorts", "limit": 10},
         {"name": "seats", "description": "Seats", "limit": 3},
@@ -84,6 +93,9 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
     await call(http, "POST", "/admin/v1/plans", {**free, "limits": limits})
     pro = {"id": "pro", "description": "Pro", "quotas": {"insights": {"total": 500}}}
     await call(http, "POST", "/admin/v1/plans", {**pro, "limits": limits[:1]})
+    pro_plan = await ctx.records.get_plan("pro")
+    assert pro_plan is not None
+    await ctx.records.replace_plan(replace(pro_plan, alert_thresholds=(50, 90)))
     await call(http, "POST", "/admin/v1/accounts", {"id": "acme", "name": "Acme", "plan": "free"})
     beta = {
         "id": "beta",
@@ -164,8 +176,42 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
     keys["reader"] = reader["token"]
     gone = await call(http, "POST", "/admin/v1/tokens", {"name": "gone", "role": "verify"})
     await call(http, "DELETE", f"/admin/v1/tokens/{gone['id']}")
+    acme = await ctx.records.get_account("acme")
+    assert acme is not None
+    own = replace(acme.overrides, alert_thresholds=(25, 75, 100))
+    await ctx.records.update_account(replace(acme, overrides=own))
+    deliveries = await settle_some_deliveries(ctx, clock)
+    await webhooks.rotate_secret(ctx, every.id, grace_seconds=3600)
+    quiet = await webhooks.create(ctx, HOOK_URL + "/quiet", ["key.expiring"], "off for now")
+    await webhooks.update(ctx, quiet.id, enabled=False)
     token = await auth.reset_operator_token(ctx)
-    return Populated(keys, token, clock)
+    return Populated(keys, token, clock, deliveries)
+
+
+async def settle_some_deliveries(ctx: Context, clock: FakeClock) -> dict[str, str]:
+    """Leave the first four due deliveries delivered, retried (a 500), given up (timed
+    out) and in flight (claimed by a node the dump does not carry); the rest pending."""
+    await ctx.noticer.drain()  # the alerts verify noticed are written
+    now = clock.now()
+    claimed = await ctx.stores.alerts.claim_deliveries(
+        now, now + timedelta(seconds=30), "node-a", 4
+    )
+    pending = await ctx.stores.alerts.claim_deliveries(now, now, "peek", 100)  # lapses at once
+    assert len(claimed) == 4
+    assert pending, "populate notices more alerts than four"
+    answers = [
+        (Attempt(now, 200, 42, None, "ok"), None, True),
+        (Attempt(now, 500, 31, None, "oops"), now + timedelta(seconds=5), False),
+        (Attempt(now, None, 10_000, "timed out", ""), None, False),
+    ]
+    for held, (attempt, next_at, delivered) in zip(claimed, answers, strict=False):
+        finished = await ctx.stores.alerts.finish_delivery(
+            held.delivery.id, held.claim, attempt, next_at, delivered=delivered
+        )
+        assert finished
+    names = ("delivered", "retried", "failed", "in_flight")
+    found = {name: held.delivery.id for name, held in zip(names, claimed, strict=True)}
+    return {**found, "pending": pending[0].delivery.id}
 
 
 @asynccontextmanager
@@ -189,6 +235,8 @@ async def state(stores: Stores) -> dict[str, Any]:
     records, counters = stores.records, stores.counters
     accounts = await records.list_accounts(1000, None)
     services = [s.name for s in await records.list_services()]
+    alerts = stores.alerts
+    endpoints = await alerts.list_webhooks()
     return {
         "services": await records.list_services(),
         "plans": await records.list_plans(1000, None),
@@ -206,6 +254,9 @@ async def state(stores: Stores) -> dict[str, Any]:
         "tokens": await records.list_operator_tokens(),
         "audit": await records.audit_entries(AuditQuery(limit=10_000)),
         "operator": await records.get_setting(auth.ADMIN_TOKEN_SETTING),
+        "webhooks": endpoints,
+        "alerts": await alerts.alert_events(10_000),
+        "deliveries": {e.id: await alerts.list_deliveries(e.id, 10_000) for e in endpoints},
     }
 
 
@@ -265,6 +316,22 @@ async def check_moved(url: str, source: dict[str, Any], populated: Populated) ->
         # So does a named token, with its role.
         reader = await auth.authenticate_operator(ctx, f"Bearer {populated.keys['reader']}")
         assert reader.name == "reader"
+        await check_alerts_moved(ctx, source, populated)
+
+
+async def check_alerts_moved(ctx: Context, source: dict[str, Any], populated: Populated) -> None:
+    """The moved alerts: an event noticed again is not written (nor sent) again, the
+    delivery in flight is due at once, the settled ones stay settled."""
+    alerts = ctx.stores.alerts
+    for event in source["alerts"]:
+        again = AlertEvent("evt_again", event.type, event.at, event.dedupe, event.data)
+        assert await alerts.record_alert(again, [e.id for e in source["webhooks"]]) is False
+    now = populated.clock.now()
+    due = await alerts.claim_deliveries(now, now + timedelta(seconds=30), "node-b", 100)
+    claimed = {held.delivery.id for held in due}
+    moved = populated.deliveries
+    assert {moved["in_flight"], moved["pending"]} <= claimed
+    assert not {moved["delivered"], moved["retried"], moved["failed"]} & claimed
 
 
 def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path) -> None:
@@ -280,7 +347,8 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
             return populated, await state(ctx.stores)
 
     populated, source = asyncio.run(fill())
-    assert all(source[kind] for kind in ("keys", "totals", "usage", "gauges", "operator"))
+    kept = ("keys", "totals", "usage", "gauges", "operator", "webhooks", "alerts", "deliveries")
+    assert all(source[kind] for kind in kept)
     printed = cli("dump", "--store", source_url)
     assert printed.exit_code == 0, printed.output
     dump = tmp_path / "quotad.jsonl"
@@ -291,8 +359,13 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
     assert body(dump.read_text()) == body(printed.stdout)
     kinds = {json.loads(line)["kind"] for line in body(printed.stdout)}
     assert kinds == {"setting", "service", "plan", "account", "key", "total", "usage", "gauge",
-                     "idempotency", "event", "token", "audit", "end"}  # fmt: skip
+                     "idempotency", "event", "token", "audit", "webhook", "alert", "delivery",
+                     "end"}  # fmt: skip
     assert not any(raw in printed.stdout for raw in populated.keys.values())
+    # A dump holds the endpoints' secrets (a rotated one's previous too): they go on signing.
+    for endpoint in source["webhooks"]:
+        assert endpoint.secret in printed.stdout
+    assert any(e.previous_secret for e in source["webhooks"])
 
     for target in (postgres_schema, redis_over_postgres):
         with target() as url:
@@ -421,6 +494,8 @@ async def test_dump_restore_dump_gives_the_same_lines(
     assert not await target.records.session_live("signed-in", clock.now())
     assert counts["key"] == 7
     assert counts["account"] == 3
+    assert counts["webhook"] == 3
+    assert counts["delivery"] > 4
     assert body(await dumped(target)) == body(lines)
     assert await state(target.stores) == await state(ctx.stores)
 
@@ -473,14 +548,42 @@ async def test_a_bad_dump_restores_nothing(
     last_usage = max(i for i, raw in enumerate(lines, 1) if b'"kind":"usage"' in raw)
     key_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"key"' in raw)
     account_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"account"' in raw)
+    plan_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"plan"' in raw)
+    webhook_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"webhook"' in raw)
+    alert_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"alert"' in raw)
+    delivery_line = next(i for i, raw in enumerate(lines, 1) if b'"kind":"delivery"' in raw)
+    no_thresholds = {"quotas": {}, "limits": {}, "alert_thresholds": [80, 80]}
+    other_id = _mangle(lines, alert_line, {"id": "evt_other"})[alert_line - 1]
+    same_dedupe = [*lines[:alert_line], other_id, *lines[alert_line:]]
     cases = [
+        (
+            _mangle(lines, plan_line, {"alert_thresholds": [0]}),
+            f"/line/{plan_line}/alert_thresholds",
+        ),
+        (
+            _mangle(lines, account_line, {"overrides": no_thresholds}),
+            f"/line/{account_line}/overrides/alert_thresholds",
+        ),
+        (
+            _mangle(lines, webhook_line, {"events": ["quota.nope"]}),
+            f"/line/{webhook_line}/events/0",
+        ),
+        (same_dedupe, f"/line/{alert_line + 1}"),  # one crossing written twice
+        (
+            _mangle(lines, delivery_line, {"endpoint_id": "wh_gone"}),
+            f"/line/{delivery_line}/endpoint_id",
+        ),
+        (
+            _mangle(lines, delivery_line, {"status": "pending", "next_at": None}),
+            f"/line/{delivery_line}",
+        ),
         (_mangle(lines, last_usage, {"used": -1}), f"/line/{last_usage}/used"),
         (_mangle(lines, last_usage, {"account_id": "nobody"}), f"/line/{last_usage}/account_id"),
         (_mangle(lines, key_line, {"digest": "secret"}), f"/line/{key_line}/digest"),
         (_mangle(lines, account_line, {"timezone": "Mars/Base"}), f"/line/{account_line}/timezone"),
         (lines[:-1], f"/line/{len(lines)}"),  # no end line: cut short
         (lines[1:], "/line/1/kind"),  # no header
-        (_mangle(lines, 1, {"version": 2}), "/line/1/version"),  # a newer format
+        (_mangle(lines, 1, {"version": VERSION + 1}), "/line/1/version"),  # newer
         ([*lines[:-1], lines[key_line - 1], lines[-1]], f"/line/{len(lines)}/kind"),  # order
         (_mangle(lines, len(lines), {"counts": {"usage": 1}}), f"/line/{len(lines)}/counts"),
     ]
@@ -509,6 +612,58 @@ async def test_a_row_twice_restores_nothing(
     with pytest.raises(Conflict, match="twice"):
         await restore_lines(target, twice)
     assert await target.records.list_accounts(10, None) == []
+
+
+def old_dump() -> list[bytes]:
+    """A dump as quotad wrote it before alerts (format version 1): no alert thresholds, no
+    webhooks, alert events nor deliveries."""
+    at = "2024-11-05T12:00:00+00:00"
+    lines: list[dict[str, Any]] = [
+        {"kind": "header", "format": "quotad-dump", "version": 1, "quotad": "0.1.0",
+         "created_at": at, "store": "sqlite"},
+        {"kind": "service", "name": "insights", "description": "", "created_at": at},
+        {"kind": "plan", "id": "free", "description": "", "limits": [], "created_at": at,
+         "quotas": {"insights": {"total": 50, "period": "day"}}},
+        {"kind": "account", "id": "acme", "name": "Acme", "plan": "free", "timezone": "UTC",
+         "status": "active", "overrides": {"quotas": {}, "limits": {}}, "billing_anchor": None,
+         "created_at": at},
+        {"kind": "end", "counts": {"setting": 0, "service": 1, "plan": 1, "account": 1,
+                                   "key": 0, "audit": 0}},
+    ]  # fmt: skip
+    return [json.dumps(line).encode() + b"\n" for line in lines]
+
+
+async def test_an_old_dump_without_alerts_still_restores(target: Context) -> None:
+    """A version 1 dump restores: its plan and account have no alert thresholds of their
+    own (the defaults apply), and there are no webhooks, alert events or deliveries."""
+    counts = await restore_lines(target, old_dump())
+    assert counts == {"service": 1, "plan": 1, "account": 1}
+    plan = await target.records.get_plan("free")
+    account = await target.records.get_account("acme")
+    assert plan is not None
+    assert account is not None
+    assert plan.alert_thresholds is None
+    assert account.overrides.alert_thresholds is None
+    alerts = target.stores.alerts
+    assert await alerts.list_webhooks() == []
+    assert await alerts.alert_events(10) == []
+    again = [json.loads(line) for line in body(await dumped(target))]
+    assert [line["kind"] for line in again] == ["service", "plan", "account", "end"]
+    assert again[1]["alert_thresholds"] is None
+
+
+async def test_a_memory_deployment_moves_to_every_store(target: Context) -> None:
+    """A populated memory deployment (alerts and thresholds included) restores into each
+    store kind with every record equal, and dumps the same lines there."""
+    async with opened("memory://") as (source, http):
+        assert isinstance(source.clock, FakeClock)
+        populated = await populate(http, source, source.clock)
+        lines = await dumped(source)
+        expected = await state(source.stores)
+    await restore_lines(target, lines)
+    assert await state(target.stores) == expected
+    assert body(await dumped(target)) == body(lines)
+    await check_alerts_moved(target, expected, populated)
 
 
 @pytest.mark.postgresql

@@ -56,7 +56,10 @@ def dump_command(
     ] = None,
     store: StoreOption = None,
 ) -> None:
-    """Write the whole deployment as JSON Lines (restore it with `quotad restore`)."""
+    """Write the whole deployment as JSON Lines (restore it with `quotad restore`).
+
+    A dump holds secrets (the webhook endpoints' signing secrets): keep it safe.
+    """
 
     async def action(ctx: Context) -> Counter[str]:
         if output is None:

@@ -2,10 +2,14 @@
 
 A dump is every record of a deployment, each as a plain value: the records quotad already
 has values for (``Service``, ``Plan``, ``Account``, ``ApiKey``, ``OperatorToken``,
-``AuditEntry``) and the ones below, which
-a store otherwise keeps only as rows or counters. ``DUMP_ORDER`` is the order a dump lists
-them in: each kind comes after the kinds it refers to, so a store can restore a dump as
-it reads it.
+``AuditEntry``, and the alerts' ``WebhookEndpoint``, ``AlertEvent`` and ``Delivery``) and
+the ones below, which a store otherwise keeps only as rows or counters. ``DUMP_ORDER`` is
+the order a dump lists them in: each kind comes after the kinds it refers to, so a store
+can restore a dump as it reads it.
+
+A dump holds secrets: each webhook endpoint's signing secrets (a restored deployment must
+go on signing with them, and its receivers verify with them), unlike API keys and operator
+tokens, of which it holds only digests. Keep a dump as safe as the database.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import date, datetime
 
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange, UsageDay
 from quotad.domain.operators import AuditEntry, OperatorToken
+from quotad.domain.webhooks import AlertEvent, Delivery, WebhookEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,9 @@ DumpItem = (
     | SeenEvent
     | OperatorToken
     | AuditEntry
+    | WebhookEndpoint
+    | AlertEvent
+    | Delivery
 )
 
 # Each kind after the kinds it refers to (a key after its account, an account after its
@@ -120,4 +128,7 @@ DUMP_ORDER: tuple[type[DumpItem], ...] = (
     SeenEvent,
     OperatorToken,
     AuditEntry,
+    WebhookEndpoint,
+    AlertEvent,  # with its dedupe key: an event restored is never written (nor sent) again
+    Delivery,  # after its endpoint and its event; claims are left out (a new node claims)
 )

@@ -1,14 +1,25 @@
 """A whole deployment as JSON Lines: ``quotad dump`` writes it, ``quotad restore`` reads it.
 
 One JSON object per line, each with a ``kind``. The first line is the header
-(``{"kind": "header", "format": "quotad-dump", "version": 1, "quotad": …, "created_at": …,
+(``{"kind": "header", "format": "quotad-dump", "version": 2, "quotad": …, "created_at": …,
 "store": …}``), the last the end (``{"kind": "end", "counts": {kind: lines}}``, so a dump
 cut short is refused rather than half restored). Between them, every record in
-``DUMP_ORDER``: ``setting``, ``service``, ``plan``, ``account``, ``key`` (its SHA-256 digest,
-never a secret: quotad never had it), ``total`` (the total history), ``usage``, ``gauge``,
-``idempotency`` (Idempotency-Key answers, so a retry across the move is still answered
-once) and ``event`` (metering event ids, so a resent event is still counted once).
+``DUMP_ORDER``: ``setting``, ``service``, ``plan`` (with its ``alert_thresholds``),
+``account`` (its overrides' too), ``key`` (its SHA-256 digest, never a secret: quotad never
+had it), ``total`` (the total history), ``usage``, ``counter``, ``gauge``, ``idempotency``
+(Idempotency-Key answers, so a retry across the move is still answered once), ``event``
+(metering event ids, so a resent event is still counted once), ``token``, ``audit``, then
+the alerts (SPEC 11): ``webhook`` (an endpoint, **with its signing secrets**), ``alert`` (an
+alert event with its dedupe key, so an event written before the move is never written, nor
+sent, again) and ``delivery`` (with its attempts; a node's claim on it is left out, so a
+delivery in flight when the dump was taken is sent again: delivery is at-least-once).
 Dashboard sessions are left out: operators sign in again.
+
+A dump holds secrets: the webhook endpoints' signing secrets, which a restored deployment
+signs with (its receivers keep verifying). Keep a dump as safe as the database itself.
+
+Version 2 added the alerts and the thresholds; a version 1 dump (without them) restores
+unchanged: the thresholds read as unset (the defaults apply).
 
 Each kind is one pydantic model below: ``of`` writes a record as its line, ``record``
 reads it back, and the model checks the line. A kind added later is one more model in
@@ -54,11 +65,20 @@ from quotad.domain.models import (
     UsageDay,
 )
 from quotad.domain.operators import AuditEntry, OperatorToken, Role
+from quotad.domain.webhooks import (
+    EVENT_TYPES,
+    AlertEvent,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    WebhookEndpoint,
+    parse_thresholds,
+)
 from quotad.errors import FieldError, StorageError, ValidationFailed
 from quotad.service.context import Context
 
 FORMAT = "quotad-dump"
-VERSION = 1
+VERSION = 2  # 2: webhooks, alert events, deliveries, alert thresholds
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Count = Annotated[int, Field(ge=0)]
@@ -136,6 +156,10 @@ class ServiceLine(_Line):
         return Service(self.name, self.description, _utc(self.created_at))
 
 
+def _listed(thresholds: tuple[int, ...] | None) -> list[int] | None:
+    return None if thresholds is None else list(thresholds)
+
+
 def _limits(value: object) -> Limits:
     """A service's limits as a dump line holds them (``limits.decode``)."""
     try:
@@ -145,6 +169,15 @@ def _limits(value: object) -> Limits:
 
 
 StoredLimits = Annotated[Limits, pydantic.BeforeValidator(_limits)]
+
+
+def _thresholds(value: object) -> tuple[int, ...]:
+    """Alert thresholds as a dump line holds them (``parse_thresholds``)."""
+    return parse_thresholds(value)
+
+
+# None (or absent, as in a version 1 dump): unset, the defaults (or the plan's) apply.
+Thresholds = Annotated[tuple[int, ...], pydantic.BeforeValidator(_thresholds)]
 
 
 class LimitIn(_Line):
@@ -165,6 +198,7 @@ class PlanLine(_Line):
     quotas: dict[str, StoredLimits]
     limits: list[LimitIn]
     created_at: AwareDatetime
+    alert_thresholds: Thresholds | None = None
 
     @classmethod
     def of(cls, item: Plan) -> dict[str, Any]:
@@ -179,6 +213,7 @@ class PlanLine(_Line):
                 for lim in item.limits
             ],
             "created_at": _utc(item.created_at),
+            "alert_thresholds": _listed(item.alert_thresholds),
         }
 
     def record(self) -> Plan:
@@ -189,6 +224,7 @@ class PlanLine(_Line):
             tuple(Limit(lim.name, lim.description, lim.limit) for lim in self.limits),
             _utc(self.created_at),
             self.description,
+            self.alert_thresholds,
         )
 
 
@@ -197,6 +233,7 @@ class OverridesIn(_Line):
 
     quotas: dict[str, StoredLimits]
     limits: dict[str, Count]
+    alert_thresholds: Thresholds | None = None
 
 
 class AccountLine(_Line):
@@ -234,6 +271,7 @@ class AccountLine(_Line):
             "overrides": {
                 "quotas": limits.encode_all(item.overrides.quotas),
                 "limits": item.overrides.limits,
+                "alert_thresholds": _listed(item.overrides.alert_thresholds),
             },
             "billing_anchor": item.billing_anchor,
             "created_at": _utc(item.created_at),
@@ -247,7 +285,11 @@ class AccountLine(_Line):
             self.plan,
             self.timezone,
             AccountStatus(self.status),
-            Overrides(dict(self.overrides.quotas), dict(self.overrides.limits)),
+            Overrides(
+                dict(self.overrides.quotas),
+                dict(self.overrides.limits),
+                self.overrides.alert_thresholds,
+            ),
             _utc(self.created_at),
             self.billing_anchor,
         )
@@ -572,6 +614,177 @@ class AuditLine(_Line):
         )
 
 
+def _event_type(value: str) -> str:
+    if value not in EVENT_TYPES:
+        msg = f"unknown event type {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+EventType = Annotated[str, pydantic.AfterValidator(_event_type)]
+Secret = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class WebhookLine(_Line):
+    """A ``webhook`` line: an endpoint, with its signing secrets (a dump holds them)."""
+
+    KIND: ClassVar[str] = "webhook"
+    kind: Literal["webhook"]
+    id: Id
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    description: str
+    events: list[EventType]
+    secret: Secret
+    previous_secret: Secret | None
+    previous_until: AwareDatetime | None
+    disabled_at: AwareDatetime | None
+    disabled_reason: str | None
+    failing_since: AwareDatetime | None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @classmethod
+    def of(cls, item: WebhookEndpoint) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "url": item.url,
+            "description": item.description,
+            "events": list(item.events),
+            "secret": item.secret,
+            "previous_secret": item.previous_secret,
+            "previous_until": _opt_utc(item.previous_until),
+            "disabled_at": _opt_utc(item.disabled_at),
+            "disabled_reason": item.disabled_reason,
+            "failing_since": _opt_utc(item.failing_since),
+            "created_at": _utc(item.created_at),
+            "updated_at": _utc(item.updated_at),
+        }
+
+    def record(self) -> WebhookEndpoint:
+        """The record of a line."""
+        return WebhookEndpoint(
+            id=self.id,
+            url=self.url,
+            events=tuple(self.events),
+            secret=self.secret,
+            created_at=_utc(self.created_at),
+            updated_at=_utc(self.updated_at),
+            description=self.description,
+            previous_secret=self.previous_secret,
+            previous_until=_opt_utc(self.previous_until),
+            disabled_at=_opt_utc(self.disabled_at),
+            disabled_reason=self.disabled_reason,
+            failing_since=_opt_utc(self.failing_since),
+        )
+
+
+class AlertLine(_Line):
+    """An ``alert`` line: an alert event, with the dedupe key that keeps it written once."""
+
+    KIND: ClassVar[str] = "alert"
+    kind: Literal["alert"]
+    id: Id
+    type: EventType
+    at: AwareDatetime
+    dedupe: Annotated[str, Field(min_length=1, max_length=512)]
+    account_id: Id | None  # an event outlives its account (and webhook.disabled has none)
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, item: AlertEvent) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "type": item.type,
+            "at": _utc(item.at),
+            "dedupe": item.dedupe,
+            "account_id": item.account_id,
+            "data": item.data,
+        }
+
+    def record(self) -> AlertEvent:
+        """The record of a line."""
+        return AlertEvent(
+            self.id, self.type, _utc(self.at), self.dedupe, self.data, self.account_id
+        )
+
+
+class AttemptIn(_Line):
+    """One attempt at a delivery, and what the receiver answered."""
+
+    at: AwareDatetime
+    status_code: Annotated[int, Field(ge=100, le=599)] | None
+    latency_ms: Count
+    error: str | None
+    response: str
+
+
+class DeliveryLine(_Line):
+    """A ``delivery`` line: one event for one endpoint, its status and every attempt
+    (without a node's claim on it: a delivery in flight is sent again after a restore)."""
+
+    KIND: ClassVar[str] = "delivery"
+    kind: Literal["delivery"]
+    id: Id
+    endpoint_id: Id
+    event_id: Id
+    type: EventType
+    status: Literal["pending", "delivered", "failed"]
+    created_at: AwareDatetime
+    next_at: AwareDatetime | None
+    attempts: list[AttemptIn]
+
+    @pydantic.model_validator(mode="after")
+    def _due_when_pending(self) -> DeliveryLine:
+        if (self.status == "pending") != (self.next_at is not None):
+            msg = "a pending delivery has a next_at, a settled one none"
+            raise ValueError(msg)
+        return self
+
+    @classmethod
+    def of(cls, item: Delivery) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "endpoint_id": item.endpoint_id,
+            "event_id": item.event_id,
+            "type": item.type,
+            "status": item.status.value,
+            "created_at": _utc(item.created_at),
+            "next_at": _opt_utc(item.next_at),
+            "attempts": [
+                {
+                    "at": _utc(a.at),
+                    "status_code": a.status_code,
+                    "latency_ms": a.latency_ms,
+                    "error": a.error,
+                    "response": a.response,
+                }
+                for a in item.attempts
+            ],
+        }
+
+    def record(self) -> Delivery:
+        """The record of a line."""
+        return Delivery(
+            self.id,
+            self.endpoint_id,
+            self.event_id,
+            self.type,
+            DeliveryStatus(self.status),
+            _utc(self.created_at),
+            _opt_utc(self.next_at),
+            tuple(
+                Attempt(_utc(a.at), a.status_code, a.latency_ms, a.error, a.response)
+                for a in self.attempts
+            ),
+        )
+
+
 _RecordLine = (
     SettingLine
     | ServiceLine
@@ -586,6 +799,9 @@ _RecordLine = (
     | EventLine
     | TokenLine
     | AuditLine
+    | WebhookLine
+    | AlertLine
+    | DeliveryLine
 )
 # Each record type's line, in DUMP_ORDER.
 _LINES: dict[type[Any], Any] = dict(
@@ -605,6 +821,9 @@ _LINES: dict[type[Any], Any] = dict(
             EventLine,
             TokenLine,
             AuditLine,
+            WebhookLine,
+            AlertLine,
+            DeliveryLine,
         ),
         strict=True,
     )
@@ -677,6 +896,10 @@ class DumpReader:
         self._token_names: set[str] = set()
         self._token_digests: set[str] = set()
         self._audit: set[str] = set()
+        self._webhooks: set[str] = set()
+        self._alerts: set[str] = set()
+        self._dedupes: set[str] = set()
+        self._deliveries: set[str] = set()
         self.lines = 0
 
     def read(self, number: int, raw: bytes) -> DumpItem | None:
@@ -768,6 +991,15 @@ class DumpReader:
             once(self._token_digests, line.digest, "operator token digest")
         elif isinstance(line, AuditLine):
             once(self._audit, line.id, "audit entry")
+        elif isinstance(line, WebhookLine):
+            once(self._webhooks, line.id, "webhook endpoint")
+        elif isinstance(line, AlertLine):
+            once(self._alerts, line.id, "alert event")
+            once(self._dedupes, line.dedupe, "alert dedupe key")
+        elif isinstance(line, DeliveryLine):
+            once(self._deliveries, line.id, "delivery")
+            known(self._webhooks, line.endpoint_id, "endpoint_id", "webhook endpoint")
+            known(self._alerts, line.event_id, "event_id", "alert event")
 
     def finish(self) -> None:
         """Refuse a dump without its header or its end line (cut short)."""

@@ -42,6 +42,7 @@ from quotad.domain.models import (
     effective_totals,
 )
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
+from quotad.domain.webhooks import AlertEvent, Delivery, WebhookEndpoint
 from quotad.errors import Conflict, NotFound
 from quotad.storage.base import NOT_EMPTY
 from quotad.storage.memory_alerts import MemoryAlerts
@@ -614,7 +615,7 @@ class MemoryStore(MemoryAlerts):
     # The whole deployment ---------------------------------------------------------
     async def dump(self) -> AsyncIterator[DumpItem]:
         """Every record and counter, as they stood at the first step."""
-        with self._lock:
+        with self._lock, self._alerts_lock:
             items = self._snapshot()
         for item in items:
             yield item
@@ -659,6 +660,9 @@ class MemoryStore(MemoryAlerts):
         tokens = sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
         items += tokens
         items += self._audit
+        items += [self._webhooks[ident] for ident in sorted(self._webhooks)]
+        items += [self._alert_events[ident] for ident in sorted(self._alert_events)]
+        items += [self._deliveries[ident] for ident in sorted(self._deliveries)]  # no claims
         return items
 
     async def restore(self, items: AsyncIterable[DumpItem]) -> None:
@@ -668,7 +672,7 @@ class MemoryStore(MemoryAlerts):
         staged = MemoryStore(self.url)
         async for item in items:
             staged._restore_one(item)
-        with self._lock:
+        with self._lock, self._alerts_lock:
             self._require_empty()
             for name in (
                 "_settings",
@@ -686,6 +690,11 @@ class MemoryStore(MemoryAlerts):
                 "_totals",
                 "_tokens",
                 "_audit",
+                "_webhooks",
+                "_alert_events",
+                "_dedupes",
+                "_deliveries",
+                "_claims",
             ):
                 setattr(self, name, getattr(staged, name))
 
@@ -737,6 +746,8 @@ class MemoryStore(MemoryAlerts):
             self._events[(item.account_id, item.id)] = item.recorded_at
         elif isinstance(item, OperatorToken | AuditEntry):
             self._restore_operator(item)
+        elif isinstance(item, WebhookEndpoint | AlertEvent | Delivery):
+            self._restore_alert(item)
         else:
             assert_never(item)  # a kind added to DumpItem needs its branch here
 
@@ -749,6 +760,25 @@ class MemoryStore(MemoryAlerts):
             raise Conflict(f"the dump holds audit entry {item.id!r} twice or out of order")
         else:
             self._audit.append(item)
+
+    def _restore_alert(self, item: WebhookEndpoint | AlertEvent | Delivery) -> None:
+        if isinstance(item, WebhookEndpoint):
+            if item.id in self._webhooks:
+                raise Conflict(f"the dump holds webhook endpoint {item.id!r} twice")
+            self._webhooks[item.id] = item
+        elif isinstance(item, AlertEvent):
+            if item.id in self._alert_events or item.dedupe in self._dedupes:
+                raise Conflict(f"the dump holds alert event {item.id!r} twice")
+            self._alert_events[item.id] = item
+            self._dedupes.add(item.dedupe)  # so the same crossing is never written again
+        else:
+            if item.id in self._deliveries:
+                raise Conflict(f"the dump holds delivery {item.id!r} twice")
+            if item.endpoint_id not in self._webhooks:
+                raise NotFound(f"webhook endpoint {item.endpoint_id!r} not found")
+            if item.event_id not in self._alert_events:
+                raise NotFound(f"alert event {item.event_id!r} not found")
+            self._deliveries[item.id] = item
 
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:

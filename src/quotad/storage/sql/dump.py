@@ -27,10 +27,12 @@ from quotad.domain.dump import (
 )
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange
 from quotad.domain.operators import AuditEntry, OperatorToken
+from quotad.domain.webhooks import AlertEvent, Delivery, WebhookEndpoint
 from quotad.errors import Conflict
 from quotad.storage.base import NOT_EMPTY
 from quotad.storage.schema import (
     accounts,
+    alert_events,
     api_keys,
     audit_log,
     gauges,
@@ -42,6 +44,16 @@ from quotad.storage.schema import (
     total_changes,
     usage_days,
     usage_events,
+    webhook_deliveries,
+    webhook_endpoints,
+)
+from quotad.storage.sql.alerts import (
+    delivery_of,
+    delivery_values,
+    endpoint_of,
+    endpoint_values,
+    event_of,
+    event_values,
 )
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.rows import (
@@ -212,6 +224,10 @@ _KINDS: tuple[_Kind, ...] = (
         operator_token_values,
     ),
     _Kind(AuditEntry, audit_log, ("id",), audit_of, audit_values),
+    _Kind(WebhookEndpoint, webhook_endpoints, ("id",), endpoint_of, endpoint_values),
+    _Kind(AlertEvent, alert_events, ("id",), event_of, event_values),
+    # Written unclaimed (``delivery_values``): a claim belongs to a node of the old deployment.
+    _Kind(Delivery, webhook_deliveries, ("id",), delivery_of, delivery_values),
 )
 _BY_TYPE = {kind.type: kind for kind in _KINDS}
 
