@@ -105,6 +105,7 @@ SERIAL_MODULES = frozenset(
         "test_slow_clients",
         "test_smoke",
         "test_tracing",
+        "test_webhook_durability",
         "test_dashboard_browser",
     }
 )

@@ -17,7 +17,7 @@ import asyncio
 import secrets
 from collections import defaultdict
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx2
 import orjson
@@ -41,6 +41,9 @@ log = structlog.get_logger("quotad.deliveries")
 
 BATCH = 20  # deliveries claimed per round
 LEASE_MARGIN = timedelta(seconds=5)  # a claim outlives the receiver's timeout by this
+# A send starts only if the claim outlives it by this much: time to record the attempt
+# before another node may claim the delivery.
+SETTLE_MARGIN = timedelta(seconds=1)
 
 
 def body_of(event: AlertEvent) -> bytes:
@@ -58,22 +61,46 @@ async def deliver_due(ctx: Context, client: httpx2.AsyncClient, claim: str) -> i
     by_endpoint: dict[str, list[Claimed]] = defaultdict(list)
     for held in claimed:
         by_endpoint[held.endpoint.id].append(held)
-    await asyncio.gather(*(_send_in_order(ctx, client, group) for group in by_endpoint.values()))
-    return len(claimed)
+    attempted = await asyncio.gather(
+        *(_send_in_order(ctx, client, group) for group in by_endpoint.values())
+    )
+    return sum(attempted)
 
 
-async def _send_in_order(ctx: Context, client: httpx2.AsyncClient, group: list[Claimed]) -> None:
+async def _send_in_order(ctx: Context, client: httpx2.AsyncClient, group: list[Claimed]) -> int:
+    """Send one endpoint's claimed deliveries one after the other; how many were tried."""
+    attempted = 0
     for held in group:
         try:
-            await _attempt(ctx, client, held)
+            tried = await _attempt(ctx, client, held)
         except Exception as exc:  # one delivery's failure must not stop the others
             log.warning("webhook delivery failed", delivery=held.delivery.id, error=str(exc))
+            continue
+        if not tried:
+            # Its claim would lapse mid-send, and so would the later ones': left for the
+            # next claim (by any node), in order.
+            break
+        attempted += 1
+    return attempted
 
 
-async def _attempt(ctx: Context, client: httpx2.AsyncClient, held: Claimed) -> None:
+def _outlives_a_send(ctx: Context, held: Claimed) -> bool:
+    """Whether the claim still holds when a send started now has ended and been recorded.
+
+    A slow receiver makes a group's later deliveries start late: were one sent after its
+    claim lapsed, another node could claim and send it at the same time.
+    """
+    timeout = timedelta(seconds=ctx.settings.webhook_timeout_seconds)
+    return ctx.clock.now() + timeout + SETTLE_MARGIN <= held.until
+
+
+async def _attempt(ctx: Context, client: httpx2.AsyncClient, held: Claimed) -> bool:
+    """Try one delivery and settle it; False (nothing sent) if its claim is too short now."""
     endpoint = held.endpoint
     allow_private = ctx.settings.webhook_allow_private
     problem = await public_address_or_error(endpoint.url, allow_private=allow_private)
+    if not _outlives_a_send(ctx, held):
+        return False
     sent_at = ctx.clock.now()
     if problem is not None:
         attempt = Attempt(sent_at, None, 0, problem)
@@ -95,12 +122,21 @@ async def _attempt(ctx: Context, client: httpx2.AsyncClient, held: Claimed) -> N
         log.warning(
             "a webhook delivery's claim lapsed before it was settled", delivery=held.delivery.id
         )
-    await _endpoint_health(ctx, endpoint.id, attempt)
+    # A delivery given up on has failed through its whole retry schedule (about 3 days):
+    # if nothing reached the endpoint since its first attempt, the endpoint has failed
+    # that long too (its last retry comes a little before the 3 days are out).
+    first_at = held.delivery.attempts[0].at if held.delivery.attempts else attempt.at
+    gave_up_since = first_at if next_at is None and not delivered else None
+    await _endpoint_health(ctx, endpoint.id, attempt, gave_up_since)
+    return True
 
 
-async def _endpoint_health(ctx: Context, endpoint_id: str, attempt: Attempt) -> None:
+async def _endpoint_health(
+    ctx: Context, endpoint_id: str, attempt: Attempt, gave_up_since: datetime | None = None
+) -> None:
     """Note an endpoint failing since when, or disable it (read afresh: an operator may
-    have changed it meanwhile)."""
+    have changed it meanwhile). ``gave_up_since``: the first attempt of a delivery that
+    this attempt gave up on."""
     alerts = ctx.stores.alerts
     endpoint = await alerts.get_webhook(endpoint_id)
     if endpoint is None:
@@ -113,7 +149,9 @@ async def _endpoint_health(ctx: Context, endpoint_id: str, attempt: Attempt) -> 
     reason = None
     if attempt.gone:
         reason = "the receiver answered 410 Gone"
-    elif attempt.at - failing_since >= DISABLE_AFTER:
+    elif attempt.at - failing_since >= DISABLE_AFTER or (
+        gave_up_since is not None and failing_since <= gave_up_since
+    ):
         reason = "every delivery failed for 3 days"
     if reason is None:
         if endpoint.failing_since is None:

@@ -311,7 +311,9 @@ class SqlAlerts:
             if row is None:
                 return False
             status, due = settled(delivered, next_at)
-            await conn.execute(
+            # Still under the claim: another node may have claimed it since the read above.
+            return await affects_a_row(
+                conn,
                 webhook_deliveries.update()
                 .where(d.id == delivery_id, d.claim == claim)
                 .values(
@@ -320,9 +322,8 @@ class SqlAlerts:
                     next_at=_opt_micros(due),
                     claim=None,
                     claimed_until=None,
-                )
+                ),
             )
-        return True
 
     async def list_deliveries(
         self, endpoint_id: str, limit: int, before_id: str | None = None
