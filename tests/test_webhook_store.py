@@ -93,29 +93,49 @@ async def test_deliveries_go_only_to_endpoints_still_there(stores: Stores) -> No
 
 
 async def test_a_claimed_delivery_is_held_by_one_claim_until_it_lapses(stores: Stores) -> None:
-    """Concurrent claims share out due deliveries; a lapsed claim can be taken over."""
+    """Concurrent claims take each endpoint's oldest due delivery once; a lapsed claim can
+    be taken over, and its holder then settles nothing."""
     alerts = stores.alerts
-    await alerts.create_webhook(endpoint())
-    for i in range(6):
-        await alerts.record_alert(event(f"evt_{i}", f"k{i}"), ["wh_1"])
+    hooks = [f"wh_{n}" for n in range(3)]
+    for n, ident in enumerate(hooks):
+        await alerts.create_webhook(endpoint(ident, created_at=NOW + timedelta(seconds=n)))
+    for i in range(2):
+        await alerts.record_alert(event(f"evt_{i}", f"k{i}"), hooks)
     until = NOW + timedelta(seconds=30)
     batches = await asyncio.gather(
         *(alerts.claim_deliveries(NOW, until, f"node{i}", 6) for i in range(3))
     )
-    ids = [c.delivery.id for batch in batches for c in batch]
-    assert sorted(ids) == sorted(set(ids))
-    assert len(ids) == 6
+    held = [c for batch in batches for c in batch]
+    assert sorted(c.endpoint.id for c in held) == hooks  # one each, none twice
+    assert {c.event.id for c in held} == {"evt_0"}  # the oldest first
     assert await alerts.claim_deliveries(NOW + timedelta(seconds=10), until, "late", 6) == []
     later = await alerts.claim_deliveries(until, until + timedelta(seconds=30), "late", 6)
-    assert len(later) == 6
+    assert sorted(c.delivery.id for c in later) == sorted(c.delivery.id for c in held)
     first = later[0]
     assert first.event.data["threshold"] == 80
-    assert first.endpoint.id == "wh_1"
-    stale = next(c for batch in batches for c in batch if c.delivery.id == first.delivery.id)
+    stale = next(c for c in held if c.delivery.id == first.delivery.id)
     lost = await alerts.finish_delivery(
         first.delivery.id, stale.claim, failed(NOW), None, delivered=False
     )
     assert lost is False
+
+
+async def test_health_fields_change_alone_and_one_caller_disables(stores: Stores) -> None:
+    """Failing-since is set without touching the rest; of two disables, one wins."""
+    alerts = stores.alerts
+    await alerts.create_webhook(endpoint())
+    changed = endpoint(url="https://example.org/new")
+    await alerts.update_webhook(changed)
+    await alerts.set_webhook_failing("wh_1", NOW)
+    assert await alerts.get_webhook("wh_1") == replace(changed, failing_since=NOW)
+    won = await asyncio.gather(*(alerts.disable_webhook("wh_1", NOW, "gone") for _ in range(5)))
+    assert sum(w is not None for w in won) == 1
+    disabled = await alerts.get_webhook("wh_1")
+    assert disabled is not None
+    assert disabled.disabled_reason == "gone"
+    assert disabled.url == "https://example.org/new"
+    await alerts.set_webhook_failing("wh_gone", NOW)  # a deleted endpoint stays gone
+    assert await alerts.get_webhook("wh_gone") is None
 
 
 async def test_attempts_settle_a_delivery(stores: Stores) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import defaultdict
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import httpx2
@@ -134,18 +133,23 @@ async def _attempt(ctx: Context, client: httpx2.AsyncClient, held: Claimed) -> b
 async def _endpoint_health(
     ctx: Context, endpoint_id: str, attempt: Attempt, gave_up_since: datetime | None = None
 ) -> None:
-    """Note an endpoint failing since when, or disable it (read afresh: an operator may
-    have changed it meanwhile). ``gave_up_since``: the first attempt of a delivery that
-    this attempt gave up on."""
+    """Note since when an endpoint fails (or that it answers again), or disable it.
+
+    Only those fields are written, so an operator's change made meanwhile stands; of two
+    nodes disabling one endpoint at once, one does, and only it tells the others.
+    ``gave_up_since``: the first attempt of a delivery that this attempt gave up on.
+    """
     alerts = ctx.stores.alerts
     endpoint = await alerts.get_webhook(endpoint_id)
     if endpoint is None:
         return
     if attempt.delivered:
         if endpoint.failing_since is not None:
-            await alerts.update_webhook(replace(endpoint, failing_since=None))
+            await alerts.set_webhook_failing(endpoint_id, None)
         return
     failing_since = endpoint.failing_since or attempt.at
+    if endpoint.failing_since is None:
+        await alerts.set_webhook_failing(endpoint_id, failing_since)
     reason = None
     if attempt.gone:
         reason = "the receiver answered 410 Gone"
@@ -153,17 +157,12 @@ async def _endpoint_health(
         gave_up_since is not None and failing_since <= gave_up_since
     ):
         reason = "every delivery failed for 3 days"
-    if reason is None:
-        if endpoint.failing_since is None:
-            await alerts.update_webhook(replace(endpoint, failing_since=failing_since))
+    if reason is None or endpoint.disabled_at is not None:
         return
-    if endpoint.disabled_at is not None:
-        return
-    disabled = replace(
-        endpoint, failing_since=failing_since, disabled_at=attempt.at, disabled_reason=reason
-    )
-    await alerts.update_webhook(disabled)
-    log.warning("webhook endpoint disabled", endpoint=endpoint.id, reason=reason)
+    disabled = await alerts.disable_webhook(endpoint_id, attempt.at, reason)
+    if disabled is None:
+        return  # another node (or an operator) disabled it first
+    log.warning("webhook endpoint disabled", endpoint=endpoint_id, reason=reason)
     await tell_disabled(ctx, disabled)
 
 

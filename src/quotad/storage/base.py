@@ -421,8 +421,22 @@ class AlertStore(Protocol):
         """Claim up to ``limit`` pending deliveries due at ``now`` to enabled endpoints, and
         not claimed by anyone else past ``now``: until ``until``, under ``claim``.
 
-        Oldest due first. Two nodes never hold the same delivery at once.
+        At most one per endpoint, its oldest due, and none of an endpoint that has one
+        claimed already: so an endpoint's deliveries go one at a time, in order, and a
+        claim need only outlive one send. Two nodes never hold the same delivery at once.
         """
+        ...
+
+    async def set_webhook_failing(self, endpoint_id: str, since: datetime | None) -> None:
+        """Note when an endpoint began failing (None: it answers again); nothing else of it
+        changes, and an endpoint deleted meanwhile is left gone."""
+        ...
+
+    async def disable_webhook(
+        self, endpoint_id: str, at: datetime, reason: str
+    ) -> WebhookEndpoint | None:
+        """Disable an enabled endpoint: the endpoint, if this call disabled it (None if it
+        was disabled already, by anyone, or is gone)."""
         ...
 
     async def finish_delivery(

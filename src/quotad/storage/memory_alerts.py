@@ -105,7 +105,12 @@ class MemoryAlerts:
     ) -> list[Claimed]:
         """Claim due deliveries to enabled endpoints."""
         with self._alerts_lock:
-            due = sorted(
+            busy = {
+                self._deliveries[ident].endpoint_id
+                for ident, (_, held_until) in self._claims.items()
+                if held_until > now and ident in self._deliveries
+            }
+            candidates = sorted(
                 (
                     d
                     for d in self._deliveries.values()
@@ -113,17 +118,40 @@ class MemoryAlerts:
                     and d.next_at is not None
                     and d.next_at <= now
                     and self._webhooks[d.endpoint_id].disabled_at is None
-                    and (d.id not in self._claims or self._claims[d.id][1] <= now)
+                    and d.endpoint_id not in busy
                 ),
                 key=lambda d: (d.next_at, d.id),
-            )[:limit]
+            )
+            due: dict[str, Delivery] = {}  # endpoint -> its oldest due delivery
+            for delivery in candidates:
+                if delivery.endpoint_id not in due and len(due) < limit:
+                    due[delivery.endpoint_id] = delivery
             claimed = []
-            for delivery in due:
+            for delivery in due.values():
                 self._claims[delivery.id] = (claim, until)
                 event = self._alert_events[delivery.event_id]
                 endpoint = self._webhooks[delivery.endpoint_id]
                 claimed.append(Claimed(delivery, event, endpoint, claim, until))
             return claimed
+
+    async def set_webhook_failing(self, endpoint_id: str, since: datetime | None) -> None:
+        """Set only when the endpoint began failing."""
+        with self._alerts_lock:
+            endpoint = self._webhooks.get(endpoint_id)
+            if endpoint is not None:
+                self._webhooks[endpoint_id] = replace(endpoint, failing_since=since)
+
+    async def disable_webhook(
+        self, endpoint_id: str, at: datetime, reason: str
+    ) -> WebhookEndpoint | None:
+        """Disable the endpoint if it is enabled (one caller wins)."""
+        with self._alerts_lock:
+            endpoint = self._webhooks.get(endpoint_id)
+            if endpoint is None or endpoint.disabled_at is not None:
+                return None
+            endpoint = replace(endpoint, disabled_at=at, disabled_reason=reason)
+            self._webhooks[endpoint_id] = endpoint
+            return endpoint
 
     async def finish_delivery(
         self,

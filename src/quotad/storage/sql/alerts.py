@@ -247,23 +247,30 @@ class SqlAlerts:
         at = to_micros(now)
         d = webhook_deliveries.c
         free = sa.or_(d.claimed_until.is_(None), d.claimed_until <= at)
+        held = webhook_deliveries.alias("held")
+        busy = sa.select(held.c.endpoint_id).where(held.c.claimed_until > at)
         due = (
-            sa.select(d.id)
+            sa.select(d.id, d.endpoint_id)
             .join(webhook_endpoints, webhook_endpoints.c.id == d.endpoint_id)
             .where(
                 d.status == DeliveryStatus.PENDING.value,
                 d.next_at <= at,
                 free,
                 webhook_endpoints.c.disabled_at.is_(None),
+                d.endpoint_id.not_in(busy),
             )
             .order_by(d.next_at, d.id)
-            .limit(limit)
+            .limit(limit * 10)
             .with_for_update(of=webhook_deliveries, skip_locked=True)
         )
         async with self._db.write() as conn:
-            ids = [row.id for row in await conn.execute(due)]
-            if not ids:
+            picked: dict[str, str] = {}  # endpoint -> its oldest due delivery
+            for row in await conn.execute(due):
+                if row.endpoint_id not in picked and len(picked) < limit:
+                    picked[row.endpoint_id] = row.id
+            if not picked:
                 return []
+            ids = list(picked.values())
             await conn.execute(
                 webhook_deliveries.update()
                 .where(d.id.in_(ids), free)
@@ -290,6 +297,32 @@ class SqlAlerts:
             endpoint = endpoint_of(_part(row, webhook_endpoints, delivery_columns + event_columns))
             claimed.append(Claimed(delivery, event, endpoint, claim, until))
         return claimed
+
+    async def set_webhook_failing(self, endpoint_id: str, since: datetime | None) -> None:
+        """Set only when the endpoint began failing."""
+        stmt = (
+            webhook_endpoints.update()
+            .where(webhook_endpoints.c.id == endpoint_id)
+            .values(failing_since=_opt_micros(since))
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt)
+
+    async def disable_webhook(
+        self, endpoint_id: str, at: datetime, reason: str
+    ) -> WebhookEndpoint | None:
+        """Disable the endpoint if it is enabled (one caller wins)."""
+        e = webhook_endpoints.c
+        stmt = (
+            webhook_endpoints.update()
+            .where(e.id == endpoint_id, e.disabled_at.is_(None))
+            .values(disabled_at=to_micros(at), disabled_reason=reason)
+        )
+        async with self._db.write() as conn:
+            if not await affects_a_row(conn, stmt):
+                return None
+            row = (await conn.execute(webhook_endpoints.select().where(e.id == endpoint_id))).one()
+        return endpoint_of(row)
 
     async def finish_delivery(
         self,
