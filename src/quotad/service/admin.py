@@ -25,6 +25,7 @@ from quotad.domain.models import (
     effective_limits,
     service_limits,
 )
+from quotad.domain.webhooks import parse_thresholds
 from quotad.errors import Conflict, FieldError, MaxResourcesReached, NotFound, ValidationFailed
 from quotad.service import audit
 from quotad.service.audit import target
@@ -124,6 +125,18 @@ async def _check_key_limits(
         raise ValidationFailed("the key's limits are not valid", validation_errors=problems)
 
 
+# Alert thresholds -------------------------------------------------------------
+def parse_alert_thresholds(raw: object, where: str) -> tuple[int, ...] | None:
+    """``alert_thresholds`` from the API's JSON (None: unset, the defaults apply), or
+    ``ValidationFailed`` at ``where`` saying what is wrong."""
+    if raw is None:
+        return None
+    try:
+        return parse_thresholds(raw)
+    except ValueError as exc:
+        raise ValidationFailed.at(where, str(exc), "thresholds") from exc
+
+
 # Plans ----------------------------------------------------------------------
 async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit]) -> None:
     known = {s.name for s in await ctx.records.list_services()}
@@ -149,24 +162,36 @@ async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit
 
 
 async def create_plan(
-    ctx: Context, plan_id: str, quotas: dict[str, Quota], limits: list[Limit], description: str
+    ctx: Context,
+    plan_id: str,
+    quotas: dict[str, Quota],
+    limits: list[Limit],
+    description: str,
+    alert_thresholds: tuple[int, ...] | None = None,
 ) -> Plan:
     """Create a plan whose quotas name registered services."""
     await _check_plan(ctx, quotas, limits)
-    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description)
+    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description, alert_thresholds)
     await ctx.records.create_plan(plan)
     await audit.record(ctx, "plan.create", target("plan", plan_id), None, audit.plan_state(plan))
     return plan
 
 
 async def replace_plan(
-    ctx: Context, plan_id: str, quotas: dict[str, Quota], limits: list[Limit], description: str
+    ctx: Context,
+    plan_id: str,
+    quotas: dict[str, Quota],
+    limits: list[Limit],
+    description: str,
+    alert_thresholds: tuple[int, ...] | None = None,
 ) -> Plan:
     """Replace a plan's quotas and limits; today's totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
     before = await require_plan(ctx, plan_id)
     now = ctx.clock.now()
-    await ctx.records.replace_plan(Plan(plan_id, quotas, tuple(limits), now, description))
+    await ctx.records.replace_plan(
+        Plan(plan_id, quotas, tuple(limits), now, description, alert_thresholds)
+    )
     # Noted after the write, from the records as they now stand: a note raced by another
     # change, or repeated, still ends on what the records say.
     await ctx.records.record_totals(now, plan_id=plan_id)
