@@ -133,7 +133,7 @@ class LocalWebhooks:
 
     async def alerts(self, account_id: str | None, limit: int) -> list[View]:
         """The latest alert events, newest first."""
-        events = await self.ctx.stores.alerts.alert_events(limit, None, account_id)
+        events = await webhooks.alert_events(self.ctx, limit, None, account_id)
         return [alert_view(e) for e in events]
 
 

@@ -25,6 +25,7 @@ from quotad.cli.console import (
     print_rows,
     print_secret,
     show,
+    validated,
 )
 from quotad.cli.stores import StoreOption
 from quotad.cli.target import TokenOption, UrlOption, run, target
@@ -101,9 +102,11 @@ def webhooks_create(
     token: TokenOption = None,
 ) -> None:
     """Register an endpoint for the given events and print its signing secret once."""
-    events = event or []
+    from quotad.api import schemas
+
+    body = validated(schemas.WebhookIn, url=url_, events=event or [], description=description)
     where = target(store, url, token)
-    view = run(where, lambda op: op.create_webhook(url_, events, description))
+    view = run(where, lambda op: op.create_webhook(body.url, list(body.events), body.description))
     if as_json:
         print_json(view)
         return
@@ -164,10 +167,16 @@ def webhooks_update(
         raise fail(
             "nothing to change: give --new-url, --event, --description, --enable or --disable"
         )
+    from quotad.api import schemas
+
+    body = validated(
+        schemas.WebhookPatch, url=new_url, events=event, description=description, enabled=enable
+    )
+    events: list[str] | None = None if body.events is None else list(body.events)
     where = target(store, url, token)
     view = run(
         where,
-        lambda op: op.update_webhook(endpoint_id, new_url, event, description, enable),
+        lambda op: op.update_webhook(endpoint_id, body.url, events, body.description, body.enabled),
     )
     show(
         view,
@@ -206,8 +215,11 @@ def webhooks_rotate_secret(
     token: TokenOption = None,
 ) -> None:
     """Sign deliveries with a new secret from now, and print it once."""
+    from quotad.api import schemas
+
+    body = validated(schemas.RotateSecretIn, grace_seconds=grace_seconds)
     where = target(store, url, token)
-    view = run(where, lambda op: op.rotate_webhook_secret(endpoint_id, grace_seconds))
+    view = run(where, lambda op: op.rotate_webhook_secret(endpoint_id, body.grace_seconds))
     if as_json:
         print_json(view)
         return
