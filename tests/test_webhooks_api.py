@@ -10,7 +10,10 @@ import pytest
 
 from quotad.api.app import create_app
 from quotad.domain import ids
+from quotad.domain.models import Overrides
 from quotad.domain.webhooks import QUOTA_THRESHOLD, AlertEvent
+from quotad.errors import ValidationFailed
+from quotad.service import admin
 from quotad.service.context import Context
 from quotad.storage import Stores
 from quotad.testing import FakeClock
@@ -401,3 +404,29 @@ async def test_account_thresholds_round_trip(
     assert created_entry["after"]["overrides"]["alert_thresholds"] == [90]
     assert patched_entry["after"]["overrides"]["alert_thresholds"] == [75, 95]
     assert "alert_thresholds" not in cleared_entry["after"]["overrides"]
+
+
+async def test_the_service_takes_thresholds_from_any_entry_point(
+    ctx: Context, deployment: Deployment
+) -> None:
+    """create_plan and the account use cases take thresholds (sorted, checked) from the CLI too;
+    an account's given alone keep its other overrides."""
+    plan = await admin.create_plan(ctx, "cli", {}, [], "", alert_thresholds=[100, 60])
+    assert plan.alert_thresholds == (60, 100)
+    with pytest.raises(ValidationFailed) as refused:
+        await admin.replace_plan(ctx, "cli", {}, [], "", alert_thresholds=[60, 60])
+    assert refused.value.validation_errors[0].path == "/body/alert_thresholds"
+    account = await admin.create_account(
+        ctx, "cli-acct", "C", "cli", "UTC", Overrides(limits={"x": 1}), alert_thresholds=[90]
+    )
+    assert account.overrides == Overrides(limits={"x": 1}, alert_thresholds=(90,))
+    changed = await admin.update_account(
+        ctx, deployment.account_id, admin.AccountChanges(alert_thresholds=[70])
+    )
+    assert changed.overrides.alert_thresholds == (70,)
+    assert changed.overrides.limits == {}
+    stored = await admin.require_account(ctx, deployment.account_id)
+    assert stored.overrides.alert_thresholds == (70,)
+    with pytest.raises(ValidationFailed):
+        await admin.update_account(ctx, "cli-acct", admin.AccountChanges(alert_thresholds=[0]))
+    assert (await admin.require_account(ctx, "cli-acct")).overrides.alert_thresholds == (90,)
