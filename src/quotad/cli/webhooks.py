@@ -92,7 +92,7 @@ def _print_created(title: str, view: dict[str, Any]) -> None:
 @webhooks_app.command("create")
 @cli_errors(WEBHOOK_ARGUMENTS)
 def webhooks_create(
-    url_: Annotated[str, typer.Argument(metavar="URL", help="Where to POST the events")],
+    endpoint_url: Annotated[str, typer.Argument(metavar="URL", help="Where to POST the events")],
     *,
     event: EventOption = None,
     description: Annotated[str, typer.Option(help="What the endpoint is")] = "",
@@ -104,7 +104,9 @@ def webhooks_create(
     """Register an endpoint for the given events and print its signing secret once."""
     from quotad.api import schemas
 
-    body = validated(schemas.WebhookIn, url=url_, events=event or [], description=description)
+    body = validated(
+        schemas.WebhookIn, url=endpoint_url, events=event or [], description=description
+    )
     where = target(store, url, token)
     view = run(where, lambda op: op.create_webhook(body.url, list(body.events), body.description))
     if as_json:
