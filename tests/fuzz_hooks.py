@@ -20,6 +20,12 @@ _TWO_KEYS = (r"/header/x-api-key", {"conflict"})
 # limits only for a service its plan has, and never wider than the account's.
 _DUPLICATES = (r"/body/(quotas|overrides/quotas|limits)/[^/]+/\d+", {"duplicate"})
 _KEY_LIMITS = (r"/body/limits/[^/]+(/\d+)?", {"unknown", "maximum", "duplicate"})
+# A webhook URL (SPEC 11): only a public host that resolves, unless private ones are
+# allowed; the schema says "a string", not what a URL is nor where its host points.
+_WEBHOOK_URL = (
+    r"/body/url",
+    {"format", "forbidden", "unresolvable", "enum", "required", "maxLength"},
+)
 SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
     "POST /admin/v1/plans": [
         (r"/body/quotas/.+", {"unknown"}),
@@ -56,6 +62,8 @@ SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
     "POST /admin/v1/accounts/{account_id}/usage/{service}/adjust": [
         (r"/body/date", {"maximum", "format"})
     ],
+    "POST /admin/v1/webhooks": [_WEBHOOK_URL],
+    "PATCH /admin/v1/webhooks/{webhook_id}": [_WEBHOOK_URL],
 }
 
 

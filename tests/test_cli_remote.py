@@ -80,7 +80,8 @@ def remote_args(server: tuple[Running, str]) -> tuple[str, ...]:
 # The same output, remotely and locally -------------------------------------------------
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z")
 GENERATED = re.compile(
-    r"\b(?:key|acct|tok)_[0-9A-Za-z]{16}\b|\bqd(?:tok)?_[0-9A-Za-z]{36}\b|qd(?:tok)?_…[0-9A-Za-z]{4}"
+    r"\b(?:key|acct|tok|wh)_[0-9A-Za-z]{16}\b|\bqd(?:tok)?_[0-9A-Za-z]{36}\b|qd(?:tok)?_…[0-9A-Za-z]{4}"
+    r"|whsec_[0-9A-Za-z+/=]{20,}|whsec_…[0-9A-Za-z+/=]{4}"
 )
 
 
@@ -215,6 +216,32 @@ def script(run: Callable[..., Result]) -> list[str]:
     step("tokens", "revoke", "tok_nope")
     step("audit", "--since", "yesterday")  # VALIDATION_FAILED
     step("audit", "--target", "token:nope", "--json")  # nothing
+    hook = "http://127.0.0.1:9/hook"
+    webhook = json.loads(
+        step("webhooks", "create", hook, "--event", "quota.threshold", "--json").stdout
+    )["id"]
+    step("webhooks", "create", hook, "--event", "quota.exceeded", "--description", "Ops")
+    step("webhooks", "create", "ftp://example.com/x", "--event", "quota.threshold")
+    step("webhooks", "create", hook, "--event", "nope")  # VALIDATION_FAILED
+    step("webhooks", "create", hook)  # no event: VALIDATION_FAILED
+    both("webhooks", "list")
+    both("webhooks", "show", webhook)
+    step("webhooks", "show", "wh_nope")  # NOT_FOUND
+    step("webhooks", "update", webhook, "--disable")
+    step("webhooks", "update", webhook, "--enable", "--event", "credits.low", "--json")
+    step("webhooks", "update", webhook, "--new-url", "ftp://example.com/x")
+    step("webhooks", "update", webhook)  # nothing to change
+    step("webhooks", "rotate-secret", webhook, "--grace-seconds", "60")
+    step("webhooks", "rotate-secret", webhook, "--json")
+    step("webhooks", "rotate-secret", webhook, "--grace-seconds", "-1")
+    both("webhooks", "deliveries", webhook)
+    step("webhooks", "deliveries", webhook, "--limit", "0")
+    step("webhooks", "resend", webhook, "dlv_nope")  # NOT_FOUND
+    both("alerts")
+    both("alerts", "--account", "acme", "--limit", "5")
+    step("webhooks", "delete", webhook, stdin="n\n")
+    step("webhooks", "delete", webhook, "--yes")
+    step("webhooks", "delete", webhook, "--yes")  # NOT_FOUND
     step("accounts", "delete", "acme", stdin="n\n")
     step("accounts", "delete", generated, "--yes")
     step("accounts", "delete", generated, "--yes")
@@ -223,10 +250,12 @@ def script(run: Callable[..., Result]) -> list[str]:
 
 
 def test_every_command_prints_the_same_through_the_api_as_on_a_local_store(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same commands print the same (tables, JSON, errors, exit codes) with --url as
-    with --store, up to times and generated ids."""
+    with --store, up to times, generated ids and secrets."""
+    # Both the server and the local store take webhooks on loopback.
+    monkeypatch.setenv("QUOTAD_WEBHOOK_ALLOW_PRIVATE", "1")
     local = f"sqlite:///{tmp_path / 'local.db'}"
     assert cli("migrate", "--store", local).exit_code == 0
     with quotad_serve(f"sqlite:///{tmp_path / 'remote.db'}", tmp_path) as handle:
@@ -251,6 +280,8 @@ def test_every_command_prints_the_same_through_the_api_as_on_a_local_store(
         ("export",),
         ("tokens", "list"),
         ("audit", "--limit", "3"),
+        ("webhooks", "list"),
+        ("alerts",),
     ],
 )
 def test_reads_of_one_store_are_identical_either_way(
@@ -618,7 +649,9 @@ def test_a_local_command_on_a_migrated_store_does_not_load_alembic(tmp_path: Pat
     assert "alembic" not in imported("services", "list")
 
 
-@pytest.mark.parametrize("command", [("services", "list"), ("tokens", "list"), ("audit",)])
+@pytest.mark.parametrize(
+    "command", [("services", "list"), ("tokens", "list"), ("audit",), ("webhooks", "list")]
+)
 def test_local_commands_load_no_web_framework(tmp_path: Path, command: tuple[str, ...]) -> None:
     """A command on a local store opens it without importing FastAPI or Starlette (the
     views it prints are framework-free), nor Alembic once the schema is current."""

@@ -65,7 +65,15 @@ def _limits(limits: list[LimitIn]) -> list[Limit]:
 
 
 def _overrides(body: OverridesIn, where: str = "/body/overrides") -> Overrides:
-    return Overrides(admin.parse_quotas(body.quotas, f"{where}/quotas"), dict(body.limits))
+    return Overrides(
+        admin.parse_quotas(body.quotas, f"{where}/quotas"),
+        dict(body.limits),
+        admin.parse_alert_thresholds(body.alert_thresholds, f"{where}/alert_thresholds"),
+    )
+
+
+def _thresholds(raw: object) -> tuple[int, ...] | None:
+    return admin.parse_alert_thresholds(raw, "/body/alert_thresholds")
 
 
 def _page(items: list[dict[str, object]], ids: list[str], limit: int) -> Response:
@@ -94,7 +102,12 @@ async def list_services(ctx: Ctx) -> Response:
 async def create_plan(ctx: Ctx, body: PlanIn) -> Response:
     """Create a plan."""
     plan = await admin.create_plan(
-        ctx, body.id, _quotas(body.quotas), _limits(body.limits), body.description
+        ctx,
+        body.id,
+        _quotas(body.quotas),
+        _limits(body.limits),
+        body.description,
+        _thresholds(body.alert_thresholds),
     )
     return ORJSONResponse(views.plan_view(plan), status_code=201)
 
@@ -116,7 +129,12 @@ async def get_plan(ctx: Ctx, plan_id: str) -> Response:
 async def replace_plan(ctx: Ctx, plan_id: str, body: PlanReplaceIn) -> Response:
     """Replace a plan's quotas and limits."""
     plan = await admin.replace_plan(
-        ctx, plan_id, _quotas(body.quotas), _limits(body.limits), body.description
+        ctx,
+        plan_id,
+        _quotas(body.quotas),
+        _limits(body.limits),
+        body.description,
+        _thresholds(body.alert_thresholds),
     )
     return ORJSONResponse(views.plan_view(plan))
 

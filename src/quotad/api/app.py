@@ -27,6 +27,7 @@ from quotad.api import (
     operators,
     tracing,
     verify_endpoint,
+    webhooks,
 )
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
@@ -140,6 +141,7 @@ def create_api(ctx: Context) -> FastAPI:
     api.include_router(customer.router)
     api.include_router(metering.router)
     api.include_router(admin.router)
+    api.include_router(webhooks.router)
     api.include_router(operators.router)
 
     @api.get("/metrics", tags=["health"], include_in_schema=False)

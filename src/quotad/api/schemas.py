@@ -164,6 +164,27 @@ def _limits_schema(minimum: int) -> dict[str, JsonValue]:
 LimitsIn = Annotated[JsonValue, WithJsonSchema(_limits_schema(1))]
 # What is stored may hold version 1's total of 0, which a key's list shows as a day of 0.
 LimitsOut = Annotated[JsonValue, WithJsonSchema(_limits_schema(0))]
+# Read as plain JSON: ``quotad.service.admin.parse_alert_thresholds`` checks it, so every
+# problem is reported at /body/alert_thresholds with the domain's message.
+_THRESHOLDS_SCHEMA: dict[str, JsonValue] = {
+    "anyOf": [
+        {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "minItems": 1,
+            "maxItems": 10,
+            "uniqueItems": True,
+        },
+        {"type": "null"},
+    ],
+    "description": (
+        "Percentages of a window quota at which a quota.threshold alert is sent "
+        "(null: the default [80, 100])"
+    ),
+    "examples": [[80, 100]],
+}
+ThresholdsIn = Annotated[JsonValue, WithJsonSchema(_THRESHOLDS_SCHEMA)]
+ThresholdsOut = Annotated[list[int] | None, Field(examples=[[80, 100]])]
 BillingAnchor = Annotated[
     int,
     Field(strict=True, ge=1, le=31, description="Day of the month billing months start on"),
@@ -300,6 +321,7 @@ class PlanIn(Strict):
     limits: list[LimitIn] = Field(
         default_factory=list, max_length=100, description="Each name once within the plan"
     )
+    alert_thresholds: ThresholdsIn = None
 
 
 class PlanReplaceIn(Strict):
@@ -312,6 +334,7 @@ class PlanReplaceIn(Strict):
     limits: list[LimitIn] = Field(
         default_factory=list, max_length=100, description="Each name once within the plan"
     )
+    alert_thresholds: ThresholdsIn = None
 
 
 class LimitOut(BaseModel):
@@ -330,6 +353,7 @@ class PlanOut(BaseModel):
     quotas: dict[str, LimitsOut] = Field(examples=[{"insights": {"total": 250, "period": "day"}}])
     limits: list[LimitOut]
     created_at: str
+    alert_thresholds: ThresholdsOut = Field(description="null: the default [80, 100] apply")
 
 
 # Accounts ---------------------------------------------------------------------
@@ -351,6 +375,7 @@ class OverridesIn(Strict):
 
     quotas: dict[ServiceName, LimitsIn] = Field(default_factory=dict, max_length=100)
     limits: dict[LimitName, Count] = Field(default_factory=dict, max_length=100)
+    alert_thresholds: ThresholdsIn = None
 
 
 class AccountIn(Strict):
@@ -383,6 +408,9 @@ class OverridesOut(BaseModel):
 
     quotas: dict[str, LimitsOut] = Field(examples=[{"insights": {"total": 500}}])
     limits: dict[str, int] = Field(examples=[{"cohort.max_count": 20}])
+    alert_thresholds: list[int] | SkipJsonSchema[None] = Field(
+        None, examples=[[50, 90, 100]], description="Omitted when unset: the plan's apply"
+    )
 
 
 class AccountOut(BaseModel):
@@ -589,3 +617,106 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+# Webhooks and alerts (SPEC 11) --------------------------------------------------
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s), without credentials; not a private address unless allowed",
+        examples=["https://example.com/hooks/quotad"],
+    ),
+]
+EventType = Literal[
+    "quota.threshold",
+    "quota.exceeded",
+    "credits.low",
+    "credits.exhausted",
+    "key.expiring",
+    "webhook.disabled",
+]
+WebhookEvents = Annotated[
+    list[EventType], Field(min_length=1, max_length=6, json_schema_extra={"uniqueItems": True})
+]
+WebhookDescription = Annotated[str, Field(max_length=500)]
+
+
+class WebhookIn(Strict):
+    """A webhook endpoint to register."""
+
+    url: WebhookUrl
+    events: WebhookEvents
+    description: WebhookDescription = ""
+
+
+class WebhookPatch(Strict):
+    """Fields of a webhook endpoint to change; ``enabled`` true also resumes a disabled one."""
+
+    url: WebhookUrl | None = None
+    events: WebhookEvents | None = None
+    description: WebhookDescription | None = None
+    enabled: Annotated[bool, Field(strict=True)] | None = None
+
+
+class RotateSecretIn(Strict):
+    """How long the previous secret keeps signing beside the new one."""
+
+    grace_seconds: Annotated[int, Field(strict=True, ge=0, le=7 * 86_400), Integral] = 0
+
+
+class WebhookOut(BaseModel):
+    """A webhook endpoint: never its secret, only a hint of it."""
+
+    id: str
+    url: str
+    description: str
+    events: list[str]
+    secret_hint: str = Field(examples=["whsec_…a1b2"])
+    enabled: bool
+    disabled_at: str | None
+    disabled_reason: str | None
+    failing_since: str | None = Field(
+        description="RFC 3339: the first failed attempt since the last success (null: none)"
+    )
+    created_at: str
+    updated_at: str
+
+
+class CreatedWebhookOut(WebhookOut):
+    """A new (or rotated) endpoint: ``secret`` is shown this once."""
+
+    secret: str = Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+
+
+class AttemptOut(BaseModel):
+    """One try at a delivery and what the receiver answered."""
+
+    at: str
+    status_code: int | None = Field(description="null: no HTTP answer (refused, timed out)")
+    latency_ms: int
+    error: str | None
+    response: str = Field(description="The first characters of the answer")
+
+
+class DeliveryOut(BaseModel):
+    """One event for one endpoint, with every attempt made."""
+
+    id: str
+    event_id: str
+    type: str
+    status: Literal["pending", "delivered", "failed"]
+    created_at: str
+    next_attempt_at: str | None
+    attempts: list[AttemptOut]
+
+
+class AlertEventOut(BaseModel):
+    """An alert event, as its deliveries carry it."""
+
+    id: str
+    type: str
+    timestamp: str
+    account_id: str | None
+    data: dict[str, JsonValue]

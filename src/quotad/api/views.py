@@ -8,7 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from quotad.domain import days, limits
-from quotad.domain.models import Account, ApiKey, GaugeChange, Plan, Service, UsageDay
+from quotad.domain.models import (
+    Account,
+    ApiKey,
+    GaugeChange,
+    Overrides,
+    Plan,
+    Service,
+    UsageDay,
+)
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.errors import ValidationFailed
 from quotad.service import audit
@@ -20,6 +28,10 @@ from quotad.service.usage import UsageLine
 
 def _time(value: datetime | None) -> str | None:
     return None if value is None else days.rfc3339(value)
+
+
+def _thresholds(found: tuple[int, ...] | None) -> list[int] | None:
+    return None if found is None else list(found)
 
 
 def service_view(service: Service) -> dict[str, Any]:
@@ -41,6 +53,7 @@ def plan_view(plan: Plan) -> dict[str, Any]:
             {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
         ],
         "created_at": days.rfc3339(plan.created_at),
+        "alert_thresholds": _thresholds(plan.alert_thresholds),
     }
 
 
@@ -52,15 +65,21 @@ def account_view(account: Account) -> dict[str, Any]:
         "plan": account.plan_id,
         "timezone": account.timezone,
         "status": account.status.value,
-        "overrides": {
-            "quotas": {
-                k: limits.render_override(v) for k, v in sorted(account.overrides.quotas.items())
-            },
-            "limits": dict(sorted(account.overrides.limits.items())),
-        },
+        "overrides": overrides_view(account.overrides),
         "billing_anchor": account.anchor_day,
         "created_at": days.rfc3339(account.created_at),
     }
+
+
+def overrides_view(overrides: Overrides) -> dict[str, Any]:
+    """An account's overrides; ``alert_thresholds`` only when set (else the plan's apply)."""
+    view: dict[str, Any] = {
+        "quotas": {k: limits.render_override(v) for k, v in sorted(overrides.quotas.items())},
+        "limits": dict(sorted(overrides.limits.items())),
+    }
+    if overrides.alert_thresholds is not None:
+        view["alert_thresholds"] = list(overrides.alert_thresholds)
+    return view
 
 
 def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:

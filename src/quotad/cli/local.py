@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from quotad.api import views
+from quotad.cli.local_webhooks import LocalWebhooks
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.domain.limits import Limits
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
@@ -37,7 +38,7 @@ async def every(
         after = ident(page[-1])
 
 
-class LocalOperator:
+class LocalOperator(LocalWebhooks):
     """The administrative operations over an opened store."""
 
     def __init__(self, ctx: Context) -> None:

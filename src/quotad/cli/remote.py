@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import orjson
 
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
+from quotad.cli.remote_webhooks import RemoteWebhooks
 from quotad.domain import days
 from quotad.domain.limits import Limits
 from quotad.errors import ErrorCode, FieldError, QuotadError
@@ -26,6 +27,7 @@ from quotad.sdk import (
     Key,
     Limit,
     OperatorToken,
+    Overrides,
     Plan,
     Quota,
     QuotadAPIError,
@@ -95,7 +97,23 @@ def plan_view(plan: Plan) -> View:
             {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
         ],
         "created_at": days.rfc3339(plan.created_at),
+        "alert_thresholds": None if plan.alert_thresholds is None else list(plan.alert_thresholds),
     }
+
+
+def overrides_view(overrides: Overrides) -> View:
+    """An account's overrides, as ``quotad.api.views.overrides_view``: ``alert_thresholds``
+    only when set."""
+    view: View = {
+        "quotas": {
+            k: {"total": v} if isinstance(v, int) else override_view(v.every_limit())
+            for k, v in sorted(overrides.quotas.items())
+        },
+        "limits": dict(sorted(overrides.limits.items())),
+    }
+    if overrides.alert_thresholds is not None:
+        view["alert_thresholds"] = list(overrides.alert_thresholds)
+    return view
 
 
 def account_view(account: Account) -> View:
@@ -106,13 +124,7 @@ def account_view(account: Account) -> View:
         "plan": account.plan,
         "timezone": account.timezone,
         "status": account.status,
-        "overrides": {
-            "quotas": {
-                k: {"total": v} if isinstance(v, int) else override_view(v.every_limit())
-                for k, v in sorted(account.overrides.quotas.items())
-            },
-            "limits": dict(sorted(account.overrides.limits.items())),
-        },
+        "overrides": overrides_view(account.overrides),
         "billing_anchor": account.billing_anchor,
         "created_at": days.rfc3339(account.created_at),
     }
@@ -196,7 +208,7 @@ def as_quotad_error(exc: QuotadAPIError, hint: str | None = None) -> QuotadError
     return QuotadError(note, code, problems)
 
 
-class RemoteOperator:
+class RemoteOperator(RemoteWebhooks):
     """The administrative operations through the operator API."""
 
     def __init__(self, client: AsyncClient) -> None:

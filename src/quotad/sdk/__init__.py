@@ -36,7 +36,9 @@ from quotad.sdk.errors import (
 )
 from quotad.sdk.models import (
     Account,
+    AlertEventInfo,
     AuditEntry,
+    CreatedWebhook,
     Event,
     EventsResult,
     ExportRow,
@@ -57,16 +59,21 @@ from quotad.sdk.models import (
     UsageDay,
     UsageLine,
     Verdict,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from quotad.sdk.webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "Account",
+    "AlertEventInfo",
     "AsyncClient",
     "AuditEntry",
     "AuthenticationError",
     "Client",
     "ConflictError",
+    "CreatedWebhook",
     "Event",
     "EventsResult",
     "ExportRow",
@@ -103,6 +110,9 @@ __all__ = [
     "UsageLine",
     "ValidationFailedError",
     "Verdict",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "WebhookVerificationError",
     "verify_webhook",
 ]

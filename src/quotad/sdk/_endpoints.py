@@ -14,7 +14,9 @@ from urllib.parse import quote
 from quotad.sdk._core import Answer, Call, endpoint, json_with, jsonl_with, nothing
 from quotad.sdk.models import (
     Account,
+    AlertEventInfo,
     AuditEntry,
+    CreatedWebhook,
     Event,
     EventsResult,
     ExportRow,
@@ -34,6 +36,8 @@ from quotad.sdk.models import (
     UsageDay,
     UsageLine,
     Verdict,
+    Webhook,
+    WebhookDelivery,
     items_of,
     limits_json,
     list_of,
@@ -115,15 +119,20 @@ class Endpoints:
         quotas: Mapping[str, QuotaInput],
         limits: Sequence[Limit] = (),
         description: str = "",
+        *,
+        alert_thresholds: Sequence[int] | None = None,
     ) -> Call[Plan]:
         """Create a plan: per service a daily total (``{"insights": 250}``) or its limits
-        (``{"insights": [QuotaLimit(1000), QuotaLimit.rate(10, 20)]}``), and resource limits."""
-        body = {
+        (``{"insights": [QuotaLimit(1000), QuotaLimit.rate(10, 20)]}``), and resource limits;
+        ``alert_thresholds`` (percentages, default [80, 100]) send ``quota.threshold``."""
+        body: dict[str, Any] = {
             "id": plan_id,
             "description": description,
             "quotas": _quotas(quotas),
             "limits": _limits(limits),
         }
+        if alert_thresholds is not None:
+            body["alert_thresholds"] = list(alert_thresholds)
         return Call("POST", "/admin/v1/plans", json_with(Plan.from_json), body=body)
 
     @endpoint
@@ -151,9 +160,18 @@ class Endpoints:
         quotas: Mapping[str, QuotaInput],
         limits: Sequence[Limit] = (),
         description: str = "",
+        *,
+        alert_thresholds: Sequence[int] | None = None,
     ) -> Call[Plan]:
-        """Replace a plan's quotas, limits and description."""
-        body = {"description": description, "quotas": _quotas(quotas), "limits": _limits(limits)}
+        """Replace a plan's quotas, limits, description and alert thresholds (None: the
+        defaults)."""
+        body: dict[str, Any] = {
+            "description": description,
+            "quotas": _quotas(quotas),
+            "limits": _limits(limits),
+        }
+        if alert_thresholds is not None:
+            body["alert_thresholds"] = list(alert_thresholds)
         return Call(
             "PUT",
             f"/admin/v1/plans/{_seg(plan_id)}",
@@ -378,6 +396,111 @@ class Endpoints:
                 limit=limit,
                 cursor=cursor,
             ),
+            idempotent=True,
+        )
+
+    # Webhooks and alerts (SPEC 11) --------------------------------------------------
+    @endpoint
+    def create_webhook(
+        self, url: str, events: Sequence[str], description: str | None = None
+    ) -> Call[CreatedWebhook]:
+        """Register a webhook endpoint; its ``secret`` (to verify deliveries with) is in
+        this answer only."""
+        body: dict[str, Any] = {"url": url, "events": list(events)}
+        if description is not None:
+            body["description"] = description
+        return Call("POST", "/admin/v1/webhooks", json_with(CreatedWebhook.from_json), body=body)
+
+    @endpoint
+    def webhooks(self) -> Call[list[Webhook]]:
+        """Every webhook endpoint, oldest first (never a secret)."""
+        return Call(
+            "GET", "/admin/v1/webhooks", json_with(items_of(Webhook.from_json)), idempotent=True
+        )
+
+    @endpoint
+    def webhook(self, webhook_id: str) -> Call[Webhook]:
+        """One webhook endpoint."""
+        return Call(
+            "GET",
+            f"/admin/v1/webhooks/{_seg(webhook_id)}",
+            json_with(Webhook.from_json),
+            idempotent=True,
+        )
+
+    @endpoint
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> Call[Webhook]:
+        """Change the given fields of an endpoint; ``enabled=True`` resumes a disabled one."""
+        body: dict[str, Any] = _params(url=url, description=description)
+        if events is not None:
+            body["events"] = list(events)
+        if enabled is not None:
+            body["enabled"] = enabled
+        return Call(
+            "PATCH",
+            f"/admin/v1/webhooks/{_seg(webhook_id)}",
+            json_with(Webhook.from_json),
+            body=body,
+        )
+
+    @endpoint
+    def delete_webhook(self, webhook_id: str) -> Call[None]:
+        """Delete an endpoint and its deliveries."""
+        return Call("DELETE", f"/admin/v1/webhooks/{_seg(webhook_id)}", nothing, idempotent=True)
+
+    @endpoint
+    def rotate_webhook_secret(
+        self, webhook_id: str, grace_seconds: int = 0
+    ) -> Call[CreatedWebhook]:
+        """A new secret signs every delivery from now (with ``grace_seconds``, the previous
+        one too, that long); the new ``secret`` is in this answer only."""
+        return Call(
+            "POST",
+            f"/admin/v1/webhooks/{_seg(webhook_id)}/rotate-secret",
+            json_with(CreatedWebhook.from_json),
+            body={"grace_seconds": grace_seconds},
+        )
+
+    @endpoint
+    def webhook_deliveries(
+        self, webhook_id: str, cursor: str | None = None, limit: int | None = None
+    ) -> Call[Page[WebhookDelivery]]:
+        """A page of an endpoint's deliveries with their attempts, newest first."""
+        return Call(
+            "GET",
+            f"/admin/v1/webhooks/{_seg(webhook_id)}/deliveries",
+            json_with(Page.parser(WebhookDelivery.from_json)),
+            params=_params(cursor=cursor, limit=limit),
+            idempotent=True,
+        )
+
+    @endpoint
+    def resend_webhook_delivery(self, webhook_id: str, delivery_id: str) -> Call[WebhookDelivery]:
+        """Send a delivery again (same ``webhook-id``) as soon as a node is free to."""
+        return Call(
+            "POST",
+            f"/admin/v1/webhooks/{_seg(webhook_id)}/deliveries/{_seg(delivery_id)}/resend",
+            json_with(WebhookDelivery.from_json),
+        )
+
+    @endpoint
+    def alerts(
+        self, account_id: str | None = None, cursor: str | None = None
+    ) -> Call[Page[AlertEventInfo]]:
+        """A page of the alert events written, newest first, of one account or of all."""
+        return Call(
+            "GET",
+            "/admin/v1/alerts",
+            json_with(Page.parser(AlertEventInfo.from_json)),
+            params=_params(account_id=account_id, cursor=cursor),
             idempotent=True,
         )
 

@@ -17,7 +17,9 @@ T = TypeVar("T")
 
 __all__ = [
     "Account",
+    "AlertEventInfo",
     "AuditEntry",
+    "CreatedWebhook",
     "Event",
     "EventsResult",
     "ExportRow",
@@ -38,6 +40,9 @@ __all__ = [
     "UsageDay",
     "UsageLine",
     "Verdict",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]
 
 
@@ -82,6 +87,24 @@ def _time(body: Mapping[str, Any], name: str) -> datetime:
 
 def _opt_time(body: Mapping[str, Any], name: str) -> datetime | None:
     return None if body.get(name) is None else _time(body, name)
+
+
+def _opt_ints(body: Mapping[str, Any], name: str) -> tuple[int, ...] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in value
+    ):
+        raise UnexpectedResponseError(f"field {name!r} is not a list of integers")
+    return tuple(value)
+
+
+def _strs(body: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = body.get(name)
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise UnexpectedResponseError(f"field {name!r} is not a list of strings")
+    return tuple(value)
 
 
 def _date(body: Mapping[str, Any], name: str) -> date:
@@ -279,6 +302,8 @@ class Plan:
     quotas: dict[str, Quota]
     limits: tuple[Limit, ...]
     created_at: datetime
+    # Percentages of a window quota that send quota.threshold; None: the default [80, 100].
+    alert_thresholds: tuple[int, ...] | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_json(cls, value: Any) -> Plan:
@@ -292,7 +317,12 @@ class Plan:
             for item in (_obj(x, "a limit") for x in _get(body, "limits", list))
         )
         return cls(
-            _str(body, "id"), _str(body, "description"), quotas, limits, _time(body, "created_at")
+            _str(body, "id"),
+            _str(body, "description"),
+            quotas,
+            limits,
+            _time(body, "created_at"),
+            alert_thresholds=_opt_ints(body, "alert_thresholds"),
         )
 
 
@@ -306,13 +336,18 @@ class Overrides:
 
     quotas: dict[str, int | Quota] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
+    # The account's own alert thresholds; None: its plan's.
+    alert_thresholds: tuple[int, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The request body form."""
         quotas: dict[str, Any] = {}
         for name, value in self.quotas.items():
             quotas[name] = {"total": value} if isinstance(value, int) else limits_json(value)
-        return {"quotas": quotas, "limits": dict(self.limits)}
+        body: dict[str, Any] = {"quotas": quotas, "limits": dict(self.limits)}
+        if self.alert_thresholds is not None:
+            body["alert_thresholds"] = list(self.alert_thresholds)
+        return body
 
     @classmethod
     def from_json(cls, value: Any) -> Overrides:
@@ -325,7 +360,11 @@ class Overrides:
                 if isinstance(item, list)
                 else _int(_obj(item, name), "total")
             )
-        return cls(quotas, dict(_obj(raw.get("limits"), "limits")))
+        return cls(
+            quotas,
+            dict(_obj(raw.get("limits"), "limits")),
+            _opt_ints(raw, "alert_thresholds"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,6 +550,132 @@ class Page(Generic[T]):
             return cls(read(body.get("items")), _opt_str(body, "next_cursor"))
 
         return parse_page
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook endpoint as listed: a hint of its secret, never the secret."""
+
+    id: str
+    url: str
+    description: str
+    events: tuple[str, ...]
+    secret_hint: str
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def fields_from_json(cls, value: Any) -> dict[str, Any]:
+        """The constructor arguments an endpoint body holds."""
+        body = _obj(value, "a webhook endpoint")
+        return {
+            "id": _str(body, "id"),
+            "url": _str(body, "url"),
+            "description": _str(body, "description"),
+            "events": _strs(body, "events"),
+            "secret_hint": _str(body, "secret_hint"),
+            "enabled": _get(body, "enabled", bool),
+            "disabled_at": _opt_time(body, "disabled_at"),
+            "disabled_reason": _opt_str(body, "disabled_reason"),
+            "failing_since": _opt_time(body, "failing_since"),
+            "created_at": _time(body, "created_at"),
+            "updated_at": _time(body, "updated_at"),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Webhook:
+        """Read an endpoint body."""
+        return cls(**cls.fields_from_json(value))
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedWebhook(Webhook):
+    """A new or rotated endpoint with its signing ``secret``, which quotad shows this once."""
+
+    secret: str = field(repr=False)
+
+    @classmethod
+    def from_json(cls, value: Any) -> CreatedWebhook:
+        """Read the body of a created endpoint or of a rotated secret."""
+        body = _obj(value, "a webhook endpoint")
+        return cls(**cls.fields_from_json(body), secret=_str(body, "secret"))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One try at a delivery and what the receiver answered (``status_code`` None: none)."""
+
+    at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    response: str
+
+    @classmethod
+    def from_json(cls, value: Any) -> WebhookAttempt:
+        """Read an attempt."""
+        body = _obj(value, "an attempt")
+        return cls(
+            at=_time(body, "at"),
+            status_code=_opt_int(body, "status_code"),
+            latency_ms=_int(body, "latency_ms"),
+            error=_opt_str(body, "error"),
+            response=_str(body, "response"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event for one endpoint: ``pending``, ``delivered`` or ``failed``, with its attempts."""
+
+    id: str
+    event_id: str
+    type: str
+    status: str
+    created_at: datetime
+    next_attempt_at: datetime | None
+    attempts: tuple[WebhookAttempt, ...]
+
+    @classmethod
+    def from_json(cls, value: Any) -> WebhookDelivery:
+        """Read a delivery."""
+        body = _obj(value, "a delivery")
+        return cls(
+            id=_str(body, "id"),
+            event_id=_str(body, "event_id"),
+            type=_str(body, "type"),
+            status=_str(body, "status"),
+            created_at=_time(body, "created_at"),
+            next_attempt_at=_opt_time(body, "next_attempt_at"),
+            attempts=tuple(list_of(WebhookAttempt.from_json)(body.get("attempts"))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEventInfo:
+    """An alert event quotad wrote (and delivered to the endpoints subscribed to its type)."""
+
+    id: str
+    type: str
+    timestamp: datetime
+    account_id: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, value: Any) -> AlertEventInfo:
+        """Read an alert event."""
+        body = _obj(value, "an alert event")
+        return cls(
+            id=_str(body, "id"),
+            type=_str(body, "type"),
+            timestamp=_time(body, "timestamp"),
+            account_id=_opt_str(body, "account_id"),
+            data=dict(_get(body, "data", dict)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

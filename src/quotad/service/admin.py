@@ -6,7 +6,7 @@ Each change writes its audit entry (``quotad.service.audit``) once it is made.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -25,6 +25,7 @@ from quotad.domain.models import (
     effective_limits,
     service_limits,
 )
+from quotad.domain.webhooks import parse_thresholds
 from quotad.errors import Conflict, FieldError, MaxResourcesReached, NotFound, ValidationFailed
 from quotad.service import audit
 from quotad.service.audit import target
@@ -124,6 +125,21 @@ async def _check_key_limits(
         raise ValidationFailed("the key's limits are not valid", validation_errors=problems)
 
 
+# Alert thresholds -------------------------------------------------------------
+THRESHOLDS_AT = "/body/alert_thresholds"
+
+
+def parse_alert_thresholds(raw: object, where: str = THRESHOLDS_AT) -> tuple[int, ...] | None:
+    """``alert_thresholds`` as given (JSON, or any caller's list), sorted (None: unset, the
+    defaults apply), or ``ValidationFailed`` at ``where`` saying what is wrong."""
+    if raw is None:
+        return None
+    try:
+        return parse_thresholds(raw)
+    except ValueError as exc:
+        raise ValidationFailed.at(where, str(exc), "thresholds") from exc
+
+
 # Plans ----------------------------------------------------------------------
 async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit]) -> None:
     known = {s.name for s in await ctx.records.list_services()}
@@ -149,24 +165,40 @@ async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit
 
 
 async def create_plan(
-    ctx: Context, plan_id: str, quotas: dict[str, Quota], limits: list[Limit], description: str
+    ctx: Context,
+    plan_id: str,
+    quotas: dict[str, Quota],
+    limits: list[Limit],
+    description: str,
+    alert_thresholds: Sequence[int] | None = None,
 ) -> Plan:
-    """Create a plan whose quotas name registered services."""
+    """Create a plan whose quotas name registered services; ``alert_thresholds`` None:
+    the defaults apply."""
     await _check_plan(ctx, quotas, limits)
-    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description)
+    thresholds = parse_alert_thresholds(alert_thresholds)
+    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description, thresholds)
     await ctx.records.create_plan(plan)
     await audit.record(ctx, "plan.create", target("plan", plan_id), None, audit.plan_state(plan))
     return plan
 
 
 async def replace_plan(
-    ctx: Context, plan_id: str, quotas: dict[str, Quota], limits: list[Limit], description: str
+    ctx: Context,
+    plan_id: str,
+    quotas: dict[str, Quota],
+    limits: list[Limit],
+    description: str,
+    alert_thresholds: Sequence[int] | None = None,
 ) -> Plan:
-    """Replace a plan's quotas and limits; today's totals follow on the next consume."""
+    """Replace a plan's quotas, limits and alert thresholds (None: the defaults); today's
+    totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
     before = await require_plan(ctx, plan_id)
     now = ctx.clock.now()
-    await ctx.records.replace_plan(Plan(plan_id, quotas, tuple(limits), now, description))
+    thresholds = parse_alert_thresholds(alert_thresholds)
+    await ctx.records.replace_plan(
+        Plan(plan_id, quotas, tuple(limits), now, description, thresholds)
+    )
     # Noted after the write, from the records as they now stand: a note raced by another
     # change, or repeated, still ends on what the records say.
     await ctx.records.record_totals(now, plan_id=plan_id)
@@ -226,11 +258,17 @@ async def create_account(
     overrides: Overrides,
     status: AccountStatus = AccountStatus.ACTIVE,
     billing_anchor: int | None = None,
+    alert_thresholds: Sequence[int] | None = None,
 ) -> Account:
     """Create an account on an existing plan; without a ``billing_anchor`` (1-31) its
-    month windows anchored on billing start on the local day of its creation (SPEC 9)."""
+    month windows anchored on billing start on the local day of its creation (SPEC 9).
+
+    Its own ``alert_thresholds`` are kept in its overrides: given here, they replace the
+    overrides' (None: those of ``overrides``, if any, else the plan's apply).
+    """
     _check_timezone(timezone)
     _check_anchor(billing_anchor)
+    overrides = _with_thresholds(overrides, alert_thresholds, "/body/overrides/alert_thresholds")
     await _check_plan_exists(ctx, plan_id)
     account = Account(
         id=account_id or new_id("acct"),
@@ -286,6 +324,16 @@ class AccountChanges:
     status: AccountStatus | None = None
     overrides: Overrides | None = None
     billing_anchor: int | None = None
+    # Replaces the overrides' thresholds (those of ``overrides`` when it is given too).
+    alert_thresholds: Sequence[int] | None = None
+
+
+def _with_thresholds(
+    overrides: Overrides, alert_thresholds: Sequence[int] | None, where: str
+) -> Overrides:
+    """The overrides with their alert thresholds checked, and replaced by any given."""
+    given = overrides.alert_thresholds if alert_thresholds is None else alert_thresholds
+    return replace(overrides, alert_thresholds=parse_alert_thresholds(given, where))
 
 
 async def update_account(ctx: Context, account_id: str, changes: AccountChanges) -> Account:
@@ -296,13 +344,18 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
     if changes.plan_id is not None:
         await _check_plan_exists(ctx, changes.plan_id)
     _check_anchor(changes.billing_anchor)
+    overrides = account.overrides if changes.overrides is None else changes.overrides
+    if changes.overrides is not None or changes.alert_thresholds is not None:
+        overrides = _with_thresholds(
+            overrides, changes.alert_thresholds, "/body/overrides/alert_thresholds"
+        )
     updated = replace(
         account,
         name=account.name if changes.name is None else changes.name,
         plan_id=account.plan_id if changes.plan_id is None else changes.plan_id,
         timezone=account.timezone if changes.timezone is None else changes.timezone,
         status=account.status if changes.status is None else changes.status,
-        overrides=account.overrides if changes.overrides is None else changes.overrides,
+        overrides=overrides,
         billing_anchor=(
             account.billing_anchor if changes.billing_anchor is None else changes.billing_anchor
         ),

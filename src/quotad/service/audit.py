@@ -99,29 +99,35 @@ def service_state(service: Service) -> dict[str, Any]:
 
 
 def plan_state(plan: Plan) -> dict[str, Any]:
-    """A plan as the log keeps it."""
-    return {
+    """A plan as the log keeps it (its alert thresholds only when set)."""
+    state: dict[str, Any] = {
         "id": plan.id,
         "description": plan.description,
         "quotas": {k: limits.render(q.limits) for k, q in sorted(plan.quotas.items())},
         "limits": [{"name": x.name, "limit": x.limit} for x in plan.limits],
     }
+    if plan.alert_thresholds is not None:
+        state["alert_thresholds"] = list(plan.alert_thresholds)
+    return state
 
 
 def account_state(account: Account) -> dict[str, Any]:
-    """An account as the log keeps it."""
+    """An account as the log keeps it (its alert thresholds only when set)."""
+    overrides: dict[str, Any] = {
+        "quotas": {
+            k: limits.render_override(v) for k, v in sorted(account.overrides.quotas.items())
+        },
+        "limits": dict(sorted(account.overrides.limits.items())),
+    }
+    if account.overrides.alert_thresholds is not None:
+        overrides["alert_thresholds"] = list(account.overrides.alert_thresholds)
     return {
         "id": account.id,
         "name": account.name,
         "plan": account.plan_id,
         "timezone": account.timezone,
         "status": account.status.value,
-        "overrides": {
-            "quotas": {
-                k: limits.render_override(v) for k, v in sorted(account.overrides.quotas.items())
-            },
-            "limits": dict(sorted(account.overrides.limits.items())),
-        },
+        "overrides": overrides,
     }
 
 

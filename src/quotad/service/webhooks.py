@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quotad.domain import days, signatures
-from quotad.domain.webhooks import EVENT_TYPES, Delivery, WebhookEndpoint
+from quotad.domain.webhooks import EVENT_TYPES, AlertEvent, Delivery, WebhookEndpoint
 from quotad.errors import NotFound, ValidationFailed
 from quotad.service import audit
 from quotad.service.admin import new_id
@@ -176,6 +176,13 @@ async def resend(ctx: Context, endpoint_id: str, delivery_id: str) -> Delivery:
         ctx, "webhook.resend", _target(endpoint_id), None, {"delivery_id": delivery_id}
     )
     return delivery
+
+
+async def alert_events(
+    ctx: Context, limit: int, before_id: str | None = None, account_id: str | None = None
+) -> list[AlertEvent]:
+    """The alert events written, newest first, of one account or of all."""
+    return await ctx.stores.alerts.alert_events(limit, before_id, account_id)
 
 
 def _target(endpoint_id: str) -> str:
