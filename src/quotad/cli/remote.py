@@ -95,24 +95,28 @@ def plan_view(plan: Plan) -> View:
             {"name": x.name, "description": x.description, "limit": x.limit} for x in plan.limits
         ],
         "created_at": days.rfc3339(plan.created_at),
+        "alert_thresholds": None if plan.alert_thresholds is None else list(plan.alert_thresholds),
     }
 
 
 def account_view(account: Account) -> View:
     """An account, as ``quotad.api.views.account_view``."""
+    overrides: View = {
+        "quotas": {
+            k: {"total": v} if isinstance(v, int) else override_view(v.every_limit())
+            for k, v in sorted(account.overrides.quotas.items())
+        },
+        "limits": dict(sorted(account.overrides.limits.items())),
+    }
+    if account.overrides.alert_thresholds is not None:
+        overrides["alert_thresholds"] = list(account.overrides.alert_thresholds)
     return {
         "id": account.id,
         "name": account.name,
         "plan": account.plan,
         "timezone": account.timezone,
         "status": account.status,
-        "overrides": {
-            "quotas": {
-                k: {"total": v} if isinstance(v, int) else override_view(v.every_limit())
-                for k, v in sorted(account.overrides.quotas.items())
-            },
-            "limits": dict(sorted(account.overrides.limits.items())),
-        },
+        "overrides": overrides,
         "billing_anchor": account.billing_anchor,
         "created_at": days.rfc3339(account.created_at),
     }
