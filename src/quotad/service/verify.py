@@ -357,7 +357,10 @@ async def _verify(
 
 
 def _reaches(marks: tuple[int, ...], before: int, after: int) -> bool:
-    """Whether a day's use moving from ``before`` to ``after`` reaches an alert mark."""
+    """Whether a day's use moving from ``before`` to ``after`` reaches an alert mark (the
+    marks ascend: most calls are decided by the first comparison)."""
+    if not marks or after < marks[0] or before >= marks[-1]:
+        return False
     return any(before < mark <= after for mark in marks)
 
 
