@@ -3,77 +3,19 @@ of ``/admin/v1/webhooks`` call it, answering the bodies those routes answer."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from quotad.cli.webhook_operator import View, WebhookOperator
-from quotad.domain import days
-from quotad.domain.webhooks import AlertEvent, Attempt, Delivery, WebhookEndpoint
+from quotad.http.webhook_views import (
+    alert_event_view,
+    created_webhook_view,
+    delivery_view,
+    webhook_view,
+)
 from quotad.service import webhooks
 
 if TYPE_CHECKING:
     from quotad.service.context import Context
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else days.rfc3339(value)
-
-
-def webhook_view(endpoint: WebhookEndpoint) -> View:
-    """An endpoint as ``GET /admin/v1/webhooks/{id}`` shows it: never its secret."""
-    return {
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "description": endpoint.description,
-        "events": list(endpoint.events),
-        "secret_hint": webhooks.secret_hint(endpoint.secret),
-        "enabled": endpoint.disabled_at is None,
-        "disabled_at": _time(endpoint.disabled_at),
-        "disabled_reason": endpoint.disabled_reason,
-        "failing_since": _time(endpoint.failing_since),
-        "created_at": days.rfc3339(endpoint.created_at),
-        "updated_at": days.rfc3339(endpoint.updated_at),
-    }
-
-
-def created_webhook_view(endpoint: WebhookEndpoint) -> View:
-    """An endpoint with its new secret: the answer of create and rotate-secret only."""
-    return {**webhook_view(endpoint), "secret": endpoint.secret}
-
-
-def attempt_view(attempt: Attempt) -> View:
-    """One try at a delivery and what the receiver answered."""
-    return {
-        "at": days.rfc3339(attempt.at),
-        "status_code": attempt.status_code,
-        "latency_ms": attempt.latency_ms,
-        "error": attempt.error,
-        "response": attempt.response,
-    }
-
-
-def delivery_view(delivery: Delivery) -> View:
-    """A delivery with its attempts, oldest attempt first."""
-    return {
-        "id": delivery.id,
-        "event_id": delivery.event_id,
-        "type": delivery.type,
-        "status": delivery.status.value,
-        "created_at": days.rfc3339(delivery.created_at),
-        "next_attempt_at": _time(delivery.next_at),
-        "attempts": [attempt_view(a) for a in delivery.attempts],
-    }
-
-
-def alert_view(event: AlertEvent) -> View:
-    """An alert event as ``GET /admin/v1/alerts`` lists it."""
-    return {
-        "id": event.id,
-        "type": event.type,
-        "timestamp": days.rfc3339(event.at),
-        "account_id": event.account_id,
-        "data": event.data,
-    }
 
 
 class LocalWebhooks:
@@ -134,7 +76,7 @@ class LocalWebhooks:
     async def alerts(self, account_id: str | None, limit: int) -> list[View]:
         """The latest alert events, newest first."""
         events = await webhooks.alert_events(self.ctx, limit, None, account_id)
-        return [alert_view(e) for e in events]
+        return [alert_event_view(e) for e in events]
 
 
 if TYPE_CHECKING:  # mypy checks the class against the interface

@@ -24,7 +24,7 @@ def _time(value: datetime | None) -> str | None:
 
 
 def webhook_view(endpoint: Webhook) -> View:
-    """An endpoint, as ``quotad.cli.local_webhooks.webhook_view``."""
+    """An endpoint, as ``quotad.http.webhook_views.webhook_view``."""
     return {
         "id": endpoint.id,
         "url": endpoint.url,
@@ -57,7 +57,7 @@ def attempt_view(attempt: WebhookAttempt) -> View:
 
 
 def delivery_view(delivery: WebhookDelivery) -> View:
-    """A delivery, as ``quotad.cli.local_webhooks.delivery_view``."""
+    """A delivery, as ``quotad.http.webhook_views.delivery_view``."""
     return {
         "id": delivery.id,
         "event_id": delivery.event_id,

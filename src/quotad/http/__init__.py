@@ -5,6 +5,7 @@ them alike.
 ``types`` (the ASGI types), ``ids`` (request ids and the echoed headers), ``headers``
 (reading a request's headers and the checks before any route), ``errors`` (the one
 renderer of the contract's error answers), ``quota`` (the one builder of the quota
-headers), ``verify_body`` (the verify body parser) and ``middleware`` (the app-wide
-``RequestContext`` and the API's ``JsonBodyGuard``).
+headers), ``verify_body`` (the verify body parser), ``middleware`` (the app-wide
+``RequestContext`` and the API's ``JsonBodyGuard``) and ``webhook_views`` (webhooks,
+deliveries and alert events as the operator API answers them).
 """
