@@ -189,29 +189,42 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
 
 
 async def settle_some_deliveries(ctx: Context, clock: FakeClock) -> dict[str, str]:
-    """Leave the first four due deliveries delivered, retried (a 500), given up (timed
-    out) and in flight (claimed by a node the dump does not carry); the rest pending."""
+    """Leave deliveries delivered, retried (a 500), given up (timed out) and in flight
+    (claimed by a node the dump does not carry); the rest pending.
+
+    A node holds one delivery per endpoint at a time: two endpoints take the quota
+    events, so two rounds of claims settle three and leave one in flight.
+    """
     await ctx.noticer.drain()  # the alerts verify noticed are written
     now = clock.now()
-    claimed = await ctx.stores.alerts.claim_deliveries(
-        now, now + timedelta(seconds=30), "node-a", 4
-    )
-    pending = await ctx.stores.alerts.claim_deliveries(now, now, "peek", 100)  # lapses at once
-    assert len(claimed) == 4
-    assert pending, "populate notices more alerts than four"
-    answers = [
-        (Attempt(now, 200, 42, None, "ok"), None, True),
-        (Attempt(now, 500, 31, None, "oops"), now + timedelta(seconds=5), False),
-        (Attempt(now, None, 10_000, "timed out", ""), None, False),
+    alerts = ctx.stores.alerts
+    until = now + timedelta(seconds=30)
+    first = await alerts.claim_deliveries(now, until, "node-a", 100)
+    assert len(first) == 2
+    settles = [
+        (first[0], Attempt(now, 200, 42, None, "ok"), None, True),
+        (first[1], Attempt(now, 500, 31, None, "oops"), now + timedelta(seconds=5), False),
     ]
-    for held, (attempt, next_at, delivered) in zip(claimed, answers, strict=False):
-        finished = await ctx.stores.alerts.finish_delivery(
+    for held, attempt, next_at, delivered in settles:
+        assert await alerts.finish_delivery(
             held.delivery.id, held.claim, attempt, next_at, delivered=delivered
         )
-        assert finished
-    names = ("delivered", "retried", "failed", "in_flight")
-    found = {name: held.delivery.id for name, held in zip(names, claimed, strict=True)}
-    return {**found, "pending": pending[0].delivery.id}
+    second = await alerts.claim_deliveries(now, until, "node-a", 100)
+    assert len(second) == 2
+    gave_up, in_flight = second
+    timed_out = Attempt(now, None, 10_000, "timed out", "")
+    assert await alerts.finish_delivery(
+        gave_up.delivery.id, gave_up.claim, timed_out, None, delivered=False
+    )
+    pending = await alerts.claim_deliveries(now, now, "peek", 100)  # lapses at once
+    assert pending, "populate notices more alerts than four"
+    return {
+        "delivered": first[0].delivery.id,
+        "retried": first[1].delivery.id,
+        "failed": gave_up.delivery.id,
+        "in_flight": in_flight.delivery.id,
+        "pending": pending[0].delivery.id,
+    }
 
 
 @asynccontextmanager

@@ -31,6 +31,8 @@ from starlette.routing import Mount
 from quotad.api import verify_endpoint
 from quotad.api.app import create_app
 from quotad.dashboard import Mounted
+from quotad.domain.webhooks import AlertEvent, delivery_id
+from quotad.service import webhooks
 from quotad.service.context import Context
 from quotad.service.throttle import FailureBudget
 from quotad.storage import Stores
@@ -254,6 +256,10 @@ async def test_every_customer_route_shows_each_key_only_its_own_account(
 
 
 # Operator routes ---------------------------------------------------------------------------
+EVENTS = ["quota.threshold"]
+HOOK_URL = "https://93.184.215.14/h"  # a public address, given as one: no DNS asked
+
+
 def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
     """A concrete URL and a valid body for an operator route, aimed at ``victim``."""
     url = (
@@ -263,6 +269,8 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         .replace("{key_id}", victim.key_id)
         .replace("{plan_id}", SPARE)
         .replace("{token_id}", "tok_stolen")
+        .replace("{webhook_id}", "wh_stolen")
+        .replace("{delivery_id}", "dlv_stolen")
     )
     assert "{" not in url, f"no value for a path parameter of {path}: add it to this test"
     event = {
@@ -291,6 +299,10 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         ("POST", "/v1/verify"): {"key": victim.key, "service": "insights", "cost": 1},
         ("POST", "/v1/events"): {"events": [event]},
         ("POST", "/admin/v1/tokens"): {"name": "stolen", "role": "admin"},
+        ("POST", "/admin/v1/webhooks"): {"url": HOOK_URL, "events": EVENTS},
+        ("PATCH", "/admin/v1/webhooks/{webhook_id}"): {"enabled": False},
+        ("POST", "/admin/v1/webhooks/{webhook_id}/rotate-secret"): {"grace_seconds": 0},
+        ("POST", "/admin/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend"): {},
     }
     if method in ("POST", "PUT", "PATCH"):
         assert (method, path) in bodies, f"no body for {method} {path}: add one to this test"
@@ -357,9 +369,16 @@ async def test_no_customer_key_reaches_any_operator_route(
     # The same probes with the operator token succeed: each one would have done harm.
     victim = tenants[1]
     token_id = "tok_stolen"
+    hook = await webhooks.create(ctx, HOOK_URL, EVENTS)
+    now = ctx.clock.now()
+    event = AlertEvent("evt_probe", EVENTS[0], now, "probe", {}, victim.account_id)
+    await ctx.stores.alerts.record_alert(event, [hook.id])
     for method, path in operator_routes:
         url, body = probe(method, path, victim)
         url = url.replace("tok_stolen", token_id)  # the token POST /admin/v1/tokens made
+        url = url.replace("wh_stolen", hook.id).replace(
+            "dlv_stolen", delivery_id(event.id, hook.id)
+        )
         response = await client.request(method, url, json=body, headers=OPERATOR)
         assert 200 <= response.status_code < 300, (method, url, response.text)
         if (method, path) == ("POST", "/admin/v1/tokens"):

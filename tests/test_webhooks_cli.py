@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from quotad.cli import app
+from quotad.cli.console import console as cli_out
 from quotad.service import deliveries, verify, webhook_sender
 from quotad.service.context import Context
 from quotad.settings import Settings
@@ -66,6 +67,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.delenv(name)
     monkeypatch.setenv("QUOTAD_WEBHOOK_ALLOW_PRIVATE", "1")
     monkeypatch.setenv("COLUMNS", "250")
+    # Rich fixes a console's width when COLUMNS is set as it is made (an xdist worker's
+    # is, at 80): set it on the console too.
+    monkeypatch.setattr(cli_out, "width", 250)
     url = f"sqlite:///{tmp_path / 'q.db'}"
     ok(url, "migrate")
     ok(url, "services", "create", "insights")
