@@ -326,11 +326,13 @@ async def test_a_read_token_reads_but_changes_nothing(
 async def test_plan_thresholds_round_trip(
     client: httpx2.AsyncClient, deployment: Deployment
 ) -> None:
-    """A plan's thresholds are stored sorted, shown (null when unset) and audited only when set."""
+    """A plan's thresholds are stored sorted as whole numbers, shown (null when unset) and
+    audited only when set."""
     del deployment
     default = await client.get("/admin/v1/plans/plan-acme", headers=OPERATOR)
     assert default.json()["alert_thresholds"] is None
-    body = {"id": "pro", "quotas": {"insights": {"total": 10}}, "alert_thresholds": [100, 50]}
+    # 50.0 is a JSON Schema integer, as the OpenAPI document lets a client write it.
+    body = {"id": "pro", "quotas": {"insights": {"total": 10}}, "alert_thresholds": [100, 50.0]}
     created = await client.post("/admin/v1/plans", json=body, headers=OPERATOR)
     assert created.status_code == 201, created.text
     assert created.json()["alert_thresholds"] == [50, 100]

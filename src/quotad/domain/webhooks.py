@@ -202,7 +202,9 @@ def parse_thresholds(value: object) -> tuple[int, ...]:
     if len(value) > MAX_THRESHOLDS:
         raise ValueError(f"alert_thresholds takes at most {MAX_THRESHOLDS} percentages")
     found: list[int] = []
-    for item in value:
+    for raw in value:
+        # JSON Schema's integers include 80.0: a whole number however it is written.
+        item = int(raw) if isinstance(raw, float) and raw.is_integer() else raw
         if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 1000:
             raise ValueError("each alert threshold is a whole percentage from 1 to 1000")
         if item in found:
