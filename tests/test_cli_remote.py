@@ -135,6 +135,9 @@ def script(run: Callable[..., Result]) -> list[str]:
     step("plans", "create", "spare", "--quota", "nope=1")  # unknown service
     step("plans", "create", "spare", "--quota", "insights=-1", "--limit", "x")
     step("plans", "create", "spare")
+    step("plans", "replace", "spare", "--quota", "insights=9", "--alert-threshold", "90",
+         "--alert-threshold", "50")  # fmt: skip
+    step("plans", "replace", "spare", "--quota", "insights=9", "--alert-threshold", "0")
     both("plans", "list")
     both("plans", "show", "free")
     step("plans", "show", "nope")

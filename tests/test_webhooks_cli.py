@@ -394,3 +394,17 @@ def test_through_the_api_the_commands_print_what_the_store_holds(
         )
         through_api("webhooks", "delete", endpoint["id"], "--yes")
         assert data(store, "webhooks", "list") == []
+
+
+def test_a_plan_takes_alert_thresholds_and_refuses_bad_ones(store: str) -> None:
+    """--alert-threshold sets a plan's thresholds (shown, sorted); a bad one names the option."""
+    shown = ok(store, "plans", "create", "pro", "--quota", "insights=10", "--alert-threshold",
+               "90", "--alert-threshold", "50")  # fmt: skip
+    assert "alert thresholds: 50 %, 90 %" in shown.stdout
+    assert data(store, "plans", "show", "pro")["alert_thresholds"] == [50, 90]
+    replaced = data(store, "plans", "replace", "pro", "--quota", "insights=10")
+    assert replaced["alert_thresholds"] is None
+    result = refused(store, "plans", "replace", "pro", "--quota", "insights=10",
+                     "--alert-threshold", "0")  # fmt: skip
+    assert "--alert-threshold" in result.stderr
+    assert data(store, "plans", "show", "pro")["alert_thresholds"] is None

@@ -263,9 +263,22 @@ FLAG_DEFAULTS = ("", "hard", "account")
 LIMIT_COLUMNS = ("service", "window", "total", "anchor", "mode", "per")
 
 
+AlertThresholdOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--alert-threshold",
+        help="A percentage of a window quota at which quota.threshold is sent (repeat it; "
+        "default 80 and 100)",
+    ),
+]
+
+
 def print_plan(title: str, view: dict[str, Any]) -> None:
     """A plan with its quotas and limits."""
     print_record(title, view, ("id", "description", "created_at"))
+    if view.get("alert_thresholds") is not None:
+        shown = ", ".join(f"{t} %" for t in view["alert_thresholds"])
+        console.print(f"alert thresholds: {shown}", soft_wrap=True)
     print_rows("quotas", limit_rows(view["quotas"]), LIMIT_COLUMNS)
     print_rows("limits", view["limits"], ("name", "limit", "description"))
 
@@ -336,6 +349,7 @@ def plans_create(
     quota: QuotaOption = None,
     limit: LimitOption = None,
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
+    alert_threshold: AlertThresholdOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     create: CreateOption = False,
@@ -350,7 +364,10 @@ def plans_create(
     """
     quotas, limits = plan_content(plan_id, quota or [], limit or [], description)
     where = target(store, url, token, create)
-    view = run(where, lambda op: op.create_plan(plan_id, quotas, limits, description))
+    view = run(
+        where,
+        lambda op: op.create_plan(plan_id, quotas, limits, description, alert_threshold),
+    )
     show(view, as_json, lambda: print_plan(f"plan {view['id']} created", view))
 
 
@@ -362,16 +379,20 @@ def plans_replace(
     quota: QuotaOption = None,
     limit: LimitOption = None,
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
+    alert_threshold: AlertThresholdOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Replace a plan's quotas, resource limits and description (as plans create takes them);
-    the new limits apply from now, past windows keep theirs."""
+    """Replace a plan's quotas, resource limits, alert thresholds and description (as plans
+    create takes them); the new limits apply from now, past windows keep theirs."""
     quotas, limits = plan_content(None, quota or [], limit or [], description)
     where = target(store, url, token)
-    view = run(where, lambda op: op.replace_plan(plan_id, quotas, limits, description))
+    view = run(
+        where,
+        lambda op: op.replace_plan(plan_id, quotas, limits, description, alert_threshold),
+    )
     show(view, as_json, lambda: print_plan(f"plan {view['id']} replaced", view))
 
 

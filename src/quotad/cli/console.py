@@ -83,6 +83,7 @@ OPTION_OF_FIELD = {
     "scopes": "--scope",
     "start_date": "--from",
     "end_date": "--to",
+    "alert_thresholds": "--alert-threshold",
 }
 # The API's name patterns, in words (tests/test_cli_remote.py checks every schema pattern
 # has its words here).

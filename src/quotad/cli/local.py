@@ -64,7 +64,12 @@ class LocalOperator(LocalWebhooks):
         return views.plan_view(await admin.require_plan(self.ctx, plan_id))
 
     async def create_plan(
-        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+        self,
+        plan_id: str,
+        quotas: dict[str, Limits],
+        limits: list[PlanLimit],
+        description: str,
+        alert_thresholds: list[int] | None = None,
     ) -> View:
         """Create a plan."""
         plan = await admin.create_plan(
@@ -73,11 +78,17 @@ class LocalOperator(LocalWebhooks):
             {name: Quota(given) for name, given in quotas.items()},
             [Limit(x.name, x.description, x.limit) for x in limits],
             description,
+            alert_thresholds,
         )
         return views.plan_view(plan)
 
     async def replace_plan(
-        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+        self,
+        plan_id: str,
+        quotas: dict[str, Limits],
+        limits: list[PlanLimit],
+        description: str,
+        alert_thresholds: list[int] | None = None,
     ) -> View:
         """Replace a plan's content."""
         plan = await admin.replace_plan(
@@ -86,6 +97,7 @@ class LocalOperator(LocalWebhooks):
             {name: Quota(given) for name, given in quotas.items()},
             [Limit(x.name, x.description, x.limit) for x in limits],
             description,
+            alert_thresholds,
         )
         return views.plan_view(plan)
 

@@ -53,15 +53,25 @@ class Operator(WebhookOperator, Protocol):
         ...
 
     async def create_plan(
-        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+        self,
+        plan_id: str,
+        quotas: dict[str, Limits],
+        limits: list[PlanLimit],
+        description: str,
+        alert_thresholds: list[int] | None = None,
     ) -> View:
-        """Create a plan: the limits of each service, and resource limits."""
+        """Create a plan: the limits of each service, resource limits, alert thresholds."""
         ...
 
     async def replace_plan(
-        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+        self,
+        plan_id: str,
+        quotas: dict[str, Limits],
+        limits: list[PlanLimit],
+        description: str,
+        alert_thresholds: list[int] | None = None,
     ) -> View:
-        """Replace a plan's limits, resource limits and description."""
+        """Replace a plan's limits, resource limits, alert thresholds and description."""
         ...
 
     async def delete_plan(self, plan_id: str) -> None:

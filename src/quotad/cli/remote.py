@@ -245,7 +245,12 @@ class RemoteOperator(RemoteWebhooks):
         return plan_view(await self.client.get_plan(plan_id))
 
     async def create_plan(
-        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+        self,
+        plan_id: str,
+        quotas: dict[str, Limits],
+        limits: list[PlanLimit],
+        description: str,
+        alert_thresholds: list[int] | None = None,
     ) -> View:
         """Create a plan."""
         plan = await self.client.create_plan(
@@ -253,11 +258,17 @@ class RemoteOperator(RemoteWebhooks):
             {name: sdk_quota(given) for name, given in quotas.items()},
             [Limit(x.name, x.limit, x.description) for x in limits],
             description,
+            alert_thresholds=alert_thresholds,
         )
         return plan_view(plan)
 
     async def replace_plan(
-        self, plan_id: str, quotas: dict[str, Limits], limits: list[PlanLimit], description: str
+        self,
+        plan_id: str,
+        quotas: dict[str, Limits],
+        limits: list[PlanLimit],
+        description: str,
+        alert_thresholds: list[int] | None = None,
     ) -> View:
         """Replace a plan's content."""
         plan = await self.client.replace_plan(
@@ -265,6 +276,7 @@ class RemoteOperator(RemoteWebhooks):
             {name: sdk_quota(given) for name, given in quotas.items()},
             [Limit(x.name, x.limit, x.description) for x in limits],
             description,
+            alert_thresholds=alert_thresholds,
         )
         return plan_view(plan)
 
