@@ -120,6 +120,23 @@ async def test_a_claimed_delivery_is_held_by_one_claim_until_it_lapses(stores: S
     assert lost is False
 
 
+async def test_one_endpoint_s_backlog_keeps_no_other_waiting(stores: Stores) -> None:
+    """An endpoint with 40 deliveries due does not crowd out another's one, due later."""
+    alerts = stores.alerts
+    await alerts.create_webhook(endpoint("wh_busy"))
+    await alerts.create_webhook(endpoint("wh_quiet", created_at=NOW + timedelta(seconds=1)))
+    for i in range(40):
+        await alerts.record_alert(event(f"evt_{i:02d}", f"k{i}"), ["wh_busy"])
+    later = replace(event("evt_zz", "late"), at=NOW + timedelta(seconds=1))
+    await alerts.record_alert(later, ["wh_quiet"])
+    at = NOW + timedelta(seconds=2)
+    held = await alerts.claim_deliveries(at, at + timedelta(seconds=30), "n1", 2)
+    assert sorted((c.endpoint.id, c.event.id) for c in held) == [
+        ("wh_busy", "evt_00"),
+        ("wh_quiet", "evt_zz"),
+    ]
+
+
 async def test_health_fields_change_alone_and_one_caller_disables(stores: Stores) -> None:
     """Failing-since is set without touching the rest; of two disables, one wins."""
     alerts = stores.alerts

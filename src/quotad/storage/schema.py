@@ -239,7 +239,7 @@ webhook_deliveries = sa.Table(
     sa.Column("claimed_until", sa.BigInteger, nullable=True),
     sa.Column("attempts", sa.JSON, nullable=False),
     sa.Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
-    sa.Index("ix_webhook_deliveries_due", "status", "next_at"),
+    sa.Index("ix_webhook_deliveries_due", "endpoint_id", "status", "next_at"),
 )
 
 # The quotad nodes of a Redis deployment, each with the last batch of counter changes it

@@ -247,27 +247,34 @@ class SqlAlerts:
         at = to_micros(now)
         d = webhook_deliveries.c
         free = sa.or_(d.claimed_until.is_(None), d.claimed_until <= at)
+        # Each enabled endpoint with nothing claimed offers its oldest due delivery, so one
+        # endpoint's backlog never keeps the others' waiting.
         held = webhook_deliveries.alias("held")
         busy = sa.select(held.c.endpoint_id).where(held.c.claimed_until > at)
+        own = webhook_deliveries.alias("own")
+        oldest = (
+            sa.select(own.c.id)
+            .where(
+                own.c.endpoint_id == webhook_endpoints.c.id,
+                own.c.status == DeliveryStatus.PENDING.value,
+                own.c.next_at <= at,
+            )
+            .order_by(own.c.next_at, own.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        offered = sa.select(oldest).where(
+            webhook_endpoints.c.disabled_at.is_(None), webhook_endpoints.c.id.not_in(busy)
+        )
         due = (
             sa.select(d.id, d.endpoint_id)
-            .join(webhook_endpoints, webhook_endpoints.c.id == d.endpoint_id)
-            .where(
-                d.status == DeliveryStatus.PENDING.value,
-                d.next_at <= at,
-                free,
-                webhook_endpoints.c.disabled_at.is_(None),
-                d.endpoint_id.not_in(busy),
-            )
+            .where(d.id.in_(offered), free)
             .order_by(d.next_at, d.id)
-            .limit(limit * 10)
-            .with_for_update(of=webhook_deliveries, skip_locked=True)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         async with self._db.write() as conn:
-            picked: dict[str, str] = {}  # endpoint -> its oldest due delivery
-            for row in await conn.execute(due):
-                if row.endpoint_id not in picked and len(picked) < limit:
-                    picked[row.endpoint_id] = row.id
+            picked = {row.endpoint_id: row.id for row in await conn.execute(due)}
             if not picked:
                 return []
             ids = list(picked.values())

@@ -58,7 +58,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_webhook_deliveries_endpoint_id", "webhook_deliveries", ["endpoint_id", "id"]
     )
-    op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["status", "next_at"])
+    op.create_index(
+        "ix_webhook_deliveries_due", "webhook_deliveries", ["endpoint_id", "status", "next_at"]
+    )
 
 
 def downgrade() -> None:
