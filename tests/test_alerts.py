@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from quotad.domain.limits import parse_limits
 from quotad.domain.models import Overrides, Quota
 from quotad.domain.webhooks import AlertEvent
-from quotad.service import admin, maintenance
+from quotad.service import admin, maintenance, usage
 from quotad.service.context import Context
+from quotad.service.usage import EventInput
 from quotad.service.verify import refund, verify, verify_account
 from quotad.testing import FakeClock
 
@@ -148,3 +149,21 @@ async def test_keys_about_to_expire_are_told_once(ctx: Context, clock: FakeClock
     expires = (now + timedelta(days=3)).astimezone(UTC)
     assert events[0].data["expires_at"] == expires.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert events[0].at == datetime(2024, 11, 7, 12, tzinfo=UTC)
+
+
+async def test_metering_events_tell_the_thresholds_they_reach_once(
+    ctx: Context, clock: FakeClock
+) -> None:
+    """Events that take a day and a month past their marks tell each once, shared with
+    what verify tells: a verify after them adds only its own crossing."""
+    _, key = await _account(
+        ctx, [{"window": "day", "total": 10}, {"window": "month", "total": 100}]
+    )
+    now = clock.now()
+    batch = [EventInput(f"e{i}", "acme", "insights", 3, now) for i in range(3)]  # day: 9
+    await usage.record_events(ctx, batch)
+    await usage.record_events(ctx, batch)  # the same ids again: nothing moves, nothing new
+    await verify(ctx, key, "insights", 1)  # day 10: 100 %
+    events = await _events(ctx)
+    told = [(e.data["limit"], e.data["threshold"], e.data["used"]) for e in events]
+    assert told == [("insights.day", 80, 9), ("insights.day", 100, 10)]

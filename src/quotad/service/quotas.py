@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from quotad.domain import limits
-from quotad.domain.limits import HARD, LimitSpec, Per, Slot, Span, Window
+from quotad.domain.limits import HARD, LimitSpec, Mode, Per, Slot, Span, Window
 from quotad.domain.models import Account, ApiKey, Plan, service_limits
-from quotad.service import admin
+from quotad.service import admin, alerts
 from quotad.service.context import Context
 
 
@@ -185,3 +185,41 @@ async def of_key(ctx: Context, key: ApiKey, account: Account | None = None) -> l
         account = await admin.require_account(ctx, key.account_id)
     plan = await admin.require_plan(ctx, account.plan_id)
     return await states(ctx, account, key_limits(account, plan, key), key.id)
+
+
+async def notice_reached(ctx: Context, account: Account, plan: Plan, services: set[str]) -> None:
+    """Notice every alert threshold the account's current windows of ``services`` have
+    reached (SPEC 11), after usage that verify did not see moved them (metering events).
+
+    Level-triggered, where verify's noticing is edge-triggered: a threshold reached now
+    was crossed by some change, and its event is written once whoever notices it (the
+    dedupe key is the same). Per-key limits move only by verify; shadow limits tell
+    nothing.
+    """
+    now = ctx.clock.now()
+    items = [
+        counter(service, limit, now, account.timezone, account.anchor_day)
+        for service, limit in account_limits(account, plan)
+        if service in services and limit.window is not None and limit.mode is not Mode.SHADOW
+    ]
+    if not items:
+        return
+    values = await ctx.counters.read_counters(account.id, [item.key for item in items])
+    thresholds = alerts.thresholds_of(plan.alert_thresholds, account.overrides.alert_thresholds)
+    for item, used in zip(items, values, strict=True):
+        span = item.span
+        assert span is not None  # noqa: S101 - windows only
+        alerts.notice_window(
+            ctx.noticer,
+            thresholds,
+            account.id,
+            None,
+            item.limit.name(item.service),
+            span.start,
+            span.end,
+            0,
+            used,
+            item.limit.total,
+            False,
+            now,
+        )

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+import structlog
+
 from quotad.domain import days, limits
 from quotad.domain.limits import Limits, LimitSpec, Per, Window
 from quotad.domain.models import (
@@ -34,6 +36,8 @@ from quotad.domain.models import (
 from quotad.errors import FieldError, ValidationFailed
 from quotad.service import admin, audit, quotas
 from quotad.service.context import Context
+
+log = structlog.get_logger("quotad.usage")
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FUTURE_EVENT_TOLERANCE = timedelta(minutes=5)
@@ -362,4 +366,26 @@ async def record_events(ctx: Context, batch: list[EventInput]) -> EventsOutcome:
             f"{len(problems)} of {len(batch)} events are invalid; none were recorded",
             validation_errors=problems,
         )
-    return await ctx.counters.record_events(resolved)
+    outcome = await ctx.counters.record_events(resolved)
+    if outcome.accepted:
+        await _notice_thresholds(ctx, accounts, resolved)
+    return outcome
+
+
+async def _notice_thresholds(
+    ctx: Context, accounts: dict[str, Account | None], recorded: list[UsageEvent]
+) -> None:
+    """Notice the alert thresholds the batch's accounts have reached (never failing the
+    batch, which is recorded by now: an event not noticed here is noticed by the next)."""
+    touched: dict[str, set[str]] = {}
+    for event in recorded:
+        touched.setdefault(event.account_id, set()).add(event.service)
+    for account_id, services in touched.items():
+        account = accounts[account_id]
+        if account is None:
+            continue
+        try:
+            plan = await admin.require_plan(ctx, account.plan_id)
+            await quotas.notice_reached(ctx, account, plan, services)
+        except Exception as exc:  # the events are recorded: their answer must not fail now
+            log.warning("alert thresholds not checked after events", error=str(exc))
