@@ -4,6 +4,7 @@ about to expire; each written once, with the data the contract names."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from quotad.domain.limits import parse_limits
 from quotad.domain.models import Overrides, Quota
@@ -12,7 +13,9 @@ from quotad.service import admin, maintenance, usage
 from quotad.service.context import Context
 from quotad.service.usage import EventInput
 from quotad.service.verify import refund, verify, verify_account
+from quotad.storage import stores_from_url
 from quotad.testing import FakeClock
+from tests.conftest import make_settings
 
 
 async def _account(
@@ -167,3 +170,24 @@ async def test_metering_events_tell_the_thresholds_they_reach_once(
     events = await _events(ctx)
     told = [(e.data["limit"], e.data["threshold"], e.data["used"]) for e in events]
     assert told == [("insights.day", 80, 9), ("insights.day", 100, 10)]
+
+
+async def test_closing_the_stores_waits_for_the_events_noticed(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """An event noticed just before the stores close is written, not abandoned."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    stores = stores_from_url(url)
+    await stores.open()
+    ctx = Context(stores, make_settings(url), clock)
+    _, key = await _account(ctx, {"total": 10})
+    for _ in range(8):
+        await verify(ctx, key, "insights", 1)
+    await stores.close()  # no drain of its own: close waits for the write
+    again = stores_from_url(url)
+    await again.open()
+    try:
+        found = await again.alerts.alert_events(10)
+    finally:
+        await again.close()
+    assert [(e.type, e.data["threshold"]) for e in found] == [("quota.threshold", 80)]

@@ -271,7 +271,6 @@ async def open_store(
     try:
         yield EmbeddedStore(ctx)
     finally:
-        await ctx.noticer.drain()
         await ctx.stores.close()
 
 

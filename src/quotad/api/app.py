@@ -91,7 +91,6 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await ctx.noticer.drain()  # the alerts noticed are written before the store closes
             await ctx.stores.close()
 
     api = create_api(ctx)

@@ -36,6 +36,7 @@ log = structlog.get_logger("quotad.alerts")
 
 _WRITE_TRIES = 6  # about 30 s of retries (1, 2, 4, 8, 16 s) before an event is given up
 _MAX_SEEN = 65_536
+DRAIN_SECONDS = 10.0  # how long closing waits for the events noticed to be written
 
 
 def thresholds_of(
@@ -103,10 +104,20 @@ class Noticer:
             else:
                 return
 
-    async def drain(self) -> None:
-        """Wait until every event noticed so far is written (or given up)."""
+    async def drain(self, within: float = DRAIN_SECONDS) -> None:
+        """Wait until every event noticed so far is written, or ``timeout`` has passed
+        (the store is down): those not written by then are given up, and logged."""
+        deadline = asyncio.get_running_loop().time() + within
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                for task in list(self._tasks):
+                    task.cancel()
+                log.error("alert events lost: not written before the store closed",
+                          count=len(self._tasks))  # fmt: skip
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                return
+            await asyncio.wait(list(self._tasks), timeout=left)
 
 
 def _dedupe(*parts: object) -> str:

@@ -39,6 +39,7 @@ class Context:
         self.records = self.stores.records if self.cache is None else self.cache
         self.counters = self.stores.counters
         self.noticer = Noticer(self.stores.alerts)
+        self.stores.on_close(self.noticer.drain)
         self.failures = FailureBudget(self.settings.auth_failures_per_minute, self.monotonic)
         rate, burst = self.settings.rate_limit_per_second, self.settings.rate_limit_burst
         buckets = self.stores.buckets

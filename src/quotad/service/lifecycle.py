@@ -15,5 +15,4 @@ async def opened(ctx: Context) -> AsyncIterator[Context]:
     try:
         yield ctx
     finally:
-        await ctx.noticer.drain()
         await ctx.stores.close()

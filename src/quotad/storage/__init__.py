@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -60,6 +61,10 @@ class Stores:
     counters: CounterStore
     alerts: AlertStore
     buckets: TokenBuckets | None = None
+    # What must finish before the stores close (a context's alert writes): see ``close``.
+    _before_close: list[Callable[[], Awaitable[None]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, store: RecordsAndCounters) -> Stores:
@@ -75,8 +80,16 @@ class Stores:
         """Connect and bring the schemas up to date."""
         await self.counters.open()
 
+    def on_close(self, finish: Callable[[], Awaitable[None]]) -> None:
+        """Have ``close`` await ``finish`` first: work under way on these stores (an alert
+        being written) ends before its connections are taken away, whoever closes them."""
+        self._before_close.append(finish)
+
     async def close(self) -> None:
-        """Release connections (the counter store writes what it holds back first)."""
+        """Release connections, once the work registered with ``on_close`` has finished
+        (the counter store writes what it holds back first)."""
+        for finish in self._before_close:
+            await finish()
         await self.counters.close()
 
     async def ping(self) -> None:
