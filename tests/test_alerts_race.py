@@ -18,12 +18,12 @@ from contextlib import AsyncExitStack
 
 import httpx2
 
-from quotad.api.app import create_app
 from quotad.domain.webhooks import EVENT_TYPES, WebhookEndpoint
 from quotad.service.context import Context
 from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
-from tests.conftest import OPERATOR, make_settings
+from tests.conftest import OPERATOR
+from tests.nodes import three_nodes
 from tests.servers import postgres_schema, redis_namespace
 
 CALLS = 300  # per account
@@ -42,26 +42,6 @@ PLANS = [
 ]
 
 
-async def _nodes(
-    stores: Stores, clock: FakeClock, stack: AsyncExitStack
-) -> list[tuple[httpx2.AsyncClient, Context]]:
-    """Three apps over the test's store, each (but memory's) with connections of its own."""
-    nodes = []
-    for n in range(3):
-        node_stores = stores
-        if n and not stores.url.startswith("memory"):
-            node_stores = stores_from_url(stores.url)
-            await node_stores.open()
-            stack.push_async_callback(node_stores.close)
-        ctx = Context(node_stores, make_settings(stores.url), clock)
-        app = create_app(ctx, manage_store=False)
-        client = httpx2.AsyncClient(
-            transport=httpx2.ASGITransport(app=app), base_url=f"http://node-{n}"
-        )
-        nodes.append((await stack.enter_async_context(client), ctx))
-    return nodes
-
-
 async def _post(http: httpx2.AsyncClient, path: str, body: dict[str, object]) -> dict[str, str]:
     response = await http.post(path, json=body, headers=OPERATOR)
     assert response.status_code == 201, (path, response.text)
@@ -74,7 +54,7 @@ async def test_each_crossing_and_first_refusal_is_one_event(
 ) -> None:
     """Exactly the ten events the final counters imply, each once, each delivered once."""
     async with AsyncExitStack() as stack:
-        await _race(await _nodes(stores, clock, stack), stores, clock)
+        await _race(await three_nodes(stores, clock, stack), stores, clock)
 
 
 async def test_redis_over_postgresql_writes_each_event_once(clock: FakeClock) -> None:
@@ -84,7 +64,7 @@ async def test_redis_over_postgresql_writes_each_event_once(clock: FakeClock) ->
         await stores.open()
         try:
             async with AsyncExitStack() as stack:
-                await _race(await _nodes(stores, clock, stack), stores, clock)
+                await _race(await three_nodes(stores, clock, stack), stores, clock)
         finally:
             await stores.close()
 

@@ -19,11 +19,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from quotad.api.app import create_app
-from quotad.service.context import Context
-from quotad.storage import Stores, stores_from_url
+from quotad.storage import Stores
 from quotad.testing import FakeClock
-from tests.conftest import OPERATOR, make_settings
+from tests.conftest import OPERATOR
+from tests.nodes import three_nodes
 
 with_cluster = True
 
@@ -42,26 +41,6 @@ PLAN = {
         ]
     },
 }
-
-
-async def _nodes(
-    stores: Stores, clock: FakeClock, stack: AsyncExitStack
-) -> list[httpx2.AsyncClient]:
-    """Three apps over the test's store, each (but memory's) with connections of its own."""
-    clients = []
-    for n in range(3):
-        node_stores = stores
-        if n and not stores.url.startswith("memory"):
-            node_stores = stores_from_url(stores.url)
-            await node_stores.open()
-            stack.push_async_callback(node_stores.close)
-        ctx = Context(node_stores, make_settings(stores.url), clock)
-        app = create_app(ctx, manage_store=False)
-        client = httpx2.AsyncClient(
-            transport=httpx2.ASGITransport(app=app), base_url=f"http://node-{n}"
-        )
-        clients.append(await stack.enter_async_context(client))
-    return clients
 
 
 async def _provision(http: httpx2.AsyncClient) -> list[tuple[str, str]]:
@@ -89,7 +68,7 @@ async def cluster_of_three(
 ) -> AsyncIterator[list[httpx2.AsyncClient]]:
     """Three nodes over the test's store."""
     async with AsyncExitStack() as stack:
-        yield await _nodes(stores, clock, stack)
+        yield [client for client, _ in await three_nodes(stores, clock, stack)]
 
 
 async def test_600_verifies_over_three_nodes_never_pass_a_limit(

@@ -1,0 +1,34 @@
+"""Three quotad nodes in one test process: three apps over one deployment's stores."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import httpx2
+
+from quotad.api.app import create_app
+from quotad.service.context import Context
+from quotad.storage import Stores, stores_from_url
+from quotad.testing import FakeClock
+from tests.conftest import make_settings
+
+
+async def three_nodes(
+    stores: Stores, clock: FakeClock, stack: AsyncExitStack
+) -> list[tuple[httpx2.AsyncClient, Context]]:
+    """Three apps over ``stores``' deployment, each (but memory's, which is one process's)
+    with connections and a context of its own: a client to each, and its context."""
+    nodes = []
+    for n in range(3):
+        node_stores = stores
+        if n and not stores.url.startswith("memory"):
+            node_stores = stores_from_url(stores.url)
+            await node_stores.open()
+            stack.push_async_callback(node_stores.close)
+        ctx = Context(node_stores, make_settings(stores.url), clock)
+        app = create_app(ctx, manage_store=False)
+        client = httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url=f"http://node-{n}"
+        )
+        nodes.append((await stack.enter_async_context(client), ctx))
+    return nodes
