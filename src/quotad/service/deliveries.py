@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import defaultdict
 from datetime import datetime, timedelta
 
 import httpx2
@@ -51,43 +50,30 @@ def body_of(event: AlertEvent) -> bytes:
 
 
 async def deliver_due(ctx: Context, client: httpx2.AsyncClient, claim: str) -> int:
-    """Claim the deliveries due now and send them: each endpoint's in order, endpoints
-    side by side. Returns how many were attempted."""
+    """Claim the deliveries due now (one per endpoint: its oldest) and send them side by
+    side. Returns how many were attempted."""
     now = ctx.clock.now()
     timeout = ctx.settings.webhook_timeout_seconds
     until = now + timedelta(seconds=timeout) + LEASE_MARGIN
     claimed = await ctx.stores.alerts.claim_deliveries(now, until, claim, BATCH)
-    by_endpoint: dict[str, list[Claimed]] = defaultdict(list)
-    for held in claimed:
-        by_endpoint[held.endpoint.id].append(held)
-    attempted = await asyncio.gather(
-        *(_send_in_order(ctx, client, group) for group in by_endpoint.values())
-    )
-    return sum(attempted)
+    tried = await asyncio.gather(*(_try(ctx, client, held) for held in claimed))
+    return sum(tried)
 
 
-async def _send_in_order(ctx: Context, client: httpx2.AsyncClient, group: list[Claimed]) -> int:
-    """Send one endpoint's claimed deliveries one after the other; how many were tried."""
-    attempted = 0
-    for held in group:
-        try:
-            tried = await _attempt(ctx, client, held)
-        except Exception as exc:  # one delivery's failure must not stop the others
-            log.warning("webhook delivery failed", delivery=held.delivery.id, error=str(exc))
-            continue
-        if not tried:
-            # Its claim would lapse mid-send, and so would the later ones': left for the
-            # next claim (by any node), in order.
-            break
-        attempted += 1
-    return attempted
+async def _try(ctx: Context, client: httpx2.AsyncClient, held: Claimed) -> bool:
+    """``_attempt``, its failure logged: one delivery's failure must not stop the others."""
+    try:
+        return await _attempt(ctx, client, held)
+    except Exception as exc:
+        log.warning("webhook delivery failed", delivery=held.delivery.id, error=str(exc))
+        return False
 
 
 def _outlives_a_send(ctx: Context, held: Claimed) -> bool:
     """Whether the claim still holds when a send started now has ended and been recorded.
 
-    A slow receiver makes a group's later deliveries start late: were one sent after its
-    claim lapsed, another node could claim and send it at the same time.
+    A slow claim or address check can eat into it: were a delivery sent after its claim
+    lapsed, another node could claim and send it at the same time.
     """
     timeout = timedelta(seconds=ctx.settings.webhook_timeout_seconds)
     return ctx.clock.now() + timeout + SETTLE_MARGIN <= held.until

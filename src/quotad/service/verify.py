@@ -336,10 +336,7 @@ async def _verify(
         verdict = await _consume(
             ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
         )
-        used = verdict.used
-        if used is not None and (not verdict.valid or _reaches(first.marks, used - cost, used)):
-            _notice_day(ctx, first.thresholds, first.limits[0].name(service), verdict, cost, now)
-        return verdict
+        return _noticed(ctx, verdict, cost, first.thresholds, first.marks, first.limits[0], now)
     if len(items) == 1:
         prepared = _prepared(first, service, cost, now)
     else:
@@ -353,6 +350,22 @@ async def _verify(
         )
     verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
     _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
+    return verdict
+
+
+def _noticed(
+    ctx: Context,
+    verdict: Verdict,
+    cost: int,
+    thresholds: tuple[int, ...],
+    marks: tuple[int, ...],
+    limit: LimitSpec,
+    now: datetime,
+) -> Verdict:
+    """A version-1 verdict, after noticing what its day crossed (``marks``) or refused."""
+    used = verdict.used
+    if used is not None and (not verdict.valid or _reaches(marks, used - cost, used)):
+        _notice_day(ctx, thresholds, limit.name(verdict.service), verdict, cost, now)
     return verdict
 
 
@@ -432,11 +445,8 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     if len(applicable) == 1 and applicable[0].is_v1:
         total = applicable[0].total
         verdict = await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
-        used = verdict.used
         marks = threshold_marks(thresholds, total)
-        if used is not None and (not verdict.valid or _reaches(marks, used - cost, used)):
-            _notice_day(ctx, thresholds, applicable[0].name(service), verdict, cost, now)
-        return verdict
+        return _noticed(ctx, verdict, cost, thresholds, marks, applicable[0], now)
     prepared = _prepare(
         account.id, None, account.timezone, account.anchor_day, [(service, cost, applicable)], now
     )

@@ -28,15 +28,7 @@ from quotad.domain.webhooks import (
 from quotad.errors import NotFound
 from quotad.storage.schema import alert_events, webhook_deliveries, webhook_endpoints
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.rows import affects_a_row, from_micros, to_micros
-
-
-def _opt_micros(instant: datetime | None) -> int | None:
-    return None if instant is None else to_micros(instant)
-
-
-def _opt_dt(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
+from quotad.storage.sql.rows import affects_a_row, from_micros, opt_dt, opt_micros, to_micros
 
 
 def endpoint_values(endpoint: WebhookEndpoint) -> dict[str, Any]:
@@ -48,10 +40,10 @@ def endpoint_values(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "events": list(endpoint.events),
         "secret": endpoint.secret,
         "previous_secret": endpoint.previous_secret,
-        "previous_until": _opt_micros(endpoint.previous_until),
-        "disabled_at": _opt_micros(endpoint.disabled_at),
+        "previous_until": opt_micros(endpoint.previous_until),
+        "disabled_at": opt_micros(endpoint.disabled_at),
         "disabled_reason": endpoint.disabled_reason,
-        "failing_since": _opt_micros(endpoint.failing_since),
+        "failing_since": opt_micros(endpoint.failing_since),
         "created_at": to_micros(endpoint.created_at),
         "updated_at": to_micros(endpoint.updated_at),
     }
@@ -68,10 +60,10 @@ def endpoint_of(row: Any) -> WebhookEndpoint:
         updated_at=from_micros(row.updated_at),
         description=row.description,
         previous_secret=row.previous_secret,
-        previous_until=_opt_dt(row.previous_until),
-        disabled_at=_opt_dt(row.disabled_at),
+        previous_until=opt_dt(row.previous_until),
+        disabled_at=opt_dt(row.disabled_at),
         disabled_reason=row.disabled_reason,
-        failing_since=_opt_dt(row.failing_since),
+        failing_since=opt_dt(row.failing_since),
     )
 
 
@@ -130,7 +122,7 @@ def delivery_values(delivery: Delivery) -> dict[str, Any]:
         "type": delivery.type,
         "status": delivery.status.value,
         "created_at": to_micros(delivery.created_at),
-        "next_at": _opt_micros(delivery.next_at),
+        "next_at": opt_micros(delivery.next_at),
         "claim": None,
         "claimed_until": None,
         "attempts": [attempt_values(a) for a in delivery.attempts],
@@ -146,7 +138,7 @@ def delivery_of(row: Any) -> Delivery:
         type=row.type,
         status=DeliveryStatus(row.status),
         created_at=from_micros(row.created_at),
-        next_at=_opt_dt(row.next_at),
+        next_at=opt_dt(row.next_at),
         attempts=tuple(attempt_of(a) for a in row.attempts),
     )
 
@@ -310,7 +302,7 @@ class SqlAlerts:
         stmt = (
             webhook_endpoints.update()
             .where(webhook_endpoints.c.id == endpoint_id)
-            .values(failing_since=_opt_micros(since))
+            .values(failing_since=opt_micros(since))
         )
         async with self._db.write() as conn:
             await conn.execute(stmt)
@@ -359,7 +351,7 @@ class SqlAlerts:
                 .values(
                     attempts=[*row.attempts, attempt_values(attempt)],
                     status=status.value,
-                    next_at=_opt_micros(due),
+                    next_at=opt_micros(due),
                     claim=None,
                     claimed_until=None,
                 ),

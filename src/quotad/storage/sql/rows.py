@@ -41,11 +41,13 @@ def from_micros(value: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
 
 
-def _opt_micros(instant: datetime | None) -> int | None:
+def opt_micros(instant: datetime | None) -> int | None:
+    """``to_micros``, None kept."""
     return None if instant is None else to_micros(instant)
 
 
-def _opt_dt(value: int | None) -> datetime | None:
+def opt_dt(value: int | None) -> datetime | None:
+    """``from_micros``, None kept."""
     return None if value is None else from_micros(value)
 
 
@@ -162,8 +164,8 @@ def key_values(key: ApiKey) -> dict[str, Any]:
         "last4": key.last4,
         "scopes": None if key.scopes is None else list(key.scopes),
         "created_at": to_micros(key.created_at),
-        "expires_at": _opt_micros(key.expires_at),
-        "revoked_at": _opt_micros(key.revoked_at),
+        "expires_at": opt_micros(key.expires_at),
+        "revoked_at": opt_micros(key.revoked_at),
         "replaced_by": key.replaced_by,
         "limits": limits.encode_all(key.limits) if key.limits else None,
     }
@@ -180,8 +182,8 @@ def key_of(row: Any) -> ApiKey:
         last4=row.last4,
         scopes=None if row.scopes is None else tuple(row.scopes),
         created_at=from_micros(row.created_at),
-        expires_at=_opt_dt(row.expires_at),
-        revoked_at=_opt_dt(row.revoked_at),
+        expires_at=opt_dt(row.expires_at),
+        revoked_at=opt_dt(row.revoked_at),
         replaced_by=row.replaced_by,
         limits=limits.decode_all(row.limits),
     )
@@ -197,7 +199,7 @@ def operator_token_values(token: OperatorToken) -> dict[str, Any]:
         "prefix": token.prefix,
         "last4": token.last4,
         "created_at": to_micros(token.created_at),
-        "revoked_at": _opt_micros(token.revoked_at),
+        "revoked_at": opt_micros(token.revoked_at),
     }
 
 
@@ -211,7 +213,7 @@ def operator_token_of(row: Any) -> OperatorToken:
         prefix=row.prefix,
         last4=row.last4,
         created_at=from_micros(row.created_at),
-        revoked_at=_opt_dt(row.revoked_at),
+        revoked_at=opt_dt(row.revoked_at),
     )
 
 
