@@ -274,7 +274,7 @@ async def test_without_batching_concurrent_consumes_never_pass_the_quota(
     with store_url(kind, tmp_path) as url:
         if kind == "redis":
             counters = RedisCounters(url, batch=False)
-            stores = Stores(counters.records, counters, counters.records)
+            stores = Stores(counters.records, counters, counters.records, counters.records)
         else:
             stores = Stores.of(SqlStore(url, batch=False))
         await stores.open()

@@ -410,6 +410,11 @@ def _hour_span(instant: datetime, zone: tzinfo) -> Span:
 
 # Slots and the decision --------------------------------------------------------------
 HARD, SOFT, SHADOW, TALLY = 0, 1, 2, 3  # a slot's mode; TALLY only counts (a day row)
+# Credits (SPEC 10, ``quotad.domain.credits``): a grant's cumulative debit, drawn from as
+# one pool with the call's other CREDIT slots; and what it gave on a day (follows the
+# CREDIT slot just before it). CREDIT_TAKE is a pool that takes what there is, never
+# refusing (a reservation's extra, settled as overage past what is left).
+CREDIT, LEDGER, CREDIT_TAKE = 4, 5, 6
 MODES = {Mode.HARD: HARD, Mode.SOFT: SOFT, Mode.SHADOW: SHADOW}
 RATE_PERIOD = "rate"  # the period of a rate's slot: it has one bucket, not windows
 
@@ -445,12 +450,28 @@ def decide(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> tuple[i
 
     Windows move by their cost (past the total for a soft or shadow limit); a rate's
     bucket moves only when the tokens are there (``fits``, written out here: this runs
-    on every verify).
+    on every verify). Credit slots (mode CREDIT or above) form one pool that owes the
+    first one's cost: each takes ``min(owed, total - value)`` in order, and each LEDGER
+    slot moves by the take before it; a hard pool left owing refuses at its first slot.
     """
     refused = -1
     after = []
+    owed = -1  # what the credit pool still owes (-1: no pool yet)
+    taken = pool = 0
     for index, slot in enumerate(slots):
         value = values[index]
+        mode = slot.mode
+        if mode >= CREDIT:
+            if mode == LEDGER:
+                after.append(value + taken)
+                continue
+            if owed < 0:
+                owed, pool = slot.cost, index
+            left = slot.total - value
+            taken = owed if owed < left else (left if left > 0 else 0)
+            owed -= taken
+            after.append(value + taken)
+            continue
         interval = slot.interval
         if interval:
             moved = (value if value > now_us else now_us) + slot.cost * interval
@@ -460,8 +481,10 @@ def decide(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> tuple[i
             moved = value + slot.cost
             room = moved <= slot.total
             after.append(moved)
-        if not room and refused < 0 and slot.mode == HARD:
+        if not room and refused < 0 and mode == HARD:
             refused = index
+    if owed > 0 and slots[pool].mode == CREDIT and (refused < 0 or pool < refused):
+        refused = pool
     return refused, after
 
 

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import NamedTuple
 
+from quotad.domain.credits import Refill
 from quotad.domain.days import local_day
 from quotad.domain.limits import Limits, LimitSpec, Per, Window, daily, merged
 
@@ -26,6 +27,7 @@ class Service:
     name: str
     description: str
     created_at: datetime
+    credit_price: int | None = None  # micro-credits a unit of cost (SPEC 10); None: unpriced
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Plan:
     created_at: datetime
     description: str = ""
     alert_thresholds: tuple[int, ...] | None = None  # None: webhooks.DEFAULT_THRESHOLDS
+    refill: Refill | None = None  # credits given every window (SPEC 10)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,14 @@ class Charge(NamedTuple):
     windows: tuple[Slot, ...]
 
 
+class Decided(NamedTuple):
+    """A v2 consume's slots, and each counter's value before and after it."""
+
+    slots: tuple[Slot, ...]
+    before: Sequence[int]
+    after: Sequence[int]
+
+
 class Verdict(NamedTuple):
     """The answer to ``POST /v1/verify``.
 
@@ -85,6 +93,9 @@ class Verdict(NamedTuple):
     would_refuse: tuple[str, ...] = ()  # the shadow limits that would have refused
     retry_after: int | None = None  # a rate's refusal: seconds until its tokens are there
     charged: Charge | None = None  # what refund() gives back of a granted v2 verdict
+    # A v2 consume's slots with every counter before and after it (for a reservation to
+    # know what it moved); None for version 1's and for refusals before any consume.
+    decided: Decided | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -703,7 +714,9 @@ def _verdict(
         states.append(state)
     service = slots[0].name
     if least is None:  # only per-key limits, and no key: nothing applied but the count
-        return Verdict(granted, "VALID", service, account_id, after[0])
+        return Verdict(
+            granted, "VALID", service, account_id, after[0], decided=Decided(slots, before, after)
+        )
     shown = refusing or least
     code = "VALID"
     if refusing is not None:
@@ -730,6 +743,7 @@ def _verdict(
         tuple(would_refuse),
         None if refusing is None else refusing.retry_after,
         charged,
+        _new(Decided, (slots, before, after)),
     )
     return _new(Verdict, fields)
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from quotad.storage.base import (
     AlertStore,
     CounterStore,
+    CreditStore,
     RecordsAndCounters,
     RecordStore,
     TokenBuckets,
@@ -52,14 +53,15 @@ class Stores:
     """A deployment's records and counters, opened and closed together.
 
     The counter store opens the records store with itself: they are one store (SQL,
-    memory: ``Stores.of``), or the counters are over the records (Redis). ``alerts`` are
-    kept with the records. ``buckets`` are the token buckets every node shares, when the
-    counter store keeps them.
+    memory: ``Stores.of``), or the counters are over the records (Redis). ``alerts`` and
+    ``credits`` (grants, reservations) are kept with the records. ``buckets`` are the
+    token buckets every node shares, when the counter store keeps them.
     """
 
     records: RecordStore
     counters: CounterStore
     alerts: AlertStore
+    credits: CreditStore
     buckets: TokenBuckets | None = None
     # What must finish before the stores close (a context's alert writes): see ``close``.
     _before_close: list[Callable[[], Awaitable[None]]] = field(
@@ -69,7 +71,7 @@ class Stores:
     @classmethod
     def of(cls, store: RecordsAndCounters) -> Stores:
         """One store that keeps records and counters alike."""
-        return cls(store, store, store)
+        return cls(store, store, store, store)
 
     @property
     def url(self) -> str:
@@ -121,7 +123,8 @@ def stores_from_url(url: str) -> Stores:
     backend = getattr(importlib.import_module(module_name), class_name)
     if scheme in COUNTERS_ONLY:
         counters: RedisCounters = backend(url)
-        return Stores(counters.records, counters, counters.records, buckets=counters)
+        records = counters.records
+        return Stores(records, counters, records, records, buckets=counters)
     store: RecordsAndCounters = backend(url)
     return Stores.of(store)
 
@@ -130,6 +133,7 @@ __all__ = [
     "BACKENDS",
     "AlertStore",
     "CounterStore",
+    "CreditStore",
     "RecordStore",
     "RecordsAndCounters",
     "Stores",

@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Protocol
 
+from quotad.domain.credits import Grant, Reservation
 from quotad.domain.dump import DumpItem
 from quotad.domain.limits import HARD, Limits, Slot
 from quotad.domain.models import (
@@ -467,6 +468,51 @@ class AlertStore(Protocol):
         ...
 
 
+class CreditStore(Protocol):
+    """Credit grants and reservations (SPEC 10), kept with the records (SQL, memory; a
+    Redis deployment's SQL store), never cached by the store. What is left of a grant is
+    the counter store's: its ``credits.<id>`` counters, moved by consumes."""
+
+    async def create_grant(self, grant: Grant) -> bool:
+        """Store a grant; False (storing nothing) if the account already has one of its id
+        (a refill some other node made first). ``NotFound`` if the account is gone."""
+        ...
+
+    async def list_grants(self, account_id: str) -> list[Grant]:
+        """Every grant of an account, voided and expired ones included, oldest first."""
+        ...
+
+    async def void_grant(self, account_id: str, grant_id: str, at: datetime) -> Grant:
+        """Mark a grant voided from ``at`` (kept if already voided); ``NotFound`` if absent."""
+        ...
+
+    async def create_reservation(self, reservation: Reservation) -> None:
+        """Store a pending reservation."""
+        ...
+
+    async def get_reservation(self, reservation_id: str) -> Reservation | None:
+        """The reservation with ``reservation_id``."""
+        ...
+
+    async def claim_reservation(
+        self, reservation_id: str, claim: str, now: datetime, until: datetime
+    ) -> Reservation | None:
+        """Hold a pending reservation under ``claim`` until ``until`` (to settle it), unless
+        someone else holds it past ``now``: the reservation, or None (not pending, gone, or
+        held by another)."""
+        ...
+
+    async def due_reservations(self, now: datetime, limit: int) -> list[Reservation]:
+        """Up to ``limit`` pending reservations whose ``expires_at`` is past at ``now`` and
+        that nobody holds past ``now``, oldest deadline first."""
+        ...
+
+    async def settle_reservation(self, reservation: Reservation, claim: str) -> bool:
+        """Store a settled reservation (its status, committed, overage, settled_at) if it is
+        still held under ``claim``; False (storing nothing) otherwise."""
+        ...
+
+
 class TokenBuckets(Protocol):
     """Token buckets every node shares (the customer endpoints' throttle)."""
 
@@ -475,5 +521,5 @@ class TokenBuckets(Protocol):
         ...
 
 
-class RecordsAndCounters(RecordStore, CounterStore, AlertStore, Protocol):
-    """One store that keeps records, counters and alerts alike (SQL, memory)."""
+class RecordsAndCounters(RecordStore, CounterStore, AlertStore, CreditStore, Protocol):
+    """One store that keeps records, counters, alerts and credits alike (SQL, memory)."""

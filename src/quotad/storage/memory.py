@@ -46,17 +46,21 @@ from quotad.domain.webhooks import AlertEvent, Delivery, WebhookEndpoint
 from quotad.errors import Conflict, NotFound
 from quotad.storage.base import NOT_EMPTY
 from quotad.storage.memory_alerts import MemoryAlerts
+from quotad.storage.memory_credits import MemoryCredits
+from quotad.storage.memory_reservations import MemoryReservations
 
 _UsageKey = tuple[str, str, date]
 _USED, _TOTAL, _REJECTED = 0, 1, 2
 _new_outcome = tuple.__new__  # builds a ConsumeOutcome without its Python-level __new__
 
 
-class MemoryStore(MemoryAlerts):
+class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     """Everything in dictionaries guarded by one lock."""
 
     def __init__(self, url: str = "memory://") -> None:
-        super().__init__()
+        MemoryAlerts.__init__(self)
+        MemoryCredits.__init__(self)
+        MemoryReservations.__init__(self)
         self.url = url
         self._lock = threading.Lock()
         self._settings: dict[str, str] = {}

@@ -23,6 +23,7 @@ services = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("credit_price", sa.BigInteger, nullable=True),  # micro-credits a unit; NULL: none
 )
 
 plans = sa.Table(
@@ -34,6 +35,7 @@ plans = sa.Table(
     sa.Column("limits", sa.JSON, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("alerts", sa.JSON, nullable=True),  # {"thresholds": [...]}; NULL: defaults
+    sa.Column("refill", sa.JSON, nullable=True),  # credits.Refill.to_json(); NULL: none
 )
 
 accounts = sa.Table(
@@ -240,6 +242,43 @@ webhook_deliveries = sa.Table(
     sa.Column("attempts", sa.JSON, nullable=False),
     sa.Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
     sa.Index("ix_webhook_deliveries_due", "endpoint_id", "status", "next_at"),
+)
+
+# Credits given to an account (SPEC 10); what is left of each is the counter store's
+# (``credits.<id>`` counters). A refill's id is its window's, so one insert per window wins.
+credit_grants = sa.Table(
+    "credit_grants",
+    metadata,
+    sa.Column("account_id", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),  # micro-credits
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("voided_at", sa.BigInteger, nullable=True),
+    sa.Column("voided", sa.BigInteger, nullable=False),
+)
+
+# Reservations (SPEC 10): pending until committed, cancelled or expired. A node claims one
+# (``claim`` until ``claimed_until``) before settling it, so two never settle it at once;
+# ``body`` holds what it moved (``credits.Reservation``'s items, moved slots, grants).
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("settled_at", sa.BigInteger, nullable=True),
+    sa.Column("claim", sa.String(64), nullable=True),
+    sa.Column("claimed_until", sa.BigInteger, nullable=True),
+    sa.Index("ix_reservations_due", "status", "expires_at"),
+    sa.Index("ix_reservations_account_id", "account_id"),
 )
 
 # The quotad nodes of a Redis deployment, each with the last batch of counter changes it

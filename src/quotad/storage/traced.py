@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from quotad import __version__
-from quotad.storage import AlertStore, CounterStore, RecordStore, Stores, TokenBuckets
+from quotad.storage import (
+    AlertStore,
+    CounterStore,
+    CreditStore,
+    RecordStore,
+    Stores,
+    TokenBuckets,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -74,9 +81,10 @@ def traced(stores: Stores, provider: TracerProvider) -> Stores:
     records = cast(RecordStore, TracedStore(stores.records, tracer, "records", records_url))
     counters = cast(CounterStore, TracedStore(stores.counters, tracer, "counters", stores.url))
     alerts = cast(AlertStore, TracedStore(stores.alerts, tracer, "alerts", records_url))
+    credits = cast(CreditStore, TracedStore(stores.credits, tracer, "credits", records_url))
     buckets = (
         None
         if stores.buckets is None
         else cast(TokenBuckets, TracedStore(stores.buckets, tracer, "buckets", stores.url))
     )
-    return Stores(records, counters, alerts, buckets)
+    return Stores(records, counters, alerts, credits, buckets)

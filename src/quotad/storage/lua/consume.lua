@@ -104,30 +104,43 @@ local function fits(slot, value, now_us)
   return value + slot.cost <= slot.total
 end
 
--- limits.refusing, exactly: the first hard slot without room (0-based), -1 when none.
-local function refusing(values, slots, now_us)
-  for i = 1, #slots do
-    if slots[i].mode == HARD and not fits(slots[i], values[i], now_us) then return i - 1 end
-  end
-  return -1
-end
+local CREDIT, LEDGER = 4, 5
 
--- limits.advanced, exactly: windows move by their cost (past the total when soft or
--- shadow); a rate's bucket only when the tokens are there.
-local function advanced(values, slots, now_us)
-  local after = {}
+-- limits.decide, exactly: the first hard slot without room (0-based, -1 when none), and
+-- every counter as it is if the call passes. Windows move by their cost (past the total
+-- when soft or shadow); a rate's bucket only when the tokens are there; credit slots
+-- (mode >= CREDIT) are one pool owing the first one's cost, each taking what it can in
+-- order, each LEDGER slot moving by the take before it, a hard pool left owing refusing.
+local function decide(values, slots, now_us)
+  local refused, after = -1, {}
+  local owed, taken, pool = -1, 0, 0
   for i = 1, #slots do
     local slot, value = slots[i], values[i]
-    if slot.interval > 0 then
-      if fits(slot, value, now_us) then
-        value = math.max(value, now_us) + slot.cost * slot.interval
+    if slot.mode >= CREDIT then
+      if slot.mode == LEDGER then
+        after[i] = value + taken
+      else
+        if owed < 0 then owed, pool = slot.cost, i end
+        local left = slot.total - value
+        if owed < left then taken = owed elseif left > 0 then taken = left else taken = 0 end
+        owed = owed - taken
+        after[i] = value + taken
       end
     else
-      value = value + slot.cost
+      local room = fits(slot, value, now_us)
+      if slot.interval > 0 then
+        if room then after[i] = math.max(value, now_us) + slot.cost * slot.interval
+        else after[i] = value end
+      else
+        after[i] = value + slot.cost
+      end
+      if not room and refused < 0 and slot.mode == HARD then refused = i - 1 end
     end
-    after[i] = value
   end
-  return after
+  if owed > 0 and slots[pool].mode == CREDIT and (refused < 0 or pool - 1 < refused) then
+    refused = pool - 1
+  end
+  return refused, after
 end
 
 local function consume_slots(f, keys, marker, idem, counter_ttl_s)
@@ -172,9 +185,8 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
     for _, i in ipairs(missing) do reply[#reply + 1] = i end
     return reply, table.concat(reply, ' ')
   end
-  local refused = refusing(values, slots, now_us)
-  local after = values
-  if refused < 0 then after = advanced(values, slots, now_us) end
+  local refused, after = decide(values, slots, now_us)
+  if refused >= 0 then after = values end
   for i = 1, #keys do
     local slot, key = slots[i], keys[i]
     if slot.kind == 'r' then
@@ -185,7 +197,8 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
       end
     else
       if refused < 0 then
-        redis.call('HINCRBY', key, 'used', slot.cost_text)  -- text: never 1e+15
+        -- What decide moved it by (a credit slot: its take), as text: never 1e+15.
+        redis.call('HINCRBY', key, 'used', string.format('%d', after[i] - values[i]))
         redis.call('HDEL', key, 'fresh')
       elseif slot.kind == 'd' then
         redis.call('HINCRBY', key, 'rejected', 1)

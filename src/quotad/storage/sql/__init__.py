@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from quotad.storage.sql.alerts import SqlAlerts
 from quotad.storage.sql.counters import SqlCounters
+from quotad.storage.sql.credits import SqlCredits
 from quotad.storage.sql.dump import SqlDump
 from quotad.storage.sql.engine import Database, migrate
 from quotad.storage.sql.records import SqlRecords
+from quotad.storage.sql.reservations import SqlReservations
 from quotad.storage.sql.rows import from_micros, to_micros
 
 
-class SqlStore(SqlRecords, SqlCounters, SqlAlerts, SqlDump):
+class SqlStore(SqlRecords, SqlCounters, SqlAlerts, SqlCredits, SqlReservations, SqlDump):
     """Records and counters in one SQL database, over one set of engines.
 
     Args:
