@@ -13,6 +13,7 @@ Hierarchy::
     ├── MaxResourcesReached  MAX_RESOURCES_REACHED
     ├── QuotaExceeded        QUOTA_EXCEEDED
     ├── RateLimited          RATE_LIMITED
+    ├── CreditsExhausted     CREDITS_EXHAUSTED
     ├── PayloadTooLarge      PAYLOAD_TOO_LARGE
     └── StorageError         SERVICE_UNAVAILABLE (a store could not be reached)
 
@@ -42,6 +43,7 @@ class ErrorCode(StrEnum):
     MAX_RESOURCES_REACHED = "MAX_RESOURCES_REACHED"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     RATE_LIMITED = "RATE_LIMITED"
+    CREDITS_EXHAUSTED = "CREDITS_EXHAUSTED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -151,6 +153,13 @@ class RateLimited(QuotadError):
     """The per-key request throttle refuses the call."""
 
     code: ErrorCode = ErrorCode.RATE_LIMITED
+
+
+@dataclass(eq=False)
+class CreditsExhausted(QuotadError):
+    """A call would debit more credits than the account's live grants hold (SPEC 10)."""
+
+    code: ErrorCode = ErrorCode.CREDITS_EXHAUSTED
 
 
 @dataclass(eq=False)

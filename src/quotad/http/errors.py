@@ -34,6 +34,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.MAX_RESOURCES_REACHED: 403,
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.CREDITS_EXHAUSTED: 429,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.INTERNAL_SERVER_ERROR: 500,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
