@@ -415,10 +415,12 @@ class Reservation:
     """Units a verify consumed at once (``reserve``), settled later by commit or cancel, or
     given back when ``expires_at`` passes.
 
-    ``moved`` are the window counters the verify moved, each as a TALLY slot whose cost is
-    what it moved (day rows first, one per item), and ``given`` what each grant gave
-    (micro-credits by grant id): a settlement gives back from exactly these. ``items`` are
-    the verify's ``(service, cost)`` pairs; ``reserved`` their summed cost.
+    ``moved`` are the counters the verify moved (day rows and window quotas; not rates,
+    not credit slots), each the slot as the verify decided it (name, period, total, mode)
+    but with ``cost`` = what it moved; ``given`` is what each grant gave (micro-credits by
+    grant id). A settlement gives back from exactly these, and a larger commit checks its
+    extra against the same slots. ``items`` are the verify's ``(service, cost)`` pairs;
+    ``reserved`` their summed cost.
     """
 
     id: str
