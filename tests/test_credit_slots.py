@@ -4,6 +4,7 @@ moving by each take, CREDIT_TAKE never refusing, give-backs exact."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -213,3 +214,35 @@ async def test_credit_counters_survive_a_lost_redis(tmp_path: Path) -> None:
             await stores.close()
     finally:
         server.kill()
+
+
+async def test_an_abandoned_credit_grant_gives_back_its_takes(
+    stores: Stores, store_kind: str
+) -> None:
+    """Consumes cancelled while the store decides them are given back by what each slot
+    moved (a grant's take, its LEDGER's), not by their cost: every counter ends where the
+    answered consumes alone put it, in the live counters and in SQL."""
+    await add_account(stores)
+    pool = grants(50, 1000)
+    answered = 0
+    for attempt in range(40):
+        task = asyncio.create_task(debit(stores, 7, pool))
+        for _ in range(attempt % 4):  # into the batch, its call sent (or not)
+            await asyncio.sleep(0)
+        task.cancel()
+        [result] = await asyncio.gather(task, return_exceptions=True)
+        if not isinstance(result, BaseException):
+            assert result[0]
+            answered += 7
+    first = min(answered, 50)
+    expected = [first, first, answered - first, answered - first]
+    keys = keys_of("g1", "g2")
+    for _ in range(150):
+        if await stores.counters.read_counters("acme", keys) == expected:
+            break
+        await asyncio.sleep(0.02)
+    assert await stores.counters.read_counters("acme", keys) == expected
+    if store_kind.startswith("redis"):
+        await stores.counters.flush()  # type: ignore[attr-defined]
+        rows = await stores.counters.records.counter_rows("acme", keys)  # type: ignore[attr-defined]
+        assert [rows.get(key, (0,))[0] for key in keys] == expected
