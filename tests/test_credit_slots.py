@@ -85,7 +85,9 @@ async def test_a_debit_draws_grants_in_order_and_on_into_the_next(stores: Stores
     second = await debit(stores, 4, pool)
     assert (first[0], second[0]) == (True, True)
     assert takes(second[3], second[2], decide(second[2], second[3], 0)[1]) == {"g1": 2, "g2": 2}
-    counters = await stores.counters.read_counters("acme", [("insights", ISO), *keys_of("g1", "g2")])
+    counters = await stores.counters.read_counters(
+        "acme", [("insights", ISO), *keys_of("g1", "g2")]
+    )
     assert counters == [2, 5, 5, 2, 2]
 
 
@@ -139,7 +141,9 @@ async def test_credit_take_takes_what_there_is_and_never_refuses(stores: Stores)
     first = await debit(stores, 20, pool, take=True)
     second = await debit(stores, 20, pool, take=True)
     assert (first[0], first[1], second[0]) == (True, -1, True)
-    counters = await stores.counters.read_counters("acme", [("insights", ISO), *keys_of("g1", "g2")])
+    counters = await stores.counters.read_counters(
+        "acme", [("insights", ISO), *keys_of("g1", "g2")]
+    )
     assert counters == [2, 3, 3, 5, 5]
 
 

@@ -694,9 +694,7 @@ class RedisCounters:
             return
         journal = self._journal.pending
         moved = _moved(request.slots, reply) if request.slots else [request.cost]
-        journal.add(
-            (request.account_id, request.service, request.day), -moved[0], 0, request.total
-        )
+        journal.add((request.account_id, request.service, request.day), -moved[0], 0, request.total)
         # The idempotency hash's place holds the marker again when there is no claim.
         keys = [*request.keys[:2], request.keys[2] if request.claim else request.keys[1]]
         args: list[Any] = [moved[0], reply[5], ""]
