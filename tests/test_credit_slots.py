@@ -250,3 +250,26 @@ async def test_an_abandoned_credit_grant_gives_back_its_takes(
         await stores.counters.flush()  # type: ignore[attr-defined]
         rows = await stores.counters.records.counter_rows("acme", keys)  # type: ignore[attr-defined]
         assert [rows.get(key, (0,))[0] for key in keys] == expected
+
+
+async def test_a_negative_cost_alone_gives_back(stores: Stores) -> None:
+    """A consume of cost -2 without other slots takes 2 off the day row, on every store
+    (Redis's version-1 line reads unsigned costs only: it goes as a v2 line)."""
+    await add_account(stores)
+    await stores.counters.consume("acme", "insights", DAY, 5, 10, now=NOON)
+    outcome = await stores.counters.consume("acme", "insights", DAY, -2, 10, now=NOON)
+    assert (outcome.granted, outcome.used) == (True, 3)
+    assert await stores.counters.read_counters("acme", [("insights", ISO)]) == [3]
+
+
+async def test_grants_near_the_largest_amount_stay_exact(stores: Stores) -> None:
+    """Grants of 10^15 micro-credits (a billion credits) are drawn from to the unit: a
+    debit of all but one, then 2 across into the next, then a refusal of 10^15."""
+    await add_account(stores)
+    big = 10**15
+    pool = grants(big, big)
+    assert (await debit(stores, big - 1, pool))[0]
+    assert (await debit(stores, 2, pool))[0]
+    granted, _, before, _ = await debit(stores, big, pool)
+    assert (granted, before) == (False, (2, big, big, 1, 1))
+    assert await stores.counters.read_counters("acme", keys_of("g1", "g2")) == [big, big, 1, 1]

@@ -511,7 +511,9 @@ class RedisCounters:
         day_mode: int = HARD,
     ) -> ConsumeOutcome:
         """One Lua script: replay or refuse the claim, then add within the total."""
-        if extra or day_mode != HARD:
+        # A negative cost (a give-back) goes as a v2 line too: the version-1 line's
+        # pattern reads unsigned costs only, and a line it cannot read fails its batch.
+        if extra or day_mode != HARD or cost < 0:
             slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
             return await self._consume_slots(account_id, day, slots, claim, now)
         day_text = day.isoformat()
