@@ -35,8 +35,11 @@ together in the next, as one script call (per Cluster slot: a slot whose master 
 fails only its own accounts' consumes), decided in arrival order inside the script.
 
 Limits v2 (SPEC 9): a consume with several slots is one line of the same batch, decided
-all or nothing by ``consume.lua``, which mirrors ``limits.fits``, ``limits.refusing``
-and ``limits.advanced`` line for line (a change to those is a change to it). Every key
+all or nothing by ``consume.lua``, which mirrors ``limits.fits`` and ``limits.decide``
+line for line (a change to those is a change to it). A slot moves by what ``decide``
+says, which for a credit slot (SPEC 10) is its take, not its cost: the node journals
+(and an abandoned grant gives back) those moves, recomputed from the values the script
+answers it found (``_moved``). Every key
 of an account carries its hash tag, so a multi-slot consume stays in one Cluster slot.
 
 - A window counter other than a day row is a hash like a day's,
@@ -595,7 +598,7 @@ class RedisCounters:
     ) -> ConsumeOutcome:
         """Limits v2: every slot decided in the consume script, all or nothing.
 
-        The script mirrors ``limits.refusing`` and ``limits.advanced`` (consume.lua), with
+        The script mirrors ``limits.decide`` (consume.lua), with
         the caller's ``now`` as the rates' now (Redis's TIME without one), returned as
         ``at_us``. It goes in the same batch (one script call) as version-1 consumes.
         """
