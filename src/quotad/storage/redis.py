@@ -35,8 +35,11 @@ together in the next, as one script call (per Cluster slot: a slot whose master 
 fails only its own accounts' consumes), decided in arrival order inside the script.
 
 Limits v2 (SPEC 9): a consume with several slots is one line of the same batch, decided
-all or nothing by ``consume.lua``, which mirrors ``limits.fits``, ``limits.refusing``
-and ``limits.advanced`` line for line (a change to those is a change to it). Every key
+all or nothing by ``consume.lua``, which mirrors ``limits.fits`` and ``limits.decide``
+line for line (a change to those is a change to it). A slot moves by what ``decide``
+says, which for a credit slot (SPEC 10) is its take, not its cost: the node journals
+(and an abandoned grant gives back) those moves, recomputed from the values the script
+answers it found (``_moved``). Every key
 of an account carries its hash tag, so a multi-slot consume stays in one Cluster slot.
 
 - A window counter other than a day row is a hash like a day's,
@@ -80,7 +83,7 @@ from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
 
 from quotad.domain.dump import DumpItem
-from quotad.domain.limits import HARD, RATE_PERIOD, Slot, is_day_row
+from quotad.domain.limits import HARD, RATE_PERIOD, Slot, decide, is_day_row
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -130,6 +133,19 @@ REPLAY_SECONDS = 5
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
+
+
+def _moved(slots: tuple[Slot, ...], reply: _Reply) -> list[int]:
+    """What a granted v2 consume moved each slot by (0 for a rate, whose bucket SQL never
+    holds): ``limits.decide`` again over the values the script answers it found
+    (``reply[8:]``) at its clock (``reply[7]``), as the script decided. A credit slot moves
+    by its take and a LEDGER slot by the take before it, never simply by ``cost``."""
+    before = [int(value) for value in reply[8:]]
+    after = decide(before, slots, int(reply[7]))[1]
+    return [
+        0 if slot.interval else moved - found
+        for slot, found, moved in zip(slots, before, after, strict=True)
+    ]
 
 
 def _parse(url: str) -> tuple[str, bool, str, str]:
@@ -498,7 +514,9 @@ class RedisCounters:
         day_mode: int = HARD,
     ) -> ConsumeOutcome:
         """One Lua script: replay or refuse the claim, then add within the total."""
-        if extra or day_mode != HARD:
+        # A negative cost (a give-back) goes as a v2 line too: the version-1 line's
+        # pattern reads unsigned costs only, and a line it cannot read fails its batch.
+        if extra or day_mode != HARD or cost < 0:
             slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
             return await self._consume_slots(account_id, day, slots, claim, now)
         day_text = day.isoformat()
@@ -580,7 +598,7 @@ class RedisCounters:
     ) -> ConsumeOutcome:
         """Limits v2: every slot decided in the consume script, all or nothing.
 
-        The script mirrors ``limits.refusing`` and ``limits.advanced`` (consume.lua), with
+        The script mirrors ``limits.decide`` (consume.lua), with
         the caller's ``now`` as the rates' now (Redis's TIME without one), returned as
         ``at_us``. It goes in the same batch (one script call) as version-1 consumes.
         """
@@ -640,7 +658,7 @@ class RedisCounters:
                 continue
             granted = int(reply[1]) == 1
             if request.slots:
-                self._journal_slots(request, granted)
+                self._journal_slots(request, reply)
             else:
                 day_key = (request.account_id, request.service, request.day)
                 journal.add(
@@ -660,37 +678,39 @@ class RedisCounters:
                 )
         return list(replies)
 
-    def _journal_slots(self, request: _Consume, granted: bool) -> None:
-        """Note a v2 consume's changes: every window's cost when granted (rates are never
-        written to SQL), else one rejection on each day row."""
+    def _journal_slots(self, request: _Consume, reply: _Reply) -> None:
+        """Note a v2 consume's changes: what each window moved when granted (a credit slot
+        its take, not its cost: ``_moved``; rates are never written to SQL), else one
+        rejection on each day row."""
         journal = self._journal.pending
+        if int(reply[1]) == 1:
+            for slot, moved in zip(request.slots, _moved(request.slots, reply), strict=True):
+                if moved:
+                    journal.add((request.account_id, slot.name, slot.period), moved, 0, slot.total)
+            return
         for slot in request.slots:
-            key = (request.account_id, slot.name, slot.period)
-            if granted and not slot.interval:
-                journal.add(key, slot.cost, 0, slot.total)
-            elif not granted and is_day_row(slot):
-                journal.add(key, 0, 1, slot.total)
+            if is_day_row(slot):
+                journal.add((request.account_id, slot.name, slot.period), 0, 1, slot.total)
 
     def _abandoned(self, request: _Consume, reply: _Reply) -> None:
-        """Give back a grant whose caller stopped waiting before it was answered: its
-        units on every window it moved (a rate's tokens stay taken)."""
+        """Give back a grant whose caller stopped waiting before it was answered: what it
+        moved on every window (a credit slot its take; a rate's tokens stay taken)."""
         if reply[0] != "ok" or int(reply[1]) != 1:
             return
         journal = self._journal.pending
-        journal.add(
-            (request.account_id, request.service, request.day), -request.cost, 0, request.total
-        )
+        moved = _moved(request.slots, reply) if request.slots else [request.cost]
+        journal.add((request.account_id, request.service, request.day), -moved[0], 0, request.total)
         # The idempotency hash's place holds the marker again when there is no claim.
         keys = [*request.keys[:2], request.keys[2] if request.claim else request.keys[1]]
-        args: list[Any] = [request.cost, reply[5], ""]
+        args: list[Any] = [moved[0], reply[5], ""]
         if request.claim is not None:
             journal.claims[(request.account_id, request.claim.key)] = None
             args[2] = request.claim.fingerprint
-        for slot in request.slots[1:]:
-            if not slot.interval:
-                journal.add((request.account_id, slot.name, slot.period), -slot.cost, 0, slot.total)
+        for slot, amount in zip(request.slots[1:], moved[1:], strict=True):
+            if amount:
+                journal.add((request.account_id, slot.name, slot.period), -amount, 0, slot.total)
                 keys.append(self._counter(request.account_id, slot.name, slot.period))
-                args.append(slot.cost)
+                args.append(amount)
         task = asyncio.get_running_loop().create_task(self._refund(keys, args))
         self._refunds.add(task)
         task.add_done_callback(self._refunds.discard)

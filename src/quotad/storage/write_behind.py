@@ -6,7 +6,9 @@ the node that granted a change keeps it here, in its own memory, until SQL has i
 usage a node acknowledged survives a Redis loss for as long as that node lives.
 
 Limits v2's window counters (a month's, a key's hour…) are kept and flushed the same
-way as day rows, each under its ``(account, name, period)``.
+way as day rows, each under its ``(account, name, period)``; so are a credit grant's
+(SPEC 10: ``credits.<grant id>``), each by what the consume moved it (a take, not the
+call's debit; negative for a give-back).
 
 Changes are kept as deltas (``used + 3``), never as absolute values, so several nodes
 can write the same day without overwriting each other; each flush is one SQL

@@ -24,7 +24,9 @@
 -- Limits v2 (SPEC 9): a line "v" decides several slots (counters) in one step, all or
 -- nothing: "v nkeys day deadline_ms fp expires_ms now_ms idem_ttl_s" (fp "-" without an
 -- Idempotency-Key, the next three "0"), then per slot "kind mode cost total interval_us"
--- (kind: d a day row, w another window, r a rate; mode as limits.HARD/SOFT/SHADOW/TALLY).
+-- (kind: d a day row, w another window, r a rate; mode as limits.HARD/SOFT/SHADOW/TALLY,
+-- or CREDIT/LEDGER/CREDIT_TAKE for a grant's counters, kind w; a cost may be negative: a
+-- TALLY give-back).
 -- and last the caller's clock in µs (0: this server's TIME), the rates' now.
 -- Its keys: slot 1's counter, the marker, [the idempotency hash], then the other slots'
 -- (a window's hash like a day's; a rate's string holding its GCRA theoretical arrival

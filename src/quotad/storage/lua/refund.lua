@@ -4,8 +4,9 @@
 -- answer, so a retry is decided afresh.
 -- KEYS[1] counter hash   KEYS[2] the account's marker   KEYS[3] idempotency hash (unused
 --   without an Idempotency-Key)   KEYS[4..] the other window counters
--- ARGV: cost, the marker the grant was made under, fingerprint ("" without a key), then
---   the cost of each of KEYS[4..]
+-- ARGV: what the grant moved KEYS[1] by, the marker the grant was made under, fingerprint
+--   ("" without a key), then what it moved each of KEYS[4..] by (limits.decide's after
+--   minus before: a credit slot's take, not its cost; negative for a give-back)
 -- Counters rebuilt since the grant came from SQL, where the grant and its refund are
 -- written together: they are right already.
 if redis.call('GET', KEYS[2]) == ARGV[2] then

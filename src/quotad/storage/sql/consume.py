@@ -38,6 +38,7 @@ from quotad.storage.sql.decide import (
     Answer,
     ClaimKey,
     Consume,
+    DayKey,
     DayRow,
     Decided,
     SlotConsume,
@@ -202,17 +203,22 @@ class Consumes:
     def _abandoned(self, request: Consume, outcome: ConsumeOutcome) -> None:
         """Give back a grant committed after its caller stopped waiting (it was told 503)."""
         if outcome.granted and not outcome.replayed:
-            task = asyncio.get_running_loop().create_task(self._refund(request))
+            task = asyncio.get_running_loop().create_task(self._refund(request, outcome))
             self._refunds.add(task)
             task.add_done_callback(self._refunds.discard)
 
-    async def _refund(self, request: Consume) -> None:
-        # Every window counter the grant moved (a rate's bucket refills by itself).
+    async def _refund(self, request: Consume, outcome: ConsumeOutcome) -> None:
+        # What the grant moved each counter by (a rate's bucket refills by itself): the
+        # decision's after minus before, so a credit slot gives back its take, not its
+        # cost, and a give-back (a negative TALLY) is taken again.
+        given: list[tuple[DayKey, int]]
         if isinstance(request, SlotConsume):
             given = [
-                (key, slot.cost)
-                for key, slot in zip(request.keys, request.slots, strict=True)
-                if not slot.interval
+                (key, after - before)
+                for key, slot, before, after in zip(
+                    request.keys, request.slots, outcome.before, outcome.after, strict=True
+                )
+                if not slot.interval and after != before
             ]
         else:
             given = [(request.row_key, request.cost)]
