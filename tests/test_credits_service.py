@@ -61,7 +61,9 @@ async def test_the_ledger_pages_by_cursor(ctx: Context, deployment: Deployment) 
     for n in range(5):
         await credits.grant(ctx, "acme", (n + 1) * MICROS)
     first, cursor = await credits.ledger_page(ctx, "acme", 3, None)
-    assert len(first) == 3 and cursor == first[-1].id
+    assert len(first) == 3
+    assert cursor == first[-1].id
     second, end = await credits.ledger_page(ctx, "acme", 3, cursor)
-    assert len(second) == 2 and end is None
+    assert len(second) == 2
+    assert end is None
     assert second[-1].balance_after == 15 * MICROS
