@@ -619,6 +619,13 @@ class VerifyLimitOut(BaseModel):
     )
 
 
+class VerifyCreditsOut(BaseModel):
+    """What a priced call debited, and the balance it left (credits)."""
+
+    debited: CreditsOut
+    remaining: CreditsOut
+
+
 class VerifyOut(BaseModel):
     """The verdict (SPEC 4.2, with SPEC 9's limits): the version-1 fields are those of
     the limit that refused, else of the one with the least room left."""
@@ -636,6 +643,9 @@ class VerifyOut(BaseModel):
     overage: int = 0
     would_refuse: list[str] = Field(default_factory=list)
     refused_by: str | None = None
+    credits: VerifyCreditsOut | SkipJsonSchema[None] = Field(
+        None, description="A priced service's call (SPEC 10); omitted otherwise"
+    )
 
 
 class EventIn(Strict):
