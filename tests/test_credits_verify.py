@@ -228,3 +228,20 @@ async def test_quotas_show_the_balance_as_an_item(
     ):
         items = (await client.get(url, headers=headers)).json()
         assert [item for item in items if item["name"] == "credits"] == [expected], url
+
+
+async def test_another_node_sees_a_grant_within_the_record_cache_time(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A grant made on one node reaches another node's cached admission within
+    record_cache_seconds (the other node's cache is not cleared by it)."""
+    await price(client, "insights", 1)
+    ticks = [0.0]
+    other = Context(ctx.stores, ctx.settings, clock, monotonic=lambda: ticks[0])
+    first = await verify.verify(other, deployment.key, "insights", 1)
+    assert first.code == "CREDITS_EXHAUSTED"
+    await give(client, 5)  # through this test's node, not ``other``
+    ticks[0] += ctx.settings.record_cache_seconds + 0.1
+    later = await verify.verify(other, deployment.key, "insights", 1)
+    assert later.valid
+    assert later.credits == (1_000_000, 4_000_000)
