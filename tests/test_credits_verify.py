@@ -245,3 +245,25 @@ async def test_another_node_sees_a_grant_within_the_record_cache_time(
     later = await verify.verify(other, deployment.key, "insights", 1)
     assert later.valid
     assert later.credits == (1_000_000, 4_000_000)
+
+
+async def test_credits_running_out_are_told_once_per_set_of_grants(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """credits.exhausted is written once when the last credit goes or a call is refused,
+    and again only after a new grant runs out too."""
+    await price(client, "insights", 1)
+    await give(client, 3)
+    await post(client, {"key": deployment.key, "service": "insights", "cost": 2})
+    await post(client, {"key": deployment.key, "service": "insights", "cost": 1})  # the last
+    for _ in range(3):
+        await post(client, {"key": deployment.key, "service": "insights", "cost": 1})
+    await ctx.noticer.drain()
+    events = [e for e in await ctx.stores.alerts.alert_events(100) if e.type == "credits.exhausted"]
+    assert len(events) == 1
+    assert events[0].data == {"account_id": "acme", "limit": "credits", "used": 3, "total": 3}
+    await give(client, 1)
+    await post(client, {"key": deployment.key, "service": "insights", "cost": 2})  # refused
+    await ctx.noticer.drain()
+    events = [e for e in await ctx.stores.alerts.alert_events(100) if e.type == "credits.exhausted"]
+    assert len(events) == 2

@@ -419,6 +419,8 @@ async def _verify(
         )
     verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
     _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
+    if verdict.credits is not None:
+        _notice_credits(ctx, verdict, now)
     return verdict
 
 
@@ -468,6 +470,30 @@ def _notice_day(
         used,
         total,
         refused,
+        now,
+    )
+
+
+def _notice_credits(ctx: Context, verdict: Verdict, now: datetime) -> None:
+    """Notice a priced call that found the credits exhausted, or used up the last of them."""
+    spent, decided = verdict.credits, verdict.decided
+    if spent is None or decided is None or verdict.account_id is None:
+        return
+    if verdict.code != "CREDITS_EXHAUSTED" and (spent[1] > 0 or not verdict.valid):
+        return
+    grant_ids = []
+    used = total = 0
+    for slot, value in zip(decided.slots, decided.after, strict=True):
+        if slot.mode == CREDIT and slot.name != credits.NO_GRANT:
+            grant_ids.append(slot.name)
+            used += value
+            total += slot.total
+    alerts.notice_credits_exhausted(
+        ctx.noticer,
+        verdict.account_id,
+        grant_ids,
+        credits.from_micros(used),
+        credits.from_micros(total),
         now,
     )
 
@@ -531,6 +557,8 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     )
     verdict = await _consume_limits(ctx, account.id, prepared, True, None, now)
     _notice_limits(ctx, thresholds, None, verdict, ((service, cost),), now)
+    if verdict.credits is not None:
+        _notice_credits(ctx, verdict, now)
     return verdict
 
 
