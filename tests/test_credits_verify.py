@@ -267,3 +267,19 @@ async def test_credits_running_out_are_told_once_per_set_of_grants(
     await ctx.noticer.drain()
     events = [e for e in await ctx.stores.alerts.alert_events(100) if e.type == "credits.exhausted"]
     assert len(events) == 2
+
+
+async def test_an_account_verify_debits_credits_too(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """verify_account (Envoy's account_id) debits a priced service's credits as verify does."""
+    await price(client, "insights", 2)
+    await give(client, 5)
+    granted = await verify.verify_account(ctx, "acme", "insights", 2)
+    assert granted.credits == (4_000_000, 1_000_000)
+    refused = await verify.verify_account(ctx, "acme", "insights", 1)
+    assert (refused.valid, refused.code, refused.refused_by) == (
+        False,
+        "CREDITS_EXHAUSTED",
+        "credits",
+    )
