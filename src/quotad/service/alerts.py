@@ -14,6 +14,7 @@ README says so). Delivery is ``quotad.service.deliveries``'s.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ import structlog
 from quotad.domain import days, ids
 from quotad.domain.limits import LimitState, Mode
 from quotad.domain.webhooks import (
+    CREDITS_EXHAUSTED,
     DEFAULT_THRESHOLDS,
     KEY_EXPIRING,
     QUOTA_EXCEEDED,
@@ -240,4 +242,28 @@ def notice_key_expiring(
         at,
         account_id,
         {"account_id": account_id, "key_id": key_id, "expires_at": expiry},
+    )
+
+
+def notice_credits_exhausted(
+    noticer: Noticer,
+    account_id: str,
+    grant_ids: Sequence[str],
+    used: int | float,
+    total: int | float,
+    at: datetime,
+) -> None:
+    """Notice an account's credits running out (SPEC 11's ``credits.exhausted``): once
+    per set of live grants, so a new grant (or refill) that runs out is told again."""
+    episode = ",".join(sorted(grant_ids))
+    crossing = (CREDITS_EXHAUSTED, account_id, episode)
+    if noticer.told(crossing):
+        return
+    noticer.notice(
+        CREDITS_EXHAUSTED,
+        _dedupe(CREDITS_EXHAUSTED, account_id, hashlib.sha256(episode.encode()).hexdigest()),
+        at,
+        account_id,
+        {"account_id": account_id, "limit": "credits", "used": used, "total": total},
+        crossing,
     )

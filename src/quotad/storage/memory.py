@@ -117,6 +117,14 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         """Every service by name."""
         return sorted(self._services.values(), key=lambda s: s.name)
 
+    async def update_service(self, service: Service) -> None:
+        """Change a service's description and credit price."""
+        with self._lock:
+            old = self._services.get(service.name)
+            if old is None:
+                raise NotFound(f"service {service.name!r} is not configured")
+            self._services[service.name] = replace(service, created_at=old.created_at)
+
     async def create_plan(self, plan: Plan) -> None:
         """Add a plan."""
         with self._lock:
@@ -198,6 +206,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             self._cells.clear()
             for counter_key in [c for c in self._counters if c[0] == account_id]:
                 del self._counters[counter_key]
+            with self._credits_lock:
+                self._grants.pop(account_id, None)  # its credits go with it
             for gauge_key in [g for g in self._gauges if g[0] == account_id]:
                 del self._gauges[gauge_key]
             for idem_key in [i for i in self._idempotency if i[0] == account_id]:

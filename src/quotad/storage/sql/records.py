@@ -21,6 +21,7 @@ from quotad.storage.schema import (
     accounts,
     api_keys,
     audit_log,
+    credit_grants,
     dashboard_sessions,
     operator_tokens,
     plans,
@@ -86,6 +87,7 @@ class SqlRecords:
             name=service.name,
             description=service.description,
             created_at=to_micros(service.created_at),
+            credit_price=service.credit_price,
         )
         async with self._db.write() as conn:
             if not await affects_a_row(conn, stmt.on_conflict_do_nothing()):
@@ -102,6 +104,17 @@ class SqlRecords:
         async with self._db.read() as conn:
             rows = await conn.execute(services.select().order_by(services.c.name))
             return [service_of(row) for row in rows]
+
+    async def update_service(self, service: Service) -> None:
+        """Change a service's description and credit price."""
+        stmt = (
+            services.update()
+            .where(services.c.name == service.name)
+            .values(description=service.description, credit_price=service.credit_price)
+        )
+        async with self._db.write() as conn:
+            if not await affects_a_row(conn, stmt):
+                raise NotFound(f"service {service.name!r} is not configured")
 
     # Plans ------------------------------------------------------------------
     async def create_plan(self, plan: Plan) -> None:
@@ -194,6 +207,10 @@ class SqlRecords:
             stmt = accounts.delete().where(accounts.c.id == account_id)
             if not await affects_a_row(conn, stmt):
                 raise NotFound(f"account {account_id!r} not found")
+            # Grants have no foreign key (refills are made on the hot path): deleted here.
+            await conn.execute(
+                credit_grants.delete().where(credit_grants.c.account_id == account_id)
+            )
 
     # Keys -------------------------------------------------------------------
     async def create_key(self, key: ApiKey) -> None:
