@@ -53,6 +53,14 @@ class RelayedError(QuotadError):
         return cls(exc.note, code, retry_after=exc.retry_after, status=exc.status, body=body)
 
 
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A reserving verify's verdict and, when granted, the reservation holding its cost."""
+
+    verdict: Verdict
+    reservation_id: str | None
+
+
 class QuotaBackend(Protocol):
     """What the middleware needs: consume, refund, the customer usage endpoints, a clock.
 
@@ -75,6 +83,18 @@ class QuotaBackend(Protocol):
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
         """Give back ``cost`` units a granted ``verdict`` consumed."""
+        ...
+
+    async def reserve(self, key: str, service: str, cost: int, ttl_seconds: int) -> Reserved:
+        """As ``consume``, holding the cost as a reservation to settle (SPEC 10)."""
+        ...
+
+    async def commit(self, reservation_id: str, cost: int) -> None:
+        """Settle a reservation at the ``cost`` the work took."""
+        ...
+
+    async def cancel(self, reservation_id: str) -> None:
+        """Give everything a reservation holds back."""
         ...
 
     def usage_app(self) -> ASGIApp:
@@ -163,6 +183,29 @@ class EmbeddedBackend:
         """Give ``cost`` back to the day the verdict consumed from."""
         await verify.refund(self.ctx, verdict, cost)
 
+    async def reserve(self, key: str, service: str, cost: int, ttl_seconds: int) -> Reserved:
+        """quotad's verify, then its reservation of what the verify moved, in process."""
+        from quotad.service import reservations
+
+        await self.open()
+        verdict = await verify.verify(self.ctx, key, service, cost)
+        reservation = await reservations.reserve(
+            self.ctx, verdict, ((service, cost),), ttl_seconds, None
+        )
+        return Reserved(verdict, None if reservation is None else reservation.id)
+
+    async def commit(self, reservation_id: str, cost: int) -> None:
+        """quotad's own commit, in process."""
+        from quotad.service import reservations
+
+        await reservations.commit(self.ctx, reservation_id, cost)
+
+    async def cancel(self, reservation_id: str) -> None:
+        """quotad's own cancel, in process."""
+        from quotad.service import reservations
+
+        await reservations.cancel(self.ctx, reservation_id)
+
     def usage_app(self) -> ASGIApp:
         """quotad's own customer router over this backend's context."""
         if self._usage_app is None:
@@ -237,14 +280,46 @@ class RemoteBackend:
     async def consume(self, key: str, service: str, cost: int) -> Verdict:
         """``POST /v1/verify`` on the quotad server."""
         sent = self.now()  # the server consumed at or after this instant
+        answer = await self._verify(key, service, cost)
+        return await self._verdict(answer, service, sent)
+
+    async def reserve(self, key: str, service: str, cost: int, ttl_seconds: int) -> Reserved:
+        """``POST /v1/verify`` with ``"reserve": true`` on the quotad server."""
+        sent = self.now()
+        answer = await self._verify(key, service, cost, reserve=True, ttl_seconds=ttl_seconds)
+        verdict = await self._verdict(answer, service, sent)
+        return Reserved(verdict, answer.reservation_id if answer.valid else None)
+
+    async def commit(self, reservation_id: str, cost: int) -> None:
+        """``POST /v1/reservations/{id}/commit`` on the quotad server."""
+        await self._settling(self.client.commit_reservation(reservation_id, cost))
+
+    async def cancel(self, reservation_id: str) -> None:
+        """``DELETE /v1/reservations/{id}`` on the quotad server."""
+        await self._settling(self.client.cancel_reservation(reservation_id))
+
+    async def _settling(self, settlement: Awaitable[sdk.Reservation]) -> None:
         try:
-            answer = await self.client.verify(key, service, cost, idempotency_key=uuid.uuid4().hex)
+            await settlement
+        except (QuotadConnectionError, ServerError) as exc:
+            raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
+        except QuotadAPIError as exc:
+            raise RelayedError.of(exc) from exc
+
+    async def _verify(self, key: str, service: str, cost: int, **reserving: Any) -> sdk.Verdict:
+        try:
+            return await self.client.verify(
+                key, service, cost, idempotency_key=uuid.uuid4().hex, **reserving
+            )
         except QuotadConnectionError as exc:
             raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
         except QuotadAPIError as exc:
             if isinstance(exc, ServerError) and not exc.id:  # a gateway's 5xx, not quotad's
                 raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
             raise RelayedError.of(exc) from exc
+
+    async def _verdict(self, answer: sdk.Verdict, service: str, sent: datetime) -> Verdict:
+        """The server's ``Verdict`` read back from its answer."""
         fields: dict[str, Any] = {
             "valid": answer.valid,
             "code": answer.code,
