@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(
         1.0, gt=0, le=60, description="How often each node looks for webhook deliveries due."
     )
+    reservation_sweep_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often each node gives back reservations past their TTL."
+    )
     key_expiring_days: int = Field(
         7, ge=1, le=365, description="key.expiring is sent this many days before a key expires."
     )

@@ -29,10 +29,11 @@ from quotad.api import (
     verify_endpoint,
     webhooks,
 )
+from quotad.api import reservations as reservations_api
 from quotad.api.openapi import document_also
 from quotad.api.responses import ORJSONResponse
 from quotad.http.middleware import JsonBodyGuard, RequestContext
-from quotad.service import deliveries, maintenance
+from quotad.service import deliveries, maintenance, reservations
 from quotad.service.context import Context
 
 if TYPE_CHECKING:
@@ -84,10 +85,11 @@ def create_app(
         await ctx.stores.open()
         upkeep = asyncio.create_task(maintenance.purge_forever(ctx), name="quotad-purge")
         sender = asyncio.create_task(deliveries.deliver_forever(ctx), name="quotad-webhooks")
+        sweeper = asyncio.create_task(reservations.sweep_forever(ctx), name="quotad-reservations")
         try:
             yield
         finally:
-            for task in (upkeep, sender):
+            for task in (upkeep, sender, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -139,6 +141,7 @@ def create_api(ctx: Context) -> FastAPI:
     document_also(api, [verify_endpoint.openapi_route(), *health.openapi_routes()])
     api.include_router(customer.router)
     api.include_router(metering.router)
+    api.include_router(reservations_api.router)
     api.include_router(admin.router)
     api.include_router(webhooks.router)
     api.include_router(operators.router)

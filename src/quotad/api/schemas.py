@@ -523,6 +523,13 @@ class VerifyIn(Strict):
     key: Annotated[str, Field(min_length=1, max_length=verify_body.KEY_MAX_LENGTH)]
     service: VerifyService
     cost: VerifyCost = verify_body.COST_DEFAULT
+    reserve: Annotated[
+        bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
+    ] = False
+    ttl_seconds: Annotated[
+        int | SkipJsonSchema[None],
+        Field(strict=True, ge=1, le=604_800, description="With reserve only (default 300)"),
+    ] = None
 
 
 class VerifyItemsIn(Strict):
@@ -538,6 +545,13 @@ class VerifyItemsIn(Strict):
             description="Each service at most once",
         ),
     ]
+    reserve: Annotated[
+        bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
+    ] = False
+    ttl_seconds: Annotated[
+        int | SkipJsonSchema[None],
+        Field(strict=True, ge=1, le=604_800, description="With reserve only (default 300)"),
+    ] = None
 
 
 class VerifyLimitOut(BaseModel):
@@ -575,6 +589,8 @@ class VerifyOut(BaseModel):
     overage: int = 0
     would_refuse: list[str] = Field(default_factory=list)
     refused_by: str | None = None
+    reservation_id: str | SkipJsonSchema[None] = None  # a granted verify with reserve
+    expires_at: str | SkipJsonSchema[None] = None  # the reservation's deadline
 
 
 class EventIn(Strict):

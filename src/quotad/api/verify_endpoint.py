@@ -41,8 +41,8 @@ from quotad.http.errors import JSON_TYPE, ErrorAnswer, error_answer, quotad_erro
 from quotad.http.headers import client_host, too_large
 from quotad.http.quota import verdict_headers
 from quotad.http.types import Receive, Scope, Send
-from quotad.http.verify_body import VerifyArgs, VerifyItems, verify_body
-from quotad.service import auth, verify
+from quotad.http.verify_body import VerifyArgs, VerifyItems, verify_request
+from quotad.service import auth, reservations, verify
 from quotad.service.context import Context
 
 PATH = "/v1/verify"
@@ -77,7 +77,7 @@ class VerifyEndpoint:
             return
         ctx = self.ctx
         try:
-            args = verify_body(body)
+            parsed = verify_request(body)
             # The header as FastAPI's APIKeyHeader reads it: an empty one is no token.
             token = bytes(authorization).decode("latin-1") if authorization else None
             known = None if token is None else auth.operator_accepted(ctx, token)
@@ -85,14 +85,18 @@ class VerifyEndpoint:
                 await auth.admit_operator(ctx, token, client_host(scope), Access.METER)
             else:
                 auth.require_access(known, Access.METER)
-            if isinstance(args, ValidationFailed):
-                raise args
+            if isinstance(parsed, ValidationFailed):
+                raise parsed
+            args, ttl = parsed
             key = None if idempotency_key is None else _idempotency_key(idempotency_key)
             verdict = await _verified(ctx, args, key)
+            answer = answer_body(verdict)
+            if ttl is not None:
+                await _reserved(ctx, answer, verdict, args, ttl, key)
         except QuotadError as exc:
             await quotad_error_answer(exc)(scope, receive, send)
             return
-        content = orjson.dumps(answer_body(verdict))
+        content = orjson.dumps(answer)
         headers = verdict_headers(verdict, ctx.clock.now().timestamp())
         headers.append((b"content-length", b"%d" % len(content)))
         headers.append(JSON_TYPE)
@@ -127,6 +131,23 @@ async def _verified(
     raw_key, items = args
     service, cost = items[0]
     return await verify.verify(ctx, raw_key, service, cost, idempotency_key, items)
+
+
+async def _reserved(
+    ctx: Context,
+    answer: dict[str, Any],
+    verdict: verify.Verdict,
+    args: VerifyArgs | VerifyItems,
+    ttl: int,
+    idempotency_key: str | None,
+) -> None:
+    """Hold what a granted verdict consumed as a reservation (SPEC 10), named in the
+    answer; a refusal reserves nothing."""
+    items = ((args[1], args[2]),) if len(args) == 3 else args[1]
+    reservation = await reservations.reserve(ctx, verdict, items, ttl, idempotency_key)
+    if reservation is not None:
+        answer["reservation_id"] = reservation.id
+        answer["expires_at"] = days.rfc3339(reservation.expires_at)
 
 
 _reset_text = lru_cache(maxsize=1024)(days.rfc3339)

@@ -3,9 +3,57 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime
 
-from quotad.domain.credits import Reservation
+from quotad.domain.credits import Reservation, ReservationStatus
+
+# A settlement's claim is ``<nonce>:<status>:<committed>``: the holder, and the settlement
+# it is for. The first settlement a claim names sticks until the reservation is settled:
+# its counters may have moved, so whoever takes the claim over finishes that one.
+
+
+def nonce_of(claim: str) -> str:
+    """The holder part of a claim."""
+    return claim.split(":", 1)[0]
+
+
+def intent_of(claim: str | None) -> tuple[ReservationStatus, int] | None:
+    """The settlement a claim names, if any."""
+    if claim is None:
+        return None
+    parts = claim.split(":")
+    if len(parts) != 3 or parts[1] not in ReservationStatus._value2member_map_:
+        return None
+    try:
+        return ReservationStatus(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
+def taken_over(held: str | None, claim: str) -> str:
+    """The claim stored when ``claim`` takes a reservation held under ``held``: the new
+    holder, with the settlement first named (the held one's, else its own)."""
+    intent = intent_of(held) or intent_of(claim)
+    if intent is None:
+        return nonce_of(claim)
+    return f"{nonce_of(claim)}:{intent[0].value}:{intent[1]}"
+
+
+def may_claim(held: str | None, held_until: datetime | None, claim: str, now: datetime) -> bool:
+    """Whether ``claim`` may take a pending reservation held under ``held`` at ``now``."""
+    if held is None or held_until is None or held_until <= now:
+        return True
+    return nonce_of(held) == nonce_of(claim)
+
+
+def with_intent(reservation: Reservation, claim: str) -> Reservation:
+    """A pending reservation with the settlement its claim names (status, committed):
+    the caller settles that one."""
+    intent = intent_of(claim)
+    if intent is None:
+        return reservation
+    return replace(reservation, status=intent[0], committed=intent[1])
 
 
 class MemoryReservations:
@@ -17,23 +65,54 @@ class MemoryReservations:
         self._reservations: dict[str, tuple[Reservation, str | None, datetime | None]] = {}
 
     async def create_reservation(self, reservation: Reservation) -> None:
-        """Store a pending reservation."""
-        raise NotImplementedError  # the reservations helper writes this
+        """Store a pending reservation (kept as it is if one of its id exists: a replay)."""
+        with self._reservations_lock:
+            self._reservations.setdefault(reservation.id, (reservation, None, None))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         """The reservation with this id."""
-        raise NotImplementedError
+        with self._reservations_lock:
+            found = self._reservations.get(reservation_id)
+        return None if found is None else found[0]
 
     async def claim_reservation(
         self, reservation_id: str, claim: str, now: datetime, until: datetime
     ) -> Reservation | None:
-        """Hold a pending reservation under ``claim``."""
-        raise NotImplementedError
+        """Hold a pending reservation under ``claim``; it comes back with the settlement
+        its claim names (``with_intent``), an earlier holder's first."""
+        with self._reservations_lock:
+            found = self._reservations.get(reservation_id)
+            if found is None:
+                return None
+            reservation, held, held_until = found
+            if reservation.status is not ReservationStatus.PENDING:
+                return None
+            if not may_claim(held, held_until, claim, now):
+                return None
+            stored = taken_over(held, claim)
+            self._reservations[reservation_id] = (reservation, stored, until)
+        return with_intent(reservation, stored)
 
     async def due_reservations(self, now: datetime, limit: int) -> list[Reservation]:
         """Pending reservations past their deadline that nobody holds."""
-        raise NotImplementedError
+        with self._reservations_lock:
+            due = [
+                reservation
+                for reservation, held, held_until in self._reservations.values()
+                if reservation.status is ReservationStatus.PENDING
+                and reservation.expires_at <= now
+                and (held is None or held_until is None or held_until <= now)
+            ]
+        due.sort(key=lambda r: (r.expires_at, r.id))
+        return due[:limit]
 
     async def settle_reservation(self, reservation: Reservation, claim: str) -> bool:
         """Store a settled reservation still held under ``claim``."""
-        raise NotImplementedError
+        with self._reservations_lock:
+            found = self._reservations.get(reservation.id)
+            if found is None or found[1] is None or nonce_of(found[1]) != nonce_of(claim):
+                return False
+            if found[0].status is not ReservationStatus.PENDING:
+                return False
+            self._reservations[reservation.id] = (reservation, None, None)
+        return True

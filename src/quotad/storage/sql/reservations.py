@@ -1,11 +1,74 @@
-"""Reservations in SQL (SPEC 10): the ``reservations`` table."""
+"""Reservations in SQL (SPEC 10): the ``reservations`` table.
+
+A claim is a read and a conditional update in one write transaction: PostgreSQL locks
+the row (``FOR UPDATE``), SQLite holds its one write lock (``BEGIN IMMEDIATE``), so two
+nodes never both hold a reservation. What a claim stores is the memory store's
+(``quotad.storage.memory_reservations``): the first settlement named sticks.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
-from quotad.domain.credits import Reservation
+import sqlalchemy as sa
+
+from quotad.domain.credits import Reservation, ReservationStatus
+from quotad.domain.limits import Slot
+from quotad.storage.memory_reservations import may_claim, nonce_of, taken_over, with_intent
+from quotad.storage.schema import reservations
 from quotad.storage.sql.engine import Database
+from quotad.storage.sql.rows import affects_a_row, from_micros, opt_dt, opt_micros, to_micros
+
+
+def reservation_body(reservation: Reservation) -> dict[str, Any]:
+    """What the ``body`` column holds of a reservation."""
+    return {
+        "items": [[service, cost] for service, cost in reservation.items],
+        "day": reservation.day.isoformat(),
+        "moved": [list(slot) for slot in reservation.moved],
+        "given": dict(reservation.given),
+        "price": reservation.price,
+        "committed": reservation.committed,
+        "overage": reservation.overage,
+    }
+
+
+def reservation_values(reservation: Reservation) -> dict[str, Any]:
+    """A reservation as a row (unclaimed)."""
+    return {
+        "id": reservation.id,
+        "account_id": reservation.account_id,
+        "key_id": reservation.key_id,
+        "status": reservation.status.value,
+        "body": reservation_body(reservation),
+        "created_at": to_micros(reservation.created_at),
+        "expires_at": to_micros(reservation.expires_at),
+        "settled_at": opt_micros(reservation.settled_at),
+        "claim": None,
+        "claimed_until": None,
+    }
+
+
+def reservation_of(row: Any) -> Reservation:
+    """A row back as a reservation."""
+    body = row.body
+    return Reservation(
+        id=row.id,
+        account_id=row.account_id,
+        key_id=row.key_id,
+        items=tuple((str(service), int(cost)) for service, cost in body["items"]),
+        day=date.fromisoformat(body["day"]),
+        moved=tuple(Slot(*slot) for slot in body["moved"]),
+        given={str(k): int(v) for k, v in body["given"].items()},
+        price=int(body["price"]),
+        created_at=from_micros(row.created_at),
+        expires_at=from_micros(row.expires_at),
+        status=ReservationStatus(row.status),
+        committed=int(body["committed"]),
+        overage=int(body["overage"]),
+        settled_at=opt_dt(row.settled_at),
+    )
 
 
 class SqlReservations:
@@ -14,23 +77,83 @@ class SqlReservations:
     _db: Database
 
     async def create_reservation(self, reservation: Reservation) -> None:
-        """Store a pending reservation."""
-        raise NotImplementedError  # the reservations helper writes this
+        """Store a pending reservation (kept as it is if one of its id exists: a replay)."""
+        insert = self._db.insert(reservations).values(**reservation_values(reservation))
+        async with self._db.write() as conn:
+            await conn.execute(insert.on_conflict_do_nothing())
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         """The reservation with this id."""
-        raise NotImplementedError
+        query = reservations.select().where(reservations.c.id == reservation_id)
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else reservation_of(row)
 
     async def claim_reservation(
         self, reservation_id: str, claim: str, now: datetime, until: datetime
     ) -> Reservation | None:
-        """Hold a pending reservation under ``claim``."""
-        raise NotImplementedError
+        """Hold a pending reservation under ``claim`` (with the settlement first named)."""
+        r = reservations.c
+        query = reservations.select().where(r.id == reservation_id)
+        if not self._db.sqlite:
+            query = query.with_for_update()
+        async with self._db.write() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None or row.status != ReservationStatus.PENDING.value:
+                return None
+            held_until = opt_dt(row.claimed_until)
+            if not may_claim(row.claim, held_until, claim, now):
+                return None
+            stored = taken_over(row.claim, claim)
+            update = (
+                reservations.update()
+                .where(r.id == reservation_id, r.status == ReservationStatus.PENDING.value)
+                .values(claim=stored, claimed_until=to_micros(until))
+            )
+            if not await affects_a_row(conn, update):
+                return None
+        return with_intent(reservation_of(row), stored)
 
     async def due_reservations(self, now: datetime, limit: int) -> list[Reservation]:
         """Pending reservations past their deadline that nobody holds."""
-        raise NotImplementedError
+        r = reservations.c
+        at = to_micros(now)
+        query = (
+            reservations.select()
+            .where(
+                r.status == ReservationStatus.PENDING.value,
+                r.expires_at <= at,
+                sa.or_(r.claimed_until.is_(None), r.claimed_until <= at),
+            )
+            .order_by(r.expires_at, r.id)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return [reservation_of(row) for row in await conn.execute(query)]
 
     async def settle_reservation(self, reservation: Reservation, claim: str) -> bool:
         """Store a settled reservation still held under ``claim``."""
-        raise NotImplementedError
+        r = reservations.c
+        query = sa.select(r.claim).where(r.id == reservation.id)
+        if not self._db.sqlite:
+            query = query.with_for_update()
+        async with self._db.write() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None or row.claim is None or nonce_of(row.claim) != nonce_of(claim):
+                return False
+            update = (
+                reservations.update()
+                .where(
+                    r.id == reservation.id,
+                    r.claim == row.claim,
+                    r.status == ReservationStatus.PENDING.value,
+                )
+                .values(
+                    status=reservation.status.value,
+                    body=reservation_body(reservation),
+                    settled_at=opt_micros(reservation.settled_at),
+                    claim=None,
+                    claimed_until=None,
+                )
+            )
+            return await affects_a_row(conn, update)

@@ -1,0 +1,318 @@
+"""Reservations (SPEC 10): a verify's cost held, then committed, cancelled or expired.
+
+A settlement happens exactly once, whatever node or restart it spans:
+
+1. ``claim_reservation`` (conditional: one node holds it). The claim names the settlement
+   (``<nonce>:<status>:<committed>``) and the first named sticks, so a node that takes
+   over a claim whose holder died finishes that holder's settlement, not its own.
+2. The counters move in ONE consume under ``IdempotencyClaim(f"reservation:{id}", the
+   settlement's fingerprint)``: a node that died after it is replayed, not re-applied.
+   A larger commit whose extra a hard limit refuses moves it as overage in a second
+   consume under its own claim (``reservation:{id}:over``), replayed the same way.
+3. ``settle_reservation`` under the claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import secrets
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+
+import structlog
+
+from quotad.domain import credits
+from quotad.domain.credits import Reservation, ReservationStatus
+from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY, Slot
+from quotad.domain.models import IdempotencyClaim
+from quotad.errors import Conflict, NotFound
+from quotad.service import verify
+from quotad.service.context import Context
+from quotad.service.verify import Verdict
+
+log = structlog.get_logger("quotad.reservations")
+
+CLAIM_SECONDS = 30  # how long a node holds a reservation it settles
+REPLAY_DAYS = 60  # how long a settlement's counter claim is kept (far past any TTL)
+SWEEP_BATCH = 100
+
+
+def reservation_id(account_id: str, idempotency_key: str | None) -> str:
+    """A new reservation's id: derived from the account and the Idempotency-Key when
+    there is one (a replayed verify answers the same reservation), else random."""
+    if idempotency_key is None:
+        return f"rsv_{secrets.token_hex(16)}"
+    digest = hashlib.sha256(f"{account_id}\n{idempotency_key}".encode()).hexdigest()
+    return f"rsv_{digest[:32]}"
+
+
+def moved_slots(verdict: Verdict, items: tuple[tuple[str, int], ...], day: str) -> tuple[Slot, ...]:
+    """What a granted verify moved: every window and day row (not rates, not credits),
+    as decided, with ``cost`` what it moved; a version-1 verdict its day row ``day``."""
+    decided = verdict.decided
+    if decided is None:
+        service, cost = items[0]
+        return (Slot(service, day, verdict.total or 0, HARD, cost),)
+    moved = []
+    for index, slot in enumerate(decided.slots):
+        if slot.interval or slot.mode >= CREDIT:
+            continue
+        cost = decided.after[index] - decided.before[index]
+        if cost or index == 0:  # the first day row stays: a settlement's consume leads with it
+            moved.append(slot._replace(cost=cost))
+    return tuple(moved)
+
+
+async def reserve(
+    ctx: Context,
+    verdict: Verdict,
+    items: tuple[tuple[str, int], ...],
+    ttl_seconds: int,
+    idempotency_key: str | None,
+    key_id: str | None = None,
+) -> Reservation | None:
+    """The reservation of a granted verdict (None for a refusal or an uncounted allow)."""
+    if not verdict.valid or verdict.account_id is None:
+        return None
+    account_id = verdict.account_id
+    found_id = reservation_id(account_id, idempotency_key)
+    if idempotency_key is not None:
+        found = await ctx.stores.credits.get_reservation(found_id)
+        if found is not None:
+            return found
+    now = ctx.clock.now()
+    if verdict.decided is None:  # version 1: the day its reset ends
+        account = await ctx.records.get_account(account_id)
+        timezone = account.timezone if account is not None else "UTC"
+        day = verify.consumed_day(verdict, timezone)
+    else:
+        day = date.fromisoformat(verdict.decided.slots[0].period)
+    moved = moved_slots(verdict, items, day.isoformat())
+    decided = verdict.decided
+    given = {} if decided is None else credits.takes(decided.slots, decided.before, decided.after)
+    service = await ctx.records.get_service(items[0][0])
+    price = (service.credit_price if service is not None else None) or 0
+    reservation = Reservation(
+        id=found_id,
+        account_id=account_id,
+        key_id=key_id,
+        items=items,
+        day=day,
+        moved=moved,
+        given=given,
+        price=price,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+    )
+    await ctx.stores.credits.create_reservation(reservation)
+    return reservation
+
+
+async def get(ctx: Context, reservation_id_: str) -> Reservation:
+    """The reservation, or ``NotFound``."""
+    found = await ctx.stores.credits.get_reservation(reservation_id_)
+    if found is None:
+        raise NotFound(f"reservation {reservation_id_!r} not found")
+    return found
+
+
+async def commit(ctx: Context, reservation_id_: str, actual: int) -> Reservation:
+    """Settle a reservation at ``actual`` units (idempotent; 409 once settled otherwise
+    or past its deadline)."""
+    return await _settle_asked(ctx, reservation_id_, ReservationStatus.COMMITTED, actual)
+
+
+async def cancel(ctx: Context, reservation_id_: str) -> Reservation:
+    """Give everything a reservation holds back (idempotent; 409 as ``commit``)."""
+    return await _settle_asked(ctx, reservation_id_, ReservationStatus.CANCELLED, 0)
+
+
+def _same(reservation: Reservation, status: ReservationStatus, actual: int) -> bool:
+    return reservation.status is status and (
+        status is not ReservationStatus.COMMITTED or reservation.committed == actual
+    )
+
+
+async def _settle_asked(
+    ctx: Context, reservation_id_: str, status: ReservationStatus, actual: int
+) -> Reservation:
+    found = await get(ctx, reservation_id_)
+    now = ctx.clock.now()
+    if found.status is ReservationStatus.PENDING and now >= found.expires_at:
+        raise Conflict(f"reservation {reservation_id_!r} expired at its deadline")
+    if found.status is ReservationStatus.PENDING:
+        settled = await settle(ctx, found.id, status, actual, now)
+        if settled is not None:
+            found = settled
+        else:  # another node holds it: answer as it stands once settled
+            found = await get(ctx, reservation_id_)
+    if _same(found, status, actual):
+        return found
+    if found.status is ReservationStatus.PENDING:
+        raise Conflict(f"reservation {reservation_id_!r} is being settled; try again")
+    raise Conflict(f"reservation {reservation_id_!r} is already {found.status.value}")
+
+
+async def settle(
+    ctx: Context,
+    reservation_id_: str,
+    status: ReservationStatus,
+    actual: int,
+    now: datetime,
+) -> Reservation | None:
+    """Settle a pending reservation (as asked, or as an interrupted earlier settlement
+    asked): the settled reservation, or None if another node holds it or it is settled."""
+    store = ctx.stores.credits
+    claim = f"{secrets.token_hex(8)}:{status.value}:{actual}"
+    held = await store.claim_reservation(
+        reservation_id_, claim, now, now + timedelta(seconds=CLAIM_SECONDS)
+    )
+    if held is None:
+        return None
+    # ``held`` carries the settlement the claim names: ours, or an earlier holder's.
+    overage = await _move(ctx, held, now)
+    settled = replace(held, overage=overage, settled_at=now)
+    if not await store.settle_reservation(settled, claim):
+        return None
+    return settled
+
+
+def _fingerprint(reservation: Reservation) -> str:
+    """What a settlement moves: everything back, or a commit of so many units."""
+    committed = (
+        0 if reservation.status is not ReservationStatus.COMMITTED else reservation.committed
+    )
+    return hashlib.sha256(f"{reservation.id}\n{committed}".encode()).hexdigest()
+
+
+async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
+    """Move the counters of ``reservation``'s settlement (status, committed): the overage."""
+    reserved = reservation.reserved
+    actual = reservation.committed if reservation.status is ReservationStatus.COMMITTED else 0
+    if actual == reserved:
+        return 0
+    expires = now + timedelta(days=REPLAY_DAYS)
+    claim = IdempotencyClaim(f"reservation:{reservation.id}", _fingerprint(reservation), expires)
+    if actual < reserved:
+        slots = _give_back(reservation, actual, now)
+        await _consume(ctx, reservation, slots, claim, now)
+        return 0
+    extra = actual - reserved
+    grown = await _grown(ctx, reservation, extra, now)
+    outcome = await _consume(ctx, reservation, grown, claim, now)
+    if outcome:
+        return 0
+    # A hard limit refused the extra: it is used all the same, as overage.
+    over = tuple(_unchecked(slot) for slot in grown)
+    over_claim = IdempotencyClaim(f"reservation:{reservation.id}:over", claim.fingerprint, expires)
+    await _consume(ctx, reservation, over, over_claim, now)
+    return extra
+
+
+def _unchecked(slot: Slot) -> Slot:
+    """A slot that moves whatever room it has: a window as TALLY, a grant pool as
+    CREDIT_TAKE (takes what is left, never refuses)."""
+    if slot.mode == CREDIT:
+        return slot._replace(mode=CREDIT_TAKE)
+    if slot.mode < CREDIT:
+        return slot._replace(mode=TALLY)
+    return slot
+
+
+def _give_back(reservation: Reservation, actual: int, now: datetime) -> tuple[Slot, ...]:
+    back = credits.scaled(reservation.moved, reservation.reserved, actual)
+    owed = sum(reservation.given.values()) - min(
+        sum(reservation.given.values()), credits.debit_of(actual, reservation.price)
+    )
+    given_back: dict[str, int] = {}
+    for grant_id, amount in reversed(list(reservation.given.items())):
+        if owed <= 0:
+            break
+        part = min(amount, owed)
+        given_back[grant_id] = part
+        owed -= part
+    slots = [slot._replace(mode=TALLY) for slot in back]
+    slots += credits.give_back_slots(given_back, reservation.day)
+    return _day_row_first(reservation, slots)
+
+
+def _day_row_first(reservation: Reservation, slots: list[Slot]) -> tuple[Slot, ...]:
+    """The slots with the reservation's first day row first (cost 0 if it moves not)."""
+    head = reservation.moved[0] if reservation.moved else None
+    if head is None:
+        service = reservation.items[0][0]
+        head = Slot(service, reservation.day.isoformat(), 0, TALLY, 0)
+    key = (head.name, head.period)
+    found = [slot for slot in slots if (slot.name, slot.period) == key]
+    rest = [slot for slot in slots if (slot.name, slot.period) != key]
+    first = found[0] if found else head._replace(mode=TALLY, cost=0)
+    return (first, *rest)
+
+
+async def _grown(
+    ctx: Context, reservation: Reservation, extra: int, now: datetime
+) -> tuple[Slot, ...]:
+    """The slots of a larger commit's extra: the same counters (modes, totals), and the
+    account's grants for the extra's debit."""
+    reserved = reservation.reserved
+    slots = []
+    for slot in reservation.moved:
+        grow = slot.cost if reserved <= 0 else math.floor(slot.cost * extra / reserved)
+        slots.append(slot._replace(cost=grow))
+    if reservation.price:
+        grants = await ctx.stores.credits.list_grants(reservation.account_id)
+        debit = credits.debit_of(extra, reservation.price)
+        slots += credits.credit_slots(grants, debit, reservation.day, now)
+    return _day_row_first(reservation, slots)
+
+
+async def _consume(
+    ctx: Context,
+    reservation: Reservation,
+    slots: tuple[Slot, ...],
+    claim: IdempotencyClaim,
+    now: datetime,
+) -> bool:
+    """One consume of ``slots`` (the first a day row) under ``claim``: granted or not."""
+    first = slots[0]
+    outcome = await ctx.counters.consume(
+        reservation.account_id,
+        first.name,
+        reservation.day,
+        first.cost,
+        first.total,
+        claim,
+        now,
+        extra=slots[1:],
+        day_mode=first.mode,
+    )
+    return outcome.granted
+
+
+async def sweep(ctx: Context) -> int:
+    """Expire every reservation past its deadline that no node holds: how many."""
+    now = ctx.clock.now()
+    expired = 0
+    for due in await ctx.stores.credits.due_reservations(now, SWEEP_BATCH):
+        try:
+            settled = await settle(ctx, due.id, ReservationStatus.EXPIRED, 0, now)
+        except Conflict:
+            log.warning("could not expire a reservation", reservation=due.id)
+            continue
+        if settled is not None:
+            expired += 1
+    return expired
+
+
+async def sweep_forever(ctx: Context, every: float | None = None) -> None:
+    """Expire due reservations until cancelled, every ``reservation_sweep_seconds``
+    (at once on start: what came due while no node ran is given back then)."""
+    wait = ctx.settings.reservation_sweep_seconds if every is None else every
+    while True:
+        try:
+            await sweep(ctx)
+        except Exception as exc:
+            log.warning("could not expire reservations; will retry", error=str(exc))
+        await asyncio.sleep(wait)
