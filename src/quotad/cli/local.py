@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from quotad.api import views
+from quotad.cli.local_credits import LocalCredits
 from quotad.cli.local_webhooks import LocalWebhooks
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.domain.limits import Limits
@@ -38,7 +39,7 @@ async def every(
         after = ident(page[-1])
 
 
-class LocalOperator(LocalWebhooks):
+class LocalOperator(LocalWebhooks, LocalCredits):
     """The administrative operations over an opened store."""
 
     def __init__(self, ctx: Context) -> None:

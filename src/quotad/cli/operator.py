@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
+from quotad.cli.credit_operator import CreditOperator
 from quotad.cli.webhook_operator import WebhookOperator
 from quotad.domain.limits import Limits
 from quotad.errors import ValidationFailed
@@ -33,7 +34,7 @@ class PlanLimit:
     description: str
 
 
-class Operator(WebhookOperator, Protocol):
+class Operator(WebhookOperator, CreditOperator, Protocol):
     """The administrative operations of a deployment, as views."""
 
     async def list_services(self) -> list[View]:

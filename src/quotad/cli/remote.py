@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import orjson
 
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
+from quotad.cli.remote_credits import RemoteCredits
 from quotad.cli.remote_webhooks import RemoteWebhooks
 from quotad.domain import days
 from quotad.domain.limits import Limits
@@ -208,7 +209,7 @@ def as_quotad_error(exc: QuotadAPIError, hint: str | None = None) -> QuotadError
     return QuotadError(note, code, problems)
 
 
-class RemoteOperator(RemoteWebhooks):
+class RemoteOperator(RemoteWebhooks, RemoteCredits):
     """The administrative operations through the operator API."""
 
     def __init__(self, client: AsyncClient) -> None:
