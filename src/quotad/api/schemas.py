@@ -527,8 +527,8 @@ class VerifyIn(Strict):
         bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
     ] = False
     ttl_seconds: Annotated[
-        int | SkipJsonSchema[None],
-        Field(strict=True, ge=1, le=604_800, description="With reserve only (default 300)"),
+        Annotated[int, Field(strict=True, ge=1, le=604_800)] | SkipJsonSchema[None],
+        Field(description="With reserve only (default 300)"),
     ] = None
 
 
@@ -549,8 +549,8 @@ class VerifyItemsIn(Strict):
         bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
     ] = False
     ttl_seconds: Annotated[
-        int | SkipJsonSchema[None],
-        Field(strict=True, ge=1, le=604_800, description="With reserve only (default 300)"),
+        Annotated[int, Field(strict=True, ge=1, le=604_800)] | SkipJsonSchema[None],
+        Field(description="With reserve only (default 300)"),
     ] = None
 
 

@@ -1,0 +1,293 @@
+"""Reservations (SPEC 10): reserve on verify, commit, cancel, and expire exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx2
+import pytest
+
+from quotad.domain.limits import parse_limits
+from quotad.domain.models import Quota
+from quotad.service import reservations
+from quotad.service.context import Context
+from quotad.storage import Stores
+from quotad.testing import FakeClock
+from tests.conftest import OPERATOR, Deployment
+from tests.nodes import three_nodes
+
+
+async def verify(
+    client: httpx2.AsyncClient, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> httpx2.Response:
+    """POST /v1/verify as the operator."""
+    return await client.post("/v1/verify", json=body, headers={**OPERATOR, **(headers or {})})
+
+
+async def reserve(client: httpx2.AsyncClient, key: str, cost: int, **extra: Any) -> dict[str, Any]:
+    """A granted verify with reserve: its answer."""
+    body = {"key": key, "service": "insights", "cost": cost, "reserve": True, **extra}
+    response = await verify(client, body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def used(client: httpx2.AsyncClient, key: str, name: str = "insights.day") -> int:
+    """What a limit has used (a verify of cost 0)."""
+    response = await verify(client, {"key": key, "service": "insights", "cost": 0})
+    answer = response.json()
+    for entry in answer["limits"]:
+        if entry["name"] == name:
+            value: int = entry["used"]
+            return value
+    raise AssertionError(answer)
+
+
+async def commit(client: httpx2.AsyncClient, rid: str, cost: int) -> httpx2.Response:
+    """POST /v1/reservations/{id}/commit."""
+    return await client.post(
+        f"/v1/reservations/{rid}/commit", json={"cost": cost}, headers=OPERATOR
+    )
+
+
+async def cancel(client: httpx2.AsyncClient, rid: str) -> httpx2.Response:
+    """DELETE /v1/reservations/{id}."""
+    return await client.delete(f"/v1/reservations/{rid}", headers=OPERATOR)
+
+
+async def set_limits(ctx: Context, **quotas: list[dict[str, Any]]) -> None:
+    """Give the deployment's plan these services' limits (SPEC 9's JSON form)."""
+    plan = await ctx.records.get_plan("plan-acme")
+    assert plan is not None
+    changed = dict(plan.quotas)
+    for service, limits in quotas.items():
+        changed[service] = Quota(parse_limits(limits))
+    await ctx.records.replace_plan(dataclasses.replace(plan, quotas=changed))
+    if ctx.cache is not None:
+        ctx.cache.clear()
+
+
+async def test_reserve_answers_an_id_and_consumes_at_once(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A granted verify with reserve consumes the cost and answers reservation_id and expires_at."""
+    answer = await reserve(client, deployment.key, 10, ttl_seconds=60)
+    assert answer["valid"] is True
+    assert answer["reservation_id"].startswith("rsv_")
+    assert answer["expires_at"] == "2024-11-07T12:01:00Z"
+    assert await used(client, deployment.key) == 10
+
+
+async def test_a_refused_verify_reserves_nothing(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A refused verify with reserve answers no reservation_id."""
+    answer = await reserve(client, deployment.key, 251)
+    assert answer["valid"] is False
+    assert "reservation_id" not in answer
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"ttl_seconds": 60}, "/body/ttl_seconds"),
+        ({"reserve": "yes"}, "/body/reserve"),
+        ({"reserve": True, "ttl_seconds": 0}, "/body/ttl_seconds"),
+        ({"reserve": True, "ttl_seconds": 604_801}, "/body/ttl_seconds"),
+    ],
+)
+async def test_bad_reservation_fields_are_refused(
+    client: httpx2.AsyncClient, deployment: Deployment, body: dict[str, Any], where: str
+) -> None:
+    """A bad reserve or ttl_seconds is 400 VALIDATION_FAILED at its field; nothing moves."""
+    response = await verify(client, {"key": deployment.key, "service": "insights", **body})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "VALIDATION_FAILED"
+    assert [e["path"] for e in response.json()["validationErrors"]] == [where]
+    assert await used(client, deployment.key) == 0
+
+
+async def test_an_idempotent_replay_answers_the_same_reservation(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A verify with reserve replayed by its Idempotency-Key answers the same reservation."""
+    body = {"key": deployment.key, "service": "insights", "cost": 5, "reserve": True}
+    first = (await verify(client, body, {"Idempotency-Key": "k1"})).json()
+    again = (await verify(client, body, {"Idempotency-Key": "k1"})).json()
+    assert first["reservation_id"] == again["reservation_id"]
+    assert await used(client, deployment.key) == 5
+
+
+@pytest.mark.parametrize(("actual", "after"), [(4, 4), (10, 10), (15, 15), (0, 0)])
+async def test_commit_settles_the_difference(
+    client: httpx2.AsyncClient, deployment: Deployment, actual: int, after: int
+) -> None:
+    """A commit smaller gives back, equal moves nothing, larger consumes the extra."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    response = await commit(client, rid, actual)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "id": rid,
+        "status": "committed",
+        "reserved": 10,
+        "committed": actual,
+        "overage": 0,
+        "expires_at": "2024-11-07T12:05:00Z",
+    }
+    assert await used(client, deployment.key) == after
+
+
+async def test_commit_gives_back_to_every_window(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A smaller commit gives the difference back to the day and the month alike."""
+    await set_limits(
+        ctx, insights=[{"window": "day", "total": 100}, {"window": "month", "total": 1000}]
+    )
+    rid = (await reserve(client, deployment.key, 30))["reservation_id"]
+    assert (await commit(client, rid, 12)).status_code == 200
+    assert await used(client, deployment.key, "insights.day") == 12
+    assert await used(client, deployment.key, "insights.month") == 12
+
+
+async def test_a_larger_commit_without_room_is_overage(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A larger commit a hard limit has no room for is consumed anyway and reported as overage."""
+    await set_limits(
+        ctx, insights=[{"window": "day", "total": 100}, {"window": "month", "total": 50}]
+    )
+    rid = (await reserve(client, deployment.key, 40))["reservation_id"]
+    response = await commit(client, rid, 60)
+    assert response.status_code == 200, response.text
+    assert (response.json()["committed"], response.json()["overage"]) == (60, 20)
+    assert await used(client, deployment.key, "insights.month") == 60
+    assert await used(client, deployment.key, "insights.day") == 60
+
+
+async def test_cancel_gives_everything_back_once(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """Cancel gives the whole cost back; cancelling again answers the same, moving nothing."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    await reserve(client, deployment.key, 3)
+    first = await cancel(client, rid)
+    again = await cancel(client, rid)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert first.json()["status"] == "cancelled"
+    assert await used(client, deployment.key) == 3
+
+
+async def test_a_double_commit_moves_once_and_another_settlement_conflicts(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """The same commit twice moves once; another commit or a cancel after it is 409."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    assert (await commit(client, rid, 4)).status_code == 200
+    assert (await commit(client, rid, 4)).status_code == 200
+    assert (await commit(client, rid, 5)).status_code == 409
+    assert (await cancel(client, rid)).status_code == 409
+    assert await used(client, deployment.key) == 4
+
+
+async def test_commit_after_cancel_conflicts(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A commit of a cancelled reservation is 409 CONFLICT."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    assert (await cancel(client, rid)).status_code == 200
+    response = await commit(client, rid, 10)
+    assert response.status_code == 409
+    assert response.json()["error"] == "CONFLICT"
+    assert await used(client, deployment.key) == 0
+
+
+async def test_an_unknown_reservation_is_404(client: httpx2.AsyncClient) -> None:
+    """Commit and cancel of an unknown id are 404."""
+    assert (await commit(client, "rsv_nope", 1)).status_code == 404
+    assert (await cancel(client, "rsv_nope")).status_code == 404
+
+
+async def test_commit_after_expiry_conflicts_and_the_sweep_gives_back_once(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """After its deadline a commit is 409 and moves nothing; the sweep gives back, once."""
+    rid = (await reserve(client, deployment.key, 10, ttl_seconds=30))["reservation_id"]
+    clock.advance(seconds=31)
+    assert (await commit(client, rid, 20)).status_code == 409
+    assert await used(client, deployment.key) == 10
+    assert await reservations.sweep(ctx) == 1
+    assert await reservations.sweep(ctx) == 0
+    assert await used(client, deployment.key) == 0
+    response = await cancel(client, rid)
+    assert response.status_code == 409
+
+
+async def test_nodes_racing_to_expire_give_back_once(
+    stores: Stores, client: httpx2.AsyncClient, deployment: Deployment, clock: FakeClock
+) -> None:
+    """Three nodes sweeping at once give each reservation back exactly once."""
+    async with AsyncExitStack() as stack:
+        nodes = await three_nodes(stores, clock, stack)
+        for _ in range(5):
+            await reserve(client, deployment.key, 7, ttl_seconds=10)
+        await reserve(client, deployment.key, 2, ttl_seconds=600)
+        clock.advance(seconds=11)
+        counts = await asyncio.gather(*(reservations.sweep(node) for _, node in nodes))
+        assert sum(counts) == 5
+        assert await used(client, deployment.key) == 2
+
+
+class FailingSettle:
+    """The credit store, whose settle_reservation fails once after the counters moved."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def settle_reservation(self, reservation: Any, claim: str) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise OSError("the node died before recording the settlement")
+        result: bool = await self.inner.settle_reservation(reservation, claim)
+        return result
+
+
+async def test_an_interrupted_settlement_is_not_applied_twice(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A commit that died after moving the counters is finished, not re-applied, next time."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    failing = dataclasses.replace(ctx.stores, credits=FailingSettle(ctx.stores.credits))
+    broken = Context(failing, ctx.settings, clock)
+    with pytest.raises(OSError, match="died"):
+        await reservations.commit(broken, rid, 4)
+    assert await used(client, deployment.key) == 4
+    clock.advance(seconds=31)  # the dead node's claim lapses
+    response = await commit(client, rid, 4)
+    assert response.status_code == 200, response.text
+    assert await used(client, deployment.key) == 4
+
+
+async def test_a_sweep_finishes_an_interrupted_commit(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """The sweep finishes an interrupted commit as committed; it never gives it all back."""
+    rid = (await reserve(client, deployment.key, 10, ttl_seconds=10))["reservation_id"]
+    failing = dataclasses.replace(ctx.stores, credits=FailingSettle(ctx.stores.credits))
+    with pytest.raises(OSError, match="died"):
+        await reservations.commit(Context(failing, ctx.settings, clock), rid, 4)
+    clock.advance(seconds=60)
+    assert await reservations.sweep(ctx) == 1
+    found = await ctx.stores.credits.get_reservation(rid)
+    assert found is not None
+    assert (found.status.value, found.committed) == ("committed", 4)
+    assert await used(client, deployment.key) == 4
