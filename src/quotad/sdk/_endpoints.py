@@ -129,11 +129,15 @@ class Endpoints:
 
     @endpoint
     def update_service(
-        self, name: str, *, credit_price: Amount | _Unset | None = UNSET
+        self,
+        name: str,
+        *,
+        credit_price: Amount | _Unset | None = UNSET,
+        description: str | None = None,
     ) -> Call[Service]:
-        """Change a service's ``credit_price`` (``PATCH /admin/v1/services/{name}``; ``None``
-        makes it unpriced)."""
-        body: dict[str, Any] = {}
+        """Change a service's ``credit_price`` (``None`` makes it unpriced) or description
+        (``PATCH /admin/v1/services/{name}``)."""
+        body: dict[str, Any] = _params(description=description)
         if not isinstance(credit_price, _Unset):
             body["credit_price"] = credit_price
         return Call(
