@@ -45,7 +45,7 @@ def ledger_entry_view(entry: LedgerEntry) -> View:
     }
 
 
-def _credits(micros: int) -> int | float:
+def credits_number(micros: int) -> int | float:
     """Micro-credits as the JSON number the API takes (exact: at most 6 decimals)."""
     shown = from_micros(micros)
     if isinstance(shown, int):
@@ -68,7 +68,7 @@ class RemoteCredits:
     ) -> View:
         """``POST /admin/v1/accounts/{id}/grants``."""
         made = await self.client.grant_credits(
-            account_id, _credits(amount), expires_at, priority, note
+            account_id, credits_number(amount), expires_at, priority, note
         )
         return grant_view(made)
 
