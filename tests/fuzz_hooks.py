@@ -26,16 +26,29 @@ _WEBHOOK_URL = (
     r"/body/url",
     {"format", "forbidden", "unresolvable", "enum", "required", "maxLength"},
 )
+# Credits (SPEC 10): at most 6 decimal places (a JSON number's precision no schema holds
+# exactly); a month window alone has a billing anchor.
+_PRICE = (r"/body/credit_price", {"invalid"})
+_REFILL = (r"/body/refill/(amount|anchor)", {"invalid"})
 SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
     "POST /admin/v1/plans": [
         (r"/body/quotas/.+", {"unknown"}),
         (r"/body/limits/\d+/name", {"invalid"}),
         _DUPLICATES,
+        _REFILL,
     ],
     "PUT /admin/v1/plans/{plan_id}": [
         (r"/body/quotas/.+", {"unknown"}),
         (r"/body/limits/\d+/name", {"invalid"}),
         _DUPLICATES,
+        _REFILL,
+    ],
+    "POST /admin/v1/services": [_PRICE],
+    "PATCH /admin/v1/services/{service}": [_PRICE],
+    # The expiry must be in the future (what time it is, no schema knows).
+    "POST /admin/v1/accounts/{account_id}/grants": [
+        (r"/body/amount", {"invalid"}),
+        (r"/body/expires_at", {"range"}),
     ],
     "POST /admin/v1/accounts": [
         (r"/body/plan", {"unknown"}),

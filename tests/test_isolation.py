@@ -271,6 +271,7 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         .replace("{token_id}", "tok_stolen")
         .replace("{webhook_id}", "wh_stolen")
         .replace("{delivery_id}", "dlv_stolen")
+        .replace("{grant_id}", "gr_stolen")
     )
     assert "{" not in url, f"no value for a path parameter of {path}: add it to this test"
     event = {
@@ -282,6 +283,8 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
     }
     bodies: dict[tuple[str, str], Any] = {
         ("POST", "/admin/v1/services"): {"name": "stolen"},
+        ("PATCH", "/admin/v1/services/{service}"): {"credit_price": 1000},
+        ("POST", "/admin/v1/accounts/{account_id}/grants"): {"amount": 1000},
         ("POST", "/admin/v1/plans"): {"id": "stolen", "quotas": {"insights": {"total": 1}}},
         ("PUT", "/admin/v1/plans/{plan_id}"): {"quotas": {"insights": {"total": 1}}},
         ("POST", "/admin/v1/accounts"): {"id": "stolen", "name": "Stolen", "plan": PLAN},
@@ -369,6 +372,7 @@ async def test_no_customer_key_reaches_any_operator_route(
     # The same probes with the operator token succeed: each one would have done harm.
     victim = tenants[1]
     token_id = "tok_stolen"
+    grant_id = "gr_stolen"
     hook = await webhooks.create(ctx, HOOK_URL, EVENTS)
     now = ctx.clock.now()
     event = AlertEvent("evt_probe", EVENTS[0], now, "probe", {}, victim.account_id)
@@ -376,6 +380,7 @@ async def test_no_customer_key_reaches_any_operator_route(
     for method, path in operator_routes:
         url, body = probe(method, path, victim)
         url = url.replace("tok_stolen", token_id)  # the token POST /admin/v1/tokens made
+        url = url.replace("gr_stolen", grant_id)  # the grant POST …/grants made
         url = url.replace("wh_stolen", hook.id).replace(
             "dlv_stolen", delivery_id(event.id, hook.id)
         )
@@ -383,4 +388,6 @@ async def test_no_customer_key_reaches_any_operator_route(
         assert 200 <= response.status_code < 300, (method, url, response.text)
         if (method, path) == ("POST", "/admin/v1/tokens"):
             token_id = response.json()["id"]
+        if (method, path) == ("POST", "/admin/v1/accounts/{account_id}/grants"):
+            grant_id = response.json()["id"]
     assert await snapshot(ctx.stores) != before

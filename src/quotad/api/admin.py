@@ -101,14 +101,14 @@ async def create_service(ctx: Ctx, body: ServiceIn) -> Response:
     return ORJSONResponse(_service_view(service), status_code=201)
 
 
-@router.patch("/services/{name}", response_model=ServiceOut)
-async def update_service(ctx: Ctx, name: str, body: ServicePatch) -> Response:
+@router.patch("/services/{service}", response_model=ServiceOut)
+async def update_service(ctx: Ctx, service: str, body: ServicePatch) -> Response:
     """Change a service's description or credit price (null: unpriced)."""
     price = (
         price_at(body.credit_price) if "credit_price" in body.model_fields_set else admin.UNCHANGED
     )
-    service = await admin.update_service(ctx, name, body.description, price)
-    return ORJSONResponse(_service_view(service))
+    changed = await admin.update_service(ctx, service, body.description, price)
+    return ORJSONResponse(_service_view(changed))
 
 
 @router.get("/services", response_model=Page[ServiceOut])

@@ -633,6 +633,13 @@ class VerifyLimitOut(BaseModel):
     )
 
 
+class VerifyCreditsOut(BaseModel):
+    """What a priced call debited, and the balance it left (credits)."""
+
+    debited: CreditsOut
+    remaining: CreditsOut
+
+
 class VerifyOut(BaseModel):
     """The verdict (SPEC 4.2, with SPEC 9's limits): the version-1 fields are those of
     the limit that refused, else of the one with the least room left."""
@@ -652,6 +659,9 @@ class VerifyOut(BaseModel):
     refused_by: str | None = None
     reservation_id: str | SkipJsonSchema[None] = None  # a granted verify with reserve
     expires_at: str | SkipJsonSchema[None] = None  # the reservation's deadline
+    credits: VerifyCreditsOut | SkipJsonSchema[None] = Field(
+        None, description="A priced service's call (SPEC 10); omitted otherwise"
+    )
 
 
 class EventIn(Strict):

@@ -34,6 +34,7 @@ from quotad.api import metering
 from quotad.api.responses import verdict_body
 from quotad.api.schemas import VerifyIn, VerifyItemsIn, VerifyOut
 from quotad.domain import days
+from quotad.domain.credits import from_micros
 from quotad.domain.limits import LimitSpec, LimitState
 from quotad.domain.operators import Access
 from quotad.errors import ErrorCode, QuotadError, ValidationFailed
@@ -181,6 +182,9 @@ def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
     body["overage"] = verdict.overage
     body["would_refuse"] = list(verdict.would_refuse)
     body["refused_by"] = refused_by
+    if verdict.credits is not None:  # a priced call (SPEC 10): credits, as numbers
+        debited, left = verdict.credits
+        body["credits"] = {"debited": from_micros(debited), "remaining": from_micros(left)}
     return body
 
 

@@ -371,13 +371,25 @@ def ledger(
         if ended is not None and left:
             kind_end = LedgerKind.VOID if ended[1] else LedgerKind.EXPIRY
             entries.append(LedgerEntry(f"{grant.id}:x", ended[0], kind_end, grant.id, -left))
-    entries.sort(key=lambda entry: (entry.at, entry.id))
+    # At one instant (today's entries are all at now): what came in, then what was drawn,
+    # then what was given back, then what ended; so no balance shows more than was had.
+    entries.sort(key=lambda entry: (entry.at, _RANK[entry.kind], entry.id))
     balance = 0
     result = []
     for entry in entries:
         balance += entry.amount
         result.append(replace(entry, balance_after=balance))
     return result
+
+
+_RANK = {
+    LedgerKind.GRANT: 0,
+    LedgerKind.REFILL: 0,
+    LedgerKind.DEBIT: 1,
+    LedgerKind.ADJUSTMENT: 2,
+    LedgerKind.EXPIRY: 3,
+    LedgerKind.VOID: 3,
+}
 
 
 def _ended(grant: Grant, now: datetime) -> tuple[datetime, bool] | None:

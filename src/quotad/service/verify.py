@@ -25,8 +25,10 @@ from typing import NamedTuple
 import structlog
 
 from quotad import metrics
-from quotad.domain import days, keys, limits
+from quotad.domain import credits, days, keys, limits
+from quotad.domain.credits import Grant
 from quotad.domain.limits import (
+    CREDIT,
     RATE_PERIOD,
     TALLY,
     Limits,
@@ -39,15 +41,18 @@ from quotad.domain.limits import (
     Window,
 )
 from quotad.domain.models import (
+    Account,
     AccountStatus,
     ConsumeOutcome,
     IdempotencyClaim,
+    Plan,
     day_total,
     service_limits,
 )
 from quotad.domain.webhooks import DEFAULT_THRESHOLDS, threshold_marks
 from quotad.errors import AuthError, Forbidden, StorageError
 from quotad.service import admin, alerts, auth
+from quotad.service import credits as credit_service
 from quotad.service.context import Context
 from quotad.service.deadline import Deadline
 from quotad.storage.base import CALL_DEADLINE
@@ -96,6 +101,8 @@ class Verdict(NamedTuple):
     # A v2 consume's slots with every counter before and after it (for a reservation to
     # know what it moved); None for version 1's and for refusals before any consume.
     decided: Decided | None = None
+    # A priced call (SPEC 10): micro-credits debited, and the balance of live grants after.
+    credits: tuple[int, int] | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -120,6 +127,12 @@ class Admission(NamedTuple):
     prepared: dict[int, _Prepared] | None = None  # None: prepared afresh every call
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # its alerts' (SPEC 11)
     marks: tuple[int, ...] = ()  # the daily use at which each is reached (version 1)
+    # Credits (SPEC 10): the service's price a unit (0: unpriced, the account's grants
+    # never read), the grants as of admission, and when their live set next changes by
+    # itself (an expiry, a void, the next refill): the admission is resolved afresh then.
+    price: int = 0
+    grants: tuple[Grant, ...] = ()
+    credits_until: datetime | None = None
 
 
 Items = Sequence[tuple[str, int]]
@@ -232,7 +245,7 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
     The key, its account and their plan are read in one step, so they are as of one
     moment. The service is the record cache's (services are never removed).
     """
-    await admin.require_service(ctx, service)
+    priced = (await admin.require_service(ctx, service)).credit_price or 0
     try:
         key_digest = auth.well_formed_digest(raw_key)
         found = await ctx.records.find_key_records(key_digest)  # passed through: afresh
@@ -252,6 +265,10 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
     ends = [moment for moment in (key.expires_at, key.revoked_at) if moment is not None]
     total = day_total(applicable) or 0
     thresholds = alerts.thresholds_of(plan.alert_thresholds, account.overrides.alert_thresholds)
+    grants: tuple[Grant, ...] = ()
+    grants_until = None
+    if priced:
+        grants, grants_until = await _grants(ctx, account, plan, now)
     return Admission(
         account.id,
         key.digest,
@@ -264,7 +281,26 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         {},
         thresholds,
         threshold_marks(thresholds, total),
+        priced,
+        grants,
+        grants_until,
     )
+
+
+async def _grants(
+    ctx: Context, account: Account, plan: Plan, now: datetime
+) -> tuple[tuple[Grant, ...], datetime | None]:
+    """The account's grants (the current refill made when its plan has one), and when
+    their live set next changes by itself."""
+    found = await ctx.stores.credits.list_grants(account.id)
+    found = await credit_service.ensure_refill(ctx, account, plan, found, now)
+    until = credits.credits_until(found, now)
+    if plan.refill is not None:
+        refill_end = credits.refill_window_end(
+            plan.refill, account.timezone, account.anchor_day, now
+        )
+        until = refill_end if until is None else min(until, refill_end)
+    return tuple(found), until
 
 
 def _no_quota(account_id: str, service: str) -> Verdict:
@@ -299,6 +335,12 @@ def _recall(
     )
     if admission is not None and admission.until is not None and now >= admission.until:
         return None  # expired or revoked since: the records say how
+    if (
+        admission is not None
+        and admission.credits_until is not None
+        and now >= admission.credits_until
+    ):
+        return None  # a grant expired or a refill is due: resolved afresh
     return admission
 
 
@@ -307,8 +349,16 @@ async def _resolve(
 ) -> Admission | Verdict:
     """The admission under ``key``, or the refusal, when the cache had none usable."""
     service = key[2]
-    if cache.recall(key) is not None:  # held, but past the key's end: ask the records
-        return await _admit(ctx, raw_key, service, now)
+    held: Admission | None = cache.recall(key)
+    if held is not None:
+        if held.until is not None and now >= held.until:  # past the key's end
+            return await _admit(ctx, raw_key, service, now)
+        # Past its grants' next change: resolved afresh, and kept in its place.
+        generation = cache.generation
+        fresh = await _admit(ctx, raw_key, service, now)
+        if isinstance(fresh, Admission):
+            cache.remember(key, fresh, generation)
+        return fresh
 
     def load() -> Awaitable[Admission | Verdict]:
         return _admit(ctx, raw_key, service, ctx.clock.now())
@@ -343,7 +393,7 @@ async def _verify(
             items_fingerprint(first.key_digest, items),
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
-    if len(items) == 1 and _is_v1(first):  # version 1: exactly its consume, nothing more
+    if len(items) == 1 and _is_v1(first) and not first.price:  # version 1: its consume only
         verdict = await _consume(
             ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
         )
@@ -351,6 +401,13 @@ async def _verify(
     if len(items) == 1:
         prepared = _prepared(first, service, cost, now)
     else:
+        priced = [a for a in admissions if a.price]
+        credit = None
+        if priced:
+            debit = sum(
+                credits.debit_of(c, a.price) for (_, c), a in zip(items, admissions, strict=True)
+            )
+            credit = _Credit(priced[0].grants, debit, priced[0].credits_until)
         prepared = _prepare(
             first.account_id,
             first.key_id,
@@ -358,6 +415,7 @@ async def _verify(
             first.anchor_day,
             [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
             now,
+            credit,
         )
     verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
     _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
@@ -442,7 +500,7 @@ def _notice_limits(
 
 async def _verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
     now = ctx.clock.now()
-    await admin.require_service(ctx, service)
+    price = (await admin.require_service(ctx, service)).credit_price or 0
     account = await ctx.records.get_account(account_id)  # the record cache's, as the plan
     if account is None:
         return Verdict(False, "NOT_FOUND", service, note=f"account {account_id!r} does not exist")
@@ -453,13 +511,23 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     if plan is None or not applicable:
         return _no_quota(account.id, service)
     thresholds = alerts.thresholds_of(plan.alert_thresholds, account.overrides.alert_thresholds)
-    if len(applicable) == 1 and applicable[0].is_v1:
+    credit = None
+    if price:
+        grants, grants_until = await _grants(ctx, account, plan, now)
+        credit = _Credit(grants, credits.debit_of(cost, price), grants_until)
+    elif len(applicable) == 1 and applicable[0].is_v1:
         total = applicable[0].total
         verdict = await _consume(ctx, account.id, account.timezone, service, cost, total, None, now)
         marks = threshold_marks(thresholds, total)
         return _noticed(ctx, verdict, cost, thresholds, marks, applicable[0], now)
     prepared = _prepare(
-        account.id, None, account.timezone, account.anchor_day, [(service, cost, applicable)], now
+        account.id,
+        None,
+        account.timezone,
+        account.anchor_day,
+        [(service, cost, applicable)],
+        now,
+        credit,
     )
     verdict = await _consume_limits(ctx, account.id, prepared, True, None, now)
     _notice_limits(ctx, thresholds, None, verdict, ((service, cost),), now)
@@ -532,6 +600,16 @@ class _Prepared(NamedTuple):
     windows: tuple[Slot, ...]  # what a refund gives back besides the day row
     never: Verdict | None  # a cost above a hard rate's burst: refused before any consume
     charge: Charge  # what a refund of a granted single-service call gives back
+    credit_from: int = -1  # the index of the first credit slot (-1: an unpriced call)
+
+
+class _Credit(NamedTuple):
+    """A priced call's credits: the account's grants, the debit (micro-credits) and when
+    the live grants next change by themselves."""
+
+    grants: Sequence[Grant]
+    debit: int
+    until: datetime | None
 
 
 _MAX_PREPARED = 64  # per admission: one per distinct cost
@@ -551,10 +629,12 @@ def _prepare(
     anchor_day: int,
     items: Sequence[tuple[str, int, Limits]],
     now: datetime,
+    credit: _Credit | None = None,
 ) -> _Prepared:
     """The slots of a call (SPEC 9's verify): each item's day row (the first item's is the
     consume's own), held to the daily total the account shares or only counting when there
-    is none, and one slot for every other limit that applies."""
+    is none, and one slot for every other limit that applies; then, for a priced call,
+    the credit slots of its debit (SPEC 10), after every limit's."""
     day_span = _span(Window.DAY, now, timezone, None)
     day = days.local_day(now, timezone)
     iso = day.isoformat()
@@ -597,9 +677,26 @@ def _prepare(
         key=lambda index: ranks[index],
     )
     windows = tuple(slot for slot in slots[1:] if not slot.interval)
+    credit_from = -1
+    if credit is not None:
+        credit_from = len(slots)
+        taken = credits.credit_slots(credit.grants, credit.debit, day, now)
+        slots.extend(taken)
+        owners.extend([None] * len(taken))
+        if credit.until is not None:
+            until = min(until, credit.until)
     charge = Charge(day, slots[0].total, windows)
     return _Prepared(
-        day, since, until, tuple(slots), tuple(owners), tuple(order), windows, never, charge
+        day,
+        since,
+        until,
+        tuple(slots),
+        tuple(owners),
+        tuple(order),
+        windows,
+        never,
+        charge,
+        credit_from,
     )
 
 
@@ -608,6 +705,10 @@ def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _
     kept = admission.prepared
     found = None if kept is None else kept.get(cost)
     if found is None or not found.since <= now < found.until:
+        credit = None
+        if admission.price:
+            debit = credits.debit_of(cost, admission.price)
+            credit = _Credit(admission.grants, debit, admission.credits_until)
         found = _prepare(
             admission.account_id,
             admission.key_id,
@@ -615,6 +716,7 @@ def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _
             admission.anchor_day,
             [(service, cost, admission.limits)],
             now,
+            credit,
         )
         if kept is not None:
             if len(kept) >= _MAX_PREPARED:
@@ -713,14 +815,31 @@ def _verdict(
             least, least_room = state, room
         states.append(state)
     service = slots[0].name
+    spent = None
+    note = refused_by = None
+    if prepared.credit_from >= 0:
+        spent = _spent(slots, before, after, prepared.credit_from)
+        if refused == prepared.credit_from:
+            refused_by, note = "credits", _exhausted(slots[refused].cost, spent[1])
     if least is None:  # only per-key limits, and no key: nothing applied but the count
         return Verdict(
-            granted, "VALID", service, account_id, after[0], decided=Decided(slots, before, after)
+            granted,
+            "VALID" if refused_by is None else "CREDITS_EXHAUSTED",
+            service,
+            account_id,
+            after[0],
+            note=note,
+            refused_by=refused_by,
+            decided=Decided(slots, before, after),
+            credits=spent,
         )
     shown = refusing or least
     code = "VALID"
     if refusing is not None:
         code = "RATE_LIMITED" if refusing.limit.window is None else "QUOTA_EXCEEDED"
+        refused_by = refusing.name
+    elif refused_by is not None:
+        code = "CREDITS_EXHAUSTED"
     charged = None
     if granted and single:
         charged = prepared.charge
@@ -736,16 +855,38 @@ def _verdict(
         shown.total,
         shown.reset,
         window_seconds(shown),
-        None,
+        note,
         tuple(states),
-        None if refusing is None else refusing.name,
+        refused_by,
         overage,
         tuple(would_refuse),
         None if refusing is None else refusing.retry_after,
         charged,
         _new(Decided, (slots, before, after)),
+        spent,
     )
     return _new(Verdict, fields)
+
+
+def _spent(
+    slots: Sequence[Slot], before: Sequence[int], after: Sequence[int], start: int
+) -> tuple[int, int]:
+    """What a call's credit slots (from ``start``) debited, and the balance they leave."""
+    debited = left = 0
+    for index in range(start, len(slots)):
+        slot = slots[index]
+        if slot.mode == CREDIT:
+            debited += after[index] - before[index]
+            left += max(slot.total - after[index], 0)
+    return debited, left
+
+
+def _exhausted(debit: int, balance: int) -> str:
+    """The note of a call the account's credits cannot pay for."""
+    return (
+        f"the call costs {credits.from_micros(debit)} credits; "
+        f"the balance is {credits.from_micros(balance)}"
+    )
 
 
 def _state(
@@ -820,6 +961,23 @@ async def refund(ctx: Context, verdict: Verdict, cost: int) -> None:
     if verdict.charged is not None:
         day, total, windows = verdict.charged
         await ctx.counters.adjust(account.id, verdict.service, day, -cost, total, windows)
+        await _give_credits_back(ctx, account.id, verdict, day, total)
         return
     day = consumed_day(verdict, account.timezone)
     await ctx.counters.adjust(account.id, verdict.service, day, -cost, verdict.total)
+
+
+async def _give_credits_back(
+    ctx: Context, account_id: str, verdict: Verdict, day: date, total: int
+) -> None:
+    """Give back what each grant gave a refunded call: its debit down, and the day's
+    give-back (the ledger's adjustment) up, in one consume that only counts."""
+    decided = verdict.decided
+    if verdict.credits is None or decided is None:
+        return
+    given = credits.takes(decided.slots, decided.before, decided.after)
+    back = credits.give_back_slots(given, day)
+    if back:
+        await ctx.counters.consume(
+            account_id, verdict.service, day, 0, total, extra=back, day_mode=TALLY
+        )
