@@ -18,8 +18,9 @@ from quotad.api.app import create_app
 from quotad.asgi import EmbeddedBackend, QuotadMiddleware, RemoteBackend
 from quotad.asgi.backends import QuotaBackend
 from quotad.asgi.proxy import build_proxy
+from quotad.domain.credits import from_micros, to_micros
 from quotad.domain.models import Overrides, Quota
-from quotad.service import admin
+from quotad.service import admin, credits
 from quotad.service.context import Context
 from quotad.storage import Stores
 from tests.conftest import ADMIN_TOKEN, make_settings
@@ -35,6 +36,10 @@ class World:
     key: str
     backend: QuotaBackend
 
+    async def balance(self) -> int | float:
+        """The account's balance, in credits."""
+        return from_micros((await credits.balance(self.ctx, "acme")).balance)
+
     async def used(self) -> int:
         """What the account used of llm today."""
         today = self.ctx.clock.now().date()
@@ -48,7 +53,8 @@ async def world(request: pytest.FixtureRequest, stores: Stores) -> AsyncIterator
     quotad app in process, reached through the SDK)."""
     ctx = Context(stores, make_settings("memory://"))
     await admin.create_service(ctx, "llm", "")
-    await admin.create_plan(ctx, "p", {"llm": Quota.daily(100)}, [], "")
+    await admin.create_service(ctx, "gen", "", to_micros(1))  # a credit a unit
+    await admin.create_plan(ctx, "p", {"llm": Quota.daily(100), "gen": Quota.daily(1000)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
     key = (await admin.create_key(ctx, "acme", "k")).secret
     backend: QuotaBackend
@@ -78,11 +84,15 @@ async def boom(_request: Request) -> JSONResponse:
     raise RuntimeError("boom")
 
 
-def reserving_app(world: World, cost: int = 10, **options: Any) -> httpx2.AsyncClient:
-    """A client to a Starlette app whose middleware reserves ``cost`` a request."""
+def reserving_app(
+    world: World, cost: int = 10, service: str = "llm", **options: Any
+) -> httpx2.AsyncClient:
+    """A client to a Starlette app whose middleware reserves ``cost`` a request (unless
+    ``reserve=False`` is among the options)."""
     app = Starlette(routes=[Route("/work", work), Route("/boom", boom)])
+    options = {"reserve": True, **options}
     app.add_middleware(
-        QuotadMiddleware, service="llm", backend=world.backend, cost=cost, reserve=True, **options
+        QuotadMiddleware, service=service, backend=world.backend, cost=cost, **options
     )
     transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx2.AsyncClient(transport=transport, base_url="http://app")
@@ -141,6 +151,47 @@ async def test_a_refused_reservation_is_a_429_and_takes_nothing(world: World) ->
     assert await world.used() == 0
 
 
+async def test_credits_exhausted_is_a_429_without_a_guessed_retry_after(world: World) -> None:
+    """A priced call beyond the balance answers 429 CREDITS_EXHAUSTED with the contract's
+    body and no Retry-After (a limit's reset brings no credits); nothing is debited."""
+    await credits.grant(world.ctx, "acme", to_micros(5))
+    for reserve in (False, True):
+        async with reserving_app(world, cost=6, service="gen", reserve=reserve) as client:
+            answer = await client.get("/work", headers=bearer(world.key))
+        assert answer.status_code == 429
+        assert set(answer.json()) == ERROR_KEYS
+        assert answer.json()["error"] == "CREDITS_EXHAUSTED"
+        assert "retry-after" not in answer.headers
+    assert await world.balance() == 5
+
+
+async def test_a_priced_reservation_debits_the_actual_cost(world: World) -> None:
+    """A reservation of 4 credits whose app reports 1 debits 1; one that fails debits none."""
+    await credits.grant(world.ctx, "acme", to_micros(5))
+    async with reserving_app(world, cost=4, service="gen") as client:
+        await client.get("/work", params={"state": 1}, headers=bearer(world.key))
+        assert await world.balance() == 4
+        await client.get("/boom", headers=bearer(world.key))
+    assert await world.balance() == 4
+
+
+async def test_an_embedded_refund_gives_the_credits_back(stores: Stores) -> None:
+    """Consuming (not reserving) a priced service, a 5xx answer gives its debit back."""
+    ctx = Context(stores, make_settings("memory://"))
+    await admin.create_service(ctx, "gen", "", to_micros(1))
+    await admin.create_plan(ctx, "p", {"gen": Quota.daily(1000)}, [], "")
+    await admin.create_account(ctx, "acme", "Acme", "p", "UTC", Overrides())
+    key = (await admin.create_key(ctx, "acme", "k")).secret
+    world = World(ctx, key, EmbeddedBackend(ctx=ctx))
+    await credits.grant(ctx, "acme", to_micros(5))
+    async with reserving_app(world, cost=2, service="gen", reserve=False) as client:
+        failed = await client.get("/work", params={"status": 500}, headers=bearer(key))
+        assert failed.status_code == 500
+        assert await world.balance() == 5
+        await client.get("/work", headers=bearer(key))
+    assert await world.balance() == 3
+
+
 def test_a_cost_header_without_reserve_is_refused() -> None:
     """cost_header settles a reservation: without reserve=True the middleware refuses it."""
     with pytest.raises(ValueError, match="reserve=True"):
@@ -184,6 +235,32 @@ async def test_the_proxy_commits_the_cost_the_upstream_reports(world: World) -> 
         failed = await client.get("/generate", params={"status": 502}, headers=bearer(world.key))
         assert failed.status_code == 502
         assert await world.used() == 27
+
+
+async def test_the_proxy_answers_credits_exhausted_429(world: World) -> None:
+    """Through the proxy, a priced call beyond the balance is a 429 CREDITS_EXHAUSTED and
+    the upstream is never called."""
+    called: list[str] = []
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        called.append(request.url.path)
+        return httpx2.Response(200, json={"ok": True})
+
+    proxy = build_proxy(
+        "http://upstream",
+        service="gen",
+        backend=world.backend,
+        cost=3,
+        cost_header="x-tokens",
+        transport=httpx2.MockTransport(upstream),
+    )
+    await credits.grant(world.ctx, "acme", to_micros(2))
+    transport = httpx2.ASGITransport(app=proxy)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        answer = await client.get("/generate", headers=bearer(world.key))
+    assert (answer.status_code, answer.json()["error"]) == (429, "CREDITS_EXHAUSTED")
+    assert called == []
+    assert await world.balance() == 2
 
 
 async def test_the_proxy_cancels_when_the_upstream_cannot_be_reached(world: World) -> None:

@@ -20,6 +20,7 @@ import structlog
 from quotad import sdk
 from quotad.domain import days
 from quotad.domain.clock import Clock, SystemClock
+from quotad.domain.credits import to_micros
 from quotad.domain.limits import LimitSpec, LimitState, Mode, Per, Window
 from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.http.types import ASGIApp, Receive, Scope, Send
@@ -331,6 +332,8 @@ class RemoteBackend:
             "window_seconds": answer.window_seconds,
             "note": answer.note,
         }
+        if answer.credits is not None:  # a priced call: what it debited, in micro-credits
+            fields["credits"] = (to_micros(answer.credits.debited, allow_zero=True), 0)
         # A version-1 plan's answer lists its one daily limit too; the server's own verdict
         # has none (and so writes version 1's headers): read it back the same way.
         v1 = len(answer.limits) == 1 and _is_v1(answer.limits[0], service)
@@ -339,7 +342,8 @@ class RemoteBackend:
             "refused_by": None if v1 else answer.refused_by,
             "overage": answer.overage,
             "would_refuse": answer.would_refuse,
-            "retry_after": answer.retry_after,
+            # A credits refusal's Retry-After is the limits' reset, which brings no credits.
+            "retry_after": None if answer.code == "CREDITS_EXHAUSTED" else answer.retry_after,
         }
         # Verdict's version-2 fields come with the verify branch of SPEC 9; only those
         # this build's Verdict has are passed (the middleware reads them by name).
@@ -365,8 +369,18 @@ class RemoteBackend:
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
         """The adjust endpoint, with ``delta=-cost`` on the day the verdict consumed from
-        (which gives back the account's windows holding that day too)."""
+        (which gives back the account's windows holding that day too).
+
+        The credits a priced call debited stay debited: no operator route gives them back
+        but a reservation's cancel, so meter a priced service with ``reserve=True``.
+        """
         account_id = verdict.account_id
+        if verdict.credits is not None and verdict.credits[0]:
+            log.warning(
+                "a refund through quotad's API gives no credits back (use reserve=True)",
+                account_id=account_id,
+                service=verdict.service,
+            )
         if account_id is None or verdict.reset is None:
             return
         if verdict.limits and verdict.charged is None:

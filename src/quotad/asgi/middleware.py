@@ -20,6 +20,8 @@ done the reservation is committed at the cost the app reports (``request.state.
 quotad_cost = n``, or the ``cost_header`` of its answer; else the reserved cost), or
 cancelled when the app raised or its answer refunds. A call refused for credits
 (``CREDITS_EXHAUSTED``) is answered 429, with ``Retry-After`` only when quotad said when.
+Refunds give a priced call's credits back with ``EmbeddedBackend``; through
+``RemoteBackend`` only a reservation's cancel does, so use ``reserve=True`` there.
 
 Paths of ``exclude_paths`` (the app's API docs by default) are never metered.
 
