@@ -67,7 +67,10 @@ SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
         (r"/body/events/\d+/timestamp", {"range"}),
     ],
     # One item per service (the schema cannot say "unique by service").
-    "POST /v1/verify": [(r"/body/items/\d+/service", {"unique"})],
+    "POST /v1/verify": [
+        (r"/body/items/\d+/service", {"unique"}),
+        (r"/body/ttl_seconds", {"dependent"}),  # only beside reserve: true (SPEC 10)
+    ],
     "GET /v1/usages": [_TWO_KEYS],
     "GET /v1/quotas": [_TWO_KEYS],
     "GET /usage/{service}": [_DATES, _TWO_KEYS],

@@ -112,8 +112,12 @@ def dashboard_routes(app: Starlette) -> list[tuple[str, str]]:
 
 
 def is_operator_route(path: str) -> bool:
-    """The JSON operator API: ``/admin/v1/…``, ``/v1/verify`` and ``/v1/events``."""
-    return path.startswith("/admin/v1") or path in ("/v1/verify", "/v1/events")
+    """The JSON operator API: ``/admin/v1/…``, ``/v1/verify``, ``/v1/events`` and
+    ``/v1/reservations/…``."""
+    return path.startswith(("/admin/v1", "/v1/reservations/")) or path in (
+        "/v1/verify",
+        "/v1/events",
+    )
 
 
 # A deployment of twenty accounts -----------------------------------------------------------
@@ -272,6 +276,7 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         .replace("{webhook_id}", "wh_stolen")
         .replace("{delivery_id}", "dlv_stolen")
         .replace("{grant_id}", "gr_stolen")
+        .replace("{reservation_id}", "rsv_stolen")
     )
     assert "{" not in url, f"no value for a path parameter of {path}: add it to this test"
     event = {
@@ -301,6 +306,7 @@ def probe(method: str, path: str, victim: Tenant) -> tuple[str, Any]:
         ("POST", "/admin/v1/accounts/{account_id}/limits/{name}/release"): {"amount": 1},
         ("POST", "/v1/verify"): {"key": victim.key, "service": "insights", "cost": 1},
         ("POST", "/v1/events"): {"events": [event]},
+        ("POST", "/v1/reservations/{reservation_id}/commit"): {"cost": 1},
         ("POST", "/admin/v1/tokens"): {"name": "stolen", "role": "admin"},
         ("POST", "/admin/v1/webhooks"): {"url": HOOK_URL, "events": EVENTS},
         ("PATCH", "/admin/v1/webhooks/{webhook_id}"): {"enabled": False},
@@ -377,6 +383,11 @@ async def test_no_customer_key_reaches_any_operator_route(
     now = ctx.clock.now()
     event = AlertEvent("evt_probe", EVENTS[0], now, "probe", {}, victim.account_id)
     await ctx.stores.alerts.record_alert(event, [hook.id])
+    held = []  # two reservations of the victim's: one to commit, one to cancel
+    for _ in range(2):
+        reserve = {"key": victim.key, "service": "insights", "cost": 1, "reserve": True}
+        answer = (await client.post("/v1/verify", json=reserve, headers=OPERATOR)).json()
+        held.append(answer["reservation_id"])
     for method, path in operator_routes:
         url, body = probe(method, path, victim)
         url = url.replace("tok_stolen", token_id)  # the token POST /admin/v1/tokens made
@@ -384,6 +395,7 @@ async def test_no_customer_key_reaches_any_operator_route(
         url = url.replace("wh_stolen", hook.id).replace(
             "dlv_stolen", delivery_id(event.id, hook.id)
         )
+        url = url.replace("rsv_stolen", held[method == "DELETE"])
         response = await client.request(method, url, json=body, headers=OPERATOR)
         assert 200 <= response.status_code < 300, (method, url, response.text)
         if (method, path) == ("POST", "/admin/v1/tokens"):
