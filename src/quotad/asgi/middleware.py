@@ -15,11 +15,12 @@ For each HTTP request it metered, in order:
 4. refunds the cost when the app answered 5xx or raised, or answered a status of
    ``refund_statuses`` (404 and 405 by default: nothing was there to serve).
 
-With ``reserve=True`` step 2 reserves the cost instead (SPEC 10), and once the app is
-done the reservation is committed at the cost the app reports (``request.state.
-quotad_cost = n``, or the ``cost_header`` of its answer; else the reserved cost), or
-cancelled when the app raised or its answer refunds. A call refused for credits
-(``CREDITS_EXHAUSTED``) is answered 429, with ``Retry-After`` only when quotad said when.
+With ``reserve=True`` step 2 reserves the cost instead (SPEC 10), and before the last
+byte of the app's answer is passed on the reservation is committed at the cost the app
+reports (``request.state.quotad_cost = n``, or the ``cost_header`` of its answer; else
+the reserved cost), or cancelled when the app raised or its answer refunds. A call
+refused for credits (``CREDITS_EXHAUSTED``) is answered 429, with ``Retry-After`` only
+when quotad said when.
 Refunds give a priced call's credits back with ``EmbeddedBackend``; through
 ``RemoteBackend`` only a reservation's cancel does, so use ``reserve=True`` there.
 
@@ -293,15 +294,23 @@ class QuotadMiddleware:
         reservation_id: str | None = None,
     ) -> None:
         extra = self._headers(verdict)
-        replaced = {name for name, _ in extra}
-        if reservation_id is not None and self.cost_header is not None:
-            replaced.add(self.cost_header)  # the app's word to the middleware, not the caller's
+        replaced = self._replaced(extra, reservation_id is not None)
         include = wants_quota(scope)
         refunded = False
         status: int | None = None  # of the app's answer, once started
         reported: str | None = None  # the cost_header's value
         held: Message | None = None  # the response start, while a JSON body is buffered
         body = bytearray()
+        settled = reservation_id is None
+
+        async def settling(message: Message) -> None:
+            # A reservation is settled before the answer's last byte leaves, so a caller
+            # who has read the whole answer sees the settled counters.
+            nonlocal settled
+            if not settled and not message.get("more_body", False):
+                settled = True
+                await self._settle_answered(scope, reservation_id, status, reported, cost)
+            await send(message)
 
         async def send_with_quota(message: Message) -> None:
             nonlocal refunded, held, extra, verdict, status, reported
@@ -310,7 +319,7 @@ class QuotadMiddleware:
                 if reservation_id is not None:
                     reported = self._reported(message)
                 # Refund before the client can see the answer, and say so in the headers
-                # (a reservation is settled once the app is done).
+                # (a reservation is settled before the answer's last byte).
                 elif self.refunds(status):
                     refunded = True
                     if await self._refund(verdict, cost, f"answered {status}"):
@@ -335,26 +344,56 @@ class QuotadMiddleware:
                     await send(start)
                     await send({**message, "body": bytes(body)})
                     return
-                await self._send_with_quota_object(start, bytes(body), verdict, send)
+                await self._send_with_quota_object(start, bytes(body), verdict, settling)
+            elif message["type"] == "http.response.body":
+                await settling(message)
             else:
                 await send(message)
 
         try:
             await self.app(scope, receive, send_with_quota)
         except Exception:  # a cancelled request (client gone) is not refunded
-            if reservation_id is not None:
-                actual = None if self.refund_on_error else cost
-                await self._settle(reservation_id, actual, "the app raised")
-            elif self.refund_on_error and not refunded:
-                await self._refund(verdict, cost, "the app raised")
+            await self._raised(verdict, cost, reservation_id, settled, refunded)
             raise
-        if reservation_id is not None:
+        if not settled:  # the app answered no body
             await self._settle_answered(scope, reservation_id, status, reported, cost)
 
+    def _replaced(self, extra: list[tuple[bytes, bytes]], reserving: bool) -> set[bytes]:
+        """The app's headers not passed on: the quota headers this middleware writes, and
+        the ``cost_header`` (the app's word to the middleware, not the caller's)."""
+        replaced = {name for name, _ in extra}
+        if reserving and self.cost_header is not None:
+            replaced.add(self.cost_header)
+        return replaced
+
+    async def _raised(
+        self,
+        verdict: Verdict,
+        cost: int,
+        reservation_id: str | None,
+        settled: bool,
+        refunded: bool,
+    ) -> None:
+        """What the app's exception gives back: its reservation (unless already settled),
+        or the consumed cost (unless already refunded)."""
+        if reservation_id is not None:
+            if not settled:
+                actual = None if self.refund_on_error else cost
+                await self._settle(reservation_id, actual, "the app raised")
+        elif self.refund_on_error and not refunded:
+            await self._refund(verdict, cost, "the app raised")
+
     async def _settle_answered(
-        self, scope: Scope, reservation_id: str, status: int | None, reported: str | None, cost: int
+        self,
+        scope: Scope,
+        reservation_id: str | None,
+        status: int | None,
+        reported: str | None,
+        cost: int,
     ) -> None:
         """Cancel for an answer that refunds (or none), else commit the actual cost."""
+        if reservation_id is None:
+            return
         if status is None or self.refunds(status):
             await self._settle(reservation_id, None, f"answered {status}")
         else:
@@ -386,9 +425,11 @@ class QuotadMiddleware:
         log.warning("ignored an invalid actual cost", cost=str(value)[:40], reserved=reserved)
         return reserved
 
-    async def _settle(self, reservation_id: str, actual: int | None, why: str) -> None:
+    async def _settle(self, reservation_id: str | None, actual: int | None, why: str) -> None:
         """Commit ``actual`` (None: cancel); a failure is logged, never raised (quotad gives
         an unsettled reservation back when it expires)."""
+        if reservation_id is None:
+            return
         try:
             if actual is None:
                 await self.backend.cancel(reservation_id)
