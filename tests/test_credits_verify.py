@@ -199,3 +199,32 @@ async def test_a_grant_is_seen_by_the_next_verify(
     await give(client, 1)
     await client.delete(f"{BASE}/grants/{grant_id}", headers=OPERATOR)
     assert (await remaining(client))["balance"] == 1
+
+
+async def test_quotas_show_the_balance_as_an_item(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """GET /v1/quotas and the admin quotas routes add a credits item once there is a grant."""
+    before = (await client.get("/v1/quotas", headers=deployment.bearer)).json()
+    assert "credits" not in [item["name"] for item in before]
+    await price(client, "insights", 1)
+    await give(client, 10)
+    await post(client, {"key": deployment.key, "service": "insights", "cost": 4})
+    expected = {
+        "service": None,
+        "name": "credits",
+        "per": "account",
+        "mode": "hard",
+        "used": 4,
+        "remaining": 6,
+        "total": None,
+        "reset": None,
+        "exhausted_at": None,
+    }
+    for url, headers in (
+        ("/v1/quotas", deployment.bearer),
+        (f"{BASE}/quotas", OPERATOR),
+        (f"/admin/v1/keys/{deployment.key_id}/quotas", OPERATOR),
+    ):
+        items = (await client.get(url, headers=headers)).json()
+        assert [item for item in items if item["name"] == "credits"] == [expected], url

@@ -9,6 +9,7 @@ from pydantic import JsonValue
 from starlette.responses import Response, StreamingResponse
 
 from quotad.api import views
+from quotad.api.credits import credits_items
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import (
@@ -19,6 +20,7 @@ from quotad.api.schemas import (
     AccountOut,
     AccountPatch,
     AdjustIn,
+    CreditsQuotaOut,
     CursorText,
     ErrorBody,
     GaugeAmountIn,
@@ -219,11 +221,15 @@ async def update_account(ctx: Ctx, account_id: str, body: AccountPatch) -> Respo
     return ORJSONResponse(views.account_view(account))
 
 
-@router.get("/accounts/{account_id}/quotas", response_model=list[QuotaStateOut])
+@router.get("/accounts/{account_id}/quotas", response_model=list[QuotaStateOut | CreditsQuotaOut])
 async def account_quotas(ctx: Ctx, account_id: str) -> Response:
-    """Where every limit the account's keys share stands now (per-key limits: see a key's)."""
-    found = await quotas.of_account(ctx, await admin.require_account(ctx, account_id))
-    return ORJSONResponse([views.quota_state_view(x) for x in found])
+    """Where every limit the account's keys share stands now (per-key limits: see a key's),
+    and its credits when it has any."""
+    account = await admin.require_account(ctx, account_id)
+    found = await quotas.of_account(ctx, account)
+    return ORJSONResponse(
+        [views.quota_state_view(x) for x in found] + await credits_items(ctx, account)
+    )
 
 
 @router.delete("/accounts/{account_id}", status_code=204)
@@ -266,11 +272,15 @@ async def update_key(ctx: Ctx, key_id: str, body: KeyPatch) -> Response:
     return ORJSONResponse(views.key_view(key, ctx.clock.now()))
 
 
-@router.get("/keys/{key_id}/quotas", response_model=list[QuotaStateOut])
+@router.get("/keys/{key_id}/quotas", response_model=list[QuotaStateOut | CreditsQuotaOut])
 async def key_quotas(ctx: Ctx, key_id: str) -> Response:
-    """Where every limit that applies to one key stands now."""
-    found = await quotas.of_key(ctx, await admin.require_key(ctx, key_id))
-    return ORJSONResponse([views.quota_state_view(x) for x in found])
+    """Where every limit that applies to one key stands now, and its account's credits."""
+    key = await admin.require_key(ctx, key_id)
+    account = await admin.require_account(ctx, key.account_id)
+    found = await quotas.of_key(ctx, key, account)
+    return ORJSONResponse(
+        [views.quota_state_view(x) for x in found] + await credits_items(ctx, account)
+    )
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, response_model=IssuedKeyOut)

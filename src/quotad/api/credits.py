@@ -6,7 +6,7 @@ method). Amounts are credits as JSON numbers; the service keeps micro-credits.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
@@ -23,8 +23,16 @@ from quotad.api.schemas import (
     LedgerEntryOut,
     Page,
 )
-from quotad.http.credit_views import credits_at, credits_view, grant_view, ledger_entry_view
-from quotad.service import credits
+from quotad.domain.models import Account
+from quotad.http.credit_views import (
+    credits_at,
+    credits_quota_view,
+    credits_view,
+    grant_view,
+    ledger_entry_view,
+)
+from quotad.service import credits, quotas
+from quotad.service.context import Context
 
 router = APIRouter(
     prefix="/admin/v1",
@@ -32,6 +40,13 @@ router = APIRouter(
     dependencies=[Depends(operator)],
     responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 500, 503)},
 )
+
+
+async def credits_items(ctx: Context, account: Account) -> list[dict[str, Any]]:
+    """The credits item of a quotas answer (SPEC 10), for an account with credits."""
+    state = await quotas.credits_of(ctx, account)
+    return [] if state is None else [credits_quota_view(state)]
+
 
 PageSize = Annotated[int, Query(ge=1, le=500, description="Items per page")]
 Cursor = Annotated[CursorText | None, Query()]

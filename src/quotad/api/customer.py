@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 from starlette.responses import Response
 
+from quotad.api.credits import credits_items
 from quotad.api.deps import Ctx, Customer, key_problems_are_403
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import (
     DATE_FORMAT,
     END_DATE,
     START_DATE,
+    CreditsQuotaOut,
     ErrorBody,
     QuotaStateOut,
     UsageDayOut,
@@ -77,7 +79,7 @@ async def get_usage(
 
 @router.get(
     "/v1/quotas",
-    response_model=list[QuotaStateOut],
+    response_model=list[QuotaStateOut | CreditsQuotaOut],
     responses=_ERRORS,
     summary="Every limit of the caller's key, where it stands now",
 )
@@ -85,4 +87,5 @@ async def get_quotas(ctx: Ctx, caller: Customer) -> Response:
     """Each window quota and rate that applies to the caller's key (SPEC 9): used,
     remaining, total, reset, and when the window runs out at its current pace."""
     found = await quotas.of_key(ctx, caller.key, caller.account)
-    return ORJSONResponse([quota_state_view(x) for x in found])
+    balance = await credits_items(ctx, caller.account)  # SPEC 10: the account's credits
+    return ORJSONResponse([quota_state_view(x) for x in found] + balance)

@@ -340,6 +340,21 @@ class RefillOut(BaseModel):
     anchor: Literal["billing"] | SkipJsonSchema[None] = None
 
 
+class CreditsQuotaOut(BaseModel):
+    """The account's credits as an item of ``GET /v1/quotas`` (SPEC 10): ``used`` is what
+    its live grants have given, ``remaining`` the balance; no service, total or reset."""
+
+    service: None
+    name: Literal["credits"]
+    per: Literal["account"]
+    mode: Literal["hard"]
+    used: CreditsOut
+    remaining: CreditsOut
+    total: None
+    reset: None
+    exhausted_at: None
+
+
 # Services and plans -----------------------------------------------------------
 class ServiceIn(Strict):
     """A service to register."""

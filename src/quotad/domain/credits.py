@@ -371,8 +371,9 @@ def ledger(
         if ended is not None and left:
             kind_end = LedgerKind.VOID if ended[1] else LedgerKind.EXPIRY
             entries.append(LedgerEntry(f"{grant.id}:x", ended[0], kind_end, grant.id, -left))
-    # At one instant (today's entries are all at now): what came in, then what was drawn,
-    # then what was given back, then what ended; so no balance shows more than was had.
+    # At one instant (today's entries are all at now): what expired (a window's reset
+    # refill ends as the next begins), what came in, what was drawn, what was given back,
+    # then what was voided; so no balance shows more than was there.
     entries.sort(key=lambda entry: (entry.at, _RANK[entry.kind], entry.id))
     balance = 0
     result = []
@@ -383,11 +384,11 @@ def ledger(
 
 
 _RANK = {
+    LedgerKind.EXPIRY: -1,  # never at its own grant's creation (it expires after it)
     LedgerKind.GRANT: 0,
     LedgerKind.REFILL: 0,
     LedgerKind.DEBIT: 1,
     LedgerKind.ADJUSTMENT: 2,
-    LedgerKind.EXPIRY: 3,
     LedgerKind.VOID: 3,
 }
 

@@ -12,6 +12,7 @@ from quotad.domain.credits import to_micros as credits_to_micros
 from quotad.domain.models import Plan, Service
 from quotad.errors import FieldError, ValidationFailed
 from quotad.service.credits import Balance
+from quotad.service.quotas import CreditsState
 
 
 def _time(value: datetime | None) -> str | None:
@@ -62,6 +63,21 @@ def service_credit_fields(service: Service) -> dict[str, Any]:
 def plan_credit_fields(plan: Plan) -> dict[str, Any]:
     """What a plan view adds for credits: its refill (null: none)."""
     return {"refill": None if plan.refill is None else plan.refill.to_json()}
+
+
+def credits_quota_view(state: CreditsState) -> dict[str, Any]:
+    """The balance as an item of ``GET /v1/quotas`` (SPEC 10): no service, no total."""
+    return {
+        "service": None,
+        "name": "credits",
+        "per": "account",
+        "mode": "hard",
+        "used": from_micros(state.used),
+        "remaining": from_micros(state.remaining),
+        "total": None,
+        "reset": None,
+        "exhausted_at": None,
+    }
 
 
 # Input ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the grants); other nodes see it within ``record_cache_seconds``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -112,7 +113,10 @@ async def void(ctx: Context, account_id: str, grant_id: str) -> Grant:
     if before.voided_at is not None:
         return before
     now = ctx.clock.now()
+    (used,) = await debited(ctx, account_id, [before])
     voided = await ctx.stores.credits.void_grant(account_id, grant_id, now)
+    # What was left when voided, for the log (verifies in flight may still draw on it).
+    voided = replace(voided, voided=max(voided.amount - used, 0) if before.live(now) else 0)
     await audit.record(
         ctx,
         "credits.void",

@@ -18,6 +18,7 @@ from quotad.domain import limits
 from quotad.domain.limits import HARD, LimitSpec, Mode, Per, Slot, Span, Window
 from quotad.domain.models import Account, ApiKey, Plan, service_limits
 from quotad.service import admin, alerts
+from quotad.service import credits as credit_service
 from quotad.service.context import Context
 
 
@@ -223,3 +224,25 @@ async def notice_reached(ctx: Context, account: Account, plan: Plan, services: s
             False,
             now,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CreditsState:
+    """An account's credits as ``GET /v1/quotas`` shows them (micro-credits): what its
+    live grants have given, and the balance they hold."""
+
+    used: int
+    remaining: int
+
+
+async def credits_of(ctx: Context, account: Account) -> CreditsState | None:
+    """The account's credits, when it has any grant or its plan a refill (else None)."""
+    now = ctx.clock.now()
+    grants = await credit_service.live_grants(ctx, account, now)
+    if not grants:
+        return None
+    live = [grant for grant in grants if grant.live(now)]
+    debited = await credit_service.debited(ctx, account.id, live)
+    used = sum(min(d, g.amount) for g, d in zip(live, debited, strict=True))
+    left = sum(max(g.amount - d, 0) for g, d in zip(live, debited, strict=True))
+    return CreditsState(used, left)
