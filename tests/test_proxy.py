@@ -570,3 +570,20 @@ def test_bad_proxy_options_exit_2_with_the_reason(options: tuple[str, ...], prob
     )
     assert result.returncode == 2, result.stderr
     assert problem in " ".join(result.stderr.split()), result.stderr
+
+
+@pytest.mark.slow
+def test_the_cost_header_option_reserves_and_settles(
+    store_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``quotad proxy --cost-header``: a call whose upstream names no cost commits the
+    reserved one; an upstream 5xx gives the reservation back."""
+    upstream = Spec(UPSTREAM, "upstream", "/status/200")
+    settled = proxy_spec("settled", upstream, store_url, "--cost", "5", "--cost-header", "x-tokens")
+    with running_all(tmp_path_factory.mktemp("settled"), upstream, settled) as [_up, proxy]:
+        key = new_key(store_url, 100)
+        with httpx2.Client(base_url=proxy.base, timeout=30) as client:
+            assert client.get("/echo/x", headers=bearer(key)).status_code == 200
+            assert client.get("/status/503", headers=bearer(key)).status_code == 503
+            [today] = client.get("/usage/insights", headers=bearer(key)).json()
+    assert (today["used"], today["remaining"]) == (5, 95)

@@ -20,6 +20,7 @@ import structlog
 from quotad import sdk
 from quotad.domain import days
 from quotad.domain.clock import Clock, SystemClock
+from quotad.domain.credits import to_micros
 from quotad.domain.limits import LimitSpec, LimitState, Mode, Per, Window
 from quotad.errors import ErrorCode, QuotadError, StorageError
 from quotad.http.types import ASGIApp, Receive, Scope, Send
@@ -53,6 +54,14 @@ class RelayedError(QuotadError):
         return cls(exc.note, code, retry_after=exc.retry_after, status=exc.status, body=body)
 
 
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A reserving verify's verdict and, when granted, the reservation holding its cost."""
+
+    verdict: Verdict
+    reservation_id: str | None
+
+
 class QuotaBackend(Protocol):
     """What the middleware needs: consume, refund, the customer usage endpoints, a clock.
 
@@ -75,6 +84,18 @@ class QuotaBackend(Protocol):
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
         """Give back ``cost`` units a granted ``verdict`` consumed."""
+        ...
+
+    async def reserve(self, key: str, service: str, cost: int, ttl_seconds: int) -> Reserved:
+        """As ``consume``, holding the cost as a reservation to settle (SPEC 10)."""
+        ...
+
+    async def commit(self, reservation_id: str, cost: int) -> None:
+        """Settle a reservation at the ``cost`` the work took."""
+        ...
+
+    async def cancel(self, reservation_id: str) -> None:
+        """Give everything a reservation holds back."""
         ...
 
     def usage_app(self) -> ASGIApp:
@@ -163,6 +184,29 @@ class EmbeddedBackend:
         """Give ``cost`` back to the day the verdict consumed from."""
         await verify.refund(self.ctx, verdict, cost)
 
+    async def reserve(self, key: str, service: str, cost: int, ttl_seconds: int) -> Reserved:
+        """quotad's verify, then its reservation of what the verify moved, in process."""
+        from quotad.service import reservations
+
+        await self.open()
+        verdict = await verify.verify(self.ctx, key, service, cost)
+        reservation = await reservations.reserve(
+            self.ctx, verdict, ((service, cost),), ttl_seconds, None
+        )
+        return Reserved(verdict, None if reservation is None else reservation.id)
+
+    async def commit(self, reservation_id: str, cost: int) -> None:
+        """quotad's own commit, in process."""
+        from quotad.service import reservations
+
+        await reservations.commit(self.ctx, reservation_id, cost)
+
+    async def cancel(self, reservation_id: str) -> None:
+        """quotad's own cancel, in process."""
+        from quotad.service import reservations
+
+        await reservations.cancel(self.ctx, reservation_id)
+
     def usage_app(self) -> ASGIApp:
         """quotad's own customer router over this backend's context."""
         if self._usage_app is None:
@@ -237,14 +281,46 @@ class RemoteBackend:
     async def consume(self, key: str, service: str, cost: int) -> Verdict:
         """``POST /v1/verify`` on the quotad server."""
         sent = self.now()  # the server consumed at or after this instant
+        answer = await self._verify(key, service, cost)
+        return await self._verdict(answer, service, sent)
+
+    async def reserve(self, key: str, service: str, cost: int, ttl_seconds: int) -> Reserved:
+        """``POST /v1/verify`` with ``"reserve": true`` on the quotad server."""
+        sent = self.now()
+        answer = await self._verify(key, service, cost, reserve=True, ttl_seconds=ttl_seconds)
+        verdict = await self._verdict(answer, service, sent)
+        return Reserved(verdict, answer.reservation_id if answer.valid else None)
+
+    async def commit(self, reservation_id: str, cost: int) -> None:
+        """``POST /v1/reservations/{id}/commit`` on the quotad server."""
+        await self._settling(self.client.commit_reservation(reservation_id, cost))
+
+    async def cancel(self, reservation_id: str) -> None:
+        """``DELETE /v1/reservations/{id}`` on the quotad server."""
+        await self._settling(self.client.cancel_reservation(reservation_id))
+
+    async def _settling(self, settlement: Awaitable[sdk.Reservation]) -> None:
         try:
-            answer = await self.client.verify(key, service, cost, idempotency_key=uuid.uuid4().hex)
+            await settlement
+        except (QuotadConnectionError, ServerError) as exc:
+            raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
+        except QuotadAPIError as exc:
+            raise RelayedError.of(exc) from exc
+
+    async def _verify(self, key: str, service: str, cost: int, **reserving: Any) -> sdk.Verdict:
+        try:
+            return await self.client.verify(
+                key, service, cost, idempotency_key=uuid.uuid4().hex, **reserving
+            )
         except QuotadConnectionError as exc:
             raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
         except QuotadAPIError as exc:
             if isinstance(exc, ServerError) and not exc.id:  # a gateway's 5xx, not quotad's
                 raise StorageError(f"quotad at {self.base_url} is unavailable: {exc}") from exc
             raise RelayedError.of(exc) from exc
+
+    async def _verdict(self, answer: sdk.Verdict, service: str, sent: datetime) -> Verdict:
+        """The server's ``Verdict`` read back from its answer."""
         fields: dict[str, Any] = {
             "valid": answer.valid,
             "code": answer.code,
@@ -256,6 +332,8 @@ class RemoteBackend:
             "window_seconds": answer.window_seconds,
             "note": answer.note,
         }
+        if answer.credits is not None:  # a priced call: what it debited, in micro-credits
+            fields["credits"] = (to_micros(answer.credits.debited, allow_zero=True), 0)
         # A version-1 plan's answer lists its one daily limit too; the server's own verdict
         # has none (and so writes version 1's headers): read it back the same way.
         v1 = len(answer.limits) == 1 and _is_v1(answer.limits[0], service)
@@ -264,7 +342,8 @@ class RemoteBackend:
             "refused_by": None if v1 else answer.refused_by,
             "overage": answer.overage,
             "would_refuse": answer.would_refuse,
-            "retry_after": answer.retry_after,
+            # A credits refusal's Retry-After is the limits' reset, which brings no credits.
+            "retry_after": None if answer.code == "CREDITS_EXHAUSTED" else answer.retry_after,
         }
         # Verdict's version-2 fields come with the verify branch of SPEC 9; only those
         # this build's Verdict has are passed (the middleware reads them by name).
@@ -290,8 +369,18 @@ class RemoteBackend:
 
     async def refund(self, verdict: Verdict, cost: int) -> None:
         """The adjust endpoint, with ``delta=-cost`` on the day the verdict consumed from
-        (which gives back the account's windows holding that day too)."""
+        (which gives back the account's windows holding that day too).
+
+        The credits a priced call debited stay debited: no operator route gives them back
+        but a reservation's cancel, so meter a priced service with ``reserve=True``.
+        """
         account_id = verdict.account_id
+        if verdict.credits is not None and verdict.credits[0]:
+            log.warning(
+                "a refund through quotad's API gives no credits back (use reserve=True)",
+                account_id=account_id,
+                service=verdict.service,
+            )
         if account_id is None or verdict.reset is None:
             return
         if verdict.limits and verdict.charged is None:

@@ -15,6 +15,15 @@ For each HTTP request it metered, in order:
 4. refunds the cost when the app answered 5xx or raised, or answered a status of
    ``refund_statuses`` (404 and 405 by default: nothing was there to serve).
 
+With ``reserve=True`` step 2 reserves the cost instead (SPEC 10), and before the last
+byte of the app's answer is passed on the reservation is committed at the cost the app
+reports (``request.state.quotad_cost = n``, or the ``cost_header`` of its answer; else
+the reserved cost), or cancelled when the app raised or its answer refunds. A call
+refused for credits (``CREDITS_EXHAUSTED``) is answered 429, with ``Retry-After`` only
+when quotad said when.
+Refunds give a priced call's credits back with ``EmbeddedBackend``; through
+``RemoteBackend`` only a reservation's cancel does, so use ``reserve=True`` there.
+
 Paths of ``exclude_paths`` (the app's API docs by default) are never metered.
 
 Refusals carry the contract's error body (``quotad.http.errors``) and the same quota
@@ -31,7 +40,7 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 
-from quotad.asgi.backends import QuotaBackend, RelayedError
+from quotad.asgi.backends import QuotaBackend, RelayedError, Reserved
 from quotad.asgi.routes import check_pattern, matches
 from quotad.asgi.usage import is_usage_path
 from quotad.domain import days
@@ -50,6 +59,9 @@ from quotad.service.verify import Verdict
 log = structlog.get_logger("quotad.asgi")
 
 STATE_KEY = "quotad"  # the granted verdict in scope["state"]: request.state.quotad
+# With reserve=True: the reservation's id, and where the app reports the actual cost.
+RESERVATION_STATE_KEY = "quotad_reservation"
+COST_STATE_KEY = "quotad_cost"
 INCLUDE_QUOTA_HEADER = "x-quotad-include-quota"
 INCLUDE_QUOTA_PARAM = "include_quota"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -136,6 +148,11 @@ class QuotadMiddleware:
             (mount them with ``mount_usage_endpoints``).
         max_quota_buffer: the largest JSON body held back to add the ``quota`` object to;
             a larger one is passed on unchanged.
+        reserve: reserve the cost rather than consume it, and settle it once the app is
+            done: commit the actual cost the app reports, or cancel (see the module).
+        reserve_ttl: seconds a reservation is held if this process never settles it.
+        cost_header: the app's answer header carrying the actual cost (removed from the
+            answer); ``request.state.quotad_cost`` takes precedence over it.
     """
 
     def __init__(
@@ -150,8 +167,17 @@ class QuotadMiddleware:
         exclude_paths: Iterable[str] = DOCS_PATHS,
         exempt: Callable[[Scope], bool] | None = is_usage_path,
         max_quota_buffer: int = 8 * 1024 * 1024,
+        reserve: bool = False,
+        reserve_ttl: int = 300,
+        cost_header: str | None = None,
     ) -> None:
         self.app = app
+        self.reserve = reserve
+        self.reserve_ttl = reserve_ttl
+        if cost_header is not None and not reserve:
+            msg = "cost_header settles a reservation: pass reserve=True too"
+            raise ValueError(msg)
+        self.cost_header = None if cost_header is None else cost_header.lower().encode("latin-1")
         self.service = service
         self.backend = backend
         self.cost = cost
@@ -193,18 +219,26 @@ class QuotadMiddleware:
         if cost is None:
             await self.app(scope, receive, send)
             return
-        verdict = await self._decide(scope, receive, send, cost)
-        if verdict is not None:
-            scope.setdefault("state", {})[STATE_KEY] = verdict
-            await self._run(scope, receive, send, verdict, cost)
+        granted = await self._decide(scope, receive, send, cost)
+        if granted is not None:
+            state = scope.setdefault("state", {})
+            state[STATE_KEY] = granted.verdict
+            if granted.reservation_id is not None:
+                state[RESERVATION_STATE_KEY] = granted.reservation_id
+            await self._run(scope, receive, send, granted.verdict, cost, granted.reservation_id)
+
+    async def _ask(self, key: str, cost: int) -> Reserved:
+        if self.reserve:
+            return await self.backend.reserve(key, self.service, cost, self.reserve_ttl)
+        return Reserved(await self.backend.consume(key, self.service, cost), None)
 
     async def _decide(
         self, scope: Scope, receive: Receive, send: Send, cost: int
-    ) -> Verdict | None:
-        """The granted verdict, or ``None`` once a refusal has been sent."""
+    ) -> Reserved | None:
+        """The granted verdict (and reservation), or ``None`` once a refusal has been sent."""
         try:
             key = key_from_headers(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
-            verdict = await self.backend.consume(key, self.service, cost)
+            granted = await self._ask(key, cost)
         except StorageError as exc:
             log.warning("quota backend unavailable", error=exc.note)
             await error_answer(ErrorCode.SERVICE_UNAVAILABLE, "the quota service is unavailable")(
@@ -223,9 +257,9 @@ class QuotadMiddleware:
                 log.warning("quota backend refused the check", error=exc.note, code=exc.code.value)
             await quotad_error_answer(exc)(scope, receive, send)
             return None
-        if verdict.valid:
-            return verdict
-        await self._refuse(scope, receive, send, verdict)
+        if granted.verdict.valid:
+            return granted
+        await self._refuse(scope, receive, send, granted.verdict)
         return None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, verdict: Verdict) -> None:
@@ -242,27 +276,51 @@ class QuotadMiddleware:
             what = f"the daily {self.service} quota" if daily else f"the {refused_by} limit"
             note = f"{what} of {verdict.total} is used up{reset}"
         headers = verdict_headers(verdict, self.backend.now().timestamp())
+        if code is ErrorCode.CREDITS_EXHAUSTED and verdict.retry_after is None:
+            # A limit's reset brings no credits back: no Retry-After unless quotad knows.
+            headers = [(name, value) for name, value in headers if name != b"retry-after"]
         refusal = error_answer(
             code, note or "the request was refused", status=STATUS.get(code, 403), headers=headers
         )
         await refusal(scope, receive, send)
 
     async def _run(
-        self, scope: Scope, receive: Receive, send: Send, verdict: Verdict, cost: int
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        verdict: Verdict,
+        cost: int,
+        reservation_id: str | None = None,
     ) -> None:
         extra = self._headers(verdict)
-        replaced = {name for name, _ in extra}
+        replaced = self._replaced(extra, reservation_id is not None)
         include = wants_quota(scope)
         refunded = False
+        status: int | None = None  # of the app's answer, once started
+        reported: str | None = None  # the cost_header's value
         held: Message | None = None  # the response start, while a JSON body is buffered
         body = bytearray()
+        settled = reservation_id is None
+
+        async def settling(message: Message) -> None:
+            # A reservation is settled before the answer's last byte leaves, so a caller
+            # who has read the whole answer sees the settled counters.
+            nonlocal settled
+            if not settled and not message.get("more_body", False):
+                settled = True
+                await self._settle_answered(scope, reservation_id, status, reported, cost)
+            await send(message)
 
         async def send_with_quota(message: Message) -> None:
-            nonlocal refunded, held, extra, verdict
+            nonlocal refunded, held, extra, verdict, status, reported
             if message["type"] == "http.response.start":
                 status = message["status"]
-                # Refund before the client can see the answer, and say so in the headers.
-                if self.refunds(status):
+                if reservation_id is not None:
+                    reported = self._reported(message)
+                # Refund before the client can see the answer, and say so in the headers
+                # (a reservation is settled before the answer's last byte).
+                elif self.refunds(status):
                     refunded = True
                     if await self._refund(verdict, cost, f"answered {status}"):
                         verdict = verdict._replace(used=max((verdict.used or 0) - cost, 0))
@@ -286,16 +344,107 @@ class QuotadMiddleware:
                     await send(start)
                     await send({**message, "body": bytes(body)})
                     return
-                await self._send_with_quota_object(start, bytes(body), verdict, send)
+                await self._send_with_quota_object(start, bytes(body), verdict, settling)
+            elif message["type"] == "http.response.body":
+                await settling(message)
             else:
                 await send(message)
 
         try:
             await self.app(scope, receive, send_with_quota)
         except Exception:  # a cancelled request (client gone) is not refunded
-            if self.refund_on_error and not refunded:
-                await self._refund(verdict, cost, "the app raised")
+            await self._raised(verdict, cost, reservation_id, settled, refunded)
             raise
+        if not settled:  # the app answered no body
+            await self._settle_answered(scope, reservation_id, status, reported, cost)
+
+    def _replaced(self, extra: list[tuple[bytes, bytes]], reserving: bool) -> set[bytes]:
+        """The app's headers not passed on: the quota headers this middleware writes, and
+        the ``cost_header`` (the app's word to the middleware, not the caller's)."""
+        replaced = {name for name, _ in extra}
+        if reserving and self.cost_header is not None:
+            replaced.add(self.cost_header)
+        return replaced
+
+    async def _raised(
+        self,
+        verdict: Verdict,
+        cost: int,
+        reservation_id: str | None,
+        settled: bool,
+        refunded: bool,
+    ) -> None:
+        """What the app's exception gives back: its reservation (unless already settled),
+        or the consumed cost (unless already refunded)."""
+        if reservation_id is not None:
+            if not settled:
+                actual = None if self.refund_on_error else cost
+                await self._settle(reservation_id, actual, "the app raised")
+        elif self.refund_on_error and not refunded:
+            await self._refund(verdict, cost, "the app raised")
+
+    async def _settle_answered(
+        self,
+        scope: Scope,
+        reservation_id: str | None,
+        status: int | None,
+        reported: str | None,
+        cost: int,
+    ) -> None:
+        """Cancel for an answer that refunds (or none), else commit the actual cost."""
+        if reservation_id is None:
+            return
+        if status is None or self.refunds(status):
+            await self._settle(reservation_id, None, f"answered {status}")
+        else:
+            await self._settle(reservation_id, self._actual(scope, reported, cost), "answered")
+
+    def _reported(self, start: Message) -> str | None:
+        """The value of the app's ``cost_header``, if it sent one."""
+        if self.cost_header is None:
+            return None
+        for name, value in start.get("headers", ()):
+            if bytes(name).lower() == self.cost_header:
+                return bytes(value).decode("latin-1")
+        return None
+
+    def _actual(self, scope: Scope, reported: str | None, reserved: int) -> int:
+        """The cost to commit: the app's state, else its header, else the reserved cost.
+
+        A value that is not an integer >= 0 is ignored (logged): the reserved cost stands.
+        """
+        value: object = scope.get("state", {}).get(COST_STATE_KEY)
+        if value is None:
+            value = reported
+        if value is None:
+            return reserved
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        log.warning("ignored an invalid actual cost", cost=str(value)[:40], reserved=reserved)
+        return reserved
+
+    async def _settle(self, reservation_id: str | None, actual: int | None, why: str) -> None:
+        """Commit ``actual`` (None: cancel); a failure is logged, never raised (quotad gives
+        an unsettled reservation back when it expires)."""
+        if reservation_id is None:
+            return
+        try:
+            if actual is None:
+                await self.backend.cancel(reservation_id)
+            else:
+                await self.backend.commit(reservation_id, actual)
+        except Exception as exc:
+            log.warning(
+                "settling a reservation failed",
+                why=why,
+                reservation_id=reservation_id,
+                error=str(exc),
+            )
+            return
+        what = "cancelled" if actual is None else "committed"
+        log.info(what, why=why, reservation_id=reservation_id, cost=actual)
 
     async def _send_with_quota_object(
         self, start: Message, body: bytes, verdict: Verdict, send: Send

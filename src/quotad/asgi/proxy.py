@@ -2,8 +2,9 @@
 
 Each request goes to the service whose path covers it (``quotad.asgi.routes``), is
 checked by that service's ``QuotadMiddleware`` (key, quota, headers, refunds on 5xx, 404
-and 405), then relayed to the upstream with both bodies streamed
-(``quotad.asgi.forward``); the customer's key is removed on the way unless ``keep_key``,
+and 405; with a ``cost_header``, a reservation settled at the cost the upstream reports),
+then relayed to the upstream with both bodies streamed (``quotad.asgi.forward``); the
+customer's key is removed on the way unless ``keep_key``,
 and ``X-Quotad-Include-Quota`` always (it is the proxy's to answer). The proxy serves
 ``GET /v1/usages`` and ``GET /usage/{service}`` itself, relays the excluded paths (the
 upstream's API docs by default) unmetered, and answers 404 for a path no service covers.
@@ -167,6 +168,8 @@ def build_proxy(
     exclude_paths: Iterable[str] = DOCS_PATHS,
     timeout: float = 60.0,
     transport: httpx2.AsyncBaseTransport | None = None,
+    cost_header: str | None = None,
+    reserve_ttl: int = 300,
 ) -> ASGIApp:
     """The proxy as one ASGI app: routing by service, quota middleware, usage, streaming relay.
 
@@ -183,6 +186,10 @@ def build_proxy(
         exclude_paths: paths relayed unmetered, with no key needed (the API docs).
         timeout: seconds to wait for the upstream.
         transport: an ``httpx2`` async transport (tests).
+        cost_header: reserve each request's cost and commit the one the upstream puts in
+            this answer header (absent or invalid: the reserved cost; a 5xx or no answer:
+            cancel); the header is not passed on.
+        reserve_ttl: seconds such a reservation is held if the proxy never settles it.
     """
     routes = [ServiceRoute(service)] if isinstance(service, str) else list(service)
     excluded = tuple(check_pattern(path) for path in exclude_paths)
@@ -198,6 +205,9 @@ def build_proxy(
                 refund_on_error=refund_on_error,
                 refund_statuses=refund_statuses,
                 exclude_paths=excluded,
+                reserve=cost_header is not None,
+                reserve_ttl=reserve_ttl,
+                cost_header=cost_header,
             ),
         )
         for route in routes

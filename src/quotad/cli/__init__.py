@@ -3,7 +3,7 @@
 This module only assembles the Typer app; the commands live in ``serve`` (running a
 deployment), ``proxy``, ``data`` (usage, export, import), ``dump`` (dump, restore),
 ``admin`` (services, plans, accounts, keys), ``tokens`` (operator tokens, the audit
-log) and ``webhooks`` (webhook endpoints, alert events), over the shared helpers of
+log), ``webhooks`` (webhook endpoints, alert events) and ``credits``, over the shared helpers of
 ``console`` and ``stores``.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from quotad import __version__
-from quotad.cli import admin, data, dump, proxy, serve, target, tokens, webhooks
+from quotad.cli import admin, credits, data, dump, proxy, serve, target, tokens, webhooks
 from quotad.cli.console import App, console
 
 app = App(name="quotad", help="Usage metering and quotas for API providers.", add_completion=False)
@@ -47,6 +47,7 @@ app.add_typer(tokens.tokens_app, name="tokens")
 app.command("audit")(tokens.audit_command)
 app.add_typer(webhooks.webhooks_app, name="webhooks")
 app.command("alerts")(webhooks.alerts_command)
+app.add_typer(credits.credits_app, name="credits")
 app.command("proxy")(proxy.proxy_command)
 app.command("export")(data.export_command)
 app.command("import")(data.import_command)

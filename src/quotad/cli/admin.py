@@ -18,6 +18,7 @@ from quotad.cli.console import (
     JsonOption,
     cli_errors,
     console,
+    fail,
     handle_errors,
     print_json,
     print_record,
@@ -29,12 +30,32 @@ from quotad.cli.console import (
 from quotad.cli.operator import PlanLimit
 from quotad.cli.stores import StoreOption
 from quotad.cli.target import CreateOption, TokenOption, UrlOption, run, target
+from quotad.domain.credits import Refill
 from quotad.domain.limits import Limits
 from quotad.errors import FieldError, ValidationFailed
 
 # Services ---------------------------------------------------------------------
 services_app = App(help="Metered services.")
-SERVICE_COLUMNS = ("name", "description", "created_at")
+SERVICE_COLUMNS = ("name", "description", "credit_price", "created_at")
+CreditPriceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--credit-price",
+        help="Credits each unit of cost also debits (> 0, at most 6 decimals)",
+    ),
+]
+
+
+def credit_price_option(text: str | None) -> int | None:
+    """``--credit-price`` in micro-credits, checked as the API checks ``credit_price``."""
+    if text is None:
+        return None
+    from quotad.domain.credits import to_micros
+
+    try:
+        return to_micros(text.strip())
+    except ValueError as exc:
+        raise ValidationFailed.at("/body/credit_price", f"credit_price {exc}", "range") from exc
 
 
 @services_app.command("list")
@@ -55,6 +76,7 @@ def services_list(
 def services_create(
     name: str,
     description: Annotated[str, typer.Option(help="What the service is")] = "",
+    credit_price: CreditPriceOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     create: CreateOption = False,
@@ -65,13 +87,54 @@ def services_create(
     from quotad.api import schemas
 
     body = validated(schemas.ServiceIn, name=name, description=description)
+    price = credit_price_option(credit_price)
     where = target(store, url, token, create)
-    view = run(where, lambda op: op.create_service(body.name, body.description))
+    view = run(where, lambda op: op.create_service(body.name, body.description, price))
     show(
         view,
         as_json,
         lambda: print_record(f"service {view['name']} created", view, SERVICE_COLUMNS),
     )
+
+
+@services_app.command("update")
+@handle_errors
+def services_update(
+    name: str,
+    description: Annotated[str | None, typer.Option(help="What the service is")] = None,
+    credit_price: CreditPriceOption = None,
+    unpriced: Annotated[
+        bool, typer.Option("--unpriced", help="Remove the price: calls debit no credits")
+    ] = False,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Change a service's description or credit price."""
+    from quotad.service.admin import UNCHANGED, Unchanged
+
+    if credit_price is not None and unpriced:
+        raise fail("give --credit-price or --unpriced, not both")
+    if credit_price is None and not unpriced and description is None:
+        raise fail("nothing to change: give --description, --credit-price or --unpriced")
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise ValidationFailed.at(
+            "/body/description", f"description is at most {MAX_DESCRIPTION} characters", "length"
+        )
+    price: int | Unchanged | None = None if unpriced else UNCHANGED
+    if credit_price is not None:
+        price = credit_price_option(credit_price)
+    where = target(store, url, token)
+    view = run(where, lambda op: op.update_service(name, description, price))
+    show(
+        view,
+        as_json,
+        lambda: print_record(f"service {view['name']} updated", view, SERVICE_COLUMNS),
+    )
+
+
+MAX_DESCRIPTION = 500  # as the API's ServicePatch
 
 
 # Plans ------------------------------------------------------------------------
@@ -273,12 +336,20 @@ AlertThresholdOption = Annotated[
 ]
 
 
+def refill_text(refill: dict[str, Any]) -> str:
+    """A refill in the ``--refill`` syntax: ``1000/month/reset/billing``."""
+    parts = [str(refill["amount"]), refill["window"], refill.get("mode", "reset")]
+    return "/".join(parts + (["billing"] if refill.get("anchor") == "billing" else []))
+
+
 def print_plan(title: str, view: dict[str, Any]) -> None:
     """A plan with its quotas and limits."""
     print_record(title, view, ("id", "description", "created_at"))
     if view.get("alert_thresholds") is not None:
         shown = ", ".join(f"{t} %" for t in view["alert_thresholds"])
         console.print(f"alert thresholds: {shown}", soft_wrap=True)
+    if view.get("refill") is not None:
+        console.print(f"refill: {refill_text(view['refill'])}", soft_wrap=True)
     print_rows("quotas", limit_rows(view["quotas"]), LIMIT_COLUMNS)
     print_rows("limits", view["limits"], ("name", "limit", "description"))
 
@@ -316,6 +387,45 @@ def plans_show(
     show(view, as_json, lambda: print_plan(f"plan {view['id']}", view))
 
 
+RefillOption = Annotated[
+    str | None,
+    typer.Option(
+        "--refill",
+        metavar="AMOUNT/WINDOW[/MODE][/billing]",
+        help="Credits given every window: e.g. 1000/month/reset/billing or 50/day/top_up "
+        "(MODE reset, the default, or top_up)",
+    ),
+]
+
+
+def refill_option(text: str | None) -> Refill | None:
+    """``--refill`` as the plan's refill, checked as the API checks ``refill``."""
+    if text is None:
+        return None
+    from quotad.domain.credits import CreditError, parse_refill
+
+    amount, _, rest = text.strip().partition("/")
+    window, *flags = rest.split("/") if rest else [""]
+    body: dict[str, Any] = {"amount": amount, "window": window}
+    for flag in flags:
+        if flag in ("reset", "top_up"):
+            body["mode"] = flag
+        elif flag in ("billing", "calendar"):
+            body["anchor"] = flag
+        else:
+            raise ValidationFailed.at(
+                "/body/refill", f"{text!r}: unknown {flag!r} (reset, top_up or billing)", "format"
+            )
+    try:
+        return parse_refill(body, ())
+    except CreditError as exc:
+        problems = [
+            FieldError("/".join(["/body/refill", *map(str, where)]), message, "refill")
+            for where, message in exc.problems
+        ]
+        raise ValidationFailed(str(exc), validation_errors=problems) from None
+
+
 QuotaOption = Annotated[
     list[str] | None, typer.Option("--quota", help="SERVICE=TOTAL per day (repeatable)")
 ]
@@ -350,6 +460,7 @@ def plans_create(
     limit: LimitOption = None,
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
     alert_threshold: AlertThresholdOption = None,
+    refill: RefillOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     create: CreateOption = False,
@@ -363,10 +474,11 @@ def plans_create(
     --limit insights=rate:10/20.
     """
     quotas, limits = plan_content(plan_id, quota or [], limit or [], description)
+    refills = refill_option(refill)
     where = target(store, url, token, create)
     view = run(
         where,
-        lambda op: op.create_plan(plan_id, quotas, limits, description, alert_threshold),
+        lambda op: op.create_plan(plan_id, quotas, limits, description, alert_threshold, refills),
     )
     show(view, as_json, lambda: print_plan(f"plan {view['id']} created", view))
 
@@ -380,6 +492,7 @@ def plans_replace(
     limit: LimitOption = None,
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
     alert_threshold: AlertThresholdOption = None,
+    refill: RefillOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     url: UrlOption = None,
@@ -388,10 +501,11 @@ def plans_replace(
     """Replace a plan's quotas, resource limits, alert thresholds and description (as plans
     create takes them); the new limits apply from now, past windows keep theirs."""
     quotas, limits = plan_content(None, quota or [], limit or [], description)
+    refills = refill_option(refill)
     where = target(store, url, token)
     view = run(
         where,
-        lambda op: op.replace_plan(plan_id, quotas, limits, description, alert_threshold),
+        lambda op: op.replace_plan(plan_id, quotas, limits, description, alert_threshold, refills),
     )
     show(view, as_json, lambda: print_plan(f"plan {view['id']} replaced", view))
 

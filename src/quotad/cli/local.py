@@ -12,13 +12,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from quotad.api import views
+from quotad.cli.local_credits import LocalCredits
 from quotad.cli.local_webhooks import LocalWebhooks
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
+from quotad.domain.credits import Refill
 from quotad.domain.limits import Limits
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
 from quotad.domain.operators import Role
+from quotad.http import credit_views
 from quotad.service import admin, quotas, tokens, transfer, usage
 from quotad.service.context import Context
+
+if TYPE_CHECKING:
+    from quotad.domain.models import Plan, Service
 
 T = TypeVar("T")
 PAGE_SIZE = 500
@@ -38,7 +44,17 @@ async def every(
         after = ident(page[-1])
 
 
-class LocalOperator(LocalWebhooks):
+def service_view(service: Service) -> View:
+    """A service as the API answers it: with its credit price."""
+    return {**views.service_view(service), **credit_views.service_credit_fields(service)}
+
+
+def plan_view(plan: Plan) -> View:
+    """A plan as the API answers it: with its refill."""
+    return {**views.plan_view(plan), **credit_views.plan_credit_fields(plan)}
+
+
+class LocalOperator(LocalWebhooks, LocalCredits):
     """The administrative operations over an opened store."""
 
     def __init__(self, ctx: Context) -> None:
@@ -46,22 +62,31 @@ class LocalOperator(LocalWebhooks):
 
     async def list_services(self) -> list[View]:
         """Every service."""
-        return [views.service_view(s) for s in await admin.list_services(self.ctx)]
+        return [service_view(s) for s in await admin.list_services(self.ctx)]
 
-    async def create_service(self, name: str, description: str) -> View:
+    async def create_service(
+        self, name: str, description: str, credit_price: int | None = None
+    ) -> View:
         """Register a service."""
-        return views.service_view(await admin.create_service(self.ctx, name, description))
+        service = await admin.create_service(self.ctx, name, description, credit_price)
+        return service_view(service)
+
+    async def update_service(
+        self, name: str, description: str | None, credit_price: int | admin.Unchanged | None
+    ) -> View:
+        """Change a service's description or price."""
+        return service_view(await admin.update_service(self.ctx, name, description, credit_price))
 
     async def list_plans(self) -> list[View]:
         """Every plan, by id."""
         plans = await every(
             lambda after: admin.list_plans(self.ctx, PAGE_SIZE, after), lambda p: p.id
         )
-        return [views.plan_view(p) for p in plans]
+        return [plan_view(p) for p in plans]
 
     async def get_plan(self, plan_id: str) -> View:
         """One plan."""
-        return views.plan_view(await admin.require_plan(self.ctx, plan_id))
+        return plan_view(await admin.require_plan(self.ctx, plan_id))
 
     async def create_plan(
         self,
@@ -70,6 +95,7 @@ class LocalOperator(LocalWebhooks):
         limits: list[PlanLimit],
         description: str,
         alert_thresholds: list[int] | None = None,
+        refill: Refill | None = None,
     ) -> View:
         """Create a plan."""
         plan = await admin.create_plan(
@@ -79,8 +105,9 @@ class LocalOperator(LocalWebhooks):
             [Limit(x.name, x.description, x.limit) for x in limits],
             description,
             alert_thresholds,
+            refill,
         )
-        return views.plan_view(plan)
+        return plan_view(plan)
 
     async def replace_plan(
         self,
@@ -89,6 +116,7 @@ class LocalOperator(LocalWebhooks):
         limits: list[PlanLimit],
         description: str,
         alert_thresholds: list[int] | None = None,
+        refill: Refill | None = None,
     ) -> View:
         """Replace a plan's content."""
         plan = await admin.replace_plan(
@@ -98,8 +126,9 @@ class LocalOperator(LocalWebhooks):
             [Limit(x.name, x.description, x.limit) for x in limits],
             description,
             alert_thresholds,
+            refill,
         )
-        return views.plan_view(plan)
+        return plan_view(plan)
 
     async def delete_plan(self, plan_id: str) -> None:
         """Delete a plan no account uses."""

@@ -13,11 +13,16 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from quotad.cli.credit_operator import CreditOperator
 from quotad.cli.webhook_operator import WebhookOperator
+from quotad.domain.credits import Refill
 from quotad.domain.limits import Limits
 from quotad.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from quotad.service.admin import Unchanged
 
 View = dict[str, Any]
 DEFAULT_WINDOW_DAYS = 30  # what `quotad usage show` shows without --from
@@ -33,15 +38,23 @@ class PlanLimit:
     description: str
 
 
-class Operator(WebhookOperator, Protocol):
+class Operator(WebhookOperator, CreditOperator, Protocol):
     """The administrative operations of a deployment, as views."""
 
     async def list_services(self) -> list[View]:
         """Every service."""
         ...
 
-    async def create_service(self, name: str, description: str) -> View:
-        """Register a service."""
+    async def create_service(
+        self, name: str, description: str, credit_price: int | None = None
+    ) -> View:
+        """Register a service (``credit_price`` in micro-credits a unit; None: unpriced)."""
+        ...
+
+    async def update_service(
+        self, name: str, description: str | None, credit_price: int | Unchanged | None
+    ) -> View:
+        """Change a service's description or price (None: unpriced)."""
         ...
 
     async def list_plans(self) -> list[View]:
@@ -59,8 +72,10 @@ class Operator(WebhookOperator, Protocol):
         limits: list[PlanLimit],
         description: str,
         alert_thresholds: list[int] | None = None,
+        refill: Refill | None = None,
     ) -> View:
-        """Create a plan: the limits of each service, resource limits, alert thresholds."""
+        """Create a plan: the limits of each service, resource limits, alert thresholds,
+        the credits it refills."""
         ...
 
     async def replace_plan(
@@ -70,8 +85,10 @@ class Operator(WebhookOperator, Protocol):
         limits: list[PlanLimit],
         description: str,
         alert_thresholds: list[int] | None = None,
+        refill: Refill | None = None,
     ) -> View:
-        """Replace a plan's limits, resource limits, alert thresholds and description."""
+        """Replace a plan's limits, resource limits, alert thresholds, description and
+        refill."""
         ...
 
     async def delete_plan(self, plan_id: str) -> None:

@@ -56,6 +56,25 @@ def proxy_command(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the upstream")
     ] = 60.0,
+    cost_header: Annotated[
+        str | None,
+        typer.Option(
+            "--cost-header",
+            metavar="NAME",
+            help="Reserve each request's cost, then commit the actual cost the upstream "
+            "answers in this header (absent or invalid: the reserved cost; a 5xx or no "
+            "answer: nothing is charged)",
+        ),
+    ] = None,
+    reserve_ttl: Annotated[
+        int,
+        typer.Option(
+            "--reserve-ttl",
+            min=1,
+            max=604800,
+            help="Seconds a --cost-header reservation is held if the proxy never settles it",
+        ),
+    ] = 300,
 ) -> None:
     """Meter any HTTP API: a reverse proxy enforcing each key's quota, streaming both ways."""
     # Imported here so that `quotad --help` and the other commands start without them.
@@ -98,11 +117,15 @@ def proxy_command(
         refund_on_error=refund,
         refund_statuses=REFUND_STATUSES if refund else (),
         timeout=timeout,
+        cost_header=cost_header,
+        reserve_ttl=reserve_ttl,
     )
     served = ", ".join(f"{route.service} {route.path}" for route in routes)
     typer.echo(
         f"quotad proxy on http://{settings.host}:{settings.port} -> {upstream} "
-        f"(services {served}; cost {costs.describe()}; store {mask_url(settings.store_url)})"
+        f"(services {served}; cost {costs.describe()}"
+        + (f", settled by {cost_header}" if cost_header else "")
+        + f"; store {mask_url(settings.store_url)})"
     )
     server.run(
         app,

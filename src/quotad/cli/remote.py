@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import orjson
 
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
+from quotad.cli.remote_credits import RemoteCredits, credits_number
 from quotad.cli.remote_webhooks import RemoteWebhooks
 from quotad.domain import days
+from quotad.domain.credits import Refill
 from quotad.domain.limits import Limits
 from quotad.errors import ErrorCode, FieldError, QuotadError
 from quotad.sdk import (
@@ -37,6 +39,12 @@ from quotad.sdk import (
     UsageDay,
     UsageLine,
 )
+from quotad.sdk import (
+    Refill as SdkRefill,
+)
+
+if TYPE_CHECKING:
+    from quotad.service.admin import Unchanged
 
 T = TypeVar("T")
 PAGE_SIZE = 500  # the largest page the API serves
@@ -52,6 +60,7 @@ def service_view(service: Service) -> View:
         "name": service.name,
         "description": service.description,
         "created_at": days.rfc3339(service.created_at),
+        "credit_price": service.credit_price,
     }
 
 
@@ -98,6 +107,7 @@ def plan_view(plan: Plan) -> View:
         ],
         "created_at": days.rfc3339(plan.created_at),
         "alert_thresholds": None if plan.alert_thresholds is None else list(plan.alert_thresholds),
+        "refill": None if plan.refill is None else plan.refill.to_json(),
     }
 
 
@@ -208,7 +218,7 @@ def as_quotad_error(exc: QuotadAPIError, hint: str | None = None) -> QuotadError
     return QuotadError(note, code, problems)
 
 
-class RemoteOperator(RemoteWebhooks):
+class RemoteOperator(RemoteWebhooks, RemoteCredits):
     """The administrative operations through the operator API."""
 
     def __init__(self, client: AsyncClient) -> None:
@@ -230,9 +240,25 @@ class RemoteOperator(RemoteWebhooks):
         """Every service."""
         return [service_view(s) for s in await self.client.list_services()]
 
-    async def create_service(self, name: str, description: str) -> View:
+    async def create_service(
+        self, name: str, description: str, credit_price: int | None = None
+    ) -> View:
         """Register a service."""
-        return service_view(await self.client.create_service(name, description))
+        price = None if credit_price is None else credits_number(credit_price)
+        return service_view(await self.client.create_service(name, description, credit_price=price))
+
+    async def update_service(
+        self, name: str, description: str | None, credit_price: int | Unchanged | None
+    ) -> View:
+        """Change a service's description or price (``PATCH``)."""
+        if credit_price is None or isinstance(credit_price, int):
+            price = None if credit_price is None else credits_number(credit_price)
+            service = await self.client.update_service(
+                name, credit_price=price, description=description
+            )
+        else:  # unchanged: the field is left out
+            service = await self.client.update_service(name, description=description)
+        return service_view(service)
 
     async def list_plans(self) -> list[View]:
         """Every plan, by id."""
@@ -251,6 +277,7 @@ class RemoteOperator(RemoteWebhooks):
         limits: list[PlanLimit],
         description: str,
         alert_thresholds: list[int] | None = None,
+        refill: Refill | None = None,
     ) -> View:
         """Create a plan."""
         plan = await self.client.create_plan(
@@ -259,6 +286,7 @@ class RemoteOperator(RemoteWebhooks):
             [Limit(x.name, x.limit, x.description) for x in limits],
             description,
             alert_thresholds=alert_thresholds,
+            refill=None if refill is None else SdkRefill.from_json(refill.to_json()),
         )
         return plan_view(plan)
 
@@ -269,6 +297,7 @@ class RemoteOperator(RemoteWebhooks):
         limits: list[PlanLimit],
         description: str,
         alert_thresholds: list[int] | None = None,
+        refill: Refill | None = None,
     ) -> View:
         """Replace a plan's content."""
         plan = await self.client.replace_plan(
@@ -277,6 +306,7 @@ class RemoteOperator(RemoteWebhooks):
             [Limit(x.name, x.limit, x.description) for x in limits],
             description,
             alert_thresholds=alert_thresholds,
+            refill=None if refill is None else SdkRefill.from_json(refill.to_json()),
         )
         return plan_view(plan)
 

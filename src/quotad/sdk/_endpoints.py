@@ -12,11 +12,14 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from quotad.sdk._core import Answer, Call, endpoint, json_with, jsonl_with, nothing
+from quotad.sdk._reservations import ReservationScope
 from quotad.sdk.models import (
     Account,
     AlertEventInfo,
     AuditEntry,
     CreatedWebhook,
+    CreditGrant,
+    Credits,
     Event,
     EventsResult,
     ExportRow,
@@ -24,6 +27,7 @@ from quotad.sdk.models import (
     IssuedKey,
     IssuedOperatorToken,
     Key,
+    LedgerEntry,
     Limit,
     OperatorToken,
     Overrides,
@@ -32,6 +36,8 @@ from quotad.sdk.models import (
     Quota,
     QuotaLimit,
     QuotaState,
+    Refill,
+    Reservation,
     Service,
     UsageDay,
     UsageLine,
@@ -44,6 +50,18 @@ from quotad.sdk.models import (
 )
 
 Status = Literal["active", "suspended"]
+# Credits: a JSON number with at most 6 decimals (SPEC 10).
+Amount = int | float
+
+
+class _Unset:
+    """The default of an optional field that ``None`` would clear."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
 # A service's quota: a daily total, a ``Quota``, or a list of limits (SPEC 9).
 QuotaInput = int | Quota | Sequence[QuotaLimit]
 
@@ -99,10 +117,35 @@ class Endpoints:
 
     # Services ---------------------------------------------------------------------
     @endpoint
-    def create_service(self, name: str, description: str = "") -> Call[Service]:
-        """Register a service (``POST /admin/v1/services``)."""
-        body = {"name": name, "description": description}
+    def create_service(
+        self, name: str, description: str = "", *, credit_price: Amount | None = None
+    ) -> Call[Service]:
+        """Register a service (``POST /admin/v1/services``); with ``credit_price`` each unit
+        of its cost also debits that many credits."""
+        body: dict[str, Any] = {"name": name, "description": description}
+        if credit_price is not None:
+            body["credit_price"] = credit_price
         return Call("POST", "/admin/v1/services", json_with(Service.from_json), body=body)
+
+    @endpoint
+    def update_service(
+        self,
+        name: str,
+        *,
+        credit_price: Amount | _Unset | None = UNSET,
+        description: str | None = None,
+    ) -> Call[Service]:
+        """Change a service's ``credit_price`` (``None`` makes it unpriced) or description
+        (``PATCH /admin/v1/services/{name}``)."""
+        body: dict[str, Any] = _params(description=description)
+        if not isinstance(credit_price, _Unset):
+            body["credit_price"] = credit_price
+        return Call(
+            "PATCH",
+            f"/admin/v1/services/{_seg(name)}",
+            json_with(Service.from_json),
+            body=body,
+        )
 
     @endpoint
     def list_services(self) -> Call[list[Service]]:
@@ -121,10 +164,12 @@ class Endpoints:
         description: str = "",
         *,
         alert_thresholds: Sequence[int] | None = None,
+        refill: Refill | None = None,
     ) -> Call[Plan]:
         """Create a plan: per service a daily total (``{"insights": 250}``) or its limits
         (``{"insights": [QuotaLimit(1000), QuotaLimit.rate(10, 20)]}``), and resource limits;
-        ``alert_thresholds`` (percentages, default [80, 100]) send ``quota.threshold``."""
+        ``alert_thresholds`` (percentages, default [80, 100]) send ``quota.threshold``;
+        ``refill`` grants credits every window."""
         body: dict[str, Any] = {
             "id": plan_id,
             "description": description,
@@ -133,6 +178,8 @@ class Endpoints:
         }
         if alert_thresholds is not None:
             body["alert_thresholds"] = list(alert_thresholds)
+        if refill is not None:
+            body["refill"] = refill.to_json()
         return Call("POST", "/admin/v1/plans", json_with(Plan.from_json), body=body)
 
     @endpoint
@@ -162,9 +209,10 @@ class Endpoints:
         description: str = "",
         *,
         alert_thresholds: Sequence[int] | None = None,
+        refill: Refill | None = None,
     ) -> Call[Plan]:
-        """Replace a plan's quotas, limits, description and alert thresholds (None: the
-        defaults)."""
+        """Replace a plan's quotas, limits, description, alert thresholds (None: the
+        defaults) and refill (None: none)."""
         body: dict[str, Any] = {
             "description": description,
             "quotas": _quotas(quotas),
@@ -172,6 +220,8 @@ class Endpoints:
         }
         if alert_thresholds is not None:
             body["alert_thresholds"] = list(alert_thresholds)
+        if refill is not None:
+            body["refill"] = refill.to_json()
         return Call(
             "PUT",
             f"/admin/v1/plans/{_seg(plan_id)}",
@@ -504,6 +554,103 @@ class Endpoints:
             idempotent=True,
         )
 
+    # Credits (SPEC 10) ---------------------------------------------------------------
+    @endpoint
+    def grant_credits(
+        self,
+        account_id: str,
+        amount: Amount,
+        expires_at: datetime | None = None,
+        priority: int | None = None,
+        note: str | None = None,
+    ) -> Call[CreditGrant]:
+        """Grant ``amount`` credits to an account, until ``expires_at`` (None: no expiry);
+        a debit draws first from the grant expiring first, then the highest ``priority``."""
+        body: dict[str, Any] = {"amount": amount}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        if priority is not None:
+            body["priority"] = priority
+        if note is not None:
+            body["note"] = note
+        return Call(
+            "POST",
+            f"/admin/v1/accounts/{_seg(account_id)}/grants",
+            json_with(CreditGrant.from_json),
+            body=body,
+        )
+
+    @endpoint
+    def credits(self, account_id: str) -> Call[Credits]:
+        """An account's balance and every grant, with what is left of each."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}/credits",
+            json_with(Credits.from_json),
+            idempotent=True,
+        )
+
+    @endpoint
+    def credit_ledger(
+        self, account_id: str, cursor: str | None = None, limit: int | None = None
+    ) -> Call[Page[LedgerEntry]]:
+        """A page of an account's credit ledger, oldest first."""
+        return Call(
+            "GET",
+            f"/admin/v1/accounts/{_seg(account_id)}/credits/ledger",
+            json_with(Page.parser(LedgerEntry.from_json)),
+            params=_params(cursor=cursor, limit=limit),
+            idempotent=True,
+        )
+
+    @endpoint
+    def void_grant(self, account_id: str, grant_id: str) -> Call[CreditGrant]:
+        """Void what is left of a grant (a ``void`` ledger entry); answers the voided grant."""
+        return Call(
+            "DELETE",
+            f"/admin/v1/accounts/{_seg(account_id)}/grants/{_seg(grant_id)}",
+            json_with(CreditGrant.from_json),
+            idempotent=True,
+        )
+
+    # Reservations (SPEC 10) ----------------------------------------------------------
+    @endpoint
+    def commit_reservation(self, reservation_id: str, cost: int) -> Call[Reservation]:
+        """Settle a reservation at the ``cost`` the work actually took: less gives the
+        difference back, more consumes the extra (or records it as overage). Committing
+        the same cost again answers the same; an expired one raises ``ConflictError``."""
+        return Call(
+            "POST",
+            f"/v1/reservations/{_seg(reservation_id)}/commit",
+            json_with(Reservation.from_json),
+            body={"cost": cost},
+            # The server settles a reservation once: a repeated commit answers the same.
+            idempotent=True,
+        )
+
+    @endpoint
+    def cancel_reservation(self, reservation_id: str) -> Call[Reservation]:
+        """Give everything a reservation took back (``DELETE /v1/reservations/{id}``)."""
+        return Call(
+            "DELETE",
+            f"/v1/reservations/{_seg(reservation_id)}",
+            json_with(Reservation.from_json),
+            idempotent=True,
+        )
+
+    def reservation(
+        self, key: str, service: str, cost: int, ttl_seconds: int | None = None
+    ) -> ReservationScope:
+        """Reserve ``cost`` units of ``service`` for a block, commit what it took::
+
+            with client.reservation(key, "llm", cost=4000) as r:   # async with, on AsyncClient
+                r.cost = run_model()          # or r.commit(n); none: the reserved cost
+
+        A refusal raises (``CreditsExhaustedError``, ``QuotaExceededError``, ...); a clean
+        exit commits, an exception cancels the reservation (everything is given back).
+        """
+        return ReservationScope(self, key, service, cost, ttl_seconds)
+
     # Usage ------------------------------------------------------------------------
     @endpoint
     def account_usage(
@@ -608,6 +755,8 @@ class Endpoints:
         *,
         items: Iterable[tuple[str, int] | Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        reserve: bool = False,
+        ttl_seconds: int | None = None,
     ) -> Call[Verdict]:
         """Authenticate a customer's key and consume ``cost`` units, all or nothing.
 
@@ -617,9 +766,18 @@ class Endpoints:
         says why. With an ``idempotency_key`` a repeated call replays the first answer,
         which also makes the call safe to retry.
 
+        With ``reserve=True`` a granted verdict also holds its cost as a reservation
+        (``Verdict.reservation_id``, until ``Verdict.expires_at``, ``ttl_seconds`` from now,
+        300 by default): settle it with ``commit_reservation`` or ``cancel_reservation``,
+        or use ``reservation(...)``, which does both.
+
         Raises:
-            ValueError: both ``service`` and ``items`` are given, or neither.
+            ValueError: both ``service`` and ``items`` are given, or neither; or
+                ``ttl_seconds`` without ``reserve``.
         """
+        if ttl_seconds is not None and not reserve:
+            msg = "ttl_seconds is for a reservation: pass reserve=True too"
+            raise ValueError(msg)
         body: dict[str, Any] = {"key": key}
         if items is None:
             if service is None:
@@ -631,6 +789,10 @@ class Endpoints:
             raise ValueError(msg)
         else:
             body["items"] = _items(items)
+        if reserve:
+            body["reserve"] = True
+            if ttl_seconds is not None:
+                body["ttl_seconds"] = ttl_seconds
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
         return Call(
             "POST",

@@ -17,7 +17,8 @@ Hierarchy::
         ├── MaxResourcesReachedError   MAX_RESOURCES_REACHED
         ├── TooManyRequestsError       (with retry_after)
         │   ├── QuotaExceededError     QUOTA_EXCEEDED
-        │   └── RateLimitedError       RATE_LIMITED
+        │   ├── RateLimitedError       RATE_LIMITED
+        │   └── CreditsExhaustedError  CREDITS_EXHAUSTED (alias CreditsExhausted)
         └── ServerError                INTERNAL_SERVER_ERROR, SERVICE_UNAVAILABLE, any other 5xx
 
 A ``QuotadAPIError`` carries the contract's error body (``error``, ``id``, ``note``,
@@ -35,6 +36,8 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "ConflictError",
+    "CreditsExhausted",
+    "CreditsExhaustedError",
     "FieldProblem",
     "InvalidRequestError",
     "MaxResourcesReachedError",
@@ -166,6 +169,14 @@ class RateLimitedError(TooManyRequestsError):
     """The per-key request throttle refused the call."""
 
 
+class CreditsExhaustedError(TooManyRequestsError):
+    """The account's credits do not cover the call's price; nothing was consumed."""
+
+
+# The name SPEC 10's clients use; the same class.
+CreditsExhausted = CreditsExhaustedError
+
+
 class ServerError(QuotadAPIError):
     """quotad failed (5xx); idempotent calls were retried before this was raised."""
 
@@ -184,6 +195,7 @@ BY_CODE: dict[str, type[QuotadAPIError]] = {
     "MAX_RESOURCES_REACHED": MaxResourcesReachedError,
     "QUOTA_EXCEEDED": QuotaExceededError,
     "RATE_LIMITED": RateLimitedError,
+    "CREDITS_EXHAUSTED": CreditsExhaustedError,
     "INTERNAL_SERVER_ERROR": ServerError,
     "SERVICE_UNAVAILABLE": ServerError,
 }
@@ -198,6 +210,21 @@ CODE_BY_STATUS: dict[int, str] = {
     413: "PAYLOAD_TOO_LARGE",
     429: "RATE_LIMITED",
     503: "SERVICE_UNAVAILABLE",
+}
+
+
+# The status a refusing verdict's code would have had as an error answer (SPEC 6 and 10):
+# what a client raising for a refused verify reports.
+STATUS_BY_CODE: dict[str, int] = {
+    "MISSING_API_KEY": 401,
+    "INVALID_AUTHORIZATION": 401,
+    "MALFORMED_API_KEY": 401,
+    "EXPIRED_API_KEY": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "QUOTA_EXCEEDED": 429,
+    "RATE_LIMITED": 429,
+    "CREDITS_EXHAUSTED": 429,
 }
 
 

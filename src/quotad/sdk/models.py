@@ -20,6 +20,8 @@ __all__ = [
     "AlertEventInfo",
     "AuditEntry",
     "CreatedWebhook",
+    "CreditGrant",
+    "Credits",
     "Event",
     "EventsResult",
     "ExportRow",
@@ -27,6 +29,7 @@ __all__ = [
     "IssuedKey",
     "IssuedOperatorToken",
     "Key",
+    "LedgerEntry",
     "Limit",
     "LimitState",
     "OperatorToken",
@@ -36,10 +39,13 @@ __all__ = [
     "Quota",
     "QuotaLimit",
     "QuotaState",
+    "Refill",
+    "Reservation",
     "Service",
     "UsageDay",
     "UsageLine",
     "Verdict",
+    "VerdictCredits",
     "Webhook",
     "WebhookAttempt",
     "WebhookDelivery",
@@ -139,12 +145,19 @@ class Service:
     name: str
     description: str
     created_at: datetime
+    # Credits per unit of cost (SPEC 10); None: the service is not priced.
+    credit_price: float | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_json(cls, value: Any) -> Service:
         """Read a service body."""
         body = _obj(value, "a service")
-        return cls(_str(body, "name"), _str(body, "description"), _time(body, "created_at"))
+        return cls(
+            _str(body, "name"),
+            _str(body, "description"),
+            _time(body, "created_at"),
+            credit_price=_opt_number(body, "credit_price"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +236,163 @@ def _number(body: Mapping[str, Any], name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UnexpectedResponseError(f"field {name!r} is missing or not a number")
     return value
+
+
+def _opt_number(body: Mapping[str, Any], name: str) -> float | None:
+    return None if body.get(name) is None else _number(body, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """A plan's credit refill (SPEC 10): ``amount`` credits every ``window``.
+
+    ``mode`` ``reset`` sets the refill grant to ``amount`` each window (what was left of
+    the last one expires); ``top_up`` adds what is needed to bring it back to ``amount``.
+    ``anchor`` ``"billing"`` starts a month on the account's billing day.
+    """
+
+    amount: float
+    window: str = "month"
+    mode: str = "reset"
+    anchor: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The request body form."""
+        body: dict[str, Any] = {"amount": self.amount, "window": self.window, "mode": self.mode}
+        if self.anchor is not None:
+            body["anchor"] = self.anchor
+        return body
+
+    @classmethod
+    def from_json(cls, value: Any) -> Refill:
+        """Read a plan's refill."""
+        body = _obj(value, "a refill")
+        anchor = _opt_str(body, "anchor")
+        return cls(
+            _number(body, "amount"),
+            _str(body, "window"),
+            _opt_str(body, "mode") or "reset",
+            None if anchor == "calendar" else anchor,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CreditGrant:
+    """A grant of credits to an account, with what is left of it (SPEC 10).
+
+    ``kind`` is ``grant`` for an operator's grant and ``refill`` for a plan's; a voided
+    grant has ``voided_at`` and nothing left.
+    """
+
+    id: str
+    amount: float
+    remaining: float
+    expires_at: datetime | None
+    priority: int
+    note: str
+    created_at: datetime
+    kind: str = "grant"
+    voided_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> CreditGrant:
+        """Read a grant."""
+        body = _obj(value, "a grant")
+        return cls(
+            id=_str(body, "id"),
+            amount=_number(body, "amount"),
+            remaining=_number(body, "remaining"),
+            expires_at=_opt_time(body, "expires_at"),
+            priority=_opt_int(body, "priority") or 0,
+            note=_opt_str(body, "note") or "",
+            created_at=_time(body, "created_at"),
+            kind=_opt_str(body, "kind") or "grant",
+            voided_at=_opt_time(body, "voided_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Credits:
+    """An account's balance and every grant it is made of."""
+
+    balance: float
+    grants: tuple[CreditGrant, ...]
+
+    @classmethod
+    def from_json(cls, value: Any) -> Credits:
+        """Read ``GET /admin/v1/accounts/{id}/credits``."""
+        body = _obj(value, "a credits answer")
+        grants = list_of(CreditGrant.from_json)(body.get("grants"))
+        return cls(_number(body, "balance"), tuple(grants))
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One line of an account's credit ledger: ``grant``, ``refill``, ``expiry``, ``debit``,
+    ``void`` or ``adjustment``, with the balance after it."""
+
+    id: str
+    at: datetime
+    kind: str
+    grant_id: str | None
+    amount: float
+    balance_after: float
+
+    @classmethod
+    def from_json(cls, value: Any) -> LedgerEntry:
+        """Read a ledger entry."""
+        body = _obj(value, "a ledger entry")
+        return cls(
+            _str(body, "id"),
+            _time(body, "at"),
+            _str(body, "kind"),
+            _opt_str(body, "grant_id"),
+            _number(body, "amount"),
+            _number(body, "balance_after"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A reservation after a commit or a cancel: ``committed``, ``cancelled`` or ``expired``.
+
+    ``reserved`` is the cost the verify took, ``committed`` the settled one (0 when given
+    back), ``overage`` the units past a hard limit a larger commit recorded anyway.
+    """
+
+    id: str
+    status: str
+    reserved: int
+    committed: int | None
+    overage: int
+    expires_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> Reservation:
+        """Read a reservation answer."""
+        body = _obj(value, "a reservation")
+        return cls(
+            _str(body, "id"),
+            _str(body, "status"),
+            _int(body, "reserved"),
+            _opt_int(body, "committed"),
+            _opt_int(body, "overage") or 0,
+            _opt_time(body, "expires_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictCredits:
+    """What a priced verify debited and the balance it left (credits)."""
+
+    debited: float
+    remaining: float
+
+    @classmethod
+    def from_json(cls, value: Any) -> VerdictCredits:
+        """Read a verdict's ``credits``."""
+        body = _obj(value, "a verdict's credits")
+        return cls(_number(body, "debited"), _number(body, "remaining"))
 
 
 def read_limits(value: Any, what: str) -> tuple[QuotaLimit, ...]:
@@ -304,6 +474,8 @@ class Plan:
     created_at: datetime
     # Percentages of a window quota that send quota.threshold; None: the default [80, 100].
     alert_thresholds: tuple[int, ...] | None = field(default=None, kw_only=True)
+    # Credits granted every window (SPEC 10); None: no refill.
+    refill: Refill | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_json(cls, value: Any) -> Plan:
@@ -323,6 +495,7 @@ class Plan:
             limits,
             _time(body, "created_at"),
             alert_thresholds=_opt_ints(body, "alert_thresholds"),
+            refill=None if body.get("refill") is None else Refill.from_json(body["refill"]),
         )
 
 
@@ -855,6 +1028,11 @@ class Verdict:
     overage: int = 0
     would_refuse: tuple[str, ...] = ()
     refused_by: str | None = None
+    # A priced verify's debit and the balance left (SPEC 10); None for an unpriced one.
+    credits: VerdictCredits | None = None
+    # A verify with reserve=True: the reservation to commit or cancel, and its deadline.
+    reservation_id: str | None = None
+    expires_at: datetime | None = None
 
     @classmethod
     def from_json(cls, value: Any, headers: Mapping[str, str] | None = None) -> Verdict:
@@ -884,6 +1062,11 @@ class Verdict:
             overage=_opt_int(body, "overage") or 0,
             would_refuse=_names(body.get("would_refuse")),
             refused_by=_opt_str(body, "refused_by"),
+            credits=None
+            if body.get("credits") is None
+            else VerdictCredits.from_json(body["credits"]),
+            reservation_id=_opt_str(body, "reservation_id"),
+            expires_at=_opt_time(body, "expires_at"),
         )
 
 
