@@ -185,7 +185,8 @@ async def test_a_grant_through_the_form_moves_the_balance_and_is_audited(
     client: httpx2.AsyncClient, ctx: Context, clock: FakeClock, deployment: Deployment
 ) -> None:
     """The grant form gives the credits (expiry in UTC, priority, note), redirects to the
-    page showing the new balance, and the audit log names the session's token."""
+    page showing the new balance, and the audit log (and the page's Changes) names the
+    session's token."""
     await operator_signed_in(client)
     expires = (clock.now() + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M")
     response = await post_grant(
@@ -207,6 +208,10 @@ async def test_a_grant_through_the_form_moves_the_balance_and_is_audited(
     assert made.expires_at is not None
     assert made.expires_at.isoformat() == f"{expires}:00+00:00"
     assert await credit_audit(client) == [("credits.grant", "bootstrap")]
+    changes = page.text.split('id="changes"', 1)[1]
+    assert "<td>bootstrap</td>" in changes
+    assert "<code>credits.grant</code>" in changes
+    assert f"grant:acme/{made.id}" in changes
 
 
 @pytest.mark.parametrize(
