@@ -198,6 +198,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             self._cells.clear()
             for counter_key in [c for c in self._counters if c[0] == account_id]:
                 del self._counters[counter_key]
+            with self._credits_lock:
+                self._grants.pop(account_id, None)  # its credits go with it
             for gauge_key in [g for g in self._gauges if g[0] == account_id]:
                 del self._gauges[gauge_key]
             for idem_key in [i for i in self._idempotency if i[0] == account_id]:

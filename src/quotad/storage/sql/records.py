@@ -21,6 +21,7 @@ from quotad.storage.schema import (
     accounts,
     api_keys,
     audit_log,
+    credit_grants,
     dashboard_sessions,
     operator_tokens,
     plans,
@@ -194,6 +195,10 @@ class SqlRecords:
             stmt = accounts.delete().where(accounts.c.id == account_id)
             if not await affects_a_row(conn, stmt):
                 raise NotFound(f"account {account_id!r} not found")
+            # Grants have no foreign key (refills are made on the hot path): deleted here.
+            await conn.execute(
+                credit_grants.delete().where(credit_grants.c.account_id == account_id)
+            )
 
     # Keys -------------------------------------------------------------------
     async def create_key(self, key: ApiKey) -> None:
