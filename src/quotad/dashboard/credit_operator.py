@@ -29,8 +29,8 @@ from quotad.domain.credits import to_micros
 from quotad.errors import NotFound, QuotadError, ValidationFailed
 from quotad.service import credits
 
-MAX_PRIORITY = 1000  # as the API's: -1000 to 1000
-MAX_NOTE = 500  # as the API's notes
+MAX_PRIORITY = credits.MAX_PRIORITY  # the service's bounds, checked here to keep the form
+MAX_NOTE = credits.MAX_NOTE
 MAX_CURSOR = 200  # a cursor in a page's address (longer ones are refused, not looked up)
 # A file name from an account id: only what every browser and shell takes as it is.
 UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")

@@ -21,7 +21,7 @@ from quotad.service import credits
 from quotad.service.context import Context
 
 LEDGER_ROWS = 50  # entries on the account page and on each page of the whole ledger
-SCAN_PAGE = 500  # entries read at a time while looking for the latest ones
+SCAN_PAGE = credits.MAX_LEDGER_PAGE  # entries read at a time to find the latest ones
 LEDGER_FIELDS = ("id", "at", "kind", "grant_id", "amount", "balance_after")
 EMPTY_GRANT_FORM = {"amount": "", "expires_at": "", "priority": "0", "note": ""}
 
