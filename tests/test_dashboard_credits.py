@@ -223,7 +223,7 @@ async def test_a_grant_through_the_form_moves_the_balance_and_is_audited(
         ({"amount": "1.0000001"}, "at most 6 decimal places"),
         ({"amount": "ten"}, "The amount must be a number"),
         ({"amount": "5", "expires_at": "tomorrow"}, "The expiry is a date and time"),
-        ({"amount": "5", "expires_at": "2024-11-01T00:00"}, ""),
+        ({"amount": "5", "expires_at": "2024-11-01T00:00"}, "must be in the future"),
         ({"amount": "5", "priority": "1001"}, "The priority is a whole number"),
         ({"amount": "5", "priority": "high"}, "The priority is a whole number"),
         ({"amount": "5", "note": "x" * 501}, "at most 500 characters"),
@@ -242,8 +242,9 @@ async def test_a_refused_grant_says_why_and_keeps_the_form(
     await operator_signed_in(client)
     response = await post_grant(client, **fields)
     assert response.status_code == 400, response.text
-    assert '<p class="error" role="alert">' in response.text
-    assert words in response.text
+    said = re.search(r'<p class="error" role="alert" id="grant-error">([^<]*)</p>', response.text)
+    assert said is not None  # beside the form, not only at the top of a long page
+    assert words in said.group(1)
     assert f'value="{fields["amount"]}"' in response.text
     assert (await credits.balance(ctx, "acme")).grants == []
     assert await credit_audit(client) == []
@@ -347,6 +348,20 @@ async def test_the_whole_ledger_pages_by_cursor_and_downloads_as_csv(
         assert row == {name: "" if value is None else str(value) for name, value in item.items()}
     assert table[-1]["balance_after"] == str(sum(range(1, 56)))
     assert [row["grant_id"] for row in table] == [g.id for g in made]
+
+
+async def test_a_cursor_not_of_the_ledger_is_a_400_page(
+    client: httpx2.AsyncClient, ctx: Context, deployment: Deployment
+) -> None:
+    """The whole ledger with a cursor that names none of its entries answers 400; a cursor
+    longer than 200 characters is refused before the ledger is read."""
+    await credits.grant(ctx, "acme", to_micros(1))
+    await operator_signed_in(client)
+    response = await client.get(f"{ACCOUNT}/credits/ledger", params={"cursor": "nope"})
+    assert response.status_code == 400
+    assert "Bad cursor" in response.text
+    response = await client.get(f"{ACCOUNT}/credits/ledger", params={"cursor": "x" * 201})
+    assert response.status_code == 400
 
 
 async def test_the_ledger_of_an_unknown_account_is_a_404_page(client: httpx2.AsyncClient) -> None:

@@ -74,6 +74,12 @@ def parse_grant(form: dict[str, str]) -> tuple[int, datetime | None, int, str]:
     return amount, expires_at, priority, note
 
 
+def _said(exc: QuotadError) -> str:
+    """What a refusal says: its fields' problems (the service's words), else its note."""
+    problems = "; ".join(item.message for item in exc.validation_errors)
+    return problems or exc.note
+
+
 def _status(exc: QuotadError) -> int:
     if isinstance(exc, ValidationFailed):
         return 400
@@ -90,13 +96,13 @@ async def grant(request: Request) -> Response:
     try:
         amount, expires_at, priority, note = parse_grant(form)
         await credits.grant(ctx, account.id, amount, expires_at, priority, note)
-    except FormError as exc:
-        return await render_account(
-            ctx, session, account, status=400, error=str(exc), entered_grant=entered
+    except (FormError, QuotadError) as exc:
+        # Said beside the form (far below the page's top on a long account page).
+        why, status = (
+            (_said(exc), _status(exc)) if isinstance(exc, QuotadError) else (str(exc), 400)
         )
-    except QuotadError as exc:
         return await render_account(
-            ctx, session, account, status=_status(exc), error=exc.note, entered_grant=entered
+            ctx, session, account, status=status, entered_grant=entered, grant_error=why
         )
     # Redirected, so that reloading the page cannot grant the credits twice.
     return web.redirect(f"{account_url(account.id)}?notice=granted#credits-h")

@@ -121,6 +121,7 @@ async def render_account(
     notice: str | None = None,
     error: str | None = None,
     entered_grant: dict[str, str] | None = None,
+    grant_error: str | None = None,
 ) -> Response:
     """The account page, answering with ``status`` (a form's outcome or refusal)."""
     view = await pages.usage_view(ctx, account, start, end)
@@ -140,6 +141,7 @@ async def render_account(
         alerts=alerts,
         credits=credits,
         entered_grant=entered_grant or credit_pages.EMPTY_GRANT_FORM,
+        grant_error=grant_error,
         amount_text=credit_pages.amount_text,
         when=credit_pages.when,
         new_key=new_key,
