@@ -38,10 +38,12 @@ from quotad.api.schemas import (
     RotateIn,
     ServiceIn,
     ServiceOut,
+    ServicePatch,
     UsageDayOut,
     UsageLineOut,
 )
-from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
+from quotad.domain.models import AccountStatus, Limit, Overrides, Plan, Quota, Service
+from quotad.http.credit_views import plan_credit_fields, price_at, refill_at, service_credit_fields
 from quotad.service import admin, quotas, transfer, usage
 
 router = APIRouter(
@@ -76,6 +78,14 @@ def _thresholds(raw: object) -> tuple[int, ...] | None:
     return admin.parse_alert_thresholds(raw, "/body/alert_thresholds")
 
 
+def _service_view(service: Service) -> dict[str, object]:
+    return {**views.service_view(service), **service_credit_fields(service)}
+
+
+def _plan_view(plan: Plan) -> dict[str, object]:
+    return {**views.plan_view(plan), **plan_credit_fields(plan)}
+
+
 def _page(items: list[dict[str, object]], ids: list[str], limit: int) -> Response:
     more = len(items) > limit
     next_cursor = views.encode_cursor(ids[limit - 1]) if more else None
@@ -86,15 +96,26 @@ def _page(items: list[dict[str, object]], ids: list[str], limit: int) -> Respons
 @router.post("/services", status_code=201, response_model=ServiceOut)
 async def create_service(ctx: Ctx, body: ServiceIn) -> Response:
     """Register a service."""
-    service = await admin.create_service(ctx, body.name, body.description)
-    return ORJSONResponse(views.service_view(service), status_code=201)
+    price = price_at(body.credit_price)
+    service = await admin.create_service(ctx, body.name, body.description, price)
+    return ORJSONResponse(_service_view(service), status_code=201)
+
+
+@router.patch("/services/{name}", response_model=ServiceOut)
+async def update_service(ctx: Ctx, name: str, body: ServicePatch) -> Response:
+    """Change a service's description or credit price (null: unpriced)."""
+    price = (
+        price_at(body.credit_price) if "credit_price" in body.model_fields_set else admin.UNCHANGED
+    )
+    service = await admin.update_service(ctx, name, body.description, price)
+    return ORJSONResponse(_service_view(service))
 
 
 @router.get("/services", response_model=Page[ServiceOut])
 async def list_services(ctx: Ctx) -> Response:
     """Every service."""
     services = await admin.list_services(ctx)
-    return ORJSONResponse({"items": [views.service_view(s) for s in services], "next_cursor": None})
+    return ORJSONResponse({"items": [_service_view(s) for s in services], "next_cursor": None})
 
 
 # Plans ----------------------------------------------------------------------
@@ -108,21 +129,22 @@ async def create_plan(ctx: Ctx, body: PlanIn) -> Response:
         _limits(body.limits),
         body.description,
         _thresholds(body.alert_thresholds),
+        refill_at(body.refill),
     )
-    return ORJSONResponse(views.plan_view(plan), status_code=201)
+    return ORJSONResponse(_plan_view(plan), status_code=201)
 
 
 @router.get("/plans", response_model=Page[PlanOut])
 async def list_plans(ctx: Ctx, limit: PageSize = 50, cursor: Cursor = None) -> Response:
     """A page of plans."""
     plans = await admin.list_plans(ctx, limit + 1, views.decode_cursor(cursor))
-    return _page([views.plan_view(p) for p in plans], [p.id for p in plans], limit)
+    return _page([_plan_view(p) for p in plans], [p.id for p in plans], limit)
 
 
 @router.get("/plans/{plan_id}", response_model=PlanOut)
 async def get_plan(ctx: Ctx, plan_id: str) -> Response:
     """One plan."""
-    return ORJSONResponse(views.plan_view(await admin.require_plan(ctx, plan_id)))
+    return ORJSONResponse(_plan_view(await admin.require_plan(ctx, plan_id)))
 
 
 @router.put("/plans/{plan_id}", response_model=PlanOut)
@@ -135,8 +157,9 @@ async def replace_plan(ctx: Ctx, plan_id: str, body: PlanReplaceIn) -> Response:
         _limits(body.limits),
         body.description,
         _thresholds(body.alert_thresholds),
+        refill_at(body.refill),
     )
-    return ORJSONResponse(views.plan_view(plan))
+    return ORJSONResponse(_plan_view(plan))
 
 
 @router.delete("/plans/{plan_id}", status_code=204)

@@ -20,6 +20,7 @@ from quotad import __version__, dashboard
 from quotad import metrics as prometheus
 from quotad.api import (
     admin,
+    credits,
     customer,
     errors,
     health,
@@ -141,6 +142,7 @@ def create_api(ctx: Context) -> FastAPI:
     api.include_router(metering.router)
     api.include_router(admin.router)
     api.include_router(webhooks.router)
+    api.include_router(credits.router)
     api.include_router(operators.router)
 
     @api.get("/metrics", tags=["health"], include_in_schema=False)

@@ -286,12 +286,67 @@ class UsageDayOut(BaseModel):
     date: str = Field(examples=["2024-11-01"])
 
 
+# Credits (SPEC 10) --------------------------------------------------------------
+# Read as plain JSON: ``credits.to_micros`` checks it, so every problem (zero, negative,
+# more than 6 decimals) is reported at its field with the domain's message.
+_CREDITS_SCHEMA: dict[str, JsonValue] = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": 1_000_000_000,
+    "description": "Credits: above 0, at most 6 decimal places",
+    "examples": [1000, 2.5],
+}
+CreditsIn = Annotated[JsonValue, WithJsonSchema(_CREDITS_SCHEMA)]
+_PRICE_SCHEMA: dict[str, JsonValue] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000_000},
+        {"type": "null"},
+    ],
+    "description": "Credits a unit of cost (at most 6 decimal places); null: unpriced",
+    "examples": [0.002, None],
+}
+PriceIn = Annotated[JsonValue, WithJsonSchema(_PRICE_SCHEMA)]
+_REFILL_SCHEMA: dict[str, JsonValue] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "amount": _CREDITS_SCHEMA,
+                "window": {
+                    "type": "string",
+                    "enum": ["minute", "hour", "day", "week", "month", "year"],
+                },
+                "anchor": {"type": "string", "enum": ["calendar", "billing"]},
+                "mode": {"type": "string", "enum": ["reset", "top_up"]},
+            },
+            "required": ["amount", "window"],
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ],
+    "description": "Credits given every window (SPEC 10); null: none",
+    "examples": [{"amount": 1000, "window": "month", "anchor": "billing", "mode": "reset"}],
+}
+RefillIn = Annotated[JsonValue, WithJsonSchema(_REFILL_SCHEMA)]
+CreditsOut = Annotated[float, Field(examples=[1000, 2.5])]
+
+
+class RefillOut(BaseModel):
+    """A plan's refill."""
+
+    amount: CreditsOut
+    window: str
+    mode: Literal["reset", "top_up"]
+    anchor: Literal["billing"] | SkipJsonSchema[None] = None
+
+
 # Services and plans -----------------------------------------------------------
 class ServiceIn(Strict):
     """A service to register."""
 
     name: ServiceName
     description: Annotated[str, Field(max_length=500)] = ""
+    credit_price: PriceIn = None
 
 
 class ServiceOut(BaseModel):
@@ -300,6 +355,9 @@ class ServiceOut(BaseModel):
     name: str
     description: str
     created_at: str
+    credit_price: float | None = Field(
+        None, description="Credits a unit of cost (null: unpriced)", examples=[0.002]
+    )
 
 
 class LimitIn(Strict):
@@ -322,6 +380,7 @@ class PlanIn(Strict):
         default_factory=list, max_length=100, description="Each name once within the plan"
     )
     alert_thresholds: ThresholdsIn = None
+    refill: RefillIn = None
 
 
 class PlanReplaceIn(Strict):
@@ -335,6 +394,7 @@ class PlanReplaceIn(Strict):
         default_factory=list, max_length=100, description="Each name once within the plan"
     )
     alert_thresholds: ThresholdsIn = None
+    refill: RefillIn = None
 
 
 class LimitOut(BaseModel):
@@ -354,6 +414,7 @@ class PlanOut(BaseModel):
     limits: list[LimitOut]
     created_at: str
     alert_thresholds: ThresholdsOut = Field(description="null: the default [80, 100] apply")
+    refill: RefillOut | None = Field(None, description="Credits given every window (null: none)")
 
 
 # Accounts ---------------------------------------------------------------------
@@ -720,3 +781,51 @@ class AlertEventOut(BaseModel):
     timestamp: str
     account_id: str | None
     data: dict[str, JsonValue]
+
+
+class ServicePatch(Strict):
+    """Fields of a service to change."""
+
+    description: Annotated[str, Field(max_length=500)] | None = None
+    credit_price: PriceIn = None
+
+
+class GrantIn(Strict):
+    """Credits to give an account."""
+
+    amount: CreditsIn
+    expires_at: AwareDatetime | None = Field(None, description="RFC 3339, in the future")
+    priority: Annotated[int, Field(strict=True, ge=-1000, le=1000), Integral] = 0
+    note: Annotated[str, Field(max_length=500)] = ""
+
+
+class GrantOut(BaseModel):
+    """A grant and what is left of it."""
+
+    id: str
+    kind: Literal["grant", "refill"]
+    amount: CreditsOut
+    remaining: CreditsOut
+    expires_at: str | None
+    priority: int
+    note: str
+    created_at: str
+    voided_at: str | None
+
+
+class BalanceOut(BaseModel):
+    """An account's balance and every grant."""
+
+    balance: CreditsOut
+    grants: list[GrantOut]
+
+
+class LedgerEntryOut(BaseModel):
+    """One line of an account's ledger (``amount`` signed)."""
+
+    id: str
+    at: str
+    kind: Literal["grant", "refill", "expiry", "debit", "void", "adjustment"]
+    grant_id: str
+    amount: CreditsOut
+    balance_after: CreditsOut

@@ -7,7 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from quotad.domain import days
-from quotad.domain.credits import Grant, LedgerEntry, from_micros
+from quotad.domain.credits import CreditError, Grant, LedgerEntry, Refill, from_micros, parse_refill
+from quotad.domain.credits import to_micros as credits_to_micros
+from quotad.domain.models import Plan, Service
+from quotad.errors import FieldError, ValidationFailed
 from quotad.service.credits import Balance
 
 
@@ -48,3 +51,43 @@ def ledger_entry_view(entry: LedgerEntry) -> dict[str, Any]:
         "amount": from_micros(entry.amount),
         "balance_after": from_micros(entry.balance_after),
     }
+
+
+def service_credit_fields(service: Service) -> dict[str, Any]:
+    """What a service view adds for credits: its price (null: unpriced)."""
+    price = None if service.credit_price is None else from_micros(service.credit_price)
+    return {"credit_price": price}
+
+
+def plan_credit_fields(plan: Plan) -> dict[str, Any]:
+    """What a plan view adds for credits: its refill (null: none)."""
+    return {"refill": None if plan.refill is None else plan.refill.to_json()}
+
+
+# Input ----------------------------------------------------------------------------------
+def credits_at(value: object, path: str) -> int:
+    """A JSON number of credits in micro-credits, or VALIDATION_FAILED at ``path``."""
+    field = path.rsplit("/", 1)[-1]
+    if isinstance(value, str):
+        raise ValidationFailed.at(path, f"{field} must be a number", "type")
+    try:
+        return credits_to_micros(value)
+    except ValueError as exc:
+        raise ValidationFailed.at(path, f"{field} {exc}", "invalid") from None
+
+
+def price_at(value: object, path: str = "/body/credit_price") -> int | None:
+    """A service's ``credit_price`` (null: unpriced) in micro-credits."""
+    return None if value is None else credits_at(value, path)
+
+
+def refill_at(value: object, path: str = "/body/refill") -> Refill | None:
+    """A plan's ``refill`` (null: none), or VALIDATION_FAILED at its fields."""
+    try:
+        return parse_refill(value, ())
+    except CreditError as exc:
+        problems = [
+            FieldError("/".join([path, *(str(part) for part in where)]), message)
+            for where, message in exc.problems
+        ]
+        raise ValidationFailed(str(exc), validation_errors=problems) from None

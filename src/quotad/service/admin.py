@@ -9,8 +9,10 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from quotad.domain import days, keys, limits
+from quotad.domain import credits, days, keys, limits
+from quotad.domain.credits import Refill
 from quotad.domain.limits import LimitError, Limits
 from quotad.domain.models import (
     Account,
@@ -40,14 +42,66 @@ def new_id(prefix: str) -> str:
 
 
 # Services -------------------------------------------------------------------
-async def create_service(ctx: Context, name: str, description: str) -> Service:
-    """Register a service."""
-    service = Service(name, description, ctx.clock.now())
+def service_state(service: Service) -> dict[str, Any]:
+    """A service as the log keeps it, its credit price (micro-credits) when priced."""
+    state = audit.service_state(service)
+    if service.credit_price is not None:
+        state["credit_price"] = credits.from_micros(service.credit_price)
+    return state
+
+
+def plan_state(plan: Plan) -> dict[str, Any]:
+    """A plan as the log keeps it, its refill when it has one."""
+    state = audit.plan_state(plan)
+    if plan.refill is not None:
+        state["refill"] = plan.refill.to_json()
+    return state
+
+
+def _check_price(credit_price: int | None) -> None:
+    if credit_price is not None and not 0 < credit_price <= credits.MAX_CREDITS * credits.MICROS:
+        raise ValidationFailed.at(
+            "/body/credit_price", "credit_price must be above 0 (or null)", "range"
+        )
+
+
+async def create_service(
+    ctx: Context, name: str, description: str, credit_price: int | None = None
+) -> Service:
+    """Register a service; ``credit_price`` micro-credits a unit of cost (None: unpriced)."""
+    _check_price(credit_price)
+    service = Service(name, description, ctx.clock.now(), credit_price)
     await ctx.records.create_service(service)
-    await audit.record(
-        ctx, "service.create", target("service", name), None, audit.service_state(service)
-    )
+    await audit.record(ctx, "service.create", target("service", name), None, service_state(service))
     return service
+
+
+class Unchanged:
+    """A field of an update that was not given (None may be a value: no price)."""
+
+
+UNCHANGED = Unchanged()
+
+
+async def update_service(
+    ctx: Context,
+    name: str,
+    description: str | None = None,
+    credit_price: int | Unchanged | None = UNCHANGED,
+) -> Service:
+    """Change a service's description or credit price (None: unpriced from now)."""
+    before = await require_service(ctx, name)
+    after = before
+    if description is not None:
+        after = replace(after, description=description)
+    if not isinstance(credit_price, Unchanged):
+        _check_price(credit_price)
+        after = replace(after, credit_price=credit_price)
+    await ctx.records.update_service(after)
+    await audit.record(
+        ctx, "service.update", target("service", name), service_state(before), service_state(after)
+    )
+    return after
 
 
 async def require_service(ctx: Context, name: str) -> Service:
@@ -171,14 +225,15 @@ async def create_plan(
     limits: list[Limit],
     description: str,
     alert_thresholds: Sequence[int] | None = None,
+    refill: Refill | None = None,
 ) -> Plan:
     """Create a plan whose quotas name registered services; ``alert_thresholds`` None:
-    the defaults apply."""
+    the defaults apply; ``refill``: credits given every window."""
     await _check_plan(ctx, quotas, limits)
     thresholds = parse_alert_thresholds(alert_thresholds)
-    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description, thresholds)
+    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description, thresholds, refill)
     await ctx.records.create_plan(plan)
-    await audit.record(ctx, "plan.create", target("plan", plan_id), None, audit.plan_state(plan))
+    await audit.record(ctx, "plan.create", target("plan", plan_id), None, plan_state(plan))
     return plan
 
 
@@ -189,15 +244,16 @@ async def replace_plan(
     limits: list[Limit],
     description: str,
     alert_thresholds: Sequence[int] | None = None,
+    refill: Refill | None = None,
 ) -> Plan:
-    """Replace a plan's quotas, limits and alert thresholds (None: the defaults); today's
-    totals follow on the next consume."""
+    """Replace a plan's quotas, limits, alert thresholds (None: the defaults) and refill;
+    today's totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
     before = await require_plan(ctx, plan_id)
     now = ctx.clock.now()
     thresholds = parse_alert_thresholds(alert_thresholds)
     await ctx.records.replace_plan(
-        Plan(plan_id, quotas, tuple(limits), now, description, thresholds)
+        Plan(plan_id, quotas, tuple(limits), now, description, thresholds, refill)
     )
     # Noted after the write, from the records as they now stand: a note raced by another
     # change, or repeated, still ends on what the records say.
@@ -207,8 +263,8 @@ async def replace_plan(
         ctx,
         "plan.replace",
         target("plan", plan_id),
-        audit.plan_state(before),
-        audit.plan_state(after),
+        plan_state(before),
+        plan_state(after),
     )
     return after
 
@@ -230,7 +286,7 @@ async def delete_plan(ctx: Context, plan_id: str) -> None:
     """Delete a plan; ``NotFound`` if absent, ``Conflict`` while an account uses it."""
     before = await require_plan(ctx, plan_id)
     await ctx.records.delete_plan(plan_id)
-    await audit.record(ctx, "plan.delete", target("plan", plan_id), audit.plan_state(before), None)
+    await audit.record(ctx, "plan.delete", target("plan", plan_id), plan_state(before), None)
 
 
 # Accounts -------------------------------------------------------------------

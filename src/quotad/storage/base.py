@@ -94,6 +94,11 @@ class RecordStore(Protocol):
         """Every service, by name."""
         ...
 
+    async def update_service(self, service: Service) -> None:
+        """Replace a service's description and credit price (its name and creation time
+        kept); ``NotFound`` if absent."""
+        ...
+
     # Plans ------------------------------------------------------------------
     async def create_plan(self, plan: Plan) -> None:
         """Add a plan; ``Conflict`` if the id is taken."""

@@ -264,6 +264,10 @@ class RecordCache:
         """Register a service."""
         await self._write(self._inner.create_service(service))
 
+    async def update_service(self, service: Service) -> None:
+        """Change a service's description and credit price."""
+        await self._write(self._inner.update_service(service))
+
     async def create_plan(self, plan: Plan) -> None:
         """Add a plan."""
         await self._write(self._inner.create_plan(plan))

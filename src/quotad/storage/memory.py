@@ -117,6 +117,14 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         """Every service by name."""
         return sorted(self._services.values(), key=lambda s: s.name)
 
+    async def update_service(self, service: Service) -> None:
+        """Change a service's description and credit price."""
+        with self._lock:
+            old = self._services.get(service.name)
+            if old is None:
+                raise NotFound(f"service {service.name!r} is not configured")
+            self._services[service.name] = replace(service, created_at=old.created_at)
+
     async def create_plan(self, plan: Plan) -> None:
         """Add a plan."""
         with self._lock:

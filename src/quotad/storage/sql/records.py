@@ -87,6 +87,7 @@ class SqlRecords:
             name=service.name,
             description=service.description,
             created_at=to_micros(service.created_at),
+            credit_price=service.credit_price,
         )
         async with self._db.write() as conn:
             if not await affects_a_row(conn, stmt.on_conflict_do_nothing()):
@@ -103,6 +104,17 @@ class SqlRecords:
         async with self._db.read() as conn:
             rows = await conn.execute(services.select().order_by(services.c.name))
             return [service_of(row) for row in rows]
+
+    async def update_service(self, service: Service) -> None:
+        """Change a service's description and credit price."""
+        stmt = (
+            services.update()
+            .where(services.c.name == service.name)
+            .values(description=service.description, credit_price=service.credit_price)
+        )
+        async with self._db.write() as conn:
+            if not await affects_a_row(conn, stmt):
+                raise NotFound(f"service {service.name!r} is not configured")
 
     # Plans ------------------------------------------------------------------
     async def create_plan(self, plan: Plan) -> None:

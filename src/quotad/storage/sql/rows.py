@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from quotad.domain import limits
+from quotad.domain import credits, limits
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -68,7 +68,7 @@ def columns(row: sa.Row[Any], table: sa.Table) -> Any:
 
 def service_of(row: sa.Row[Any]) -> Service:
     """A ``services`` row as a Service."""
-    return Service(row.name, row.description, from_micros(row.created_at))
+    return Service(row.name, row.description, from_micros(row.created_at), row.credit_price)
 
 
 def plan_values(plan: Plan) -> dict[str, Any]:
@@ -85,6 +85,7 @@ def plan_values(plan: Plan) -> dict[str, Any]:
         "alerts": None
         if plan.alert_thresholds is None
         else {"thresholds": list(plan.alert_thresholds)},
+        "refill": None if plan.refill is None else plan.refill.to_json(),
     }
 
 
@@ -99,6 +100,7 @@ def plan_of(row: Any) -> Plan:
         created_at=from_micros(row.created_at),
         description=row.description,
         alert_thresholds=_thresholds((row.alerts or {}).get("thresholds")),
+        refill=credits.decode_refill(row.refill),
     )
 
 
