@@ -133,10 +133,8 @@ async def ledger(request: Request) -> Response:
     account = await ctx.records.get_account(account_id)
     if account is None:
         return no_account(session, account_id)
-    try:
-        page = await credit_pages.ledger_page(ctx, account.id, cursor or None)
-    except ValidationFailed as exc:  # a cursor that is not one of this ledger's
-        return web.message(AREA, 400, "Bad cursor", exc.note, session=session)
+    # A cursor naming no entry of this ledger reads past its end (an empty page).
+    page = await credit_pages.ledger_page(ctx, account.id, cursor or None)
     return web.render(
         AREA,
         "ledger.html",

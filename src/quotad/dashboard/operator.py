@@ -127,8 +127,7 @@ async def render_account(
     view = await pages.usage_view(ctx, account, start, end)
     credits = await credit_pages.credits_view(ctx, account)
     keys = await pages.key_rows(ctx, account)
-    grant_ids = [row.grant.id for row in credits.grants]
-    changes = await pages.audit_rows(ctx, account, [row.key.id for row in keys], grant_ids)
+    changes = await pages.audit_rows(ctx, account, [row.key.id for row in keys])
     alerts = await webhook_pages.alerts_page(ctx, account.id)
     return web.render(
         AREA,

@@ -6,7 +6,6 @@ date in its timezone, the same day its quota counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -246,18 +245,10 @@ def _changes(entry: AuditEntry) -> list[str]:
     ]
 
 
-async def audit_rows(
-    ctx: Context, account: Account, key_ids: list[str], grant_ids: Sequence[str] = ()
-) -> list[ChangeRow]:
-    """The latest changes of an account, of its keys and of its credit grants, newest first.
-
-    A grant's audit target is ``grant:<account id>/<grant id>`` (``service.credits``).
-    """
-    targets = (
-        audit.target("account", account.id),
-        *(audit.target("key", k) for k in key_ids),
-        *(audit.target("grant", f"{account.id}/{g}") for g in grant_ids),
-    )
+async def audit_rows(ctx: Context, account: Account, key_ids: list[str]) -> list[ChangeRow]:
+    """The latest changes of an account (its credit grants and voids among them) and of
+    its keys, newest first."""
+    targets = (audit.target("account", account.id), *(audit.target("key", k) for k in key_ids))
     found = await audit.entries(ctx, AuditQuery(limit=AUDIT_ROWS, targets=targets))
     return [ChangeRow(entry, _changes(entry)) for entry in found]
 
