@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import pages, sessions, web, webhook_pages
+from quotad.dashboard import credit_pages, pages, sessions, web, webhook_pages
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
 from quotad.domain.operators import Access
@@ -25,7 +25,11 @@ from quotad.service.context import Context
 AREA: sessions.Area = "dashboard"
 MAX_KEY_NAME = 128
 MAX_GRACE_SECONDS = 30 * 86_400
-NOTICES = {"revoked": "The key was revoked; it no longer works."}
+NOTICES = {
+    "revoked": "The key was revoked; it no longer works.",
+    "granted": "The credits were granted.",
+    "voided": "The grant was voided: what was left of it is gone from the balance.",
+}
 MAX_SEARCH = 200
 
 
@@ -38,7 +42,8 @@ async def operator_session(ctx: Context, request: Request) -> Session | None:
     return session
 
 
-def _account_url(account_id: str) -> str:
+def account_url(account_id: str) -> str:
+    """The address of an account's page."""
     return f"/dashboard/accounts/{quote(account_id, safe='')}"
 
 
@@ -104,7 +109,7 @@ async def accounts(request: Request) -> Response:
     return web.render(AREA, "accounts.html", session=session, page=page, nav="accounts")
 
 
-async def _account_page(
+async def render_account(
     ctx: Context,
     session: Session,
     account: Account,
@@ -115,8 +120,12 @@ async def _account_page(
     new_key: IssuedKey | None = None,
     notice: str | None = None,
     error: str | None = None,
+    entered_grant: dict[str, str] | None = None,
+    grant_error: str | None = None,
 ) -> Response:
+    """The account page, answering with ``status`` (a form's outcome or refusal)."""
     view = await pages.usage_view(ctx, account, start, end)
+    credits = await credit_pages.credits_view(ctx, account)
     keys = await pages.key_rows(ctx, account)
     changes = await pages.audit_rows(ctx, account, [row.key.id for row in keys])
     alerts = await webhook_pages.alerts_page(ctx, account.id)
@@ -129,6 +138,11 @@ async def _account_page(
         keys=keys,
         changes=changes,
         alerts=alerts,
+        credits=credits,
+        entered_grant=entered_grant or credit_pages.EMPTY_GRANT_FORM,
+        grant_error=grant_error,
+        amount_text=credit_pages.amount_text,
+        when=credit_pages.when,
         new_key=new_key,
         notice=notice,
         error=error,
@@ -147,7 +161,8 @@ def read_only(session: Session) -> Response:
     )
 
 
-def _no_account(session: Session, account_id: str) -> Response:
+def no_account(session: Session, account_id: str) -> Response:
+    """The 404 page of an account that does not exist."""
     return web.message(
         AREA, 404, "No such account", f"There is no account “{account_id}”.", session=session
     )
@@ -165,14 +180,16 @@ async def account_page(request: Request) -> Response:
         return web.to_login(AREA)
     account = await ctx.records.get_account(account_id)
     if account is None:
-        return _no_account(session, account_id)
-    return await _account_page(ctx, session, account, start, end, notice=NOTICES.get(notice))
+        return no_account(session, account_id)
+    return await render_account(ctx, session, account, start, end, notice=NOTICES.get(notice))
 
 
-async def _posted(
+async def account_form(
     ctx: Context, request: Request
 ) -> tuple[Session | None, Account | None, dict[str, str], Response | None]:
-    """The session, account and form of a key action, or the answer refusing it."""
+    """The session, account and form of an action on an account (its keys, its credits),
+    or the answer refusing it: no session, a read session, a wrong CSRF token (before
+    the account is read), no such account."""
     account_id: str = request.path_params["account_id"]
     form = await web.read_form(request)
     session = await operator_session(ctx, request)
@@ -184,19 +201,19 @@ async def _posted(
         return session, None, form, web.csrf_refused(AREA)
     account = await ctx.records.get_account(account_id)
     if account is None:
-        return session, None, form, _no_account(session, account_id)
+        return session, None, form, no_account(session, account_id)
     return session, account, form, None
 
 
 async def create_key(request: Request) -> Response:
     """Issue a key and show it this once."""
     ctx = web.context(request)
-    session, account, form, refusal = await _posted(ctx, request)
+    session, account, form, refusal = await account_form(ctx, request)
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     name = form.get("name", "").strip() or "dashboard"
     if len(name) > MAX_KEY_NAME:
-        return await _account_page(
+        return await render_account(
             ctx,
             session,
             account,
@@ -204,7 +221,7 @@ async def create_key(request: Request) -> Response:
             error=f"A key name has at most {MAX_KEY_NAME} characters.",
         )
     issued = await admin.create_key(ctx, account.id, name)
-    return await _account_page(
+    return await render_account(
         ctx, session, account, status=201, new_key=issued, notice=f"Key {issued.record.id} created."
     )
 
@@ -219,27 +236,27 @@ async def revoke_key(request: Request) -> Response:
     """Revoke a key now."""
     ctx = web.context(request)
     key_id: str = request.path_params["key_id"]
-    session, account, _form, refusal = await _posted(ctx, request)
+    session, account, _form, refusal = await account_form(ctx, request)
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     try:
         await _owned_key(ctx, account, key_id)
         await admin.revoke_key(ctx, key_id)
     except QuotadError as exc:
-        return await _account_page(ctx, session, account, status=_status(exc), error=exc.note)
-    return web.redirect(f"{_account_url(account.id)}?notice=revoked")
+        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
+    return web.redirect(f"{account_url(account.id)}?notice=revoked")
 
 
 async def rotate_key(request: Request) -> Response:
     """Issue a replacement key (shown once); the old one works for the chosen grace period."""
     ctx = web.context(request)
     key_id: str = request.path_params["key_id"]
-    session, account, form, refusal = await _posted(ctx, request)
+    session, account, form, refusal = await account_form(ctx, request)
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     text = form.get("grace_seconds", "3600").strip()
     if not text.isdigit() or int(text) > MAX_GRACE_SECONDS:
-        return await _account_page(
+        return await render_account(
             ctx,
             session,
             account,
@@ -250,9 +267,9 @@ async def rotate_key(request: Request) -> Response:
         await _owned_key(ctx, account, key_id)
         issued = await admin.rotate_key(ctx, key_id, int(text))
     except QuotadError as exc:
-        return await _account_page(ctx, session, account, status=_status(exc), error=exc.note)
+        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
     notice = f"Key {key_id} rotated to {issued.record.id}; the old key works for {text} s more."
-    return await _account_page(ctx, session, account, status=201, new_key=issued, notice=notice)
+    return await render_account(ctx, session, account, status=201, new_key=issued, notice=notice)
 
 
 def _status(exc: QuotadError) -> int:

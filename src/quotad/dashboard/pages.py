@@ -246,7 +246,8 @@ def _changes(entry: AuditEntry) -> list[str]:
 
 
 async def audit_rows(ctx: Context, account: Account, key_ids: list[str]) -> list[ChangeRow]:
-    """The latest changes of an account and of its keys, newest first."""
+    """The latest changes of an account (its credit grants and voids among them) and of
+    its keys, newest first."""
     targets = (audit.target("account", account.id), *(audit.target("key", k) for k in key_ids))
     found = await audit.entries(ctx, AuditQuery(limit=AUDIT_ROWS, targets=targets))
     return [ChangeRow(entry, _changes(entry)) for entry in found]

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import pages, sessions, web
+from quotad.dashboard import credit_pages, pages, sessions, web
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account, AccountStatus, ApiKey
 from quotad.errors import AuthError, Forbidden
@@ -78,7 +78,7 @@ async def logout(request: Request) -> Response:
 
 
 async def usage_page(request: Request) -> Response:
-    """The signed-in customer's charts and gauges, over a range (default: 30 days)."""
+    """The signed-in customer's credits, charts and gauges, over a range (default: 30 days)."""
     ctx = web.context(request)
     start = web.query(request, "start", web.MAX_DATE) or None
     end = web.query(request, "end", web.MAX_DATE) or None
@@ -87,7 +87,17 @@ async def usage_page(request: Request) -> Response:
         return web.to_login(AREA)
     session, key, account = found
     view = await pages.usage_view(ctx, account, start, end)
-    return web.render(AREA, "portal.html", session=session, view=view, key_hint=key.hint)
+    credits = await credit_pages.portal_credits(ctx, account)
+    return web.render(
+        AREA,
+        "portal.html",
+        session=session,
+        view=view,
+        key_hint=key.hint,
+        credits=credits,
+        amount_text=credit_pages.amount_text,
+        when=credit_pages.when,
+    )
 
 
 ROUTES: list[BaseRoute] = [
