@@ -2,7 +2,8 @@
 
 A dump is every record of a deployment, each as a plain value: the records quotad already
 has values for (``Service``, ``Plan``, ``Account``, ``ApiKey``, ``OperatorToken``,
-``AuditEntry``, and the alerts' ``WebhookEndpoint``, ``AlertEvent`` and ``Delivery``) and
+``AuditEntry``, the alerts' ``WebhookEndpoint``, ``AlertEvent`` and ``Delivery``, and the
+credits' ``Grant`` and ``Reservation``) and
 the ones below, which a store otherwise keeps only as rows or counters. ``DUMP_ORDER`` is
 the order a dump lists them in: each kind comes after the kinds it refers to, so a store
 can restore a dump as it reads it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from quotad.domain.credits import Grant, Reservation
 from quotad.domain.models import Account, ApiKey, Plan, Service, TotalChange, UsageDay
 from quotad.domain.operators import AuditEntry, OperatorToken
 from quotad.domain.webhooks import AlertEvent, Delivery, WebhookEndpoint
@@ -109,6 +111,8 @@ DumpItem = (
     | WebhookEndpoint
     | AlertEvent
     | Delivery
+    | Grant
+    | Reservation
 )
 
 # Each kind after the kinds it refers to (a key after its account, an account after its
@@ -131,4 +135,6 @@ DUMP_ORDER: tuple[type[DumpItem], ...] = (
     WebhookEndpoint,
     AlertEvent,  # with its dedupe key: an event restored is never written (nor sent) again
     Delivery,  # after its endpoint and its event; claims are left out (a new node claims)
+    Grant,  # credits (SPEC 10): what is left of each is its counters' (WindowCounter)
+    Reservation,  # with what it moved; a node's claim is left out (the next one settles)
 )

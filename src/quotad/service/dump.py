@@ -12,14 +12,18 @@ had it), ``total`` (the total history), ``usage``, ``counter``, ``gauge``, ``ide
 the alerts (SPEC 11): ``webhook`` (an endpoint, **with its signing secrets**), ``alert`` (an
 alert event with its dedupe key, so an event written before the move is never written, nor
 sent, again) and ``delivery`` (with its attempts; a node's claim on it is left out, so a
-delivery in flight when the dump was taken is sent again: delivery is at-least-once).
+delivery in flight when the dump was taken is sent again: delivery is at-least-once), then
+the credits (SPEC 10): ``grant`` (what is left of it is its ``counter`` lines') and
+``reservation`` (with what it moved, so a pending one is settled after the move as before).
+Amounts are micro-credits, as the stores keep them.
 Dashboard sessions are left out: operators sign in again.
 
 A dump holds secrets: the webhook endpoints' signing secrets, which a restored deployment
 signs with (its receivers keep verifying). Keep a dump as safe as the database itself.
 
 Version 2 added the alerts and the thresholds; a version 1 dump (without them) restores
-unchanged: the thresholds read as unset (the defaults apply).
+unchanged: the thresholds read as unset (the defaults apply). Version 3 added the credits
+(grants, reservations, services' prices, plans' refills); an older dump has none.
 
 Each kind is one pydantic model below: ``of`` writes a record as its line, ``record``
 reads it back, and the model checks the line. A kind added later is one more model in
@@ -39,7 +43,8 @@ import pydantic
 from pydantic import AwareDatetime, Field
 
 from quotad import __version__
-from quotad.domain import days, limits
+from quotad.domain import credits, days, limits
+from quotad.domain.credits import Grant, GrantKind, Refill, Reservation, ReservationStatus
 from quotad.domain.dump import (
     DUMP_ORDER,
     AccountTotal,
@@ -51,7 +56,7 @@ from quotad.domain.dump import (
     Setting,
     WindowCounter,
 )
-from quotad.domain.limits import Limits
+from quotad.domain.limits import Limits, Slot
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -78,7 +83,7 @@ from quotad.errors import FieldError, StorageError, ValidationFailed
 from quotad.service.context import Context
 
 FORMAT = "quotad-dump"
-VERSION = 2  # 2: webhooks, alert events, deliveries, alert thresholds
+VERSION = 3  # 2: webhooks, alert events, deliveries, alert thresholds; 3: credits
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Count = Annotated[int, Field(ge=0)]
@@ -140,6 +145,7 @@ class ServiceLine(_Line):
     name: Id
     description: str
     created_at: AwareDatetime
+    credit_price_micros: Annotated[int, Field(ge=1, le=MAX_MICROS)] | None = None
 
     @classmethod
     def of(cls, item: Service) -> dict[str, Any]:
@@ -149,11 +155,12 @@ class ServiceLine(_Line):
             "name": item.name,
             "description": item.description,
             "created_at": _utc(item.created_at),
+            "credit_price_micros": item.credit_price,
         }
 
     def record(self) -> Service:
         """The record of a line."""
-        return Service(self.name, self.description, _utc(self.created_at))
+        return Service(self.name, self.description, _utc(self.created_at), self.credit_price_micros)
 
 
 def _listed(thresholds: tuple[int, ...] | None) -> list[int] | None:
@@ -180,6 +187,18 @@ def _thresholds(value: object) -> tuple[int, ...]:
 Thresholds = Annotated[tuple[int, ...], pydantic.BeforeValidator(_thresholds)]
 
 
+def _refill(value: object) -> Refill | None:
+    """A plan's refill as a dump line holds it (``Refill.to_json``'s form)."""
+    try:
+        return credits.parse_refill(value)
+    except credits.CreditError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+StoredRefill = Annotated[Refill, pydantic.BeforeValidator(_refill)]
+MAX_MICROS = credits.MAX_CREDITS * credits.MICROS
+
+
 class LimitIn(_Line):
     """A plan's resource limit."""
 
@@ -199,6 +218,7 @@ class PlanLine(_Line):
     limits: list[LimitIn]
     created_at: AwareDatetime
     alert_thresholds: Thresholds | None = None
+    refill: StoredRefill | None = None
 
     @classmethod
     def of(cls, item: Plan) -> dict[str, Any]:
@@ -214,6 +234,7 @@ class PlanLine(_Line):
             ],
             "created_at": _utc(item.created_at),
             "alert_thresholds": _listed(item.alert_thresholds),
+            "refill": None if item.refill is None else item.refill.to_json(),
         }
 
     def record(self) -> Plan:
@@ -225,6 +246,7 @@ class PlanLine(_Line):
             _utc(self.created_at),
             self.description,
             self.alert_thresholds,
+            self.refill,
         )
 
 
@@ -785,6 +807,132 @@ class DeliveryLine(_Line):
         )
 
 
+class GrantLine(_Line):
+    """A ``grant`` line: credits given to an account (micro-credits)."""
+
+    KIND: ClassVar[str] = "grant"
+    kind: Literal["grant"]
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    account_id: Id
+    kind_of_grant: Literal["grant", "refill"]
+    amount_micros: Annotated[int, Field(ge=0, le=MAX_MICROS)]
+    priority: int
+    note: str
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None
+    voided_at: AwareDatetime | None
+
+    @classmethod
+    def of(cls, item: Grant) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "account_id": item.account_id,
+            "kind_of_grant": item.kind.value,
+            "amount_micros": item.amount,
+            "priority": item.priority,
+            "note": item.note,
+            "created_at": _utc(item.created_at),
+            "expires_at": _opt_utc(item.expires_at),
+            "voided_at": _opt_utc(item.voided_at),
+        }
+
+    def record(self) -> Grant:
+        """The record of a line."""
+        return Grant(
+            self.id,
+            self.account_id,
+            self.amount_micros,
+            _utc(self.created_at),
+            _opt_utc(self.expires_at),
+            self.priority,
+            self.note,
+            GrantKind(self.kind_of_grant),
+            _opt_utc(self.voided_at),
+        )
+
+
+class MovedIn(_Line):
+    """A counter a reservation moved: its slot as decided, ``cost`` what it moved."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    period: Annotated[str, Field(min_length=1, max_length=64)]
+    total: Count
+    mode: Annotated[int, Field(ge=0, le=6)]
+    cost: int
+
+
+class ReservationLine(_Line):
+    """A ``reservation`` line, with what it moved (a node's claim on it is left out)."""
+
+    KIND: ClassVar[str] = "reservation"
+    kind: Literal["reservation"]
+    id: Id
+    account_id: Id
+    key_id: Id | None
+    items: list[tuple[Id, Count]]
+    day: date
+    moved: list[MovedIn]
+    given: dict[str, Annotated[int, Field(ge=0)]]
+    price_micros: Annotated[int, Field(ge=0, le=MAX_MICROS)]
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+    status: Literal["pending", "committed", "cancelled", "expired"]
+    committed: Count
+    overage: Count
+    settled_at: AwareDatetime | None
+
+    @classmethod
+    def of(cls, item: Reservation) -> dict[str, Any]:
+        """The line of a record."""
+        return {
+            "kind": cls.KIND,
+            "id": item.id,
+            "account_id": item.account_id,
+            "key_id": item.key_id,
+            "items": [list(pair) for pair in item.items],
+            "day": item.day.isoformat(),
+            "moved": [
+                {
+                    "name": slot.name,
+                    "period": slot.period,
+                    "total": slot.total,
+                    "mode": slot.mode,
+                    "cost": slot.cost,
+                }
+                for slot in item.moved
+            ],
+            "given": dict(item.given),
+            "price_micros": item.price,
+            "created_at": _utc(item.created_at),
+            "expires_at": _utc(item.expires_at),
+            "status": item.status.value,
+            "committed": item.committed,
+            "overage": item.overage,
+            "settled_at": _opt_utc(item.settled_at),
+        }
+
+    def record(self) -> Reservation:
+        """The record of a line."""
+        return Reservation(
+            self.id,
+            self.account_id,
+            self.key_id,
+            tuple((service, cost) for service, cost in self.items),
+            self.day,
+            tuple(Slot(m.name, m.period, m.total, m.mode, m.cost) for m in self.moved),
+            dict(self.given),
+            self.price_micros,
+            _utc(self.created_at),
+            _utc(self.expires_at),
+            ReservationStatus(self.status),
+            self.committed,
+            self.overage,
+            _opt_utc(self.settled_at),
+        )
+
+
 _RecordLine = (
     SettingLine
     | ServiceLine
@@ -802,6 +950,8 @@ _RecordLine = (
     | WebhookLine
     | AlertLine
     | DeliveryLine
+    | GrantLine
+    | ReservationLine
 )
 # Each record type's line, in DUMP_ORDER.
 _LINES: dict[type[Any], Any] = dict(
@@ -824,6 +974,8 @@ _LINES: dict[type[Any], Any] = dict(
             WebhookLine,
             AlertLine,
             DeliveryLine,
+            GrantLine,
+            ReservationLine,
         ),
         strict=True,
     )
@@ -900,6 +1052,8 @@ class DumpReader:
         self._alerts: set[str] = set()
         self._dedupes: set[str] = set()
         self._deliveries: set[str] = set()
+        self._grants: set[tuple[str, str]] = set()
+        self._reservations: set[str] = set()
         self.lines = 0
 
     def read(self, number: int, raw: bytes) -> DumpItem | None:
@@ -956,7 +1110,7 @@ class DumpReader:
         record: DumpItem = line.record()
         return record
 
-    def _check(self, number: int, line: Any) -> None:
+    def _check(self, number: int, line: Any) -> None:  # noqa: PLR0912 (a branch per kind)
         def once(seen: set[str], value: str, what: str) -> None:
             if value in seen:
                 raise _problem(number, "", f"{what} {value!r} appears twice", "duplicate")
@@ -1000,6 +1154,14 @@ class DumpReader:
             once(self._deliveries, line.id, "delivery")
             known(self._webhooks, line.endpoint_id, "endpoint_id", "webhook endpoint")
             known(self._alerts, line.event_id, "event_id", "alert event")
+        elif isinstance(line, GrantLine):
+            known(self._accounts, line.account_id, "account_id", "account")
+            if (line.account_id, line.id) in self._grants:
+                raise _problem(number, "", f"grant {line.id!r} appears twice", "duplicate")
+            self._grants.add((line.account_id, line.id))
+        elif isinstance(line, ReservationLine):
+            once(self._reservations, line.id, "reservation")
+            known(self._accounts, line.account_id, "account_id", "account")
 
     def finish(self) -> None:
         """Refuse a dump without its header or its end line (cut short)."""

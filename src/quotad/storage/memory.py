@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, assert_never
 
+from quotad.domain.credits import Grant, Reservation
 from quotad.domain.dump import (
     AccountTotal,
     AccountUsage,
@@ -629,7 +630,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     # The whole deployment ---------------------------------------------------------
     async def dump(self) -> AsyncIterator[DumpItem]:
         """Every record and counter, as they stood at the first step."""
-        with self._lock, self._alerts_lock:
+        with self._lock, self._alerts_lock, self._credits_lock, self._reservations_lock:
             items = self._snapshot()
         for item in items:
             yield item
@@ -677,6 +678,12 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         items += [self._webhooks[ident] for ident in sorted(self._webhooks)]
         items += [self._alert_events[ident] for ident in sorted(self._alert_events)]
         items += [self._deliveries[ident] for ident in sorted(self._deliveries)]  # no claims
+        items += [
+            grant
+            for account_id in sorted(self._grants)
+            for grant in sorted(self._grants[account_id].values(), key=lambda g: g.id)
+        ]
+        items += [self._reservations[ident][0] for ident in sorted(self._reservations)]
         return items
 
     async def restore(self, items: AsyncIterable[DumpItem]) -> None:
@@ -709,6 +716,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_dedupes",
                 "_deliveries",
                 "_claims",
+                "_grants",
+                "_reservations",
             ):
                 setattr(self, name, getattr(staged, name))
 
@@ -762,6 +771,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             self._restore_operator(item)
         elif isinstance(item, WebhookEndpoint | AlertEvent | Delivery):
             self._restore_alert(item)
+        elif isinstance(item, Grant | Reservation):
+            self._restore_credit(item)
         else:
             assert_never(item)  # a kind added to DumpItem needs its branch here
 
@@ -793,6 +804,19 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             if item.event_id not in self._alert_events:
                 raise NotFound(f"alert event {item.event_id!r} not found")
             self._deliveries[item.id] = item
+
+    def _restore_credit(self, item: Grant | Reservation) -> None:
+        if item.account_id not in self._accounts:
+            raise NotFound(f"account {item.account_id!r} not found")
+        if isinstance(item, Grant):
+            grants = self._grants.setdefault(item.account_id, {})
+            if item.id in grants:
+                raise Conflict(f"the dump holds grant {item.id!r} twice")
+            grants[item.id] = item
+        else:
+            if item.id in self._reservations:
+                raise Conflict(f"the dump holds reservation {item.id!r} twice")
+            self._reservations[item.id] = (item, None, None)  # unclaimed: any node settles it
 
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:
