@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from quotad.api.app import create_app
 from quotad.cli import app
 from quotad.cli.dump import read_dump, write_dump
+from quotad.domain import credits
 from quotad.domain.models import Account, Service
 from quotad.domain.operators import AuditQuery
 from quotad.domain.webhooks import EVENT_TYPES, AlertEvent, Attempt
@@ -49,6 +50,7 @@ class Populated:
     operator_token: str
     clock: FakeClock
     deliveries: dict[str, str] = field(default_factory=dict)  # how each was left -> its id
+    reservations: dict[str, str] = field(default_factory=dict)  # how each was left -> its id
 
 
 async def call(http: httpx2.AsyncClient, method: str, path: str, body: Any = None) -> Any:
@@ -184,8 +186,44 @@ async def populate(http: httpx2.AsyncClient, ctx: Context, clock: FakeClock) -> 
     await webhooks.rotate_secret(ctx, every.id, grace_seconds=3600)
     quiet = await webhooks.create(ctx, HOOK_URL + "/quiet", ["key.expiring"], "off for now")
     await webhooks.update(ctx, quiet.id, enabled=False)
+    reservations = await add_credits(http, keys, clock)
     token = await auth.reset_operator_token(ctx)
-    return Populated(keys, token, clock, deliveries)
+    return Populated(keys, token, clock, deliveries, reservations)
+
+
+async def add_credits(
+    http: httpx2.AsyncClient, keys: dict[str, str], clock: FakeClock
+) -> dict[str, str]:
+    """A priced service on a plan with a refill, an account with grants (one with an expiry
+    and a priority, one voided), priced verifies, and reservations: one pending, one
+    committed for less. The pending one's id and the committed one's, by how each was left."""
+    await call(http, "POST", "/admin/v1/services", {"name": "enrich", "credit_price": 0.25})
+    metered = {
+        "id": "metered",
+        "quotas": {"enrich": [{"window": "month", "total": 100_000}]},
+        "refill": {"amount": 50, "window": "month", "mode": "top_up"},
+    }
+    await call(http, "POST", "/admin/v1/plans", metered)
+    await call(http, "POST", "/admin/v1/accounts", {"id": "delta", "name": "D", "plan": "metered"})
+    issued = await call(http, "POST", "/admin/v1/accounts/delta/keys", {"name": "delta-main"})
+    keys["delta-main"] = issued["key"]
+    expires = (clock.now() + timedelta(days=10)).isoformat()
+    promo = {"amount": 100, "expires_at": expires, "priority": 1, "note": "promo"}
+    await call(http, "POST", "/admin/v1/accounts/delta/grants", promo)
+    await call(http, "POST", "/admin/v1/accounts/delta/grants", {"amount": 30.5})
+    voided = await call(http, "POST", "/admin/v1/accounts/delta/grants", {"amount": 5})
+    await call(http, "DELETE", f"/admin/v1/accounts/delta/grants/{voided['id']}")
+    for _ in range(3):
+        assert (await verify(http, keys["delta-main"], "enrich", 8))["valid"]
+    reserved: dict[str, str] = {}
+    for left in ("pending", "committed"):
+        body = {"key": keys["delta-main"], "service": "enrich", "cost": 4, "reserve": True}
+        answer = await http.post("/v1/verify", json=body, headers=OPERATOR)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["valid"], answer.text
+        reserved[left] = answer.json()["reservation_id"]
+    await call(http, "POST", f"/v1/reservations/{reserved['committed']}/commit", {"cost": 2})
+    return reserved
 
 
 async def settle_some_deliveries(ctx: Context, clock: FakeClock) -> dict[str, str]:
@@ -270,7 +308,16 @@ async def state(stores: Stores) -> dict[str, Any]:
         "webhooks": endpoints,
         "alerts": await alerts.alert_events(10_000),
         "deliveries": {e.id: await alerts.list_deliveries(e.id, 10_000) for e in endpoints},
+        "credits": {a.id: await credit_state(stores, a.id) for a in accounts},
     }
+
+
+async def credit_state(stores: Stores, account_id: str) -> Any:
+    """An account's grants, each with its counters' values (what is left of it), and the
+    reservations the dump test leaves."""
+    grants = await stores.credits.list_grants(account_id)
+    names = [(credits.counter_name(g.id), credits.GRANT_PERIOD) for g in grants]
+    return grants, await stores.counters.read_counters(account_id, names)
 
 
 def body(lines: list[bytes] | str) -> list[str]:
@@ -292,6 +339,24 @@ def redis_over_postgres() -> Iterator[str]:
 def cli(*args: str, stdin: bytes | None = None) -> Any:
     """``quotad <args>`` in-process."""
     return runner.invoke(app, list(args), input=stdin)
+
+
+async def check_credits_moved(http: httpx2.AsyncClient, populated: Populated) -> None:
+    """The balance moved whole: a priced verify draws on from it, and a reservation left
+    pending before the move commits after it (one left committed stays settled)."""
+    before = await call(http, "GET", "/admin/v1/accounts/delta/credits")
+    answer = await verify(http, populated.keys["delta-main"], "enrich", 4)
+    assert answer["valid"], answer
+    assert answer["credits"]["debited"] == 1
+    after = await call(http, "GET", "/admin/v1/accounts/delta/credits")
+    assert after["balance"] == before["balance"] - 1
+    pending, committed = populated.reservations["pending"], populated.reservations["committed"]
+    settled = await call(http, "POST", f"/v1/reservations/{pending}/commit", {"cost": 4})
+    assert (settled["status"], settled["committed"]) == ("committed", 4)
+    again = await call(http, "POST", f"/v1/reservations/{committed}/commit", {"cost": 2})
+    assert (again["status"], again["committed"]) == ("committed", 2)
+    ledger = await call(http, "GET", "/admin/v1/accounts/delta/credits/ledger?limit=500")
+    assert ledger["items"][-1]["balance_after"] == after["balance"]
 
 
 async def check_moved(url: str, source: dict[str, Any], populated: Populated) -> None:
@@ -321,6 +386,7 @@ async def check_moved(url: str, source: dict[str, Any], populated: Populated) ->
             {"id": "ev-1", "account_id": "beta", "service": "insights", "amount": 3,
              "timestamp": clock.now().isoformat()}]})  # fmt: skip
         assert resent == {"accepted": 0, "duplicates": 1}
+        await check_credits_moved(http, populated)
         # The stored operator token still admits the operator (no token configured here).
         ctx.settings = make_settings(url, admin_token=None)
         await auth.authenticate_operator(ctx, f"Bearer {populated.operator_token}")
@@ -361,6 +427,7 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
 
     populated, source = asyncio.run(fill())
     kept = ("keys", "totals", "usage", "gauges", "operator", "webhooks", "alerts", "deliveries")
+    kept += ("credits",)
     assert all(source[kind] for kind in kept)
     printed = cli("dump", "--store", source_url)
     assert printed.exit_code == 0, printed.output
@@ -368,12 +435,12 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
     written = cli("dump", "-o", str(dump), "--store", source_url)
     assert written.exit_code == 0, written.output
     assert "to " + str(dump) in written.stdout
-    assert "7 key" in written.stdout
+    assert "8 key" in written.stdout
     assert body(dump.read_text()) == body(printed.stdout)
     kinds = {json.loads(line)["kind"] for line in body(printed.stdout)}
     assert kinds == {"setting", "service", "plan", "account", "key", "total", "usage", "gauge",
                      "idempotency", "event", "token", "audit", "webhook", "alert", "delivery",
-                     "end"}  # fmt: skip
+                     "counter", "grant", "reservation", "end"}  # fmt: skip
     assert not any(raw in printed.stdout for raw in populated.keys.values())
     # A dump holds the endpoints' secrets (a rotated one's previous too): they go on signing.
     for endpoint in source["webhooks"]:
@@ -385,7 +452,7 @@ def test_sqlite_moves_to_postgresql_and_to_redis_over_postgresql(tmp_path: Path)
             restored = cli("restore", str(dump), "--store", url)
             assert restored.exit_code == 0, restored.output
             assert "restored " in restored.stdout
-            assert "3 account" in restored.stdout
+            assert "4 account" in restored.stdout
             again = cli("dump", "--store", url)
             assert again.exit_code == 0, again.output
             assert body(again.stdout) == body(printed.stdout)
@@ -505,8 +572,10 @@ async def test_dump_restore_dump_gives_the_same_lines(
     # Dashboard sessions stay behind: their owners sign in again.
     assert await ctx.records.session_live("signed-in", clock.now())
     assert not await target.records.session_live("signed-in", clock.now())
-    assert counts["key"] == 7
-    assert counts["account"] == 3
+    assert counts["key"] == 8
+    assert counts["account"] == 4
+    assert counts["grant"] == 4  # three given (one voided) and the month's refill
+    assert counts["reservation"] == 2
     assert counts["webhook"] == 3
     assert counts["delivery"] > 4
     assert body(await dumped(target)) == body(lines)
@@ -527,7 +596,7 @@ async def test_a_dump_is_one_snapshot(
     rest = [item async for item in reading]
     assert not any(getattr(item, "id", None) == "late" for item in [first, *rest])
     assert not any(getattr(item, "account_id", None) == "late" for item in rest)
-    assert sum(isinstance(item, Account) for item in rest) == 3
+    assert sum(isinstance(item, Account) for item in rest) == 4
 
 
 async def test_restore_into_a_store_in_use_is_refused(

@@ -1136,7 +1136,8 @@ class DumpReader:
             known(self._accounts, line.account_id, "account_id", "account")
         elif isinstance(line, TotalLine | UsageLine):
             known(self._accounts, line.account_id, "account_id", "account")
-            known(self._services, line.service, "service", "service")
+            # A window's total history is noted under its limit's name, <service>.<window>.
+            known(self._services, line.service.split(".", 1)[0], "service", "service")
         elif isinstance(line, GaugeLine | IdempotencyLine | EventLine):
             known(self._accounts, line.account_id, "account_id", "account")
         elif isinstance(line, TokenLine):

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from quotad.domain.credits import Grant, Reservation
 from quotad.domain.dump import (
     AccountTotal,
     AccountUsage,
@@ -35,10 +36,12 @@ from quotad.storage.schema import (
     alert_events,
     api_keys,
     audit_log,
+    credit_grants,
     gauges,
     idempotency,
     operator_tokens,
     plans,
+    reservations,
     services,
     settings,
     total_changes,
@@ -55,7 +58,9 @@ from quotad.storage.sql.alerts import (
     event_of,
     event_values,
 )
+from quotad.storage.sql.credits import grant_of, grant_values
 from quotad.storage.sql.engine import Database
+from quotad.storage.sql.reservations import reservation_of, reservation_values
 from quotad.storage.sql.rows import (
     account_of,
     account_values,
@@ -135,6 +140,7 @@ _KINDS: tuple[_Kind, ...] = (
             "name": item.name,
             "description": item.description,
             "created_at": to_micros(item.created_at),
+            "credit_price": item.credit_price,
         },
     ),
     _Kind(Plan, plans, ("id",), plan_of, plan_values),
@@ -228,6 +234,9 @@ _KINDS: tuple[_Kind, ...] = (
     _Kind(AlertEvent, alert_events, ("id",), event_of, event_values),
     # Written unclaimed (``delivery_values``): a claim belongs to a node of the old deployment.
     _Kind(Delivery, webhook_deliveries, ("id",), delivery_of, delivery_values),
+    _Kind(Grant, credit_grants, ("account_id", "id"), grant_of, grant_values),
+    # Written unclaimed (``reservation_values``): the next node's sweep or commit settles it.
+    _Kind(Reservation, reservations, ("id",), reservation_of, reservation_values),
 )
 _BY_TYPE = {kind.type: kind for kind in _KINDS}
 
