@@ -32,6 +32,11 @@ one atomic step) against one daily quota on the same store with the same callers
 bare ASGI app (≥ 0.4x) and against plain verify. Each pair is measured interleaved in
 the same run (``limits_rows``); a store whose consume takes no slots yet says so.
 
+Credits rows (SPEC 10), in the memory, sqlite, postgresql and redis sections: verify on
+a priced service with that plan of three limits (credits + three limits in one atomic
+step) against verify with one daily quota (target ≥ 0.6x), and a reserve + commit pair
+against the same plain verify (≥ 0.4x), interleaved in one run (``credits_pairs``).
+
 Every subject is measured ``--repeat`` times (5 by default), interleaved with its
 section's other subjects, in alternating order (as declared, then reversed). A ratio is
 taken in each repetition, quotad over the peer measured just before or after it, and the
@@ -265,21 +270,26 @@ def declare_pair(section: Section, store: str, callers: str) -> tuple[str, str]:
 
 
 async def verify_limits(
-    url: str, cfg: Config, three: bool, fresh: bool, hooks: bool = False
+    url: str, cfg: Config, three: bool | str, fresh: bool, hooks: bool = False
 ) -> Measurement:
     """``service.verify.verify`` (record cache on, as served) by ``cfg.callers`` callers,
     one account and key each, on a plan of THREE_LIMITS or of one daily quota.
 
+    ``three`` names the workload (``WORKLOADS``; True and False are "three" and "one"):
+    ``credits`` is THREE_LIMITS on a priced service, each account with a grant that never
+    runs out; ``reserve`` is a reserve (verify with ``"reserve": true``) then a commit of
+    the same cost, on one daily quota.
     ``fresh``: the store is new (seed it); else it was seeded by an earlier run (the keys
     are those of ``_VERIFY_KEYS``). ``hooks``: three webhook endpoints are registered and
     the node's delivery loop runs beside the callers, as on a served node.
     """
+    kind = {True: "three", False: "one"}.get(three, three) if isinstance(three, bool) else three
     import asyncio
 
     from quotad.domain.clock import SystemClock
     from quotad.domain.limits import parse_limits
     from quotad.domain.models import Overrides, Quota
-    from quotad.service import admin, deliveries, webhooks
+    from quotad.service import admin, credits, deliveries, reservations, webhooks
     from quotad.service.context import Context
     from quotad.service.verify import verify
     from quotad.settings import Settings
@@ -295,28 +305,42 @@ async def verify_limits(
             webhook_allow_private=True,
         )
         ctx = Context(stores, settings, SystemClock())
-        plan = "three" if three else "one"
+        plan = kind
         names = [f"{plan}-{n}" for n in range(cfg.callers)]
         if fresh:
-            limits = parse_limits(THREE_LIMITS if three else {"total": TOTAL})
-            await admin.create_service(ctx, SERVICE, "benchmark")
+            shape = THREE_LIMITS if kind in ("three", "credits") else {"total": TOTAL}
+            limits = parse_limits(shape)
+            price = 1 if kind == "credits" else None  # a micro-credit a unit
+            await admin.create_service(ctx, SERVICE, "benchmark", price)
             await admin.create_plan(ctx, plan, {SERVICE: Quota(limits)}, [], "benchmark")
             keys = []
             for name in names:
                 await admin.create_account(ctx, name, name, plan, "UTC", Overrides())
                 keys.append((await admin.create_key(ctx, name, "bench")).secret)
-            _VERIFY_KEYS[url, three] = keys
+                if price is not None:
+                    await credits.grant(ctx, name, 10**15)
+            _VERIFY_KEYS[url, kind] = keys
             for n in range(3 if hooks else 0):
                 events = ["quota.threshold", "quota.exceeded"]
                 await webhooks.create(ctx, f"http://127.0.0.1:9/hook-{n}", events)
-        keys = _VERIFY_KEYS[url, three]
+        keys = _VERIFY_KEYS[url, kind]
 
         async def op(i: int) -> bool:
             return (await verify(ctx, keys[i], SERVICE, 1)).valid
 
+        async def reserve_commit(i: int) -> bool:
+            verdict = await verify(ctx, keys[i], SERVICE, 1)
+            held = await reservations.reserve(ctx, verdict, ((SERVICE, 1),), 300, None)
+            if held is None:
+                return False
+            await reservations.commit(ctx, held.id, 1)
+            return True
+
+        chosen = reserve_commit if kind == "reserve" else op
+
         sender = asyncio.create_task(deliveries.deliver_forever(ctx)) if hooks else None
         try:
-            return await run_callers(op, cfg.callers, cfg.seconds, cfg.warmup)
+            return await run_callers(chosen, cfg.callers, cfg.seconds, cfg.warmup)
         finally:
             if sender is not None:
                 sender.cancel()
@@ -325,7 +349,40 @@ async def verify_limits(
         await stores.close()
 
 
-_VERIFY_KEYS: dict[tuple[str, bool], list[str]] = {}
+_VERIFY_KEYS: dict[tuple[str, str], list[str]] = {}
+CREDITS_TARGET, RESERVE_TARGET = 0.6, 0.4
+CREDIT_WORKLOADS = ("credits", "reserve", "one")
+
+
+def credits_pairs(
+    cfg: Config,
+    section: Section,
+    store: str,
+    url_for: Callable[[str], tuple[str, bool]],
+    probe_for: Callable[[str], CpuProbe] | None = None,
+) -> None:
+    """Credits' targets (SPEC 10), against verify with one daily quota on the same store
+    and callers: verify with credits + THREE_LIMITS >= 0.6x, a reserve + commit pair
+    >= 0.4x. ``url_for(workload)`` is the store URL of a run and whether to seed it."""
+    callers = f"{cfg.callers} asyncio callers, one account and key each"
+    priced = f"Credits: verify on {store}, credits + rate + day + month"
+    held = f"Credits: reserve + commit on {store}, one daily quota"
+    plain = f"Credits: verify on {store}, one daily quota"
+    section.subject(priced, f"{callers}: priced service, a grant each, plan THREE_LIMITS")
+    section.subject(held, f"{callers}: verify with reserve, then commit the same cost")
+    section.subject(plain, f"{callers}: service verify, plan {{'total': N}}")
+    section.targets.append(Target(priced, plain, min_ratio=CREDITS_TARGET))
+    section.targets.append(Target(held, plain, min_ratio=RESERVE_TARGET))
+
+    def runner(kind: str) -> Callable[[], Measurement]:
+        def run() -> Measurement:
+            url, fresh = url_for(kind)
+            return run_async(verify_limits(url, cfg, kind, fresh))
+
+        return run
+
+    runners = {priced: runner("credits"), held: runner("reserve"), plain: runner("one")}
+    sections.interleave(section, runners, cfg.repeat, probe_for)
 
 
 def verify_pair(
@@ -384,11 +441,11 @@ def webhooks_pair(
     )
 
 
-def seeded_once(make: Callable[[bool], str]) -> Callable[[bool], tuple[str, bool]]:
-    """A store URL per plan, new (to seed) on its first run only."""
-    made: dict[bool, str] = {}
+def seeded_once(make: Callable[[Any], str]) -> Callable[[Any], tuple[str, bool]]:
+    """A store URL per plan (or workload), new (to seed) on its first run only."""
+    made: dict[Any, str] = {}
 
-    def url_for(three: bool) -> tuple[str, bool]:
+    def url_for(three: Any) -> tuple[str, bool]:
         if three in made:
             return made[three], False
         made[three] = make(three)
@@ -436,6 +493,7 @@ def memory_limits_rows(cfg: Config, section: Section) -> None:
     # A memory store lives as long as its process: each run seeds a new one.
     verify_pair(cfg, section, "MemoryStore", lambda three: ("memory://", True))
     webhooks_pair(cfg, section, "MemoryStore", lambda hooks: ("memory://", True))
+    credits_pairs(cfg, section, "MemoryStore", lambda kind: ("memory://", True))
 
 
 async def store_limits(store: Any, names: list[str], cfg: Config, three: bool) -> Measurement:
@@ -507,6 +565,13 @@ def sqlite_limits_rows(cfg: Config, section: Section) -> None:
         networked_rows(cfg, section, "SqlStore SQLite", make, settle=settle)
         verify_pair(cfg, section, "SQLite", seeded_once(verify_file))
         webhooks_pair(cfg, section, "SQLite", seeded_once(hooks_file))
+
+        def credits_file(kind: str) -> str:
+            path = Path(f"/tmp/bench-credits-{cfg.run_id}-{kind}.db")
+            paths.append(path)
+            return f"sqlite:///{path}"
+
+        credits_pairs(cfg, section, "SQLite", seeded_once(credits_file))
     finally:
         settle("")
 
@@ -543,9 +608,24 @@ def postgresql_limits_rows(cfg: Config, section: Section) -> None:
                 seeded_once(verify_schema),
                 lambda _: CpuProbe(names=("postgres",)),
             )
+            for kind in CREDIT_WORKLOADS:
+                admin.execute(f'CREATE SCHEMA "{schema}_{kind}"')
+
+            def credits_schema(kind: str) -> str:
+                return sections.with_search_path(cfg.postgres_url, f"{schema}_{kind}")
+
+            credits_pairs(
+                cfg,
+                section,
+                "PostgreSQL",
+                seeded_once(credits_schema),
+                lambda _: CpuProbe(names=("postgres",)),
+            )
         finally:
             for three in (True, False):
                 admin.execute(f'DROP SCHEMA IF EXISTS "{schema}_v{int(three)}" CASCADE')
+            for kind in CREDIT_WORKLOADS:
+                admin.execute(f'DROP SCHEMA IF EXISTS "{schema}_{kind}" CASCADE')
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
@@ -577,6 +657,16 @@ def redis_limits_rows(cfg: Config, section: Section) -> None:
 
         verify_pair(
             cfg, section, "Redis", seeded_once(verify_store), lambda _: CpuProbe(dict(watched))
+        )
+
+        def credits_store(kind: str) -> str:
+            path = Path(f"/tmp/bench-records-{cfg.run_id}-credits-{kind}.db")
+            extra.append(path)
+            query = f"prefix={prefix}c{kind}&records=sqlite:///{path}"
+            return f"{sections._with_query(cfg.redis_url)}{query}"
+
+        credits_pairs(
+            cfg, section, "Redis", seeded_once(credits_store), lambda _: CpuProbe(dict(watched))
         )
     finally:
         for path in extra:
