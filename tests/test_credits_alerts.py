@@ -4,15 +4,21 @@ written once per crossing of it, however many calls and nodes see the crossing."
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import orjson
+import pytest
+from typer.testing import CliRunner, Result
 
 from quotad.api.app import create_app
+from quotad.cli import app
 from quotad.domain.webhooks import CREDITS_LOW, AlertEvent, WebhookEndpoint
 from quotad.service import deliveries, webhooks
 from quotad.service.context import Context
@@ -220,3 +226,36 @@ async def test_the_event_is_delivered_signed(
     body = orjson.loads(deliveries.body_of(event))
     assert body["data"]["balance"] == 4
     assert body["data"]["low_credits"] == 5
+
+
+# The command line -------------------------------------------------------------------------
+@pytest.fixture
+def cli_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated SQLite store with service llm; no QUOTAD_* environment."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("QUOTAD_")]:
+        monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    for args in (["migrate"], ["services", "create", "llm"]):
+        result = CliRunner().invoke(app, [*args, "--store", url])
+        assert result.exit_code == 0, result.output
+    return url
+
+
+def test_plans_take_low_credits_on_the_command_line(cli_store: str) -> None:
+    """--low-credits sets a plan's mark on create and replace; a bad one is refused at it."""
+
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(app, [*args, "--store", cli_store])
+
+    created = cli("plans", "create", "p", "--quota", "llm=10", "--low-credits", "2.5", "--json")
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["low_credits"] == 2.5
+    assert "low credits: below 2.5" in cli("plans", "show", "p").stdout
+    replaced = cli("plans", "replace", "p", "--quota", "llm=10", "--low-credits", "7", "--json")
+    assert json.loads(replaced.stdout)["low_credits"] == 7
+    for bad in ("0", "abc", "0.0000001"):
+        refused = cli("plans", "create", "x", "--quota", "llm=10", "--low-credits", bad)
+        assert refused.exit_code == 1, refused.output
+        assert "VALIDATION_FAILED" in refused.stderr
+        assert "--low-credits" in refused.stderr
