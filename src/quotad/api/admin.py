@@ -45,7 +45,13 @@ from quotad.api.schemas import (
     UsageLineOut,
 )
 from quotad.domain.models import AccountStatus, Limit, Overrides, Plan, Quota, Service
-from quotad.http.credit_views import plan_credit_fields, price_at, refill_at, service_credit_fields
+from quotad.http.credit_views import (
+    low_credits_at,
+    plan_credit_fields,
+    price_at,
+    refill_at,
+    service_credit_fields,
+)
 from quotad.service import admin, quotas, transfer, usage
 
 router = APIRouter(
@@ -73,6 +79,7 @@ def _overrides(body: OverridesIn, where: str = "/body/overrides") -> Overrides:
         admin.parse_quotas(body.quotas, f"{where}/quotas"),
         dict(body.limits),
         admin.parse_alert_thresholds(body.alert_thresholds, f"{where}/alert_thresholds"),
+        low_credits_at(body.low_credits, f"{where}/low_credits"),
     )
 
 
@@ -132,6 +139,7 @@ async def create_plan(ctx: Ctx, body: PlanIn) -> Response:
         body.description,
         _thresholds(body.alert_thresholds),
         refill_at(body.refill),
+        low_credits_at(body.low_credits),
     )
     return ORJSONResponse(_plan_view(plan), status_code=201)
 
@@ -160,6 +168,7 @@ async def replace_plan(ctx: Ctx, plan_id: str, body: PlanReplaceIn) -> Response:
         body.description,
         _thresholds(body.alert_thresholds),
         refill_at(body.refill),
+        low_credits_at(body.low_credits),
     )
     return ORJSONResponse(_plan_view(plan))
 

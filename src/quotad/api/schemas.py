@@ -306,6 +306,18 @@ _PRICE_SCHEMA: dict[str, JsonValue] = {
     "examples": [0.002, None],
 }
 PriceIn = Annotated[JsonValue, WithJsonSchema(_PRICE_SCHEMA)]
+_LOW_CREDITS_SCHEMA: dict[str, JsonValue] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000_000},
+        {"type": "null"},
+    ],
+    "description": "credits.low is sent when the balance falls below it "
+    "(credits, at most 6 decimal places); null: never",
+    "examples": [100, None],
+}
+# Read as plain JSON: ``quotad.http.credit_views.low_credits_at`` checks it, so every
+# problem is reported at /body/low_credits with the domain's message.
+LowCreditsIn = Annotated[JsonValue, WithJsonSchema(_LOW_CREDITS_SCHEMA)]
 _REFILL_SCHEMA: dict[str, JsonValue] = {
     "anyOf": [
         {
@@ -396,6 +408,7 @@ class PlanIn(Strict):
     )
     alert_thresholds: ThresholdsIn = None
     refill: RefillIn = None
+    low_credits: LowCreditsIn = None
 
 
 class PlanReplaceIn(Strict):
@@ -410,6 +423,7 @@ class PlanReplaceIn(Strict):
     )
     alert_thresholds: ThresholdsIn = None
     refill: RefillIn = None
+    low_credits: LowCreditsIn = None
 
 
 class LimitOut(BaseModel):
@@ -430,6 +444,9 @@ class PlanOut(BaseModel):
     created_at: str
     alert_thresholds: ThresholdsOut = Field(description="null: the default [80, 100] apply")
     refill: RefillOut | None = Field(None, description="Credits given every window (null: none)")
+    low_credits: CreditsOut | None = Field(
+        None, description="credits.low is sent when the balance falls below it (null: never)"
+    )
 
 
 # Accounts ---------------------------------------------------------------------
@@ -452,6 +469,7 @@ class OverridesIn(Strict):
     quotas: dict[ServiceName, LimitsIn] = Field(default_factory=dict, max_length=100)
     limits: dict[LimitName, Count] = Field(default_factory=dict, max_length=100)
     alert_thresholds: ThresholdsIn = None
+    low_credits: LowCreditsIn = None
 
 
 class AccountIn(Strict):
@@ -486,6 +504,9 @@ class OverridesOut(BaseModel):
     limits: dict[str, int] = Field(examples=[{"cohort.max_count": 20}])
     alert_thresholds: list[int] | SkipJsonSchema[None] = Field(
         None, examples=[[50, 90, 100]], description="Omitted when unset: the plan's apply"
+    )
+    low_credits: CreditsOut | SkipJsonSchema[None] = Field(
+        None, description="Replaces the plan's low_credits; omitted when unset: the plan's applies"
     )
 
 

@@ -7,7 +7,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from quotad.domain import days, limits
+from quotad.domain import credits, days, limits
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -79,6 +79,8 @@ def overrides_view(overrides: Overrides) -> dict[str, Any]:
     }
     if overrides.alert_thresholds is not None:
         view["alert_thresholds"] = list(overrides.alert_thresholds)
+    if overrides.low_credits is not None:
+        view["low_credits"] = credits.from_micros(overrides.low_credits)
     return view
 
 

@@ -350,6 +350,8 @@ def print_plan(title: str, view: dict[str, Any]) -> None:
         console.print(f"alert thresholds: {shown}", soft_wrap=True)
     if view.get("refill") is not None:
         console.print(f"refill: {refill_text(view['refill'])}", soft_wrap=True)
+    if view.get("low_credits") is not None:
+        console.print(f"low credits: below {view['low_credits']}", soft_wrap=True)
     print_rows("quotas", limit_rows(view["quotas"]), LIMIT_COLUMNS)
     print_rows("limits", view["limits"], ("name", "limit", "description"))
 
@@ -426,6 +428,33 @@ def refill_option(text: str | None) -> Refill | None:
         raise ValidationFailed(str(exc), validation_errors=problems) from None
 
 
+LowCreditsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--low-credits",
+        metavar="CREDITS",
+        help="Send credits.low when the balance falls below CREDITS (a number above 0)",
+    ),
+]
+
+
+def low_credits_option(text: str | None) -> int | None:
+    """``--low-credits`` in micro-credits, checked as the API checks ``low_credits``."""
+    if text is None:
+        return None
+    from decimal import Decimal, InvalidOperation
+
+    from quotad.http.credit_views import low_credits_at
+
+    try:
+        given = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValidationFailed.at(
+            "/body/low_credits", f"{text!r}: low_credits must be a number", "type"
+        ) from None
+    return low_credits_at(given, "/body/low_credits")
+
+
 QuotaOption = Annotated[
     list[str] | None, typer.Option("--quota", help="SERVICE=TOTAL per day (repeatable)")
 ]
@@ -461,6 +490,7 @@ def plans_create(
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
     alert_threshold: AlertThresholdOption = None,
     refill: RefillOption = None,
+    low_credits: LowCreditsOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     create: CreateOption = False,
@@ -475,10 +505,13 @@ def plans_create(
     """
     quotas, limits = plan_content(plan_id, quota or [], limit or [], description)
     refills = refill_option(refill)
+    low = low_credits_option(low_credits)
     where = target(store, url, token, create)
     view = run(
         where,
-        lambda op: op.create_plan(plan_id, quotas, limits, description, alert_threshold, refills),
+        lambda op: op.create_plan(
+            plan_id, quotas, limits, description, alert_threshold, refills, low
+        ),
     )
     show(view, as_json, lambda: print_plan(f"plan {view['id']} created", view))
 
@@ -493,6 +526,7 @@ def plans_replace(
     description: Annotated[str, typer.Option(help="What the plan is")] = "",
     alert_threshold: AlertThresholdOption = None,
     refill: RefillOption = None,
+    low_credits: LowCreditsOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
     url: UrlOption = None,
@@ -502,10 +536,13 @@ def plans_replace(
     create takes them); the new limits apply from now, past windows keep theirs."""
     quotas, limits = plan_content(None, quota or [], limit or [], description)
     refills = refill_option(refill)
+    low = low_credits_option(low_credits)
     where = target(store, url, token)
     view = run(
         where,
-        lambda op: op.replace_plan(plan_id, quotas, limits, description, alert_threshold, refills),
+        lambda op: op.replace_plan(
+            plan_id, quotas, limits, description, alert_threshold, refills, low
+        ),
     )
     show(view, as_json, lambda: print_plan(f"plan {view['id']} replaced", view))
 

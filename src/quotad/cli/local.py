@@ -96,6 +96,7 @@ class LocalOperator(LocalWebhooks, LocalCredits):
         description: str,
         alert_thresholds: list[int] | None = None,
         refill: Refill | None = None,
+        low_credits: int | None = None,
     ) -> View:
         """Create a plan."""
         plan = await admin.create_plan(
@@ -106,6 +107,7 @@ class LocalOperator(LocalWebhooks, LocalCredits):
             description,
             alert_thresholds,
             refill,
+            low_credits,
         )
         return plan_view(plan)
 
@@ -117,6 +119,7 @@ class LocalOperator(LocalWebhooks, LocalCredits):
         description: str,
         alert_thresholds: list[int] | None = None,
         refill: Refill | None = None,
+        low_credits: int | None = None,
     ) -> View:
         """Replace a plan's content."""
         plan = await admin.replace_plan(
@@ -127,6 +130,7 @@ class LocalOperator(LocalWebhooks, LocalCredits):
             description,
             alert_thresholds,
             refill,
+            low_credits,
         )
         return plan_view(plan)
 

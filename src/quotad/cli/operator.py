@@ -73,6 +73,7 @@ class Operator(WebhookOperator, CreditOperator, Protocol):
         description: str,
         alert_thresholds: list[int] | None = None,
         refill: Refill | None = None,
+        low_credits: int | None = None,
     ) -> View:
         """Create a plan: the limits of each service, resource limits, alert thresholds,
         the credits it refills."""
@@ -86,6 +87,7 @@ class Operator(WebhookOperator, CreditOperator, Protocol):
         description: str,
         alert_thresholds: list[int] | None = None,
         refill: Refill | None = None,
+        low_credits: int | None = None,
     ) -> View:
         """Replace a plan's limits, resource limits, alert thresholds, description and
         refill."""

@@ -18,7 +18,7 @@ from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
 from quotad.cli.remote_credits import RemoteCredits, credits_number
 from quotad.cli.remote_webhooks import RemoteWebhooks
 from quotad.domain import days
-from quotad.domain.credits import Refill
+from quotad.domain.credits import Refill, from_micros
 from quotad.domain.limits import Limits
 from quotad.errors import ErrorCode, FieldError, QuotadError
 from quotad.sdk import (
@@ -108,6 +108,7 @@ def plan_view(plan: Plan) -> View:
         "created_at": days.rfc3339(plan.created_at),
         "alert_thresholds": None if plan.alert_thresholds is None else list(plan.alert_thresholds),
         "refill": None if plan.refill is None else plan.refill.to_json(),
+        "low_credits": plan.low_credits,
     }
 
 
@@ -123,6 +124,8 @@ def overrides_view(overrides: Overrides) -> View:
     }
     if overrides.alert_thresholds is not None:
         view["alert_thresholds"] = list(overrides.alert_thresholds)
+    if overrides.low_credits is not None:
+        view["low_credits"] = overrides.low_credits
     return view
 
 
@@ -278,6 +281,7 @@ class RemoteOperator(RemoteWebhooks, RemoteCredits):
         description: str,
         alert_thresholds: list[int] | None = None,
         refill: Refill | None = None,
+        low_credits: int | None = None,
     ) -> View:
         """Create a plan."""
         plan = await self.client.create_plan(
@@ -287,6 +291,7 @@ class RemoteOperator(RemoteWebhooks, RemoteCredits):
             description,
             alert_thresholds=alert_thresholds,
             refill=None if refill is None else SdkRefill.from_json(refill.to_json()),
+            low_credits=None if low_credits is None else from_micros(low_credits),
         )
         return plan_view(plan)
 
@@ -298,6 +303,7 @@ class RemoteOperator(RemoteWebhooks, RemoteCredits):
         description: str,
         alert_thresholds: list[int] | None = None,
         refill: Refill | None = None,
+        low_credits: int | None = None,
     ) -> View:
         """Replace a plan's content."""
         plan = await self.client.replace_plan(
@@ -307,6 +313,7 @@ class RemoteOperator(RemoteWebhooks, RemoteCredits):
             description,
             alert_thresholds=alert_thresholds,
             refill=None if refill is None else SdkRefill.from_json(refill.to_json()),
+            low_credits=None if low_credits is None else from_micros(low_credits),
         )
         return plan_view(plan)
 

@@ -67,6 +67,7 @@ class Plan:
     description: str = ""
     alert_thresholds: tuple[int, ...] | None = None  # None: webhooks.DEFAULT_THRESHOLDS
     refill: Refill | None = None  # credits given every window (SPEC 10)
+    low_credits: int | None = None  # micro-credits: credits.low below it (SPEC 11); None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Overrides:
     quotas: dict[str, Limits] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
     alert_thresholds: tuple[int, ...] | None = None  # None: the plan's
+    low_credits: int | None = None  # micro-credits, replacing the plan's mark; None: the plan's
 
 
 @dataclass(frozen=True, slots=True)

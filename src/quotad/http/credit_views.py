@@ -62,7 +62,10 @@ def service_credit_fields(service: Service) -> dict[str, Any]:
 
 def plan_credit_fields(plan: Plan) -> dict[str, Any]:
     """What a plan view adds for credits: its refill (null: none)."""
-    return {"refill": None if plan.refill is None else plan.refill.to_json()}
+    return {
+        "refill": None if plan.refill is None else plan.refill.to_json(),
+        "low_credits": None if plan.low_credits is None else from_micros(plan.low_credits),
+    }
 
 
 def credits_quota_view(state: CreditsState) -> dict[str, Any]:
@@ -94,6 +97,11 @@ def credits_at(value: object, path: str) -> int:
 
 def price_at(value: object, path: str = "/body/credit_price") -> int | None:
     """A service's ``credit_price`` (null: unpriced) in micro-credits."""
+    return None if value is None else credits_at(value, path)
+
+
+def low_credits_at(value: object, path: str = "/body/low_credits") -> int | None:
+    """A plan's or an account's ``low_credits`` mark (null: none) in micro-credits."""
     return None if value is None else credits_at(value, path)
 
 

@@ -165,11 +165,13 @@ class Endpoints:
         *,
         alert_thresholds: Sequence[int] | None = None,
         refill: Refill | None = None,
+        low_credits: float | None = None,
     ) -> Call[Plan]:
         """Create a plan: per service a daily total (``{"insights": 250}``) or its limits
         (``{"insights": [QuotaLimit(1000), QuotaLimit.rate(10, 20)]}``), and resource limits;
         ``alert_thresholds`` (percentages, default [80, 100]) send ``quota.threshold``;
-        ``refill`` grants credits every window."""
+        ``refill`` grants credits every window; below ``low_credits`` (credits) the
+        balance sends ``credits.low``."""
         body: dict[str, Any] = {
             "id": plan_id,
             "description": description,
@@ -180,6 +182,8 @@ class Endpoints:
             body["alert_thresholds"] = list(alert_thresholds)
         if refill is not None:
             body["refill"] = refill.to_json()
+        if low_credits is not None:
+            body["low_credits"] = low_credits
         return Call("POST", "/admin/v1/plans", json_with(Plan.from_json), body=body)
 
     @endpoint
@@ -210,9 +214,10 @@ class Endpoints:
         *,
         alert_thresholds: Sequence[int] | None = None,
         refill: Refill | None = None,
+        low_credits: float | None = None,
     ) -> Call[Plan]:
         """Replace a plan's quotas, limits, description, alert thresholds (None: the
-        defaults) and refill (None: none)."""
+        defaults), refill (None: none) and low-credits mark (None: none)."""
         body: dict[str, Any] = {
             "description": description,
             "quotas": _quotas(quotas),
@@ -222,6 +227,8 @@ class Endpoints:
             body["alert_thresholds"] = list(alert_thresholds)
         if refill is not None:
             body["refill"] = refill.to_json()
+        if low_credits is not None:
+            body["low_credits"] = low_credits
         return Call(
             "PUT",
             f"/admin/v1/plans/{_seg(plan_id)}",

@@ -476,6 +476,8 @@ class Plan:
     alert_thresholds: tuple[int, ...] | None = field(default=None, kw_only=True)
     # Credits granted every window (SPEC 10); None: no refill.
     refill: Refill | None = field(default=None, kw_only=True)
+    # The balance (credits) below which credits.low is sent; None: never.
+    low_credits: float | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_json(cls, value: Any) -> Plan:
@@ -496,6 +498,7 @@ class Plan:
             _time(body, "created_at"),
             alert_thresholds=_opt_ints(body, "alert_thresholds"),
             refill=None if body.get("refill") is None else Refill.from_json(body["refill"]),
+            low_credits=_opt_number(body, "low_credits"),
         )
 
 
@@ -511,6 +514,8 @@ class Overrides:
     limits: dict[str, int] = field(default_factory=dict)
     # The account's own alert thresholds; None: its plan's.
     alert_thresholds: tuple[int, ...] | None = None
+    # The account's own low-credits mark (credits); None: its plan's.
+    low_credits: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The request body form."""
@@ -520,6 +525,8 @@ class Overrides:
         body: dict[str, Any] = {"quotas": quotas, "limits": dict(self.limits)}
         if self.alert_thresholds is not None:
             body["alert_thresholds"] = list(self.alert_thresholds)
+        if self.low_credits is not None:
+            body["low_credits"] = self.low_credits
         return body
 
     @classmethod
@@ -537,6 +544,7 @@ class Overrides:
             quotas,
             dict(_obj(raw.get("limits"), "limits")),
             _opt_ints(raw, "alert_thresholds"),
+            _opt_number(raw, "low_credits"),
         )
 
 

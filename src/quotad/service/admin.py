@@ -194,6 +194,19 @@ def parse_alert_thresholds(raw: object, where: str = THRESHOLDS_AT) -> tuple[int
         raise ValidationFailed.at(where, str(exc), "thresholds") from exc
 
 
+LOW_CREDITS_AT = "/body/low_credits"
+
+
+def check_low_credits(micros: int | None, where: str = LOW_CREDITS_AT) -> int | None:
+    """A ``low_credits`` mark in micro-credits (None: none), or ``ValidationFailed``: the
+    embedded and CLI callers pass micro-credits without the API's parsing."""
+    if micros is None:
+        return None
+    if isinstance(micros, bool) or not isinstance(micros, int) or micros <= 0:
+        raise ValidationFailed.at(where, "low_credits must be above 0", "invalid")
+    return micros
+
+
 # Plans ----------------------------------------------------------------------
 async def _check_plan(ctx: Context, quotas: dict[str, Quota], limits: list[Limit]) -> None:
     known = {s.name for s in await ctx.records.list_services()}
@@ -226,12 +239,23 @@ async def create_plan(
     description: str,
     alert_thresholds: Sequence[int] | None = None,
     refill: Refill | None = None,
+    low_credits: int | None = None,
 ) -> Plan:
     """Create a plan whose quotas name registered services; ``alert_thresholds`` None:
-    the defaults apply; ``refill``: credits given every window."""
+    the defaults apply; ``refill``: credits given every window; ``low_credits``: the
+    balance (micro-credits) below which ``credits.low`` is told (None: never)."""
     await _check_plan(ctx, quotas, limits)
     thresholds = parse_alert_thresholds(alert_thresholds)
-    plan = Plan(plan_id, quotas, tuple(limits), ctx.clock.now(), description, thresholds, refill)
+    plan = Plan(
+        plan_id,
+        quotas,
+        tuple(limits),
+        ctx.clock.now(),
+        description,
+        thresholds,
+        refill,
+        check_low_credits(low_credits),
+    )
     await ctx.records.create_plan(plan)
     await audit.record(ctx, "plan.create", target("plan", plan_id), None, plan_state(plan))
     return plan
@@ -245,15 +269,17 @@ async def replace_plan(
     description: str,
     alert_thresholds: Sequence[int] | None = None,
     refill: Refill | None = None,
+    low_credits: int | None = None,
 ) -> Plan:
-    """Replace a plan's quotas, limits, alert thresholds (None: the defaults) and refill;
-    today's totals follow on the next consume."""
+    """Replace a plan's quotas, limits, alert thresholds (None: the defaults), refill and
+    low-credits mark; today's totals follow on the next consume."""
     await _check_plan(ctx, quotas, limits)
+    low = check_low_credits(low_credits)
     before = await require_plan(ctx, plan_id)
     now = ctx.clock.now()
     thresholds = parse_alert_thresholds(alert_thresholds)
     await ctx.records.replace_plan(
-        Plan(plan_id, quotas, tuple(limits), now, description, thresholds, refill)
+        Plan(plan_id, quotas, tuple(limits), now, description, thresholds, refill, low)
     )
     # Noted after the write, from the records as they now stand: a note raced by another
     # change, or repeated, still ends on what the records say.

@@ -1,4 +1,5 @@
-"""Noticing alerts on the hot path (SPEC 11): a quota threshold crossed, a first refusal.
+"""Noticing alerts on the hot path (SPEC 11): a quota threshold crossed, a first refusal,
+credits running low or out.
 
 Verify's consume is atomic and says where each counter stood before and after it, so
 exactly one call sees a counter pass a threshold (counters only grow within a window;
@@ -25,6 +26,7 @@ from quotad.domain import days, ids
 from quotad.domain.limits import LimitState, Mode
 from quotad.domain.webhooks import (
     CREDITS_EXHAUSTED,
+    CREDITS_LOW,
     DEFAULT_THRESHOLDS,
     KEY_EXPIRING,
     QUOTA_EXCEEDED,
@@ -39,6 +41,14 @@ log = structlog.get_logger("quotad.alerts")
 _WRITE_TRIES = 6  # about 30 s of retries (1, 2, 4, 8, 16 s) before an event is given up
 _MAX_SEEN = 65_536
 DRAIN_SECONDS = 10.0  # how long closing waits for the events noticed to be written
+
+
+def low_credits_of(plan_mark: int | None, own: int | None) -> int:
+    """An account's low-credits mark in micro-credits: its own, else its plan's (0: none,
+    so the hot path's test of it is one comparison)."""
+    if own is not None:
+        return own
+    return plan_mark or 0
 
 
 def thresholds_of(
@@ -265,5 +275,38 @@ def notice_credits_exhausted(
         at,
         account_id,
         {"account_id": account_id, "limit": "credits", "used": used, "total": total},
+        crossing,
+    )
+
+
+def notice_credits_low(
+    noticer: Noticer,
+    account_id: str,
+    grant_ids: Sequence[str],
+    used: int | float,
+    balance: int | float,
+    low_credits: int | float,
+    at: datetime,
+) -> None:
+    """Notice an account's balance falling below its ``low_credits`` mark (SPEC 11's
+    ``credits.low``): once per set of live grants, as ``credits.exhausted``, so only a new
+    grant (or refill) that lifts the balance back makes a later fall a new event."""
+    episode = ",".join(sorted(grant_ids))
+    crossing = (CREDITS_LOW, account_id, episode)
+    if noticer.told(crossing):
+        return
+    noticer.notice(
+        CREDITS_LOW,
+        _dedupe(CREDITS_LOW, account_id, hashlib.sha256(episode.encode()).hexdigest()),
+        at,
+        account_id,
+        {
+            "account_id": account_id,
+            "limit": "credits",
+            "used": used,
+            "total": None,
+            "balance": balance,
+            "low_credits": low_credits,
+        },
         crossing,
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from quotad.domain import days, ids, limits
+from quotad.domain import credits, days, ids, limits
 from quotad.domain.models import Account, ApiKey, Plan, Service, UsageDay
 from quotad.domain.operators import AuditEntry, AuditQuery, OperatorToken
 from quotad.service.context import Context
@@ -108,6 +108,8 @@ def plan_state(plan: Plan) -> dict[str, Any]:
     }
     if plan.alert_thresholds is not None:
         state["alert_thresholds"] = list(plan.alert_thresholds)
+    if plan.low_credits is not None:
+        state["low_credits"] = credits.from_micros(plan.low_credits)
     return state
 
 
@@ -121,6 +123,8 @@ def account_state(account: Account) -> dict[str, Any]:
     }
     if account.overrides.alert_thresholds is not None:
         overrides["alert_thresholds"] = list(account.overrides.alert_thresholds)
+    if account.overrides.low_credits is not None:
+        overrides["low_credits"] = credits.from_micros(account.overrides.low_credits)
     return {
         "id": account.id,
         "name": account.name,

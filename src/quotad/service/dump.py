@@ -197,6 +197,7 @@ def _refill(value: object) -> Refill | None:
 
 StoredRefill = Annotated[Refill, pydantic.BeforeValidator(_refill)]
 MAX_MICROS = credits.MAX_CREDITS * credits.MICROS
+LowMicros = Annotated[int, Field(ge=1, le=MAX_MICROS)]  # a low_credits mark, micro-credits
 
 
 class LimitIn(_Line):
@@ -219,6 +220,7 @@ class PlanLine(_Line):
     created_at: AwareDatetime
     alert_thresholds: Thresholds | None = None
     refill: StoredRefill | None = None
+    low_credits_micros: LowMicros | None = None
 
     @classmethod
     def of(cls, item: Plan) -> dict[str, Any]:
@@ -235,6 +237,7 @@ class PlanLine(_Line):
             "created_at": _utc(item.created_at),
             "alert_thresholds": _listed(item.alert_thresholds),
             "refill": None if item.refill is None else item.refill.to_json(),
+            "low_credits_micros": item.low_credits,
         }
 
     def record(self) -> Plan:
@@ -247,6 +250,7 @@ class PlanLine(_Line):
             self.description,
             self.alert_thresholds,
             self.refill,
+            self.low_credits_micros,
         )
 
 
@@ -256,6 +260,7 @@ class OverridesIn(_Line):
     quotas: dict[str, StoredLimits]
     limits: dict[str, Count]
     alert_thresholds: Thresholds | None = None
+    low_credits_micros: LowMicros | None = None
 
 
 class AccountLine(_Line):
@@ -294,6 +299,7 @@ class AccountLine(_Line):
                 "quotas": limits.encode_all(item.overrides.quotas),
                 "limits": item.overrides.limits,
                 "alert_thresholds": _listed(item.overrides.alert_thresholds),
+                "low_credits_micros": item.overrides.low_credits,
             },
             "billing_anchor": item.billing_anchor,
             "created_at": _utc(item.created_at),
@@ -311,6 +317,7 @@ class AccountLine(_Line):
                 dict(self.overrides.quotas),
                 dict(self.overrides.limits),
                 self.overrides.alert_thresholds,
+                self.overrides.low_credits_micros,
             ),
             _utc(self.created_at),
             self.billing_anchor,

@@ -133,6 +133,7 @@ class Admission(NamedTuple):
     price: int = 0
     grants: tuple[Grant, ...] = ()
     credits_until: datetime | None = None
+    low_credits: int = 0  # micro-credits: credits.low below it (SPEC 11); 0: none
 
 
 Items = Sequence[tuple[str, int]]
@@ -284,6 +285,7 @@ async def _admit(ctx: Context, raw_key: str, service: str, now: datetime) -> Adm
         priced,
         grants,
         grants_until,
+        alerts.low_credits_of(plan.low_credits, account.overrides.low_credits),
     )
 
 
@@ -420,7 +422,7 @@ async def _verify(
     verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
     _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
     if verdict.credits is not None:
-        _notice_credits(ctx, verdict, now)
+        _notice_credits(ctx, verdict, first.low_credits, now)
     return verdict
 
 
@@ -474,12 +476,17 @@ def _notice_day(
     )
 
 
-def _notice_credits(ctx: Context, verdict: Verdict, now: datetime) -> None:
-    """Notice a priced call that found the credits exhausted, or used up the last of them."""
+def _notice_credits(ctx: Context, verdict: Verdict, low: int, now: datetime) -> None:
+    """Notice a priced call that took the balance below the account's ``low`` mark (0:
+    none), found the credits exhausted, or used up the last of them."""
     spent, decided = verdict.credits, verdict.decided
     if spent is None or decided is None or verdict.account_id is None:
         return
-    if verdict.code != "CREDITS_EXHAUSTED" and (spent[1] > 0 or not verdict.valid):
+    debited, balance = spent
+    # A granted call crossed the mark when the balance was at or above it before the debit.
+    fell = low and verdict.valid and balance < low <= balance + debited
+    out = verdict.code == "CREDITS_EXHAUSTED" or (balance <= 0 and verdict.valid)
+    if not (fell or out):
         return
     grant_ids = []
     used = total = 0
@@ -488,6 +495,18 @@ def _notice_credits(ctx: Context, verdict: Verdict, now: datetime) -> None:
             grant_ids.append(slot.name)
             used += value
             total += slot.total
+    if fell:
+        alerts.notice_credits_low(
+            ctx.noticer,
+            verdict.account_id,
+            grant_ids,
+            credits.from_micros(used),
+            credits.from_micros(balance),
+            credits.from_micros(low),
+            now,
+        )
+    if not out:
+        return
     alerts.notice_credits_exhausted(
         ctx.noticer,
         verdict.account_id,
@@ -558,7 +577,8 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
     verdict = await _consume_limits(ctx, account.id, prepared, True, None, now)
     _notice_limits(ctx, thresholds, None, verdict, ((service, cost),), now)
     if verdict.credits is not None:
-        _notice_credits(ctx, verdict, now)
+        low = alerts.low_credits_of(plan.low_credits, account.overrides.low_credits)
+        _notice_credits(ctx, verdict, low, now)
     return verdict
 
 

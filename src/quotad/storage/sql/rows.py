@@ -82,9 +82,7 @@ def plan_values(plan: Plan) -> dict[str, Any]:
             for lim in plan.limits
         ],
         "created_at": to_micros(plan.created_at),
-        "alerts": None
-        if plan.alert_thresholds is None
-        else {"thresholds": list(plan.alert_thresholds)},
+        "alerts": _plan_alerts(plan),
         "refill": None if plan.refill is None else plan.refill.to_json(),
     }
 
@@ -101,7 +99,22 @@ def plan_of(row: Any) -> Plan:
         description=row.description,
         alert_thresholds=_thresholds((row.alerts or {}).get("thresholds")),
         refill=credits.decode_refill(row.refill),
+        low_credits=_micros((row.alerts or {}).get("low_credits")),
     )
+
+
+def _plan_alerts(plan: Plan) -> dict[str, Any] | None:
+    # The low-credits mark shares the alerts column (no migration): NULL while neither is set.
+    alerts: dict[str, Any] = {}
+    if plan.alert_thresholds is not None:
+        alerts["thresholds"] = list(plan.alert_thresholds)
+    if plan.low_credits is not None:
+        alerts["low_credits"] = plan.low_credits
+    return alerts or None
+
+
+def _micros(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _thresholds(value: Any) -> tuple[int, ...] | None:
@@ -131,9 +144,14 @@ def _anchor(account: Account) -> dict[str, int]:
     return {} if account.billing_anchor is None else {"billing_anchor": account.billing_anchor}
 
 
-def _alerts(account: Account) -> dict[str, list[int]]:
+def _alerts(account: Account) -> dict[str, Any]:
+    alerts: dict[str, Any] = {}
     found = account.overrides.alert_thresholds
-    return {} if found is None else {"alert_thresholds": list(found)}
+    if found is not None:
+        alerts["alert_thresholds"] = list(found)
+    if account.overrides.low_credits is not None:
+        alerts["low_credits"] = account.overrides.low_credits
+    return alerts
 
 
 def account_of(row: Any) -> Account:
@@ -149,6 +167,7 @@ def account_of(row: Any) -> Account:
             quotas=limits.decode_all(overrides.get("quotas")),
             limits={k: int(v) for k, v in overrides.get("limits", {}).items()},
             alert_thresholds=_thresholds(overrides.get("alert_thresholds")),
+            low_credits=_micros(overrides.get("low_credits")),
         ),
         created_at=from_micros(row.created_at),
         billing_anchor=overrides.get("billing_anchor"),
