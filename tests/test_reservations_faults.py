@@ -1,0 +1,258 @@
+"""Reservations across faults (SPEC 10): given back exactly once whatever node or restart
+the deadline falls in, a node killed between reserve and commit included."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from quotad.api.app import create_app
+from quotad.service.context import Context
+from quotad.storage import stores_from_url
+from quotad.testing import FakeClock
+from tests import processes
+from tests.conftest import OPERATOR, make_settings, seed, store_url
+
+SHARED = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
+    pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+]
+BASE = "/admin/v1/accounts/acme"
+WAIT_SECONDS = 20.0
+
+
+# Nodes in this process, over one store URL, with a fake clock -------------------------
+@asynccontextmanager
+async def node(url: str, clock: FakeClock) -> AsyncIterator[httpx2.AsyncClient]:
+    """A node as ``quotad serve`` runs it (it opens the store and starts its sweeper),
+    sweeping once on start and then not for a minute: a client to it."""
+    settings = make_settings(url, reservation_sweep_seconds=60)
+    app = create_app(Context(stores_from_url(url), settings, clock), manage_store=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://n") as http,
+    ):
+        yield http
+
+
+async def admin(http: httpx2.AsyncClient, method: str, path: str, **body: Any) -> Any:
+    """An operator call that must succeed: its JSON answer."""
+    response = await http.request(method, path, json=body or None, headers=OPERATOR)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def reserve(http: httpx2.AsyncClient, key: str, cost: int, ttl: int) -> dict[str, Any]:
+    """A granted verify with reserve on insights: its answer."""
+    body = {"key": key, "service": "insights", "cost": cost, "reserve": True, "ttl_seconds": ttl}
+    answer: dict[str, Any] = await admin(http, "POST", "/v1/verify", **body)
+    assert answer["valid"] is True, answer
+    return answer
+
+
+async def state(http: httpx2.AsyncClient) -> tuple[int, float]:
+    """acme's insights used today and its credit balance."""
+    quotas = await admin(http, "GET", f"{BASE}/quotas")
+    [used] = [q["used"] for q in quotas if q["name"] == "insights.day"]
+    balance = (await admin(http, "GET", f"{BASE}/credits"))["balance"]
+    return int(used), float(balance)
+
+
+async def settle_soon(http: httpx2.AsyncClient, expected: tuple[int, float]) -> None:
+    """Wait until acme's state is ``expected`` (a sweeper runs in the background), then a
+    little more: it must stay so (nothing given back twice)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while await state(http) != expected:
+        assert time.monotonic() < deadline, await state(http)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    assert await state(http) == expected
+
+
+async def reserve_then_stop(url: str, clock: FakeClock) -> str:
+    """On a node that then stops: insights priced at 1, a grant of 100, a reservation of
+    10 with a 30 s TTL and one of 3 with an hour's; the first's id."""
+    async with node(url, clock) as http:
+        deployment = await seed(http)
+        await admin(http, "PATCH", "/admin/v1/services/insights", credit_price=1)
+        await admin(http, "POST", f"{BASE}/grants", amount=100)
+        rid: str = (await reserve(http, deployment.key, 10, 30))["reservation_id"]
+        await reserve(http, deployment.key, 3, 3600)
+        assert await state(http) == (13, 87)
+    return rid
+
+
+@pytest.mark.parametrize("kind", SHARED)
+@pytest.mark.parametrize("starting", [1, 2])
+async def test_a_deadline_no_node_saw_is_given_back_by_the_next_node_once(
+    kind: str, starting: int, tmp_path: Path
+) -> None:
+    """A reservation due while no node ran is given back, units and credits, exactly once
+    by the first sweep of the node(s) started next, one or two at once."""
+    clock = FakeClock()
+    with store_url(kind, tmp_path) as url:
+        rid = await reserve_then_stop(url, clock)
+        clock.advance(seconds=31)
+        async with AsyncExitStack() as stack:
+            nodes = await asyncio.gather(
+                *(stack.enter_async_context(node(url, clock)) for _ in range(starting))
+            )
+            await settle_soon(nodes[0], (3, 97))
+            for http in nodes:
+                late = await http.post(
+                    f"/v1/reservations/{rid}/commit", json={"cost": 10}, headers=OPERATOR
+                )
+                assert late.status_code == 409, late.text
+            assert await state(nodes[-1]) == (3, 97)
+
+
+@pytest.mark.parametrize("kind", SHARED)
+async def test_a_reservation_outlives_its_node_and_is_committed_on_the_next(
+    kind: str, tmp_path: Path
+) -> None:
+    """A reservation made on a node that stopped is committed on the next before its
+    deadline; the next node's sweep leaves it alone."""
+    clock = FakeClock()
+    with store_url(kind, tmp_path) as url:
+        rid = await reserve_then_stop(url, clock)
+        clock.advance(seconds=20)
+        async with node(url, clock) as http:
+            answer = await admin(http, "POST", f"/v1/reservations/{rid}/commit", cost=4)
+            assert (answer["status"], answer["committed"]) == ("committed", 4)
+            await settle_soon(http, (7, 93))
+
+
+# Real ``quotad serve`` processes, one SIGKILLed ------------------------------------------
+KILLED = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
+    pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
+]
+SWEEP_ENV = {"QUOTAD_RESERVATION_SWEEP_SECONDS": "0.2"}
+
+
+def spec(url: str, name: str) -> processes.Spec:
+    """``quotad serve`` on ``url`` sweeping every 0.2 s, logging to ``<name>.log``."""
+    return processes.Spec(
+        [str(processes.BIN / "quotad"), "serve", "--store", url], name, env=SWEEP_ENV
+    )
+
+
+def call(http: httpx2.Client, method: str, path: str, **body: Any) -> Any:
+    """An operator call to a real node that must succeed: its JSON answer."""
+    response = http.request(method, path, json=body or None, headers=processes.OPERATOR)
+    assert response.status_code in (200, 201), (path, response.text)
+    return response.json()
+
+
+def provision(http: httpx2.Client) -> str:
+    """insights priced at 1 credit, a plan of 1000 a day, account acme near noon in its
+    zone with a grant of 100: acme's key."""
+    call(http, "POST", "/admin/v1/services", name="insights", credit_price=1)
+    call(http, "POST", "/admin/v1/plans", id="p", quotas={"insights": {"total": 1000}})
+    zone = processes.noon_zone()
+    call(http, "POST", "/admin/v1/accounts", id="acme", name="Acme", plan="p", timezone=zone)
+    call(http, "POST", f"{BASE}/grants", amount=100)
+    return str(call(http, "POST", f"{BASE}/keys", name="k")["key"])
+
+
+def real_state(http: httpx2.Client) -> tuple[int, float]:
+    """acme's insights used today and its balance, from a real node."""
+    quotas = call(http, "GET", f"{BASE}/quotas")
+    [used] = [q["used"] for q in quotas if q["name"] == "insights.day"]
+    return int(used), float(call(http, "GET", f"{BASE}/credits")["balance"])
+
+
+def real_reserve(http: httpx2.Client, key: str, cost: int, ttl: int) -> dict[str, Any]:
+    """A granted verify with reserve on a real node: its answer."""
+    body = {"key": key, "service": "insights", "cost": cost, "reserve": True, "ttl_seconds": ttl}
+    answer: dict[str, Any] = call(http, "POST", "/v1/verify", **body)
+    assert answer["valid"] is True, answer
+    return answer
+
+
+def reserve_and_kill(url: str, workdir: Path, ttl: int) -> tuple[str, str, datetime]:
+    """On a real node then SIGKILLed: a reservation of 10 (``ttl``) and one of 3 (an
+    hour); acme's key, the first's id and deadline."""
+    with (
+        processes.running_all(workdir, spec(url, "before")) as [server],
+        httpx2.Client(base_url=server.base, timeout=30) as http,
+    ):
+        key = provision(http)
+        held = real_reserve(http, key, 10, ttl)
+        real_reserve(http, key, 3, 3600)
+        assert real_state(http) == (13, 87)
+        server.process.kill()  # SIGKILL: no shutdown, nothing flushed
+        server.process.wait(timeout=10)
+        assert server.process.returncode == -9
+    deadline = datetime.fromisoformat(held["expires_at"].replace("Z", "+00:00"))
+    return key, str(held["reservation_id"]), deadline
+
+
+def wait_for(http: httpx2.Client, expected: tuple[int, float]) -> None:
+    """Wait until a real node shows ``expected``, then several sweeps more: it stays."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while real_state(http) != expected:
+        assert time.monotonic() < deadline, real_state(http)
+        time.sleep(0.05)
+    time.sleep(1.0)  # five sweeps of every node
+    assert real_state(http) == expected
+
+
+@pytest.fixture
+def shared_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of ``kind`` every node of the test shares."""
+    with store_url(kind, tmp_path) as url:
+        yield url
+
+
+@pytest.mark.slow
+@pytest.mark.serial
+@pytest.mark.parametrize("kind", KILLED)
+def test_a_reservation_of_a_killed_node_expires_once(
+    kind: str, shared_url: str, tmp_path: Path
+) -> None:
+    """A node SIGKILLed holding a reservation: past its deadline, the two nodes started
+    next give its units and credits back exactly once; a late commit is 409."""
+    _, rid, deadline = reserve_and_kill(shared_url, tmp_path, ttl=2)
+    wait = (deadline - datetime.now(deadline.tzinfo)).total_seconds()
+    time.sleep(max(wait, 0) + 0.2)  # the deadline passes with no node running
+    with (
+        processes.running_all(tmp_path, spec(shared_url, "a"), spec(shared_url, "b")) as nodes,
+        httpx2.Client(base_url=nodes[0].base, timeout=30) as http,
+        httpx2.Client(base_url=nodes[1].base, timeout=30) as other,
+    ):
+        wait_for(http, (3, 97))
+        late = other.post(
+            f"/v1/reservations/{rid}/commit", json={"cost": 10}, headers=processes.OPERATOR
+        )
+        assert late.status_code == 409, late.text
+        assert real_state(other) == (3, 97)
+
+
+@pytest.mark.slow
+@pytest.mark.serial
+@pytest.mark.parametrize("kind", KILLED)
+def test_a_reservation_of_a_killed_node_commits_on_the_next(
+    kind: str, shared_url: str, tmp_path: Path
+) -> None:
+    """A node SIGKILLed holding a reservation: a commit sent to the next node before the
+    deadline settles it, once, and no sweep gives it back."""
+    _, rid, _ = reserve_and_kill(shared_url, tmp_path, ttl=300)
+    with (
+        processes.running_all(tmp_path, spec(shared_url, "after")) as [server],
+        httpx2.Client(base_url=server.base, timeout=30) as http,
+    ):
+        answer = call(http, "POST", f"/v1/reservations/{rid}/commit", cost=6)
+        assert (answer["status"], answer["committed"], answer["overage"]) == ("committed", 6, 0)
+        again = call(http, "POST", f"/v1/reservations/{rid}/commit", cost=6)
+        assert again == answer
+        wait_for(http, (9, 91))
