@@ -11,7 +11,9 @@ from quotad.service import reservations
 from quotad.service.context import Context
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, Deployment
+from tests.test_reservations import set_limits
 
+with_cluster = True  # also on a Redis Cluster: the credit slots span its hash slots
 BASE = "/admin/v1/accounts/acme"
 
 
@@ -152,6 +154,20 @@ async def test_a_larger_commit_without_room_takes_what_is_left_as_overage(
     assert await left(client) == {first: 0, second: 0, "balance": 0}
     usage = (await client.get(f"{BASE}/quotas", headers=OPERATOR)).json()
     assert [q["used"] for q in usage if q["name"] == "insights.day"] == [14]
+    await assert_ledger_sums(client)
+
+
+async def test_a_larger_commit_past_a_window_debits_the_extra_as_overage(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A larger commit a window has no room for still debits the extra's credits (the
+    balance has room) and reports the extra as overage."""
+    await set_limits(ctx, insights=[{"window": "day", "total": 10}])
+    first, second = await setup(client, 10, 10)
+    rid = (await reserve(client, deployment.key, 8))["reservation_id"]
+    answer = await commit(client, rid, 13)
+    assert (answer["committed"], answer["overage"]) == (13, 5)
+    assert await left(client) == {first: 0, second: 7, "balance": 7}
     await assert_ledger_sums(client)
 
 

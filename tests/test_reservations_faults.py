@@ -135,6 +135,7 @@ async def test_a_reservation_outlives_its_node_and_is_committed_on_the_next(
 KILLED = [
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
     pytest.param("postgresql", marks=pytest.mark.postgresql, id="postgresql"),
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
 ]
 SWEEP_ENV = {"QUOTAD_RESERVATION_SWEEP_SECONDS": "0.2"}
 
