@@ -15,11 +15,12 @@ import httpx2
 import pytest
 
 from quotad.api.app import create_app
+from quotad.service import reservations
 from quotad.service.context import Context
 from quotad.storage import stores_from_url
 from quotad.testing import FakeClock
 from tests import processes
-from tests.conftest import OPERATOR, make_settings, seed, store_url
+from tests.conftest import OPERATOR, Deployment, make_settings, seed, store_url
 
 SHARED = [
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
@@ -257,3 +258,23 @@ def test_a_reservation_of_a_killed_node_commits_on_the_next(
         again = call(http, "POST", f"/v1/reservations/{rid}/commit", cost=6)
         assert again == answer
         wait_for(http, (9, 91))
+
+
+# An account deleted while it holds a reservation -----------------------------------------
+async def test_a_deleted_accounts_reservation_expires_without_reviving_its_counters(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A reservation of an account deleted before its deadline expires without moving
+    counters: a new account of that id starts from zero, and the sweep does not retry it."""
+    rid = (await reserve(client, deployment.key, 5, 10))["reservation_id"]
+    assert (await client.delete(BASE, headers=OPERATOR)).status_code == 204
+    clock.advance(seconds=20)
+    await reservations.sweep(ctx)
+    clock.advance(seconds=60)  # past any claim a failed settlement would have left
+    assert await reservations.sweep(ctx) == 0
+    found = await ctx.stores.credits.get_reservation(rid)
+    assert found is not None
+    assert found.status.value == "expired"
+    body = {"id": "acme", "name": "Acme", "plan": "plan-acme"}
+    assert (await client.post("/admin/v1/accounts", json=body, headers=OPERATOR)).status_code == 201
+    assert await state(client) == (0, 0)

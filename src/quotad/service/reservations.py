@@ -193,6 +193,10 @@ async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
     actual = reservation.committed if reservation.status is ReservationStatus.COMMITTED else 0
     if actual == reserved:
         return 0
+    if await ctx.records.get_account(reservation.account_id) is None:
+        # Deleted since it reserved: its counters are gone, and moving them would bring
+        # them back (a give-back as negative usage a new account of that id would inherit).
+        return 0
     expires = now + timedelta(days=REPLAY_DAYS)
     claim = IdempotencyClaim(f"reservation:{reservation.id}", _fingerprint(reservation), expires)
     if actual < reserved:
