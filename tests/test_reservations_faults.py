@@ -4,6 +4,7 @@ the deadline falls in, a node killed between reserve and commit included."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -278,3 +279,37 @@ async def test_a_deleted_accounts_reservation_expires_without_reviving_its_count
     body = {"id": "acme", "name": "Acme", "plan": "plan-acme"}
     assert (await client.post("/admin/v1/accounts", json=body, headers=OPERATOR)).status_code == 201
     assert await state(client) == (0, 0)
+
+
+class FailingOne:
+    """The credit store, failing every claim of one reservation (a store fault)."""
+
+    def __init__(self, inner: Any, broken: str) -> None:
+        self.inner = inner
+        self.broken = broken
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def claim_reservation(self, reservation_id: str, *args: Any) -> Any:
+        if reservation_id == self.broken:
+            raise OSError("the store failed this one")
+        return await self.inner.claim_reservation(reservation_id, *args)
+
+
+async def test_one_failing_reservation_does_not_stop_the_sweep(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A reservation whose settlement fails is left for a later sweep; the rest of the
+    batch (due after it) is given back all the same."""
+    await admin(client, "PATCH", "/admin/v1/services/insights", credit_price=1)
+    await admin(client, "POST", f"{BASE}/grants", amount=100)
+    broken = (await reserve(client, deployment.key, 5, 10))["reservation_id"]
+    clock.advance(seconds=1)
+    await reserve(client, deployment.key, 7, 10)
+    clock.advance(seconds=20)
+    failing = dataclasses.replace(ctx.stores, credits=FailingOne(ctx.stores.credits, broken))
+    assert await reservations.sweep(Context(failing, ctx.settings, clock)) == 1
+    assert await state(client) == (5, 95)
+    assert await reservations.sweep(ctx) == 1
+    assert await state(client) == (0, 100)

@@ -302,8 +302,10 @@ async def sweep(ctx: Context) -> int:
     for due in await ctx.stores.credits.due_reservations(now, SWEEP_BATCH):
         try:
             settled = await settle(ctx, due.id, ReservationStatus.EXPIRED, 0, now)
-        except Conflict:
-            log.warning("could not expire a reservation", reservation=due.id)
+        except Exception as exc:
+            # One that fails (its claim, if taken, lapses and a later sweep retries it)
+            # must not keep the rest of the batch from being given back.
+            log.warning("could not expire a reservation", reservation=due.id, error=str(exc))
             continue
         if settled is not None:
             expired += 1
