@@ -216,3 +216,25 @@ async def test_a_committed_reservation_never_expires(
     assert await reservations.sweep(ctx) == 0
     assert await left(client) == before
     assert before["balance"] == 20 - actual
+
+
+@pytest.mark.parametrize(("actual", "balance"), [(0, 100), (4, 94.5), (8, 89), (12, 83.5)])
+async def test_a_reservation_of_several_priced_services_settles_their_debit(
+    client: httpx2.AsyncClient, deployment: Deployment, actual: int, balance: float
+) -> None:
+    """A reservation of items priced differently (an unpriced one first) settles the
+    debit the verify made, scaled to the actual cost as every window is."""
+    await setup(client, 100)
+    for service, price in (("insights", None), ("scoring", 2.75)):
+        response = await client.patch(
+            f"/admin/v1/services/{service}", json={"credit_price": price}, headers=OPERATOR
+        )
+        assert response.status_code == 200, response.text
+    items = [{"service": "insights", "cost": 4}, {"service": "scoring", "cost": 4}]
+    body = {"key": deployment.key, "items": items, "reserve": True}
+    answer = (await client.post("/v1/verify", json=body, headers=OPERATOR)).json()
+    assert answer["valid"] is True, answer
+    assert (await left(client))["balance"] == 89
+    await commit(client, answer["reservation_id"], actual)
+    assert (await left(client))["balance"] == balance
+    await assert_ledger_sums(client)

@@ -227,9 +227,7 @@ def _unchecked(slot: Slot) -> Slot:
 
 def _give_back(reservation: Reservation, actual: int, now: datetime) -> tuple[Slot, ...]:
     back = credits.scaled(reservation.moved, reservation.reserved, actual)
-    owed = sum(reservation.given.values()) - min(
-        sum(reservation.given.values()), credits.debit_of(actual, reservation.price)
-    )
+    owed = sum(reservation.given.values()) - _debit_at(reservation, actual)
     given_back: dict[str, int] = {}
     for grant_id, amount in reversed(list(reservation.given.items())):
         if owed <= 0:
@@ -240,6 +238,16 @@ def _give_back(reservation: Reservation, actual: int, now: datetime) -> tuple[Sl
     slots = [slot._replace(mode=TALLY) for slot in back]
     slots += credits.give_back_slots(given_back, reservation.day)
     return _day_row_first(reservation, slots)
+
+
+def _debit_at(reservation: Reservation, units: int) -> int:
+    """The micro-credits ``units`` of a reservation cost: the reserve's debit scaled, as
+    every window is (its items may have had different prices, or the first none, so one
+    price a unit would not do); the first item's price when nothing was reserved."""
+    debited = sum(reservation.given.values())
+    if reservation.reserved <= 0:
+        return credits.debit_of(units, reservation.price)
+    return debited * units // reservation.reserved
 
 
 def _day_row_first(reservation: Reservation, slots: list[Slot]) -> tuple[Slot, ...]:
@@ -265,9 +273,9 @@ async def _grown(
     for slot in reservation.moved:
         grow = slot.cost if reserved <= 0 else math.floor(slot.cost * extra / reserved)
         slots.append(slot._replace(cost=grow))
-    if reservation.price:
+    debit = _debit_at(reservation, extra)
+    if debit:
         grants = await ctx.stores.credits.list_grants(reservation.account_id)
-        debit = credits.debit_of(extra, reservation.price)
         slots += credits.credit_slots(grants, debit, reservation.day, now)
     return _day_row_first(reservation, slots)
 
