@@ -4,11 +4,12 @@ the deadline falls in, a node killed between reserve and commit included."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ import httpx2
 import pytest
 
 from quotad.api.app import create_app
+from quotad.errors import Conflict
 from quotad.service import reservations
 from quotad.service.context import Context
-from quotad.storage import stores_from_url
+from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
 from tests import processes
 from tests.conftest import OPERATOR, Deployment, make_settings, seed, store_url
@@ -313,3 +315,36 @@ async def test_one_failing_reservation_does_not_stop_the_sweep(
     assert await state(client) == (5, 95)
     assert await reservations.sweep(ctx) == 1
     assert await state(client) == (0, 100)
+
+
+async def test_a_commit_racing_a_skewed_nodes_sweep_settles_once(
+    stores: Stores, client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A commit on a node whose clock is before the deadline, racing the sweep of a node
+    whose clock is past it: each reservation is committed or expired, once, not both."""
+    await admin(client, "PATCH", "/admin/v1/services/insights", credit_price=1)
+    await admin(client, "POST", f"{BASE}/grants", amount=100)
+    ids = [(await reserve(client, deployment.key, 10, 30))["reservation_id"] for _ in range(6)]
+    assert isinstance(ctx.clock, FakeClock)
+    ctx.clock.advance(seconds=29)
+    ahead = FakeClock(ctx.clock.now() + timedelta(seconds=2))
+    async with AsyncExitStack() as stack:
+        other = stores
+        if not stores.url.startswith("memory"):
+            other = stores_from_url(stores.url)
+            await other.open()
+            stack.push_async_callback(other.close)
+        sweeper = Context(other, ctx.settings, ahead)
+
+        async def commit(rid: str) -> None:
+            with contextlib.suppress(Conflict):
+                await reservations.commit(ctx, rid, 4)
+
+        await asyncio.gather(reservations.sweep(sweeper), *(commit(rid) for rid in ids))
+        await reservations.sweep(sweeper)  # what a held claim kept from the first
+    found = [await stores.credits.get_reservation(rid) for rid in ids]
+    statuses = [r.status.value for r in found if r is not None]
+    assert len(statuses) == len(ids)
+    assert set(statuses) <= {"committed", "expired"}, statuses
+    committed = statuses.count("committed")
+    assert await state(client) == (4 * committed, 100 - 4 * committed)
