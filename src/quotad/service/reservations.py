@@ -193,6 +193,10 @@ async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
     actual = reservation.committed if reservation.status is ReservationStatus.COMMITTED else 0
     if actual == reserved:
         return 0
+    if await ctx.records.get_account(reservation.account_id) is None:
+        # Deleted since it reserved: its counters are gone, and moving them would bring
+        # them back (a give-back as negative usage a new account of that id would inherit).
+        return 0
     expires = now + timedelta(days=REPLAY_DAYS)
     claim = IdempotencyClaim(f"reservation:{reservation.id}", _fingerprint(reservation), expires)
     if actual < reserved:
@@ -223,9 +227,7 @@ def _unchecked(slot: Slot) -> Slot:
 
 def _give_back(reservation: Reservation, actual: int, now: datetime) -> tuple[Slot, ...]:
     back = credits.scaled(reservation.moved, reservation.reserved, actual)
-    owed = sum(reservation.given.values()) - min(
-        sum(reservation.given.values()), credits.debit_of(actual, reservation.price)
-    )
+    owed = sum(reservation.given.values()) - _debit_at(reservation, actual)
     given_back: dict[str, int] = {}
     for grant_id, amount in reversed(list(reservation.given.items())):
         if owed <= 0:
@@ -236,6 +238,16 @@ def _give_back(reservation: Reservation, actual: int, now: datetime) -> tuple[Sl
     slots = [slot._replace(mode=TALLY) for slot in back]
     slots += credits.give_back_slots(given_back, reservation.day)
     return _day_row_first(reservation, slots)
+
+
+def _debit_at(reservation: Reservation, units: int) -> int:
+    """The micro-credits ``units`` of a reservation cost: the reserve's debit scaled, as
+    every window is (its items may have had different prices, or the first none, so one
+    price a unit would not do); the first item's price when nothing was reserved."""
+    debited = sum(reservation.given.values())
+    if reservation.reserved <= 0:
+        return credits.debit_of(units, reservation.price)
+    return debited * units // reservation.reserved
 
 
 def _day_row_first(reservation: Reservation, slots: list[Slot]) -> tuple[Slot, ...]:
@@ -261,9 +273,9 @@ async def _grown(
     for slot in reservation.moved:
         grow = slot.cost if reserved <= 0 else math.floor(slot.cost * extra / reserved)
         slots.append(slot._replace(cost=grow))
-    if reservation.price:
+    debit = _debit_at(reservation, extra)
+    if debit:
         grants = await ctx.stores.credits.list_grants(reservation.account_id)
-        debit = credits.debit_of(extra, reservation.price)
         slots += credits.credit_slots(grants, debit, reservation.day, now)
     return _day_row_first(reservation, slots)
 
@@ -298,8 +310,10 @@ async def sweep(ctx: Context) -> int:
     for due in await ctx.stores.credits.due_reservations(now, SWEEP_BATCH):
         try:
             settled = await settle(ctx, due.id, ReservationStatus.EXPIRED, 0, now)
-        except Conflict:
-            log.warning("could not expire a reservation", reservation=due.id)
+        except Exception as exc:
+            # One that fails (its claim, if taken, lapses and a later sweep retries it)
+            # must not keep the rest of the batch from being given back.
+            log.warning("could not expire a reservation", reservation=due.id, error=str(exc))
             continue
         if settled is not None:
             expired += 1
