@@ -456,6 +456,28 @@ class Reservation:
         """The units reserved: the items' costs summed."""
         return sum(cost for _, cost in self.items)
 
+    def settled_as(
+        self, status: ReservationStatus, committed: int, overage: int, at: datetime
+    ) -> Reservation:
+        """This reservation settled (``dataclasses.replace``'s result, built directly: a
+        commit builds one)."""
+        return Reservation(
+            self.id,
+            self.account_id,
+            self.key_id,
+            self.items,
+            self.day,
+            self.moved,
+            self.given,
+            self.price,
+            self.created_at,
+            self.expires_at,
+            status,
+            committed,
+            overage,
+            at,
+        )
+
 
 def reservation_ttl(value: object) -> int:
     """A verify's ``ttl_seconds`` (None: the default). Raises ``ValueError``."""

@@ -135,6 +135,10 @@ def _same(reservation: Reservation, status: ReservationStatus, actual: int) -> b
     )
 
 
+def _moves_nothing(reservation: Reservation, status: ReservationStatus, actual: int) -> bool:
+    return status is ReservationStatus.COMMITTED and actual == reservation.reserved
+
+
 async def _settle_asked(
     ctx: Context, reservation_id_: str, status: ReservationStatus, actual: int
 ) -> Reservation:
@@ -142,6 +146,12 @@ async def _settle_asked(
     now = ctx.clock.now()
     if found.status is ReservationStatus.PENDING and now >= found.expires_at:
         raise Conflict(f"reservation {reservation_id_!r} expired at its deadline")
+    if found.status is ReservationStatus.PENDING and _moves_nothing(found, status, actual):
+        # A commit of the reserved cost moves no counter: one conditional write settles it
+        # (no claim needed: there is nothing to apply exactly once but the status itself).
+        finished = found.settled_as(status, actual, 0, now)
+        if await ctx.stores.credits.finish_reservation(finished, now):
+            return finished
     if found.status is ReservationStatus.PENDING:
         settled = await settle(ctx, found.id, status, actual, now)
         if settled is not None:

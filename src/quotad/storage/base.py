@@ -517,6 +517,12 @@ class CreditStore(Protocol):
         still held under ``claim``; False (storing nothing) otherwise."""
         ...
 
+    async def finish_reservation(self, reservation: Reservation, now: datetime) -> bool:
+        """Store a settlement that moves no counter (a commit of the reserved cost) in one
+        step, if the reservation is pending, was never claimed, and is not past its
+        deadline at ``now``; False (storing nothing) otherwise (settle it under a claim)."""
+        ...
+
 
 class TokenBuckets(Protocol):
     """Token buckets every node shares (the customer endpoints' throttle)."""

@@ -116,3 +116,15 @@ class MemoryReservations:
                 return False
             self._reservations[reservation.id] = (reservation, None, None)
         return True
+
+    async def finish_reservation(self, reservation: Reservation, now: datetime) -> bool:
+        """Store a settlement that moves nothing, if pending, never claimed and not due."""
+        with self._reservations_lock:
+            found = self._reservations.get(reservation.id)
+            if found is None or found[1] is not None:
+                return False
+            stored = found[0]
+            if stored.status is not ReservationStatus.PENDING or stored.expires_at <= now:
+                return False
+            self._reservations[reservation.id] = (reservation, None, None)
+        return True

@@ -157,3 +157,25 @@ class SqlReservations:
                 )
             )
             return await affects_a_row(conn, update)
+
+    async def finish_reservation(self, reservation: Reservation, now: datetime) -> bool:
+        """Store a settlement that moves nothing, if pending, never claimed and not due:
+        one conditional update (a claim, even a lapsed one, names a settlement that may
+        have moved counters: that reservation is settled under a claim)."""
+        r = reservations.c
+        update = (
+            reservations.update()
+            .where(
+                r.id == reservation.id,
+                r.status == ReservationStatus.PENDING.value,
+                r.claim.is_(None),
+                r.expires_at > to_micros(now),
+            )
+            .values(
+                status=reservation.status.value,
+                body=reservation_body(reservation),
+                settled_at=opt_micros(reservation.settled_at),
+            )
+        )
+        async with self._db.write() as conn:
+            return await affects_a_row(conn, update)
