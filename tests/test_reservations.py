@@ -291,3 +291,37 @@ async def test_a_sweep_finishes_an_interrupted_commit(
     assert found is not None
     assert (found.status.value, found.committed) == ("committed", 4)
     assert await used(client, deployment.key) == 4
+
+
+async def test_a_commit_of_the_reserved_cost_never_overrides_an_interrupted_cancel(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A commit moving nothing, after a cancel that died once the units were given back,
+    finishes the cancel (its claim names it): the units are never charged again."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    failing = dataclasses.replace(ctx.stores, credits=FailingSettle(ctx.stores.credits))
+    with pytest.raises(OSError, match="died"):
+        await reservations.cancel(Context(failing, ctx.settings, clock), rid)
+    assert await used(client, deployment.key) == 0
+    clock.advance(seconds=31)  # the dead node's claim lapses
+    response = await commit(client, rid, 10)
+    assert response.status_code == 409, response.text
+    assert await used(client, deployment.key) == 0
+    found = await ctx.stores.credits.get_reservation(rid)
+    assert found is not None
+    assert found.status.value == "cancelled"
+
+
+async def test_a_commit_of_the_reserved_cost_settles_once_against_a_racing_sweep(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A commit that moves nothing and a sweep of the same reservation at its deadline:
+    one wins, and the units are given back only if the sweep did."""
+    rid = (await reserve(client, deployment.key, 10, ttl_seconds=5))["reservation_id"]
+    clock.advance(seconds=5)  # at the deadline: the commit is late, the sweep is due
+    answer, swept = await asyncio.gather(commit(client, rid, 10), reservations.sweep(ctx))
+    found = await ctx.stores.credits.get_reservation(rid)
+    assert found is not None
+    assert answer.status_code == 409
+    assert (swept, found.status.value) == (1, "expired")
+    assert await used(client, deployment.key) == 0
