@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import secrets
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -55,12 +54,23 @@ def moved_slots(verdict: Verdict, items: tuple[tuple[str, int], ...], day: str) 
     if decided is None:
         service, cost = items[0]
         return (Slot(service, day, verdict.total or 0, HARD, cost),)
+    # Nothing reserved: keep the first item's counters though they did not move, for a
+    # larger commit's extra is theirs (as its debit is at the first item's price).
+    nothing = not any(cost for _, cost in items)
     moved = []
+    item = 0
     for index, slot in enumerate(decided.slots):
+        if (
+            index
+            and item + 1 < len(items)
+            and (slot.name, slot.period) == (items[item + 1][0], day)
+        ):
+            item += 1  # the next item's day row: its slots follow
         if slot.interval or slot.mode >= CREDIT:
             continue
         cost = decided.after[index] - decided.before[index]
-        if cost or index == 0:  # the first day row stays: a settlement's consume leads with it
+        # The first day row stays: a settlement's consume leads with it.
+        if cost or index == 0 or (nothing and item == 0):
             moved.append(slot._replace(cost=cost))
     return tuple(moved)
 
@@ -271,7 +281,7 @@ async def _grown(
     reserved = reservation.reserved
     slots = []
     for slot in reservation.moved:
-        grow = slot.cost if reserved <= 0 else math.floor(slot.cost * extra / reserved)
+        grow = extra if reserved <= 0 else slot.cost * extra // reserved
         slots.append(slot._replace(cost=grow))
     debit = _debit_at(reservation, extra)
     if debit:
