@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 
 import structlog
 
-from quotad.domain import credits
+from quotad.domain import credits, days
 from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY, Slot
 from quotad.domain.models import IdempotencyClaim
@@ -203,7 +203,8 @@ async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
     actual = reservation.committed if reservation.status is ReservationStatus.COMMITTED else 0
     if actual == reserved:
         return 0
-    if await ctx.records.get_account(reservation.account_id) is None:
+    account = await ctx.records.get_account(reservation.account_id)
+    if account is None:
         # Deleted since it reserved: its counters are gone, and moving them would bring
         # them back (a give-back as negative usage a new account of that id would inherit).
         return 0
@@ -214,7 +215,7 @@ async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
         await _consume(ctx, reservation, slots, claim, now)
         return 0
     extra = actual - reserved
-    grown = await _grown(ctx, reservation, extra, now)
+    grown = await _grown(ctx, reservation, extra, days.local_day(now, account.timezone), now)
     outcome = await _consume(ctx, reservation, grown, claim, now)
     if outcome:
         return 0
@@ -274,10 +275,11 @@ def _day_row_first(reservation: Reservation, slots: list[Slot]) -> tuple[Slot, .
 
 
 async def _grown(
-    ctx: Context, reservation: Reservation, extra: int, now: datetime
+    ctx: Context, reservation: Reservation, extra: int, today: date, now: datetime
 ) -> tuple[Slot, ...]:
     """The slots of a larger commit's extra: the same counters (modes, totals), and the
-    account's grants for the extra's debit."""
+    account's grants for the extra's debit, on the ledger's ``today`` (the settlement's
+    local day: a grant made since the reserve has no ledger day before it was made)."""
     reserved = reservation.reserved
     slots = []
     for slot in reservation.moved:
@@ -286,7 +288,7 @@ async def _grown(
     debit = _debit_at(reservation, extra)
     if debit:
         grants = await ctx.stores.credits.list_grants(reservation.account_id)
-        slots += credits.credit_slots(grants, debit, reservation.day, now)
+        slots += credits.credit_slots(grants, debit, today, now)
     return _day_row_first(reservation, slots)
 
 
