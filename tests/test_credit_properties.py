@@ -34,8 +34,9 @@ from quotad.domain.credits import (
     counter_name,
     credit_slots,
     give_back_slots,
+    scaled,
 )
-from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY
+from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY, Slot
 from quotad.domain.models import Account, AccountStatus, Overrides
 from quotad.storage import CounterStore
 from tests.conftest import STORES, create_account
@@ -242,3 +243,10 @@ def test_credit_slots_match_the_model(kind: str, tmp_path: Path) -> None:
             run.runner.run(drive(run.counters, account, grants, day_total, ops))
 
         check()
+
+
+def test_scaled_gives_back_exactly_at_large_costs() -> None:
+    """A give-back's share is exact integer division, even past a float's 53 bits."""
+    moved = (Slot("insights", "2024-11-07", 0, TALLY, 600_000_000),)
+    (back,) = scaled(moved, 999_999_937, 121_693_114)
+    assert back.cost == -(600_000_000 - 600_000_000 * 121_693_114 // 999_999_937)

@@ -325,3 +325,18 @@ async def test_a_commit_of_the_reserved_cost_settles_once_against_a_racing_sweep
     assert answer.status_code == 409
     assert (swept, found.status.value) == (1, "expired")
     assert await used(client, deployment.key) == 0
+
+
+async def test_a_larger_commit_of_a_zero_reservation_is_counted(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A reservation of cost 0 committed at 7 counts the 7 units in every window."""
+    await set_limits(
+        ctx, insights=[{"window": "day", "total": 100}, {"window": "month", "total": 1000}]
+    )
+    rid = (await reserve(client, deployment.key, 0))["reservation_id"]
+    response = await commit(client, rid, 7)
+    assert response.status_code == 200, response.text
+    assert response.json()["committed"] == 7
+    assert await used(client, deployment.key, "insights.day") == 7
+    assert await used(client, deployment.key, "insights.month") == 7

@@ -238,3 +238,19 @@ async def test_a_reservation_of_several_priced_services_settles_their_debit(
     await commit(client, answer["reservation_id"], actual)
     assert (await left(client))["balance"] == balance
     await assert_ledger_sums(client)
+
+
+async def test_a_next_day_commit_drawing_on_a_newer_grant_keeps_the_ledger_whole(
+    client: httpx2.AsyncClient, deployment: Deployment, clock: FakeClock
+) -> None:
+    """A larger commit a day later, paid by a grant made since the reserve, is a ledger debit."""
+    (first,) = await setup(client, 5)
+    rid = (await reserve(client, deployment.key, 5, ttl_seconds=3 * 86_400))["reservation_id"]
+    clock.advance(seconds=86_400)
+    made = await client.post(f"{BASE}/grants", json={"amount": 10}, headers=OPERATOR)
+    assert made.status_code == 201, made.text
+    second = made.json()["id"]
+    assert (await commit(client, rid, 8))["overage"] == 0
+    assert await left(client) == {first: 0, second: 7, "balance": 7}
+    entries = await assert_ledger_sums(client)
+    assert [e["amount"] for e in entries if e["grant_id"] == second] == [10, -3]

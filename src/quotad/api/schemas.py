@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from quotad.domain.credits import MAX_TTL_SECONDS
 from quotad.http import verify_body
 
 ServiceName = Annotated[
@@ -604,6 +605,14 @@ class GaugeOut(BaseModel):
 
 # Documentation only: quotad.http.verify_body reads this body, to the same bounds.
 VerifyCost = Annotated[int, Field(strict=True, ge=0, le=verify_body.COST_MAX), Integral]
+# A verify's reservation fields (SPEC 10), the same with one service or with items.
+Reserve = Annotated[
+    bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
+]
+TtlSeconds = Annotated[
+    Annotated[int, Field(strict=True, ge=1, le=MAX_TTL_SECONDS)] | SkipJsonSchema[None],
+    Field(description="With reserve only (default 300)"),
+]
 VerifyService = Annotated[str, Field(min_length=1, max_length=verify_body.SERVICE_MAX_LENGTH)]
 
 
@@ -620,13 +629,8 @@ class VerifyIn(Strict):
     key: Annotated[str, Field(min_length=1, max_length=verify_body.KEY_MAX_LENGTH)]
     service: VerifyService
     cost: VerifyCost = verify_body.COST_DEFAULT
-    reserve: Annotated[
-        bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
-    ] = False
-    ttl_seconds: Annotated[
-        Annotated[int, Field(strict=True, ge=1, le=604_800)] | SkipJsonSchema[None],
-        Field(description="With reserve only (default 300)"),
-    ] = None
+    reserve: Reserve = False
+    ttl_seconds: TtlSeconds = None
 
 
 class VerifyItemsIn(Strict):
@@ -642,13 +646,8 @@ class VerifyItemsIn(Strict):
             description="Each service at most once",
         ),
     ]
-    reserve: Annotated[
-        bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
-    ] = False
-    ttl_seconds: Annotated[
-        Annotated[int, Field(strict=True, ge=1, le=604_800)] | SkipJsonSchema[None],
-        Field(description="With reserve only (default 300)"),
-    ] = None
+    reserve: Reserve = False
+    ttl_seconds: TtlSeconds = None
 
 
 class VerifyLimitOut(BaseModel):

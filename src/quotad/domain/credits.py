@@ -22,7 +22,6 @@ as an ``adjustment``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -495,7 +494,7 @@ def scaled(moved: Sequence[Slot], reserved: int, actual: int) -> tuple[Slot, ...
         return ()
     back = []
     for slot in moved:
-        share = slot.cost - math.floor(slot.cost * actual / reserved)
+        share = slot.cost - slot.cost * actual // reserved  # integers: exact past 2**53
         if share:
             back.append(slot._replace(cost=-share))
     return tuple(back)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import secrets
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import structlog
 
-from quotad.domain import credits
+from quotad.domain import credits, days
 from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY, Slot
 from quotad.domain.models import IdempotencyClaim
@@ -55,12 +54,23 @@ def moved_slots(verdict: Verdict, items: tuple[tuple[str, int], ...], day: str) 
     if decided is None:
         service, cost = items[0]
         return (Slot(service, day, verdict.total or 0, HARD, cost),)
+    # Nothing reserved: keep the first item's counters though they did not move, for a
+    # larger commit's extra is theirs (as its debit is at the first item's price).
+    nothing = not any(cost for _, cost in items)
     moved = []
+    item = 0
     for index, slot in enumerate(decided.slots):
+        if (
+            index
+            and item + 1 < len(items)
+            and (slot.name, slot.period) == (items[item + 1][0], day)
+        ):
+            item += 1  # the next item's day row: its slots follow
         if slot.interval or slot.mode >= CREDIT:
             continue
         cost = decided.after[index] - decided.before[index]
-        if cost or index == 0:  # the first day row stays: a settlement's consume leads with it
+        # The first day row stays: a settlement's consume leads with it.
+        if cost or index == 0 or (nothing and item == 0):
             moved.append(slot._replace(cost=cost))
     return tuple(moved)
 
@@ -203,7 +213,8 @@ async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
     actual = reservation.committed if reservation.status is ReservationStatus.COMMITTED else 0
     if actual == reserved:
         return 0
-    if await ctx.records.get_account(reservation.account_id) is None:
+    account = await ctx.records.get_account(reservation.account_id)
+    if account is None:
         # Deleted since it reserved: its counters are gone, and moving them would bring
         # them back (a give-back as negative usage a new account of that id would inherit).
         return 0
@@ -214,7 +225,7 @@ async def _move(ctx: Context, reservation: Reservation, now: datetime) -> int:
         await _consume(ctx, reservation, slots, claim, now)
         return 0
     extra = actual - reserved
-    grown = await _grown(ctx, reservation, extra, now)
+    grown = await _grown(ctx, reservation, extra, days.local_day(now, account.timezone), now)
     outcome = await _consume(ctx, reservation, grown, claim, now)
     if outcome:
         return 0
@@ -274,19 +285,20 @@ def _day_row_first(reservation: Reservation, slots: list[Slot]) -> tuple[Slot, .
 
 
 async def _grown(
-    ctx: Context, reservation: Reservation, extra: int, now: datetime
+    ctx: Context, reservation: Reservation, extra: int, today: date, now: datetime
 ) -> tuple[Slot, ...]:
     """The slots of a larger commit's extra: the same counters (modes, totals), and the
-    account's grants for the extra's debit."""
+    account's grants for the extra's debit, on the ledger's ``today`` (the settlement's
+    local day: a grant made since the reserve has no ledger day before it was made)."""
     reserved = reservation.reserved
     slots = []
     for slot in reservation.moved:
-        grow = slot.cost if reserved <= 0 else math.floor(slot.cost * extra / reserved)
+        grow = extra if reserved <= 0 else slot.cost * extra // reserved
         slots.append(slot._replace(cost=grow))
     debit = _debit_at(reservation, extra)
     if debit:
         grants = await ctx.stores.credits.list_grants(reservation.account_id)
-        slots += credits.credit_slots(grants, debit, reservation.day, now)
+        slots += credits.credit_slots(grants, debit, today, now)
     return _day_row_first(reservation, slots)
 
 
