@@ -122,6 +122,23 @@ async def test_an_idempotent_replay_answers_the_same_reservation(
     assert await used(client, deployment.key) == 5
 
 
+async def test_a_key_reused_after_its_window_reserves_anew(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """An Idempotency-Key reused once its window has passed charges anew, and so holds a
+    reservation of its own (never the first, already settled one)."""
+    body = {"key": deployment.key, "service": "insights", "cost": 5, "reserve": True}
+    first = (await verify(client, body, {"Idempotency-Key": "k1"})).json()
+    assert (await commit(client, first["reservation_id"], 5)).status_code == 200
+    clock.advance(seconds=ctx.settings.idempotency_ttl_seconds + 1)
+    later = (await verify(client, body, {"Idempotency-Key": "k1"})).json()
+    assert later["reservation_id"] != first["reservation_id"]
+    assert await used(client, deployment.key) == 5  # charged anew (on a later day)
+    response = await cancel(client, later["reservation_id"])
+    assert response.status_code == 200, response.text
+    assert await used(client, deployment.key) == 0
+
+
 @pytest.mark.parametrize(("actual", "after"), [(4, 4), (10, 10), (15, 15), (0, 0)])
 async def test_commit_settles_the_difference(
     client: httpx2.AsyncClient, deployment: Deployment, actual: int, after: int

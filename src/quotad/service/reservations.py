@@ -88,11 +88,14 @@ async def reserve(
         return None
     account_id = verdict.account_id
     found_id = reservation_id(account_id, idempotency_key)
+    now = ctx.clock.now()
     if idempotency_key is not None:
         found = await ctx.stores.credits.get_reservation(found_id)
-        if found is not None:
-            return found
-    now = ctx.clock.now()
+        window = timedelta(seconds=ctx.settings.idempotency_ttl_seconds)
+        if found is not None and now < found.created_at + window:
+            return found  # the verify was a replay: its reservation
+        if found is not None:  # the key reused after its window: the verify charged anew
+            found_id = reservation_id(account_id, None)
     if verdict.decided is None:  # version 1: the day its reset ends
         account = await ctx.records.get_account(account_id)
         timezone = account.timezone if account is not None else "UTC"
