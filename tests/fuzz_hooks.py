@@ -30,18 +30,21 @@ _WEBHOOK_URL = (
 # exactly); a month window alone has a billing anchor.
 _PRICE = (r"/body/credit_price", {"invalid"})
 _REFILL = (r"/body/refill/(amount|anchor)", {"invalid"})
+_LOW = (r"/body/(overrides/)?low_credits", {"invalid"})
 SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
     "POST /admin/v1/plans": [
         (r"/body/quotas/.+", {"unknown"}),
         (r"/body/limits/\d+/name", {"invalid"}),
         _DUPLICATES,
         _REFILL,
+        _LOW,
     ],
     "PUT /admin/v1/plans/{plan_id}": [
         (r"/body/quotas/.+", {"unknown"}),
         (r"/body/limits/\d+/name", {"invalid"}),
         _DUPLICATES,
         _REFILL,
+        _LOW,
     ],
     "POST /admin/v1/services": [_PRICE],
     "PATCH /admin/v1/services/{service}": [_PRICE],
@@ -54,11 +57,13 @@ SEMANTIC_400: dict[str, list[tuple[str, set[str]]]] = {
         (r"/body/plan", {"unknown"}),
         (r"/body/timezone", {"format"}),
         _DUPLICATES,
+        _LOW,
     ],
     "PATCH /admin/v1/accounts/{account_id}": [
         (r"/body/plan", {"unknown"}),
         (r"/body/timezone", {"format"}),
         _DUPLICATES,
+        _LOW,
     ],
     "POST /admin/v1/accounts/{account_id}/keys": [(r"/body/expires_at", {"minimum"}), _KEY_LIMITS],
     "PATCH /admin/v1/keys/{key_id}": [_KEY_LIMITS],

@@ -197,6 +197,18 @@ async def test_a_plan_refill_is_stored_and_shown(client: httpx2.AsyncClient) -> 
     assert unchanged["refill"]["amount"] == 5
 
 
+async def test_a_refill_of_the_wrong_types_is_a_400_not_a_500(client: httpx2.AsyncClient) -> None:
+    """A refill whose mode, window or anchor is an object or a number is a clear 400."""
+    refill = {"amount": 1000, "anchor": {}, "mode": {}, "window": [1]}
+    answer = await client.post(
+        "/admin/v1/plans", json={"id": "odd", "refill": refill}, headers=OPERATOR
+    )
+    assert answer.status_code == 400, answer.text
+    paths = {e["path"] for e in answer.json()["validationErrors"]}
+    assert paths == {"/body/refill/anchor", "/body/refill/mode", "/body/refill/window"}
+    assert (await client.get("/admin/v1/plans/odd", headers=OPERATOR)).status_code == 404
+
+
 async def test_a_grant_expiring_in_the_past_by_the_clock_is_refused(
     client: httpx2.AsyncClient, deployment: Deployment, clock: FakeClock
 ) -> None:

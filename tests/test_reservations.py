@@ -357,3 +357,18 @@ async def test_a_larger_commit_of_a_zero_reservation_is_counted(
     assert response.json()["committed"] == 7
     assert await used(client, deployment.key, "insights.day") == 7
     assert await used(client, deployment.key, "insights.month") == 7
+
+
+async def test_a_commit_cost_written_as_a_whole_float_is_taken(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A commit's cost of 4.0 (JSON Schema's integer 4) settles as 4; 4.5 is a 400."""
+    rid = (await reserve(client, deployment.key, 10, ttl_seconds=60.0))["reservation_id"]
+    half = await client.post(f"/v1/reservations/{rid}/commit", json={"cost": 4.5}, headers=OPERATOR)
+    assert half.status_code == 400, half.text
+    whole = await client.post(
+        f"/v1/reservations/{rid}/commit", json={"cost": 4.0}, headers=OPERATOR
+    )
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["committed"] == 4
+    assert await used(client, deployment.key) == 4

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from quotad.api.deps import Ctx, meter
 from quotad.api.responses import ORJSONResponse
-from quotad.api.schemas import ErrorBody, Strict
+from quotad.api.schemas import ErrorBody, Strict, VerifyCost
 from quotad.http.reservation_views import reservation_view
-from quotad.http.verify_body import COST_MAX
 from quotad.service import reservations
 
 router = APIRouter(
@@ -26,7 +25,7 @@ router = APIRouter(
 class CommitIn(Strict):
     """The cost the work actually took."""
 
-    cost: Annotated[int, Field(strict=True, ge=0, le=COST_MAX)]
+    cost: VerifyCost
 
 
 class ReservationOut(BaseModel):

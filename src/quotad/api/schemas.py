@@ -610,7 +610,7 @@ Reserve = Annotated[
     bool, Field(strict=True, description="Hold the cost as a reservation (SPEC 10)")
 ]
 TtlSeconds = Annotated[
-    Annotated[int, Field(strict=True, ge=1, le=MAX_TTL_SECONDS)] | SkipJsonSchema[None],
+    Annotated[int, Field(strict=True, ge=1, le=MAX_TTL_SECONDS), Integral] | SkipJsonSchema[None],
     Field(description="With reserve only (default 300)"),
 ]
 VerifyService = Annotated[str, Field(min_length=1, max_length=verify_body.SERVICE_MAX_LENGTH)]

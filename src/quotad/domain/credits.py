@@ -236,14 +236,15 @@ def parse_refill(value: object, where: tuple[str | int, ...] = ("refill",)) -> R
     except ValueError as exc:
         problems.append(((*where, "amount"), f"amount {exc}"))
     window = value.get("window")
-    if window not in Window._value2member_map_:
+    # Each membership test only on text: a JSON object is not hashable.
+    if not isinstance(window, str) or window not in Window._value2member_map_:
         allowed = ", ".join(repr(w.value) for w in Window)
         problems.append(((*where, "window"), f"unknown window {window!r}: one of {allowed}"))
     mode = value.get("mode", "reset")
-    if mode not in RefillMode._value2member_map_:
+    if not isinstance(mode, str) or mode not in RefillMode._value2member_map_:
         problems.append(((*where, "mode"), "mode is 'reset' or 'top_up'"))
     anchor = value.get("anchor", "calendar")
-    if anchor not in ("calendar", "billing"):
+    if not isinstance(anchor, str) or anchor not in ("calendar", "billing"):
         problems.append(((*where, "anchor"), "anchor is 'calendar' or 'billing'"))
     elif anchor == "billing" and window != "month":
         problems.append(((*where, "anchor"), "only a month window has a billing anchor"))
@@ -482,6 +483,8 @@ def reservation_ttl(value: object) -> int:
     """A verify's ``ttl_seconds`` (None: the default). Raises ``ValueError``."""
     if value is None:
         return DEFAULT_TTL_SECONDS
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 300.0 is JSON Schema's integer 300
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TTL_SECONDS:
         raise ValueError(f"ttl_seconds must be a whole number from 1 to {MAX_TTL_SECONDS}")
     return value
