@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx2
@@ -124,7 +125,7 @@ async def test_an_expired_grant_is_never_drawn(
     """A grant that expired mid-window is skipped; the call draws from the next or fails."""
     await price(client, "insights", 1)
     soon = clock.now().replace(microsecond=0)
-    expiry = soon.replace(hour=soon.hour + 1).isoformat().replace("+00:00", "Z")
+    expiry = (soon + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     short = await give(client, 5, expires_at=expiry)
     answer = await post(client, {"key": deployment.key, "service": "insights", "cost": 2})
     assert answer["credits"] == {"debited": 2, "remaining": 3}
