@@ -254,3 +254,23 @@ async def test_a_next_day_commit_drawing_on_a_newer_grant_keeps_the_ledger_whole
     assert await left(client) == {first: 0, second: 7, "balance": 7}
     entries = await assert_ledger_sums(client)
     assert [e["amount"] for e in entries if e["grant_id"] == second] == [10, -3]
+
+
+async def test_a_larger_commit_draws_on_a_refill_made_since_the_reserve(
+    client: httpx2.AsyncClient, deployment: Deployment, clock: FakeClock
+) -> None:
+    """A larger commit in a refill window that began after the reserve draws its extra
+    from that window's refill (made then if no call made it), not as overage."""
+    await setup(client)
+    plan = {
+        "quotas": {"insights": {"total": 250}, "scoring": {"total": 100}},
+        "refill": {"amount": 10, "window": "day", "mode": "reset"},
+    }
+    response = await client.put("/admin/v1/plans/plan-acme", json=plan, headers=OPERATOR)
+    assert response.status_code == 200, response.text
+    rid = (await reserve(client, deployment.key, 5, ttl_seconds=2 * 86_400))["reservation_id"]
+    clock.advance(days=1)  # the first day's refill has expired; nothing made today's yet
+    answer = await commit(client, rid, 12)
+    assert (answer["committed"], answer["overage"]) == (12, 0)
+    assert (await left(client))["balance"] == 3
+    await assert_ledger_sums(client)

@@ -27,6 +27,7 @@ from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY, Slot
 from quotad.domain.models import IdempotencyClaim
 from quotad.errors import Conflict, NotFound
+from quotad.service import credits as credit_service
 from quotad.service import verify
 from quotad.service.context import Context
 from quotad.service.verify import Verdict
@@ -300,7 +301,12 @@ async def _grown(
         slots.append(slot._replace(cost=grow))
     debit = _debit_at(reservation, extra)
     if debit:
-        grants = await ctx.stores.credits.list_grants(reservation.account_id)
+        # The current refill too: a refill window may have begun since the reserve.
+        account = await ctx.records.get_account(reservation.account_id)
+        if account is None:
+            grants = await ctx.stores.credits.list_grants(reservation.account_id)
+        else:
+            grants = await credit_service.live_grants(ctx, account, now)
         slots += credits.credit_slots(grants, debit, today, now)
     return _day_row_first(reservation, slots)
 
