@@ -86,7 +86,19 @@ def _request(
 
 
 def start_server(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Server:
-    """Start ``command`` (which must take its port from ``{port}``) and wait until it answers."""
+    """Start ``command`` (which must take its port from ``{port}``) and wait until it answers.
+
+    Tried twice: the free port picked can be taken by another program before the server
+    binds it, and a loaded machine can make a first start miss its deadline.
+    """
+    try:
+        return _start_once(name, command, env, workdir)
+    except RuntimeError as first:
+        log(f"  [http] {name}: retrying once on another port ({str(first).splitlines()[0]})")
+        return _start_once(name, command, env, workdir)
+
+
+def _start_once(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Server:
     port = _free_port()
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log_file:

@@ -102,7 +102,14 @@ def test_a_quick_benchmark_run_measures_every_section(tmp_path: Path) -> None:
     assert "| section | subject |" in run.stdout
     assert "| section | target | median |" in run.stdout
     assert len(results["targets"]) >= 9
-    assert all(t["per_rep"] and t["met"] is not None for t in results["targets"])
+    errors = {
+        name: subject["error"]
+        for s in results["sections"].values()
+        for name, subject in s["subjects"].items()
+        if subject["error"]
+    }
+    unmeasured = [t["subject"] for t in results["targets"] if not t["per_rep"] or t["met"] is None]
+    assert not unmeasured, f"targets not measured: {unmeasured}; subjects' errors: {errors}"
     runs = [
         run
         for s in results["sections"].values()
