@@ -283,8 +283,10 @@ async def test_lookups_asked_for_together_share_one_query(kind: str, tmp_path: P
 
 
 # The cache against the records protocol -----------------------------------------------
-RECORD_METHODS = sorted(
-    name for name, value in vars(RecordStore).items() if callable(value) and name[0] != "_"
+RECORD_METHODS = sorted(  # the calls (``atomic`` is a block: tested on its own below)
+    name
+    for name, value in vars(RecordStore).items()
+    if inspect.iscoroutinefunction(value) and name[0] != "_"
 )
 CACHED_READS = ["find_key", "get_account", "get_plan", "get_service"]  # what verify reads
 
@@ -359,3 +361,13 @@ async def test_verify_reads_are_kept_until_a_write(name: str) -> None:
     await call(cache, "put_setting")
     await call(cache, name)
     assert [called for called, _ in spy.calls] == [name, "put_setting", name]
+
+
+async def test_a_transaction_clears_the_cache_before_and_after_it() -> None:
+    """What is read inside a transaction may be rolled back: none of it is kept after."""
+    ctx = await node(MemoryStore(), FakeClock(), Monotonic())
+    assert ctx.cache is not None
+    before = ctx.cache.generation
+    async with ctx.records.atomic():
+        assert ctx.cache.generation == before + 1
+    assert ctx.cache.generation == before + 2

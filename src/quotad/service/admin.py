@@ -71,8 +71,11 @@ async def create_service(
     """Register a service; ``credit_price`` micro-credits a unit of cost (None: unpriced)."""
     _check_price(credit_price)
     service = Service(name, description, ctx.clock.now(), credit_price)
-    await ctx.records.create_service(service)
-    await audit.record(ctx, "service.create", target("service", name), None, service_state(service))
+    async with ctx.records.atomic():
+        await ctx.records.create_service(service)
+        await audit.record(
+            ctx, "service.create", target("service", name), None, service_state(service)
+        )
     return service
 
 
@@ -97,10 +100,15 @@ async def update_service(
     if not isinstance(credit_price, Unchanged):
         _check_price(credit_price)
         after = replace(after, credit_price=credit_price)
-    await ctx.records.update_service(after)
-    await audit.record(
-        ctx, "service.update", target("service", name), service_state(before), service_state(after)
-    )
+    async with ctx.records.atomic():
+        await ctx.records.update_service(after)
+        await audit.record(
+            ctx,
+            "service.update",
+            target("service", name),
+            service_state(before),
+            service_state(after),
+        )
     return after
 
 
@@ -256,8 +264,9 @@ async def create_plan(
         refill,
         check_low_credits(low_credits),
     )
-    await ctx.records.create_plan(plan)
-    await audit.record(ctx, "plan.create", target("plan", plan_id), None, plan_state(plan))
+    async with ctx.records.atomic():
+        await ctx.records.create_plan(plan)
+        await audit.record(ctx, "plan.create", target("plan", plan_id), None, plan_state(plan))
     return plan
 
 
@@ -278,20 +287,21 @@ async def replace_plan(
     before = await require_plan(ctx, plan_id)
     now = ctx.clock.now()
     thresholds = parse_alert_thresholds(alert_thresholds)
-    await ctx.records.replace_plan(
-        Plan(plan_id, quotas, tuple(limits), now, description, thresholds, refill, low)
-    )
-    # Noted after the write, from the records as they now stand: a note raced by another
-    # change, or repeated, still ends on what the records say.
-    await ctx.records.record_totals(now, plan_id=plan_id)
-    after = await require_plan(ctx, plan_id)
-    await audit.record(
-        ctx,
-        "plan.replace",
-        target("plan", plan_id),
-        plan_state(before),
-        plan_state(after),
-    )
+    async with ctx.records.atomic():
+        await ctx.records.replace_plan(
+            Plan(plan_id, quotas, tuple(limits), now, description, thresholds, refill, low)
+        )
+        # Noted after the write, from the records as they now stand: a note raced by
+        # another change, or repeated, still ends on what the records say.
+        await ctx.records.record_totals(now, plan_id=plan_id)
+        after = await require_plan(ctx, plan_id)
+        await audit.record(
+            ctx,
+            "plan.replace",
+            target("plan", plan_id),
+            plan_state(before),
+            plan_state(after),
+        )
     return after
 
 
@@ -311,8 +321,9 @@ async def list_plans(ctx: Context, limit: int, after: str | None = None) -> list
 async def delete_plan(ctx: Context, plan_id: str) -> None:
     """Delete a plan; ``NotFound`` if absent, ``Conflict`` while an account uses it."""
     before = await require_plan(ctx, plan_id)
-    await ctx.records.delete_plan(plan_id)
-    await audit.record(ctx, "plan.delete", target("plan", plan_id), plan_state(before), None)
+    async with ctx.records.atomic():
+        await ctx.records.delete_plan(plan_id)
+        await audit.record(ctx, "plan.delete", target("plan", plan_id), plan_state(before), None)
 
 
 # Accounts -------------------------------------------------------------------
@@ -362,12 +373,15 @@ async def create_account(
         created_at=ctx.clock.now(),
         billing_anchor=billing_anchor,
     )
-    await ctx.records.create_account(account)
+    async with ctx.records.atomic():
+        await ctx.records.create_account(account)
+        await ctx.records.record_totals(account.created_at, account_id=account.id)
+        await audit.record(
+            ctx, "account.create", target("account", account.id), None, audit.account_state(account)
+        )
+    # Once the account is its own (created, not a name taken already): no counter of an
+    # earlier account of that id is left to it.
     await ctx.counters.open_account(account.id)
-    await ctx.records.record_totals(account.created_at, account_id=account.id)
-    await audit.record(
-        ctx, "account.create", target("account", account.id), None, audit.account_state(account)
-    )
     return account
 
 
@@ -389,11 +403,12 @@ async def list_accounts(
 async def delete_account(ctx: Context, account_id: str) -> None:
     """Delete an account with its keys, then its counters; ``NotFound`` if absent."""
     before = await require_account(ctx, account_id)
-    await ctx.records.delete_account(account_id)
+    async with ctx.records.atomic():
+        await ctx.records.delete_account(account_id)
+        await audit.record(
+            ctx, "account.delete", target("account", account_id), audit.account_state(before), None
+        )
     await ctx.counters.forget_account(account_id)
-    await audit.record(
-        ctx, "account.delete", target("account", account_id), audit.account_state(before), None
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,16 +457,17 @@ async def update_account(ctx: Context, account_id: str, changes: AccountChanges)
             account.billing_anchor if changes.billing_anchor is None else changes.billing_anchor
         ),
     )
-    await ctx.records.update_account(updated)
-    if changes.plan_id is not None or changes.overrides is not None:
-        await ctx.records.record_totals(ctx.clock.now(), account_id=account.id)
-    await audit.record(
-        ctx,
-        "account.update",
-        target("account", account.id),
-        audit.account_state(account),
-        audit.account_state(updated),
-    )
+    async with ctx.records.atomic():
+        await ctx.records.update_account(updated)
+        if changes.plan_id is not None or changes.overrides is not None:
+            await ctx.records.record_totals(ctx.clock.now(), account_id=account.id)
+        await audit.record(
+            ctx,
+            "account.update",
+            target("account", account.id),
+            audit.account_state(account),
+            audit.account_state(updated),
+        )
     return updated
 
 
@@ -510,10 +526,11 @@ async def create_key(
     if own:
         await _check_key_limits(ctx, account, own, "/body/limits")
     issued = _issue(ctx, account_id, name, scopes, expires_at, own)
-    await ctx.records.create_key(issued.record)
-    await audit.record(
-        ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
-    )
+    async with ctx.records.atomic():
+        await ctx.records.create_key(issued.record)
+        await audit.record(
+            ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
+        )
     return issued
 
 
@@ -522,10 +539,15 @@ async def set_key_limits(ctx: Context, key_id: str, own: dict[str, Limits]) -> A
     before = await require_key(ctx, key_id)
     account = await require_account(ctx, before.account_id)
     await _check_key_limits(ctx, account, own, "/body/limits")
-    after = await ctx.records.set_key_limits(key_id, own)
-    await audit.record(
-        ctx, "key.update", target("key", key_id), audit.key_state(before), audit.key_state(after)
-    )
+    async with ctx.records.atomic():
+        after = await ctx.records.set_key_limits(key_id, own)
+        await audit.record(
+            ctx,
+            "key.update",
+            target("key", key_id),
+            audit.key_state(before),
+            audit.key_state(after),
+        )
     return after
 
 
@@ -546,15 +568,16 @@ async def list_keys(ctx: Context, account_id: str) -> list[ApiKey]:
 async def revoke_key(ctx: Context, key_id: str) -> ApiKey:
     """Revoke a key now (a key revoked already is left as it is, and logged no more)."""
     before = await require_key(ctx, key_id)
-    after = await ctx.records.revoke_key(key_id, ctx.clock.now())
-    if after != before:
-        await audit.record(
-            ctx,
-            "key.revoke",
-            target("key", key_id),
-            audit.key_state(before),
-            audit.key_state(after),
-        )
+    async with ctx.records.atomic():
+        after = await ctx.records.revoke_key(key_id, ctx.clock.now())
+        if after != before:
+            await audit.record(
+                ctx,
+                "key.revoke",
+                target("key", key_id),
+                audit.key_state(before),
+                audit.key_state(after),
+            )
     return after
 
 
@@ -567,14 +590,15 @@ async def rotate_key(ctx: Context, key_id: str, grace_seconds: int) -> IssuedKey
     if old.replaced_by is not None:
         raise Conflict(f"key {key_id!r} was already rotated to {old.replaced_by!r}")
     issued = _issue(ctx, old.account_id, old.name, old.scopes, old.expires_at, old.limits)
-    await ctx.records.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
-    ended = await require_key(ctx, key_id)
-    await audit.record(
-        ctx, "key.rotate", target("key", key_id), audit.key_state(old), audit.key_state(ended)
-    )
-    await audit.record(
-        ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
-    )
+    async with ctx.records.atomic():
+        await ctx.records.rotate_key(key_id, issued.record, now + timedelta(seconds=grace_seconds))
+        ended = await require_key(ctx, key_id)
+        await audit.record(
+            ctx, "key.rotate", target("key", key_id), audit.key_state(old), audit.key_state(ended)
+        )
+        await audit.record(
+            ctx, "key.create", target("key", issued.record.id), None, audit.key_state(issued.record)
+        )
     return issued
 
 
@@ -601,14 +625,17 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
     before = (await ctx.counters.gauges(account.id)).get(name, 0)
-    value = await ctx.counters.set_gauge(account.id, name, usage)
-    await audit.record(
-        ctx,
-        "limit.set",
-        target("account", account.id),
-        {"limit": name, "usage": before},
-        {"limit": name, "usage": value},
-    )
+    # One transaction where the gauges are kept with the records (SQL); with Redis
+    # counters the entry follows the change.
+    async with ctx.records.atomic():
+        value = await ctx.counters.set_gauge(account.id, name, usage)
+        await audit.record(
+            ctx,
+            "limit.set",
+            target("account", account.id),
+            {"limit": name, "usage": before},
+            {"limit": name, "usage": value},
+        )
     return GaugeChange(name, value, limit.limit)
 
 

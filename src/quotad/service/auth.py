@@ -151,9 +151,10 @@ async def reset_operator_token(ctx: Context) -> str:
 async def _new_bootstrap_token(ctx: Context, action: str) -> str:
     """A new bootstrap token, stored as its digest and logged (by its hint) as ``action``."""
     token = keys.generate(OPERATOR_TOKEN_PREFIX)
-    await ctx.records.put_setting(ADMIN_TOKEN_SETTING, keys.digest(token))
     after = {"name": tokens.BOOTSTRAP_NAME, "role": Role.ADMIN.value, "hint": keys.display(token)}
-    await audit.record(ctx, action, audit.target("token", tokens.BOOTSTRAP_NAME), None, after)
+    async with ctx.records.atomic():
+        await ctx.records.put_setting(ADMIN_TOKEN_SETTING, keys.digest(token))
+        await audit.record(ctx, action, audit.target("token", tokens.BOOTSTRAP_NAME), None, after)
     return token
 
 

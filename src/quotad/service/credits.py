@@ -101,8 +101,11 @@ async def grant(
         priority=priority,
         note=note,
     )
-    await ctx.stores.credits.create_grant(made)
-    await audit.record(ctx, "credits.grant", _target(account_id, made.id), None, grant_state(made))
+    async with ctx.records.atomic():  # grants are kept with the records
+        await ctx.stores.credits.create_grant(made)
+        await audit.record(
+            ctx, "credits.grant", _target(account_id, made.id), None, grant_state(made)
+        )
     return made
 
 
@@ -114,16 +117,17 @@ async def void(ctx: Context, account_id: str, grant_id: str) -> Grant:
         return before
     now = ctx.clock.now()
     (used,) = await debited(ctx, account_id, [before])
-    voided = await ctx.stores.credits.void_grant(account_id, grant_id, now)
-    # What was left when voided, for the log (verifies in flight may still draw on it).
-    voided = replace(voided, voided=max(voided.amount - used, 0) if before.live(now) else 0)
-    await audit.record(
-        ctx,
-        "credits.void",
-        _target(account_id, grant_id),
-        grant_state(before),
-        grant_state(voided),
-    )
+    async with ctx.records.atomic():
+        voided = await ctx.stores.credits.void_grant(account_id, grant_id, now)
+        # What was left when voided, for the log (verifies in flight may still draw on it).
+        voided = replace(voided, voided=max(voided.amount - used, 0) if before.live(now) else 0)
+        await audit.record(
+            ctx,
+            "credits.void",
+            _target(account_id, grant_id),
+            grant_state(before),
+            grant_state(voided),
+        )
     return voided
 
 

@@ -59,10 +59,11 @@ async def create_token(ctx: Context, name: str, role: Role) -> IssuedToken:
         last4=secret[-4:],
         created_at=ctx.clock.now(),
     )
-    await ctx.records.create_operator_token(record)
-    await audit.record(
-        ctx, "token.create", audit.target("token", record.id), None, audit.token_state(record)
-    )
+    async with ctx.records.atomic():
+        await ctx.records.create_operator_token(record)
+        await audit.record(
+            ctx, "token.create", audit.target("token", record.id), None, audit.token_state(record)
+        )
     return IssuedToken(record, secret)
 
 
@@ -76,13 +77,14 @@ async def revoke_token(ctx: Context, token_id: str) -> OperatorToken:
     before = await ctx.records.get_operator_token(token_id)
     if before is None:
         raise NotFound(f"operator token {token_id!r} not found")
-    after = await ctx.records.revoke_operator_token(token_id, ctx.clock.now())
-    if after != before:
-        await audit.record(
-            ctx,
-            "token.revoke",
-            audit.target("token", token_id),
-            audit.token_state(before),
-            audit.token_state(after),
-        )
+    async with ctx.records.atomic():
+        after = await ctx.records.revoke_operator_token(token_id, ctx.clock.now())
+        if after != before:
+            await audit.record(
+                ctx,
+                "token.revoke",
+                audit.target("token", token_id),
+                audit.token_state(before),
+                audit.token_state(after),
+            )
     return after

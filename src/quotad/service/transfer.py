@@ -118,12 +118,13 @@ async def import_lines(
     async def flush() -> None:
         nonlocal waiting
         for account_id, rows in pending.items():
-            await ctx.counters.put_usage_days(account_id, rows)
-            outcome.rows += len(rows)
             # The rows' values are usage, not records: the log keeps what was written where.
             dates = [row.day.isoformat() for _service, row in rows]
             after = {"rows": len(rows), "from": min(dates), "to": max(dates)}
-            await audit.record(ctx, "usage.import", f"account:{account_id}", None, after)
+            async with ctx.records.atomic():  # one transaction where counters are SQL's
+                await ctx.counters.put_usage_days(account_id, rows)
+                await audit.record(ctx, "usage.import", f"account:{account_id}", None, after)
+            outcome.rows += len(rows)
         pending.clear()
         waiting = 0
 

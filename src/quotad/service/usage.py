@@ -269,17 +269,20 @@ async def adjust(
     # The account's longer windows holding that day move with it (SPEC 9).
     plan = await admin.require_plan(ctx, account.plan_id)
     extra = quotas.window_slots(account, plan, service, days.day_start(day, account.timezone))
-    if extra:
-        row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
-    else:  # version 1's call, as it always was
-        row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
-    await audit.record(
-        ctx,
-        "usage.adjust",
-        audit.target("account", account.id),
-        audit.usage_state(service, before[0]) if before else None,
-        {**audit.usage_state(service, row), "delta": delta},
-    )
+    # One transaction where the counters are kept with the records (SQL); with Redis
+    # counters the entry follows the change.
+    async with ctx.records.atomic():
+        if extra:
+            row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
+        else:  # version 1's call, as it always was
+            row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))
+        await audit.record(
+            ctx,
+            "usage.adjust",
+            audit.target("account", account.id),
+            audit.usage_state(service, before[0]) if before else None,
+            {**audit.usage_state(service, row), "delta": delta},
+        )
     return row
 
 

@@ -72,8 +72,11 @@ async def create(
         updated_at=now,
         description=description,
     )
-    await ctx.stores.alerts.create_webhook(endpoint)
-    await audit.record(ctx, "webhook.create", _target(endpoint.id), None, endpoint_state(endpoint))
+    async with ctx.records.atomic():  # endpoints are kept with the records
+        await ctx.stores.alerts.create_webhook(endpoint)
+        await audit.record(
+            ctx, "webhook.create", _target(endpoint.id), None, endpoint_state(endpoint)
+        )
     return endpoint
 
 
@@ -117,18 +120,26 @@ async def update(
     elif enabled is False and after.disabled_at is None:
         after = replace(after, disabled_at=now, disabled_reason="disabled by an operator")
     after = replace(after, updated_at=now)
-    await ctx.stores.alerts.update_webhook(after)
-    await audit.record(
-        ctx, "webhook.update", _target(endpoint_id), endpoint_state(before), endpoint_state(after)
-    )
+    async with ctx.records.atomic():
+        await ctx.stores.alerts.update_webhook(after)
+        await audit.record(
+            ctx,
+            "webhook.update",
+            _target(endpoint_id),
+            endpoint_state(before),
+            endpoint_state(after),
+        )
     return after
 
 
 async def delete(ctx: Context, endpoint_id: str) -> None:
     """Delete an endpoint and its deliveries."""
     before = await get(ctx, endpoint_id)
-    await ctx.stores.alerts.delete_webhook(endpoint_id)
-    await audit.record(ctx, "webhook.delete", _target(endpoint_id), endpoint_state(before), None)
+    async with ctx.records.atomic():
+        await ctx.stores.alerts.delete_webhook(endpoint_id)
+        await audit.record(
+            ctx, "webhook.delete", _target(endpoint_id), endpoint_state(before), None
+        )
 
 
 async def rotate_secret(ctx: Context, endpoint_id: str, grace_seconds: int = 0) -> WebhookEndpoint:
@@ -149,14 +160,15 @@ async def rotate_secret(ctx: Context, endpoint_id: str, grace_seconds: int = 0) 
         previous_until=now + timedelta(seconds=grace_seconds) if grace_seconds else None,
         updated_at=now,
     )
-    await ctx.stores.alerts.update_webhook(after)
-    await audit.record(
-        ctx,
-        "webhook.rotate_secret",
-        _target(endpoint_id),
-        endpoint_state(before),
-        endpoint_state(after),
-    )
+    async with ctx.records.atomic():
+        await ctx.stores.alerts.update_webhook(after)
+        await audit.record(
+            ctx,
+            "webhook.rotate_secret",
+            _target(endpoint_id),
+            endpoint_state(before),
+            endpoint_state(after),
+        )
     return after
 
 
@@ -171,10 +183,13 @@ async def deliveries(
 async def resend(ctx: Context, endpoint_id: str, delivery_id: str) -> Delivery:
     """Send a delivery again (same ``webhook-id``), as soon as a node is free to."""
     await get(ctx, endpoint_id)
-    delivery = await ctx.stores.alerts.resend_delivery(endpoint_id, delivery_id, ctx.clock.now())
-    await audit.record(
-        ctx, "webhook.resend", _target(endpoint_id), None, {"delivery_id": delivery_id}
-    )
+    async with ctx.records.atomic():
+        delivery = await ctx.stores.alerts.resend_delivery(
+            endpoint_id, delivery_id, ctx.clock.now()
+        )
+        await audit.record(
+            ctx, "webhook.resend", _target(endpoint_id), None, {"delivery_id": delivery_id}
+        )
     return delivery
 
 

@@ -17,6 +17,7 @@ section), so no caller ever reads a counter and then writes it back.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Protocol
@@ -71,6 +72,18 @@ class Connected(Protocol):
 
 class RecordStore(Protocol):
     """The records of one quotad deployment (opened with the counter store, see ``Stores``)."""
+
+    def atomic(self) -> AbstractAsyncContextManager[None]:
+        """One transaction for every record write the calling task makes inside it.
+
+        They are kept or lost together, grants, reservations and webhook records
+        included (they are kept with the records): a change and its audit entry, say.
+        Reads inside it see its writes. A SQL store's counter writes other than consume
+        (an adjustment, a gauge) join it too; consume must not be called inside it (it
+        writes on a connection of its own, which would wait for this one). Memory holds
+        no transaction: its writes are applied as made, and none outlives the process.
+        """
+        ...
 
     # Settings ---------------------------------------------------------------
     async def get_setting(self, name: str) -> str | None:

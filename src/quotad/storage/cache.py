@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -47,6 +49,11 @@ def _always(_value: Any) -> bool:
 
 def _found(value: Any) -> bool:
     return value is not None
+
+
+# Set inside ``RecordCache.atomic``: reads there go to the store, in its transaction (the
+# shared loads run in tasks of their own, which would read outside it).
+_INSIDE: ContextVar[bool] = ContextVar("quotad_cache_inside_transaction", default=False)
 
 
 class RecordCache:
@@ -161,6 +168,8 @@ class RecordCache:
         self, name: str, read: Callable[[str], Awaitable[T | None]], key: str
     ) -> T | None:
         """``read(key)``, kept for ``ttl`` when found (under ``name`` and ``key``)."""
+        if _INSIDE.get():
+            return await read(key)  # its own writes: not kept, and not loaded by a task
         entry = (name, key)
         hit = self._entries.get(entry)
         if hit is not None and hit[0] > self._monotonic():
@@ -329,6 +338,19 @@ class RecordCache:
     async def revoke_operator_token(self, token_id: str, at: datetime) -> OperatorToken:
         """Revoke an operator token (refused at once on this node)."""
         return await self._write(self._inner.revoke_operator_token(token_id, at))
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """The inner store's transaction, clearing before and after it: what is read
+        inside it may be rolled back, so nothing read there outlives it."""
+        self.clear()
+        token = _INSIDE.set(True)
+        try:
+            async with self._inner.atomic():
+                yield
+        finally:
+            _INSIDE.reset(token)
+            self.clear()
 
     async def append_audit(self, entry: AuditEntry) -> None:
         """Add an audit entry (a write like any other: it clears the cache too)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, assert_never
@@ -601,6 +602,12 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 token = replace(token, revoked_at=at)
                 self._tokens[token_id] = token
             return token
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """Nothing to hold: each write is applied as it is made, and none outlives the
+        process (a block that fails keeps the writes made before the failure)."""
+        yield
 
     # Audit log --------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:

@@ -8,11 +8,13 @@ PostgreSQL one pooled engine serves both.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import shlex
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +194,15 @@ def _begin_with(statement: str) -> Callable[[sa.Connection], None]:
     return begin
 
 
+# The write transaction ``Database.atomic`` holds open, with its database and the task
+# that holds it: that task's writes and reads of that database go through it. A task
+# started meanwhile inherits the variable but not the transaction (one connection is
+# never used by two tasks at once).
+_HELD: ContextVar[tuple[object, AsyncConnection, asyncio.Task[Any] | None] | None] = ContextVar(
+    "quotad_sql_transaction", default=None
+)
+
+
 class Database:
     """The engines of one SQL database, and its transactions.
 
@@ -246,14 +257,50 @@ class Database:
             await engine.dispose()
         self.writer = self.reader = None
 
+    def _held(self) -> AsyncConnection | None:
+        """The transaction ``atomic`` holds open for this task, if any."""
+        held = _HELD.get()
+        if held is None or held[0] is not self or held[2] is not asyncio.current_task():
+            return None
+        return held[1]
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """One write transaction for every write (and read) the task makes inside it.
+
+        So several writes, a change and its audit entry say, are kept or lost together.
+        """
+        if self._held() is not None:
+            yield  # already inside one: the outer transaction decides
+            return
+        async with self.write() as conn:
+            token = _HELD.set((self, conn, asyncio.current_task()))
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction, committed on leaving; driver errors become quotad's."""
+        """A write transaction, committed on leaving; driver errors become quotad's.
+
+        Inside ``atomic``, the transaction it holds (committed when it ends).
+        """
+        held = self._held()
         if self.writer is None:
             raise StorageError("store is not open")
+        with self._write_errors():
+            if held is not None:
+                yield held
+            else:
+                async with self.writer.begin() as conn:
+                    yield conn
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """Driver errors of a write as quotad's."""
         try:
-            async with self.writer.begin() as conn:
-                yield conn
+            yield
         except sa.exc.IntegrityError as exc:
             # A concurrent change won a race the checks above could not see (a plan
             # deleted while an account was created on it, say).
@@ -269,7 +316,14 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reading; driver errors become quotad's."""
+        """A connection for reading; driver errors become quotad's.
+
+        Inside ``atomic``, its transaction: a read sees the writes made before it there.
+        """
+        held = self._held()
+        if held is not None:
+            yield held
+            return
         if self.reader is None:
             raise StorageError("store is not open")
         try:

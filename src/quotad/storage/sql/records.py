@@ -6,6 +6,7 @@ Each method is one transaction; a check and the change it guards run in the same
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -65,6 +66,10 @@ class SqlRecords:
         self._key_lookups: Batcher[str, tuple[ApiKey, Account, Plan] | None] = Batcher(
             self._find_key_records
         )
+
+    def atomic(self) -> AbstractAsyncContextManager[None]:
+        """One write transaction for the task's record writes (``Database.atomic``)."""
+        return self._db.atomic()
 
     # Settings ---------------------------------------------------------------
     async def get_setting(self, name: str) -> str | None:
