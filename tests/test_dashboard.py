@@ -428,9 +428,27 @@ async def test_assets_are_served_from_the_package(client: httpx2.AsyncClient) ->
         assert response.status_code == 200
         assert kind in response.headers["content-type"]
     for path in [*PACKAGE.glob("templates/*.html"), *PACKAGE.glob("static/*")]:
-        text = path.read_text()
+        text = path.read_text().replace(SVG_NAMESPACE, "")  # a name, never fetched
         assert "http://" not in text, path
         assert "https://" not in text, path
+
+
+SVG_NAMESPACE = 'xmlns="http://www.w3.org/2000/svg"'
+
+
+async def test_every_page_names_the_packaged_favicon_and_both_color_schemes(
+    client: httpx2.AsyncClient,
+) -> None:
+    """The favicon is served as SVG, and pages declare light and dark (the CSS follows)."""
+    icon = await client.get("/dashboard/static/favicon.svg")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    for path in ("/dashboard/login", "/portal/login"):
+        page = (await client.get(path)).text
+        assert '<link rel="icon" href="/dashboard/static/favicon.svg"' in page
+        assert '<meta name="color-scheme" content="light dark">' in page
+    css = (await client.get("/dashboard/static/dashboard.css")).text
+    assert "@media (prefers-color-scheme: dark)" in css
 
 
 async def test_pages_send_protective_headers(client: httpx2.AsyncClient) -> None:
