@@ -42,7 +42,7 @@ from tests.processes import (
 from tests.servers import postgres_schema, redis_namespace, unavailable
 
 # The real webhook receiver process (``receiver``), for every test that takes it.
-pytest_plugins = ("tests.webhook_fixtures",)
+pytest_plugins = ("tests.webhook_fixtures", "tests.browser_fixtures")
 
 ADMIN_TOKEN = "test-operator-token"
 OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -107,6 +107,7 @@ SERIAL_MODULES = frozenset(
         "test_tracing",
         "test_webhook_durability",
         "test_dashboard_browser",
+        "test_dashboard_quality",
     }
 )
 

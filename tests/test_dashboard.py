@@ -645,7 +645,7 @@ def test_chart_bars_scale_to_a_round_axis() -> None:
     assert second.height == pytest.approx(chart.plot_height, abs=0.01)
     assert (first.over, second.over) == (False, True)
     assert chart.any_over
-    assert [tick.label for tick in chart.x_ticks] == ["Nov 1", "Nov 2"]
+    assert [tick.label for tick in chart.x_ticks] == ["2024-11-01", "2024-11-02"]
 
 
 def test_chart_labels_at_most_eight_dates() -> None:

@@ -16,7 +16,7 @@ from quotad.domain.models import UsageDay
 WIDTH = 760
 HEIGHT = 280
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 56
-MAX_X_LABELS = 8
+MAX_X_LABELS = 6  # ISO dates, about 80 units each: six fit the plot with room between
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +124,9 @@ def nice_step(top: float, ticks: int = 5) -> int:
     return int(10 * power)  # pragma: no cover - the loop always returns
 
 
-def short_date(day: date) -> str:
-    """``Nov 7``: compact for an axis, the full date is in each day's tooltip."""
-    return f"{day:%b} {day.day}"
+def axis_date(day: date) -> str:
+    """``2024-11-07``: ISO 8601 on the axis too, as everywhere on the pages."""
+    return day.isoformat()
 
 
 def usage_chart(service: str, start: date, end: date, rows: list[UsageDay]) -> UsageChart:
@@ -167,7 +167,7 @@ def usage_chart(service: str, start: date, end: date, rows: list[UsageDay]) -> U
         path.append(f"H{slot_x + slot:.2f}")
     every = math.ceil(len(rows) / MAX_X_LABELS)
     x_ticks = tuple(
-        Tick(round(LEFT + (index + 0.5) * slot, 2), short_date(row.day))
+        Tick(round(LEFT + (index + 0.5) * slot, 2), axis_date(row.day))
         for index, row in enumerate(rows)
         if index % every == 0
     )

@@ -1,4 +1,4 @@
-// quotad dashboard: confirmations and copy-to-clipboard. Every page works without it.
+// quotad dashboard: confirmations, copy-to-clipboard, scrolling boxes. Every page works without it.
 "use strict";
 document.addEventListener("submit", (event) => {
   const form = event.target;
@@ -19,3 +19,20 @@ document.addEventListener("click", (event) => {
     });
   }
 });
+// A box that scrolls sideways (a wide table or chart on a narrow screen) takes the
+// keyboard's focus, so its hidden part can be scrolled to without a mouse.
+function focusableScrollers() {
+  for (const box of document.querySelectorAll("table, figure.chart")) {
+    if (box.scrollWidth > box.clientWidth) {
+      box.setAttribute("tabindex", "0");
+      if (!box.hasAttribute("aria-label") && !box.hasAttribute("aria-labelledby")) {
+        const heading = box.closest("section, .card, figure")?.querySelector("h2, h3, figcaption");
+        box.setAttribute("aria-label", (heading ? heading.textContent.trim() + ": " : "") + "scrolls sideways");
+      }
+    } else if (box.getAttribute("tabindex") === "0") {
+      box.removeAttribute("tabindex");
+    }
+  }
+}
+document.addEventListener("DOMContentLoaded", focusableScrollers);
+window.addEventListener("resize", focusableScrollers);
