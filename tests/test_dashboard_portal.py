@@ -409,6 +409,25 @@ async def test_an_expiring_key_cannot_create_one_that_outlives_it(
     assert ok.status_code == 201, ok.text
 
 
+async def test_an_expiring_key_cannot_change_a_key_that_outlives_it(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A key that never expires is out of reach of an expiring one: no controls, a forged
+    rotation is a 403 and nothing changes."""
+    secret, own_id = await new_key(client, "acme", None, expires_at="2024-12-01T00:00:00Z")
+    await portal_signed_in(client, secret)
+    page = (await client.get("/portal/keys")).text
+    assert {found[0] for found in WRITE_FORM.findall(page)} == {own_id}
+    before = await key_records(client, "acme")
+    response = await client.post(
+        f"/portal/keys/{deployment.key_id}/rotate",
+        data={"csrf": csrf_of(page), "grace_seconds": "0"},
+    )
+    assert response.status_code == 403
+    assert "wider than yours" in response.text
+    assert await key_records(client, "acme") == before
+
+
 # Keys: other accounts, CSRF, bad input -------------------------------------------------
 @pytest.mark.parametrize("action", ["revoke", "rotate"])
 async def test_another_accounts_key_is_not_found(client: httpx2.AsyncClient, action: str) -> None:

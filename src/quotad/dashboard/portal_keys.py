@@ -4,7 +4,8 @@ Every change goes through ``quotad.service.admin`` as the admin API's do, so it 
 with the key the customer signed in with as its actor. A key never gives more than it
 has: the scopes of a key created here are within the signed-in key's (a key without
 scopes may give any), and a key the signed-in one could not have created (a wider one)
-is listed without controls, its forms refused (403) if posted anyway. A key of another
+(more scopes, or a later expiry) is listed without controls, its forms refused (403) if
+posted anyway. A key of another
 account is not found (404), whatever its id. A new secret is shown once, on the page
 answering its creation or rotation.
 """
@@ -82,7 +83,7 @@ class KeyRow:
 
 async def _rows(ctx: Context, own: ApiKey, account: Account) -> list[KeyRow]:
     return [
-        KeyRow(row, portal_pages.within(own.scopes, row.key.scopes))
+        KeyRow(row, portal_pages.no_wider(own, row.key))
         for row in await pages.key_rows(ctx, account)
     ]
 
@@ -249,8 +250,11 @@ async def _target(
     key = await ctx.records.get_key(key_id) if len(key_id) <= MAX_ID else None
     if key is None or key.account_id != account.id:
         return found, None, form, _no_key(session, key_id)
-    if not portal_pages.within(own.scopes, key.scopes):
-        note = "That key has scopes yours does not: only a key holding them may change it."
+    if not portal_pages.no_wider(own, key):
+        note = (
+            "That key is wider than yours (scopes yours lacks, or a later expiry): only a "
+            "key at least as wide may change it."
+        )
         return found, None, form, _refused(session, note)
     return found, key, form, None
 

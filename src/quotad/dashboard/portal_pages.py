@@ -172,6 +172,17 @@ def within(own: tuple[str, ...] | None, scopes: tuple[str, ...] | None) -> bool:
     return all(allows(own, scope) for scope in scopes)
 
 
+def no_wider(own: ApiKey, key: ApiKey) -> bool:
+    """Whether the signed-in key ``own`` may change ``key``: its scopes are within own's
+    and it expires no later (a replacement of a wider key would give the customer more
+    than its own key has)."""
+    if not within(own.scopes, key.scopes):
+        return False
+    if own.expires_at is None:
+        return True
+    return key.expires_at is not None and key.expires_at <= own.expires_at
+
+
 def scope_choices(own: tuple[str, ...] | None, services: Iterable[str]) -> list[str]:
     """The scopes the create form offers: those a key with ``own`` may give."""
     offered = ["usage:read", "consume:*", *(f"consume:{name}" for name in sorted(services))]
