@@ -9,12 +9,14 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from quotad.api.app import create_app
+from quotad.dashboard import portal_pages
 from quotad.domain.webhooks import AlertEvent
 from quotad.service import quotas
 from quotad.service.context import Context
@@ -173,12 +175,29 @@ async def test_usage_page_shows_plan_limits_resets_and_forecasts(
     assert '<td class="num">150</td>\n        <td class="num">100</td>' in page
 
 
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0, "now"),
+        (59, "in under a minute"),
+        (3599, "in 59 min"),
+        (7 * 3600 + 100, "in 7 h"),
+        (47 * 3600, "in 47 h"),
+        (3 * 86400 + 3600, "in 3 days"),
+    ],
+)
+def test_times_from_now_read_as_a_person_says_them(seconds: int, words: str) -> None:
+    """Resets and forecasts are said in minutes, hours or days, whichever reads best."""
+    assert portal_pages.in_words(timedelta(seconds=seconds)) == words
+
+
 async def test_refused_calls_are_listed_per_day(client: httpx2.AsyncClient) -> None:
     """Refused calls show per day and service; a range without any says so."""
     acme = await seed(client, "acme", total=3)
     await verify(client, acme.key, "insights", 5)  # 3 allowed, 2 refused
     await portal_signed_in(client, acme.key)
     page = (await client.get("/portal")).text
+    assert "used up until the reset" in page
     assert re.search(
         r'<tr data-date="2024-11-07" data-refused="2"><td>2024-11-07</td>'
         r'<td class="num">2</td><td class="num">0</td><td class="num">2</td></tr>',

@@ -76,6 +76,8 @@ class LimitRow:
         """The forecast in words, or that it holds until the reset."""
         if self.state.exhausted_at is None:
             return "lasts until the reset at this pace"
+        if self.state.remaining == 0:
+            return "used up until the reset"
         return f"runs out {in_words(self.state.exhausted_at - self.now)}"
 
 
