@@ -92,10 +92,10 @@ async def usage_csv(request: Request) -> Response:
     found = await customer(ctx, request)
     if found is None:
         return web.to_login(AREA)
-    _session, _key, account = found
+    session, _key, account = found
     view = await pages.usage_view(ctx, account, start, end)
     if view.range_error is not None:
-        return web.message(AREA, 400, "Wrong range", view.range_error, session=found[0])
+        return web.message(AREA, 400, "Wrong range", view.range_error, session=session)
     body = await portal_pages.usage_csv(ctx, view)
     name = f"usage-{view.start.isoformat()}-{view.end.isoformat()}.csv"
     headers = {**web.HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
