@@ -1,9 +1,8 @@
-"""``/portal``: a customer's own usage (signed in with one of its API keys).
+"""``/portal``: a customer's own usage, limits, alerts and keys (signed in with one of its
+API keys).
 
-The session names the key and its account; every page checks again that the key still
-works (not revoked, not expired, account active), so revoking a key also ends the
-portal sessions opened with it. No route takes an account id: a customer can only
-ever see the account its key belongs to.
+Every page checks again that the key still works (``portal_session.customer``). No route
+takes an account id: a customer can only ever see the account its key belongs to.
 """
 
 from __future__ import annotations
@@ -12,34 +11,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import credit_pages, pages, sessions, web
-from quotad.dashboard.sessions import Session
-from quotad.domain.models import Account, AccountStatus, ApiKey
+from quotad.dashboard import credit_pages, pages, portal_keys, portal_pages, web
+from quotad.dashboard.portal_session import AREA, MAX_ID, customer
+from quotad.dashboard.sessions import Session, anonymous
 from quotad.errors import AuthError, Forbidden
-from quotad.service import auth
-from quotad.service.context import Context
-
-AREA: sessions.Area = "portal"
-
-
-async def _customer(ctx: Context, request: Request) -> tuple[Session, ApiKey, Account] | None:
-    session = await sessions.load(ctx, request, AREA)
-    if session is None or session.key_id is None:
-        return None
-    key = await ctx.records.get_key(session.key_id)
-    now = ctx.clock.now()
-    if key is None or key.account_id != session.account_id or key.revoked(now) or key.expired(now):
-        return None
-    account = await ctx.records.get_account(key.account_id)
-    if account is None or account.status is AccountStatus.SUSPENDED:
-        return None
-    return session, key, account
+from quotad.service import admin, auth
 
 
 async def login_form(request: Request) -> Response:
     """The sign-in form (or the usage page, when already signed in)."""
     ctx = web.context(request)
-    if await _customer(ctx, request) is not None:
+    if await customer(ctx, request) is not None:
         return web.redirect("/portal")
     notice = "You are signed out." if request.query_params.get("signed_out") else None
     return await web.login_page(ctx, request, AREA, notice=notice)
@@ -59,9 +41,7 @@ async def login(request: Request) -> Response:
     except Forbidden as exc:
         note = exc.note[:1].upper() + exc.note[1:]
         return await web.login_page(ctx, request, AREA, 403, f"{note}.")
-    fresh = Session(
-        csrf=sessions.anonymous().csrf, account_id=caller.account.id, key_id=caller.key.id
-    )
+    fresh = Session(csrf=anonymous().csrf, account_id=caller.account.id, key_id=caller.key.id)
     return await web.signed_in(ctx, request, AREA, fresh, "/portal")
 
 
@@ -82,27 +62,66 @@ async def usage_page(request: Request) -> Response:
     ctx = web.context(request)
     start = web.query(request, "start", web.MAX_DATE) or None
     end = web.query(request, "end", web.MAX_DATE) or None
-    found = await _customer(ctx, request)
+    found = await customer(ctx, request)
     if found is None:
         return web.to_login(AREA)
     session, key, account = found
     view = await pages.usage_view(ctx, account, start, end)
-    credits = await credit_pages.portal_credits(ctx, account)
+    plan = await admin.require_plan(ctx, account.plan_id)
     return web.render(
         AREA,
         "portal.html",
         session=session,
         view=view,
+        plan=plan,
         key_hint=key.hint,
-        credits=credits,
+        limits=await portal_pages.limit_rows(ctx, key, account),
+        refused=await portal_pages.refused_days(ctx, view),
+        credits=await credit_pages.portal_credits(ctx, account),
         amount_text=credit_pages.amount_text,
         when=credit_pages.when,
+        nav="usage",
+    )
+
+
+async def usage_csv(request: Request) -> Response:
+    """The usage table of a range (default: 30 days) as CSV, one line per service and day."""
+    ctx = web.context(request)
+    start = web.query(request, "start", web.MAX_DATE) or None
+    end = web.query(request, "end", web.MAX_DATE) or None
+    found = await customer(ctx, request)
+    if found is None:
+        return web.to_login(AREA)
+    session, _key, account = found
+    view = await pages.usage_view(ctx, account, start, end)
+    if view.range_error is not None:
+        return web.message(AREA, 400, "Wrong range", view.range_error, session=session)
+    body = await portal_pages.usage_csv(ctx, view)
+    name = f"usage-{view.start.isoformat()}-{view.end.isoformat()}.csv"
+    headers = {**web.HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
+
+
+async def alerts_page(request: Request) -> Response:
+    """The alert events sent about the customer's account, newest first."""
+    ctx = web.context(request)
+    before = web.query(request, "before", MAX_ID)
+    found = await customer(ctx, request)
+    if found is None:
+        return web.to_login(AREA)
+    session, _key, account = found
+    alerts = await portal_pages.alerts_page(ctx, account.id, before or None)
+    return web.render(
+        AREA, "portal_alerts.html", session=session, account=account, alerts=alerts, nav="alerts"
     )
 
 
 ROUTES: list[BaseRoute] = [
     Route("/portal", usage_page, methods=["GET"]),
+    Route("/portal/usage.csv", usage_csv, methods=["GET"]),
+    Route("/portal/alerts", alerts_page, methods=["GET"]),
     Route("/portal/login", login_form, methods=["GET"]),
     Route("/portal/login", login, methods=["POST"]),
     Route("/portal/logout", logout, methods=["POST"]),
+    *portal_keys.ROUTES,
 ]
