@@ -9,6 +9,11 @@ lock, so the rows read cannot change before they are written back), the reads,
 SQLite's own calls, and the loop hears back once, after the commit. The statements are
 those of ``statements.py``, compiled for SQLite.
 
+The store's reservation writes run on the same thread and connection (``transaction``):
+two connections writing one file queue on its lock, and SQLite's busy wait sleeps for
+milliseconds at a time. Whatever works wait when a transaction begins share it, each
+under a savepoint, so a consume batch and a reservation batch cost one fsync.
+
 Its commits never checkpoint the write-ahead log themselves (SQLite's default makes the
 commit that fills the log copy it into the database, an fsync of the database file in
 the middle of a batch, which held every caller of that batch up to 30 ms): a second
