@@ -217,3 +217,22 @@ async def test_a_commit_from_a_held_copy_answers_as_the_store_says(
     found = await store.get_reservation(rid)
     assert found is not None
     assert found.status is ReservationStatus.CANCELLED
+
+
+async def test_two_finishes_of_one_reservation_in_a_batch_apply_once(
+    sql_store: SqlStore,
+) -> None:
+    """Two settlements of the same reservation sent at once (with others): the first to
+    arrive applies, the second finds it settled, as they would one after the other."""
+    made = [pending(n) for n in range(3)]
+    for reservation in made:
+        await sql_store.create_reservation(reservation)
+    at = NOW + timedelta(seconds=1)
+    first = made[0].settled_as(ReservationStatus.COMMITTED, 3, 0, at)
+    second = made[0].settled_as(ReservationStatus.CANCELLED, 0, 0, at)
+    others = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, at) for r in made[1:]]
+    answers = await asyncio.gather(
+        *(sql_store.finish_reservation(r, at) for r in [first, others[0], second, others[1]])
+    )
+    assert answers == [True, True, False, True]
+    assert await sql_store.get_reservation(made[0].id) == first
