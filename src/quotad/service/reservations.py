@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import weakref
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 
@@ -37,6 +38,14 @@ log = structlog.get_logger("quotad.reservations")
 CLAIM_SECONDS = 30  # how long a node holds a reservation it settles
 REPLAY_DAYS = 60  # how long a settlement's counter claim is kept (far past any TTL)
 SWEEP_BATCH = 100
+HELD_PER_STORE = 4096  # reservations made here, kept for their commit (oldest dropped)
+
+# The pending reservations this process made (random ids only), by store: a commit of the
+# reserved cost settles the copy with its conditional write instead of reading it first.
+# That write succeeds only if the stored one is still pending, unclaimed and not due, and
+# nothing changes a pending reservation but a claim, so the copy is what is stored; if the
+# write fails, the commit reads the stored one and goes on as it would have.
+_held: weakref.WeakKeyDictionary[object, dict[str, Reservation]] = weakref.WeakKeyDictionary()
 
 
 def reservation_id(account_id: str, idempotency_key: str | None) -> str:
@@ -121,7 +130,30 @@ async def reserve(
         expires_at=now + timedelta(seconds=ttl_seconds),
     )
     await ctx.stores.credits.create_reservation(reservation)
+    if idempotency_key is None:  # a derived id may name one stored before: not this copy
+        _hold(ctx, reservation)
     return reservation
+
+
+def _hold(ctx: Context, reservation: Reservation) -> None:
+    store = ctx.stores.credits
+    try:
+        held = _held.get(store)
+        if held is None:
+            held = _held[store] = {}
+    except TypeError:  # a store that cannot be weakly referenced (a test's fake): no copies
+        return
+    if len(held) >= HELD_PER_STORE:
+        del held[next(iter(held))]  # the oldest: most likely settled or expired by now
+    held[reservation.id] = reservation
+
+
+def _unhold(ctx: Context, reservation_id_: str) -> Reservation | None:
+    try:
+        held = _held.get(ctx.stores.credits)
+    except TypeError:
+        return None
+    return None if held is None else held.pop(reservation_id_, None)
 
 
 async def get(ctx: Context, reservation_id_: str) -> Reservation:
@@ -156,6 +188,13 @@ def _moves_nothing(reservation: Reservation, status: ReservationStatus, actual: 
 async def _settle_asked(
     ctx: Context, reservation_id_: str, status: ReservationStatus, actual: int
 ) -> Reservation:
+    copy = _unhold(ctx, reservation_id_)
+    if copy is not None and _moves_nothing(copy, status, actual):
+        now = ctx.clock.now()
+        if now < copy.expires_at:  # past it, what is stored decides (settled, or expired)
+            finished = copy.settled_as(status, actual, 0, now)
+            if await ctx.stores.credits.finish_reservation(finished, now):
+                return finished
     found = await get(ctx, reservation_id_)
     now = ctx.clock.now()
     if found.status is ReservationStatus.PENDING and now >= found.expires_at:

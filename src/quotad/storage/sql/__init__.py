@@ -12,6 +12,8 @@ in one transaction too.
 - ``alerts.py``: webhook endpoints, alert events and their deliveries;
 - ``dump.py``: the whole store out (one snapshot) and into an empty one (one transaction);
 - ``consume.py``, ``decide.py``, ``statements.py``, ``day_batches.py``: the consumes.
+- ``reservations.py``, ``reservation_batches.py``: reservations, their writes group-committed
+  (on SQLite in the consumes' writer's transactions).
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ class Consumes:
     def start(self) -> None:
         """Start SQLite's writer (once the database is open)."""
         if self._db.file is not None:
-            self._sqlite = SqliteDayWriter(self._db.file)
+            self._sqlite = SqliteDayWriter(self._db.file, share=self.batched)
             self._sqlite.start()
 
     async def stop(self) -> None:
@@ -109,6 +109,17 @@ class Consumes:
         if self._sqlite is not None:
             await self._sqlite.close()
             self._sqlite = None
+
+    @property
+    def sqlite_writer(self) -> SqliteDayWriter | None:
+        """SQLite's writer thread (None on PostgreSQL, or until started): the store's
+        other group-committed writes run on it too."""
+        return self._sqlite
+
+    @property
+    def batched(self) -> bool:
+        """Whether concurrent writes share a transaction (the store's ``batch``)."""
+        return self._batcher is not None
 
     async def consume(self, request: Consume) -> ConsumeOutcome:
         """Decide ``request`` and commit what it changed; its answer once committed."""

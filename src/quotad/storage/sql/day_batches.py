@@ -9,6 +9,11 @@ lock, so the rows read cannot change before they are written back), the reads,
 SQLite's own calls, and the loop hears back once, after the commit. The statements are
 those of ``statements.py``, compiled for SQLite.
 
+The store's reservation writes run on the same thread and connection (``transaction``):
+two connections writing one file queue on its lock, and SQLite's busy wait sleeps for
+milliseconds at a time. Whatever works wait when a transaction begins share it, each
+under a savepoint, so a consume batch and a reservation batch cost one fsync.
+
 Its commits never checkpoint the write-ahead log themselves (SQLite's default makes the
 commit that fills the log copy it into the database, an fsync of the database file in
 the middle of a batch, which held every caller of that batch up to 30 ms): a second
@@ -20,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 from quotad.errors import StorageError
 from quotad.storage.sql.decide import (
@@ -47,21 +55,29 @@ from quotad.storage.sql.statements import (
 
 CHECKPOINT_SECONDS = 1.0
 
+T = TypeVar("T")
+
 
 class SqliteDayWriter:
-    """Runs consume batches on SQLite, each as one transaction on a dedicated thread.
+    """Runs the store's group-committed writes (consume batches, reservation writes) on
+    SQLite, on a dedicated thread, every work waiting in one transaction.
 
     Args:
         database: the database file (the store's own).
+        share: run every waiting work in one transaction; ``False``: one transaction each.
     """
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, *, share: bool = True) -> None:
         self._database = database
+        self._share = share
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quotad-sqlite")
         self._connection: sqlite3.Connection | None = None  # made and used on the thread
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quotad-wal")
         self._checkpointing: sqlite3.Connection | None = None  # on its own thread
         self._checkpoints: asyncio.Task[None] | None = None
+        # Works waiting for the next transaction, taken by the thread all at once.
+        self._waiting: list[_Work] = []
+        self._waiting_lock = threading.Lock()
 
     def start(self) -> None:
         """Begin checkpointing in the background."""
@@ -74,8 +90,24 @@ class SqliteDayWriter:
             Conflict: the database refused the batch (an account deleted meanwhile, say).
             StorageError: the database could not run it.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._consume, batch)
+        return await self.transaction(lambda connection: _decide_and_write(connection, batch))
+
+    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on this writer's thread and connection, in the next transaction
+        with whatever other work is waiting (the consumes', the reservations'): one
+        commit, one fsync, and no wait on the file's lock between two writers of the
+        store (a busy wait sleeps for milliseconds). Each work runs under a savepoint, so
+        one that fails leaves the others' writes whole; it is answered after the commit.
+
+        Raises:
+            Conflict: the database refused it (a constraint).
+            StorageError: the database could not run it.
+        """
+        answer: Future[T] = Future()
+        with self._waiting_lock:
+            self._waiting.append((work, answer))
+        self._thread.submit(self._run_waiting)
+        return await asyncio.wrap_future(answer)
 
     async def close(self) -> None:
         """Stop checkpointing, close the connections and stop the threads."""
@@ -126,29 +158,86 @@ class SqliteDayWriter:
             self._checkpointing.close()
             self._checkpointing = None
 
-    def _consume(self, batch: list[Consume]) -> Decided:
+    def _run_waiting(self) -> None:
+        with self._waiting_lock:
+            take = len(self._waiting) if self._share else 1
+            waiting = self._waiting[:take]
+            del self._waiting[:take]
+        # A caller that stopped waiting before its work began is left out.
+        works = [item for item in waiting if item[1].set_running_or_notify_cancel()]
+        if not works:
+            return  # an earlier run took them
         try:
             connection = self._connect()
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._disconnect()  # a fresh connection next time
-            raise StorageError("the database could not complete the write") from exc
+            for _, answer in works:
+                answer.set_exception(_mapped(exc))
+            return
         try:
-            decided = decide_batch(
-                batch, _read_days(connection, batch), _read_claims(connection, batch)
-            )
-            connection.executemany(SQLITE_WRITE_DAYS, day_params(decided.rows))
-            if decided.claims:
-                connection.executemany(SQLITE_WRITE_CLAIMS, claim_params(decided.claims))
+            results = _run_each(connection, works)
             connection.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # The transaction as a whole failed: nothing of it was committed.
             if connection.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.IntegrityError):  # an account deleted meanwhile, say
-                raise lost_race() from exc
-            raise StorageError("the database could not complete the write") from exc
-        return decided
+            for _, answer in works:
+                answer.set_exception(_mapped(exc))
+            return
+        for (_, answer), result in zip(works, results, strict=True):
+            if isinstance(result, _Failed):
+                answer.set_exception(result.error)
+            else:
+                answer.set_result(result)
+
+
+class _Failed(NamedTuple):
+    """A work that failed alone (its savepoint rolled back; the others' writes stand)."""
+
+    error: Exception
+
+
+_Work = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+
+
+def _run_each(connection: sqlite3.Connection, works: list[_Work]) -> list[Any]:
+    """Each work's result (or ``_Failed``); raises if the transaction as a whole failed."""
+    if len(works) == 1:
+        return [works[0][0](connection)]  # its failure is the transaction's
+    results: list[Any] = []
+    for work, _ in works:
+        connection.execute("SAVEPOINT work")
+        try:
+            result = work(connection)
+        except Exception as exc:
+            if not connection.in_transaction:
+                raise  # SQLite rolled the whole transaction back (a full disk, say)
+            connection.execute("ROLLBACK TO work")
+            connection.execute("RELEASE work")
+            results.append(_Failed(_mapped(exc)))
+            continue
+        connection.execute("RELEASE work")
+        results.append(result)
+    return results
+
+
+def _mapped(exc: Exception) -> Exception:
+    """quotad's error for what a work or the transaction raised."""
+    if isinstance(exc, sqlite3.IntegrityError):  # an account deleted meanwhile, say
+        return lost_race()
+    if isinstance(exc, sqlite3.Error):
+        return StorageError("the database could not complete the write")
+    return exc
+
+
+def _decide_and_write(connection: sqlite3.Connection, batch: list[Consume]) -> Decided:
+    decided = decide_batch(batch, _read_days(connection, batch), _read_claims(connection, batch))
+    connection.executemany(SQLITE_WRITE_DAYS, day_params(decided.rows))
+    if decided.claims:
+        connection.executemany(SQLITE_WRITE_CLAIMS, claim_params(decided.claims))
+    return decided
 
 
 def _read_days(connection: sqlite3.Connection, batch: list[Consume]) -> dict[DayKey, DayRow]:

@@ -17,7 +17,9 @@ from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import Slot
 from quotad.storage.memory_reservations import may_claim, nonce_of, taken_over, with_intent
 from quotad.storage.schema import reservations
+from quotad.storage.sql.consume import Consumes
 from quotad.storage.sql.engine import Database
+from quotad.storage.sql.reservation_batches import Create, Finish, ReservationWrites
 from quotad.storage.sql.rows import affects_a_row, from_micros, opt_dt, opt_micros, to_micros
 
 
@@ -75,12 +77,21 @@ class SqlReservations:
     """Reservations of the store (``CreditStore``)."""
 
     _db: Database
+    _consumes: Consumes
+    _reservation_writes: ReservationWrites | None = None  # made on first use
+
+    def _writes(self) -> ReservationWrites:
+        if self._reservation_writes is None:
+            consumes = self._consumes
+            self._reservation_writes = ReservationWrites(
+                self._db, lambda: consumes.sqlite_writer, batch=consumes.batched
+            )
+        return self._reservation_writes
 
     async def create_reservation(self, reservation: Reservation) -> None:
-        """Store a pending reservation (kept as it is if one of its id exists: a replay)."""
-        insert = self._db.insert(reservations).values(**reservation_values(reservation))
-        async with self._db.write() as conn:
-            await conn.execute(insert.on_conflict_do_nothing())
+        """Store a pending reservation (kept as it is if one of its id exists: a replay);
+        group-committed with concurrent reservation writes."""
+        await self._writes().write(Create(reservation_values(reservation)))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         """The reservation with this id."""
@@ -162,20 +173,11 @@ class SqlReservations:
         """Store a settlement that moves nothing, if pending, never claimed and not due:
         one conditional update (a claim, even a lapsed one, names a settlement that may
         have moved counters: that reservation is settled under a claim)."""
-        r = reservations.c
-        update = (
-            reservations.update()
-            .where(
-                r.id == reservation.id,
-                r.status == ReservationStatus.PENDING.value,
-                r.claim.is_(None),
-                r.expires_at > to_micros(now),
-            )
-            .values(
-                status=reservation.status.value,
-                body=reservation_body(reservation),
-                settled_at=opt_micros(reservation.settled_at),
-            )
+        finish = Finish(
+            reservation.id,
+            reservation.status.value,
+            reservation_body(reservation),
+            opt_micros(reservation.settled_at),
+            to_micros(now),
         )
-        async with self._db.write() as conn:
-            return await affects_a_row(conn, update)
+        return await self._writes().write(finish)

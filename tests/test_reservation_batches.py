@@ -1,0 +1,238 @@
+"""Reservation writes group-committed (SPEC 10): concurrent writes share transactions,
+each is answered for itself, and a commit from a held copy never overrides the store."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from quotad.domain.credits import Reservation, ReservationStatus
+from quotad.errors import Conflict, ValidationFailed
+from quotad.service.context import Context
+from quotad.storage.sql import SqlStore
+from quotad.storage.sql.day_batches import SqliteDayWriter
+from quotad.storage.sql.reservation_batches import ReservationWrites, Write
+from quotad.testing import FakeClock
+from tests.conftest import Deployment
+from tests.servers import postgres_schema
+from tests.test_reservations import commit, reserve
+
+NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)
+
+
+def pending(n: int, account: str = "acct") -> Reservation:
+    """A pending reservation of 3 units, due in five minutes."""
+    return Reservation(
+        id=f"rsv_{n}",
+        account_id=account,
+        key_id=None,
+        items=(("svc", 3),),
+        day=date(2026, 1, 5),
+        moved=(),
+        given={},
+        price=0,
+        created_at=NOW,
+        expires_at=NOW + timedelta(minutes=5),
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """An open, empty SQL store of each kind."""
+    if request.param == "sqlite":
+        store = SqlStore(f"sqlite:///{tmp_path / 'quotad.db'}")
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    with postgres_schema() as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every reservation batch run from now on."""
+    sizes: list[int] = []
+    run = ReservationWrites._apply
+
+    async def counted(self: ReservationWrites, batch: list[Write]) -> list[bool]:
+        sizes.append(len(batch))
+        return await run(self, batch)
+
+    monkeypatch.setattr(ReservationWrites, "_apply", counted)
+    return sizes
+
+
+async def test_concurrent_reservation_writes_share_transactions(
+    sql_store: SqlStore, batches: list[int]
+) -> None:
+    """40 concurrent reserves, then 40 equal commits, take fewer transactions than writes,
+    and every one is stored and answered as if written alone."""
+    made = [pending(n) for n in range(40)]
+    await asyncio.gather(*(sql_store.create_reservation(r) for r in made))
+    assert sum(batches) == 40
+    assert len(batches) < 40
+    for reservation in made:
+        assert await sql_store.get_reservation(reservation.id) == reservation
+    later = NOW + timedelta(seconds=1)
+    done = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, later) for r in made]
+    batches.clear()
+    answers = await asyncio.gather(*(sql_store.finish_reservation(r, later) for r in done))
+    assert answers == [True] * 40
+    assert len(batches) < 40
+    again = await asyncio.gather(*(sql_store.finish_reservation(r, later) for r in done))
+    assert again == [False] * 40  # settled: the conditional write no longer applies
+    for reservation in done:
+        assert await sql_store.get_reservation(reservation.id) == reservation
+
+
+async def test_a_finish_past_the_deadline_or_claimed_is_refused_in_a_batch(
+    sql_store: SqlStore,
+) -> None:
+    """In one batch, a finish of a due or claimed reservation is refused and the others
+    apply: each request is decided on its own row."""
+    made = [pending(n) for n in range(3)]
+    for reservation in made:
+        await sql_store.create_reservation(reservation)
+    claimed = await sql_store.claim_reservation(
+        made[1].id, "nonce:cancelled:0", NOW, NOW + timedelta(seconds=30)
+    )
+    assert claimed is not None
+    at = NOW + timedelta(seconds=1)
+    due = made[2].expires_at
+    answers = await asyncio.gather(
+        sql_store.finish_reservation(made[0].settled_as(ReservationStatus.COMMITTED, 3, 0, at), at),
+        sql_store.finish_reservation(made[1].settled_as(ReservationStatus.COMMITTED, 3, 0, at), at),
+        sql_store.finish_reservation(
+            made[2].settled_as(ReservationStatus.COMMITTED, 3, 0, due), due
+        ),
+    )
+    assert answers == [True, False, False]
+    statuses = [(await sql_store.get_reservation(r.id)) for r in made]
+    assert [s.status.value if s else None for s in statuses] == [
+        "committed",
+        "pending",
+        "pending",
+    ]
+
+
+async def test_a_bad_reservation_fails_alone_in_its_batch(tmp_path: Path) -> None:
+    """On PostgreSQL a reservation it cannot store (a NUL in its account id) is refused
+    alone; the others of its batch are stored."""
+    with postgres_schema() as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            good = [pending(n) for n in range(5)]
+            bad = pending(99, account="a\x00b")
+            answers = await asyncio.gather(
+                *(store.create_reservation(r) for r in [*good[:2], bad, *good[2:]]),
+                return_exceptions=True,
+            )
+            assert isinstance(answers[2], ValidationFailed)
+            assert [a for i, a in enumerate(answers) if i != 2] == [None] * 5
+            for reservation in good:
+                assert await store.get_reservation(reservation.id) == reservation
+            assert await store.get_reservation(bad.id) is None
+        finally:
+            await store.close()
+
+
+async def test_a_failing_work_is_rolled_back_alone_in_a_shared_transaction(
+    tmp_path: Path,
+) -> None:
+    """Works queued together on SQLite's writer share a transaction; one that fails after
+    writing leaves nothing, its caller gets the error, and the others' writes commit."""
+    path = tmp_path / "w.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE t (x INTEGER)")
+    writer = SqliteDayWriter(str(path))
+    gate = threading.Event()
+
+    def insert(x: int, fail: bool = False) -> Any:
+        def work(connection: sqlite3.Connection) -> int:
+            connection.execute("INSERT INTO t VALUES (?)", (x,))
+            if fail:
+                raise sqlite3.IntegrityError("refused")
+            return x
+
+        return work
+
+    def held(connection: sqlite3.Connection) -> int:
+        gate.wait(5)  # keeps the thread busy while the others queue
+        return 0
+
+    try:
+        first = asyncio.ensure_future(writer.transaction(held))
+        await asyncio.sleep(0.05)
+        queued = [
+            asyncio.ensure_future(writer.transaction(insert(1))),
+            asyncio.ensure_future(writer.transaction(insert(2, fail=True))),
+            asyncio.ensure_future(writer.transaction(insert(3))),
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await first == 0
+        answers = await asyncio.gather(*queued, return_exceptions=True)
+        assert answers[0] == 1
+        assert isinstance(answers[1], Conflict)
+        assert answers[2] == 3
+    finally:
+        gate.set()
+        await writer.close()
+    with sqlite3.connect(path) as check:
+        assert sorted(x for (x,) in check.execute("SELECT x FROM t")) == [1, 3]
+
+
+async def test_a_commit_from_a_held_copy_answers_as_the_store_says(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """A reservation settled elsewhere (another node cancelled it) after this node made it:
+    a commit of the reserved cost here is refused as already cancelled, never applied."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    store = ctx.stores.credits
+    now = clock.now()
+    held = await store.claim_reservation(rid, "other:cancelled:0", now, now + timedelta(seconds=30))
+    assert held is not None
+    assert await store.settle_reservation(dataclasses.replace(held, settled_at=now), "other")
+    response = await commit(client, rid, 10)
+    assert response.status_code == 409, response.text
+    assert "cancelled" in response.text
+    found = await store.get_reservation(rid)
+    assert found is not None
+    assert found.status is ReservationStatus.CANCELLED
+
+
+async def test_two_finishes_of_one_reservation_in_a_batch_apply_once(
+    sql_store: SqlStore,
+) -> None:
+    """Two settlements of the same reservation sent at once (with others): the first to
+    arrive applies, the second finds it settled, as they would one after the other."""
+    made = [pending(n) for n in range(3)]
+    for reservation in made:
+        await sql_store.create_reservation(reservation)
+    at = NOW + timedelta(seconds=1)
+    first = made[0].settled_as(ReservationStatus.COMMITTED, 3, 0, at)
+    second = made[0].settled_as(ReservationStatus.CANCELLED, 0, 0, at)
+    others = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, at) for r in made[1:]]
+    answers = await asyncio.gather(
+        *(sql_store.finish_reservation(r, at) for r in [first, others[0], second, others[1]])
+    )
+    assert answers == [True, True, False, True]
+    assert await sql_store.get_reservation(made[0].id) == first
