@@ -26,7 +26,9 @@ SETTINGS = "/dashboard/accounts/acme/settings"
 ACTOR = "alice"  # an admin token's name: the actor of the dashboard's changes
 WRITE_FORM = re.compile(r'<form method="post" action="/dashboard/(?!logout)')
 ROW = re.compile(
-    r'<tr data-account="([^"]+)" data-today="(\d+)" data-month="(\d+)" data-last-seen="([^"]*)">'
+    r'<tr data-account="([^"]+)">.*?data-today="(\d+)".*?data-month="(\d+)"'
+    r'.*?data-last-seen="([^"]*)"',
+    re.DOTALL,
 )
 # Every form this module adds, with fields that would change the account if accepted.
 WRITES = [
