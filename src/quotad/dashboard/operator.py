@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import credit_pages, pages, sessions, web, webhook_pages
+from quotad.dashboard import account_pages, credit_pages, pages, sessions, web, webhook_pages
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
 from quotad.domain.operators import Access
@@ -29,6 +29,7 @@ NOTICES = {
     "revoked": "The key was revoked; it no longer works.",
     "granted": "The credits were granted.",
     "voided": "The grant was voided: what was left of it is gone from the balance.",
+    "created": "The account was created.",
 }
 MAX_SEARCH = 200
 
@@ -98,15 +99,26 @@ async def overview(request: Request) -> Response:
 
 
 async def accounts(request: Request) -> Response:
-    """The accounts, searchable by id or name."""
+    """The accounts with their use, searchable by id or name, filtered by plan and
+    status, sorted by id, name, plan or status; admin sessions get the create form."""
     ctx = web.context(request)
-    search = web.query(request, "q", MAX_SEARCH)
-    after = web.query(request, "after", MAX_SEARCH)
+    query = account_pages.ListQuery.of(
+        *(web.query(request, name, MAX_SEARCH) for name in ("q", "plan", "status", "sort", "page"))
+    )
+    deleted = web.query(request, "notice", MAX_SEARCH) == "deleted"
     session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
-    page = await pages.accounts_page(ctx, search.strip(), after or None)
-    return web.render(AREA, "accounts.html", session=session, page=page, nav="accounts")
+    return web.render(
+        AREA,
+        "accounts.html",
+        session=session,
+        listing=await account_pages.accounts_list(ctx, query),
+        entered=account_pages.EMPTY_CREATE_FORM,
+        create_error=None,
+        notice="The account was deleted." if deleted else None,
+        nav="accounts",
+    )
 
 
 async def render_account(
