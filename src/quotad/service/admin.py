@@ -625,9 +625,7 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
     before = (await ctx.counters.gauges(account.id)).get(name, 0)
-    # One transaction where the gauges are kept with the records (SQL); with Redis
-    # counters the entry follows the change.
-    async with ctx.records.atomic():
+    async with audit.with_counters(ctx):
         value = await ctx.counters.set_gauge(account.id, name, usage)
         await audit.record(
             ctx,
