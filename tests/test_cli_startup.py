@@ -8,6 +8,7 @@ command conversion that ``quotad.cli.main`` limits to the command asked for.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,19 @@ def test_a_typo_is_answered_with_every_command(tmp_path: Path) -> None:
     done, _ = loaded_by(tmp_path, "servics", "list")
     assert done.returncode == 2
     assert "services" in done.stderr
+
+
+def test_a_listing_runs_while_another_process_holds_the_write_lock(
+    tmp_path: Path, store: str
+) -> None:
+    """Opening a store already at the head takes no write lock: a listing does not wait
+    for (or fail behind) a writer such as a running server."""
+    writer = sqlite3.connect(store.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        done, _ = loaded_by(tmp_path, "services", "list", "--store", store)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "services" in done.stdout

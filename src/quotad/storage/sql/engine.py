@@ -237,6 +237,13 @@ class Database:
                 # one on checkout costs a local round trip and spares a failed request.
                 pool_pre_ping=True,
             )
+        # A schema already at the head (every CLI command's store, every node but the first
+        # to start) is read as such without taking SQLite's write lock or PostgreSQL's
+        # migration lock, so a command does not queue behind a running server's writes.
+        async with self.read() as conn:
+            current = await conn.run_sync(at_head)
+        if current:
+            return
         async with self.write() as conn:
             await conn.run_sync(migrate if self.sqlite else _migrate_locked)
 
