@@ -83,6 +83,13 @@ async def post_form(
     return await http.post(action, data={"csrf": csrf_of(shown.text), **fields})
 
 
+def error_of(html: str) -> str:
+    """The page's error message (its alert paragraph)."""
+    match = re.search(r'<p class="error" role="alert">(.*?)</p>', html, re.DOTALL)
+    assert match is not None, html
+    return match.group(1)
+
+
 def test_limits_are_said_in_words() -> None:
     """Each limit kind reads as the pages write it: total / window, rate and burst, billing,
     mode and per key."""
@@ -203,7 +210,7 @@ async def test_deleting_a_plan_is_refused_while_accounts_use_it(
     await operator_signed_in(client)
     refused = await post_form(client, "/dashboard/plans/pro", "/dashboard/plans/pro/delete")
     assert refused.status_code == 409
-    assert "Plan pro is not deleted: accounts use it." in refused.text
+    assert "Plan pro is not deleted: accounts use it." in error_of(refused.text)
     assert await ctx.records.get_plan("pro") is not None
     deleted = await post_form(client, "/dashboard/plans/spare", "/dashboard/plans/spare/delete")
     assert deleted.status_code == 303
@@ -247,7 +254,7 @@ async def test_a_refused_plan_says_why_and_nothing_changes(
         client, "/dashboard/plans", "/dashboard/plans", id=plan_id, body=body
     )
     assert response.status_code in (400, 409), response.text
-    assert said in response.text
+    assert said in error_of(response.text)
     assert [p.id for p in await admin.list_plans(ctx, 10)] == ["pro", "spare"]
     assert await audit_actions(client, "plan:new") == []
 
@@ -265,8 +272,72 @@ async def test_a_refused_replacement_keeps_the_text_and_the_plan(
         client, "/dashboard/plans/pro", "/dashboard/plans/pro/replace", body=text
     )
     assert response.status_code == 400
-    assert "/body/quotas/insights/0/rate/per_second" in response.text
+    assert "/body/quotas/insights/0/rate/per_second" in error_of(response.text)
     assert "&#34;per_second&#34;: 0" in response.text
+    assert await admin.require_plan(ctx, "pro") == before
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_the_set_limit_form_replaces_or_adds_a_limit_and_remove_takes_it_out(
+    client: httpx2.AsyncClient, ctx: Context
+) -> None:
+    """Setting a limit of an existing window and per replaces it, a new one is added, and
+    removing a service's last limit drops the service; each is a ``plan.replace`` entry."""
+    await operator_signed_in(client)
+    page = "/dashboard/plans/pro"
+    fields = {"service": "insights", "window": "day", "total": "300", "mode": "soft"}
+    replaced = await post_form(client, page, f"{page}/limits", per="account", **fields)
+    assert replaced.status_code == 303, replaced.text
+    assert replaced.headers["location"] == f"{page}?notice=limit-set"
+    rate = {"service": "scoring", "window": "rate", "total": "4", "per_second": "0.5"}
+    added = await post_form(client, page, f"{page}/limits", mode="hard", per="key", **rate)
+    assert added.status_code == 303, added.text
+    plan = await admin.require_plan(ctx, "pro")
+    insights = [limit_words(spec) for spec in plan.quotas["insights"].limits]
+    assert "300 / day, soft" in insights
+    assert "250 / day" not in insights
+    assert len(insights) == len(ALL_KINDS)
+    scoring = [limit_words(spec) for spec in plan.quotas["scoring"].limits]
+    assert scoring == ["100 / day", "0.5/s burst 4, per key"]
+    shown = await client.get(page)
+    assert '<div class="plan-limit" data-limit="scoring.rate.key">' in shown.text
+    for name in ("scoring.day", "scoring.rate.key"):
+        removed = await post_form(client, page, f"{page}/limits/remove", limit=name)
+        assert removed.status_code == 303, removed.text
+    assert "scoring" not in (await admin.require_plan(ctx, "pro")).quotas
+    gone = await post_form(client, page, f"{page}/limits/remove", limit="scoring.day")
+    assert gone.status_code == 409
+    assert "has no limit “scoring.day”" in error_of(gone.text)
+    actions = await audit_actions(client, "plan:pro")
+    assert actions == [("plan.create", "local"), *[("plan.replace", "bootstrap")] * 4]
+
+
+@MEMORY_ONLY
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"window": "day", "total": "many"}, "The total (a rate&#39;s burst) is a whole number."),
+        ({"window": "rate", "total": "5", "per_second": "fast"}, "is a number, e.g. 10"),
+        ({"window": "rate", "total": "5", "per_second": "0"}, "per_second"),
+        ({"window": "fortnight", "total": "5"}, "window"),
+        ({"window": "day", "total": "5", "service": "ghost"}, "is not registered"),
+        ({"window": "day", "total": "5", "service": "Bad!"}, "Choose a registered service."),
+    ],
+)
+@pytest.mark.usefixtures("seeded")
+async def test_a_refused_limit_says_why_and_the_plan_is_unchanged(
+    client: httpx2.AsyncClient, ctx: Context, fields: dict[str, str], said: str
+) -> None:
+    """A limit the form or the API's parser refuses is a 400 or 409 with a message, and
+    the plan is as it was."""
+    await operator_signed_in(client)
+    before = await admin.require_plan(ctx, "pro")
+    form = {"service": "insights", "mode": "hard", "per": "account", **fields}
+    response = await post_form(
+        client, "/dashboard/plans/pro", "/dashboard/plans/pro/limits", **form
+    )
+    assert response.status_code in (400, 409), response.text
+    assert said in error_of(response.text)
     assert await admin.require_plan(ctx, "pro") == before
 
 
@@ -283,6 +354,8 @@ async def test_plan_and_service_forms_need_the_csrf_token(
     for path, fields in (
         ("/dashboard/plans", {"id": "new", "body": "{}"}),
         ("/dashboard/plans/pro/replace", {"body": "{}"}),
+        ("/dashboard/plans/pro/limits", {"service": "insights", "window": "day", "total": "1"}),
+        ("/dashboard/plans/pro/limits/remove", {"limit": "insights.day"}),
         ("/dashboard/plans/spare/delete", {}),
         ("/dashboard/services", {"name": "new"}),
         ("/dashboard/services/insights/update", {"description": "changed"}),
@@ -318,6 +391,8 @@ async def test_a_read_session_sees_no_write_control_and_cannot_forge_one(
     for path, fields in (
         ("/dashboard/plans", {"id": "new", "body": "{}"}),
         ("/dashboard/plans/pro/replace", {"body": "{}"}),
+        ("/dashboard/plans/pro/limits", {"service": "insights", "window": "day", "total": "1"}),
+        ("/dashboard/plans/pro/limits/remove", {"limit": "insights.day"}),
         ("/dashboard/plans/spare/delete", {}),
         ("/dashboard/services", {"name": "new"}),
         ("/dashboard/services/insights/update", {"description": "changed"}),
@@ -397,7 +472,7 @@ async def test_a_refused_service_form_says_why_and_nothing_changes(
     await operator_signed_in(client)
     response = await post_form(client, "/dashboard/services", path, **fields)
     assert response.status_code == status, response.text
-    assert said in response.text
+    assert said in error_of(response.text)
     services = await admin.list_services(ctx)
     assert [(s.name, s.description, s.credit_price) for s in services] == [
         ("insights", "Insight queries", to_micros("0.002")),

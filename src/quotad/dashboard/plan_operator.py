@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -30,7 +30,7 @@ from quotad.dashboard.operator import AREA, account_url, operator_session, read_
 from quotad.dashboard.sessions import Session
 from quotad.domain import limits
 from quotad.domain.credits import MICROS, Refill, from_micros, to_micros
-from quotad.domain.limits import LimitSpec, Mode, Per
+from quotad.domain.limits import LimitSpec, Mode, Per, Window
 from quotad.domain.models import Account, Limit, Plan, Quota, Service
 from quotad.domain.webhooks import DEFAULT_THRESHOLDS
 from quotad.errors import Conflict, NotFound, QuotadError, ValidationFailed
@@ -52,7 +52,24 @@ SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 LIMIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 BODY_FIELDS = ("description", "quotas", "limits", "alert_thresholds", "refill", "low_credits")
 LIMIT_FIELDS = ("name", "description", "limit")
+# The set-limit form's window choices: a month on the billing anchor is a window of its own
+# there, and a rate is chosen in place of a window.
+WINDOW_CHOICES = (
+    *((w.value, w.value) for w in Window),
+    ("month-billing", "month (billing)"),
+    ("rate", "rate (per second, with a burst)"),
+)
+EMPTY_LIMIT_FORM = {
+    "service": "",
+    "window": "day",
+    "total": "",
+    "per_second": "",
+    "mode": "hard",
+    "per": "account",
+}
 NOTICES = {
+    "limit-set": "The limit was set; accounts on the plan count against it now.",
+    "limit-removed": "The limit was removed from the plan.",
     "created": "The plan was created.",
     "replaced": "The plan was replaced; accounts on it count against its new limits now.",
     "deleted": "The plan was deleted.",
@@ -111,6 +128,13 @@ def credits_input(micros: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+class LimitLine(NamedTuple):
+    """One limit of a plan's service as the pages list it."""
+
+    words: str  # as ``limit_words`` says it
+    name: str  # its limit name (``insights.day.key``): what the remove form names it by
+
+
 @dataclass(frozen=True, slots=True)
 class PlanRow:
     """A plan as the pages show it, with the accounts on it."""
@@ -119,10 +143,10 @@ class PlanRow:
     accounts: list[Account] = field(default_factory=list)
 
     @property
-    def services(self) -> list[tuple[str, list[str]]]:
+    def services(self) -> list[tuple[str, list[LimitLine]]]:
         """Each service's limits in words, by service name."""
         return [
-            (name, [limit_words(spec) for spec in quota.limits])
+            (name, [LimitLine(limit_words(spec), spec.name(name)) for spec in quota.limits])
             for name, quota in sorted(self.plan.quotas.items())
         ]
 
@@ -344,6 +368,7 @@ async def _plan_page(
     status: int = 200,
     *,
     body: str | None = None,
+    entered_limit: Mapping[str, str] | None = None,
     notice: str | None = None,
     error: str | None = None,
 ) -> Response:
@@ -356,6 +381,9 @@ async def _plan_page(
         row=PlanRow(plan, grouped.get(plan.id, [])),
         truncated=truncated,
         body=plan_body(plan) if body is None else body,
+        services=await admin.list_services(ctx),
+        window_choices=WINDOW_CHOICES,
+        entered_limit=entered_limit or EMPTY_LIMIT_FORM,
         account_url=account_url,
         plan_url=plan_url,
         when=_when,
@@ -506,6 +534,105 @@ async def delete_plan(request: Request) -> Response:
     return web.redirect("/dashboard/plans?notice=deleted")
 
 
+def limit_item(form: Mapping[str, str]) -> dict[str, Any]:
+    """The set-limit form's limit as the API's JSON writes it (SPEC 9), for
+    ``admin.parse_quotas`` to check. Raises ``FormError`` for numbers that are not."""
+    if not SERVICE_NAME.match(form.get("service", "")):
+        raise FormError("Choose a registered service.")
+    window = form.get("window", "")
+    total_text = form.get("total", "").strip().replace(",", "").replace("_", "")
+    if not total_text.isdigit():
+        raise FormError("The total (a rate's burst) is a whole number.")
+    item: dict[str, Any]
+    if window == "rate":
+        try:
+            per_second = float(form.get("per_second", "").strip())
+        except ValueError:
+            raise FormError("A rate's “per second” is a number, e.g. 10 or 0.5.") from None
+        item = {"rate": {"per_second": per_second, "burst": int(total_text)}}
+    elif window == "month-billing":
+        item = {"window": "month", "total": int(total_text), "anchor": "billing"}
+    else:
+        item = {"window": window, "total": int(total_text)}
+    for name, default in (("mode", "hard"), ("per", "account")):
+        value = form.get(name, default)
+        if value != default:
+            item[name] = value
+    return item
+
+
+async def _replace_quotas(ctx: Context, plan: Plan, quotas: dict[str, Quota]) -> None:
+    """Replace the plan with other quotas, the rest of it as it is (audited ``plan.replace``)."""
+    await admin.replace_plan(
+        ctx,
+        plan.id,
+        quotas,
+        list(plan.limits),
+        plan.description,
+        plan.alert_thresholds,
+        plan.refill,
+        plan.low_credits,
+    )
+
+
+def _messages(exc: QuotadError) -> str:
+    """A refusal's problems without their pointers (the form has no JSON to point into)."""
+    problems = "; ".join(item.message for item in exc.validation_errors)
+    return problems or exc.note
+
+
+async def set_limit(request: Request) -> Response:
+    """Set one limit of a service in the plan: the limit of the same identity (window or
+    rate, and per) is replaced, else it is added (audited ``plan.replace``)."""
+    ctx = web.context(request)
+    session, plan, form, refusal = await _plan_form(ctx, request)
+    if refusal is not None or session is None or plan is None:
+        return refusal or web.to_login(AREA)
+    entered = {name: form.get(name, default) for name, default in EMPTY_LIMIT_FORM.items()}
+    service = form.get("service", "")
+    try:
+        [new] = admin.parse_quotas({service: [limit_item(form)]}, "/body")[service]
+        kept = plan.quotas[service].limits if service in plan.quotas else ()
+        specs = [spec for spec in kept if spec.identity != new.identity]
+        quotas = {**plan.quotas, service: Quota((*specs, new))}
+        await _replace_quotas(ctx, plan, quotas)
+    except FormError as exc:
+        return await _plan_page(ctx, session, plan, 400, entered_limit=entered, error=str(exc))
+    except QuotadError as exc:
+        return await _plan_page(
+            ctx, session, plan, _status(exc), entered_limit=entered, error=_messages(exc)
+        )
+    return web.redirect(f"{plan_url(plan.id)}?notice=limit-set")
+
+
+async def remove_limit(request: Request) -> Response:
+    """Remove one limit, named by its limit name, from the plan (audited ``plan.replace``);
+    a service left without limits leaves the plan."""
+    ctx = web.context(request)
+    session, plan, form, refusal = await _plan_form(ctx, request)
+    if refusal is not None or session is None or plan is None:
+        return refusal or web.to_login(AREA)
+    name = form.get("limit", "")
+    quotas = dict(plan.quotas)
+    for service, quota in plan.quotas.items():
+        kept = tuple(spec for spec in quota.limits if spec.name(service) != name)
+        if len(kept) == len(quota.limits):
+            continue
+        if kept:
+            quotas[service] = Quota(kept)
+        else:
+            del quotas[service]
+        break
+    else:
+        error = f"Plan {plan.id} has no limit “{name}” (changed meanwhile?); nothing was removed."
+        return await _plan_page(ctx, session, plan, 409, error=error)
+    try:
+        await _replace_quotas(ctx, plan, quotas)
+    except QuotadError as exc:
+        return await _plan_page(ctx, session, plan, _status(exc), error=_messages(exc))
+    return web.redirect(f"{plan_url(plan.id)}?notice=limit-removed")
+
+
 # Services -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ServiceRow:
@@ -635,6 +762,8 @@ ROUTES: list[BaseRoute] = [
     Route("/dashboard/plans", create_plan, methods=["POST"]),
     Route(_PLAN, plan_page, methods=["GET"]),
     Route(f"{_PLAN}/replace", replace_plan, methods=["POST"]),
+    Route(f"{_PLAN}/limits", set_limit, methods=["POST"]),
+    Route(f"{_PLAN}/limits/remove", remove_limit, methods=["POST"]),
     Route(f"{_PLAN}/delete", delete_plan, methods=["POST"]),
     Route("/dashboard/services", services_page, methods=["GET"]),
     Route("/dashboard/services", create_service, methods=["POST"]),
