@@ -409,14 +409,18 @@ async def test_a_read_session_sees_no_write_control_and_cannot_forge_one(
 async def test_services_are_listed_registered_and_edited_with_audit(
     client: httpx2.AsyncClient, ctx: Context
 ) -> None:
-    """The services page lists name, description and price; registering and editing go
-    through the service layer and are logged by the session."""
+    """The services page lists name, description, price and the plans limiting each;
+    registering and editing go through the service layer and are logged by the session."""
     await operator_signed_in(client)
     page = await client.get("/dashboard/services")
     assert page.status_code == 200
     assert '<a href="/dashboard/services" aria-current="page">Services</a>' in page.text
     assert '<td class="price">0.002 credits a unit</td>' in page.text
     assert '<td class="price">unpriced</td>' in page.text
+    scoring_plans = (
+        '<a href="/dashboard/plans/pro">pro</a>, <a href="/dashboard/plans/spare">spare</a>'
+    )
+    assert f'<td class="plans">{scoring_plans}</td>' in page.text
     created = await post_form(
         client,
         "/dashboard/services",

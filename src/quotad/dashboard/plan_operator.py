@@ -639,6 +639,7 @@ class ServiceRow:
     """A service as the page lists it."""
 
     service: Service
+    plans: list[str] = field(default_factory=list)  # ids of the plans limiting it
 
     @property
     def price(self) -> str:
@@ -690,13 +691,18 @@ async def _services_page(
     notice: str | None = None,
     error: str | None = None,
 ) -> Response:
-    rows = [ServiceRow(service) for service in await admin.list_services(ctx)]
+    plans = await _all_plans(ctx)
+    rows = [
+        ServiceRow(service, [plan.id for plan in plans if service.name in plan.quotas])
+        for service in await admin.list_services(ctx)
+    ]
     return web.render(
         AREA,
         "services.html",
         status,
         session=session,
         rows=rows,
+        plan_url=plan_url,
         entered=entered or {"name": "", "description": "", "credit_price": ""},
         notice=notice,
         error=error,
