@@ -139,6 +139,7 @@ async def test_plans_page_lists_limits_in_words_and_the_accounts(
     assert page.status_code == 200
     assert '<li data-account="acme"><a href="/dashboard/accounts/acme">acme</a>' in page.text
     assert '<td id="thresholds">50 %, 90 %</td>' in page.text
+    assert 'href="/dashboard/accounts?plan=pro" id="plan-accounts-list"' in page.text
     assert "&#34;anchor&#34;: &#34;billing&#34;" in page.text  # the edit box's JSON
     missing = await client.get("/dashboard/plans/nope")
     assert missing.status_code == 404
