@@ -16,6 +16,7 @@ from quotad.dashboard import (
     credit_operator,
     errors,
     operator,
+    plan_operator,
     portal,
     webhook_operator,
 )
@@ -44,6 +45,7 @@ def create_app(ctx: Context) -> Starlette:
             *account_operator.ROUTES,
             *credit_operator.ROUTES,
             *webhook_operator.ROUTES,
+            *plan_operator.ROUTES,
             Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *portal.ROUTES,
         ],
