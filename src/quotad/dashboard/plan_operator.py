@@ -42,10 +42,9 @@ MAX_ID = 200  # an id in a page's address (longer ones are refused, not looked u
 MAX_DESCRIPTION = 500  # as the API's descriptions
 MAX_ITEMS = 100  # services of a plan, and resource limits of a plan, as the API allows
 MAX_COUNT = 10**15  # a resource limit's largest value, as the API's
-ACCOUNTS_PAGE = 500
-# Accounts are read in pages to group them by plan; past this many the counts are a floor
-# (the page says so) rather than a scan of a very large install on every visit.
-MAX_SCANNED = 10_000
+PLANS_PAGE = 500  # plans read per page
+LISTED = 5  # accounts named on the plans page (the count says how many there are)
+SHOWN_ON_PAGE = 500  # accounts named on a plan's page (past that, the accounts list filters)
 # The API's patterns (``quotad.api.schemas``, which the dashboard may not import).
 PLAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -140,7 +139,8 @@ class PlanRow:
     """A plan as the pages show it, with the accounts on it."""
 
     plan: Plan
-    accounts: list[Account] = field(default_factory=list)
+    accounts: list[Account] = field(default_factory=list)  # those shown (the first by id)
+    count: int = 0  # all of them
 
     @property
     def services(self) -> list[tuple[str, list[LimitLine]]]:
@@ -170,29 +170,22 @@ class PlanRow:
         return None if mark is None else f"{amount_text(mark)} credits"
 
 
-async def accounts_by_plan(ctx: Context) -> tuple[dict[str, list[Account]], bool]:
-    """The accounts grouped by plan id, and whether the scan stopped at ``MAX_SCANNED``."""
-    grouped: dict[str, list[Account]] = {}
-    after: str | None = None
-    scanned = 0
-    while scanned < MAX_SCANNED:
-        page = await admin.list_accounts(ctx, ACCOUNTS_PAGE, after)
-        for account in page:
-            grouped.setdefault(account.plan_id, []).append(account)
-        scanned += len(page)
-        if len(page) < ACCOUNTS_PAGE:
-            return grouped, False
-        after = page[-1].id
-    return grouped, True
+async def plan_row(ctx: Context, plan: Plan, counts: dict[str, int], shown: int) -> PlanRow:
+    """A plan with its number of accounts and the first ``shown`` of them (an indexed
+    read: a plan's page stays fast whatever the number of accounts)."""
+    first = (
+        await admin.list_accounts(ctx, shown, None, None, plan.id) if counts.get(plan.id) else []
+    )
+    return PlanRow(plan, first, counts.get(plan.id, 0))
 
 
 async def _all_plans(ctx: Context) -> list[Plan]:
     plans: list[Plan] = []
     after: str | None = None
     while True:
-        page = await admin.list_plans(ctx, ACCOUNTS_PAGE, after)
+        page = await admin.list_plans(ctx, PLANS_PAGE, after)
         plans += page
-        if len(page) < ACCOUNTS_PAGE:
+        if len(page) < PLANS_PAGE:
             return plans
         after = page[-1].id
 
@@ -343,15 +336,14 @@ async def _plans_page(
     notice: str | None = None,
     error: str | None = None,
 ) -> Response:
-    grouped, truncated = await accounts_by_plan(ctx)
-    rows = [PlanRow(plan, grouped.get(plan.id, [])) for plan in await _all_plans(ctx)]
+    counts = await admin.count_accounts_by_plan(ctx)
+    rows = [await plan_row(ctx, plan, counts, LISTED) for plan in await _all_plans(ctx)]
     return web.render(
         AREA,
         "plans.html",
         status,
         session=session,
         rows=rows,
-        truncated=truncated,
         entered=entered or {"id": "", "body": plan_body(None)},
         account_url=account_url,
         plan_url=plan_url,
@@ -372,14 +364,14 @@ async def _plan_page(
     notice: str | None = None,
     error: str | None = None,
 ) -> Response:
-    grouped, truncated = await accounts_by_plan(ctx)
+    row = await plan_row(ctx, plan, await admin.count_accounts_by_plan(ctx), SHOWN_ON_PAGE)
     return web.render(
         AREA,
         "plan.html",
         status,
         session=session,
-        row=PlanRow(plan, grouped.get(plan.id, [])),
-        truncated=truncated,
+        row=row,
+        truncated=row.count > len(row.accounts),
         body=plan_body(plan) if body is None else body,
         services=await admin.list_services(ctx),
         window_choices=WINDOW_CHOICES,
