@@ -112,8 +112,13 @@ def main() -> int:
                     "/dashboard/accounts",
                     "/dashboard/accounts/big",
                     f"/dashboard/accounts/big?start={date.today() - timedelta(days=89)}",
+                    "/dashboard/accounts/big/settings",
+                    "/dashboard/plans",
+                    "/dashboard/plans/pro",
+                    "/dashboard/services",
+                    "/dashboard/webhooks",
                 ],
-                "portal": ["/portal"],
+                "portal": ["/portal", "/portal/keys", "/portal/alerts"],
             }
             results = []
             for area, paths in pages.items():
