@@ -25,7 +25,7 @@ from quotad.dashboard.operator import (
 )
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account, AccountStatus, Overrides
-from quotad.errors import NotFound, QuotadError, ValidationFailed
+from quotad.errors import QuotadError, ValidationFailed
 from quotad.service import admin
 from quotad.service.admin import AccountChanges
 from quotad.service.context import Context
@@ -42,12 +42,6 @@ NOTICES = {
 def settings_url(account_id: str) -> str:
     """The address of an account's settings page."""
     return f"{account_url(account_id)}/settings"
-
-
-def _status(exc: QuotadError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 400
-    return 404 if isinstance(exc, NotFound) else 409
 
 
 async def render_settings(
@@ -110,7 +104,7 @@ async def _change(
             ctx,
             session,
             account,
-            status=_status(exc),
+            status=web.status_of(exc),
             forms=forms,
             error=None if changes.overrides is not None else said,
             overrides_error=said if changes.overrides is not None else None,
@@ -238,7 +232,7 @@ async def delete(request: Request) -> Response:
     try:
         await admin.delete_account(ctx, account.id)
     except QuotadError as exc:
-        return _confirm_page(session, account, _status(exc), exc.note)
+        return _confirm_page(session, account, web.status_of(exc), exc.note)
     return web.redirect("/dashboard/accounts?notice=deleted")
 
 
@@ -265,7 +259,7 @@ async def create(request: Request) -> Response:
         return web.render(
             AREA,
             "accounts.html",
-            _status(exc),
+            web.status_of(exc),
             session=session,
             listing=listing,
             entered=entered,

@@ -255,7 +255,9 @@ async def revoke_key(request: Request) -> Response:
         await _owned_key(ctx, account, key_id)
         await admin.revoke_key(ctx, key_id)
     except QuotadError as exc:
-        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
+        return await render_account(
+            ctx, session, account, status=web.status_of(exc), error=exc.note
+        )
     return web.redirect(f"{account_url(account.id)}?notice=revoked")
 
 
@@ -279,13 +281,27 @@ async def rotate_key(request: Request) -> Response:
         await _owned_key(ctx, account, key_id)
         issued = await admin.rotate_key(ctx, key_id, int(text))
     except QuotadError as exc:
-        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
+        return await render_account(
+            ctx, session, account, status=web.status_of(exc), error=exc.note
+        )
     notice = f"Key {key_id} rotated to {issued.record.id}; the old key works for {text} s more."
     return await render_account(ctx, session, account, status=201, new_key=issued, notice=notice)
 
 
-def _status(exc: QuotadError) -> int:
-    return 404 if isinstance(exc, NotFound) else 409
+async def admin_form(
+    ctx: Context, request: Request
+) -> tuple[Session | None, dict[str, str], Response | None]:
+    """The session and form of a change, or the answer refusing it (no session, a read
+    session, a wrong CSRF token)."""
+    form = await web.read_form(request)
+    session = await operator_session(ctx, request)
+    if session is None:
+        return None, form, web.to_login(AREA)
+    if not session.may_change:
+        return session, form, read_only(session)
+    if not sessions.csrf_ok(session, form.get("csrf")):
+        return session, form, web.csrf_refused(AREA)
+    return session, form, None
 
 
 ROUTES: list[BaseRoute] = [

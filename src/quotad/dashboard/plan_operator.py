@@ -24,16 +24,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import sessions, web
+from quotad.dashboard import web
 from quotad.dashboard.credit_pages import amount_text
-from quotad.dashboard.operator import AREA, account_url, operator_session, read_only
+from quotad.dashboard.operator import AREA, account_url, admin_form, operator_session
 from quotad.dashboard.sessions import Session
 from quotad.domain import limits
 from quotad.domain.credits import MICROS, Refill, from_micros, to_micros
 from quotad.domain.limits import LimitSpec, Mode, Per, Window
 from quotad.domain.models import Account, Limit, Plan, Quota, Service
 from quotad.domain.webhooks import DEFAULT_THRESHOLDS
-from quotad.errors import Conflict, NotFound, QuotadError, ValidationFailed
+from quotad.errors import Conflict, QuotadError, ValidationFailed
 from quotad.http.credit_views import low_credits_at, refill_at
 from quotad.service import admin
 from quotad.service.context import Context
@@ -320,12 +320,6 @@ def said(exc: QuotadError) -> str:
     return problems or exc.note
 
 
-def _status(exc: QuotadError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 400
-    return 404 if isinstance(exc, NotFound) else 409
-
-
 # Pages ----------------------------------------------------------------------------------
 async def _plans_page(
     ctx: Context,
@@ -417,27 +411,11 @@ async def plan_page(request: Request) -> Response:
     return await _plan_page(ctx, session, plan, notice=NOTICES.get(notice))
 
 
-async def _admin_form(
-    ctx: Context, request: Request
-) -> tuple[Session | None, dict[str, str], Response | None]:
-    """The session and form of a change, or the answer refusing it (no session, a read
-    session, a wrong CSRF token)."""
-    form = await web.read_form(request)
-    session = await operator_session(ctx, request)
-    if session is None:
-        return None, form, web.to_login(AREA)
-    if not session.may_change:
-        return session, form, read_only(session)
-    if not sessions.csrf_ok(session, form.get("csrf")):
-        return session, form, web.csrf_refused(AREA)
-    return session, form, None
-
-
 async def _plan_form(
     ctx: Context, request: Request
 ) -> tuple[Session | None, Plan | None, dict[str, str], Response | None]:
-    """As ``_admin_form``, with the plan the address names (or its 404 page)."""
-    session, form, refusal = await _admin_form(ctx, request)
+    """As ``operator.admin_form``, with the plan the address names (or its 404 page)."""
+    session, form, refusal = await admin_form(ctx, request)
     if refusal is not None or session is None:
         return session, None, form, refusal or web.to_login(AREA)
     plan_id: str = request.path_params["plan_id"]
@@ -450,7 +428,7 @@ async def _plan_form(
 async def create_plan(request: Request) -> Response:
     """Create a plan from its id and its JSON body (audited ``plan.create``)."""
     ctx = web.context(request)
-    session, form, refusal = await _admin_form(ctx, request)
+    session, form, refusal = await admin_form(ctx, request)
     if refusal is not None or session is None:
         return refusal or web.to_login(AREA)
     plan_id = form.get("id", "").strip()
@@ -477,7 +455,7 @@ async def create_plan(request: Request) -> Response:
     except FormError as exc:
         return await _plans_page(ctx, session, 400, entered=entered, error=str(exc))
     except QuotadError as exc:
-        return await _plans_page(ctx, session, _status(exc), entered=entered, error=said(exc))
+        return await _plans_page(ctx, session, web.status_of(exc), entered=entered, error=said(exc))
     return web.redirect(f"{plan_url(plan_id)}?notice=created")
 
 
@@ -503,7 +481,7 @@ async def replace_plan(request: Request) -> Response:
     except FormError as exc:
         return await _plan_page(ctx, session, plan, 400, body=text, error=str(exc))
     except QuotadError as exc:
-        return await _plan_page(ctx, session, plan, _status(exc), body=text, error=said(exc))
+        return await _plan_page(ctx, session, plan, web.status_of(exc), body=text, error=said(exc))
     return web.redirect(f"{plan_url(plan.id)}?notice=replaced")
 
 
@@ -522,7 +500,7 @@ async def delete_plan(request: Request) -> Response:
         )
         return await _plan_page(ctx, session, plan, 409, error=error)
     except QuotadError as exc:
-        return await _plan_page(ctx, session, plan, _status(exc), error=said(exc))
+        return await _plan_page(ctx, session, plan, web.status_of(exc), error=said(exc))
     return web.redirect("/dashboard/plans?notice=deleted")
 
 
@@ -592,7 +570,7 @@ async def set_limit(request: Request) -> Response:
         return await _plan_page(ctx, session, plan, 400, entered_limit=entered, error=str(exc))
     except QuotadError as exc:
         return await _plan_page(
-            ctx, session, plan, _status(exc), entered_limit=entered, error=_messages(exc)
+            ctx, session, plan, web.status_of(exc), entered_limit=entered, error=_messages(exc)
         )
     return web.redirect(f"{plan_url(plan.id)}?notice=limit-set")
 
@@ -621,7 +599,7 @@ async def remove_limit(request: Request) -> Response:
     try:
         await _replace_quotas(ctx, plan, quotas)
     except QuotadError as exc:
-        return await _plan_page(ctx, session, plan, _status(exc), error=_messages(exc))
+        return await _plan_page(ctx, session, plan, web.status_of(exc), error=_messages(exc))
     return web.redirect(f"{plan_url(plan.id)}?notice=limit-removed")
 
 
@@ -715,7 +693,7 @@ async def services_page(request: Request) -> Response:
 async def create_service(request: Request) -> Response:
     """Register a service (audited ``service.create``)."""
     ctx = web.context(request)
-    session, form, refusal = await _admin_form(ctx, request)
+    session, form, refusal = await admin_form(ctx, request)
     if refusal is not None or session is None:
         return refusal or web.to_login(AREA)
     name = form.get("name", "").strip()
@@ -732,14 +710,16 @@ async def create_service(request: Request) -> Response:
     except FormError as exc:
         return await _services_page(ctx, session, 400, entered=entered, error=str(exc))
     except QuotadError as exc:
-        return await _services_page(ctx, session, _status(exc), entered=entered, error=said(exc))
+        return await _services_page(
+            ctx, session, web.status_of(exc), entered=entered, error=said(exc)
+        )
     return web.redirect("/dashboard/services?notice=service-created")
 
 
 async def update_service(request: Request) -> Response:
     """Change a service's description and credit price (audited ``service.update``)."""
     ctx = web.context(request)
-    session, form, refusal = await _admin_form(ctx, request)
+    session, form, refusal = await admin_form(ctx, request)
     if refusal is not None or session is None:
         return refusal or web.to_login(AREA)
     name: str = request.path_params["name"]
@@ -750,7 +730,7 @@ async def update_service(request: Request) -> Response:
     except FormError as exc:
         return await _services_page(ctx, session, 400, error=f"{name}: {exc}")
     except QuotadError as exc:
-        return await _services_page(ctx, session, _status(exc), error=said(exc))
+        return await _services_page(ctx, session, web.status_of(exc), error=said(exc))
     return web.redirect("/dashboard/services?notice=service-updated")
 
 
