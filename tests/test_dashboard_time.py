@@ -84,7 +84,7 @@ async def test_presets_link_today_7_30_90_days_month_and_billing_cycle(
     await operator_signed_in(client)
     page = await client.get("/dashboard/accounts/wide")
     assert page.status_code == 200
-    base = "/dashboard/accounts/wide?start="
+    base = "?start="
     assert presets_of(page.text) == {
         "today": f"{base}{TODAY}&end={TODAY}",
         "7d": f"{base}2024-11-01&end={TODAY}",
@@ -104,7 +104,7 @@ async def test_following_a_preset_shows_its_range(client: httpx2.AsyncClient) ->
     await windowed_account(client, anchor=20)
     await operator_signed_in(client)
     first = await client.get("/dashboard/accounts/wide")
-    cycle = await client.get(presets_of(first.text)["cycle"])
+    cycle = await client.get("/dashboard/accounts/wide" + presets_of(first.text)["cycle"])
     assert cycle.status_code == 200
     assert 'id="start" name="start"' in cycle.text
     assert 'value="2024-10-20"' in cycle.text
@@ -120,9 +120,7 @@ async def test_the_cycle_preset_follows_a_billing_anchor_past_the_months_end(
     clock.advance(days=114)  # 2025-03-01
     await operator_signed_in(client)
     page = await client.get("/dashboard/accounts/wide")
-    assert (
-        presets_of(page.text)["cycle"] == "/dashboard/accounts/wide?start=2025-02-28&end=2025-03-01"
-    )
+    assert presets_of(page.text)["cycle"] == "?start=2025-02-28&end=2025-03-01"
 
 
 async def test_portal_has_the_presets_too(client: httpx2.AsyncClient) -> None:
@@ -134,7 +132,7 @@ async def test_portal_has_the_presets_too(client: httpx2.AsyncClient) -> None:
     usage = await client.get("/portal")
     assert usage.status_code == 200
     links = presets_of(usage.text)
-    assert links["7d"] == f"/portal?start=2024-11-01&end={TODAY}"
+    assert links["7d"] == f"?start=2024-11-01&end={TODAY}"
     assert set(links) == {"today", "7d", "30d", "90d", "month", "cycle"}
 
 
