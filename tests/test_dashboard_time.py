@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx2
@@ -170,6 +170,36 @@ def test_a_day_at_the_total_without_refusals_is_not_full() -> None:
     assert not chart.any_full
     refused = charts.usage_chart("insights", day, day, [UsageDay(day, 5, 5, 1)])
     assert [bar.state for bar in refused.bars] == ["full"]
+
+
+async def test_a_day_that_spent_its_week_and_refused_stands_out(
+    client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    """A week-only service is drawn, "full" when its week ran out and refused; the trend counts it."""
+    response = await client.post("/admin/v1/services", json={"name": "insights"}, headers=OPERATOR)
+    assert response.status_code == 201, response.text
+    plan = {"id": "weekly", "quotas": {"insights": [{"window": "week", "total": 4}]}}
+    response = await client.post("/admin/v1/plans", json=plan, headers=OPERATOR)
+    assert response.status_code == 201, response.text
+    body = {"id": "acme", "name": "Acme", "plan": "weekly"}
+    assert (await client.post("/admin/v1/accounts", json=body, headers=OPERATOR)).is_success
+    response = await client.post("/admin/v1/accounts/acme/keys", json={}, headers=OPERATOR)
+    key = response.json()["key"]
+    clock.set(datetime(2024, 11, 5, 12, tzinfo=UTC))  # the same week, two days before
+    await verify(client, key, "insights", 3)
+    clock.set(datetime(2024, 11, 7, 12, tzinfo=UTC))
+    await verify(client, key, "insights", 3)  # 1 granted, 2 refused
+    await operator_signed_in(client)
+    page = await client.get(ACCOUNT, params={"start": "2024-11-05", "end": TODAY})
+    assert bar_classes(page.text) == {
+        "2024-11-05": (0, "bar"),
+        "2024-11-06": (0, "bar"),
+        "2024-11-07": (2, "bar full"),
+    }
+    overview = (await client.get("/dashboard")).text  # the trend counts such services too
+    assert f'<tr data-date="{TODAY}" data-granted="1" data-refused="2">' in overview
+    assert '<tr data-date="2024-11-05" data-granted="3" data-refused="0">' in overview
+    assert 'id="high-use"' not in overview  # no daily quota to be near
 
 
 async def test_no_refusal_says_so_under_the_chart(client: httpx2.AsyncClient) -> None:

@@ -34,6 +34,7 @@ class DayBar:
     slot_width: float
     over: bool
     refused: int = 0
+    spent: bool = False  # nothing left after the day (of its window, for a longer one)
 
     @property
     def remaining(self) -> int:
@@ -43,7 +44,7 @@ class DayBar:
     @property
     def full(self) -> bool:
         """Whether the day reached its total and calls were refused (not merely close)."""
-        return not self.over and self.used >= self.total and self.refused > 0
+        return not self.over and self.spent and self.refused > 0
 
     @property
     def state(self) -> str:
@@ -197,6 +198,7 @@ def usage_chart(
                 slot_width=round(slot, 2),
                 over=row.used > row.total,
                 refused=refused.get(row.day, row.rejected),
+                spent=row.remaining == 0,
             )
         )
         line_y = y_of(row.total)

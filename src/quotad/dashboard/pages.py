@@ -25,6 +25,7 @@ from quotad.domain.models import (
     UsageDay,
     effective_limits,
     effective_total,
+    service_limits,
 )
 from quotad.domain.operators import AuditEntry, AuditQuery
 from quotad.errors import QuotadError
@@ -102,6 +103,18 @@ def quota_services(plan: Plan, account: Account) -> list[str]:
     )
 
 
+def charted_services(plan: Plan, account: Account) -> list[str]:
+    """The services drawn day by day: those with a daily quota, and those counted against
+    a week, month or year window only (their days drawn against that window, as
+    ``usage.history`` reports them)."""
+    return sorted(
+        name
+        for name in set(plan.quotas) | set(account.overrides.quotas)
+        if effective_total(plan, account, name) is not None
+        or usage.longer_window(service_limits(plan, account, name) or ()) is not None
+    )
+
+
 async def overview(ctx: Context) -> Overview:
     """Today's use per service, the accounts near a quota, and the busiest accounts."""
     services = {s.name: ServiceToday(s.name) for s in await ctx.records.list_services()}
@@ -121,14 +134,15 @@ async def overview(ctx: Context) -> Overview:
             today = usage.today(ctx, account)
             summary = AccountToday(account)
             first = today - timedelta(days=TREND_DAYS - 1)
-            for name in quota_services(plan, account):
+            for name in charted_services(plan, account):
                 # One read of the trend's days serves today's numbers too.
                 rows = await ctx.counters.usage(account.id, name, first, today)
                 sums.add(today, rows)
                 last = rows[-1] if rows and rows[-1].day == today else None
                 used = last.used if last else 0
                 refused = last.rejected if last else 0
-                total = effective_total(plan, account, name) or 0
+                daily = effective_total(plan, account, name)
+                total = daily or 0
                 line = services.setdefault(name, ServiceToday(name))
                 line.granted += used
                 line.refused += refused
@@ -136,6 +150,8 @@ async def overview(ctx: Context) -> Overview:
                 summary.used += used
                 summary.refused += refused
                 summary.by_service[name] = used
+                if daily is None:
+                    continue  # no daily quota to be near: its windows are on its page
                 if (total and used >= HIGH_USE * total) or (not total and refused):
                     high_use.append(HighUse(account, name, used, total))
             if summary.used or summary.refused:
@@ -260,15 +276,16 @@ async def usage_view(
             problems = "; ".join(item.message for item in exc.validation_errors)
             range_error = problems or exc.note
     charts, quotas_today = [], []
-    for name in quota_services(plan, account):
+    for name in charted_services(plan, account):
         rows = await usage.history(ctx, account, name, start.isoformat(), end.isoformat())
         stored = await ctx.counters.usage(account.id, name, start, end)
         refused = {row.day: row.rejected for row in stored}
         charts.append(usage_chart(name, start, end, rows, refused))
         today_rows = await ctx.counters.usage(account.id, name, today, today)
         used = today_rows[0].used if today_rows else 0
-        total = effective_total(plan, account, name) or 0
-        quotas_today.append(Gauge(name, f"Daily {name} quota, today", used, total))
+        daily = effective_total(plan, account, name)
+        if daily is not None:
+            quotas_today.append(Gauge(name, f"Daily {name} quota, today", used, daily))
     gauges = await ctx.counters.gauges(account.id)
     limits = [
         Gauge(item.name, item.description, gauges.get(item.name, 0), item.limit)
