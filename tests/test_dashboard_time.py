@@ -196,6 +196,8 @@ async def test_a_day_that_spent_its_week_and_refused_stands_out(
         "2024-11-06": (0, "bar"),
         "2024-11-07": (2, "bar full"),
     }
+    assert "Total per week (line)" in page.text
+    assert "Daily total (line)" not in page.text
     overview = (await client.get("/dashboard")).text  # the trend counts such services too
     assert f'<tr data-date="{TODAY}" data-granted="1" data-refused="2">' in overview
     assert '<tr data-date="2024-11-05" data-granted="3" data-refused="0">' in overview

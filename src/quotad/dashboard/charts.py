@@ -83,6 +83,7 @@ class UsageChart:
     total_path: str
     y_ticks: tuple[Tick, ...]
     x_ticks: tuple[Tick, ...]
+    total_label: str = "Daily total"
     width: int = WIDTH
     height: int = HEIGHT
     left: int = LEFT
@@ -161,15 +162,17 @@ def usage_chart(
     end: date,
     rows: list[UsageDay],
     refused: dict[date, int] | None = None,
+    total_label: str = "Daily total",
 ) -> UsageChart:
     """The chart of ``rows`` (one per day, as ``usage.history`` returns them; ``[]`` if none).
 
     ``refused`` gives the calls refused per day; it is passed apart because the days of a
     service counted against a longer window do not carry the stored refusals.
+    ``total_label`` names the line: that window's total for such a service.
     """
     refused = refused or {}
     if not rows:
-        return UsageChart(service, start, end, (), "", (), ())
+        return UsageChart(service, start, end, (), "", (), (), total_label)
     plot_width, plot_height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     peak = max(max(row.used, row.total) for row in rows) or 1
     step = nice_step(peak)
@@ -211,7 +214,9 @@ def usage_chart(
         if index % every == 0
     )
     y_ticks = tuple(Tick(y_of(value), f"{value:,}") for value in range(0, y_max + 1, step))
-    return UsageChart(service, start, end, tuple(bars), " ".join(path), y_ticks, x_ticks)
+    return UsageChart(
+        service, start, end, tuple(bars), " ".join(path), y_ticks, x_ticks, total_label
+    )
 
 
 @dataclass(frozen=True, slots=True)

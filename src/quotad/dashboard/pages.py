@@ -17,7 +17,7 @@ from quotad.dashboard.charts import (
     usage_chart,
 )
 from quotad.domain import days, limits
-from quotad.domain.limits import Window
+from quotad.domain.limits import LimitSpec, Window
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -280,10 +280,12 @@ async def usage_view(
         rows = await usage.history(ctx, account, name, start.isoformat(), end.isoformat())
         stored = await ctx.counters.usage(account.id, name, start, end)
         refused = {row.day: row.rejected for row in stored}
-        charts.append(usage_chart(name, start, end, rows, refused))
+        daily = effective_total(plan, account, name)
+        longer = usage.longer_window(service_limits(plan, account, name) or ())
+        label = "Daily total" if daily is not None or longer is None else _total_words(longer)
+        charts.append(usage_chart(name, start, end, rows, refused, label))
         today_rows = await ctx.counters.usage(account.id, name, today, today)
         used = today_rows[0].used if today_rows else 0
-        daily = effective_total(plan, account, name)
         if daily is not None:
             quotas_today.append(Gauge(name, f"Daily {name} quota, today", used, daily))
     gauges = await ctx.counters.gauges(account.id)
@@ -303,6 +305,11 @@ async def usage_view(
         presets(ctx, account, today),
         await window_gauges(ctx, account),
     )
+
+
+def _total_words(limit: LimitSpec) -> str:
+    billing = " (billing cycle)" if limit.billing else ""
+    return f"Total per {limit.window}{billing}"
 
 
 async def window_gauges(ctx: Context, account: Account) -> list[Gauge]:
