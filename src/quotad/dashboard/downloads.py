@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,14 +23,6 @@ from quotad.dashboard.operator import AREA, no_account, operator_session
 USAGE_FIELDS = ("date", "service", "used", "total", "refused")
 TREND_FIELDS = ("date", "granted", "refused")
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
-
-
-def kind_of(request: Request) -> str:
-    """The download's format from its address; any other than CSV or JSON is not found."""
-    kind: str = request.path_params["kind"]
-    if kind not in FORMATS:
-        raise HTTPException(404)
-    return kind
 
 
 def usage_rows(view: pages.UsageView) -> list[dict[str, Any]]:
@@ -76,10 +67,9 @@ def attachment(kind: str, body: str, name: str) -> Response:
     return Response(body, media_type=FORMATS[kind], headers=headers)
 
 
-async def account_usage(request: Request) -> Response:
+async def account_usage(request: Request, kind: str) -> Response:
     """An account's chart data over a range (default: the last 30 days)."""
     ctx = web.context(request)
-    kind = kind_of(request)
     account_id: str = request.path_params["account_id"]
     start = web.query(request, "start", web.MAX_DATE) or None
     end = web.query(request, "end", web.MAX_DATE) or None
@@ -103,10 +93,9 @@ async def account_usage(request: Request) -> Response:
     return attachment(kind, body, name)
 
 
-async def overview_trend(request: Request) -> Response:
+async def overview_trend(request: Request, kind: str) -> Response:
     """The overview's last 30 days, granted and refused per day over every account."""
     ctx = web.context(request)
-    kind = kind_of(request)
     session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
@@ -116,7 +105,30 @@ async def overview_trend(request: Request) -> Response:
     return attachment(kind, body, f"trend-{first}-{last}")
 
 
+async def usage_csv(request: Request) -> Response:
+    """An account's chart data as CSV."""
+    return await account_usage(request, "csv")
+
+
+async def usage_json(request: Request) -> Response:
+    """An account's chart data as JSON."""
+    return await account_usage(request, "json")
+
+
+async def trend_csv(request: Request) -> Response:
+    """The overview's trend as CSV."""
+    return await overview_trend(request, "csv")
+
+
+async def trend_json(request: Request) -> Response:
+    """The overview's trend as JSON."""
+    return await overview_trend(request, "json")
+
+
+# One route per format (not a ``{kind}`` parameter): any other suffix is simply not found.
 ROUTES: list[BaseRoute] = [
-    Route("/dashboard/trend.{kind:str}", overview_trend, methods=["GET"]),
-    Route("/dashboard/accounts/{account_id}/usage.{kind:str}", account_usage, methods=["GET"]),
+    Route("/dashboard/trend.csv", trend_csv, methods=["GET"]),
+    Route("/dashboard/trend.json", trend_json, methods=["GET"]),
+    Route("/dashboard/accounts/{account_id}/usage.csv", usage_csv, methods=["GET"]),
+    Route("/dashboard/accounts/{account_id}/usage.json", usage_json, methods=["GET"]),
 ]
