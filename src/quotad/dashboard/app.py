@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from quotad.dashboard import (
     account_operator,
     credit_operator,
+    downloads,
     errors,
     operator,
     plan_operator,
@@ -46,6 +47,7 @@ def create_app(ctx: Context) -> Starlette:
             *credit_operator.ROUTES,
             *webhook_operator.ROUTES,
             *plan_operator.ROUTES,
+            *downloads.ROUTES,
             Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *portal.ROUTES,
         ],
