@@ -8,8 +8,10 @@ added later is checked without being listed here. Screenshots go to ``artifacts/
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -211,3 +213,37 @@ def test_the_keyboard_reaches_every_control_with_a_visible_focus(
         )
         problems += [f"{path}: the keyboard never reached {html}" for html in missed]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("signed_in", [("dashboard", 1366, "light")], indirect=True)
+def test_every_table_downloads_as_csv_and_json_with_what_it_shows(
+    signed_in: tuple[Page, str], server: Seeded
+) -> None:
+    """Each table has CSV and JSON buttons; the files hold its rows as shown, actions left out."""
+    page, _area = signed_in
+    page.goto(f"{server.base}/dashboard/accounts/acme")
+    tables = page.locator("main table").count()
+    assert page.locator("button[data-download=csv]").count() == tables
+    assert page.locator("button[data-download=json]").count() == tables
+    keys = page.locator("#keys")
+    bar = page.locator("#keys + p.table-downloads")
+    with page.expect_download() as csv_file:
+        bar.locator("button[data-download=csv]").click()
+    text = Path(csv_file.value.path()).read_text()
+    header, *rows = text.splitlines()
+    assert "Actions" not in header
+    assert header.split(",")[0] == (keys.locator("thead th").first.text_content() or "").strip()
+    assert len(rows) == keys.locator("tbody tr").count()
+    with page.expect_download() as json_file:
+        bar.locator("button[data-download=json]").click()
+    items = json.loads(Path(json_file.value.path()).read_text())
+    assert len(items) == len(rows)
+    assert all("Actions" not in item for item in items)
+    chart = page.locator('figure.chart[data-service="insights"]')
+    with page.expect_download() as chart_file:
+        chart.locator("details + p.table-downloads button[data-download=json]").click()
+    days = json.loads(Path(chart_file.value.path()).read_text())
+    by_date = {day["Date"]: day for day in days}
+    assert server.day(-5) in by_date, days[:3]
+    assert by_date[server.day(-5)]["Used"] == "55"
+    assert by_date[server.day(-5)]["Total"] == "100"
