@@ -11,7 +11,15 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 
-from quotad.dashboard import credit_operator, errors, operator, portal, webhook_operator
+from quotad.dashboard import (
+    audit_operator,
+    credit_operator,
+    errors,
+    key_operator,
+    operator,
+    portal,
+    webhook_operator,
+)
 from quotad.dashboard.web import STATIC_DIR
 from quotad.errors import StorageError
 from quotad.http.types import Receive, Scope, Send
@@ -36,6 +44,8 @@ def create_app(ctx: Context) -> Starlette:
             *operator.ROUTES,
             *credit_operator.ROUTES,
             *webhook_operator.ROUTES,
+            *key_operator.ROUTES,
+            *audit_operator.ROUTES,
             Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *portal.ROUTES,
         ],

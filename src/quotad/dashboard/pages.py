@@ -256,3 +256,8 @@ async def audit_rows(ctx: Context, account: Account, key_ids: list[str]) -> list
 def rfc3339(value: datetime | None) -> str:
     """A timestamp as the API writes it, or an empty string."""
     return "" if value is None else days.rfc3339(value)
+
+
+def changes_of(entry: AuditEntry) -> list[str]:
+    """What an audit entry changed, one line a field (none for a creation or deletion)."""
+    return _changes(entry)
