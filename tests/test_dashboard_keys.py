@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from quotad.api.app import create_app
-from quotad.dashboard.downloads import csv_cell
+from quotad.dashboard.table_export import csv_cell
 from quotad.domain.models import ApiKey
 from quotad.service.context import Context
 from quotad.storage import Stores, stores_from_url

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from quotad.dashboard import pages, web
-from quotad.dashboard.downloads import FORMATS, MAX_FORMAT, download
+from quotad.dashboard.table_export import FORMATS, MAX_FORMAT, download
 from quotad.dashboard.operator import AREA, operator_session
 from quotad.domain import days
 from quotad.domain.operators import AuditEntry, AuditQuery

@@ -1,4 +1,5 @@
-"""Tables of the operator's pages as CSV or JSON attachments (``?format=csv|json``)."""
+"""Tables of the operator's pages (keys, audit entries) as CSV or JSON attachments: lists and
+objects as JSON in a CSV cell, and no cell a spreadsheet would run as a formula."""
 
 from __future__ import annotations
 
