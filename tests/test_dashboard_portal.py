@@ -526,3 +526,41 @@ async def test_a_bad_grace_period_is_explained_and_changes_nothing(
     assert response.status_code == 400
     assert "The grace period is 0 to 2592000 seconds." in response.text
     assert await key_records(client, "acme") == before
+
+
+async def test_each_key_shows_its_use_of_the_limits_kept_per_key(
+    client: httpx2.AsyncClient,
+) -> None:
+    """With a per-key daily limit, every key's row says how much of it that key used."""
+    acme = await seed(client, "acme")
+    plan = {
+        "quotas": {
+            "insights": [
+                {"window": "day", "total": 250},
+                {"window": "day", "total": 5, "per": "key"},
+            ]
+        },
+        "limits": [],
+    }
+    response = await client.put("/admin/v1/plans/plan-acme", json=plan, headers=OPERATOR)
+    assert response.status_code == 200, response.text
+    other, other_id = await new_key(client, "acme", None)  # every scope: it may verify
+    for secret, calls in ((acme.key, 3), (other, 1)):
+        await verify(client, secret, "insights", calls)
+    await portal_signed_in(client, acme.key)
+    page = (await client.get("/portal/keys")).text
+    assert "Use of per-key limits" in page
+    cells = dict(
+        re.findall(r'<tr data-key="(key_\w+)".*?<td class="key-usage">(.*?)</td>', page, re.S)
+    )
+    assert 'data-used="3" data-total="5"' in cells[acme.key_id]
+    assert 'data-used="1" data-total="5"' in cells[other_id]
+
+
+async def test_without_per_key_limits_the_keys_table_has_no_usage_column(
+    client: httpx2.AsyncClient,
+) -> None:
+    """A plan whose limits are all the account's adds no per-key column."""
+    acme = await seed(client, "acme")
+    await portal_signed_in(client, acme.key)
+    assert "Use of per-key limits" not in (await client.get("/portal/keys")).text

@@ -50,14 +50,24 @@ def sign_in(page: Page, server: Seeded, area: str) -> None:
     page.wait_for_url(f"{server.base}/{area}")
 
 
+def page_kind(path: str) -> str:
+    """The page ``path`` is one of: another account's, key's or endpoint's page, or the same
+    page with other query parameters, is the same page (checked once)."""
+    bare = path.split("?", 1)[0]
+    return re.sub(r"/(accounts|keys|webhooks|plans|deliveries)/[^/]+", r"/\1/*", bare)
+
+
 def pages_of(page: Page, server: Seeded, area: str) -> list[str]:
     """The paths of the area's pages, found by following its links from its first page."""
     seen: list[str] = []
+    kinds: set[str] = set()
     queue = [f"/{area}"]
     while queue and len(seen) < MAX_PAGES:
         path = queue.pop(0)
-        if path in seen:
+        kind = page_kind(path)
+        if kind in kinds:
             continue
+        kinds.add(kind)
         response = page.goto(server.base + path)
         assert response is not None, path
         assert response.ok, path
@@ -157,7 +167,7 @@ def test_every_page_fits_reads_and_passes_axe(
     page, area = signed_in
     width = page.viewport_size["width"] if page.viewport_size else 0
     problems: list[str] = []
-    assert len(found["dashboard"]) >= 5, found  # the crawl reached past the first page
+    assert len(found["dashboard"]) >= 4, found  # the crawl reached past the first page
     for path in found[area]:
         page.goto(server.base + path)
         scheme = page.evaluate("() => matchMedia('(prefers-color-scheme: dark)').matches")

@@ -46,8 +46,9 @@ CALLERS = 25  # concurrent verifies while the quota is used up
 WAVES, WAVE = 10, 20  # 200 verifies after the loss, a wave every ~0.3 s
 WAVE_GAP = 0.3
 ANSWERED_WITHIN = 10.0  # seconds after the loss by which 503s must have become verdicts
+# One node over PostgreSQL takes the path of one node over SQLite and of three over
+# PostgreSQL (it ran here until CI's time ran short: about 70 s for nothing new).
 SETUPS = [
-    pytest.param("postgresql", 1, marks=pytest.mark.postgresql, id="postgresql-1-node"),
     pytest.param("postgresql", 3, marks=pytest.mark.postgresql, id="postgresql-3-nodes"),
     pytest.param("sqlite", 1, marks=pytest.mark.sqlite, id="sqlite-1-node"),
 ]

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import JsonValue
 from starlette.responses import Response, StreamingResponse
 
-from quotad.api import views
 from quotad.api.credits import credits_items
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
@@ -45,6 +44,7 @@ from quotad.api.schemas import (
     UsageLineOut,
 )
 from quotad.domain.models import AccountStatus, Limit, Overrides, Plan, Quota, Service
+from quotad.http import views
 from quotad.http.credit_views import (
     low_credits_at,
     plan_credit_fields,

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import (
@@ -24,6 +23,7 @@ from quotad.api.schemas import (
     Page,
 )
 from quotad.domain.models import Account
+from quotad.http import views
 from quotad.http.credit_views import (
     credits_at,
     credits_quota_view,

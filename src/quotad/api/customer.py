@@ -20,7 +20,7 @@ from quotad.api.schemas import (
     UsageDayOut,
     UsageLineOut,
 )
-from quotad.api.views import quota_state_view, usage_day_view
+from quotad.http.views import quota_state_view, usage_day_view
 from quotad.service import quotas, usage
 
 router = APIRouter(tags=["customer"])

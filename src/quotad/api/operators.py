@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import CursorText, ErrorBody, Identifier, Page, Strict
-from quotad.api.views import token_view
 from quotad.domain import days
 from quotad.domain.operators import Role
 from quotad.errors import ValidationFailed
+from quotad.http import views
+from quotad.http.views import token_view
 from quotad.service import tokens
 
 router = APIRouter(

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 from starlette.responses import Response
 
-from quotad.api import views
 from quotad.api.deps import Ctx, operator
 from quotad.api.responses import ORJSONResponse
 from quotad.api.schemas import (
@@ -25,6 +24,7 @@ from quotad.api.schemas import (
     WebhookOut,
     WebhookPatch,
 )
+from quotad.http import views
 from quotad.http.webhook_views import (
     alert_event_view,
     created_webhook_view,

@@ -9,6 +9,9 @@ log), ``webhooks`` (webhook endpoints, alert events) and ``credits``, over the s
 
 from __future__ import annotations
 
+import copy
+import sys
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -55,6 +58,48 @@ app.command("dump")(dump.dump_command)
 app.command("restore")(dump.restore_command)
 
 
+# The root's options that take a value (``--url URL``): the command name comes after it.
+_VALUED = frozenset({"--url", "--token"})
+
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The command or group ``argv`` names after the root's options, if any."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUED:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+        elif arg.split("=", 1)[0] not in _VALUED:
+            return None  # --help, --version or a mistake: the whole app answers
+    return None
+
+
+def app_for(argv: Sequence[str]) -> typer.Typer:
+    """The app with only the command or group ``argv`` names, else the whole app.
+
+    Typer turns every command of an app into a Click command, reading each function's
+    signature and type hints, before parsing anything: for all of ``quotad``'s commands
+    that is a sizeable share of a simple command's start-up. A name that is no command
+    gets the whole app, so its error (and ``quotad --help``) lists every command.
+    """
+    name = _command_name(argv)
+    commands = [c for c in app.registered_commands if _name_of(c) == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    only = copy.copy(app)
+    only.registered_commands, only.registered_groups = commands, groups
+    return only
+
+
+def _name_of(command: typer.models.CommandInfo) -> str | None:
+    # As Typer names a command registered without a name: after its function.
+    if command.name is not None:
+        return command.name
+    return None if command.callback is None else command.callback.__name__.lower().replace("_", "-")
+
+
 def main() -> None:
     """Entry point of the ``quotad`` script."""
-    app()
+    app_for(sys.argv[1:])()

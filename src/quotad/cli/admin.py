@@ -8,7 +8,7 @@ prints the views it answers.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -30,9 +30,11 @@ from quotad.cli.console import (
 from quotad.cli.operator import PlanLimit
 from quotad.cli.stores import StoreOption
 from quotad.cli.target import CreateOption, TokenOption, UrlOption, run, target
-from quotad.domain.credits import Refill
-from quotad.domain.limits import Limits
 from quotad.errors import FieldError, ValidationFailed
+
+if TYPE_CHECKING:
+    from quotad.domain.credits import Refill
+    from quotad.domain.limits import Limits
 
 # Services ---------------------------------------------------------------------
 services_app = App(help="Metered services.")

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from quotad.api import views
 from quotad.cli.local_credits import LocalCredits
 from quotad.cli.local_webhooks import LocalWebhooks
 from quotad.cli.operator import AuditPage, Operator, PlanLimit, View, window
@@ -19,7 +18,7 @@ from quotad.domain.credits import Refill
 from quotad.domain.limits import Limits
 from quotad.domain.models import AccountStatus, Limit, Overrides, Quota
 from quotad.domain.operators import Role
-from quotad.http import credit_views
+from quotad.http import credit_views, views
 from quotad.service import admin, quotas, tokens, transfer, usage
 from quotad.service.context import Context
 

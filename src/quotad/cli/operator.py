@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from quotad.cli.credit_operator import CreditOperator
 from quotad.cli.webhook_operator import WebhookOperator
-from quotad.domain.credits import Refill
-from quotad.domain.limits import Limits
 from quotad.errors import ValidationFailed
 
 if TYPE_CHECKING:
+    from quotad.domain.credits import Refill
+    from quotad.domain.limits import Limits
     from quotad.service.admin import Unchanged
 
 View = dict[str, Any]

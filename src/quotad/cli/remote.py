@@ -1,7 +1,7 @@
 """``Operator`` over a running quotad: the SDK's ``AsyncClient`` on the operator API.
 
 The SDK's typed results are turned back into the API's views (the same functions of
-``quotad.api.views`` would render them from the records), so a command prints the same
+``quotad.http.views`` would render them from the records), so a command prints the same
 with ``--url`` as on the local store. The SDK's errors become the contract's
 ``QuotadError``, reported like local ones.
 """
@@ -55,7 +55,7 @@ def _time(value: datetime | None) -> str | None:
 
 
 def service_view(service: Service) -> View:
-    """A service, as ``quotad.api.views.service_view``."""
+    """A service, as ``quotad.http.views.service_view``."""
     return {
         "name": service.name,
         "description": service.description,
@@ -97,7 +97,7 @@ def sdk_quota(limits: Limits) -> int | tuple[QuotaLimit, ...]:
 
 
 def plan_view(plan: Plan) -> View:
-    """A plan, as ``quotad.api.views.plan_view``."""
+    """A plan, as ``quotad.http.views.plan_view``."""
     return {
         "id": plan.id,
         "description": plan.description,
@@ -113,7 +113,7 @@ def plan_view(plan: Plan) -> View:
 
 
 def overrides_view(overrides: Overrides) -> View:
-    """An account's overrides, as ``quotad.api.views.overrides_view``: ``alert_thresholds``
+    """An account's overrides, as ``quotad.http.views.overrides_view``: ``alert_thresholds``
     only when set."""
     view: View = {
         "quotas": {
@@ -130,7 +130,7 @@ def overrides_view(overrides: Overrides) -> View:
 
 
 def account_view(account: Account) -> View:
-    """An account, as ``quotad.api.views.account_view``."""
+    """An account, as ``quotad.http.views.account_view``."""
     return {
         "id": account.id,
         "name": account.name,
@@ -144,7 +144,7 @@ def account_view(account: Account) -> View:
 
 
 def key_view(key: Key) -> View:
-    """A key, never its secret, as ``quotad.api.views.key_view``."""
+    """A key, never its secret, as ``quotad.http.views.key_view``."""
     return {
         "id": key.id,
         "account_id": key.account_id,
@@ -177,7 +177,7 @@ def usage_day_view(row: UsageDay) -> View:
 
 
 def quota_state_view(state: QuotaState) -> View:
-    """One limit where it stands, as ``quotad.api.views.quota_state_view``."""
+    """One limit where it stands, as ``quotad.http.views.quota_state_view``."""
     body: View = {"service": state.service, "name": state.name}
     if state.window is None:
         rate = QuotaLimit.rate(state.per_second or 0.0, state.total).to_json()
@@ -461,7 +461,7 @@ class RemoteOperator(RemoteWebhooks, RemoteCredits):
 
 
 def token_view(token: OperatorToken) -> View:
-    """An operator token, as ``quotad.api.views.token_view``."""
+    """An operator token, as ``quotad.http.views.token_view``."""
     return {
         "id": token.id,
         "name": token.name,
@@ -475,7 +475,7 @@ def token_view(token: OperatorToken) -> View:
 
 
 def audit_view(entry: AuditEntry) -> View:
-    """An audit entry, as ``quotad.api.views.audit_view``."""
+    """An audit entry, as ``quotad.http.views.audit_view``."""
     return {
         "id": entry.id,
         "at": days.rfc3339(entry.at),

@@ -9,7 +9,6 @@ when a command opens a store, so that ``--help`` and remote commands start quick
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -91,6 +90,8 @@ def run_with_store(
 
     The store must exist unless ``create`` (see ``check_store``).
     """
+    import asyncio  # here, not at the top: `quotad --help` needs no event loop
+
     from quotad.service import audit
     from quotad.service.context import Context
     from quotad.service.lifecycle import opened

@@ -10,7 +10,6 @@ written once against ``quotad.cli.operator.Operator``; ``run`` picks the impleme
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -121,6 +120,8 @@ def run(where: Target, action: Callable[[Operator], Awaitable[T]]) -> T:
 
 
 def _run_remote(url: str, token: str, action: Callable[[Operator], Awaitable[T]]) -> T:
+    import asyncio
+
     import httpx2
 
     from quotad.cli.remote import RemoteOperator, as_quotad_error

@@ -12,11 +12,14 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 
 from quotad.dashboard import (
+    account_operator,
     audit_operator,
     credit_operator,
+    downloads,
     errors,
     key_operator,
     operator,
+    plan_operator,
     portal,
     webhook_operator,
 )
@@ -42,8 +45,11 @@ def create_app(ctx: Context) -> Starlette:
     app = Starlette(
         routes=[
             *operator.ROUTES,
+            *account_operator.ROUTES,
             *credit_operator.ROUTES,
             *webhook_operator.ROUTES,
+            *plan_operator.ROUTES,
+            *downloads.ROUTES,
             *key_operator.ROUTES,
             *audit_operator.ROUTES,
             Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="static"),

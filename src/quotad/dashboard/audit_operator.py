@@ -18,8 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from quotad.dashboard import pages, web
-from quotad.dashboard.table_export import FORMATS, MAX_FORMAT, download
 from quotad.dashboard.operator import AREA, operator_session
+from quotad.dashboard.table_export import FORMATS, MAX_FORMAT, download, kind_of
 from quotad.domain import days
 from quotad.domain.operators import AuditEntry, AuditQuery
 from quotad.service import audit
@@ -101,7 +101,7 @@ async def audit_page(request: Request) -> Response:
         since=web.query(request, "since", web.MAX_DATE).strip(),
         before=web.query(request, "before", MAX_FILTER).strip(),
     )
-    kind = request.path_params.get("kind") or web.query(request, "format", MAX_FORMAT)
+    kind = kind_of(request.url.path, web.query(request, "format", MAX_FORMAT))
     session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
@@ -152,8 +152,9 @@ async def audit_page(request: Request) -> Response:
 
 
 # A download has its own path too (``audit.csv``): its links then say what they are, and
-# the page crawlers of the browser tests skip them by their suffix.
+# the page crawlers of the browser tests skip them by their suffix. One route per format
+# (not a ``{kind}`` parameter), as the charts' downloads: any other suffix is not found.
 ROUTES: list[BaseRoute] = [
     Route("/dashboard/audit", audit_page, methods=["GET"]),
-    Route("/dashboard/audit.{kind}", audit_page, methods=["GET"]),
+    *(Route(f"/dashboard/audit.{kind}", audit_page, methods=["GET"]) for kind in FORMATS),
 ]

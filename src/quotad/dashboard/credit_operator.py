@@ -26,7 +26,7 @@ from quotad.dashboard.operator import (
     render_account,
 )
 from quotad.domain.credits import to_micros
-from quotad.errors import NotFound, QuotadError, ValidationFailed
+from quotad.errors import QuotadError
 from quotad.service import credits
 
 MAX_PRIORITY = credits.MAX_PRIORITY  # the service's bounds, checked here to keep the form
@@ -80,12 +80,6 @@ def _said(exc: QuotadError) -> str:
     return problems or exc.note
 
 
-def _status(exc: QuotadError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 400
-    return 404 if isinstance(exc, NotFound) else 409
-
-
 async def grant(request: Request) -> Response:
     """Grant credits to the account (audited ``credits.grant``)."""
     ctx = web.context(request)
@@ -99,7 +93,7 @@ async def grant(request: Request) -> Response:
     except (FormError, QuotadError) as exc:
         # Said beside the form (far below the page's top on a long account page).
         why, status = (
-            (_said(exc), _status(exc)) if isinstance(exc, QuotadError) else (str(exc), 400)
+            (_said(exc), web.status_of(exc)) if isinstance(exc, QuotadError) else (str(exc), 400)
         )
         return await render_account(
             ctx, session, account, status=status, entered_grant=entered, grant_error=why
@@ -118,7 +112,9 @@ async def void(request: Request) -> Response:
     try:
         await credits.void(ctx, account.id, grant_id)
     except QuotadError as exc:
-        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
+        return await render_account(
+            ctx, session, account, status=web.status_of(exc), error=exc.note
+        )
     return web.redirect(f"{account_url(account.id)}?notice=voided#credits-h")
 
 

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from quotad.dashboard import key_pages, pages, web
-from quotad.dashboard.table_export import FORMATS, MAX_FORMAT, download
 from quotad.dashboard.key_pages import KeyForm, Wrong
 from quotad.dashboard.operator import (
     AREA,
@@ -29,9 +28,10 @@ from quotad.dashboard.operator import (
     render_account,
 )
 from quotad.dashboard.sessions import Session
+from quotad.dashboard.table_export import FORMATS, MAX_FORMAT, download, kind_of
 from quotad.domain import days
 from quotad.domain.models import Account, ApiKey
-from quotad.errors import NotFound, QuotadError, ValidationFailed
+from quotad.errors import QuotadError, ValidationFailed
 from quotad.service import admin
 from quotad.service.context import Context
 
@@ -163,9 +163,10 @@ async def set_limits(request: Request) -> Response:
     except Wrong as exc:
         return await _limits_page(ctx, session, account, key, 400, entered=text, error=exc.note)
     except QuotadError as exc:
-        status = 404 if isinstance(exc, NotFound) else 400
         error = key_pages.problems(exc)
-        return await _limits_page(ctx, session, account, key, status, entered=text, error=error)
+        return await _limits_page(
+            ctx, session, account, key, web.status_of(exc), entered=text, error=error
+        )
     return web.redirect(f"{account_url(account.id)}?notice=limits")
 
 
@@ -189,7 +190,7 @@ async def keys_download(request: Request) -> Response:
     """The account's keys table as ``?format=csv`` or ``?format=json``."""
     ctx = web.context(request)
     account_id: str = request.path_params["account_id"]
-    kind = request.path_params.get("kind") or web.query(request, "format", MAX_FORMAT)
+    kind = kind_of(request.url.path, web.query(request, "format", MAX_FORMAT))
     session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
@@ -213,7 +214,7 @@ ROUTES: list[BaseRoute] = [
     Route(f"{_ACCOUNT}/keys", create, methods=["POST"]),
     Route(f"{_ACCOUNT}/keys", keys_download, methods=["GET"]),
     # Also by suffix (what the page links to): see ``audit_operator.ROUTES``.
-    Route(f"{_ACCOUNT}/keys.{{kind}}", keys_download, methods=["GET"]),
+    *(Route(f"{_ACCOUNT}/keys.{kind}", keys_download, methods=["GET"]) for kind in FORMATS),
     Route(f"{_ACCOUNT}/keys/{{key_id}}/limits", limits_page, methods=["GET"]),
     Route(f"{_ACCOUNT}/keys/{{key_id}}/limits", set_limits, methods=["POST"]),
 ]

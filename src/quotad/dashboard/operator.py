@@ -13,7 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import credit_pages, key_pages, pages, sessions, web, webhook_pages
+from quotad.dashboard import (
+    account_pages,
+    credit_pages,
+    key_pages,
+    pages,
+    sessions,
+    web,
+    webhook_pages,
+)
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
 from quotad.domain.operators import Access
@@ -29,6 +37,7 @@ NOTICES = {
     "limits": "The key's own limits were replaced.",
     "granted": "The credits were granted.",
     "voided": "The grant was voided: what was left of it is gone from the balance.",
+    "created": "The account was created.",
 }
 MAX_SEARCH = 200
 
@@ -98,15 +107,26 @@ async def overview(request: Request) -> Response:
 
 
 async def accounts(request: Request) -> Response:
-    """The accounts, searchable by id or name."""
+    """The accounts with their use, searchable by id or name, filtered by plan and
+    status, sorted by id, name, plan or status; admin sessions get the create form."""
     ctx = web.context(request)
-    search = web.query(request, "q", MAX_SEARCH)
-    after = web.query(request, "after", MAX_SEARCH)
+    query = account_pages.ListQuery.of(
+        *(web.query(request, name, MAX_SEARCH) for name in ("q", "plan", "status", "sort", "page"))
+    )
+    deleted = web.query(request, "notice", MAX_SEARCH) == "deleted"
     session = await operator_session(ctx, request)
     if session is None:
         return web.to_login(AREA)
-    page = await pages.accounts_page(ctx, search.strip(), after or None)
-    return web.render(AREA, "accounts.html", session=session, page=page, nav="accounts")
+    return web.render(
+        AREA,
+        "accounts.html",
+        session=session,
+        listing=await account_pages.accounts_list(ctx, query),
+        entered=account_pages.EMPTY_CREATE_FORM,
+        create_error=None,
+        notice="The account was deleted." if deleted else None,
+        nav="accounts",
+    )
 
 
 async def render_account(
@@ -225,7 +245,9 @@ async def revoke_key(request: Request) -> Response:
         await _owned_key(ctx, account, key_id)
         await admin.revoke_key(ctx, key_id)
     except QuotadError as exc:
-        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
+        return await render_account(
+            ctx, session, account, status=web.status_of(exc), error=exc.note
+        )
     return web.redirect(f"{account_url(account.id)}?notice=revoked")
 
 
@@ -249,13 +271,27 @@ async def rotate_key(request: Request) -> Response:
         await _owned_key(ctx, account, key_id)
         issued = await admin.rotate_key(ctx, key_id, int(text))
     except QuotadError as exc:
-        return await render_account(ctx, session, account, status=_status(exc), error=exc.note)
+        return await render_account(
+            ctx, session, account, status=web.status_of(exc), error=exc.note
+        )
     notice = f"Key {key_id} rotated to {issued.record.id}; the old key works for {text} s more."
     return await render_account(ctx, session, account, status=201, new_key=issued, notice=notice)
 
 
-def _status(exc: QuotadError) -> int:
-    return 404 if isinstance(exc, NotFound) else 409
+async def admin_form(
+    ctx: Context, request: Request
+) -> tuple[Session | None, dict[str, str], Response | None]:
+    """The session and form of a change, or the answer refusing it (no session, a read
+    session, a wrong CSRF token)."""
+    form = await web.read_form(request)
+    session = await operator_session(ctx, request)
+    if session is None:
+        return None, form, web.to_login(AREA)
+    if not session.may_change:
+        return session, form, read_only(session)
+    if not sessions.csrf_ok(session, form.get("csrf")):
+        return session, form, web.csrf_refused(AREA)
+    return session, form, None
 
 
 ROUTES: list[BaseRoute] = [

@@ -23,9 +23,10 @@ from starlette.routing import BaseRoute, Route
 from quotad.dashboard import pages, portal_pages, sessions, web
 from quotad.dashboard.portal_session import AREA, MAX_ID, customer
 from quotad.dashboard.sessions import Session
+from quotad.domain.limits import Per
 from quotad.domain.models import Account, ApiKey
 from quotad.errors import NotFound, QuotadError, ValidationFailed
-from quotad.service import admin
+from quotad.service import admin, quotas
 from quotad.service.admin import IssuedKey
 from quotad.service.context import Context
 
@@ -58,6 +59,8 @@ class KeyRow:
 
     row: pages.KeyRow
     manageable: bool  # no wider than the signed-in key
+    # Where each limit kept per key stands for this key (none: the plan has none).
+    usage: tuple[quotas.QuotaState, ...] = ()
 
     @property
     def key(self) -> ApiKey:
@@ -82,10 +85,17 @@ class KeyRow:
 
 
 async def _rows(ctx: Context, own: ApiKey, account: Account) -> list[KeyRow]:
-    return [
-        KeyRow(row, portal_pages.no_wider(own, row.key))
-        for row in await pages.key_rows(ctx, account)
-    ]
+    plan = await admin.require_plan(ctx, account.plan_id)
+    found = []
+    for row in await pages.key_rows(ctx, account):
+        per_key = [
+            (service, limit)
+            for service, limit in quotas.key_limits(account, plan, row.key)
+            if limit.per is Per.KEY
+        ]
+        usage = await quotas.states(ctx, account, per_key, row.key.id) if per_key else []
+        found.append(KeyRow(row, portal_pages.no_wider(own, row.key), tuple(usage)))
+    return found
 
 
 async def _page(
@@ -101,6 +111,7 @@ async def _page(
     error: str | None = None,
 ) -> Response:
     choices = portal_pages.scope_choices(own.scopes, await portal_pages.service_names(ctx))
+    rows = await _rows(ctx, own, account)
     return web.render(
         AREA,
         "portal_keys.html",
@@ -108,7 +119,8 @@ async def _page(
         session=session,
         account=account,
         own=own,
-        keys=await _rows(ctx, own, account),
+        keys=rows,
+        per_key=any(row.usage for row in rows),
         choices=choices,
         may_give_all=own.scopes is None,
         scope_field=SCOPE_FIELD,

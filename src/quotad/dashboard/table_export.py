@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import Response
 
 FORMATS = ("csv", "json")
+SUFFIXES = tuple(f".{kind}" for kind in FORMATS)
 MAX_FORMAT = 8  # the ``format`` query parameter's longest accepted length
 
 
@@ -41,3 +42,9 @@ def _attachment(filename: str) -> dict[str, str]:
     # The name is built from ids, but keep it to safe characters whatever an id holds.
     safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in filename)
     return {"Content-Disposition": f'attachment; filename="{safe}"'}
+
+
+def kind_of(path: str, asked: str) -> str:
+    """The format a download is asked in: its path's suffix (``keys.csv``), else ``asked``
+    (the ``format`` query parameter; blank for the page itself)."""
+    return path.rsplit(".", 1)[-1] if path.endswith(SUFFIXES) else asked

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from quotad import __version__
 from quotad.dashboard import sessions
 from quotad.dashboard.sessions import Area, Session
-from quotad.errors import RateLimited
+from quotad.errors import NotFound, QuotadError, RateLimited, ValidationFailed
 from quotad.http.types import Message, Receive
 from quotad.service.context import Context
 from quotad.service.throttle import Realm
@@ -201,3 +201,11 @@ async def sign_out(ctx: Context, request: Request, area: Area) -> Response:
     response = redirect(f"/{area}/login?signed_out=1")
     sessions.clear(request, response, area)
     return response
+
+
+def status_of(exc: QuotadError) -> int:
+    """The status of a page answering a refused change: 400 bad input, 404 not found,
+    409 otherwise (a conflict with what is stored)."""
+    if isinstance(exc, ValidationFailed):
+        return 400
+    return 404 if isinstance(exc, NotFound) else 409

@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import sessions, web, webhook_pages
-from quotad.dashboard.operator import AREA, operator_session, read_only
+from quotad.dashboard import web, webhook_pages
+from quotad.dashboard.operator import AREA, admin_form, operator_session
 from quotad.dashboard.sessions import Session
 from quotad.domain.webhooks import EVENT_TYPES, WebhookEndpoint
-from quotad.errors import NotFound, QuotadError, ValidationFailed
+from quotad.errors import QuotadError
 from quotad.service import webhooks
 from quotad.service.context import Context
 
@@ -37,12 +37,6 @@ NOTICES = {
 def endpoint_url(endpoint_id: str) -> str:
     """The address of an endpoint's page."""
     return f"/dashboard/webhooks/{quote(endpoint_id, safe='')}"
-
-
-def _status(exc: QuotadError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 400
-    return 404 if isinstance(exc, NotFound) else 409
 
 
 def _shown_again(url: str) -> str:
@@ -149,27 +143,11 @@ async def endpoint_page(request: Request) -> Response:
     )
 
 
-async def _admin_form(
-    ctx: Context, request: Request
-) -> tuple[Session | None, dict[str, str], Response | None]:
-    """The session and form of a change, or the answer refusing it (no session, a read
-    session, a wrong CSRF token)."""
-    form = await web.read_form(request)
-    session = await operator_session(ctx, request)
-    if session is None:
-        return None, form, web.to_login(AREA)
-    if not session.may_change:
-        return session, form, read_only(session)
-    if not sessions.csrf_ok(session, form.get("csrf")):
-        return session, form, web.csrf_refused(AREA)
-    return session, form, None
-
-
 async def _endpoint_form(
     ctx: Context, request: Request
 ) -> tuple[Session | None, WebhookEndpoint | None, dict[str, str], Response | None]:
-    """As ``_admin_form``, with the endpoint the address names (or its 404 page)."""
-    session, form, refusal = await _admin_form(ctx, request)
+    """As ``operator.admin_form``, with the endpoint the address names (or its 404 page)."""
+    session, form, refusal = await admin_form(ctx, request)
     if refusal is not None or session is None:
         return session, None, form, refusal or web.to_login(AREA)
     endpoint_id: str = request.path_params["endpoint_id"]
@@ -182,7 +160,7 @@ async def _endpoint_form(
 async def create(request: Request) -> Response:
     """Register an endpoint and show its secret this once."""
     ctx = web.context(request)
-    session, form, refusal = await _admin_form(ctx, request)
+    session, form, refusal = await admin_form(ctx, request)
     if refusal is not None or session is None:
         return refusal or web.to_login(AREA)
     url = form.get("url", "").strip()
@@ -198,7 +176,7 @@ async def create(request: Request) -> Response:
     try:
         created = await webhooks.create(ctx, url, events, description)
     except QuotadError as exc:
-        return await _list_page(ctx, session, _status(exc), entered=entered, error=exc.note)
+        return await _list_page(ctx, session, web.status_of(exc), entered=entered, error=exc.note)
     notice = f"Endpoint {created.id} created."
     return await _list_page(ctx, session, 201, created=created, notice=notice)
 
@@ -211,7 +189,7 @@ async def _set_enabled(request: Request, enabled: bool) -> Response:
     try:
         await webhooks.update(ctx, endpoint.id, enabled=enabled)
     except QuotadError as exc:
-        return await _endpoint_page(ctx, session, endpoint, _status(exc), error=exc.note)
+        return await _endpoint_page(ctx, session, endpoint, web.status_of(exc), error=exc.note)
     notice = "enabled" if enabled else "disabled"
     return web.redirect(f"{endpoint_url(endpoint.id)}?notice={notice}")
 
@@ -239,7 +217,7 @@ async def rotate(request: Request) -> Response:
     try:
         rotated = await webhooks.rotate_secret(ctx, endpoint.id, int(text))
     except QuotadError as exc:
-        return await _endpoint_page(ctx, session, endpoint, _status(exc), error=exc.note)
+        return await _endpoint_page(ctx, session, endpoint, web.status_of(exc), error=exc.note)
     notice = f"Secret rotated; the old secret also signs for {text} s more."
     return await _endpoint_page(
         ctx, session, rotated, 201, new_secret=rotated.secret, notice=notice
@@ -255,7 +233,7 @@ async def delete(request: Request) -> Response:
     try:
         await webhooks.delete(ctx, endpoint.id)
     except QuotadError as exc:
-        return await _endpoint_page(ctx, session, endpoint, _status(exc), error=exc.note)
+        return await _endpoint_page(ctx, session, endpoint, web.status_of(exc), error=exc.note)
     return web.redirect("/dashboard/webhooks?notice=deleted")
 
 
@@ -269,7 +247,7 @@ async def resend(request: Request) -> Response:
     try:
         await webhooks.resend(ctx, endpoint.id, delivery_id)
     except QuotadError as exc:
-        return await _endpoint_page(ctx, session, endpoint, _status(exc), error=exc.note)
+        return await _endpoint_page(ctx, session, endpoint, web.status_of(exc), error=exc.note)
     return web.redirect(f"{endpoint_url(endpoint.id)}?notice=resent")
 
 

@@ -6,6 +6,7 @@ them alike.
 (reading a request's headers and the checks before any route), ``errors`` (the one
 renderer of the contract's error answers), ``quota`` (the one builder of the quota
 headers), ``verify_body`` (the verify body parser), ``middleware`` (the app-wide
-``RequestContext`` and the API's ``JsonBodyGuard``) and ``webhook_views`` (webhooks,
-deliveries and alert events as the operator API answers them).
+``RequestContext`` and the API's ``JsonBodyGuard``), ``views`` (records as the operator
+API answers them; the CLI's local commands print the same), ``credit_views`` and
+``webhook_views`` (credits; webhooks, deliveries and alert events, likewise).
 """

@@ -394,10 +394,20 @@ async def require_account(ctx: Context, account_id: str) -> Account:
 
 
 async def list_accounts(
-    ctx: Context, limit: int, after: str | None = None, search: str | None = None
+    ctx: Context,
+    limit: int,
+    after: str | None = None,
+    search: str | None = None,
+    plan_id: str | None = None,
 ) -> list[Account]:
-    """Up to ``limit`` accounts with ids after ``after``, by id; ``search`` filters id or name."""
-    return await ctx.records.list_accounts(limit, after, search)
+    """Up to ``limit`` accounts with ids after ``after``, by id; ``search`` filters id or
+    name, ``plan_id`` the plan."""
+    return await ctx.records.list_accounts(limit, after, search, plan_id)
+
+
+async def count_accounts_by_plan(ctx: Context) -> dict[str, int]:
+    """How many accounts each plan has."""
+    return await ctx.records.count_accounts_by_plan()
 
 
 async def delete_account(ctx: Context, account_id: str) -> None:
@@ -625,9 +635,7 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
     before = (await ctx.counters.gauges(account.id)).get(name, 0)
-    # One transaction where the gauges are kept with the records (SQL); with Redis
-    # counters the entry follows the change.
-    async with ctx.records.atomic():
+    async with audit.with_counters(ctx):
         value = await ctx.counters.set_gauge(account.id, name, usage)
         await audit.record(
             ctx,

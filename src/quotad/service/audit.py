@@ -18,9 +18,10 @@ id, name and hint (prefix and last four characters), never by its digest.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -58,6 +59,18 @@ def current_actor() -> str:
 def new_entry_id(at: datetime) -> str:
     """An audit entry's id (``ids.sortable_id``)."""
     return ids.sortable_id("aud", at)
+
+
+def with_counters(ctx: Context) -> AbstractAsyncContextManager[None]:
+    """One transaction for a counter change and its entry, where the counters are kept
+    with the records (SQL, memory); none with Redis counters, whose change comes first.
+
+    Redis counters write their durable copy to the records from tasks of their own, which
+    would wait for a transaction held here.
+    """
+    if ctx.stores.counters is cast(object, ctx.stores.records):  # one store, both roles
+        return ctx.records.atomic()
+    return nullcontext()
 
 
 async def record(

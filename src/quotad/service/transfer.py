@@ -121,7 +121,7 @@ async def import_lines(
             # The rows' values are usage, not records: the log keeps what was written where.
             dates = [row.day.isoformat() for _service, row in rows]
             after = {"rows": len(rows), "from": min(dates), "to": max(dates)}
-            async with ctx.records.atomic():  # one transaction where counters are SQL's
+            async with audit.with_counters(ctx):
                 await ctx.counters.put_usage_days(account_id, rows)
                 await audit.record(ctx, "usage.import", f"account:{account_id}", None, after)
             outcome.rows += len(rows)

@@ -269,9 +269,7 @@ async def adjust(
     # The account's longer windows holding that day move with it (SPEC 9).
     plan = await admin.require_plan(ctx, account.plan_id)
     extra = quotas.window_slots(account, plan, service, days.day_start(day, account.timezone))
-    # One transaction where the counters are kept with the records (SQL); with Redis
-    # counters the entry follows the change.
-    async with ctx.records.atomic():
+    async with audit.with_counters(ctx):
         if extra:
             row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
         else:  # version 1's call, as it always was

@@ -143,9 +143,14 @@ class RecordStore(Protocol):
         ...
 
     async def list_accounts(
-        self, limit: int, after: str | None, search: str | None = None
+        self, limit: int, after: str | None, search: str | None = None, plan_id: str | None = None
     ) -> list[Account]:
-        """Up to ``limit`` accounts with ids after ``after``, by id, optionally filtered."""
+        """Up to ``limit`` accounts with ids after ``after``, by id, optionally filtered by
+        ``search`` (in id or name) and by plan."""
+        ...
+
+    async def count_accounts_by_plan(self) -> dict[str, int]:
+        """How many accounts each plan has (plans without one are left out)."""
         ...
 
     async def update_account(self, account: Account) -> None:

@@ -124,3 +124,13 @@ class Batcher(Generic[T, R]):
                 answer.set_exception(result)
             else:
                 answer.set_result(result)
+
+
+async def submit_or_run(batcher: Batcher[T, R] | None, run: RunBatch[T, R], request: T) -> R:
+    """``request``'s answer: through ``batcher``, or run alone when batching is off."""
+    if batcher is not None:
+        return await batcher.submit(request)
+    [answer] = await run([request])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer

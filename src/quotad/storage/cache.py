@@ -74,6 +74,7 @@ class RecordCache:
             "list_plans",
             "get_account",
             "list_accounts",
+            "count_accounts_by_plan",
             "get_key",
             "find_key",
             "find_key_records",
@@ -227,10 +228,14 @@ class RecordCache:
         return await self._inner.list_plans(limit, after)
 
     async def list_accounts(
-        self, limit: int, after: str | None, search: str | None = None
+        self, limit: int, after: str | None, search: str | None = None, plan_id: str | None = None
     ) -> list[Account]:
         """A page of accounts, read afresh."""
-        return await self._inner.list_accounts(limit, after, search)
+        return await self._inner.list_accounts(limit, after, search, plan_id)
+
+    async def count_accounts_by_plan(self) -> dict[str, int]:
+        """Accounts per plan, read afresh."""
+        return await self._inner.count_accounts_by_plan()
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         """A key record by id, read afresh."""

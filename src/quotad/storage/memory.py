@@ -174,17 +174,26 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         return self._accounts.get(account_id)
 
     async def list_accounts(
-        self, limit: int, after: str | None, search: str | None = None
+        self, limit: int, after: str | None, search: str | None = None, plan_id: str | None = None
     ) -> list[Account]:
-        """A page of accounts, optionally matching ``search`` in id or name."""
+        """A page of accounts, optionally matching ``search`` in id or name, and a plan."""
         needle = (search or "").casefold()
         ids = sorted(
             i
             for i, a in self._accounts.items()
             if (after is None or i > after)
             and (not needle or needle in i.casefold() or needle in a.name.casefold())
+            and (plan_id is None or a.plan_id == plan_id)
         )
         return [self._accounts[i] for i in ids[:limit]]
+
+    async def count_accounts_by_plan(self) -> dict[str, int]:
+        """Accounts per plan."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for account in self._accounts.values():
+                counts[account.plan_id] = counts.get(account.plan_id, 0) + 1
+            return counts
 
     async def update_account(self, account: Account) -> None:
         """Replace an account's fields."""

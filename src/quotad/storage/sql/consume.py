@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from quotad.domain.models import ConsumeOutcome
 from quotad.errors import QuotadError, StorageError
-from quotad.storage.batching import Batcher
+from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import idempotency, usage_days
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.decide import (
@@ -123,12 +123,7 @@ class Consumes:
 
     async def consume(self, request: Consume) -> ConsumeOutcome:
         """Decide ``request`` and commit what it changed; its answer once committed."""
-        if self._batcher is not None:
-            return await self._batcher.submit(request)
-        [answer] = await self._run([request])
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        return await submit_or_run(self._batcher, self._run, request)
 
     async def _run(self, batch: list[Consume]) -> list[ConsumeOutcome | Exception]:
         try:

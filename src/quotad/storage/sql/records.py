@@ -178,12 +178,14 @@ class SqlRecords:
         return None if row is None else account_of(row)
 
     async def list_accounts(
-        self, limit: int, after: str | None, search: str | None = None
+        self, limit: int, after: str | None, search: str | None = None, plan_id: str | None = None
     ) -> list[Account]:
-        """A page of accounts, optionally matching ``search`` in id or name."""
+        """A page of accounts, optionally matching ``search`` in id or name, and a plan."""
         query = accounts.select().order_by(accounts.c.id).limit(limit)
         if after is not None:
             query = query.where(accounts.c.id > after)
+        if plan_id is not None:
+            query = query.where(accounts.c.plan_id == plan_id)
         if search:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern += "%"
@@ -195,6 +197,12 @@ class SqlRecords:
             )
         async with self._db.read() as conn:
             return [account_of(row) for row in await conn.execute(query)]
+
+    async def count_accounts_by_plan(self) -> dict[str, int]:
+        """Accounts per plan: one grouped count (plan_id is indexed)."""
+        query = sa.select(accounts.c.plan_id, sa.func.count()).group_by(accounts.c.plan_id)
+        async with self._db.read() as conn:
+            return {str(plan): int(count) for plan, count in await conn.execute(query)}
 
     async def update_account(self, account: Account) -> None:
         """Replace an account's mutable fields."""

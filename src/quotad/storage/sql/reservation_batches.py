@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from quotad.domain.credits import ReservationStatus
 from quotad.errors import QuotadError, StorageError
-from quotad.storage.batching import Batcher
+from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
@@ -96,12 +96,7 @@ class ReservationWrites:
 
     async def write(self, request: Write) -> bool:
         """Run ``request`` (with whoever else is waiting); its answer once committed."""
-        if self._batcher is not None:
-            return await self._batcher.submit(request)
-        [answer] = await self._run([request])
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        return await submit_or_run(self._batcher, self._run, request)
 
     async def _run(self, batch: list[Write]) -> list[bool | Exception]:
         try:

@@ -1,4 +1,4 @@
-"""Domain records as JSON bodies."""
+"""Domain records as JSON bodies, one rendering for the API's routes and the local CLI."""
 
 from __future__ import annotations
 
