@@ -13,9 +13,11 @@ from starlette.staticfiles import StaticFiles
 
 from quotad.dashboard import (
     account_operator,
+    audit_operator,
     credit_operator,
     downloads,
     errors,
+    key_operator,
     operator,
     plan_operator,
     portal,
@@ -48,6 +50,8 @@ def create_app(ctx: Context) -> Starlette:
             *webhook_operator.ROUTES,
             *plan_operator.ROUTES,
             *downloads.ROUTES,
+            *key_operator.ROUTES,
+            *audit_operator.ROUTES,
             Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *portal.ROUTES,
         ],

@@ -13,7 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import account_pages, credit_pages, pages, sessions, web, webhook_pages
+from quotad.dashboard import (
+    account_pages,
+    credit_pages,
+    key_pages,
+    pages,
+    sessions,
+    web,
+    webhook_pages,
+)
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account
 from quotad.domain.operators import Access
@@ -23,10 +31,10 @@ from quotad.service.admin import IssuedKey
 from quotad.service.context import Context
 
 AREA: sessions.Area = "dashboard"
-MAX_KEY_NAME = 128
 MAX_GRACE_SECONDS = 30 * 86_400
 NOTICES = {
     "revoked": "The key was revoked; it no longer works.",
+    "limits": "The key's own limits were replaced.",
     "granted": "The credits were granted.",
     "voided": "The grant was voided: what was left of it is gone from the balance.",
     "created": "The account was created.",
@@ -134,6 +142,7 @@ async def render_account(
     error: str | None = None,
     entered_grant: dict[str, str] | None = None,
     grant_error: str | None = None,
+    key_form: key_pages.KeyForm | None = None,
 ) -> Response:
     """The account page, answering with ``status`` (a form's outcome or refusal)."""
     view = await pages.usage_view(ctx, account, start, end)
@@ -156,6 +165,8 @@ async def render_account(
         amount_text=credit_pages.amount_text,
         when=credit_pages.when,
         new_key=new_key,
+        key_form=key_form or await key_pages.empty_form(ctx),
+        limits_json=key_pages.limits_json,
         notice=notice,
         error=error,
         nav="accounts",
@@ -215,27 +226,6 @@ async def account_form(
     if account is None:
         return session, None, form, no_account(session, account_id)
     return session, account, form, None
-
-
-async def create_key(request: Request) -> Response:
-    """Issue a key and show it this once."""
-    ctx = web.context(request)
-    session, account, form, refusal = await account_form(ctx, request)
-    if refusal is not None or session is None or account is None:
-        return refusal or web.to_login(AREA)
-    name = form.get("name", "").strip() or "dashboard"
-    if len(name) > MAX_KEY_NAME:
-        return await render_account(
-            ctx,
-            session,
-            account,
-            status=400,
-            error=f"A key name has at most {MAX_KEY_NAME} characters.",
-        )
-    issued = await admin.create_key(ctx, account.id, name)
-    return await render_account(
-        ctx, session, account, status=201, new_key=issued, notice=f"Key {issued.record.id} created."
-    )
 
 
 async def _owned_key(ctx: Context, account: Account, key_id: str) -> None:
@@ -311,7 +301,6 @@ ROUTES: list[BaseRoute] = [
     Route("/dashboard/logout", logout, methods=["POST"]),
     Route("/dashboard/accounts", accounts, methods=["GET"]),
     Route("/dashboard/accounts/{account_id}", account_page, methods=["GET"]),
-    Route("/dashboard/accounts/{account_id}/keys", create_key, methods=["POST"]),
     Route("/dashboard/accounts/{account_id}/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
     Route("/dashboard/accounts/{account_id}/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
 ]

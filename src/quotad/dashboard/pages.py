@@ -428,3 +428,8 @@ async def trend(ctx: Context) -> Trend:
     """Granted units and refused calls per day over the last ``TREND_DAYS`` days, every
     account on its own local days (the overview's trend, for its download)."""
     return (await overview(ctx)).trend
+
+
+def changes_of(entry: AuditEntry) -> list[str]:
+    """What an audit entry changed, one line a field (none for a creation or deletion)."""
+    return _changes(entry)
