@@ -117,6 +117,8 @@ def main() -> int:
                     "/dashboard/plans/pro",
                     "/dashboard/services",
                     "/dashboard/webhooks",
+                    "/dashboard/audit",
+                    "/dashboard/accounts/big/keys.csv",
                 ],
                 "portal": ["/portal", "/portal/keys", "/portal/alerts"],
             }

@@ -15,6 +15,7 @@ import pytest
 from quotad.api.app import create_app
 from quotad.dashboard.table_export import csv_cell
 from quotad.domain.models import ApiKey
+from quotad.service import admin
 from quotad.service.context import Context
 from quotad.storage import Stores, stores_from_url
 from quotad.storage.memory import MemoryStore
@@ -345,3 +346,20 @@ async def test_a_keys_limits_set_from_the_dashboard_persist_in_postgresql(
                 assert {k: [x.to_json() for x in v] for k, v in first.limits.items()} == narrower
         finally:
             await stores.close()
+
+
+async def test_a_key_may_be_scoped_to_each_of_many_services(
+    client: httpx2.AsyncClient, ctx: Context, deployment: Deployment
+) -> None:
+    """With 30 services registered, a key ticked for every one of them is made (the form's
+    field limit leaves room for a checkbox per service)."""
+    del deployment
+    names = [f"svc{n:02d}" for n in range(30)]
+    for name in names:
+        await admin.create_service(ctx, name, "")
+    await operator_signed_in(client)
+    ticked = {f"scope:consume:{name}": "on" for name in names}
+    created = await create_key(client, name="wide", **ticked)
+    assert created.status_code == 201, created.text
+    key = await key_named(ctx, "wide")
+    assert key.scopes == tuple(sorted(f"consume:{name}" for name in names))

@@ -21,7 +21,7 @@ from quotad.service.throttle import Realm
 FORM_TYPE = "application/x-www-form-urlencoded"
 # The pages' forms hold a CSRF token, a secret or a name, a number: far less than this.
 MAX_FORM_BYTES = 64 * 1024
-MAX_FORM_FIELDS = 16
+MAX_FORM_FIELDS = 256  # a key form has a scope checkbox per service; the bytes stay bounded
 MAX_DATE = 32  # a date in a page's address (longer ones are refused, not parsed)
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
