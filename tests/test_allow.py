@@ -48,7 +48,7 @@ def _api_paths() -> list[tuple[str, set[str]]]:
 API_PATHS = _api_paths()
 WEB_PATHS = [
     ("/dashboard/login", {"GET", "HEAD", "POST"}),
-    ("/dashboard/accounts", {"GET", "HEAD"}),
+    ("/dashboard/accounts", {"GET", "HEAD", "POST"}),  # POST: create an account
     ("/portal/logout", {"POST"}),
 ]
 
