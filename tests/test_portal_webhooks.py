@@ -125,6 +125,11 @@ async def audit_of(http: httpx2.AsyncClient, endpoint_id: str) -> list[tuple[str
     return [(entry["action"], entry["actor"]) for entry in reversed(response.json()["items"])]
 
 
+def by_id(endpoints: list[WebhookEndpoint]) -> dict[str, WebhookEndpoint]:
+    """Endpoints by id: those created in the same instant list in their random ids' order."""
+    return {e.id: e for e in endpoints}
+
+
 def actor(key_id: str, secret: str) -> str:
     """The audit actor of a change made in the portal signed in with that key."""
     return f"customer key {key_id} (qd_…{secret[-4:]})"
@@ -317,7 +322,7 @@ async def test_another_accounts_or_the_operators_endpoint_is_not_found(
             response = await post_action(client, f"/portal/webhooks/{other.id}/{action}")
             assert response.status_code == 404, action
             assert "Your account has no webhook endpoint" in response.text
-    assert await webhooks.list_all(ctx) == [theirs, operators]
+    assert by_id(await webhooks.list_all(ctx)) == by_id([theirs, operators])
 
 
 async def test_at_most_five_endpoints_per_account(client: httpx2.AsyncClient, ctx: Context) -> None:
@@ -414,7 +419,7 @@ async def test_deleting_an_account_deletes_its_endpoints(env: Env) -> None:
     operators = await webhooks.create(ctx, URL, ["quota.threshold"])
     response = await http.delete("/admin/v1/accounts/acme", headers=OPERATOR)
     assert response.status_code == 204, response.text
-    assert [e.id for e in await webhooks.list_all(ctx)] == [theirs.id, operators.id]
+    assert by_id(await webhooks.list_all(ctx)) == by_id([theirs, operators])
     assert [action for action, _actor in await audit_of(http, own.id)] == [
         "webhook.create",
         "webhook.delete",
