@@ -396,7 +396,7 @@ async def test_the_operator_sees_each_endpoints_owner(
     client: httpx2.AsyncClient, ctx: Context
 ) -> None:
     """GET /admin/v1/webhooks gives account_id (null for the operator's); the dashboard's
-    list shows the owner."""
+    list shows the owner; the operator disabling an account's endpoint is named as such."""
     own = await webhooks.create(ctx, URL, ["quota.threshold"], account_id="acme")
     operators = await webhooks.create(ctx, URL, ["quota.threshold"])
     listed = await client.get("/admin/v1/webhooks", headers=OPERATOR)
@@ -407,6 +407,12 @@ async def test_the_operator_sees_each_endpoints_owner(
     page = (await client.get("/dashboard/webhooks")).text
     assert '<td data-owner="acme">' in page
     assert '<td data-owner="">operator</td>' in page
+    disabled = await client.patch(
+        f"/admin/v1/webhooks/{own.id}", json={"enabled": False}, headers=OPERATOR
+    )
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["disabled_reason"] == "disabled by an operator"
+    assert disabled.json()["account_id"] == "acme"
 
 
 # Deleting an account ---------------------------------------------------------------------

@@ -213,7 +213,7 @@ async def _set_enabled(request: Request, enabled: bool) -> Response:
     if refusal is not None or found is None or endpoint is None:
         return refusal or web.to_login(AREA)
     try:
-        await webhooks.update(ctx, endpoint.id, enabled=enabled)
+        await webhooks.update(ctx, endpoint.id, enabled=enabled, disabled_by="its account")
     except QuotadError as exc:
         return await _endpoint_page(ctx, found, endpoint, _status(exc), error=exc.note)
     notice = "enabled" if enabled else "disabled"

@@ -144,9 +144,10 @@ async def update(
     events: list[str] | None = None,
     description: str | None = None,
     enabled: bool | None = None,
+    disabled_by: str = "an operator",
 ) -> WebhookEndpoint:
     """Change an endpoint's URL, events, description, or enable it again (resuming its
-    pending deliveries) or disable it."""
+    pending deliveries) or disable it (the reason naming ``disabled_by``)."""
     before = await get(ctx, endpoint_id)
     after = before
     now = ctx.clock.now()
@@ -161,8 +162,7 @@ async def update(
     if enabled is True and after.disabled_at is not None:
         after = replace(after, disabled_at=None, disabled_reason=None, failing_since=None)
     elif enabled is False and after.disabled_at is None:
-        who = "an operator" if after.account_id is None else "its account"
-        after = replace(after, disabled_at=now, disabled_reason=f"disabled by {who}")
+        after = replace(after, disabled_at=now, disabled_reason=f"disabled by {disabled_by}")
     after = replace(after, updated_at=now)
     async with ctx.records.atomic():
         await ctx.stores.alerts.update_webhook(after)
