@@ -21,7 +21,7 @@ from quotad.dashboard.portal_session import AREA, MAX_ID, customer
 from quotad.dashboard.sessions import Session
 from quotad.domain.models import Account, ApiKey
 from quotad.domain.webhooks import ACCOUNT_EVENT_TYPES, MAX_ACCOUNT_ENDPOINTS, WebhookEndpoint
-from quotad.errors import Conflict, NotFound, QuotadError, ValidationFailed
+from quotad.errors import NotFound, QuotadError
 from quotad.service import webhooks
 from quotad.service.context import Context
 
@@ -38,14 +38,6 @@ Customer = tuple[Session, ApiKey, Account]
 def endpoint_url(endpoint_id: str) -> str:
     """The address of one of the customer's endpoints."""
     return f"/portal/webhooks/{quote(endpoint_id, safe='')}"
-
-
-def _status(exc: QuotadError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 400
-    if isinstance(exc, NotFound):
-        return 404
-    return 409 if isinstance(exc, Conflict) else 400
 
 
 def _no_endpoint(session: Session, endpoint_id: str) -> Response:
@@ -202,7 +194,7 @@ async def create(request: Request) -> Response:
     try:
         created = await webhooks.create(ctx, url, events, description, account_id=found[2].id)
     except QuotadError as exc:
-        return await _list_page(ctx, found, _status(exc), entered=entered, error=exc.note)
+        return await _list_page(ctx, found, web.status_of(exc), entered=entered, error=exc.note)
     notice = f"Endpoint {created.id} registered."
     return await _list_page(ctx, found, 201, created=created, notice=notice)
 
@@ -215,7 +207,7 @@ async def _set_enabled(request: Request, enabled: bool) -> Response:
     try:
         await webhooks.update(ctx, endpoint.id, enabled=enabled, disabled_by="its account")
     except QuotadError as exc:
-        return await _endpoint_page(ctx, found, endpoint, _status(exc), error=exc.note)
+        return await _endpoint_page(ctx, found, endpoint, web.status_of(exc), error=exc.note)
     notice = "enabled" if enabled else "disabled"
     return web.redirect(f"{endpoint_url(endpoint.id)}?notice={notice}")
 
@@ -243,7 +235,7 @@ async def rotate(request: Request) -> Response:
     try:
         rotated = await webhooks.rotate_secret(ctx, endpoint.id, int(text))
     except QuotadError as exc:
-        return await _endpoint_page(ctx, found, endpoint, _status(exc), error=exc.note)
+        return await _endpoint_page(ctx, found, endpoint, web.status_of(exc), error=exc.note)
     notice = f"Secret rotated; the old secret also signs for {text} s more."
     return await _endpoint_page(ctx, found, rotated, 201, new_secret=rotated.secret, notice=notice)
 
