@@ -50,13 +50,15 @@ async def refuse_audit_entries(stores: Stores) -> None:
 
 @pytest.fixture
 async def sql_ctx(stores: Stores, store_kind: str) -> Context:
-    """A context over a store whose records are SQL, with a service, plan and account."""
+    """A context over a store whose records are SQL, with a service, plan and account (and
+    the account's own webhook endpoint, which deleting it deletes)."""
     if store_kind == "memory":
         pytest.skip("memory holds no transaction (base.RecordStore.atomic): nothing survives")
     ctx = Context(stores, make_settings(stores.url, webhook_allow_private=True))
     await admin.create_service(ctx, "insights", "")
     await admin.create_plan(ctx, "free", {"insights": Quota.daily(10)}, [], "")
     await admin.create_account(ctx, "acme", "Acme", "free", "UTC", Overrides())
+    await webhooks.create(ctx, "http://127.0.0.1:9/acme", ["quota.exceeded"], account_id="acme")
     return ctx
 
 

@@ -804,6 +804,11 @@ class WebhookOut(BaseModel):
     )
     created_at: str
     updated_at: str
+    account_id: str | None = Field(
+        None,
+        description="the account whose own endpoint this is (its events only); "
+        "null: the operator's, receiving every account's",
+    )
 
 
 class CreatedWebhookOut(WebhookOut):

@@ -37,6 +37,7 @@ def webhook_view(endpoint: Webhook) -> View:
         "failing_since": _time(endpoint.failing_since),
         "created_at": days.rfc3339(endpoint.created_at),
         "updated_at": days.rfc3339(endpoint.updated_at),
+        "account_id": endpoint.account_id,
     }
 
 

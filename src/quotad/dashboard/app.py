@@ -21,6 +21,7 @@ from quotad.dashboard import (
     operator,
     plan_operator,
     portal,
+    portal_webhooks,
     webhook_operator,
 )
 from quotad.dashboard.web import STATIC_DIR
@@ -54,6 +55,7 @@ def create_app(ctx: Context) -> Starlette:
             *audit_operator.ROUTES,
             Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *portal.ROUTES,
+            *portal_webhooks.ROUTES,
         ],
         middleware=[Middleware(errors.UnexpectedErrors)],
         exception_handlers={

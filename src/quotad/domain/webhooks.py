@@ -29,6 +29,10 @@ EVENT_TYPES = (
     KEY_EXPIRING,
     WEBHOOK_DISABLED,
 )
+# What a customer's own endpoint may subscribe to: the events about an account (an
+# endpoint's being disabled is the operator's business, and names no account).
+ACCOUNT_EVENT_TYPES = tuple(e for e in EVENT_TYPES if e != WEBHOOK_DISABLED)
+MAX_ACCOUNT_ENDPOINTS = 5  # a customer's own endpoints, per account
 
 DEFAULT_THRESHOLDS = (80, 100)
 MAX_THRESHOLDS = 10
@@ -59,7 +63,8 @@ class DeliveryStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WebhookEndpoint:
-    """A receiver the operator registered, with the event types it is sent."""
+    """A receiver the operator (or, with ``account_id``, a customer) registered, with the
+    event types it is sent."""
 
     id: str
     url: str
@@ -73,6 +78,7 @@ class WebhookEndpoint:
     disabled_at: datetime | None = None
     disabled_reason: str | None = None
     failing_since: datetime | None = None  # the first failed attempt since the last success
+    account_id: str | None = None  # a customer's own endpoint; None: the operator's (every account)
 
     def signing_secrets(self, now: datetime) -> tuple[str, ...]:
         """The secrets a delivery sent at ``now`` is signed with (two during a rotation's grace)."""
@@ -80,9 +86,12 @@ class WebhookEndpoint:
             return (self.secret, self.previous_secret)
         return (self.secret,)
 
-    def receives(self, event_type: str) -> bool:
-        """Whether an event of this type is delivered here (a disabled endpoint gets none)."""
-        return self.disabled_at is None and event_type in self.events
+    def receives(self, event_type: str, account_id: str | None) -> bool:
+        """Whether an event of this type about ``account_id`` is delivered here: a disabled
+        endpoint gets none, a customer's only its own account's (never one about no account)."""
+        if self.disabled_at is not None or event_type not in self.events:
+            return False
+        return self.account_id is None or (account_id is not None and account_id == self.account_id)
 
 
 @dataclass(frozen=True, slots=True)

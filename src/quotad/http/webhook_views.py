@@ -26,6 +26,7 @@ def webhook_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "failing_since": rfc3339(endpoint.failing_since),
         "created_at": days.rfc3339(endpoint.created_at),
         "updated_at": days.rfc3339(endpoint.updated_at),
+        "account_id": endpoint.account_id,
     }
 
 

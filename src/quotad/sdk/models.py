@@ -748,6 +748,9 @@ class Webhook:
     failing_since: datetime | None
     created_at: datetime
     updated_at: datetime
+    # A customer's own endpoint (its account's events only); None: the operator's. Absent
+    # from an older server's answer.
+    account_id: str | None = field(default=None, kw_only=True)
 
     @classmethod
     def fields_from_json(cls, value: Any) -> dict[str, Any]:
@@ -765,6 +768,7 @@ class Webhook:
             "failing_since": _opt_time(body, "failing_since"),
             "created_at": _time(body, "created_at"),
             "updated_at": _time(body, "updated_at"),
+            "account_id": _opt_str(body, "account_id"),
         }
 
     @classmethod

@@ -411,10 +411,16 @@ async def count_accounts_by_plan(ctx: Context) -> dict[str, int]:
 
 
 async def delete_account(ctx: Context, account_id: str) -> None:
-    """Delete an account with its keys, then its counters; ``NotFound`` if absent."""
+    """Delete an account with its keys and its own webhook endpoints, then its counters;
+    ``NotFound`` if absent."""
     before = await require_account(ctx, account_id)
     async with ctx.records.atomic():
         await ctx.records.delete_account(account_id)
+        # Nobody could see or change them any more, and they would keep the URL's secret.
+        for endpoint in await ctx.stores.alerts.list_webhooks(account_id):
+            await ctx.stores.alerts.delete_webhook(endpoint.id)
+            state = {"id": endpoint.id, "url": endpoint.url, "account_id": account_id}
+            await audit.record(ctx, "webhook.delete", target("webhook", endpoint.id), state, None)
         await audit.record(
             ctx, "account.delete", target("account", account_id), audit.account_state(before), None
         )

@@ -102,7 +102,7 @@ class Noticer:
         for attempt in range(_WRITE_TRIES):
             try:
                 endpoints = await self._alerts.list_webhooks()
-                receivers = [e.id for e in endpoints if e.receives(event.type)]
+                receivers = [e.id for e in endpoints if e.receives(event.type, event.account_id)]
                 await self._alerts.record_alert(event, receivers)
             except Exception as exc:  # the store is down: try again, then give up loudly
                 if attempt == _WRITE_TRIES - 1:

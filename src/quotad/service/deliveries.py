@@ -158,7 +158,7 @@ async def tell_disabled(ctx: Context, endpoint: WebhookEndpoint) -> None:
     others = [
         e.id
         for e in await ctx.stores.alerts.list_webhooks()
-        if e.id != endpoint.id and e.receives(WEBHOOK_DISABLED)
+        if e.id != endpoint.id and e.receives(WEBHOOK_DISABLED, None)
     ]
     event = AlertEvent(
         ids.sortable_id("evt", at),

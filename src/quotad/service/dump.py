@@ -671,6 +671,8 @@ class WebhookLine(_Line):
     failing_since: AwareDatetime | None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # Absent from a dump older than customers' own endpoints: the operator's endpoint.
+    account_id: Id | None = None
 
     @classmethod
     def of(cls, item: WebhookEndpoint) -> dict[str, Any]:
@@ -689,6 +691,7 @@ class WebhookLine(_Line):
             "failing_since": _opt_utc(item.failing_since),
             "created_at": _utc(item.created_at),
             "updated_at": _utc(item.updated_at),
+            "account_id": item.account_id,
         }
 
     def record(self) -> WebhookEndpoint:
@@ -706,6 +709,7 @@ class WebhookLine(_Line):
             disabled_at=_opt_utc(self.disabled_at),
             disabled_reason=self.disabled_reason,
             failing_since=_opt_utc(self.failing_since),
+            account_id=self.account_id,
         )
 
 

@@ -1,7 +1,10 @@
-"""Webhook endpoints and their deliveries, as operators manage them (SPEC 11).
+"""Webhook endpoints and their deliveries, as operators (and customers, their own) manage
+them (SPEC 11).
 
-Every entry point (the API, the CLI, the dashboard) calls these; each change is audited
-without the secret (an endpoint appears by id, URL, events and a secret hint).
+Every entry point (the API, the CLI, the dashboard, the portal) calls these; each change is
+audited without the secret (an endpoint appears by id, URL, events and a secret hint). A
+customer's endpoint (``account_id`` set) takes only its account's events, at most
+``MAX_ACCOUNT_ENDPOINTS`` of them per account.
 """
 
 from __future__ import annotations
@@ -11,8 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quotad.domain import days, signatures
-from quotad.domain.webhooks import EVENT_TYPES, AlertEvent, Delivery, WebhookEndpoint
-from quotad.errors import NotFound, ValidationFailed
+from quotad.domain.webhooks import (
+    ACCOUNT_EVENT_TYPES,
+    EVENT_TYPES,
+    MAX_ACCOUNT_ENDPOINTS,
+    AlertEvent,
+    Delivery,
+    WebhookEndpoint,
+)
+from quotad.errors import Conflict, NotFound, ValidationFailed
 from quotad.service import audit
 from quotad.service.admin import new_id
 from quotad.service.context import Context
@@ -21,17 +31,19 @@ from quotad.service.webhook_urls import check_url
 MAX_GRACE_SECONDS = 7 * 86_400
 
 
-def check_events(events: list[str]) -> tuple[str, ...]:
-    """The event types an endpoint subscribes to, each known and given once."""
+def check_events(events: list[str], account_id: str | None = None) -> tuple[str, ...]:
+    """The event types an endpoint subscribes to, each known (an account's endpoint: each
+    about an account) and given once."""
     if not events:
         raise ValidationFailed.at(
             "/body/events", "events must name at least one event type", "minItems"
         )
-    unknown = [e for e in events if e not in EVENT_TYPES]
+    known = EVENT_TYPES if account_id is None else ACCOUNT_EVENT_TYPES
+    unknown = [e for e in events if e not in known]
     if unknown:
         raise ValidationFailed.at(
             "/body/events",
-            f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}",
+            f"unknown event type {unknown[0]!r}; known: {', '.join(known)}",
             "enum",
         )
     if len(set(events)) != len(events):
@@ -48,6 +60,7 @@ def endpoint_state(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "events": list(endpoint.events),
         "secret_hint": secret_hint(endpoint.secret),
         "disabled_at": None if endpoint.disabled_at is None else days.rfc3339(endpoint.disabled_at),
+        "account_id": endpoint.account_id,
     }
 
 
@@ -57,11 +70,26 @@ def secret_hint(secret: str) -> str:
 
 
 async def create(
-    ctx: Context, url: str, events: list[str], description: str = ""
+    ctx: Context,
+    url: str,
+    events: list[str],
+    description: str = "",
+    account_id: str | None = None,
 ) -> WebhookEndpoint:
-    """Register an endpoint; the returned record's secret is shown to the caller once."""
-    subscribed = check_events(events)
+    """Register an endpoint (with ``account_id``: that account's own, receiving only its
+    events); the returned record's secret is shown to the caller once."""
+    subscribed = check_events(events, account_id)
     checked = await check_url(url, allow_private=ctx.settings.webhook_allow_private)
+    # Checked before the write, not within it: two racing forms could each pass and make
+    # six, which costs a little traffic, not anyone else's data.
+    if (
+        account_id is not None
+        and len(await ctx.stores.alerts.list_webhooks(account_id)) >= MAX_ACCOUNT_ENDPOINTS
+    ):
+        raise Conflict(
+            f"an account has at most {MAX_ACCOUNT_ENDPOINTS} webhook endpoints: "
+            "delete one before registering another"
+        )
     now = ctx.clock.now()
     endpoint = WebhookEndpoint(
         id=new_id("wh"),
@@ -71,6 +99,7 @@ async def create(
         created_at=now,
         updated_at=now,
         description=description,
+        account_id=account_id,
     )
     async with ctx.records.atomic():  # endpoints are kept with the records
         await ctx.stores.alerts.create_webhook(endpoint)
@@ -88,9 +117,23 @@ async def get(ctx: Context, endpoint_id: str) -> WebhookEndpoint:
     return endpoint
 
 
+async def get_own(ctx: Context, account_id: str, endpoint_id: str) -> WebhookEndpoint:
+    """One of the account's own endpoints, or ``NotFound`` (another account's, or the
+    operator's, is not found either: a customer never learns it exists)."""
+    endpoint = await ctx.stores.alerts.get_webhook(endpoint_id)
+    if endpoint is None or endpoint.account_id != account_id:
+        raise NotFound(f"webhook endpoint {endpoint_id!r} not found")
+    return endpoint
+
+
 async def list_all(ctx: Context) -> list[WebhookEndpoint]:
     """Every endpoint, oldest first."""
     return await ctx.stores.alerts.list_webhooks()
+
+
+async def list_own(ctx: Context, account_id: str) -> list[WebhookEndpoint]:
+    """The account's own endpoints, oldest first."""
+    return await ctx.stores.alerts.list_webhooks(account_id)
 
 
 async def update(
@@ -101,9 +144,10 @@ async def update(
     events: list[str] | None = None,
     description: str | None = None,
     enabled: bool | None = None,
+    disabled_by: str = "an operator",
 ) -> WebhookEndpoint:
     """Change an endpoint's URL, events, description, or enable it again (resuming its
-    pending deliveries) or disable it."""
+    pending deliveries) or disable it (the reason naming ``disabled_by``)."""
     before = await get(ctx, endpoint_id)
     after = before
     now = ctx.clock.now()
@@ -112,13 +156,13 @@ async def update(
             after, url=await check_url(url, allow_private=ctx.settings.webhook_allow_private)
         )
     if events is not None:
-        after = replace(after, events=check_events(events))
+        after = replace(after, events=check_events(events, after.account_id))
     if description is not None:
         after = replace(after, description=description)
     if enabled is True and after.disabled_at is not None:
         after = replace(after, disabled_at=None, disabled_reason=None, failing_since=None)
     elif enabled is False and after.disabled_at is None:
-        after = replace(after, disabled_at=now, disabled_reason="disabled by an operator")
+        after = replace(after, disabled_at=now, disabled_reason=f"disabled by {disabled_by}")
     after = replace(after, updated_at=now)
     async with ctx.records.atomic():
         await ctx.stores.alerts.update_webhook(after)

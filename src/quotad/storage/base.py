@@ -413,8 +413,8 @@ class AlertStore(Protocol):
         """The endpoint with ``endpoint_id``."""
         ...
 
-    async def list_webhooks(self) -> list[WebhookEndpoint]:
-        """Every endpoint, oldest first."""
+    async def list_webhooks(self, account_id: str | None = None) -> list[WebhookEndpoint]:
+        """Every endpoint, oldest first; with ``account_id``, only that account's own."""
         ...
 
     async def update_webhook(self, endpoint: WebhookEndpoint) -> None:

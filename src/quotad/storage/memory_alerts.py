@@ -43,10 +43,14 @@ class MemoryAlerts:
         """The endpoint with this id."""
         return self._webhooks.get(endpoint_id)
 
-    async def list_webhooks(self) -> list[WebhookEndpoint]:
-        """Every endpoint, oldest first."""
+    async def list_webhooks(self, account_id: str | None = None) -> list[WebhookEndpoint]:
+        """Every endpoint (or one account's own), oldest first."""
         with self._alerts_lock:
-            found = list(self._webhooks.values())
+            found = [
+                e
+                for e in self._webhooks.values()
+                if account_id is None or e.account_id == account_id
+            ]
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
     async def update_webhook(self, endpoint: WebhookEndpoint) -> None:

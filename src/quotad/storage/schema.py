@@ -209,6 +209,9 @@ webhook_endpoints = sa.Table(
     sa.Column("failing_since", sa.BigInteger, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # A customer's own endpoint (its account's events only); NULL: the operator's.
+    sa.Column("account_id", sa.String(64), nullable=True),
+    sa.Index("ix_webhook_endpoints_account_id", "account_id"),
 )
 
 # One row per alert: its ``dedupe`` key is unique, so however many nodes see a threshold

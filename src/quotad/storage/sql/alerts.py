@@ -46,6 +46,7 @@ def endpoint_values(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "failing_since": opt_micros(endpoint.failing_since),
         "created_at": to_micros(endpoint.created_at),
         "updated_at": to_micros(endpoint.updated_at),
+        "account_id": endpoint.account_id,
     }
 
 
@@ -64,6 +65,7 @@ def endpoint_of(row: Any) -> WebhookEndpoint:
         disabled_at=opt_dt(row.disabled_at),
         disabled_reason=row.disabled_reason,
         failing_since=opt_dt(row.failing_since),
+        account_id=row.account_id,
     )
 
 
@@ -161,11 +163,13 @@ class SqlAlerts:
             row = (await conn.execute(query)).first()
         return None if row is None else endpoint_of(row)
 
-    async def list_webhooks(self) -> list[WebhookEndpoint]:
-        """Every endpoint, oldest first."""
+    async def list_webhooks(self, account_id: str | None = None) -> list[WebhookEndpoint]:
+        """Every endpoint (or one account's own), oldest first."""
         query = webhook_endpoints.select().order_by(
             webhook_endpoints.c.created_at, webhook_endpoints.c.id
         )
+        if account_id is not None:
+            query = query.where(webhook_endpoints.c.account_id == account_id)
         async with self._db.read() as conn:
             return [endpoint_of(row) for row in await conn.execute(query)]
 
