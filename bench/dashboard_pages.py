@@ -120,7 +120,7 @@ def main() -> int:
                     "/dashboard/audit",
                     "/dashboard/accounts/big/keys.csv",
                 ],
-                "portal": ["/portal", "/portal/keys", "/portal/alerts"],
+                "portal": ["/portal", "/portal/keys", "/portal/alerts", "/portal/webhooks"],
             }
             results = []
             for area, paths in pages.items():

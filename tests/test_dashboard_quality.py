@@ -50,7 +50,7 @@ EVERY_KIND = {
         "/dashboard/webhooks",
         "/dashboard/audit",
     },
-    "portal": {"/portal", "/portal/keys", "/portal/alerts"},
+    "portal": {"/portal", "/portal/keys", "/portal/alerts", "/portal/webhooks"},
 }
 # What the keyboard must reach: every visible link, field and button.
 CONTROLS = (
