@@ -88,7 +88,9 @@ def __getattr__(name: str) -> Any:
     field = _PUBLIC.get(name)
     if field is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(_metrics(), field)
+    value = getattr(_metrics(), field)
+    globals()[name] = value  # later lookups (verify's, every call) find it directly
+    return value
 
 
 # ``Counter.labels`` takes a lock and validates its arguments on every call; verify counts
