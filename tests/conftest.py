@@ -86,7 +86,8 @@ def store_url(
 # bound), kill or pause servers, or start many servers at once: ``make test`` runs them
 # alone after the rest, which runs on two workers (pytest-xdist), so no other test's load
 # moves their clocks. test_cli_remote compares tables printed at a width that a worker
-# does not give them (its ids wrap there; why is not known yet).
+# does not give them (its ids wrap there; why is not known yet). The browser tests time
+# nothing (Playwright waits up to 10 s for each step) and run with the rest.
 SERIAL_MODULES = frozenset(
     {
         "test_bench",
@@ -106,8 +107,6 @@ SERIAL_MODULES = frozenset(
         "test_smoke",
         "test_tracing",
         "test_webhook_durability",
-        "test_dashboard_browser",
-        "test_dashboard_quality",
     }
 )
 
