@@ -14,6 +14,7 @@ import inspect
 import io
 import itertools
 import multiprocessing
+import secrets
 import shutil
 import subprocess
 import threading
@@ -205,6 +206,12 @@ def _redis_benchmark_once(
         command += ["--dbnum", parts.path.strip("/")]
     command += ["-c", str(clients), "-P", str(pipeline), "-n", str(requests), "--csv"]
     command += ["-r", str(2**31 - 1)]  # __rand_int__: a random number per call (an int)
+    # redis-benchmark seeds its random numbers with time(NULL) ^ getpid(): two runs a
+    # second apart by consecutive processes can draw the same numbers, and every call of
+    # the second would then be answered as a resend of the first's. A token per run keeps
+    # their call keys apart.
+    run_token = secrets.token_hex(4)
+    args = [arg.replace(":__rand_int__", f":{run_token}:__rand_int__") for arg in args]
     done = subprocess.run(
         [*command, "EVALSHA", sha, *args], capture_output=True, text=True, check=False, timeout=300
     )
