@@ -47,9 +47,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 # The tests that time what they do or kill servers run alone, after the rest has run on
-# two workers (tests/conftest.py SERIAL_MODULES); extra arguments: `make pytest ARGS=-x`.
+# three workers (tests/conftest.py SERIAL_MODULES); extra arguments: `make pytest ARGS=-x`.
 pytest: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" $(ARGS)
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not serial" $(ARGS)
 	$(BIN)/pytest -m serial $(ARGS)
 
 test: lint typecheck pytest

@@ -39,7 +39,7 @@ from tests.processes import (
     running,
     running_all,
 )
-from tests.servers import postgres_schema, redis_namespace, unavailable
+from tests.servers import migrated_sqlite_copy, postgres_schema, redis_namespace, unavailable
 
 # The real webhook receiver process (``receiver``), for every test that takes it.
 pytest_plugins = ("tests.webhook_fixtures", "tests.browser_fixtures")
@@ -67,16 +67,17 @@ def store_url(
     if kind == "memory":
         yield "memory://"
     elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'quotad.db'}"
+        yield f"sqlite:///{migrated_sqlite_copy(tmp_path / 'quotad.db')}"
     elif kind == "postgresql":
-        with postgres_schema() as url:
+        with postgres_schema(migrated=True) as url:
             yield url
     elif kind == "redis":
-        with redis_namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
+        with redis_namespace(f"sqlite:///{migrated_sqlite_copy(tmp_path / 'records.db')}") as url:
             yield url
     elif kind == "redis-cluster":
         assert cluster is not None, "the redis-cluster store needs the redis_cluster fixture"
-        with cluster.namespace(f"sqlite:///{tmp_path / 'records.db'}") as url:
+        records = migrated_sqlite_copy(tmp_path / "records.db")
+        with cluster.namespace(f"sqlite:///{records}") as url:
             yield url
     else:
         raise AssertionError(kind)
@@ -84,19 +85,16 @@ def store_url(
 
 # Modules whose tests time what they do (a hung store answered within a second, a p99
 # bound), kill or pause servers, or start many servers at once: ``make test`` runs them
-# alone after the rest, which runs on two workers (pytest-xdist), so no other test's load
-# moves their clocks. test_cli_remote compares tables printed at a width that a worker
-# does not give them (its ids wrap there; why is not known yet). The browser tests time
-# nothing (Playwright waits up to 10 s for each step) and run with the rest.
+# alone after the rest, which runs on three workers (pytest-xdist), so no other test's load
+# moves their clocks. The benchmark smoke test, the fuzzers and the browser tests time
+# nothing (their figures are not asserted; Playwright waits up to 10 s for each step) and
+# run with the rest.
 SERIAL_MODULES = frozenset(
     {
-        "test_bench",
-        "test_cli_remote",
         "test_cluster_failover",
         "test_crash",
         "test_deadline",
         "test_demo",
-        "test_fuzz",
         "test_hangs",
         "test_health",
         "test_multinode",
@@ -105,17 +103,36 @@ SERIAL_MODULES = frozenset(
         "test_redis_loss",
         "test_slow_clients",
         "test_smoke",
-        "test_tracing",
         "test_webhook_durability",
     }
 )
 
 
+# Modules with a test that runs for a minute or more (a quick benchmark run, schemathesis'
+# own CLI, a browser crawl): collected first, so that a worker starts them while the others
+# work through the rest, instead of one of them running alone at the end.
+LONG_MODULES = ("test_bench", "test_fuzz", "test_dashboard_quality", "test_cli_remote")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests of ``SERIAL_MODULES`` ``serial``."""
+    """Mark the tests of ``SERIAL_MODULES`` ``serial``; order the modules ``LONG_MODULES``
+    first, then by their number of tests, most first (as pytest-xdist would, which
+    ``make test`` tells not to: ``--no-loadscope-reorder``), each module's tests as written."""
+    sizes: dict[Path, int] = {}
     for item in items:
         if item.path.stem in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+        sizes[item.path] = sizes.get(item.path, 0) + 1
+
+    def rank(path: Path) -> tuple[int, int]:
+        stem = path.stem
+        return (
+            LONG_MODULES.index(stem) if stem in LONG_MODULES else len(LONG_MODULES),
+            -sizes[path],
+        )
+
+    position = {path: n for n, path in enumerate(sorted(sizes, key=rank))}
+    items.sort(key=lambda item: position[item.path])  # stable: a module's order is kept
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -23,7 +23,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from quotad.api import schemas
-from quotad.cli import app
+from quotad.cli import app, console
 from quotad.cli.console import PATTERN_WORDS
 from quotad.sdk import Client, NotFoundError
 from tests.processes import ADMIN_TOKEN, Running, free_port, quotad_serve
@@ -40,6 +40,9 @@ def no_quotad_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for name in [n for n in os.environ if n.startswith("QUOTAD_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "250")
+    # A console made before (by another test in this worker) read COLUMNS once, then.
+    for made in (console.console, console.err_console):
+        monkeypatch.setattr(made, "_width", 250)
 
 
 def cli(*args: str, stdin: str | None = None) -> Result:

@@ -52,6 +52,6 @@ def test_make_test_still_installs_the_dev_extras() -> None:
     assert ".venv/bin/mypy src" in commands
     pytest = [command for command in commands if command.startswith(".venv/bin/pytest")]
     assert pytest == [
-        '.venv/bin/pytest -n 2 --dist loadfile -m "not serial"',
+        '.venv/bin/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not serial"',
         ".venv/bin/pytest -m serial",
     ], commands
