@@ -13,22 +13,26 @@ ADDRESS := $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 .PHONY: demo serve test lint typecheck pytest openapi clean
 
+# uv (Astral's installer, from PyPI) installs into the venv: about 100 packages in seconds
+# where pip takes two minutes.
+UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
+
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "quotad needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q uv
 
 # The package and its runtime dependencies only (what `quotad serve` needs).
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(UV_INSTALL) -e .
 	@touch $(SERVE_STAMP)
 
 # The package with the developer extras (test, lint and type-check tools).
 # xds-protos (the envoy extra) ships an old copy of opentelemetry-proto's modules, which
 # can land over the OTLP exporter's own: reinstalling opentelemetry-proto puts them back.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --force-reinstall --no-deps \
+	$(UV_INSTALL) -e '.[dev]'
+	$(UV_INSTALL) --reinstall-package opentelemetry-proto --no-deps \
 	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP) $(SERVE_STAMP)
 

@@ -143,16 +143,20 @@ def test_an_attacker_on_the_same_address_never_fails_a_victims_calls(example: Ex
     """While one client fails 100 times, another's valid calls from that address all get 200."""
     victim = example.provision(1000)
     seen: Counter[int] = Counter()
+    attacker: list[httpx2.Response] = []
     with httpx2.Client(base_url=example.app.base, timeout=10) as http:
         for n in range(100):
-            http.get("/v1/usages", headers=guess())
-            http.get("/insights/ai", headers=guess())
+            attacker.append(http.get("/v1/usages", headers=guess()))
+            attacker.append(http.get("/insights/ai", headers=guess()))
             if n % 5 == 0:
                 for path in ("/insights/ai", "/v1/usages", "/usage/insights"):
                     seen[http.get(path, headers={"x-api-key": victim}).status_code] += 1
         assert seen == Counter({200: 60}), seen
-        spent = http.get("/v1/usages", headers=guess())
-    assert_throttled(spent)  # the attacker's budget is spent, and only the attacker's
+    # The attacker's budget was spent, and only the attacker's. (Not asked of its last
+    # call: on a busy machine the loop can outlast the refill of a failure or two.)
+    throttled = [answer for answer in attacker if answer.status_code == 429]
+    assert throttled, Counter(answer.status_code for answer in attacker)
+    assert_throttled(throttled[-1])
 
 
 async def hello(_request: Any) -> JSONResponse:

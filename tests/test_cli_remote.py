@@ -7,6 +7,7 @@ covers 30 days; help has no ``<bool>``; ``quotad.cli`` starts without the server
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from quotad.api import schemas
-from quotad.cli import app, console
+from quotad.cli import app
 from quotad.cli.console import PATTERN_WORDS
 from quotad.sdk import Client, NotFoundError
 from tests.processes import ADMIN_TOKEN, Running, free_port, quotad_serve
@@ -41,7 +42,8 @@ def no_quotad_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "250")
     # A console made before (by another test in this worker) read COLUMNS once, then.
-    for made in (console.console, console.err_console):
+    consoles = importlib.import_module("quotad.cli.console")  # the package names a Console
+    for made in (consoles.console, consoles.err_console):
         monkeypatch.setattr(made, "_width", 250)
 
 

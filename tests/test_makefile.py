@@ -11,6 +11,8 @@ from tests.processes import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
+UV_INSTALL = ".venv/bin/uv pip install --quiet --python .venv/bin/python"
+
 
 def planned(*args: str) -> list[str]:
     """The commands ``make`` would run for ``args``, every target taken as out of date."""
@@ -25,7 +27,7 @@ def planned(*args: str) -> list[str]:
 
 
 def installs(commands: list[str]) -> list[str]:
-    """The ``pip install`` lines of the package itself among ``commands``."""
+    """The ``uv pip install`` lines of the package itself among ``commands``."""
     return [line for line in commands if "pip install" in line and "-e" in line.split()]
 
 
@@ -33,7 +35,7 @@ def test_make_demo_installs_the_package_without_extras() -> None:
     """`make demo` and `make serve` install `-e .` only, never the dev extras."""
     for target in ("demo", "serve"):
         commands = planned(target)
-        assert installs(commands) == [".venv/bin/python -m pip install -q -e ."], commands
+        assert installs(commands) == [UV_INSTALL + " -e ."], commands
         assert not any("[dev]" in line for line in commands)
 
 
@@ -48,7 +50,7 @@ def test_make_demo_takes_port_and_host() -> None:
 def test_make_test_still_installs_the_dev_extras() -> None:
     """`make test` installs `.[dev]`, then runs the linters, mypy and pytest."""
     commands = planned("test")
-    assert installs(commands) == [".venv/bin/python -m pip install -q -e '.[dev]'"], commands
+    assert installs(commands) == [UV_INSTALL + " -e '.[dev]'"], commands
     assert ".venv/bin/mypy src" in commands
     pytest = [command for command in commands if command.startswith(".venv/bin/pytest")]
     assert pytest == [
