@@ -20,17 +20,20 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "quotad needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
+
+# Its own target, so that a venv made before uv was used gets it too.
+$(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q uv
 
 # The package and its runtime dependencies only (what `quotad serve` needs).
-$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+$(SERVE_STAMP): pyproject.toml | $(BIN)/uv
 	$(UV_INSTALL) -e .
 	@touch $(SERVE_STAMP)
 
 # The package with the developer extras (test, lint and type-check tools).
 # xds-protos (the envoy extra) ships an old copy of opentelemetry-proto's modules, which
 # can land over the OTLP exporter's own: reinstalling opentelemetry-proto puts them back.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml | $(BIN)/uv
 	$(UV_INSTALL) -e '.[dev]'
 	$(UV_INSTALL) --reinstall-package opentelemetry-proto --no-deps \
 	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
