@@ -10,16 +10,14 @@ with as their actor.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from quotad.dashboard import web, webhook_handlers, webhook_pages
-from quotad.dashboard.portal_session import AREA, MAX_ID, customer, customer_form
-from quotad.dashboard.webhook_handlers import EVENT_FIELD, Viewer, WebhookArea
-from quotad.domain.webhooks import ACCOUNT_EVENT_TYPES, MAX_ACCOUNT_ENDPOINTS, WebhookEndpoint
+from quotad.dashboard import webhook_handlers, webhook_pages
+from quotad.dashboard.portal_session import AREA, customer, customer_form
+from quotad.dashboard.webhook_handlers import Outcome, Viewer, WebhookArea, render_list
+from quotad.domain.webhooks import ACCOUNT_EVENT_TYPES, MAX_ACCOUNT_ENDPOINTS
 from quotad.service import webhooks
 from quotad.service.context import Context
 
@@ -46,44 +44,23 @@ async def _list_page(
     ctx: Context,
     viewer: Viewer,
     status: int = 200,
-    *,
-    created: WebhookEndpoint | None = None,
-    entered: dict[str, Any] | None = None,
-    notice: str | None = None,
-    error: str | None = None,
+    outcome: Outcome = Outcome(),  # noqa: B008 - frozen: one shared empty outcome is safe
 ) -> Response:
     """The account's endpoints and the form registering one (none once it has the most)."""
     account = viewer.account
     assert account is not None  # noqa: S101 - a customer's viewer always has its account
     rows = [webhook_pages.EndpointRow(e) for e in await webhooks.list_own(ctx, account.id)]
-    return web.render(
-        AREA,
-        "portal_webhooks.html",
+    full = len(rows) >= MAX_ACCOUNT_ENDPOINTS
+    return render_list(
+        CUSTOMER,
+        viewer,
         status,
-        session=viewer.session,
+        outcome,
         account=account,
         endpoints=rows,
-        full=len(rows) >= MAX_ACCOUNT_ENDPOINTS,
+        full=full,
         most=MAX_ACCOUNT_ENDPOINTS,
-        created=created,
-        entered=entered or {"url": "", "description": "", "events": list(ACCOUNT_EVENT_TYPES)},
-        event_types=ACCOUNT_EVENT_TYPES,
-        event_field=EVENT_FIELD,
-        when=webhook_pages.when,
-        notice=notice,
-        error=error,
-        nav="webhooks",
     )
-
-
-async def webhooks_page(request: Request) -> Response:
-    """The account's endpoints and the form registering one."""
-    ctx = web.context(request)
-    notice = web.query(request, "notice", MAX_ID)
-    viewer = await _viewer(ctx, request)
-    if viewer is None:
-        return web.to_login(AREA)
-    return await _list_page(ctx, viewer, notice=NOTICES.get(notice))
 
 
 CUSTOMER = WebhookArea(
@@ -94,11 +71,9 @@ CUSTOMER = WebhookArea(
     viewer=_viewer,
     change_form=_change_form,
     list_page=_list_page,
+    list_template="portal_webhooks.html",
     endpoint_template="portal_webhook.html",
     created="registered",
     disabled_by="its account",
 )
-ROUTES: list[BaseRoute] = [
-    Route(CUSTOMER.base, webhooks_page, methods=["GET"]),
-    *webhook_handlers.routes(CUSTOMER),
-]
+ROUTES: list[BaseRoute] = webhook_handlers.routes(CUSTOMER)

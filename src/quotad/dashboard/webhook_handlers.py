@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
@@ -50,21 +50,20 @@ class Viewer:
 Form = tuple[Viewer | None, dict[str, str], Response | None]
 
 
-class ListPage(Protocol):
-    """An area's list of endpoints with its registration form, answering with ``status``."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a list page shows besides the endpoints: the outcome of a form just posted, or
+    a visit's notice and (on the operator's page) which page of alerts."""
 
-    async def __call__(
-        self,
-        ctx: Context,
-        viewer: Viewer,
-        status: int = 200,
-        *,
-        created: WebhookEndpoint | None = None,
-        entered: dict[str, Any] | None = None,
-        notice: str | None = None,
-        error: str | None = None,
-    ) -> Response:
-        """Render the list page."""
+    created: WebhookEndpoint | None = None  # its secret is shown this once
+    entered: dict[str, Any] | None = None  # a refused form's values, offered again
+    notice: str | None = None
+    error: str | None = None
+    alerts_before: str | None = None  # the alerts older than this event id
+
+
+# An area's list of endpoints with its registration form, answering with a status.
+ListPage = Callable[[Context, Viewer, int, Outcome], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +79,12 @@ class WebhookArea:
     # session, a wrong CSRF token).
     change_form: Callable[[Context, Request], Awaitable[Form]]
     list_page: ListPage
+    list_template: str
     endpoint_template: str
     created: str  # the verb of the notice answering a registration
     disabled_by: str  # who a disabled endpoint's reason names
     resend: bool = False  # whether deliveries may be sent again from here
+    alerts: bool = False  # whether the list page pages through every account's alerts
 
     def endpoint_url(self, endpoint_id: str) -> str:
         """The address of an endpoint's page."""
@@ -97,6 +98,28 @@ def shown_again(url: str) -> str:
     except ValueError:
         return ""
     return "" if "@" in netloc else url
+
+
+def render_list(
+    spec: WebhookArea, viewer: Viewer, status: int, outcome: Outcome, **page: Any
+) -> Response:
+    """An area's list page: its own ``page`` values, with the registration form's."""
+    events = list(spec.event_types)
+    return web.render(
+        spec.area,
+        spec.list_template,
+        status,
+        session=viewer.session,
+        created=outcome.created,
+        entered=outcome.entered or {"url": "", "description": "", "events": events},
+        event_types=spec.event_types,
+        event_field=EVENT_FIELD,
+        when=webhook_pages.when,
+        notice=outcome.notice,
+        error=outcome.error,
+        nav="webhooks",
+        **page,
+    )
 
 
 def _no_endpoint(spec: WebhookArea, viewer: Viewer, endpoint_id: str) -> Response:
@@ -153,6 +176,18 @@ async def _endpoint_page(
     )
 
 
+async def list_page(spec: WebhookArea, request: Request) -> Response:
+    """The area's endpoints, the form registering one, and the notice the address names."""
+    ctx = web.context(request)
+    before = web.query(request, "before", MAX_ID) if spec.alerts else ""
+    notice = web.query(request, "notice", MAX_ID)
+    viewer = await spec.viewer(ctx, request)
+    if viewer is None:
+        return web.to_login(spec.area)
+    outcome = Outcome(notice=spec.notices.get(notice), alerts_before=before or None)
+    return await spec.list_page(ctx, viewer, 200, outcome)
+
+
 async def endpoint_page(spec: WebhookArea, request: Request) -> Response:
     """One endpoint: its settings, the actions on it, its deliveries and their attempts."""
     ctx = web.context(request)
@@ -196,17 +231,17 @@ async def create(spec: WebhookArea, request: Request) -> Response:
     entered = {"url": shown_again(url), "description": description, "events": events}
     if len(description) > MAX_DESCRIPTION:
         error = f"A description has at most {MAX_DESCRIPTION} characters."
-        return await spec.list_page(ctx, viewer, 400, entered=entered, error=error)
+        return await spec.list_page(ctx, viewer, 400, Outcome(entered=entered, error=error))
     if not events:
         error = "Choose at least one event to send to the endpoint."
-        return await spec.list_page(ctx, viewer, 400, entered=entered, error=error)
+        return await spec.list_page(ctx, viewer, 400, Outcome(entered=entered, error=error))
     try:
         created = await webhooks.create(ctx, url, events, description, account_id=viewer.owner)
     except QuotadError as exc:
-        status = web.status_of(exc)
-        return await spec.list_page(ctx, viewer, status, entered=entered, error=exc.note)
+        refused = Outcome(entered=entered, error=exc.note)
+        return await spec.list_page(ctx, viewer, web.status_of(exc), refused)
     notice = f"Endpoint {created.id} {spec.created}."
-    return await spec.list_page(ctx, viewer, 201, created=created, notice=notice)
+    return await spec.list_page(ctx, viewer, 201, Outcome(created=created, notice=notice))
 
 
 async def set_enabled(spec: WebhookArea, enabled: bool, request: Request) -> Response:
@@ -271,9 +306,10 @@ async def resend(spec: WebhookArea, request: Request) -> Response:
 
 
 def routes(spec: WebhookArea) -> list[BaseRoute]:
-    """The routes of an area's endpoint pages and forms (its list page's GET aside)."""
+    """The routes of an area's webhook pages and forms."""
     one = spec.base + "/{endpoint_id}"
     found: list[BaseRoute] = [
+        Route(spec.base, partial(list_page, spec), methods=["GET"]),
         Route(spec.base, partial(create, spec), methods=["POST"]),
         Route(one, partial(endpoint_page, spec), methods=["GET"]),
         Route(f"{one}/enable", partial(set_enabled, spec, True), methods=["POST"]),

@@ -8,16 +8,14 @@ the list page also shows every account's recent alerts.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from quotad.dashboard import web, webhook_handlers, webhook_pages
+from quotad.dashboard import webhook_handlers, webhook_pages
 from quotad.dashboard.operator import AREA, admin_form, operator_session
-from quotad.dashboard.webhook_handlers import EVENT_FIELD, MAX_ID, Viewer, WebhookArea
-from quotad.domain.webhooks import EVENT_TYPES, WebhookEndpoint
+from quotad.dashboard.webhook_handlers import Outcome, Viewer, WebhookArea, render_list
+from quotad.domain.webhooks import EVENT_TYPES
 from quotad.service import webhooks
 from quotad.service.context import Context
 
@@ -45,43 +43,12 @@ async def _list_page(
     ctx: Context,
     viewer: Viewer,
     status: int = 200,
-    *,
-    before: str | None = None,
-    created: WebhookEndpoint | None = None,
-    entered: dict[str, Any] | None = None,
-    notice: str | None = None,
-    error: str | None = None,
+    outcome: Outcome = Outcome(),  # noqa: B008 - frozen: one shared empty outcome is safe
 ) -> Response:
     """Every endpoint, the form registering one, and a page of every account's alerts."""
     endpoints = [webhook_pages.EndpointRow(e) for e in await webhooks.list_all(ctx)]
-    alerts = await webhook_pages.alerts_page(ctx, None, before)
-    return web.render(
-        AREA,
-        "webhooks.html",
-        status,
-        session=viewer.session,
-        endpoints=endpoints,
-        alerts=alerts,
-        created=created,
-        entered=entered or {"url": "", "description": "", "events": list(EVENT_TYPES)},
-        event_types=EVENT_TYPES,
-        event_field=EVENT_FIELD,
-        when=webhook_pages.when,
-        notice=notice,
-        error=error,
-        nav="webhooks",
-    )
-
-
-async def webhooks_page(request: Request) -> Response:
-    """The endpoints, the form registering one, and every account's recent alerts."""
-    ctx = web.context(request)
-    before = web.query(request, "before", MAX_ID)
-    notice = web.query(request, "notice", MAX_ID)
-    viewer = await _viewer(ctx, request)
-    if viewer is None:
-        return web.to_login(AREA)
-    return await _list_page(ctx, viewer, before=before or None, notice=NOTICES.get(notice))
+    alerts = await webhook_pages.alerts_page(ctx, None, outcome.alerts_before)
+    return render_list(OPERATOR, viewer, status, outcome, endpoints=endpoints, alerts=alerts)
 
 
 OPERATOR = WebhookArea(
@@ -92,12 +59,11 @@ OPERATOR = WebhookArea(
     viewer=_viewer,
     change_form=_change_form,
     list_page=_list_page,
+    list_template="webhooks.html",
     endpoint_template="webhook.html",
     created="created",
     disabled_by="an operator",
     resend=True,
+    alerts=True,
 )
-ROUTES: list[BaseRoute] = [
-    Route(OPERATOR.base, webhooks_page, methods=["GET"]),
-    *webhook_handlers.routes(OPERATOR),
-]
+ROUTES: list[BaseRoute] = webhook_handlers.routes(OPERATOR)
