@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from quotad.dashboard import pages, portal_pages, sessions, web
-from quotad.dashboard.portal_session import AREA, MAX_ID, customer
+from quotad.dashboard import pages, portal_pages, web
+from quotad.dashboard.portal_session import AREA, MAX_ID, Customer, customer, customer_form
 from quotad.dashboard.sessions import Session
 from quotad.domain.limits import Per
 from quotad.domain.models import Account, ApiKey
@@ -145,20 +145,6 @@ async def keys_page(request: Request) -> Response:
     return await _page(ctx, session, own, account, notice=NOTICES.get(notice))
 
 
-async def _form(
-    ctx: Context, request: Request
-) -> tuple[tuple[Session, ApiKey, Account] | None, dict[str, str], Response | None]:
-    """The customer and form of a change, or the answer refusing it (no session, a wrong
-    CSRF token)."""
-    form = await web.read_form(request)
-    found = await customer(ctx, request)
-    if found is None:
-        return None, form, web.to_login(AREA)
-    if not sessions.csrf_ok(found[0], form.get("csrf")):
-        return found, form, web.csrf_refused(AREA)
-    return found, form, None
-
-
 def _refused(session: Session, note: str) -> Response:
     return web.message(AREA, 403, "Not allowed", note, session=session)
 
@@ -228,7 +214,7 @@ def _scopes(own: ApiKey, form: dict[str, str]) -> tuple[str, ...] | None:
 async def create(request: Request) -> Response:
     """Create a key of the account (its scopes within the signed-in key's), shown once."""
     ctx = web.context(request)
-    found, form, refusal = await _form(ctx, request)
+    found, form, refusal = await customer_form(ctx, request)
     if refusal is not None or found is None:
         return refusal or web.to_login(AREA)
     session, own, account = found
@@ -251,10 +237,10 @@ async def create(request: Request) -> Response:
 
 async def _target(
     ctx: Context, request: Request
-) -> tuple[tuple[Session, ApiKey, Account] | None, ApiKey | None, dict[str, str], Response | None]:
-    """As ``_form``, with the key the address names: one of the account's (else 404) that
-    the signed-in key may change (else 403)."""
-    found, form, refusal = await _form(ctx, request)
+) -> tuple[Customer | None, ApiKey | None, dict[str, str], Response | None]:
+    """As ``customer_form``, with the key the address names: one of the account's (else
+    404) that the signed-in key may change (else 403)."""
+    found, form, refusal = await customer_form(ctx, request)
     if refusal is not None or found is None:
         return found, None, form, refusal or web.to_login(AREA)
     session, own, account = found
