@@ -87,8 +87,9 @@ def store_url(
 # bound), kill or pause servers, or start many servers at once: ``make test`` runs them
 # alone after the rest, which runs on three workers (pytest-xdist), so no other test's load
 # moves their clocks. The benchmark smoke test, the fuzzers and the browser tests time
-# nothing (their figures are not asserted; Playwright waits up to 10 s for each step) and
-# run with the rest.
+# nothing (their figures are not asserted; Playwright waits up to 10 s for each step), and
+# the tests that kill nodes of their own and then wait (webhook durability, reservations of
+# a killed node) assert what arrives, not how fast: they run with the rest.
 SERIAL_MODULES = frozenset(
     {
         "test_cluster_failover",
@@ -103,7 +104,6 @@ SERIAL_MODULES = frozenset(
         "test_redis_loss",
         "test_slow_clients",
         "test_smoke",
-        "test_webhook_durability",
     }
 )
 

@@ -220,7 +220,6 @@ def shared_url(kind: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 @pytest.mark.parametrize("kind", KILLED)
 def test_a_reservation_of_a_killed_node_expires_once(
     kind: str, shared_url: str, tmp_path: Path
@@ -244,7 +243,6 @@ def test_a_reservation_of_a_killed_node_expires_once(
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 @pytest.mark.parametrize("kind", KILLED)
 def test_a_reservation_of_a_killed_node_commits_on_the_next(
     kind: str, shared_url: str, tmp_path: Path
