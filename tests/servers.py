@@ -64,7 +64,9 @@ def postgres_schema(*, migrated: bool = False) -> Iterator[str]:
     with admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         if migrated:
-            admin.execute(_migrated_schema_script().replace(_TEMPLATE_MARK, schema))
+            script = _migrated_schema_script()
+            if script is not None:  # else the store migrates the empty schema when opened
+                admin.execute(script.replace(_TEMPLATE_MARK, schema))
         try:
             yield _with_search_path(POSTGRES_URL, schema)
         finally:
@@ -138,14 +140,17 @@ def migrated_sqlite_template() -> Path:
 
 
 @functools.cache
-def _migrated_schema_script() -> str:
+def _migrated_schema_script() -> str | None:
     """The DDL of a PostgreSQL schema at the latest revision, with its version row, as
-    ``pg_dump`` writes it, the schema's name replaced by ``_TEMPLATE_MARK``."""
+    ``pg_dump`` writes it, the schema's name replaced by ``_TEMPLATE_MARK`` (None without a
+    ``pg_dump`` that can read the server)."""
     import psycopg
     import sqlalchemy as sa
 
     from quotad.storage.sql import migrate
 
+    if shutil.which("pg_dump") is None:
+        return None
     template = f"{_TEMPLATE_MARK}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3) as admin:
         admin.execute(f'CREATE SCHEMA "{template}"')
@@ -155,7 +160,7 @@ def _migrated_schema_script() -> str:
             with engine.begin() as connection:
                 migrate(connection)
             engine.dispose()
-            dump = subprocess.run(
+            dumped = subprocess.run(
                 [
                     "pg_dump",
                     "--dbname",
@@ -168,14 +173,16 @@ def _migrated_schema_script() -> str:
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
                 timeout=60,
-            ).stdout
+            )
         finally:
             admin.execute(f'DROP SCHEMA "{template}" CASCADE')
+    if dumped.returncode != 0:  # an older pg_dump than the server, say
+        return None
     lines = [
         line
-        for line in dump.splitlines()
+        for line in dumped.stdout.splitlines()
         # The schema exists already; the session settings would outlive the script; psql's
         # meta-commands (\\restrict) are not SQL.
         if not line.startswith(("CREATE SCHEMA", "SET ", "SELECT pg_catalog.set_config", "\\"))
