@@ -109,22 +109,9 @@ SERIAL_MODULES = frozenset(
 
 
 # Modules with a test that runs for a minute or more (a quick benchmark run, schemathesis'
-# own CLI, a browser crawl), or few tests of many seconds each (nodes started, killed and
-# waited for; 600-call races): collected first, so that a worker starts them while the
-# others work through the rest, instead of one of them running alone at the end.
-LONG_MODULES = (
-    "test_bench",
-    "test_fuzz",
-    "test_reservations_faults",
-    "test_dashboard_quality",
-    "test_cli_remote",
-    "test_webhook_durability",
-    "test_isolation",
-    "test_credits_race",
-    "test_limits_race",
-    "test_credit_slots_race",
-    "test_stateful",
-)
+# own CLI, a browser crawl): collected first, so that a worker starts them while the others
+# work through the rest, instead of one of them running alone at the end.
+LONG_MODULES = ("test_bench", "test_fuzz", "test_dashboard_quality", "test_cli_remote")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
