@@ -138,9 +138,9 @@ async def _reachable(ctx: Context, viewer: Viewer, endpoint_id: str) -> WebhookE
     """The endpoint, when the viewer may see it: any for the operator, else its account's."""
     if len(endpoint_id) > MAX_ID:
         return None
-    if viewer.account is None:
-        return await ctx.stores.alerts.get_webhook(endpoint_id)
     try:
+        if viewer.account is None:
+            return await webhooks.get(ctx, endpoint_id)
         return await webhooks.get_own(ctx, viewer.account.id, endpoint_id)
     except NotFound:
         return None
