@@ -11,7 +11,8 @@ from tests.processes import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
-UV_INSTALL = ".venv/bin/uv pip install --quiet --python .venv/bin/python"
+UV_INSTALL = ".venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python"
+COMPILE_SRC = ".venv/bin/python -m compileall -q src"
 
 
 def planned(*args: str) -> list[str]:
@@ -57,3 +58,13 @@ def test_make_test_still_installs_the_dev_extras() -> None:
         '.venv/bin/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not serial"',
         ".venv/bin/pytest -m serial",
     ], commands
+
+
+def test_every_install_leaves_bytecode_for_the_dependencies_and_the_package() -> None:
+    """Both installs compile bytecode: uv's ``--compile-bytecode``, then ``compileall`` on src."""
+    for target in ("serve", "test"):
+        commands = planned(target)
+        uv_lines = [line for line in commands if line.startswith(".venv/bin/uv pip install")]
+        assert uv_lines and all("--compile-bytecode" in line for line in uv_lines), commands
+        assert COMPILE_SRC in commands, commands
+        assert commands.index(COMPILE_SRC) > commands.index(uv_lines[-1]), commands
