@@ -65,6 +65,7 @@ def test_every_install_leaves_bytecode_for_the_dependencies_and_the_package() ->
     for target in ("serve", "test"):
         commands = planned(target)
         uv_lines = [line for line in commands if line.startswith(".venv/bin/uv pip install")]
-        assert uv_lines and all("--compile-bytecode" in line for line in uv_lines), commands
+        assert uv_lines, commands
+        assert all("--compile-bytecode" in line for line in uv_lines), commands
         assert COMPILE_SRC in commands, commands
         assert commands.index(COMPILE_SRC) > commands.index(uv_lines[-1]), commands
