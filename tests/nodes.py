@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 import httpx2
 
 from quotad.api.app import create_app
+from quotad.errors import StorageError
 from quotad.service.context import Context
 from quotad.storage import Stores, stores_from_url
 from quotad.testing import FakeClock
@@ -22,8 +23,7 @@ async def three_nodes(
     for n in range(3):
         node_stores = stores
         if n and not stores.url.startswith("memory"):
-            node_stores = stores_from_url(stores.url)
-            await node_stores.open()
+            node_stores = await _opened(stores.url)
             stack.push_async_callback(node_stores.close)
         ctx = Context(node_stores, make_settings(stores.url), clock)
         app = create_app(ctx, manage_store=False)
@@ -32,3 +32,23 @@ async def three_nodes(
         )
         nodes.append((await stack.enter_async_context(client), ctx))
     return nodes
+
+
+async def _opened(url: str, attempts: int = 3) -> Stores:
+    """The stores at ``url``, opened; a connection that times out is tried again.
+
+    The nodes' tests race calls, they do not time them: on a machine busy with the other
+    test workers, connecting to a Redis Cluster's three servers has taken longer than the
+    store's one-second timeout (the store's own tests of timeouts run alone).
+    """
+    for attempt in range(attempts):
+        opened = stores_from_url(url)
+        try:
+            await opened.open()
+        except StorageError:
+            await opened.close()
+            if attempt == attempts - 1:
+                raise
+            continue
+        return opened
+    raise AssertionError("unreachable")
