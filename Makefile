@@ -15,7 +15,7 @@ ADDRESS := $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 # uv (Astral's installer, from PyPI) installs into the venv: about 100 packages in seconds
 # where pip takes two minutes. Unlike pip, uv writes no bytecode unless asked; without it,
-# and with PYTHONDONTWRITEBYTECODE set (as on CI machines), every interpreter compiles
+# and with PYTHONDONTWRITEBYTECODE set (as on the machine CI runs on), every interpreter compiles
 # FastAPI, SQLAlchemy and pydantic again from source: each `quotad` start took twice as long.
 UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 # The package's own modules too (an editable install is not compiled by uv); a module
@@ -30,8 +30,9 @@ $(BIN)/python:
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q uv
 
-# The package and its runtime dependencies only (what `quotad serve` needs).
-$(SERVE_STAMP): pyproject.toml | $(BIN)/uv
+# The package and its runtime dependencies only (what `quotad serve` needs). Both installs
+# run again when this file changes: its recipe is part of what they install.
+$(SERVE_STAMP): pyproject.toml Makefile | $(BIN)/uv
 	$(UV_INSTALL) -e .
 	$(COMPILE_SRC)
 	@touch $(SERVE_STAMP)
@@ -39,7 +40,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/uv
 # The package with the developer extras (test, lint and type-check tools).
 # xds-protos (the envoy extra) ships an old copy of opentelemetry-proto's modules, which
 # can land over the OTLP exporter's own: reinstalling opentelemetry-proto puts them back.
-$(STAMP): pyproject.toml | $(BIN)/uv
+$(STAMP): pyproject.toml Makefile | $(BIN)/uv
 	$(UV_INSTALL) -e '.[dev]'
 	$(UV_INSTALL) --reinstall-package opentelemetry-proto --no-deps \
 	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +72,11 @@ def test_every_install_leaves_bytecode_for_the_dependencies_and_the_package() ->
         assert all("--compile-bytecode" in line for line in uv_lines), commands
         assert COMPILE_SRC in commands, commands
         assert commands.index(COMPILE_SRC) > commands.index(uv_lines[-1]), commands
+
+
+@pytest.mark.parametrize("module", ["sqlalchemy", "fastapi", "pydantic", "quotad.api.app"])
+def test_the_venv_holds_bytecode_for_what_a_server_imports(module: str) -> None:
+    """What `make` installed has its bytecode on disk, so no process compiles it again."""
+    source = importlib.import_module(module).__file__
+    assert source is not None
+    assert Path(importlib.util.cache_from_source(source)).exists(), source
