@@ -53,14 +53,16 @@ from quotad.storage.sql.statements import (
     CLAIM_KEY,
     DAY_COLUMNS,
     DAY_KEY,
+    as_arrays,
     as_dicts,
     claim_params,
     day_params,
+    pg_create_days,
+    pg_lock_days,
+    pg_write_days,
     read_claims,
-    read_days,
     stored_answer,
     write_claims,
-    write_days,
 )
 
 log = structlog.get_logger("quotad.storage.sql")
@@ -83,13 +85,13 @@ class Consumes:
         self._sqlite: SqliteDayWriter | None = None
         # Built once: building them (``excluded`` above all) costs more than running them
         # through SQLAlchemy's compiled cache.
-        create_days = pg_dialect.insert(usage_days).on_conflict_do_nothing()
+        create_days = pg_create_days()
         self._create_days = create_days
         self._create_days_noted = create_days.returning(*DAY_KEY)
         self._create_claims = pg_dialect.insert(idempotency).on_conflict_do_nothing()
-        self._lock_days = read_days().order_by(*DAY_KEY).with_for_update()
+        self._lock_days = pg_lock_days()
         self._lock_claims = read_claims().order_by(*CLAIM_KEY).with_for_update()
-        self._write_days = write_days(pg_dialect.insert)
+        self._write_days = pg_write_days()
         self._write_claims = write_claims(pg_dialect.insert)
         self._forget_days = usage_days.delete().where(
             sa.tuple_(*DAY_KEY).in_(sa.bindparam("keys", expanding=True))
@@ -169,20 +171,16 @@ class Consumes:
                 ],
             )
         totals = lock_order(batch)
+        keys = as_arrays(DAY_COLUMNS[:3], totals)
         created = await conn.execute(
             # Only a batch with claims may leave a day it created untouched (see below).
             self._create_days_noted if claims else self._create_days,
-            [
-                {"account_id": a, "service": s, "day": d, "used": 0, "total": t, "rejected": 0}
-                for (a, s, d), t in totals.items()
-            ],
+            {**keys, "total": list(totals.values())},
         )
         created_keys = {tuple(row) for row in created} if claims else set()
         rows = {
             (a, s, d): DayRow(int(used), int(total), int(rejected))
-            for a, s, d, used, total, rejected in await conn.execute(
-                self._lock_days, {"keys": list(totals)}
-            )
+            for a, s, d, used, total, rejected in await conn.execute(self._lock_days, keys)
         }
         seen: dict[ClaimKey, Answer] = {}
         if claims:
@@ -194,7 +192,7 @@ class Consumes:
                     seen[account_id, key] = answer
         decided = decide_batch(batch, rows, seen)
         if decided.rows:
-            await conn.execute(self._write_days, as_dicts(DAY_COLUMNS, day_params(decided.rows)))
+            await conn.execute(self._write_days, as_arrays(DAY_COLUMNS, day_params(decided.rows)))
         if decided.claims:
             await conn.execute(
                 self._write_claims, as_dicts(CLAIM_COLUMNS, claim_params(decided.claims))

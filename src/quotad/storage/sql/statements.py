@@ -3,8 +3,9 @@
 Both consume paths run the same four: read the batch's day rows and its claims' stored
 answers, write back the rows and answers ``decide`` changed. PostgreSQL runs them
 through SQLAlchemy (locking with ``FOR UPDATE``, after creating the rows it lacks so that
-they can be locked); SQLite's writer runs them through ``sqlite3`` as SQL compiled here
-once for the SQLite dialect, so no table or column name is written twice.
+they can be locked), the day rows' as one statement a batch over arrays; SQLite's
+writer runs them through ``sqlite3`` as SQL compiled here once for the SQLite dialect, so
+no table or column name is written twice.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from quotad.domain.models import ConsumeOutcome
@@ -55,6 +57,72 @@ def write_days(insert: Insert) -> Any:
         index_elements=[column.name for column in DAY_KEY],
         set_={name: stmt.excluded[name] for name in DAY_COLUMNS[3:]},
     )
+
+
+# PostgreSQL, one statement a batch ------------------------------------------------------
+# A batch's rows travel as one array a column and are unnested by the server, so each
+# statement is one execution with the same SQL text (prepared once) whatever the batch's
+# size. An executemany would run the statement once a row, and an expanding IN list
+# would be new SQL text, parsed and prepared again, for every batch size.
+_TEXTS, _INTS = pg_dialect.ARRAY(sa.String), pg_dialect.ARRAY(sa.BigInteger)
+
+
+def _unnested(columns: tuple[sa.Column[Any], ...]) -> Any:
+    """The rows of one array parameter a column (named as the column), as a table."""
+    arrays = [
+        sa.cast(
+            sa.bindparam(column.name),
+            _INTS if isinstance(column.type, sa.BigInteger) else _TEXTS,
+        )
+        for column in columns
+    ]
+    names = (column.name for column in columns)
+    return sa.func.unnest(*arrays).table_valued(*names).render_derived(name="batch")
+
+
+def pg_create_days() -> Any:
+    """Create the batch's missing day rows (``account_id``, ``service``, ``day`` and
+    ``total`` arrays), nothing used yet; existing rows are left as they are."""
+    new = _unnested((*DAY_KEY, usage_days.c.total))
+    zero = sa.literal(0, sa.BigInteger)
+    rows = sa.select(*(new.c[column.name] for column in DAY_KEY), zero, new.c.total, zero)
+    insert = pg_dialect.insert(usage_days).from_select(list(DAY_COLUMNS), rows)
+    return insert.on_conflict_do_nothing()
+
+
+def pg_lock_days() -> sa.Select[Any]:
+    """Read and lock the day rows of the batch's keys (``account_id``, ``service`` and
+    ``day`` arrays), in the one lock order every node follows."""
+    keys = _unnested(DAY_KEY)
+    wanted = sa.select(*(keys.c[column.name] for column in DAY_KEY))
+    return (
+        usage_days.select()
+        .where(sa.tuple_(*DAY_KEY).in_(wanted))
+        .order_by(*DAY_KEY)
+        .with_for_update()
+    )
+
+
+def pg_write_days() -> Any:
+    """Store day rows' absolute values (an array a column of ``DAY_COLUMNS``)."""
+    rows = _unnested(tuple(usage_days.c))
+    stmt = pg_dialect.insert(usage_days).from_select(
+        list(DAY_COLUMNS), sa.select(*(rows.c[name] for name in DAY_COLUMNS))
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[column.name for column in DAY_KEY],
+        set_={name: stmt.excluded[name] for name in DAY_COLUMNS[3:]},
+    )
+
+
+def as_arrays(names: Iterable[str], params: Iterable[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """Positional rows as one list a column, named: the parameters of ``pg_*_days``."""
+    keys = tuple(names)
+    columns: list[list[Any]] = [[] for _ in keys]
+    for values in params:
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return dict(zip(keys, columns, strict=True))
 
 
 def write_claims(insert: Insert) -> Any:
