@@ -418,9 +418,11 @@ async def _verify(
             [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
             now,
             credit,
+            first.thresholds,
         )
     verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
-    _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
+    if _alarmed(prepared, verdict):
+        _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
     if verdict.credits is not None:
         _notice_credits(ctx, verdict, first.low_credits, now)
     return verdict
@@ -573,9 +575,11 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
         [(service, cost, applicable)],
         now,
         credit,
+        thresholds,
     )
     verdict = await _consume_limits(ctx, account.id, prepared, True, None, now)
-    _notice_limits(ctx, thresholds, None, verdict, ((service, cost),), now)
+    if _alarmed(prepared, verdict):
+        _notice_limits(ctx, thresholds, None, verdict, ((service, cost),), now)
     if verdict.credits is not None:
         low = alerts.low_credits_of(plan.low_credits, account.overrides.low_credits)
         _notice_credits(ctx, verdict, low, now)
@@ -649,6 +653,10 @@ class _Prepared(NamedTuple):
     never: Verdict | None  # a cost above a hard rate's burst: refused before any consume
     charge: Charge  # what a refund of a granted single-service call gives back
     credit_from: int = -1  # the index of the first credit slot (-1: an unpriced call)
+    # Each window quota that alerts: its slot's index and the lowest and highest use at
+    # which a threshold is reached. A granted call that moves none across that range
+    # has nothing to notice (most calls), and is decided without building a notice.
+    alarms: tuple[tuple[int, int, int], ...] = ()
 
 
 class _Credit(NamedTuple):
@@ -678,6 +686,7 @@ def _prepare(
     items: Sequence[tuple[str, int, Limits]],
     now: datetime,
     credit: _Credit | None = None,
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS,
 ) -> _Prepared:
     """The slots of a call (SPEC 9's verify): each item's day row (the first item's is the
     consume's own), held to the daily total the account shares or only counting when there
@@ -734,6 +743,11 @@ def _prepare(
         if credit.until is not None:
             until = min(until, credit.until)
     charge = Charge(day, slots[0].total, windows)
+    alarms = tuple(
+        (index, *_alarm_range(thresholds, slots[index].total))
+        for index, owner in enumerate(owners)
+        if owner is not None and owner.span is not None and owner.limit.mode is not Mode.SHADOW
+    )
     return _Prepared(
         day,
         since,
@@ -745,7 +759,27 @@ def _prepare(
         never,
         charge,
         credit_from,
+        alarms,
     )
+
+
+def _alarm_range(thresholds: tuple[int, ...], total: int) -> tuple[int, int]:
+    """The lowest and highest use of ``total`` at which one of ``thresholds`` is reached."""
+    marks = threshold_marks(thresholds, total) or (1, 0)  # none: a range nothing is in
+    return min(marks), max(marks)
+
+
+def _alarmed(prepared: _Prepared, verdict: Verdict) -> bool:
+    """Whether a verdict may have crossed an alert threshold or refused on a quota: only
+    then is it worth building what ``alerts.notice_limits`` reads."""
+    decided = verdict.decided
+    if not verdict.valid or decided is None:
+        return True
+    before, after = decided.before, decided.after
+    for index, lowest, highest in prepared.alarms:
+        if after[index] >= lowest and before[index] < highest:
+            return True
+    return False
 
 
 def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _Prepared:
@@ -765,6 +799,7 @@ def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _
             [(service, cost, admission.limits)],
             now,
             credit,
+            admission.thresholds,
         )
         if kept is not None:
             if len(kept) >= _MAX_PREPARED:
