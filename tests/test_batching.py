@@ -8,9 +8,12 @@ import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
+from quotad.domain.limits import HARD, Slot
 from quotad.domain.models import Account, AccountStatus, IdempotencyClaim, Overrides
 from quotad.errors import Conflict, ValidationFailed
 from quotad.storage import Stores
@@ -313,3 +316,59 @@ async def test_sqlite_consumes_reach_the_database_file_through_background_checkp
         assert used == 20
     finally:
         await stores.close()
+
+
+# PostgreSQL: a statement a batch, not a row -------------------------------------------
+@pytest.mark.postgresql
+async def test_a_postgresql_batch_runs_its_day_row_statements_once_whatever_its_size(
+    tmp_path: Path,
+) -> None:
+    """A batch's day rows (each consume's three slots) are created, locked and written by
+    one execution each, the same SQL for a batch of 2 and of 40: never a row at a time."""
+    month = Slot("insights.month", "2024-11-01", 10 * TOTAL, HARD, 1)
+    hour = Slot("insights.hour", "2024-11-07T12:00Z", 10 * TOTAL, HARD, 1)
+    with store_url("postgresql", tmp_path) as url:
+        store = SqlStore(url)
+        stores = Stores.of(store)
+        await stores.open()
+        try:
+            accounts = [f"acct{n}" for n in range(40)]
+            await add_account(stores, accounts[0])
+            for account_id in accounts[1:]:
+                await create_account(
+                    stores,
+                    Account(account_id, "", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW),
+                )
+            sent: list[tuple[str, bool]] = []
+
+            def note(*args: Any) -> None:
+                statement, executemany = args[2], args[5]
+                if "usage_days" in statement:
+                    sent.append((statement, executemany))
+
+            writer = store._db.writer  # the engine consumes write through
+            assert writer is not None
+            engine = writer.sync_engine
+            event.listen(engine, "before_cursor_execute", note)
+            try:
+                texts = []
+                for size in (2, 40):
+                    sent.clear()
+                    outcomes = await gather_all(
+                        stores.counters.consume(a, "insights", DAY, 1, TOTAL, extra=(month, hour))
+                        for a in accounts[:size]
+                    )
+                    assert all(outcome.granted for outcome in outcomes)
+                    assert sent
+                    assert not any(executemany for _, executemany in sent)
+                    texts.append({statement for statement, _ in sent})
+            finally:
+                event.remove(engine, "before_cursor_execute", note)
+            assert texts[0] == texts[1]
+            for account_id in accounts[:2]:
+                counters = await stores.counters.read_counters(
+                    account_id, [("insights", DAY.isoformat()), ("insights.month", "2024-11-01")]
+                )
+                assert counters == [2, 2]
+        finally:
+            await stores.close()
