@@ -418,7 +418,7 @@ async def _verify(
             [(s, c, a.limits) for (s, c), a in zip(items, admissions, strict=True)],
             now,
             credit,
-            first.thresholds,
+            thresholds=first.thresholds,
         )
     verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
     if _alarmed(prepared, verdict):
@@ -575,7 +575,7 @@ async def _verify_account(ctx: Context, account_id: str, service: str, cost: int
         [(service, cost, applicable)],
         now,
         credit,
-        thresholds,
+        thresholds=thresholds,
     )
     verdict = await _consume_limits(ctx, account.id, prepared, True, None, now)
     if _alarmed(prepared, verdict):
@@ -686,7 +686,8 @@ def _prepare(
     items: Sequence[tuple[str, int, Limits]],
     now: datetime,
     credit: _Credit | None = None,
-    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS,
+    *,
+    thresholds: tuple[int, ...],
 ) -> _Prepared:
     """The slots of a call (SPEC 9's verify): each item's day row (the first item's is the
     consume's own), held to the daily total the account shares or only counting when there
@@ -799,7 +800,7 @@ def _prepared(admission: Admission, service: str, cost: int, now: datetime) -> _
             [(service, cost, admission.limits)],
             now,
             credit,
-            admission.thresholds,
+            thresholds=admission.thresholds,
         )
         if kept is not None:
             if len(kept) >= _MAX_PREPARED:

@@ -50,9 +50,12 @@ def read_claims() -> sa.Select[Any]:
     )
 
 
-def write_days(insert: Insert) -> Any:
-    """Store day rows' absolute values, creating those that are missing."""
+def write_days(insert: Insert, rows: sa.Select[Any] | None = None) -> Any:
+    """Store day rows' absolute values, creating those that are missing: the rows bound
+    as parameters, or those ``rows`` selects (in ``DAY_COLUMNS`` order)."""
     stmt = insert(usage_days)
+    if rows is not None:
+        stmt = stmt.from_select(list(DAY_COLUMNS), rows)
     return stmt.on_conflict_do_update(
         index_elements=[column.name for column in DAY_KEY],
         set_={name: stmt.excluded[name] for name in DAY_COLUMNS[3:]},
@@ -106,13 +109,7 @@ def pg_lock_days() -> sa.Select[Any]:
 def pg_write_days() -> Any:
     """Store day rows' absolute values (an array a column of ``DAY_COLUMNS``)."""
     rows = _unnested(tuple(usage_days.c))
-    stmt = pg_dialect.insert(usage_days).from_select(
-        list(DAY_COLUMNS), sa.select(*(rows.c[name] for name in DAY_COLUMNS))
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[column.name for column in DAY_KEY],
-        set_={name: stmt.excluded[name] for name in DAY_COLUMNS[3:]},
-    )
+    return write_days(pg_dialect.insert, sa.select(*(rows.c[name] for name in DAY_COLUMNS)))
 
 
 def as_arrays(names: Iterable[str], params: Iterable[tuple[Any, ...]]) -> dict[str, list[Any]]:
