@@ -10,13 +10,15 @@ from typing import Any
 import httpx2
 import pytest
 
+from quotad.api.app import create_app
 from quotad.domain.limits import parse_limits
 from quotad.domain.models import Quota
+from quotad.errors import StorageError
 from quotad.service import reservations
 from quotad.service.context import Context
 from quotad.storage import Stores
 from quotad.testing import FakeClock
-from tests.conftest import OPERATOR, Deployment
+from tests.conftest import OPERATOR, Deployment, make_settings
 from tests.nodes import three_nodes
 
 
@@ -372,3 +374,111 @@ async def test_a_commit_cost_written_as_a_whole_float_is_taken(
     assert whole.status_code == 200, whole.text
     assert whole.json()["committed"] == 4
     assert await used(client, deployment.key) == 4
+
+
+class UnconfirmedCreate:
+    """The credit store, whose reservation writes are never confirmed: each fails with a
+    StorageError, after the write went through (``kept``) or not, or never answers."""
+
+    def __init__(self, inner: Any, *, kept: bool = False, hangs: bool = False) -> None:
+        self.inner = inner
+        self.kept = kept
+        self.hangs = hangs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create_reservation(self, reservation: Any) -> None:
+        if self.hangs:
+            await asyncio.Event().wait()
+        if self.kept:
+            await self.inner.create_reservation(reservation)
+        raise StorageError("the database could not complete the write")
+
+
+def unconfirmed(ctx: Context, **settings: Any) -> tuple[Context, httpx2.AsyncClient]:
+    """A node over ``ctx``'s stores whose reservation writes are unconfirmed, and a
+    client to it; ``settings`` override the test settings."""
+    kept, hangs = settings.pop("kept", False), settings.pop("hangs", False)
+    failing = dataclasses.replace(
+        ctx.stores, credits=UnconfirmedCreate(ctx.stores.credits, kept=kept, hangs=hangs)
+    )
+    node = Context(failing, make_settings(ctx.stores.url, **settings), ctx.clock)
+    transport = httpx2.ASGITransport(app=create_app(node, manage_store=False))
+    return node, httpx2.AsyncClient(transport=transport, base_url="http://quotad")
+
+
+async def test_a_reserve_the_store_did_not_confirm_is_503_and_charged_nothing(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A reservation the store failed to write: 503 in the error shape, the grant given back."""
+    _, broken = unconfirmed(ctx)
+    async with broken:
+        body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
+        response = await verify(broken, body)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "SERVICE_UNAVAILABLE"
+    assert await used(client, deployment.key) == 0
+
+
+async def test_a_reservation_kept_but_unconfirmed_is_given_back_once(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """Kept by the store though the write failed: given back at once, and its expiry
+    replays that give-back instead of giving back again."""
+    await reserve(client, deployment.key, 5, ttl_seconds=600)
+    _, broken = unconfirmed(ctx, kept=True)
+    async with broken:
+        body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
+        body["ttl_seconds"] = 30
+        assert (await verify(broken, body)).status_code == 503
+    assert await used(client, deployment.key) == 5
+    clock.advance(seconds=31)
+    assert await reservations.sweep(ctx) == 1  # the kept one, expired
+    assert await used(client, deployment.key) == 5
+
+
+async def test_a_reservation_write_that_hangs_is_503_within_the_store_timeout(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """A reservation write that never answers ends at the store timeout: 503, nothing charged."""
+    _, broken = unconfirmed(ctx, hangs=True, store_timeout_ms=300)
+    async with broken:
+        body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
+        response = await asyncio.wait_for(verify(broken, body), timeout=10)
+    assert response.status_code == 503, response.text
+    assert await used(client, deployment.key) == 0
+
+
+async def test_an_unconfirmed_idempotent_reserve_is_kept_for_its_retry(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """With an Idempotency-Key (fail-closed) the 503'd reserve stays charged, and its
+    retry makes the reservation: charged once, held once."""
+    _, broken = unconfirmed(ctx)
+    body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
+    retry_key = {"Idempotency-Key": "job-7"}
+    async with broken:
+        assert (await verify(broken, body, retry_key)).status_code == 503
+    response = await verify(client, body, retry_key)
+    assert response.status_code == 200, response.text
+    assert await used(client, deployment.key) == 10
+    assert (await cancel(client, response.json()["reservation_id"])).status_code == 200
+    assert await used(client, deployment.key) == 0
+
+
+async def test_an_unconfirmed_reserve_under_fail_open_is_an_uncounted_allow(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """Under fail-open a reservation the store failed to write is an uncounted allow
+    that names no reservation, and its grant is given back."""
+    _, broken = unconfirmed(ctx, on_store_error="fail-open")
+    async with broken:
+        body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
+        response = await verify(broken, body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["valid"] is True
+    assert "fail-open" in answer["note"]
+    assert "reservation_id" not in answer
+    assert await used(client, deployment.key) == 0

@@ -90,10 +90,7 @@ class VerifyEndpoint:
                 raise parsed
             args, ttl = parsed
             key = None if idempotency_key is None else _idempotency_key(idempotency_key)
-            verdict = await _verified(ctx, args, key)
-            answer = answer_body(verdict)
-            if ttl is not None:
-                await _reserved(ctx, answer, verdict, args, ttl, key)
+            verdict, answer = await _answered(ctx, args, ttl, key)
         except QuotadError as exc:
             await quotad_error_answer(exc)(scope, receive, send)
             return
@@ -123,6 +120,16 @@ class VerifyEndpoint:
         return bytes(chunks)
 
 
+async def _answered(
+    ctx: Context, args: VerifyArgs | VerifyItems, ttl: int | None, idempotency_key: str | None
+) -> tuple[verify.Verdict, dict[str, Any]]:
+    """The verdict of a body and its answer (with its reservation when ``ttl`` is set)."""
+    if ttl is not None:
+        return await _reserved(ctx, args, ttl, idempotency_key)
+    verdict = await _verified(ctx, args, idempotency_key)
+    return verdict, answer_body(verdict)
+
+
 async def _verified(
     ctx: Context, args: VerifyArgs | VerifyItems, idempotency_key: str | None
 ) -> verify.Verdict:
@@ -135,20 +142,19 @@ async def _verified(
 
 
 async def _reserved(
-    ctx: Context,
-    answer: dict[str, Any],
-    verdict: verify.Verdict,
-    args: VerifyArgs | VerifyItems,
-    ttl: int,
-    idempotency_key: str | None,
-) -> None:
-    """Hold what a granted verdict consumed as a reservation (SPEC 10), named in the
-    answer; a refusal reserves nothing."""
+    ctx: Context, args: VerifyArgs | VerifyItems, ttl: int, idempotency_key: str | None
+) -> tuple[verify.Verdict, dict[str, Any]]:
+    """The verify of a body with ``"reserve": true`` and its answer, naming the
+    reservation that holds what it granted (SPEC 10); a refusal reserves nothing."""
     items = ((args[1], args[2]),) if len(args) == 3 else args[1]
-    reservation = await reservations.reserve(ctx, verdict, items, ttl, idempotency_key)
+    verdict, reservation = await reservations.verify_and_reserve(
+        ctx, args[0], items, ttl, idempotency_key
+    )
+    answer = answer_body(verdict)
     if reservation is not None:
         answer["reservation_id"] = reservation.id
         answer["expires_at"] = days.rfc3339(reservation.expires_at)
+    return verdict, answer
 
 
 _reset_text = lru_cache(maxsize=1024)(days.rfc3339)

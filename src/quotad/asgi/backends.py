@@ -189,9 +189,8 @@ class EmbeddedBackend:
         from quotad.service import reservations
 
         await self.open()
-        verdict = await verify.verify(self.ctx, key, service, cost)
-        reservation = await reservations.reserve(
-            self.ctx, verdict, ((service, cost),), ttl_seconds, None
+        verdict, reservation = await reservations.verify_and_reserve(
+            self.ctx, key, ((service, cost),), ttl_seconds, None
         )
         return Reserved(verdict, None if reservation is None else reservation.id)
 

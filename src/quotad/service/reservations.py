@@ -27,7 +27,7 @@ from quotad.domain import credits, days
 from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import CREDIT, CREDIT_TAKE, HARD, TALLY, Slot
 from quotad.domain.models import IdempotencyClaim
-from quotad.errors import Conflict, NotFound
+from quotad.errors import Conflict, NotFound, StorageError
 from quotad.service import credits as credit_service
 from quotad.service import verify
 from quotad.service.context import Context
@@ -39,6 +39,7 @@ CLAIM_SECONDS = 30  # how long a node holds a reservation it settles
 REPLAY_DAYS = 60  # how long a settlement's counter claim is kept (far past any TTL)
 SWEEP_BATCH = 100
 HELD_PER_STORE = 4096  # reservations made here, kept for their commit (oldest dropped)
+GIVE_BACK_ATTEMPTS = 8  # about 40 s of retries, as a consume's give-back (``storage.sql``)
 
 # The pending reservations this process made (random ids only), by store: a commit of the
 # reserved cost settles the copy with its conditional write instead of reading it first.
@@ -46,6 +47,8 @@ HELD_PER_STORE = 4096  # reservations made here, kept for their commit (oldest d
 # nothing changes a pending reservation but a claim, so the copy is what is stored; if the
 # write fails, the commit reads the stored one and goes on as it would have.
 _held: weakref.WeakKeyDictionary[object, dict[str, Reservation]] = weakref.WeakKeyDictionary()
+# Give-backs of unconfirmed reservations retrying in the background (kept from the GC).
+_giving_back: set[asyncio.Task[None]] = set()
 
 
 def reservation_id(account_id: str, idempotency_key: str | None) -> str:
@@ -85,6 +88,27 @@ def moved_slots(verdict: Verdict, items: tuple[tuple[str, int], ...], day: str) 
     return tuple(moved)
 
 
+async def verify_and_reserve(
+    ctx: Context,
+    raw_key: str,
+    items: tuple[tuple[str, int], ...],
+    ttl_seconds: int,
+    idempotency_key: str | None,
+) -> tuple[Verdict, Reservation | None]:
+    """Verify ``items`` and hold what the verdict granted (SPEC 10's ``"reserve": true``).
+
+    A store that cannot keep the reservation in time is answered as verify answers its
+    own failures (``on_store_error``): 503, or an uncounted allow that holds nothing.
+    """
+    service, cost = items[0]
+    several = items if len(items) > 1 else None
+    verdict = await verify.verify(ctx, raw_key, service, cost, idempotency_key, several)
+    try:
+        return verdict, await reserve(ctx, verdict, items, ttl_seconds, idempotency_key)
+    except (StorageError, TimeoutError) as exc:
+        return verify.store_failed(ctx, "reserve", service, exc), None
+
+
 async def reserve(
     ctx: Context,
     verdict: Verdict,
@@ -93,19 +117,62 @@ async def reserve(
     idempotency_key: str | None,
     key_id: str | None = None,
 ) -> Reservation | None:
-    """The reservation of a granted verdict (None for a refusal or an uncounted allow)."""
+    """The reservation of a granted verdict (None for a refusal or an uncounted allow),
+    kept by the store within verify's deadline (``store_timeout_ms``).
+
+    If the store does not confirm it in time, the verdict's grant is given back
+    (``give_back_unconfirmed``) and the failure raised: the caller is answered 503 and
+    not charged. Except under fail-closed for a call with an Idempotency-Key: its retry
+    answers the same reservation (or keeps it then), charged once.
+    """
     if not verdict.valid or verdict.account_id is None:
         return None
-    account_id = verdict.account_id
+    reservation = None
+    try:
+        with verify.store_deadline(ctx):
+            new_id, replayed = await _replayed(ctx, verdict.account_id, idempotency_key)
+            if replayed is not None:
+                return replayed
+            reservation = await _reservation(ctx, verdict, items, new_id, ttl_seconds, key_id)
+            await ctx.stores.credits.create_reservation(reservation)
+    except Exception:
+        kept = idempotency_key is not None and ctx.settings.on_store_error != "fail-open"
+        if reservation is not None and not kept:
+            await give_back_unconfirmed(ctx, reservation)
+        raise
+    if idempotency_key is None:  # a derived id may name one stored before: not this copy
+        _hold(ctx, reservation)
+    return reservation
+
+
+async def _replayed(
+    ctx: Context, account_id: str, idempotency_key: str | None
+) -> tuple[str, Reservation | None]:
+    """The id of the reservation a verify makes, and the one an earlier verify with the
+    same Idempotency-Key made while the key lasts (a replay answers that one)."""
+    if idempotency_key is None:
+        return reservation_id(account_id, None), None
     found_id = reservation_id(account_id, idempotency_key)
+    found = await ctx.stores.credits.get_reservation(found_id)
+    if found is None:
+        return found_id, None
+    if ctx.clock.now() < found.created_at + timedelta(seconds=ctx.settings.idempotency_ttl_seconds):
+        return found_id, found
+    return reservation_id(account_id, None), None  # the key reused after its window
+
+
+async def _reservation(
+    ctx: Context,
+    verdict: Verdict,
+    items: tuple[tuple[str, int], ...],
+    found_id: str,
+    ttl_seconds: int,
+    key_id: str | None,
+) -> Reservation:
+    """The new reservation ``found_id`` of a granted verdict (not yet stored)."""
+    account_id = verdict.account_id
+    assert account_id is not None  # noqa: S101 - a granted, counted verdict
     now = ctx.clock.now()
-    if idempotency_key is not None:
-        found = await ctx.stores.credits.get_reservation(found_id)
-        window = timedelta(seconds=ctx.settings.idempotency_ttl_seconds)
-        if found is not None and now < found.created_at + window:
-            return found  # the verify was a replay: its reservation
-        if found is not None:  # the key reused after its window: the verify charged anew
-            found_id = reservation_id(account_id, None)
     if verdict.decided is None:  # version 1: the day its reset ends
         account = await ctx.records.get_account(account_id)
         timezone = account.timezone if account is not None else "UTC"
@@ -117,7 +184,7 @@ async def reserve(
     given = {} if decided is None else credits.takes(decided.slots, decided.before, decided.after)
     service = await ctx.records.get_service(items[0][0])
     price = (service.credit_price if service is not None else None) or 0
-    reservation = Reservation(
+    return Reservation(
         id=found_id,
         account_id=account_id,
         key_id=key_id,
@@ -129,10 +196,42 @@ async def reserve(
         created_at=now,
         expires_at=now + timedelta(seconds=ttl_seconds),
     )
-    await ctx.stores.credits.create_reservation(reservation)
-    if idempotency_key is None:  # a derived id may name one stored before: not this copy
-        _hold(ctx, reservation)
-    return reservation
+
+
+async def give_back_unconfirmed(ctx: Context, reservation: Reservation) -> None:
+    """Give back what a reservation holds whose write the store did not confirm (it may
+    have kept it or not): as its cancellation would, under the claim every settlement of
+    it takes. So if the store did keep it, its expiry later replays this give-back
+    instead of repeating it. A store that fails again is retried in the background."""
+    now = ctx.clock.now()
+    cancelled = reservation.settled_as(ReservationStatus.CANCELLED, 0, 0, now)
+    try:
+        with verify.store_deadline(ctx):
+            await _move(ctx, cancelled, now)
+    except Exception as exc:
+        log.warning(
+            "could not give back an unconfirmed reservation yet; retrying",
+            reservation=reservation.id,
+            error=str(exc),
+        )
+        task = asyncio.get_running_loop().create_task(_give_back_later(ctx, cancelled))
+        _giving_back.add(task)
+        task.add_done_callback(_giving_back.discard)
+
+
+async def _give_back_later(ctx: Context, cancelled: Reservation) -> None:
+    for attempt in range(GIVE_BACK_ATTEMPTS):
+        await asyncio.sleep(min(0.25 * 2**attempt, 10))
+        try:
+            await _move(ctx, cancelled, ctx.clock.now())
+        except Exception:  # noqa: S112 - the store still fails: the next attempt, later
+            continue
+        return
+    log.error(
+        "could not give back an unconfirmed reservation",
+        reservation=cancelled.id,
+        account_id=cancelled.account_id,
+    )
 
 
 def _hold(ctx: Context, reservation: Reservation) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -206,22 +207,40 @@ async def _decided(ctx: Context, service: str, decision: Awaitable[Verdict]) -> 
             finally:
                 CALL_DEADLINE.reset(deadline)
     except (StorageError, TimeoutError) as exc:
-        metrics.STORE_ERRORS.labels("verify").inc()
-        if ctx.settings.on_store_error != "fail-open":
-            if isinstance(exc, StorageError):
-                raise
-            raise StorageError("the store did not answer in time") from exc
-        metrics.FAIL_OPEN.labels(service).inc()
-        log.warning("store unreachable: allowing the call uncounted (fail-open)", service=service)
-        verdict = Verdict(
-            True,
-            "VALID",
-            service,
-            note="the store is unreachable; allowed uncounted by the fail-open policy",
-        )
+        verdict = store_failed(ctx, "verify", service, exc)
     metrics.count_consume(service, verdict.code)
     metrics.CONSUME_SECONDS.observe(time.perf_counter() - started)
     return verdict
+
+
+def store_failed(ctx: Context, step: str, service: str, exc: Exception) -> Verdict:
+    """A store that failed or timed out during ``step`` of a call, answered by the
+    ``on_store_error`` policy: ``StorageError`` (503), or an uncounted allow (fail-open)."""
+    metrics.STORE_ERRORS.labels(step).inc()
+    if ctx.settings.on_store_error != "fail-open":
+        if isinstance(exc, StorageError):
+            raise exc
+        raise StorageError("the store did not answer in time") from exc
+    metrics.FAIL_OPEN.labels(service).inc()
+    log.warning("store unreachable: allowing the call uncounted (fail-open)", service=service)
+    return Verdict(
+        True,
+        "VALID",
+        service,
+        note="the store is unreachable; allowed uncounted by the fail-open policy",
+    )
+
+
+@contextmanager
+def store_deadline(ctx: Context) -> Iterator[None]:
+    """Verify's deadline (``store_timeout_ms``) over a block that follows it, as a
+    reservation's write: ``TimeoutError`` once it passes."""
+    limit = ctx.settings.store_timeout_ms / 1000 or None
+    if limit is None:
+        yield
+        return
+    with _deadline(limit).watch():
+        yield
 
 
 @lru_cache(maxsize=8)
