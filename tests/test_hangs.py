@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import LOOPBACK, RedisProcess
 from tests.faults import (
+    OPERATOR,
     Answer,
     BlackholeProxy,
     Load,
@@ -229,3 +230,46 @@ def redis_for(store: str, tmp_path: Path) -> Iterator[RedisProcess | None]:
         return
     with private_redis(tmp_path) as server:
         yield server
+
+
+RESERVES = 5
+
+
+@pytest.mark.redis
+async def test_a_reserve_whose_postgresql_hangs_is_503_within_a_second_and_charges_nothing(
+    tmp_path: Path,
+) -> None:
+    """Redis counters, PostgreSQL records: reserves while PostgreSQL's traffic is dropped
+    are each 503 within 1 s (the verify counted in Redis), and none stays charged."""
+    with postgres_schema() as direct, private_redis(tmp_path) as redis_server:
+        target = urlsplit(direct)
+        assert target.hostname is not None
+        assert target.port is not None
+        with BlackholeProxy(target.hostname, target.port) as proxy:
+            records = with_address(direct, proxy.address)
+            url = f"redis://{LOOPBACK}:{redis_server.port}/0?records={records}"
+            with quotad_nodes(url, tmp_path) as [base]:
+                async with http_client() as http:
+                    [account] = await provision(http, base, ["holder"], BIG)
+                    body = {"key": account.key, "service": "insights", "cost": 3, "reserve": True}
+
+                    async def reserve() -> tuple[float, int, dict[str, object]]:
+                        started = time.monotonic()
+                        response = await http.post(f"{base}/v1/verify", json=body, headers=OPERATOR)
+                        return time.monotonic() - started, response.status_code, response.json()
+
+                    # Reserved and committed once first, so every record a reserve reads is
+                    # in the node's cache: only the reservation's own write needs PostgreSQL.
+                    _, status, first = await reserve()
+                    assert status == 200, first
+                    commit = f"{base}/v1/reservations/{first['reservation_id']}/commit"
+                    response = await http.post(commit, json={"cost": 3}, headers=OPERATOR)
+                    assert response.status_code == 200, response.text
+                    with proxy.blackholed():
+                        answers = await asyncio.gather(*(reserve() for _ in range(RESERVES)))
+                    stored = await settled_usage(http, base, {account.id: 3}, seconds=10)
+    print(f"\nreserves while PostgreSQL hung: {answers}; stored {stored}")  # for the record
+    assert [status for _, status, _ in answers] == [503] * RESERVES, answers
+    assert all(answer["error"] == "SERVICE_UNAVAILABLE" for _, _, answer in answers), answers
+    assert max(elapsed for elapsed, _, _ in answers) <= HANG_P99, answers
+    assert stored == {account.id: 3}, "a reserve answered 503 stayed charged"
