@@ -66,3 +66,15 @@ def test_one_deadline_serves_successive_event_loops() -> None:
     for _ in range(2):
         with pytest.raises(TimeoutError):
             asyncio.run(guarded(deadline, asyncio.sleep(1)))
+
+
+async def test_ended_blocks_are_not_kept_until_their_deadline() -> None:
+    """Under a long deadline, blocks that ended are dropped as new ones begin: what it
+    keeps is what is in flight, not every block of the last ``seconds``."""
+    deadline = Deadline(30.0)
+    for _ in range(1000):
+        await guarded(deadline, asyncio.sleep(0))
+    running = [asyncio.create_task(guarded(deadline, asyncio.sleep(0.05))) for _ in range(10)]
+    await asyncio.sleep(0)  # each has begun its block
+    assert deadline.held <= 11
+    await asyncio.gather(*running)

@@ -32,6 +32,11 @@ class Deadline:
         self._queue: deque[Watch] = deque()
         self._armed = False
 
+    @property
+    def held(self) -> int:
+        """How many blocks it keeps: those still running, and some just ended."""
+        return len(self._queue)
+
     def watch(self) -> Watch:
         """Watch the current task until the ``with`` block the ``Watch`` guards ends."""
         loop = asyncio.get_running_loop()
@@ -41,8 +46,14 @@ class Deadline:
         if task is None:  # pragma: no cover - a coroutine always runs in a task here
             msg = "a deadline needs a task"
             raise RuntimeError(msg)
+        queue = self._queue
+        # Blocks end in about the order they began: drop those already over from the
+        # front, so the queue holds what is in flight, not every block of the last
+        # ``seconds`` (at thousands a second, a long deadline kept millions alive).
+        while queue and queue[0].task is None:
+            queue.popleft()
         watch = Watch(loop.time() + self.seconds, task)
-        self._queue.append(watch)
+        queue.append(watch)
         if not self._armed:
             self._arm(watch.deadline)
         return watch
