@@ -396,12 +396,16 @@ class UnconfirmedCreate:
         raise StorageError("the database could not complete the write")
 
 
-def unconfirmed(ctx: Context, **settings: Any) -> tuple[Context, httpx2.AsyncClient]:
-    """A node over ``ctx``'s stores whose reservation writes are unconfirmed, and a
-    client to it; ``settings`` override the test settings."""
+def unconfirmed(
+    ctx: Context, counters: Any = None, **settings: Any
+) -> tuple[Context, httpx2.AsyncClient]:
+    """A node over ``ctx``'s stores (its ``counters`` if given) whose reservation writes
+    are unconfirmed, and a client to it; ``settings`` override the test settings."""
     kept, hangs = settings.pop("kept", False), settings.pop("hangs", False)
     failing = dataclasses.replace(
-        ctx.stores, credits=UnconfirmedCreate(ctx.stores.credits, kept=kept, hangs=hangs)
+        ctx.stores,
+        credits=UnconfirmedCreate(ctx.stores.credits, kept=kept, hangs=hangs),
+        counters=counters or ctx.stores.counters,
     )
     node = Context(failing, make_settings(ctx.stores.url, **settings), ctx.clock)
     transport = httpx2.ASGITransport(app=create_app(node, manage_store=False))
@@ -481,4 +485,39 @@ async def test_an_unconfirmed_reserve_under_fail_open_is_an_uncounted_allow(
     assert answer["valid"] is True
     assert "fail-open" in answer["note"]
     assert "reservation_id" not in answer
+    assert await used(client, deployment.key) == 0
+
+
+class FailingGiveBack:
+    """The counters, whose first settlement consume (a reservation's claim) fails."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def consume(self, *args: Any, **kwargs: Any) -> Any:
+        claim = args[5] if len(args) > 5 else kwargs.get("claim")
+        if claim is not None and claim.key.startswith("reservation:") and not self.failed:
+            self.failed += 1
+            raise StorageError("the database could not complete the write")
+        return await self.inner.consume(*args, **kwargs)
+
+
+async def test_a_give_back_the_store_refuses_is_retried_in_the_background(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
+) -> None:
+    """An unconfirmed reservation whose give-back fails too is given back by a retry."""
+    counters = FailingGiveBack(ctx.stores.counters)
+    _, broken = unconfirmed(ctx, counters)
+    async with broken:
+        body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
+        assert (await verify(broken, body)).status_code == 503
+    assert counters.failed == 1
+    for _ in range(40):  # the first retry is 0.25 s later
+        if await used(client, deployment.key) == 0:
+            break
+        await asyncio.sleep(0.1)
     assert await used(client, deployment.key) == 0
