@@ -14,7 +14,7 @@ from quotad.api.app import create_app
 from quotad.domain.limits import parse_limits
 from quotad.domain.models import Quota
 from quotad.errors import StorageError
-from quotad.service import reservations
+from quotad.service import maintenance, reservations
 from quotad.service.context import Context
 from quotad.storage import Stores
 from quotad.testing import FakeClock
@@ -521,3 +521,25 @@ async def test_a_give_back_the_store_refuses_is_retried_in_the_background(
             break
         await asyncio.sleep(0.1)
     assert await used(client, deployment.key) == 0
+
+
+async def test_settled_reservations_are_deleted_once_their_claims_are_forgotten(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """The upkeep deletes reservations settled more than REPLAY_DAYS past their deadline;
+    a pending one stays until it is settled, and a recent one is kept."""
+    old = (await reserve(client, deployment.key, 4, ttl_seconds=30))["reservation_id"]
+    assert (await commit(client, old, 4)).status_code == 200
+    pending = (await reserve(client, deployment.key, 3, ttl_seconds=30))["reservation_id"]
+    clock.advance(days=reservations.REPLAY_DAYS, seconds=31)
+    recent = (await reserve(client, deployment.key, 2, ttl_seconds=30))["reservation_id"]
+    assert (await cancel(client, recent)).status_code == 200
+    await maintenance.purge_once(ctx)
+    assert await ctx.stores.credits.get_reservation(old) is None
+    assert (await commit(client, old, 4)).status_code == 404
+    assert await ctx.stores.credits.get_reservation(recent) is not None
+    assert await ctx.stores.credits.get_reservation(pending) is not None
+    assert await reservations.sweep(ctx) == 1  # the pending one, expired only now
+    clock.advance(days=reservations.REPLAY_DAYS, seconds=1)
+    await maintenance.purge_once(ctx)
+    assert await ctx.stores.credits.get_reservation(pending) is None

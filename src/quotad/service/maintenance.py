@@ -8,7 +8,7 @@ from datetime import timedelta
 import structlog
 
 from quotad.domain import days
-from quotad.service import alerts
+from quotad.service import alerts, reservations
 from quotad.service.context import Context
 
 PURGE_EVERY_SECONDS = 600
@@ -16,9 +16,11 @@ log = structlog.get_logger("quotad.maintenance")
 
 
 async def purge_once(ctx: Context) -> None:
-    """Drop expired idempotency answers and event ids past the retention (plus a day)."""
+    """Drop expired idempotency answers, event ids past the retention (plus a day), and
+    reservations settled for as long as their settlement's claim is kept."""
     now = ctx.clock.now()
     await ctx.counters.purge(now, now - days.EVENT_RETENTION - timedelta(days=1))
+    await ctx.stores.credits.purge_reservations(now - timedelta(days=reservations.REPLAY_DAYS))
 
 
 async def notice_expiring_keys(ctx: Context) -> None:

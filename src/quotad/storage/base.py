@@ -541,6 +541,11 @@ class CreditStore(Protocol):
         deadline at ``now``; False (storing nothing) otherwise (settle it under a claim)."""
         ...
 
+    async def purge_reservations(self, before: datetime) -> int:
+        """Delete the settled reservations whose deadline was before ``before`` (a pending
+        one stays until it is settled): how many."""
+        ...
+
 
 class TokenBuckets(Protocol):
     """Token buckets every node shares (the customer endpoints' throttle)."""

@@ -128,3 +128,16 @@ class MemoryReservations:
                 return False
             self._reservations[reservation.id] = (reservation, None, None)
         return True
+
+    async def purge_reservations(self, before: datetime) -> int:
+        """Delete settled reservations whose deadline was before ``before``."""
+        with self._reservations_lock:
+            gone = [
+                reservation_id
+                for reservation_id, (reservation, _, _) in self._reservations.items()
+                if reservation.status is not ReservationStatus.PENDING
+                and reservation.expires_at < before
+            ]
+            for reservation_id in gone:
+                del self._reservations[reservation_id]
+        return len(gone)

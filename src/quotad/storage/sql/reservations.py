@@ -181,3 +181,14 @@ class SqlReservations:
             to_micros(now),
         )
         return await self._writes().write(finish)
+
+    async def purge_reservations(self, before: datetime) -> int:
+        """Delete settled reservations whose deadline was before ``before`` (the index on
+        status and deadline finds them)."""
+        r = reservations.c
+        settled = [s.value for s in ReservationStatus if s is not ReservationStatus.PENDING]
+        delete = reservations.delete().where(
+            r.status.in_(settled), r.expires_at < to_micros(before)
+        )
+        async with self._db.write() as conn:
+            return (await conn.execute(delete)).rowcount
