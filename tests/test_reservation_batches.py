@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import event
 
 from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.errors import Conflict, ValidationFailed
@@ -236,3 +237,42 @@ async def test_two_finishes_of_one_reservation_in_a_batch_apply_once(
     )
     assert answers == [True, True, False, True]
     assert await sql_store.get_reservation(made[0].id) == first
+
+
+async def test_postgresql_runs_a_batch_of_reservation_writes_as_one_statement_a_kind() -> None:
+    """Inserts and commits of 2 or of 40 reservations at once: each batch's run of one kind
+    is one execution (never a row at a time), the same SQL text whatever the batch's size."""
+    with postgres_schema() as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            sent: list[tuple[str, bool]] = []
+
+            def note(*args: Any) -> None:
+                statement, executemany = args[2], args[5]
+                if "reservations" in statement:
+                    sent.append((statement, executemany))
+
+            writer = store._db.writer  # the engine reservation writes go through
+            assert writer is not None
+            event.listen(writer.sync_engine, "before_cursor_execute", note)
+            try:
+                texts = []
+                later = NOW + timedelta(seconds=1)
+                for size, first in ((2, 0), (40, 100)):
+                    sent.clear()
+                    made = [pending(n) for n in range(first, first + size)]
+                    await asyncio.gather(*(store.create_reservation(r) for r in made))
+                    done = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, later) for r in made]
+                    answers = await asyncio.gather(
+                        *(store.finish_reservation(r, later) for r in done)
+                    )
+                    assert answers == [True] * size
+                    assert [await store.get_reservation(r.id) for r in done] == done
+                    assert not any(executemany for _, executemany in sent)
+                    texts.append({statement for statement, _ in sent})
+            finally:
+                event.remove(writer.sync_engine, "before_cursor_execute", note)
+            assert texts[0] == texts[1]
+        finally:
+            await store.close()

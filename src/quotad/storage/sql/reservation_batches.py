@@ -8,7 +8,9 @@ wait sleeps for milliseconds at a time). Here:
 - SQLite: a batch runs as one transaction on the consumes' own writer thread and
   connection (``SqliteDayWriter.transaction``), so the two never contend for the lock.
 - PostgreSQL: a batch runs as one transaction through the pooled engine, its statements
-  in arrival order (a batch's inserts, when consecutive, in one ``executemany``).
+  in arrival order: a run of consecutive inserts as one statement over arrays, and a run of
+  commits as one conditional update over arrays (the same SQL text, prepared once, for any
+  batch size: ``statements.unnested``).
 
 Each caller is answered once its batch has committed, so an acknowledged reservation is
 as durable as one written alone. Statements run in arrival order within a batch, so two
@@ -36,7 +38,9 @@ from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.rows import affects_a_row
+from quotad.storage.sql.statements import as_arrays, unnested
+
+_PENDING = ReservationStatus.PENDING.value
 
 # SQLite's statements, run by hand on the writer thread's connection; the body column is
 # SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
@@ -49,8 +53,55 @@ SQLITE_FINISH = (
     "UPDATE reservations SET status = ?, body = ?, settled_at = ? "
     "WHERE id = ? AND status = ? AND claim IS NULL AND expires_at > ?"
 )
-_PG_CREATE = pg_dialect.insert(reservations).on_conflict_do_nothing()
-_PENDING = ReservationStatus.PENDING.value
+_COLUMNS = tuple(column.name for column in reservations.c)
+# A finish's parameters: not named as the columns they set, which an UPDATE reserves.
+_FINISH = tuple(
+    sa.column(name, kind)
+    for name, kind in (
+        ("finish_id", sa.String),
+        ("finish_status", sa.String),
+        ("finish_body", sa.String),
+        ("finish_settled_at", sa.BigInteger),
+        ("finish_now", sa.BigInteger),
+    )
+)
+
+
+def _pg_create() -> Any:
+    """Insert a batch's pending reservations (an array a column; ``body`` as JSON text),
+    leaving any whose id exists as it is."""
+    batch = unnested(tuple(reservations.c))
+    body = reservations.c.body.name
+    rows = sa.select(
+        *(sa.cast(batch.c[name], sa.JSON) if name == body else batch.c[name] for name in _COLUMNS)
+    )
+    insert = pg_dialect.insert(reservations).from_select(list(_COLUMNS), rows)
+    return insert.on_conflict_do_nothing()
+
+
+def _pg_finish() -> Any:
+    """Settle a batch of reservations that move nothing (``_FINISH`` arrays: the id, the
+    status, body and settled_at to store, and the instant), each if pending, never claimed
+    and not due at its instant: the ids it settled."""
+    r = reservations.c
+    batch = unnested(_FINISH)
+    return (
+        reservations.update()
+        .where(
+            r.id == batch.c.finish_id,
+            r.status == _PENDING,
+            r.claim.is_(None),
+            r.expires_at > batch.c.finish_now,
+        )
+        .values(
+            status=batch.c.finish_status,
+            body=sa.cast(batch.c.finish_body, sa.JSON),
+            settled_at=batch.c.finish_settled_at,
+        )
+        .returning(r.id)
+    )
+
+
 # Batches at a time: while one waits for its transaction (or runs in it), the next one
 # gathers and queues, so on SQLite it joins the writer thread's next transaction.
 IN_FLIGHT = 2
@@ -168,52 +219,29 @@ async def _apply_pg(conn: AsyncConnection, batch: list[Write]) -> list[bool]:
     for kind, run in itertools.groupby(batch, key=type):
         if kind is Create:
             creates = [request.values for request in run if isinstance(request, Create)]
-            await conn.execute(_PG_CREATE, creates)
+            await conn.execute(_PG_CREATE, as_arrays(_COLUMNS, map(_create_row, creates)))
             answers += [True] * len(creates)
         else:
             answers += await _finish_pg(conn, [r for r in run if isinstance(r, Finish)])
     return answers
 
 
+def _create_row(values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(json.dumps(values[name]) if name == "body" else values[name] for name in _COLUMNS)
+
+
 async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool]:
     """Conditional updates, one statement for all when their ids differ (one round trip
     instead of one each: through the async engine a round trip costs the event loop far
     more than PostgreSQL's work)."""
-    r = reservations.c
-    if len(finishes) == 1 or len({f.id for f in finishes}) < len(finishes):
+    if len(finishes) > 1 and len({f.id for f in finishes}) < len(finishes):
         # A reservation twice in one statement would be updated once, by either: one by
         # one, in order, the second sees the first's write as it would alone.
-        answers = []
-        for f in finishes:
-            update = (
-                reservations.update()
-                .where(r.id == f.id, r.status == _PENDING, r.claim.is_(None), r.expires_at > f.now)
-                .values(status=f.status, body=f.body, settled_at=f.settled_at)
-            )
-            answers.append(await affects_a_row(conn, update))
-        return answers
-    given = sa.values(
-        sa.column("id", sa.String),
-        sa.column("status", sa.String),
-        sa.column("body", sa.Text),
-        sa.column("settled_at", sa.BigInteger),
-        sa.column("now", sa.BigInteger),
-        name="given",
-    ).data([(f.id, f.status, json.dumps(f.body), f.settled_at, f.now) for f in finishes])
-    update = (
-        reservations.update()
-        .where(
-            r.id == given.c.id,
-            r.status == _PENDING,
-            r.claim.is_(None),
-            r.expires_at > given.c.now,
-        )
-        .values(
-            status=given.c.status,
-            body=sa.cast(given.c.body, sa.JSON),
-            settled_at=given.c.settled_at,
-        )
-        .returning(r.id)
-    )
-    done = {row.id for row in await conn.execute(update)}
+        return [answer for f in finishes for answer in await _finish_pg(conn, [f])]
+    rows = ((f.id, f.status, json.dumps(f.body), f.settled_at, f.now) for f in finishes)
+    given = as_arrays((column.name for column in _FINISH), rows)
+    done = {row.id for row in await conn.execute(_PG_FINISH, given)}
     return [f.id in done for f in finishes]
+
+
+_PG_CREATE, _PG_FINISH = _pg_create(), _pg_finish()

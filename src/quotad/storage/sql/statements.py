@@ -70,8 +70,9 @@ def write_days(insert: Insert, rows: sa.Select[Any] | None = None) -> Any:
 _TEXTS, _INTS = pg_dialect.ARRAY(sa.String), pg_dialect.ARRAY(sa.BigInteger)
 
 
-def _unnested(columns: tuple[sa.Column[Any], ...]) -> Any:
-    """The rows of one array parameter a column (named as the column), as a table."""
+def unnested(columns: tuple[sa.ColumnClause[Any], ...]) -> Any:
+    """The rows of one array parameter a column (named as the column; a BIGINT array for a
+    BigInteger column, else a VARCHAR array), as a table named ``batch``."""
     arrays = [
         sa.cast(
             sa.bindparam(column.name),
@@ -86,7 +87,7 @@ def _unnested(columns: tuple[sa.Column[Any], ...]) -> Any:
 def pg_create_days() -> Any:
     """Create the batch's missing day rows (``account_id``, ``service``, ``day`` and
     ``total`` arrays), nothing used yet; existing rows are left as they are."""
-    new = _unnested((*DAY_KEY, usage_days.c.total))
+    new = unnested((*DAY_KEY, usage_days.c.total))
     zero = sa.literal(0, sa.BigInteger)
     rows = sa.select(*(new.c[column.name] for column in DAY_KEY), zero, new.c.total, zero)
     insert = pg_dialect.insert(usage_days).from_select(list(DAY_COLUMNS), rows)
@@ -96,7 +97,7 @@ def pg_create_days() -> Any:
 def pg_lock_days() -> sa.Select[Any]:
     """Read and lock the day rows of the batch's keys (``account_id``, ``service`` and
     ``day`` arrays), in the one lock order every node follows."""
-    keys = _unnested(DAY_KEY)
+    keys = unnested(DAY_KEY)
     wanted = sa.select(*(keys.c[column.name] for column in DAY_KEY))
     return (
         usage_days.select()
@@ -108,7 +109,7 @@ def pg_lock_days() -> sa.Select[Any]:
 
 def pg_write_days() -> Any:
     """Store day rows' absolute values (an array a column of ``DAY_COLUMNS``)."""
-    rows = _unnested(tuple(usage_days.c))
+    rows = unnested(tuple(usage_days.c))
     return write_days(pg_dialect.insert, sa.select(*(rows.c[name] for name in DAY_COLUMNS)))
 
 
