@@ -130,9 +130,12 @@ async def reserve(
     reservation = None
     try:
         with verify.store_deadline(ctx):
-            new_id, replayed = await _replayed(ctx, verdict.account_id, idempotency_key)
-            if replayed is not None:
-                return replayed
+            if idempotency_key is None:
+                new_id = reservation_id(verdict.account_id, None)
+            else:
+                new_id, replayed = await _replayed(ctx, verdict.account_id, idempotency_key)
+                if replayed is not None:
+                    return replayed
             reservation = await _reservation(ctx, verdict, items, new_id, ttl_seconds, key_id)
             await ctx.stores.credits.create_reservation(reservation)
     except Exception:
@@ -146,12 +149,10 @@ async def reserve(
 
 
 async def _replayed(
-    ctx: Context, account_id: str, idempotency_key: str | None
+    ctx: Context, account_id: str, idempotency_key: str
 ) -> tuple[str, Reservation | None]:
-    """The id of the reservation a verify makes, and the one an earlier verify with the
-    same Idempotency-Key made while the key lasts (a replay answers that one)."""
-    if idempotency_key is None:
-        return reservation_id(account_id, None), None
+    """The id of the reservation a verify with an Idempotency-Key makes, and the one an
+    earlier verify with the same key made while the key lasts (a replay answers that one)."""
     found_id = reservation_id(account_id, idempotency_key)
     found = await ctx.stores.credits.get_reservation(found_id)
     if found is None:

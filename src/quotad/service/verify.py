@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -231,16 +231,15 @@ def store_failed(ctx: Context, step: str, service: str, exc: Exception) -> Verdi
     )
 
 
-@contextmanager
-def store_deadline(ctx: Context) -> Iterator[None]:
+def store_deadline(ctx: Context) -> AbstractContextManager[object]:
     """Verify's deadline (``store_timeout_ms``) over a block that follows it, as a
-    reservation's write: ``TimeoutError`` once it passes."""
+    reservation's write: ``with store_deadline(ctx): …`` raises ``TimeoutError`` once it
+    passes. (The ``Watch`` itself, not a generator around it: one is made per reserve.)"""
     limit = ctx.settings.store_timeout_ms / 1000 or None
-    if limit is None:
-        yield
-        return
-    with _deadline(limit).watch():
-        yield
+    return _NO_DEADLINE if limit is None else _deadline(limit).watch()
+
+
+_NO_DEADLINE = nullcontext()
 
 
 @lru_cache(maxsize=8)
