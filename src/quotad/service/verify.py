@@ -1046,7 +1046,14 @@ def consumed_day(verdict: Verdict, timezone: str) -> date:
     if verdict.reset is None:
         msg = "the verdict has no reset time"
         raise ValueError(msg)
-    return days.local_day(verdict.reset - timedelta(seconds=1), timezone)
+    return _day_ending(verdict.reset, timezone)
+
+
+@lru_cache(maxsize=4096)
+def _day_ending(reset: datetime, timezone: str) -> date:
+    """The local day that ends at ``reset``: the same for every call of a day, and worth
+    two zone conversions per reserve or refund."""
+    return days.local_day(reset - timedelta(seconds=1), timezone)
 
 
 async def refund(ctx: Context, verdict: Verdict, cost: int) -> None:
