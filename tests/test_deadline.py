@@ -69,8 +69,7 @@ def test_one_deadline_serves_successive_event_loops() -> None:
 
 
 async def test_ended_blocks_are_not_kept_until_their_deadline() -> None:
-    """Under a long deadline, blocks that ended are dropped as new ones begin: what it
-    keeps is what is in flight, not every block of the last ``seconds``."""
+    """Under a long deadline it keeps the blocks in flight, not every block that ended."""
     deadline = Deadline(30.0)
     for _ in range(1000):
         await guarded(deadline, asyncio.sleep(0))

@@ -239,8 +239,7 @@ RESERVES = 5
 async def test_a_reserve_whose_postgresql_hangs_is_503_within_a_second_and_charges_nothing(
     tmp_path: Path,
 ) -> None:
-    """Redis counters, PostgreSQL records: reserves while PostgreSQL's traffic is dropped
-    are each 503 within 1 s (the verify counted in Redis), and none stays charged."""
+    """Redis counters: reserves while PostgreSQL is blackholed are 503 within 1 s, uncharged."""
     with postgres_schema() as direct, private_redis(tmp_path) as redis_server:
         target = urlsplit(direct)
         assert target.hostname is not None

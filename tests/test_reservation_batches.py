@@ -240,8 +240,7 @@ async def test_two_finishes_of_one_reservation_in_a_batch_apply_once(
 
 
 async def test_postgresql_runs_a_batch_of_reservation_writes_as_one_statement_a_kind() -> None:
-    """Inserts and commits of 2 or of 40 reservations at once: each batch's run of one kind
-    is one execution (never a row at a time), the same SQL text whatever the batch's size."""
+    """Reservation inserts and commits run once a batch, never a row at a time, SQL fixed."""
     with postgres_schema() as url:
         store = SqlStore(url)
         await store.open()

@@ -396,16 +396,32 @@ class UnconfirmedCreate:
         raise StorageError("the database could not complete the write")
 
 
+class HoldsElsewhere:
+    """The counters, keeping no reservation with them (as Redis's): a reserve writes its
+    reservation after the consume, through the credit store."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def consume(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("hold", None)
+        return await self.inner.consume(*args, **kwargs)
+
+
 def unconfirmed(
     ctx: Context, counters: Any = None, **settings: Any
 ) -> tuple[Context, httpx2.AsyncClient]:
-    """A node over ``ctx``'s stores (its ``counters`` if given) whose reservation writes
-    are unconfirmed, and a client to it; ``settings`` override the test settings."""
+    """A node over ``ctx``'s stores (its ``counters`` if given) that writes reservations
+    after their consume, and whose writes are unconfirmed; a client to it. ``settings``
+    override the test settings."""
     kept, hangs = settings.pop("kept", False), settings.pop("hangs", False)
     failing = dataclasses.replace(
         ctx.stores,
         credits=UnconfirmedCreate(ctx.stores.credits, kept=kept, hangs=hangs),
-        counters=counters or ctx.stores.counters,
+        counters=HoldsElsewhere(counters or ctx.stores.counters),
     )
     node = Context(failing, make_settings(ctx.stores.url, **settings), ctx.clock)
     transport = httpx2.ASGITransport(app=create_app(node, manage_store=False))
@@ -428,8 +444,7 @@ async def test_a_reserve_the_store_did_not_confirm_is_503_and_charged_nothing(
 async def test_a_reservation_kept_but_unconfirmed_is_given_back_once(
     client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
 ) -> None:
-    """Kept by the store though the write failed: given back at once, and its expiry
-    replays that give-back instead of giving back again."""
+    """Kept by the store though its write failed: given back once, its expiry replays that."""
     await reserve(client, deployment.key, 5, ttl_seconds=600)
     _, broken = unconfirmed(ctx, kept=True)
     async with broken:
@@ -457,8 +472,7 @@ async def test_a_reservation_write_that_hangs_is_503_within_the_store_timeout(
 async def test_an_unconfirmed_idempotent_reserve_is_kept_for_its_retry(
     client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
 ) -> None:
-    """With an Idempotency-Key (fail-closed) the 503'd reserve stays charged, and its
-    retry makes the reservation: charged once, held once."""
+    """Fail-closed with an Idempotency-Key, a 503'd reserve stays charged for its retry: once."""
     _, broken = unconfirmed(ctx)
     body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
     retry_key = {"Idempotency-Key": "job-7"}
@@ -474,8 +488,7 @@ async def test_an_unconfirmed_idempotent_reserve_is_kept_for_its_retry(
 async def test_an_unconfirmed_reserve_under_fail_open_is_an_uncounted_allow(
     client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
 ) -> None:
-    """Under fail-open a reservation the store failed to write is an uncounted allow
-    that names no reservation, and its grant is given back."""
+    """Under fail-open an unwritten reservation is an uncounted allow naming none, given back."""
     _, broken = unconfirmed(ctx, on_store_error="fail-open")
     async with broken:
         body = {"key": deployment.key, "service": "insights", "cost": 10, "reserve": True}
@@ -526,8 +539,7 @@ async def test_a_give_back_the_store_refuses_is_retried_in_the_background(
 async def test_settled_reservations_are_deleted_once_their_claims_are_forgotten(
     client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
 ) -> None:
-    """The upkeep deletes reservations settled more than REPLAY_DAYS past their deadline;
-    a pending one stays until it is settled, and a recent one is kept."""
+    """The upkeep deletes settled reservations REPLAY_DAYS past due; pending and recent stay."""
     old = (await reserve(client, deployment.key, 4, ttl_seconds=30))["reservation_id"]
     assert (await commit(client, old, 4)).status_code == 200
     pending = (await reserve(client, deployment.key, 3, ttl_seconds=30))["reservation_id"]

@@ -479,6 +479,75 @@ class Reservation:
         )
 
 
+def moved_counters(
+    slots: Sequence[Slot],
+    before: Sequence[int],
+    after: Sequence[int],
+    items: tuple[tuple[str, int], ...],
+    day: str,
+) -> tuple[Slot, ...]:
+    """What a granted call of ``items`` moved (a ``Reservation``'s ``moved``): every window
+    and day row among ``slots`` (not rates, not credits), as decided, with ``cost`` what
+    it moved; ``day`` is the call's day (ISO), which each item's day row is of."""
+    # Nothing reserved: keep the first item's counters though they did not move, for a
+    # larger commit's extra is theirs (as its debit is at the first item's price).
+    nothing = not any(cost for _, cost in items)
+    moved = []
+    item = 0
+    for index, slot in enumerate(slots):
+        if (
+            index
+            and item + 1 < len(items)
+            and (slot.name, slot.period) == (items[item + 1][0], day)
+        ):
+            item += 1  # the next item's day row: its slots follow
+        if slot.interval or slot.mode >= CREDIT:
+            continue
+        cost = after[index] - before[index]
+        # The first day row stays: a settlement's consume leads with it.
+        if cost or index == 0 or (nothing and item == 0):
+            moved.append(slot._replace(cost=cost))
+    return tuple(moved)
+
+
+@dataclass(slots=True)
+class Hold:
+    """A reservation a verify asks its consume to make in the same atomic step (SPEC 10):
+    everything but what the consume decides. A store that keeps reservations with its
+    counters stores ``reservation_of`` a granted consume and sets ``made`` once that is
+    committed; one that keeps them elsewhere (Redis) leaves ``made`` None."""
+
+    id: str
+    items: tuple[tuple[str, int], ...]
+    price: int
+    created_at: datetime
+    expires_at: datetime
+    made: Reservation | None = None
+
+    def reservation_of(
+        self,
+        account_id: str,
+        day: date,
+        slots: Sequence[Slot],
+        before: Sequence[int],
+        after: Sequence[int],
+    ) -> Reservation:
+        """The pending reservation of a granted consume of ``slots`` (the first its day row
+        of ``day``), their values ``before`` and ``after`` it."""
+        return Reservation(
+            self.id,
+            account_id,
+            None,
+            self.items,
+            day,
+            moved_counters(slots, before, after, self.items, day.isoformat()),
+            takes(slots, before, after),
+            self.price,
+            self.created_at,
+            self.expires_at,
+        )
+
+
 def reservation_ttl(value: object) -> int:
     """A verify's ``ttl_seconds`` (None: the default). Raises ``ValueError``."""
     if value is None:

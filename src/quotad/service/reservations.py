@@ -62,31 +62,13 @@ def reservation_id(account_id: str, idempotency_key: str | None) -> str:
 
 
 def moved_slots(verdict: Verdict, items: tuple[tuple[str, int], ...], day: str) -> tuple[Slot, ...]:
-    """What a granted verify moved: every window and day row (not rates, not credits),
-    as decided, with ``cost`` what it moved; a version-1 verdict its day row ``day``."""
+    """What a granted verify moved (``credits.moved_counters``); a version-1 verdict its
+    day row ``day``."""
     decided = verdict.decided
     if decided is None:
         service, cost = items[0]
         return (Slot(service, day, verdict.total or 0, HARD, cost),)
-    # Nothing reserved: keep the first item's counters though they did not move, for a
-    # larger commit's extra is theirs (as its debit is at the first item's price).
-    nothing = not any(cost for _, cost in items)
-    moved = []
-    item = 0
-    for index, slot in enumerate(decided.slots):
-        if (
-            index
-            and item + 1 < len(items)
-            and (slot.name, slot.period) == (items[item + 1][0], day)
-        ):
-            item += 1  # the next item's day row: its slots follow
-        if slot.interval or slot.mode >= CREDIT:
-            continue
-        cost = decided.after[index] - decided.before[index]
-        # The first day row stays: a settlement's consume leads with it.
-        if cost or index == 0 or (nothing and item == 0):
-            moved.append(slot._replace(cost=cost))
-    return tuple(moved)
+    return credits.moved_counters(decided.slots, decided.before, decided.after, items, day)
 
 
 async def verify_and_reserve(
@@ -98,16 +80,37 @@ async def verify_and_reserve(
 ) -> tuple[Verdict, Reservation | None]:
     """Verify ``items`` and hold what the verdict granted (SPEC 10's ``"reserve": true``).
 
-    A store that cannot keep the reservation in time is answered as verify answers its
-    own failures (``on_store_error``): 503, or an uncounted allow that holds nothing.
+    Where the store keeps reservations with its counters (SQL, memory) and the call has
+    no Idempotency-Key, the reservation is made in the verify's own consume: both are
+    stored, or neither. Otherwise (Redis; a replayable call) it is written just after, and
+    a store that cannot keep it in time is answered as verify answers its own failures
+    (``on_store_error``): 503, or an uncounted allow that holds nothing.
     """
     service, cost = items[0]
     several = items if len(items) > 1 else None
-    verdict = await verify.verify(ctx, raw_key, service, cost, idempotency_key, several)
+    hold = None
+    if idempotency_key is None:
+        hold = await _new_hold(ctx, items, ttl_seconds)
+    verdict = await verify.verify(ctx, raw_key, service, cost, idempotency_key, several, hold)
+    if hold is not None and hold.made is not None:
+        _hold(ctx, hold.made)
+        return verdict, hold.made
     try:
         return verdict, await reserve(ctx, verdict, items, ttl_seconds, idempotency_key)
     except (StorageError, TimeoutError) as exc:
         return verify.store_failed(ctx, "reserve", service, exc), None
+
+
+async def _new_hold(
+    ctx: Context, items: tuple[tuple[str, int], ...], ttl_seconds: int
+) -> credits.Hold:
+    """A reservation for a verify's consume to make (a random id: a call without an
+    Idempotency-Key), priced as its first service."""
+    service = await ctx.records.get_service(items[0][0])
+    price = (service.credit_price if service is not None else None) or 0
+    now = ctx.clock.now()
+    expires = now + timedelta(seconds=ttl_seconds)
+    return credits.Hold(reservation_id("", None), items, price, now, expires)
 
 
 async def reserve(

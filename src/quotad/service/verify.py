@@ -27,7 +27,7 @@ import structlog
 
 from quotad import metrics
 from quotad.domain import credits, days, keys, limits
-from quotad.domain.credits import Grant
+from quotad.domain.credits import Grant, Hold
 from quotad.domain.limits import (
     CREDIT,
     RATE_PERIOD,
@@ -164,6 +164,7 @@ async def verify(
     cost: int,
     idempotency_key: str | None = None,
     items: Items | None = None,
+    hold: Hold | None = None,
 ) -> Verdict:
     """Authenticate ``raw_key`` and consume ``cost`` units of ``service`` for its account.
 
@@ -176,7 +177,7 @@ async def verify(
     (fail-open); either way the call is never charged later.
     """
     asked = ((service, cost),) if items is None else tuple(items)
-    return await _decided(ctx, service, _verify(ctx, raw_key, asked, idempotency_key))
+    return await _decided(ctx, service, _verify(ctx, raw_key, asked, idempotency_key, hold))
 
 
 async def verify_account(ctx: Context, account_id: str, service: str, cost: int) -> Verdict:
@@ -388,7 +389,11 @@ async def _resolve(
 
 
 async def _verify(
-    ctx: Context, raw_key: str, items: tuple[tuple[str, int], ...], idempotency_key: str | None
+    ctx: Context,
+    raw_key: str,
+    items: tuple[tuple[str, int], ...],
+    idempotency_key: str | None,
+    hold: Hold | None = None,
 ) -> Verdict:
     now = ctx.clock.now()  # one instant for the key's validity and the day consumed
     cache = ctx.cache
@@ -415,7 +420,7 @@ async def _verify(
         )
     if len(items) == 1 and _is_v1(first) and not first.price:  # version 1: its consume only
         verdict = await _consume(
-            ctx, first.account_id, first.timezone, service, cost, first.total, claim, now
+            ctx, first.account_id, first.timezone, service, cost, first.total, claim, now, hold
         )
         return _noticed(ctx, verdict, cost, first.thresholds, first.marks, first.limits[0], now)
     if len(items) == 1:
@@ -438,7 +443,9 @@ async def _verify(
             credit,
             thresholds=first.thresholds,
         )
-    verdict = await _consume_limits(ctx, first.account_id, prepared, len(items) == 1, claim, now)
+    verdict = await _consume_limits(
+        ctx, first.account_id, prepared, len(items) == 1, claim, now, hold
+    )
     if _alarmed(prepared, verdict):
         _notice_limits(ctx, first.thresholds, first.key_id, verdict, items, now)
     if verdict.credits is not None:
@@ -613,10 +620,16 @@ async def _consume(
     total: int,
     claim: IdempotencyClaim | None,
     now: datetime,
+    hold: Hold | None = None,
 ) -> Verdict:
     """The store's one atomic consume of ``cost`` on the account's day of ``now``."""
     day = days.local_day(now, timezone)
-    outcome = await ctx.counters.consume(account_id, service, day, cost, total, claim, now)
+    if hold is None:
+        outcome = await ctx.counters.consume(account_id, service, day, cost, total, claim, now)
+    else:
+        outcome = await ctx.counters.consume(
+            account_id, service, day, cost, total, claim, now, hold=hold
+        )
     reset, window_seconds = _day_window(outcome.day, timezone)
     return Verdict(
         outcome.granted,
@@ -834,6 +847,7 @@ async def _consume_limits(
     single: bool,
     claim: IdempotencyClaim | None,
     now: datetime,
+    hold: Hold | None = None,
 ) -> Verdict:
     """Every slot of a prepared call decided in the store's one consume."""
     if prepared.never is not None:
@@ -850,6 +864,7 @@ async def _consume_limits(
         now,
         extra=slots[1:],
         day_mode=first.mode,
+        hold=hold,
     )
     now_us = outcome.at_us or int(now.timestamp() * 1_000_000)
     before: Sequence[int] = outcome.before

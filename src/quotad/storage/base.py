@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Protocol
 
-from quotad.domain.credits import Grant, Reservation
+from quotad.domain.credits import Grant, Hold, Reservation
 from quotad.domain.dump import DumpItem
 from quotad.domain.limits import HARD, Limits, Slot
 from quotad.domain.models import (
@@ -272,6 +272,7 @@ class CounterStore(Connected, Protocol):
         now: datetime | None = None,
         extra: tuple[Slot, ...] = (),
         day_mode: int = HARD,
+        hold: Hold | None = None,
     ) -> ConsumeOutcome:
         """Atomically add ``cost`` to the day's use if it stays within ``total``.
 
@@ -287,6 +288,11 @@ class CounterStore(Connected, Protocol):
         clock; if no hard slot refuses, each takes ``limits.advanced``'s value, else none
         moves and every day row among them counts one rejection. The outcome then carries
         ``before`` (every slot's value before, in order), ``refused`` and ``at_us``.
+
+        Reservations (SPEC 10): a store that keeps them with its counters (SQL, memory)
+        stores ``hold.reservation_of`` a granted consume (not a replay) in the same atomic
+        step, and sets ``hold.made`` once both are committed; a store that keeps them
+        elsewhere (Redis: in the records' SQL) leaves ``hold.made`` None.
         """
         ...
 

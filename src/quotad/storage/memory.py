@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, assert_never
 
-from quotad.domain.credits import Grant, Reservation
+from quotad.domain.credits import Grant, Hold, Reservation
 from quotad.domain.dump import (
     AccountTotal,
     AccountUsage,
@@ -305,11 +305,18 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         now: datetime | None = None,
         extra: tuple[Slot, ...] = (),
         day_mode: int = HARD,
+        hold: Hold | None = None,
     ) -> ConsumeOutcome:
-        """Add ``cost`` within ``total``, all or nothing."""
-        if extra or day_mode != HARD:
+        """Add ``cost`` within ``total``, all or nothing (and make ``hold``'s reservation
+        with a grant: nothing runs between the two)."""
+        if extra or day_mode != HARD or hold is not None:
             slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
-            return self._consume_slots(account_id, day, slots, claim, now)
+            outcome = self._consume_slots(account_id, day, slots, claim, now)
+            if hold is not None and outcome.granted and not outcome.replayed:
+                made = hold.reservation_of(account_id, day, slots, outcome.before, outcome.after)
+                await self.create_reservation(made)
+                hold.made = made
+            return outcome
         if claim is not None:
             return self._consume_claimed(account_id, service, day, cost, total, claim, now)
         key = (account_id, service, day)

@@ -81,6 +81,7 @@ from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
 
+from quotad.domain.credits import Hold
 from quotad.domain.dump import DumpItem
 from quotad.domain.limits import HARD, RATE_PERIOD, Slot, decide, is_day_row
 from quotad.domain.models import (
@@ -514,8 +515,14 @@ class RedisCounters:
         now: datetime | None = None,
         extra: tuple[Slot, ...] = (),
         day_mode: int = HARD,
+        hold: Hold | None = None,
     ) -> ConsumeOutcome:
-        """One Lua script: replay or refuse the claim, then add within the total."""
+        """One Lua script: replay or refuse the claim, then add within the total.
+
+        A ``hold`` is not made here: reservations are kept in the records' SQL store, so
+        the caller stores it after the consume (``hold.made`` stays None).
+        """
+        del hold
         # A negative cost (a give-back) goes as a v2 line too: the version-1 line's
         # pattern reads unsigned costs only, and a line it cannot read fails its batch.
         if extra or day_mode != HARD or cost < 0:

@@ -29,10 +29,11 @@ import structlog
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from quotad.domain.credits import Hold, Reservation, ReservationStatus
 from quotad.domain.models import ConsumeOutcome
 from quotad.errors import QuotadError, StorageError
 from quotad.storage.batching import Batcher, submit_or_run
-from quotad.storage.schema import idempotency, usage_days
+from quotad.storage.schema import idempotency, reservations, usage_days
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.decide import (
     Answer,
@@ -45,9 +46,11 @@ from quotad.storage.sql.decide import (
     claim_order,
     decide_batch,
     lock_order,
+    made_reservations,
 )
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.rows import to_micros
+from quotad.storage.sql.reservation_rows import insert_pg, reservation_values
+from quotad.storage.sql.rows import affects_a_row, to_micros
 from quotad.storage.sql.statements import (
     CLAIM_COLUMNS,
     CLAIM_KEY,
@@ -147,15 +150,23 @@ class Consumes:
         return answers
 
     async def _decide(self, batch: list[Consume]) -> Decided:
+        made: list[tuple[Hold, Reservation]] = []  # the reservations the batch makes
         if self._db.sqlite:
             if self._sqlite is None:
                 raise StorageError("store is not open")
-            return await self._sqlite.consume(batch)
-        async with self._db.write() as conn:
-            return await self._decide_locked(conn, batch)
+            decided = await self._sqlite.consume(batch, made)
+        else:
+            async with self._db.write() as conn:
+                decided = await self._decide_locked(conn, batch, made)
+        for hold, reservation in made:  # committed with the batch: theirs now
+            hold.made = reservation
+        return decided
 
-    async def _decide_locked(self, conn: AsyncConnection, batch: list[Consume]) -> Decided:
-        """PostgreSQL: create what is missing, lock and read, decide, write back."""
+    async def _decide_locked(
+        self, conn: AsyncConnection, batch: list[Consume], made: list[tuple[Hold, Reservation]]
+    ) -> Decided:
+        """PostgreSQL: create what is missing, lock and read, decide, write back (and insert
+        the reservations the grants make, into ``made``)."""
         claims = claim_order(batch)
         if claims:
             await conn.execute(
@@ -197,6 +208,9 @@ class Consumes:
             await conn.execute(
                 self._write_claims, as_dicts(CLAIM_COLUMNS, claim_params(decided.claims))
             )
+        made += made_reservations(batch, decided.answers)
+        if made:
+            await insert_pg(conn, [reservation_values(r) for _, r in made])
         # A day created only to be locked, whose consumes all replayed an earlier answer
         # (or reused a key): as if it had never been asked for.
         untouched = created_keys - decided.rows.keys()
@@ -226,9 +240,15 @@ class Consumes:
             ]
         else:
             given = [(request.row_key, request.cost)]
+        hold = request.hold if isinstance(request, SlotConsume) else None
+        made = None if hold is None else hold.made
         for attempt in range(8):
             try:
                 async with self._db.write() as conn:
+                    # The reservation the grant made is cancelled with the give-back, or,
+                    # settled already (its deadline swept), gave back itself: not twice.
+                    if made is not None and not await _cancelled(conn, made.id):
+                        return
                     for (account_id, service, day), cost in sorted(given):
                         less = usage_days.c.used - cost
                         await conn.execute(
@@ -253,3 +273,15 @@ class Consumes:
             "could not give back a grant whose caller was answered 503",
             account_id=request.account_id,
         )
+
+
+async def _cancelled(conn: AsyncConnection, reservation_id: str) -> bool:
+    """Cancel a pending, unclaimed reservation (no settlement has begun): whether it was."""
+    r = reservations.c
+    pending = ReservationStatus.PENDING.value
+    cancel = (
+        reservations.update()
+        .where(r.id == reservation_id, r.status == pending, r.claim.is_(None))
+        .values(status=ReservationStatus.CANCELLED.value)
+    )
+    return await affects_a_row(conn, cancel)

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from quotad.domain.credits import Hold
 from quotad.domain.limits import HARD, Slot
 from quotad.domain.models import (
     ConsumeOutcome,
@@ -73,14 +74,16 @@ class SqlCounters:
         now: datetime | None = None,
         extra: tuple[Slot, ...] = (),
         day_mode: int = HARD,
+        hold: Hold | None = None,
     ) -> ConsumeOutcome:
         """Add ``cost`` within ``total`` (and every slot of ``extra`` within its own), decided
         under lock and committed (group-committed with concurrent consumes unless
-        ``batch=False``)."""
-        if extra or day_mode != HARD:
+        ``batch=False``); a grant with a ``hold`` inserts its reservation in the same
+        transaction."""
+        if extra or day_mode != HARD or hold is not None:
             slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
             return await self._consumes.consume(
-                SlotConsume(account_id, service, day, cost, total, claim, now, slots)
+                SlotConsume(account_id, service, day, cost, total, claim, now, slots, hold)
             )
         return await self._consumes.consume(
             Consume(account_id, service, day, cost, total, claim, now)

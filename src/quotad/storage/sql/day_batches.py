@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
+from quotad.domain.credits import Hold, Reservation
 from quotad.errors import StorageError
 from quotad.storage.sql.decide import (
     Answer,
@@ -41,8 +42,10 @@ from quotad.storage.sql.decide import (
     claim_order,
     decide_batch,
     lock_order,
+    made_reservations,
 )
 from quotad.storage.sql.engine import SQLITE_PRAGMAS, lost_race
+from quotad.storage.sql.reservation_rows import insert_sqlite, reservation_values
 from quotad.storage.sql.statements import (
     SQLITE_WRITE_CLAIMS,
     SQLITE_WRITE_DAYS,
@@ -83,14 +86,18 @@ class SqliteDayWriter:
         """Begin checkpointing in the background."""
         self._checkpoints = asyncio.create_task(self._checkpoint_forever(), name="quotad-wal")
 
-    async def consume(self, batch: list[Consume]) -> Decided:
-        """Decide and commit ``batch``.
+    async def consume(
+        self, batch: list[Consume], made: list[tuple[Hold, Reservation]] | None = None
+    ) -> Decided:
+        """Decide and commit ``batch``, with the reservations its grants make (appended to
+        ``made``: committed once this returns).
 
         Raises:
             Conflict: the database refused the batch (an account deleted meanwhile, say).
             StorageError: the database could not run it.
         """
-        return await self.transaction(lambda connection: _decide_and_write(connection, batch))
+        held = [] if made is None else made
+        return await self.transaction(lambda connection: _decide_and_write(connection, batch, held))
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on this writer's thread and connection, in the next transaction
@@ -232,11 +239,17 @@ def _mapped(exc: Exception) -> Exception:
     return exc
 
 
-def _decide_and_write(connection: sqlite3.Connection, batch: list[Consume]) -> Decided:
+def _decide_and_write(
+    connection: sqlite3.Connection, batch: list[Consume], made: list[tuple[Hold, Reservation]]
+) -> Decided:
     decided = decide_batch(batch, _read_days(connection, batch), _read_claims(connection, batch))
     connection.executemany(SQLITE_WRITE_DAYS, day_params(decided.rows))
     if decided.claims:
         connection.executemany(SQLITE_WRITE_CLAIMS, claim_params(decided.claims))
+    making = made_reservations(batch, decided.answers)
+    if making:
+        insert_sqlite(connection, [reservation_values(r) for _, r in making])
+        made += making
     return decided
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from typing import NamedTuple, cast
 
 from quotad.domain import limits
+from quotad.domain.credits import Hold, Reservation
 from quotad.domain.limits import Slot, is_day_row
 from quotad.domain.models import ConsumeOutcome, IdempotencyClaim
 from quotad.errors import Conflict
@@ -71,6 +72,7 @@ class SlotConsume(Consume):
     """
 
     slots: tuple[Slot, ...] = ()
+    hold: Hold | None = None  # the reservation a grant makes in the same transaction
     keys: tuple[DayKey, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -264,3 +266,23 @@ def claim_order(batch: list[Consume]) -> dict[ClaimKey, IdempotencyClaim]:
         if request.claim is not None:
             claims.setdefault((request.account_id, request.claim.key), request.claim)
     return dict(sorted(claims.items()))
+
+
+def made_reservations(
+    batch: list[Consume], answers: Sequence[ConsumeOutcome | Exception]
+) -> list[tuple[Hold, Reservation]]:
+    """The reservation each granted (not replayed) consume of the batch with a ``hold``
+    makes, to insert in the batch's transaction (and hand its hold once committed)."""
+    made = []
+    for request, answer in zip(batch, answers, strict=True):
+        if request.__class__ is Consume or not isinstance(answer, ConsumeOutcome):
+            continue
+        hold = cast("SlotConsume", request).hold
+        if hold is None or not answer.granted or answer.replayed:
+            continue
+        slots = cast("SlotConsume", request).slots
+        reservation = hold.reservation_of(
+            request.account_id, request.day, slots, answer.before, answer.after
+        )
+        made.append((hold, reservation))
+    return made

@@ -60,7 +60,7 @@ from quotad.storage.sql.alerts import (
 )
 from quotad.storage.sql.credits import grant_of, grant_values
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.reservations import reservation_of, reservation_values
+from quotad.storage.sql.reservation_rows import reservation_of, reservation_values
 from quotad.storage.sql.rows import (
     account_of,
     account_values,

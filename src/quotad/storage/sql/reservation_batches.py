@@ -29,7 +29,6 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from quotad.domain.credits import ReservationStatus
@@ -38,22 +37,17 @@ from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
+from quotad.storage.sql.reservation_rows import insert_pg, insert_sqlite
 from quotad.storage.sql.statements import as_arrays, unnested
 
 _PENDING = ReservationStatus.PENDING.value
 
 # SQLite's statements, run by hand on the writer thread's connection; the body column is
 # SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
-SQLITE_CREATE = (
-    "INSERT INTO reservations (id, account_id, key_id, status, body, created_at, "
-    "expires_at, settled_at, claim, claimed_until) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT (id) DO NOTHING"
-)
 SQLITE_FINISH = (
     "UPDATE reservations SET status = ?, body = ?, settled_at = ? "
     "WHERE id = ? AND status = ? AND claim IS NULL AND expires_at > ?"
 )
-_COLUMNS = tuple(column.name for column in reservations.c)
 # A finish's parameters: not named as the columns they set, which an UPDATE reserves.
 _FINISH = tuple(
     sa.column(name, kind)
@@ -65,18 +59,6 @@ _FINISH = tuple(
         ("finish_now", sa.BigInteger),
     )
 )
-
-
-def _pg_create() -> Any:
-    """Insert a batch's pending reservations (an array a column; ``body`` as JSON text),
-    leaving any whose id exists as it is."""
-    batch = unnested(tuple(reservations.c))
-    body = reservations.c.body.name
-    rows = sa.select(
-        *(sa.cast(batch.c[name], sa.JSON) if name == body else batch.c[name] for name in _COLUMNS)
-    )
-    insert = pg_dialect.insert(reservations).from_select(list(_COLUMNS), rows)
-    return insert.on_conflict_do_nothing()
 
 
 def _pg_finish() -> Any:
@@ -184,20 +166,7 @@ def _apply_sqlite(batch: list[Write], connection: sqlite3.Connection) -> list[bo
 
 def _apply_sqlite_one(request: Write, connection: sqlite3.Connection) -> bool:
     if isinstance(request, Create):
-        v = request.values
-        connection.execute(
-            SQLITE_CREATE,
-            (
-                v["id"],
-                v["account_id"],
-                v["key_id"],
-                v["status"],
-                json.dumps(v["body"]),
-                v["created_at"],
-                v["expires_at"],
-                v["settled_at"],
-            ),
-        )
+        insert_sqlite(connection, [request.values])
         return True
     done = connection.execute(
         SQLITE_FINISH,
@@ -219,15 +188,11 @@ async def _apply_pg(conn: AsyncConnection, batch: list[Write]) -> list[bool]:
     for kind, run in itertools.groupby(batch, key=type):
         if kind is Create:
             creates = [request.values for request in run if isinstance(request, Create)]
-            await conn.execute(_PG_CREATE, as_arrays(_COLUMNS, map(_create_row, creates)))
+            await insert_pg(conn, creates)
             answers += [True] * len(creates)
         else:
             answers += await _finish_pg(conn, [r for r in run if isinstance(r, Finish)])
     return answers
-
-
-def _create_row(values: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(json.dumps(values[name]) if name == "body" else values[name] for name in _COLUMNS)
 
 
 async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool]:
@@ -244,4 +209,4 @@ async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool
     return [f.id in done for f in finishes]
 
 
-_PG_CREATE, _PG_FINISH = _pg_create(), _pg_finish()
+_PG_FINISH = _pg_finish()

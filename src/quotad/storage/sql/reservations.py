@@ -8,69 +8,18 @@ nodes never both hold a reservation. What a claim stores is the memory store's
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from quotad.domain.credits import Reservation, ReservationStatus
-from quotad.domain.limits import Slot
 from quotad.storage.memory_reservations import may_claim, nonce_of, taken_over, with_intent
 from quotad.storage.schema import reservations
 from quotad.storage.sql.consume import Consumes
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.reservation_batches import Create, Finish, ReservationWrites
-from quotad.storage.sql.rows import affects_a_row, from_micros, opt_dt, opt_micros, to_micros
-
-
-def reservation_body(reservation: Reservation) -> dict[str, Any]:
-    """What the ``body`` column holds of a reservation."""
-    return {
-        "items": [[service, cost] for service, cost in reservation.items],
-        "day": reservation.day.isoformat(),
-        "moved": [list(slot) for slot in reservation.moved],
-        "given": dict(reservation.given),
-        "price": reservation.price,
-        "committed": reservation.committed,
-        "overage": reservation.overage,
-    }
-
-
-def reservation_values(reservation: Reservation) -> dict[str, Any]:
-    """A reservation as a row (unclaimed)."""
-    return {
-        "id": reservation.id,
-        "account_id": reservation.account_id,
-        "key_id": reservation.key_id,
-        "status": reservation.status.value,
-        "body": reservation_body(reservation),
-        "created_at": to_micros(reservation.created_at),
-        "expires_at": to_micros(reservation.expires_at),
-        "settled_at": opt_micros(reservation.settled_at),
-        "claim": None,
-        "claimed_until": None,
-    }
-
-
-def reservation_of(row: Any) -> Reservation:
-    """A row back as a reservation."""
-    body = row.body
-    return Reservation(
-        id=row.id,
-        account_id=row.account_id,
-        key_id=row.key_id,
-        items=tuple((str(service), int(cost)) for service, cost in body["items"]),
-        day=date.fromisoformat(body["day"]),
-        moved=tuple(Slot(*slot) for slot in body["moved"]),
-        given={str(k): int(v) for k, v in body["given"].items()},
-        price=int(body["price"]),
-        created_at=from_micros(row.created_at),
-        expires_at=from_micros(row.expires_at),
-        status=ReservationStatus(row.status),
-        committed=int(body["committed"]),
-        overage=int(body["overage"]),
-        settled_at=opt_dt(row.settled_at),
-    )
+from quotad.storage.sql.reservation_rows import reservation_body, reservation_of, reservation_values
+from quotad.storage.sql.rows import affects_a_row, opt_dt, opt_micros, to_micros
 
 
 class SqlReservations:
@@ -191,4 +140,5 @@ class SqlReservations:
             r.status.in_(settled), r.expires_at < to_micros(before)
         )
         async with self._db.write() as conn:
-            return (await conn.execute(delete)).rowcount
+            # RETURNING, not rowcount: psycopg's async cursor leaves that at -1.
+            return len((await conn.execute(delete.returning(r.id))).all())

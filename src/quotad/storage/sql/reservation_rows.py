@@ -1,0 +1,128 @@
+"""Reservations as rows of the ``reservations`` table, and the statements that insert them.
+
+Apart from ``reservations.py`` (the credit store's methods) and ``reservation_batches.py``
+(their group commit), so that a consume's transaction (``consume.py``, ``day_batches.py``)
+can insert the reservation it makes (``Hold``) without importing either.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from quotad.domain.credits import Reservation, ReservationStatus
+from quotad.domain.limits import Slot
+from quotad.storage.schema import reservations
+from quotad.storage.sql.rows import from_micros, opt_dt, opt_micros, to_micros
+from quotad.storage.sql.statements import as_arrays, unnested
+
+
+def reservation_body(reservation: Reservation) -> dict[str, Any]:
+    """What the ``body`` column holds of a reservation."""
+    return {
+        "items": [[service, cost] for service, cost in reservation.items],
+        "day": reservation.day.isoformat(),
+        "moved": [list(slot) for slot in reservation.moved],
+        "given": dict(reservation.given),
+        "price": reservation.price,
+        "committed": reservation.committed,
+        "overage": reservation.overage,
+    }
+
+
+def reservation_values(reservation: Reservation) -> dict[str, Any]:
+    """A reservation as a row (unclaimed)."""
+    return {
+        "id": reservation.id,
+        "account_id": reservation.account_id,
+        "key_id": reservation.key_id,
+        "status": reservation.status.value,
+        "body": reservation_body(reservation),
+        "created_at": to_micros(reservation.created_at),
+        "expires_at": to_micros(reservation.expires_at),
+        "settled_at": opt_micros(reservation.settled_at),
+        "claim": None,
+        "claimed_until": None,
+    }
+
+
+def reservation_of(row: Any) -> Reservation:
+    """A row back as a reservation."""
+    body = row.body
+    return Reservation(
+        id=row.id,
+        account_id=row.account_id,
+        key_id=row.key_id,
+        items=tuple((str(service), int(cost)) for service, cost in body["items"]),
+        day=date.fromisoformat(body["day"]),
+        moved=tuple(Slot(*slot) for slot in body["moved"]),
+        given={str(k): int(v) for k, v in body["given"].items()},
+        price=int(body["price"]),
+        created_at=from_micros(row.created_at),
+        expires_at=from_micros(row.expires_at),
+        status=ReservationStatus(row.status),
+        committed=int(body["committed"]),
+        overage=int(body["overage"]),
+        settled_at=opt_dt(row.settled_at),
+    )
+
+
+_COLUMNS = tuple(column.name for column in reservations.c)
+_BODY = reservations.c.body.name  # JSON: sent as text, cast by the server
+# SQLite's insert, run by hand on the writer thread's connection; the body column is
+# SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
+SQLITE_CREATE = (
+    "INSERT INTO reservations (id, account_id, key_id, status, body, created_at, "
+    "expires_at, settled_at, claim, claimed_until) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _pg_create() -> Any:
+    """Insert a batch's pending reservations (an array a column; ``body`` as JSON text),
+    leaving any whose id exists as it is."""
+    batch = unnested(tuple(reservations.c))
+    rows = sa.select(
+        *(sa.cast(batch.c[name], sa.JSON) if name == _BODY else batch.c[name] for name in _COLUMNS)
+    )
+    insert = pg_dialect.insert(reservations).from_select(list(_COLUMNS), rows)
+    return insert.on_conflict_do_nothing()
+
+
+_PG_CREATE = _pg_create()
+
+
+def _row(values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(json.dumps(values[name]) if name == _BODY else values[name] for name in _COLUMNS)
+
+
+async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert pending reservations (``reservation_values``) in one statement on PostgreSQL,
+    the same SQL whatever their number; ids that exist are left as they are."""
+    await conn.execute(_PG_CREATE, as_arrays(_COLUMNS, map(_row, rows)))
+
+
+def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert pending reservations on SQLite (the writer thread's connection)."""
+    connection.executemany(
+        SQLITE_CREATE,
+        [
+            (
+                v["id"],
+                v["account_id"],
+                v["key_id"],
+                v["status"],
+                json.dumps(v["body"]),
+                v["created_at"],
+                v["expires_at"],
+                v["settled_at"],
+            )
+            for v in rows
+        ],
+    )
