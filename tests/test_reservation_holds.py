@@ -27,7 +27,7 @@ DAY_ROW = [("insights", ISO)]
 
 def hold(n: int, cost: int = 3) -> Hold:
     """A reservation of ``cost`` insights units to make, due in five minutes."""
-    return Hold(f"rsv_hold{n}", (("insights", cost),), 0, NOON, NOON + timedelta(minutes=5))
+    return Hold(f"rsv_hold{n}", (("insights", cost),), NOON, NOON + timedelta(minutes=5))
 
 
 def keeps_holds(store_kind: str) -> bool:

@@ -32,6 +32,9 @@ from typing import Any
 from quotad.domain import days
 from quotad.domain.limits import CREDIT, LEDGER, TALLY, Slot, Window, span
 
+# Builds a named tuple without its Python-level ``__new__`` (a reserve builds a few).
+_new = tuple.__new__
+
 MICROS = 1_000_000
 MAX_CREDITS = 10**9  # a grant's amount, in credits: 10^15 micro-credits, MAX_TOTAL
 GRANT_PERIOD = "grant"  # the period of a grant's cumulative debit counter
@@ -489,6 +492,9 @@ def moved_counters(
     """What a granted call of ``items`` moved (a ``Reservation``'s ``moved``): every window
     and day row among ``slots`` (not rates, not credits), as decided, with ``cost`` what
     it moved; ``day`` is the call's day (ISO), which each item's day row is of."""
+    if len(slots) == 1:  # a version-1 call: its day row alone, kept whatever it moved
+        name, period, total, mode, _, interval = slots[0]
+        return (_new(Slot, (name, period, total, mode, after[0] - before[0], interval)),)
     # Nothing reserved: keep the first item's counters though they did not move, for a
     # larger commit's extra is theirs (as its debit is at the first item's price).
     nothing = not any(cost for _, cost in items)
@@ -506,7 +512,9 @@ def moved_counters(
         cost = after[index] - before[index]
         # The first day row stays: a settlement's consume leads with it.
         if cost or index == 0 or (nothing and item == 0):
-            moved.append(slot._replace(cost=cost))
+            # The slot with this cost, built directly (``_replace`` costs several times more).
+            name, period, total, mode, _, interval = slot
+            moved.append(_new(Slot, (name, period, total, mode, cost, interval)))
     return tuple(moved)
 
 
@@ -519,9 +527,9 @@ class Hold:
 
     id: str
     items: tuple[tuple[str, int], ...]
-    price: int
     created_at: datetime
     expires_at: datetime
+    price: int = 0  # the first item's service's, set by verify from what it admitted
     made: Reservation | None = None
 
     def reservation_of(

@@ -90,7 +90,7 @@ async def verify_and_reserve(
     several = items if len(items) > 1 else None
     hold = None
     if idempotency_key is None:
-        hold = await _new_hold(ctx, items, ttl_seconds)
+        hold = _new_hold(items, ttl_seconds, ctx.clock.now())
     verdict = await verify.verify(ctx, raw_key, service, cost, idempotency_key, several, hold)
     if hold is not None and hold.made is not None:
         _hold(ctx, hold.made)
@@ -101,16 +101,11 @@ async def verify_and_reserve(
         return verify.store_failed(ctx, "reserve", service, exc), None
 
 
-async def _new_hold(
-    ctx: Context, items: tuple[tuple[str, int], ...], ttl_seconds: int
-) -> credits.Hold:
+def _new_hold(items: tuple[tuple[str, int], ...], ttl_seconds: int, now: datetime) -> credits.Hold:
     """A reservation for a verify's consume to make (a random id: a call without an
-    Idempotency-Key), priced as its first service."""
-    service = await ctx.records.get_service(items[0][0])
-    price = (service.credit_price if service is not None else None) or 0
-    now = ctx.clock.now()
+    Idempotency-Key; verify prices it as what it admitted)."""
     expires = now + timedelta(seconds=ttl_seconds)
-    return credits.Hold(reservation_id("", None), items, price, now, expires)
+    return credits.Hold(reservation_id("", None), items, now, expires)
 
 
 async def reserve(

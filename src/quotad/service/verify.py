@@ -411,6 +411,8 @@ async def _verify(
         admissions.append(admission)
     first = admissions[0]
     service, cost = items[0]
+    if hold is not None:
+        hold.price = first.price  # a larger commit's extra is at the first item's price
     claim = None
     if idempotency_key is not None:
         claim = IdempotencyClaim(

@@ -309,13 +309,11 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     ) -> ConsumeOutcome:
         """Add ``cost`` within ``total``, all or nothing (and make ``hold``'s reservation
         with a grant: nothing runs between the two)."""
-        if extra or day_mode != HARD or hold is not None:
+        if extra or day_mode != HARD or (hold is not None and claim is not None):
             slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
             outcome = self._consume_slots(account_id, day, slots, claim, now)
             if hold is not None and outcome.granted and not outcome.replayed:
-                made = hold.reservation_of(account_id, day, slots, outcome.before, outcome.after)
-                await self.create_reservation(made)
-                hold.made = made
+                await self._make(hold, account_id, day, slots, outcome.before, outcome.after)
             return outcome
         if claim is not None:
             return self._consume_claimed(account_id, service, day, cost, total, claim, now)
@@ -333,11 +331,36 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             used = row[0] + cost
             if used <= total:
                 row[0] = used
-                return _new_outcome(ConsumeOutcome, (True, used, total, day, False, (), -1, 0, ()))
-            row[2] += 1
-            return _new_outcome(ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0, ()))
+                granted = _new_outcome(
+                    ConsumeOutcome, (True, used, total, day, False, (), -1, 0, ())
+                )
+                if hold is None:
+                    return granted
+            else:
+                row[2] += 1
+                return _new_outcome(
+                    ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0, ())
+                )
         finally:
             lock.release()
+        # A grant with a hold: its reservation, before anything else can run.
+        slot = Slot(service, day.isoformat(), total, HARD, cost)
+        await self._make(hold, account_id, day, (slot,), (used - cost,), (used,))
+        return granted
+
+    async def _make(
+        self,
+        hold: Hold,
+        account_id: str,
+        day: date,
+        slots: tuple[Slot, ...],
+        before: tuple[int, ...],
+        after: tuple[int, ...],
+    ) -> None:
+        """Store the reservation ``hold`` makes of a grant (nothing awaited before it)."""
+        made = hold.reservation_of(account_id, day, slots, before, after)
+        await self.create_reservation(made)
+        hold.made = made
 
     def _row(self, account_id: str, slot: Slot) -> list[int]:
         """The stored counter of ``slot`` (created empty): a day row's ``[used, total,

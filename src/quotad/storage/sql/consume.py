@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import suppress
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import structlog
@@ -282,6 +283,6 @@ async def _cancelled(conn: AsyncConnection, reservation_id: str) -> bool:
     cancel = (
         reservations.update()
         .where(r.id == reservation_id, r.status == pending, r.claim.is_(None))
-        .values(status=ReservationStatus.CANCELLED.value)
+        .values(status=ReservationStatus.CANCELLED.value, settled_at=to_micros(datetime.now(UTC)))
     )
     return await affects_a_row(conn, cancel)
