@@ -92,7 +92,9 @@ async def verify_and_reserve(
     if idempotency_key is None:
         hold = _new_hold(items, ttl_seconds, ctx.clock.now())
     verdict = await verify.verify(ctx, raw_key, service, cost, idempotency_key, several, hold)
-    if hold is not None and hold.made is not None:
+    # A counted grant only: a verify answered by fail-open after its deadline may see its
+    # consume commit a moment later, and that grant is given back, its reservation with it.
+    if hold is not None and hold.made is not None and verdict.account_id is not None:
         _hold(ctx, hold.made)
         return verdict, hold.made
     try:

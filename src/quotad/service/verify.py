@@ -170,7 +170,8 @@ async def verify(
 
     With ``items`` (``(service, cost)`` pairs, each service once), every item's limits
     are checked and moved in one consume: all pass or none does; ``service`` and
-    ``cost`` are then the first item's.
+    ``cost`` are then the first item's. With a ``hold`` (a reserve's), a store that keeps
+    reservations with its counters makes the reservation in that same consume.
 
     A store that fails or does not answer within ``store_timeout_ms`` (800 ms by default) is
     answered by the ``on_store_error`` policy: 503 (fail-closed) or an uncounted allow
