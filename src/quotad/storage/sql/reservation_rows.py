@@ -14,13 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import Slot
 from quotad.storage.schema import reservations
 from quotad.storage.sql.rows import from_micros, opt_dt, opt_micros, to_micros
-from quotad.storage.sql.statements import as_arrays, unnested
+from quotad.storage.sql.statements import as_arrays, sqlite_compiled, unnested
 
 
 def reservation_body(reservation: Reservation) -> dict[str, Any]:
@@ -75,12 +76,13 @@ def reservation_of(row: Any) -> Reservation:
 
 _COLUMNS = tuple(column.name for column in reservations.c)
 _BODY = reservations.c.body.name  # JSON: sent as text, cast by the server
+
 # SQLite's insert, run by hand on the writer thread's connection; the body column is
 # SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
-SQLITE_CREATE = (
-    "INSERT INTO reservations (id, account_id, key_id, status, body, created_at, "
-    "expires_at, settled_at, claim, claimed_until) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT (id) DO NOTHING"
+_SQLITE_CREATE = sqlite_compiled(
+    sqlite_dialect.insert(reservations).on_conflict_do_nothing(index_elements=["id"]),
+    _COLUMNS,
+    column_keys=_COLUMNS,
 )
 
 
@@ -110,19 +112,4 @@ async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
 
 def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
     """Insert pending reservations on SQLite (the writer thread's connection)."""
-    connection.executemany(
-        SQLITE_CREATE,
-        [
-            (
-                v["id"],
-                v["account_id"],
-                v["key_id"],
-                v["status"],
-                json.dumps(v["body"]),
-                v["created_at"],
-                v["expires_at"],
-                v["settled_at"],
-            )
-            for v in rows
-        ],
-    )
+    connection.executemany(_SQLITE_CREATE, [_row(values) for values in rows])

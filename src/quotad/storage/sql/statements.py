@@ -174,7 +174,8 @@ def as_dicts(names: Iterable[str], params: list[tuple[Any, ...]]) -> list[dict[s
 _SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
 
 
-def _compiled(stmt: Any, params: tuple[str, ...] | None = None, **kwargs: Any) -> str:
+def sqlite_compiled(stmt: Any, params: tuple[str, ...] | None = None, **kwargs: Any) -> str:
+    """``stmt`` as SQLite SQL with ``?`` parameters, checked to take ``params`` in that order."""
     compiled = stmt.compile(dialect=_SQLITE, **kwargs)
     if params is not None and tuple(compiled.positiontup) != params:
         msg = f"parameters {compiled.positiontup} differ from {params}"
@@ -182,10 +183,10 @@ def _compiled(stmt: Any, params: tuple[str, ...] | None = None, **kwargs: Any) -
     return str(compiled)
 
 
-SQLITE_WRITE_DAYS = _compiled(
+SQLITE_WRITE_DAYS = sqlite_compiled(
     write_days(sqlite_dialect.insert), DAY_COLUMNS, column_keys=DAY_COLUMNS
 )
-SQLITE_WRITE_CLAIMS = _compiled(
+SQLITE_WRITE_CLAIMS = sqlite_compiled(
     write_claims(sqlite_dialect.insert), CLAIM_COLUMNS, column_keys=CLAIM_COLUMNS
 )
 
@@ -193,7 +194,7 @@ SQLITE_WRITE_CLAIMS = _compiled(
 def _with_keys(stmt: sa.Select[Any], count: int, width: int) -> str:
     # The expanding list rendered for ``count`` keys; its values stay parameters.
     keys = stmt.params(keys=[("",) * width] * count)
-    return _compiled(keys, compile_kwargs={"render_postcompile": True})
+    return sqlite_compiled(keys, compile_kwargs={"render_postcompile": True})
 
 
 # Cached per number of keys, which a batch's size bounds.
