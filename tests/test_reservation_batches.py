@@ -4,7 +4,6 @@ each is answered for itself, and a commit from a held copy never overrides the s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from sqlalchemy import event
 
 from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.errors import Conflict, ValidationFailed
+from quotad.service import reservations
 from quotad.service.context import Context
 from quotad.storage.sql import SqlStore
 from quotad.storage.sql.day_batches import SqliteDayWriter
@@ -211,13 +211,31 @@ async def test_a_commit_from_a_held_copy_answers_as_the_store_says(
     now = clock.now()
     held = await store.claim_reservation(rid, "other:cancelled:0", now, now + timedelta(seconds=30))
     assert held is not None
-    assert await store.settle_reservation(dataclasses.replace(held, settled_at=now), "other")
+    assert await store.settle_reservation(held._replace(settled_at=now), "other")
     response = await commit(client, rid, 10)
     assert response.status_code == 409, response.text
     assert "cancelled" in response.text
     found = await store.get_reservation(rid)
     assert found is not None
     assert found.status is ReservationStatus.CANCELLED
+
+
+async def test_once_full_each_reservation_made_drops_the_oldest_held_copy(
+    client: httpx2.AsyncClient,
+    deployment: Deployment,
+    ctx: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The node keeps copies of the newest ``HELD_PER_STORE`` reservations it made; a
+    commit of one whose copy was dropped reads the store and settles it all the same."""
+    monkeypatch.setattr(reservations, "HELD_PER_STORE", 3)
+    made = [(await reserve(client, deployment.key, 1))["reservation_id"] for _ in range(5)]
+    assert list(reservations._held[ctx.stores.credits]) == made[2:]
+    for rid in made:
+        response = await commit(client, rid, 1)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "committed"
+    assert not reservations._held[ctx.stores.credits]
 
 
 async def test_two_finishes_of_one_reservation_in_a_batch_apply_once(

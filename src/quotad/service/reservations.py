@@ -19,7 +19,7 @@ import hashlib
 import os
 import secrets
 import weakref
-from dataclasses import replace
+from collections import OrderedDict
 from datetime import date, datetime, timedelta
 
 import structlog
@@ -47,7 +47,11 @@ GIVE_BACK_ATTEMPTS = 8  # about 40 s of retries, as a consume's give-back (``sto
 # That write succeeds only if the stored one is still pending, unclaimed and not due, and
 # nothing changes a pending reservation but a claim, so the copy is what is stored; if the
 # write fails, the commit reads the stored one and goes on as it would have.
-_held: weakref.WeakKeyDictionary[object, dict[str, Reservation]] = weakref.WeakKeyDictionary()
+# An OrderedDict, not a dict: once full, every reservation made drops the oldest, and a
+# dict's ``next(iter(...))`` walks past every slot deleted from its front so far (µs).
+_held: weakref.WeakKeyDictionary[object, OrderedDict[str, Reservation]] = (
+    weakref.WeakKeyDictionary()
+)
 # Give-backs of unconfirmed reservations retrying in the background (kept from the GC).
 _giving_back: set[asyncio.Task[None]] = set()
 
@@ -241,11 +245,11 @@ def _hold(ctx: Context, reservation: Reservation) -> None:
     try:
         held = _held.get(store)
         if held is None:
-            held = _held[store] = {}
+            held = _held[store] = OrderedDict()
     except TypeError:  # a store that cannot be weakly referenced (a test's fake): no copies
         return
     if len(held) >= HELD_PER_STORE:
-        del held[next(iter(held))]  # the oldest: most likely settled or expired by now
+        held.popitem(last=False)  # the oldest: most likely settled or expired by now
     held[reservation.id] = reservation
 
 
@@ -337,7 +341,7 @@ async def settle(
         return None
     # ``held`` carries the settlement the claim names: ours, or an earlier holder's.
     overage = await _move(ctx, held, now)
-    settled = replace(held, overage=overage, settled_at=now)
+    settled = held._replace(overage=overage, settled_at=now)
     if not await store.settle_reservation(settled, claim):
         return None
     return settled

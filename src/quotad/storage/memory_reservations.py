@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from datetime import datetime
 
 from quotad.domain.credits import Reservation, ReservationStatus
@@ -53,7 +52,7 @@ def with_intent(reservation: Reservation, claim: str) -> Reservation:
     intent = intent_of(claim)
     if intent is None:
         return reservation
-    return replace(reservation, status=intent[0], committed=intent[1])
+    return reservation._replace(status=intent[0], committed=intent[1])
 
 
 class MemoryReservations:
