@@ -26,6 +26,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from functools import partial
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -38,16 +39,10 @@ from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.reservation_rows import insert_pg, insert_sqlite
-from quotad.storage.sql.statements import as_arrays, unnested
+from quotad.storage.sql.statements import as_arrays, sqlite_compiled, unnested
 
 _PENDING = ReservationStatus.PENDING.value
 
-# SQLite's statements, run by hand on the writer thread's connection; the body column is
-# SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
-SQLITE_FINISH = (
-    "UPDATE reservations SET status = ?, body = ?, settled_at = ? "
-    "WHERE id = ? AND status = ? AND claim IS NULL AND expires_at > ?"
-)
 # A finish's parameters: not named as the columns they set, which an UPDATE reserves.
 _FINISH = tuple(
     sa.column(name, kind)
@@ -61,27 +56,48 @@ _FINISH = tuple(
 )
 
 
-def _pg_finish() -> Any:
-    """Settle a batch of reservations that move nothing (``_FINISH`` arrays: the id, the
-    status, body and settled_at to store, and the instant), each if pending, never claimed
-    and not due at its instant: the ids it settled."""
+def _finish(given: Any, body: Any) -> Any:
+    """Settle the reservation ``given.finish_id`` names as ``given`` says, if it is pending,
+    never claimed and not due at ``given.finish_now``; ``body`` is the JSON to store."""
     r = reservations.c
-    batch = unnested(_FINISH)
     return (
         reservations.update()
         .where(
-            r.id == batch.c.finish_id,
+            r.id == given.finish_id,
             r.status == _PENDING,
             r.claim.is_(None),
-            r.expires_at > batch.c.finish_now,
+            r.expires_at > given.finish_now,
         )
-        .values(
-            status=batch.c.finish_status,
-            body=sa.cast(batch.c.finish_body, sa.JSON),
-            settled_at=batch.c.finish_settled_at,
-        )
-        .returning(r.id)
+        .values(status=given.finish_status, body=body, settled_at=given.finish_settled_at)
     )
+
+
+def _pg_finish() -> Any:
+    """Settle a batch of reservations that move nothing (``_FINISH`` arrays): the ids it
+    settled."""
+    batch = unnested(_FINISH).c
+    return _finish(batch, sa.cast(batch.finish_body, sa.JSON)).returning(reservations.c.id)
+
+
+# SQLite's finish, run by hand on the writer thread's connection, takes its parameters in
+# this order; the body column is SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
+_SQLITE_FINISH_ORDER = (
+    "finish_status",
+    "finish_body",
+    "finish_settled_at",
+    "finish_id",
+    "status_1",  # the pending status it must find
+    "finish_now",
+)
+
+
+def _sqlite_finish() -> str:
+    """Settle one reservation that moves nothing (``_SQLITE_FINISH_ORDER``)."""
+    given = SimpleNamespace(**{c.name: sa.bindparam(c.name, type_=c.type) for c in _FINISH})
+    return sqlite_compiled(_finish(given, given.finish_body), _SQLITE_FINISH_ORDER)
+
+
+_SQLITE_FINISH = _sqlite_finish()
 
 
 # Batches at a time: while one waits for its transaction (or runs in it), the next one
@@ -169,7 +185,7 @@ def _apply_sqlite_one(request: Write, connection: sqlite3.Connection) -> bool:
         insert_sqlite(connection, [request.values])
         return True
     done = connection.execute(
-        SQLITE_FINISH,
+        _SQLITE_FINISH,
         (
             request.status,
             json.dumps(request.body),
