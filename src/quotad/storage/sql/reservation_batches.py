@@ -22,7 +22,6 @@ time, so one bad request cannot fail the others.
 from __future__ import annotations
 
 import itertools
-import json
 import sqlite3
 from collections.abc import Callable
 from functools import partial
@@ -38,7 +37,7 @@ from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.reservation_rows import insert_pg, insert_sqlite
+from quotad.storage.sql.reservation_rows import body_text, insert_pg, insert_sqlite
 from quotad.storage.sql.statements import as_arrays, sqlite_compiled, unnested
 
 _PENDING = ReservationStatus.PENDING.value
@@ -80,7 +79,7 @@ def _pg_finish() -> Any:
 
 
 # SQLite's finish, run by hand on the writer thread's connection, takes its parameters in
-# this order; the body column is SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
+# this order; the body column is SQLAlchemy's JSON, which SQLite keeps as JSON text.
 _SQLITE_FINISH_ORDER = (
     "finish_status",
     "finish_body",
@@ -188,7 +187,7 @@ def _apply_sqlite_one(request: Write, connection: sqlite3.Connection) -> bool:
         _SQLITE_FINISH,
         (
             request.status,
-            json.dumps(request.body),
+            body_text(request.body),
             request.settled_at,
             request.id,
             _PENDING,
@@ -219,7 +218,7 @@ async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool
         # A reservation twice in one statement would be updated once, by either: one by
         # one, in order, the second sees the first's write as it would alone.
         return [answer for f in finishes for answer in await _finish_pg(conn, [f])]
-    rows = ((f.id, f.status, json.dumps(f.body), f.settled_at, f.now) for f in finishes)
+    rows = ((f.id, f.status, body_text(f.body), f.settled_at, f.now) for f in finishes)
     given = as_arrays((column.name for column in _FINISH), rows)
     done = {row.id for row in await conn.execute(_PG_FINISH, given)}
     return [f.id in done for f in finishes]

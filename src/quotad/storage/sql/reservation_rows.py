@@ -7,11 +7,11 @@ can insert the reservation it makes (``Hold``) without importing either.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import date
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -35,6 +35,12 @@ def reservation_body(reservation: Reservation) -> dict[str, Any]:
         "committed": reservation.committed,
         "overage": reservation.overage,
     }
+
+
+def body_text(body: dict[str, Any]) -> str:
+    """The ``body`` column's JSON as the text sent to the database (orjson: about a third
+    of ``json.dumps``'s time, which a reserve and its commit each spend)."""
+    return orjson.dumps(body).decode()
 
 
 def reservation_values(reservation: Reservation) -> dict[str, Any]:
@@ -78,7 +84,7 @@ _COLUMNS = tuple(column.name for column in reservations.c)
 _BODY = reservations.c.body.name  # JSON: sent as text, cast by the server
 
 # SQLite's insert, run by hand on the writer thread's connection; the body column is
-# SQLAlchemy's JSON, which SQLite keeps as ``json.dumps`` text.
+# SQLAlchemy's JSON, which SQLite keeps as JSON text.
 _SQLITE_CREATE = sqlite_compiled(
     sqlite_dialect.insert(reservations).on_conflict_do_nothing(index_elements=["id"]),
     _COLUMNS,
@@ -101,7 +107,7 @@ _PG_CREATE = _pg_create()
 
 
 def _row(values: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(json.dumps(values[name]) if name == _BODY else values[name] for name in _COLUMNS)
+    return tuple(body_text(values[name]) if name == _BODY else values[name] for name in _COLUMNS)
 
 
 async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

@@ -6,7 +6,7 @@ Instants are stored as integer microseconds since the epoch (UTC) and dates as I
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,11 +28,16 @@ from quotad.domain.models import (
 from quotad.domain.operators import AuditEntry, OperatorToken, Role
 from quotad.storage.write_behind import StoredClaim
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
 
 def to_micros(instant: datetime) -> int:
-    """An aware datetime as integer microseconds since the epoch."""
-    delta = instant.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    """An aware datetime as integer microseconds since the epoch (a naive one is taken as
+    local time)."""
+    if instant.tzinfo is None:
+        instant = instant.astimezone(UTC)
+    return (instant - _EPOCH) // _MICROSECOND  # exact: no float on the way
 
 
 def from_micros(value: int) -> datetime:
