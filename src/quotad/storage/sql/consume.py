@@ -55,9 +55,8 @@ from quotad.storage.sql.rows import affects_a_row, to_micros
 from quotad.storage.sql.statements import (
     CLAIM_COLUMNS,
     CLAIM_KEY,
-    DAY_COLUMNS,
     DAY_KEY,
-    as_arrays,
+    as_batch,
     as_dicts,
     claim_params,
     day_params,
@@ -183,11 +182,12 @@ class Consumes:
                 ],
             )
         totals = lock_order(batch)
-        keys = as_arrays(DAY_COLUMNS[:3], totals)
+        # Each row its key and total: the create reads all four, the lock the key.
+        keys = as_batch((*key, total) for key, total in totals.items())
         created = await conn.execute(
             # Only a batch with claims may leave a day it created untouched (see below).
             self._create_days_noted if claims else self._create_days,
-            {**keys, "total": list(totals.values())},
+            keys,
         )
         created_keys = {tuple(row) for row in created} if claims else set()
         rows = {
@@ -204,7 +204,7 @@ class Consumes:
                     seen[account_id, key] = answer
         decided = decide_batch(batch, rows, seen)
         if decided.rows:
-            await conn.execute(self._write_days, as_arrays(DAY_COLUMNS, day_params(decided.rows)))
+            await conn.execute(self._write_days, as_batch(day_params(decided.rows)))
         if decided.claims:
             await conn.execute(
                 self._write_claims, as_dicts(CLAIM_COLUMNS, claim_params(decided.claims))

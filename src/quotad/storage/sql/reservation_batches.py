@@ -38,7 +38,7 @@ from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.reservation_rows import body_text, insert_pg, insert_sqlite
-from quotad.storage.sql.statements import as_arrays, sqlite_compiled, unnested
+from quotad.storage.sql.statements import as_batch, sqlite_compiled, unnested
 
 _PENDING = ReservationStatus.PENDING.value
 
@@ -219,8 +219,7 @@ async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool
         # one, in order, the second sees the first's write as it would alone.
         return [answer for f in finishes for answer in await _finish_pg(conn, [f])]
     rows = ((f.id, f.status, body_text(f.body), f.settled_at, f.now) for f in finishes)
-    given = as_arrays((column.name for column in _FINISH), rows)
-    done = {row.id for row in await conn.execute(_PG_FINISH, given)}
+    done = {row.id for row in await conn.execute(_PG_FINISH, as_batch(rows))}
     return [f.id in done for f in finishes]
 
 

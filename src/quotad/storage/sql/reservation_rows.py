@@ -21,7 +21,7 @@ from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import Slot
 from quotad.storage.schema import reservations
 from quotad.storage.sql.rows import from_micros, opt_dt, opt_micros, to_micros
-from quotad.storage.sql.statements import as_arrays, sqlite_compiled, unnested
+from quotad.storage.sql.statements import as_batch, sqlite_compiled, unnested
 
 
 def reservation_body(reservation: Reservation) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def _row(values: dict[str, Any]) -> tuple[Any, ...]:
 async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Insert pending reservations (``reservation_values``) in one statement on PostgreSQL,
     the same SQL whatever their number; ids that exist are left as they are."""
-    await conn.execute(_PG_CREATE, as_arrays(_COLUMNS, map(_row, rows)))
+    await conn.execute(_PG_CREATE, as_batch(map(_row, rows)))
 
 
 def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
