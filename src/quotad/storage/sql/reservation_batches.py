@@ -8,9 +8,9 @@ wait sleeps for milliseconds at a time). Here:
 - SQLite: a batch runs as one transaction on the consumes' own writer thread and
   connection (``SqliteDayWriter.transaction``), so the two never contend for the lock.
 - PostgreSQL: a batch runs as one transaction through the pooled engine, its statements
-  in arrival order: a run of consecutive inserts as one statement over arrays, and a run of
-  commits as one conditional update over arrays (the same SQL text, prepared once, for any
-  batch size: ``statements.unnested``).
+  in arrival order: a run of consecutive inserts as one statement over one JSON parameter,
+  and a run of commits as one conditional update over another (the same SQL text,
+  prepared once, for any batch size: ``statements.unnested``).
 
 Each caller is answered once its batch has committed, so an acknowledged reservation is
 as durable as one written alone. Statements run in arrival order within a batch, so two
@@ -72,7 +72,7 @@ def _finish(given: Any, body: Any) -> Any:
 
 
 def _pg_finish() -> Any:
-    """Settle a batch of reservations that move nothing (``_FINISH`` arrays): the ids it
+    """Settle a batch of reservations that move nothing (rows of ``_FINISH``): the ids it
     settled."""
     batch = unnested(_FINISH).c
     return _finish(batch, sa.cast(batch.finish_body, sa.JSON)).returning(reservations.c.id)

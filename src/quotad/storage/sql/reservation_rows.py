@@ -93,7 +93,7 @@ _SQLITE_CREATE = sqlite_compiled(
 
 
 def _pg_create() -> Any:
-    """Insert a batch's pending reservations (an array a column; ``body`` as JSON text),
+    """Insert a batch's pending reservations (``as_batch`` rows; ``body`` as JSON text),
     leaving any whose id exists as it is."""
     batch = unnested(tuple(reservations.c))
     rows = sa.select(

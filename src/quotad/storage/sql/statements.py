@@ -3,7 +3,7 @@
 Both consume paths run the same four: read the batch's day rows and its claims' stored
 answers, write back the rows and answers ``decide`` changed. PostgreSQL runs them
 through SQLAlchemy (locking with ``FOR UPDATE``, after creating the rows it lacks so that
-they can be locked), the day rows' as one statement a batch over arrays; SQLite's
+they can be locked), the day rows' as one statement a batch over one JSON parameter; SQLite's
 writer runs them through ``sqlite3`` as SQL compiled here once for the SQLite dialect, so
 no table or column name is written twice.
 """
@@ -90,8 +90,8 @@ def unnested(columns: tuple[sa.ColumnClause[Any], ...]) -> Any:
 
 
 def pg_create_days() -> Any:
-    """Create the batch's missing day rows (``account_id``, ``service``, ``day`` and
-    ``total`` arrays), nothing used yet; existing rows are left as they are."""
+    """Create the batch's missing day rows (rows of ``account_id``, ``service``, ``day``
+    and ``total``), nothing used yet; existing rows are left as they are."""
     new = unnested((*DAY_KEY, usage_days.c.total))
     zero = sa.literal(0, sa.BigInteger)
     rows = sa.select(*(new.c[column.name] for column in DAY_KEY), zero, new.c.total, zero)
@@ -100,8 +100,8 @@ def pg_create_days() -> Any:
 
 
 def pg_lock_days() -> sa.Select[Any]:
-    """Read and lock the day rows of the batch's keys (``account_id``, ``service`` and
-    ``day`` arrays), in the one lock order every node follows."""
+    """Read and lock the day rows of the batch's keys (rows that start with
+    ``account_id``, ``service`` and ``day``), in the one lock order every node follows."""
     keys = unnested(DAY_KEY)
     wanted = sa.select(*(keys.c[column.name] for column in DAY_KEY))
     return (
@@ -113,7 +113,7 @@ def pg_lock_days() -> sa.Select[Any]:
 
 
 def pg_write_days() -> Any:
-    """Store day rows' absolute values (an array a column of ``DAY_COLUMNS``)."""
+    """Store day rows' absolute values (rows of ``DAY_COLUMNS``)."""
     rows = unnested(tuple(usage_days.c))
     return write_days(pg_dialect.insert, sa.select(*(rows.c[name] for name in DAY_COLUMNS)))
 
