@@ -19,6 +19,7 @@ from quotad.errors import Conflict, ValidationFailed
 from quotad.storage import Stores
 from quotad.storage.batching import Batcher
 from quotad.storage.redis import RedisCounters
+from quotad.storage.schema import usage_days
 from quotad.storage.sql import SqlStore, day_batches
 from tests.conftest import STORES, create_account, store_url
 from tests.test_race import ATTEMPTS, DAY, TOTAL, add_account, gather_all
@@ -370,5 +371,63 @@ async def test_a_postgresql_batch_runs_its_day_row_statements_once_whatever_its_
                     account_id, [("insights", DAY.isoformat()), ("insights.month", "2024-11-01")]
                 )
                 assert counters == [2, 2]
+        finally:
+            await stores.close()
+
+
+@pytest.mark.postgresql
+async def test_a_postgresql_batch_whose_day_rows_exist_locks_and_writes_them_only(
+    tmp_path: Path,
+) -> None:
+    """Once its day rows exist, a batch sends two statements on them (lock, then write by
+    each row's address), no create; a batch with a new row creates it, and a row deleted
+    since is created again: every counter still ends at what was granted."""
+    with store_url("postgresql", tmp_path) as url:
+        store = SqlStore(url)
+        stores = Stores.of(store)
+        await stores.open()
+        try:
+            accounts = ["acct0", "acct1", "acct2"]
+            await add_account(stores, accounts[0])
+            for account_id in accounts[1:]:
+                await create_account(
+                    stores,
+                    Account(account_id, "", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW),
+                )
+            sent: list[str] = []
+
+            def note(*args: Any) -> None:
+                if "usage_days" in args[2]:
+                    sent.append(args[2].split()[0])
+
+            writer = store._db.writer
+            assert writer is not None
+            event.listen(writer.sync_engine, "before_cursor_execute", note)
+
+            async def consume(*names: str) -> list[str]:
+                sent.clear()
+                outcomes = await gather_all(
+                    stores.counters.consume(name, "insights", DAY, 1, TOTAL) for name in names
+                )
+                assert all(outcome.granted for outcome in outcomes)
+                return list(sent)
+
+            try:
+                first = await consume(*accounts[:2])
+                assert first == ["SELECT", "INSERT", "SELECT", "UPDATE"]  # lock missed: create
+                assert await consume(*accounts[:2]) == ["SELECT", "UPDATE"]
+                assert await consume(*accounts) == ["SELECT", "INSERT", "SELECT", "UPDATE"]
+                async with store._db.write() as conn:  # acct1's row goes (a purge, say)
+                    await conn.execute(
+                        usage_days.delete().where(usage_days.c.account_id == accounts[1])
+                    )
+                await consume(*accounts)
+            finally:
+                event.remove(writer.sync_engine, "before_cursor_execute", note)
+            for account_id, used in zip(accounts, (4, 1, 2), strict=True):
+                counters = await stores.counters.read_counters(
+                    account_id, [("insights", DAY.isoformat())]
+                )
+                assert counters == [used]
         finally:
             await stores.close()

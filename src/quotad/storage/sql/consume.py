@@ -10,7 +10,11 @@ so a batch costs the same few statements whatever its size.
 - PostgreSQL: the rows are created if missing (a missing row cannot be locked), then
   read ``FOR UPDATE``, all in one lock order (claims, then days, each sorted) that every
   node follows. Row locks serialise concurrent batches of the same days under READ
-  COMMITTED across any number of quotad nodes.
+  COMMITTED across any number of quotad nodes. Most batches find every row there
+  already, so a batch without claims locks first and creates nothing; one that finds
+  a row missing rolls back (holding locks, it may not create rows out of the lock
+  order) and runs again from the create. Each locked row is written back by its
+  address (``ctid``), which its lock keeps, rather than found again by its key.
 
 With ``batch=True`` (the default) concurrent consumes of one process share a batch, one
 transaction and one commit (one fsync); each caller is answered after that commit. With
@@ -63,6 +67,7 @@ from quotad.storage.sql.statements import (
     pg_create_days,
     pg_lock_days,
     pg_write_days,
+    pg_write_locked_days,
     read_claims,
     stored_answer,
     write_claims,
@@ -95,6 +100,7 @@ class Consumes:
         self._lock_days = pg_lock_days()
         self._lock_claims = read_claims().order_by(*CLAIM_KEY).with_for_update()
         self._write_days = pg_write_days()
+        self._write_locked_days = pg_write_locked_days()
         self._write_claims = write_claims(pg_dialect.insert)
         self._forget_days = usage_days.delete().where(
             sa.tuple_(*DAY_KEY).in_(sa.bindparam("keys", expanding=True))
@@ -156,17 +162,31 @@ class Consumes:
                 raise StorageError("store is not open")
             decided = await self._sqlite.consume(batch, made)
         else:
-            async with self._db.write() as conn:
-                decided = await self._decide_locked(conn, batch, made)
+            try:
+                async with self._db.write() as conn:
+                    decided = await self._decide_locked(conn, batch, made, self._db.free)
+            except _Missing:  # rolled back: the batch creates a day row, as below
+                made.clear()
+                async with self._db.write() as conn:
+                    decided = await self._decide_locked(conn, batch, made)
         for hold, reservation in made:  # committed with the batch: theirs now
             hold.made = reservation
         return decided
 
     async def _decide_locked(
-        self, conn: AsyncConnection, batch: list[Consume], made: list[tuple[Hold, Reservation]]
+        self,
+        conn: AsyncConnection,
+        batch: list[Consume],
+        made: list[tuple[Hold, Reservation]],
+        existing: bool = False,
     ) -> Decided:
         """PostgreSQL: create what is missing, lock and read, decide, write back (and insert
-        the reservations the grants make, into ``made``)."""
+        the reservations the grants make, into ``made``).
+
+        ``existing``: a batch without claims locks its day rows without creating any, and
+        raises ``_Missing`` (before writing anything) when one is not there yet; only for a
+        transaction of its own, which the caller rolls back.
+        """
         claims = claim_order(batch)
         if claims:
             await conn.execute(
@@ -184,16 +204,21 @@ class Consumes:
         totals = lock_order(batch)
         # Each row its key and total: the create reads all four, the lock the key.
         keys = as_batch((*key, total) for key, total in totals.items())
-        created = await conn.execute(
-            # Only a batch with claims may leave a day it created untouched (see below).
-            self._create_days_noted if claims else self._create_days,
-            keys,
-        )
-        created_keys = {tuple(row) for row in created} if claims else set()
-        rows = {
-            (a, s, d): DayRow(int(used), int(total), int(rejected))
-            for a, s, d, used, total, rejected in await conn.execute(self._lock_days, keys)
-        }
+        created_keys: set[tuple[str, ...]] = set()
+        if not existing or claims:
+            created = await conn.execute(
+                # Only a batch with claims may leave a day it created untouched (see below).
+                self._create_days_noted if claims else self._create_days,
+                keys,
+            )
+            created_keys = {tuple(row) for row in created} if claims else set()
+        rows: dict[DayKey, DayRow] = {}
+        row_ids: dict[DayKey, str] = {}
+        for row_id, a, s, d, used, total, rejected in await conn.execute(self._lock_days, keys):
+            rows[a, s, d] = DayRow(int(used), int(total), int(rejected))
+            row_ids[a, s, d] = row_id
+        if existing and len(rows) < len(totals):
+            raise _Missing
         seen: dict[ClaimKey, Answer] = {}
         if claims:
             for account_id, key, *stored in await conn.execute(
@@ -203,7 +228,10 @@ class Consumes:
                 if answer is not None:
                     seen[account_id, key] = answer
         decided = decide_batch(batch, rows, seen)
-        if decided.rows:
+        if decided.rows and decided.rows.keys() <= row_ids.keys():
+            written = ((row_ids[key], *row) for key, row in decided.rows.items())
+            await conn.execute(self._write_locked_days, as_batch(written))
+        elif decided.rows:  # a row that vanished after its create (a purge): made again
             await conn.execute(self._write_days, as_batch(day_params(decided.rows)))
         if decided.claims:
             await conn.execute(
@@ -274,6 +302,10 @@ class Consumes:
             "could not give back a grant whose caller was answered 503",
             account_id=request.account_id,
         )
+
+
+class _Missing(Exception):
+    """A day row to lock is missing: the batch runs again, creating it first."""
 
 
 async def _cancelled(conn: AsyncConnection, reservation_id: str) -> bool:

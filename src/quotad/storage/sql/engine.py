@@ -267,6 +267,11 @@ class Database:
             await engine.dispose()
         self.writer = self.reader = None
 
+    @property
+    def free(self) -> bool:
+        """Whether this task is outside ``atomic``: a write of its own can be rolled back."""
+        return self._held() is None
+
     def _held(self) -> AsyncConnection | None:
         """The transaction ``atomic`` holds open for this task, if any."""
         held = _HELD.get()

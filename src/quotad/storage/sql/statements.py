@@ -3,7 +3,8 @@
 Both consume paths run the same four: read the batch's day rows and its claims' stored
 answers, write back the rows and answers ``decide`` changed. PostgreSQL runs them
 through SQLAlchemy (locking with ``FOR UPDATE``, after creating the rows it lacks so that
-they can be locked), the day rows' as one statement a batch over one JSON parameter; SQLite's
+they can be locked, and writing each locked row back by its address), the day rows' as
+one statement a batch over one JSON parameter; SQLite's
 writer runs them through ``sqlite3`` as SQL compiled here once for the SQLite dialect, so
 no table or column name is written twice.
 """
@@ -99,13 +100,27 @@ def pg_create_days() -> Any:
     return insert.on_conflict_do_nothing()
 
 
+# A row's physical address, which stays the same while the transaction holds its lock.
+ROW_ID: sa.ColumnClause[str] = sa.column("ctid", sa.String, _selectable=usage_days)
+
+
+class TID(sa.types.UserDefinedType[str]):
+    """PostgreSQL's ``tid``, a row's address."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "TID"
+
+
 def pg_lock_days() -> sa.Select[Any]:
     """Read and lock the day rows of the batch's keys (rows that start with
-    ``account_id``, ``service`` and ``day``), in the one lock order every node follows."""
+    ``account_id``, ``service`` and ``day``), in the one lock order every node follows:
+    each row's ``ROW_ID`` (as text), then its columns in ``DAY_COLUMNS`` order."""
     keys = unnested(DAY_KEY)
     wanted = sa.select(*(keys.c[column.name] for column in DAY_KEY))
     return (
-        usage_days.select()
+        sa.select(sa.cast(ROW_ID, sa.String), *usage_days.c)
         .where(sa.tuple_(*DAY_KEY).in_(wanted))
         .order_by(*DAY_KEY)
         .with_for_update()
@@ -116,6 +131,18 @@ def pg_write_days() -> Any:
     """Store day rows' absolute values (rows of ``DAY_COLUMNS``)."""
     rows = unnested(tuple(usage_days.c))
     return write_days(pg_dialect.insert, sa.select(*(rows.c[name] for name in DAY_COLUMNS)))
+
+
+def pg_write_locked_days() -> Any:
+    """Store the values of day rows this transaction has locked (rows of their ``ROW_ID``
+    then their columns after the key): found by address, not by a search of the key."""
+    counted = tuple(usage_days.c)[len(DAY_KEY) :]
+    rows = unnested((sa.column("row_id", sa.String), *counted))
+    return (
+        usage_days.update()
+        .where(sa.cast(rows.c.row_id, TID) == ROW_ID)
+        .values({column.name: rows.c[column.name] for column in counted})
+    )
 
 
 def as_batch(rows: Iterable[tuple[Any, ...]]) -> dict[str, str]:
