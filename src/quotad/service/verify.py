@@ -673,6 +673,23 @@ class _Owner(NamedTuple):
     span: Span | None
 
 
+class _Shown(NamedTuple):
+    """What a verdict reads of one limit's slot, looked up once per prepared call: the
+    slot's index, the slot, the limit's shown name and service, the limit, whether it is
+    hard (no overage, never a shadow refusal), its window's end and start (None for a
+    rate), and ``window_seconds``."""
+
+    at: int
+    slot: Slot
+    name: str
+    service: str
+    limit: LimitSpec
+    hard: bool
+    end: datetime | None
+    start: datetime | None
+    seconds: int
+
+
 class _Prepared(NamedTuple):
     """A call's slots and the limit each decides, good from ``since`` until ``until`` (the
     first of its windows to end): built once per admission and cost, not per verify."""
@@ -691,6 +708,7 @@ class _Prepared(NamedTuple):
     # which a threshold is reached. A granted call that moves none across that range
     # has nothing to notice (most calls), and is decided without building a notice.
     alarms: tuple[tuple[int, int, int], ...] = ()
+    shown: tuple[_Shown, ...] = ()  # the slots of ``order``, as ``_verdict`` reads them
 
 
 class _Credit(NamedTuple):
@@ -795,6 +813,20 @@ def _prepare(
         charge,
         credit_from,
         alarms,
+        tuple(_shown(index, slots[index], owners[index]) for index in order),
+    )
+
+
+def _shown(index: int, slot: Slot, owner: _Owner | None) -> _Shown:
+    assert owner is not None  # noqa: S101 - ``order`` holds the slots with a limit
+    limit, span = owner.limit, owner.span
+    hard = limit.mode is Mode.HARD
+    if span is None:  # a rate: the time it takes to refill its whole burst
+        seconds = math.ceil(limit.total / limit.per_second)
+        return _Shown(index, slot, owner.name, owner.service, limit, hard, None, None, seconds)
+    seconds = int((span.end - span.start).total_seconds())
+    return _Shown(
+        index, slot, owner.name, owner.service, limit, hard, span.end, span.start, seconds
     )
 
 
@@ -911,29 +943,10 @@ def _verdict(
     """The verdict of a v2 consume, from every slot's value before and after it."""
     granted = outcome.granted
     refused = -1 if granted else outcome.refused
-    slots, owners = prepared.slots, prepared.owners
-    states: list[LimitState] = []
-    refusing = least = None
-    least_room = 0
-    overage = 0
-    would_refuse: list[str] = []
-    for index in prepared.order:
-        slot = slots[index]
-        owner = owners[index]
-        assert owner is not None  # noqa: S101 - ``order`` holds the slots with a limit
-        state = _state(slot, owner, before[index], after[index], now_us, granted)
-        if state[7]:  # would_refuse
-            would_refuse.append(state[0])
-            if not outcome.replayed:  # counted once, not per replay
-                metrics.count_shadow_refusal(owner.service, state[0])
-        overage += state[6]
-        if index == refused:
-            retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
-            refusing = state = state._replace(retry_after=retry_after)
-        room = state[4] - state[3]  # total - used
-        if least is None or room < least_room:
-            least, least_room = state, room
-        states.append(state)
+    slots = prepared.slots
+    states, refusing, least, shown_seconds, overage, would_refuse = _limit_states(
+        prepared.shown, before, after, now_us, refused, granted, outcome.replayed
+    )
     service = slots[0].name
     spent = None
     note = refused_by = None
@@ -974,7 +987,7 @@ def _verdict(
         shown.used,
         shown.total,
         shown.reset,
-        window_seconds(shown),
+        shown_seconds,
         note,
         tuple(states),
         refused_by,
@@ -986,6 +999,55 @@ def _verdict(
         spent,
     )
     return _new(Verdict, fields)
+
+
+def _limit_states(
+    shown: tuple[_Shown, ...],
+    before: Sequence[int],
+    after: Sequence[int],
+    now_us: int,
+    refused: int,
+    granted: bool,
+    replayed: bool,
+) -> tuple[list[LimitState], LimitState | None, LimitState | None, int, int, list[str]]:
+    """Every limit's state after a consume; the refusing one, the one with least room, the
+    window seconds of the one the verdict shows (the refusing one, else the least), the
+    soft limits' overage, and the shadow limits that would have refused."""
+    states: list[LimitState] = []
+    refusing = least = None
+    least_room = shown_seconds = overage = 0
+    would_refuse: list[str] = []
+    for index, slot, name, service, limit, hard, end, start, seconds in shown:
+        value = after[index]
+        if not hard:
+            state = _state(
+                slot, limit, name, service, end, start, before[index], value, now_us, granted
+            )
+            if state[7]:  # would_refuse
+                would_refuse.append(name)
+                if not replayed:  # counted once, not per replay
+                    metrics.count_shadow_refusal(service, name)
+            overage += state[6]
+        elif end is not None:  # a hard window: its counter is its use
+            state = _new(
+                LimitState, (name, service, limit, value, slot[2], end, 0, False, None, start)
+            )
+        else:  # a hard rate
+            used, reset = limits.rate_state(value, slot, now_us)
+            state = _new(
+                LimitState, (name, service, limit, used, slot[2], reset, 0, False, None, None)
+            )
+        if index == refused:
+            retry_after = limits.rate_wait(before[index], slot, now_us) if slot.interval else None
+            refusing = state = state._replace(retry_after=retry_after)
+            shown_seconds = seconds
+        room = state[4] - state[3]  # total - used
+        if least is None or room < least_room:
+            least, least_room = state, room
+            if refusing is None:
+                shown_seconds = seconds
+        states.append(state)
+    return states, refusing, least, shown_seconds, overage, would_refuse
 
 
 def _spent(
@@ -1010,38 +1072,35 @@ def _exhausted(debit: int, balance: int) -> str:
 
 
 def _state(
-    slot: Slot, owner: _Owner, before: int, after: int, now_us: int, granted: bool
+    slot: Slot,
+    limit: LimitSpec,
+    name: str,
+    service: str,
+    end: datetime | None,
+    start: datetime | None,
+    before: int,
+    after: int,
+    now_us: int,
+    granted: bool,
 ) -> LimitState:
-    """Where one limit stands after the consume, its counter ``before`` and ``after`` it."""
-    limit = owner.limit
+    """Where a soft or shadow limit stands after the consume, its counter ``before`` and
+    ``after`` it (a hard one's state is built in ``_verdict``)."""
     mode = limit.mode
     excess = 0
-    span = owner.span
-    if span is None:  # a rate
+    if end is None:  # a rate
         fits = limits.fits(slot, before, now_us)
         used, reset = limits.rate_state(after, slot, now_us)
-        start = None
         if mode is Mode.SOFT and granted and not fits:
             excess = slot.cost  # let through without its tokens
     else:
         fits = before + slot.cost <= slot.total
-        used, reset, start = after, span.end, span.start
+        used, reset = after, end
         if mode is Mode.SOFT and used > slot.total:
             excess = used - slot.total
     shadowed = mode is Mode.SHADOW and not fits
-    fields = (
-        owner.name,
-        owner.service,
-        limit,
-        used,
-        slot.total,
-        reset,
-        excess,
-        shadowed,
-        None,
-        start,
+    return _new(
+        LimitState, (name, service, limit, used, slot.total, reset, excess, shadowed, None, start)
     )
-    return _new(LimitState, fields)
 
 
 def window_seconds(state: LimitState) -> int:
