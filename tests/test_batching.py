@@ -431,3 +431,47 @@ async def test_a_postgresql_batch_whose_day_rows_exist_locks_and_writes_them_onl
                 assert counters == [used]
         finally:
             await stores.close()
+
+
+@pytest.mark.sqlite
+async def test_a_sqlite_batch_writes_the_rows_it_read_by_rowid_and_inserts_new_ones(
+    tmp_path: Path,
+) -> None:
+    """SQLite's writer updates each day row it read by its rowid and inserts only the rows
+    that were missing; a batch of both ends with every counter at what was granted."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'quotad.db'}")
+    stores = Stores.of(store)
+    await stores.open()
+    try:
+        accounts = ["acct0", "acct1"]
+        await add_account(stores, accounts[0])
+        await create_account(
+            stores, Account(accounts[1], "", "plan", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
+        )
+        writer = store._consumes.sqlite_writer
+        assert writer is not None
+        sent: list[str] = []
+
+        def note(statement: str) -> None:
+            if statement.startswith("INSERT INTO usage_days"):
+                sent.append("insert")
+            elif (
+                statement.startswith("UPDATE usage_days") and "= usage_days.rowid" in statement
+            ):
+                sent.append("update by rowid")
+
+        await writer.transaction(lambda connection: connection.set_trace_callback(note))
+        await stores.counters.consume(accounts[0], "insights", DAY, 1, TOTAL)
+        assert sent == ["insert"]
+        sent.clear()
+        await gather_all(
+            stores.counters.consume(name, "insights", DAY, 1, TOTAL) for name in accounts
+        )
+        assert sorted(sent) == ["insert", "update by rowid"]
+        for account_id, used in zip(accounts, (2, 1), strict=True):
+            counters = await stores.counters.read_counters(
+                account_id, [("insights", DAY.isoformat())]
+            )
+            assert counters == [used]
+    finally:
+        await stores.close()

@@ -49,6 +49,7 @@ from quotad.storage.sql.reservation_rows import insert_sqlite, reservation_value
 from quotad.storage.sql.statements import (
     SQLITE_WRITE_CLAIMS,
     SQLITE_WRITE_DAYS,
+    SQLITE_WRITE_READ_DAYS,
     claim_params,
     day_params,
     sqlite_read_claims,
@@ -242,8 +243,15 @@ def _mapped(exc: Exception) -> Exception:
 def _decide_and_write(
     connection: sqlite3.Connection, batch: list[Consume], made: list[tuple[Hold, Reservation]]
 ) -> Decided:
-    decided = decide_batch(batch, _read_days(connection, batch), _read_claims(connection, batch))
-    connection.executemany(SQLITE_WRITE_DAYS, day_params(decided.rows))
+    rows, row_ids = _read_days(connection, batch)
+    decided = decide_batch(batch, rows, _read_claims(connection, batch))
+    # Rows read are written back by their rowid; new ones inserted.
+    found = [(*row, row_ids[key]) for key, row in decided.rows.items() if key in row_ids]
+    if found:
+        connection.executemany(SQLITE_WRITE_READ_DAYS, found)
+    if len(found) < len(decided.rows):
+        new = {key: row for key, row in decided.rows.items() if key not in row_ids}
+        connection.executemany(SQLITE_WRITE_DAYS, day_params(new))
     if decided.claims:
         connection.executemany(SQLITE_WRITE_CLAIMS, claim_params(decided.claims))
     making = made_reservations(batch, decided.answers)
@@ -253,13 +261,18 @@ def _decide_and_write(
     return decided
 
 
-def _read_days(connection: sqlite3.Connection, batch: list[Consume]) -> dict[DayKey, DayRow]:
+def _read_days(
+    connection: sqlite3.Connection, batch: list[Consume]
+) -> tuple[dict[DayKey, DayRow], dict[DayKey, int]]:
+    """The batch's day rows that exist, and each one's rowid."""
     keys = lock_order(batch)
     found = connection.execute(sqlite_read_days(len(keys)), [part for key in keys for part in key])
-    return {
-        (account_id, service, day): DayRow(used, total, rejected)
-        for account_id, service, day, used, total, rejected in found
-    }
+    rows: dict[DayKey, DayRow] = {}
+    row_ids: dict[DayKey, int] = {}
+    for row_id, account_id, service, day, used, total, rejected in found:
+        rows[account_id, service, day] = DayRow(used, total, rejected)
+        row_ids[account_id, service, day] = row_id
+    return rows, row_ids
 
 
 def _read_claims(connection: sqlite3.Connection, batch: list[Consume]) -> dict[ClaimKey, Answer]:

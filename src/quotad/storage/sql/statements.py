@@ -225,10 +225,23 @@ def _with_keys(stmt: sa.Select[Any], count: int, width: int) -> str:
 
 
 # Cached per number of keys, which a batch's size bounds.
+# SQLite's own key of a row, which the writer's transaction keeps from changing: a row it
+# has read is written back by it, without a search of the primary key's index.
+SQLITE_ROW_ID: sa.ColumnClause[int] = sa.column("rowid", sa.Integer, _selectable=usage_days)
+_COUNTED = tuple(usage_days.c)[len(DAY_KEY) :]
+SQLITE_WRITE_READ_DAYS = sqlite_compiled(
+    usage_days.update()
+    .where(sa.bindparam("rowid") == SQLITE_ROW_ID)
+    .values({column.name: sa.bindparam(column.name) for column in _COUNTED}),
+    (*(column.name for column in _COUNTED), "rowid"),
+)
+
+
 @cache
 def sqlite_read_days(count: int) -> str:
-    """``read_days`` for ``count`` keys, flattened into its parameters."""
-    return _with_keys(read_days(), count, len(DAY_KEY))
+    """``read_days`` for ``count`` keys, flattened into its parameters, each row's
+    ``rowid`` first (``SQLITE_WRITE_READ_DAYS`` writes it back by it)."""
+    return _with_keys(read_days().with_only_columns(SQLITE_ROW_ID, *usage_days.c), count, 3)
 
 
 @cache
