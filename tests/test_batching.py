@@ -455,9 +455,7 @@ async def test_a_sqlite_batch_writes_the_rows_it_read_by_rowid_and_inserts_new_o
         def note(statement: str) -> None:
             if statement.startswith("INSERT INTO usage_days"):
                 sent.append("insert")
-            elif (
-                statement.startswith("UPDATE usage_days") and "= usage_days.rowid" in statement
-            ):
+            elif statement.startswith("UPDATE usage_days") and "= usage_days.rowid" in statement:
                 sent.append("update by rowid")
 
         await writer.transaction(lambda connection: connection.set_trace_callback(note))
