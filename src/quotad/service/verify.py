@@ -675,9 +675,9 @@ class _Owner(NamedTuple):
 
 class _Shown(NamedTuple):
     """What a verdict reads of one limit's slot, looked up once per prepared call: the
-    slot's index, the slot, the limit's shown name and service, the limit, whether it is
-    hard (no overage, never a shadow refusal), its window's end and start (None for a
-    rate), and ``window_seconds``."""
+    slot's index (``at``), the slot, the limit's shown name and service, the limit, whether
+    it is hard (no overage, never a shadow refusal), its window's end and start (None for
+    a rate), and its ``window_seconds``."""
 
     at: int
     slot: Slot
@@ -818,6 +818,7 @@ def _prepare(
 
 
 def _shown(index: int, slot: Slot, owner: _Owner | None) -> _Shown:
+    """The ``_Shown`` of the limit that ``owner`` decides with slot ``index``."""
     assert owner is not None  # noqa: S101 - ``order`` holds the slots with a limit
     limit, span = owner.limit, owner.span
     hard = limit.mode is Mode.HARD
@@ -1084,7 +1085,7 @@ def _state(
     granted: bool,
 ) -> LimitState:
     """Where a soft or shadow limit stands after the consume, its counter ``before`` and
-    ``after`` it (a hard one's state is built in ``_verdict``)."""
+    ``after`` it (a hard one's state is built in ``_limit_states``)."""
     mode = limit.mode
     excess = 0
     if end is None:  # a rate
