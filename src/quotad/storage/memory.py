@@ -53,7 +53,7 @@ from quotad.storage.memory_reservations import MemoryReservations
 
 _UsageKey = tuple[str, str, date]
 _USED, _TOTAL, _REJECTED = 0, 1, 2
-_new_outcome = tuple.__new__  # builds a ConsumeOutcome without its Python-level __new__
+_new = tuple.__new__  # builds a named tuple (a ConsumeOutcome, a Slot) without its Python __new__
 
 
 class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
@@ -310,7 +310,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         """Add ``cost`` within ``total``, all or nothing (and make ``hold``'s reservation
         with a grant: nothing runs between the two)."""
         if extra or day_mode != HARD or (hold is not None and claim is not None):
-            slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
+            first = _new(Slot, (service, day.isoformat(), total, day_mode, cost, 0))
+            slots = (first, *extra)
             outcome = self._consume_slots(account_id, day, slots, claim, now)
             if hold is not None and outcome.granted and not outcome.replayed:
                 await self._make(hold, account_id, day, slots, outcome.before, outcome.after)
@@ -331,16 +332,12 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             used = row[0] + cost
             if used <= total:
                 row[0] = used
-                granted = _new_outcome(
-                    ConsumeOutcome, (True, used, total, day, False, (), -1, 0, ())
-                )
+                granted = _new(ConsumeOutcome, (True, used, total, day, False, (), -1, 0, ()))
                 if hold is None:
                     return granted
             else:
                 row[2] += 1
-                return _new_outcome(
-                    ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0, ())
-                )
+                return _new(ConsumeOutcome, (False, row[0], total, day, False, (), 0, 0, ()))
         finally:
             lock.release()
         # A grant with a hold: its reservation, before anything else can run.
@@ -391,27 +388,33 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     ) -> ConsumeOutcome:
         """Limits v2: every slot decided together, all or nothing (``limits.decide``)."""
         now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
-        row_of = self._row
-        with self._lock:
+        row_of, cells = self._row, self._cells
+        lock = self._lock
+        lock.acquire()  # not ``with``: see ``consume``
+        try:
             if claim is not None:
                 seen = self._idempotency.get((account_id, claim.key))
                 if seen is not None and (now is None or seen[0].expires_at > now):
                     if seen[0].fingerprint != claim.fingerprint:
                         raise Conflict("Idempotency-Key was used with a different request")
                     return seen[1]._replace(replayed=True, before=(), at_us=now_us, after=())
-            rows = [row_of(account_id, slot) for slot in slots]
+            # Each slot's counter as ``_row`` finds it, the stored ones without a call.
+            rows = [
+                cells.get((account_id, slot[0], slot[1])) or row_of(account_id, slot)
+                for slot in slots
+            ]
             before = tuple([row[0] for row in rows])
             refused, after = decide(before, slots, now_us)
             if refused < 0:
-                for index, row in enumerate(rows):
-                    row[0] = after[index]
-                    row[1] = slots[index].total
+                for row, value, slot in zip(rows, after, slots, strict=True):
+                    row[0] = value
+                    row[1] = slot[2]  # its total
             else:
-                for index, row in enumerate(rows):
-                    row[1] = slots[index].total
+                for row, slot in zip(rows, slots, strict=True):
+                    row[1] = slot[2]
                     if len(row) == 3:  # a day row: it counts refused calls
                         row[2] += 1
-            outcome: ConsumeOutcome = _new_outcome(
+            outcome: ConsumeOutcome = _new(
                 ConsumeOutcome,
                 (
                     refused < 0,
@@ -428,6 +431,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             if claim is not None:
                 self._idempotency[(account_id, claim.key)] = (claim, outcome)
             return outcome
+        finally:
+            lock.release()
 
     async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
         """Counters by (name, period), 0 where absent."""

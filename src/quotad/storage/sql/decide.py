@@ -76,8 +76,9 @@ class SlotConsume(Consume):
     keys: tuple[DayKey, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.row_key = (self.account_id, self.service, self.day.isoformat())
-        self.keys = tuple((self.account_id, slot.name, slot.period) for slot in self.slots)
+        account_id = self.account_id
+        self.row_key = (account_id, self.service, self.day.isoformat())
+        self.keys = tuple([(account_id, slot[0], slot[1]) for slot in self.slots])  # name, period
 
 
 class Decision(NamedTuple):
@@ -172,31 +173,36 @@ def decide_slots(
         return SlotsDecision(replay.answer, None, None)
     slots = request.slots
     at = now_us(request)
-    before = tuple(0 if row is None else row[0] for row in rows)
+    before = tuple([0 if row is None else row[0] for row in rows])
     refused, values = limits.decide(before, slots, at)  # one pass: refusal and values
-    after: list[DayRow] = []
     if refused < 0:
-        for row, slot, value in zip(rows, slots, values, strict=True):
-            after.append(DayRow(value, slot.total, 0 if row is None else row[2]))
+        after = [
+            _new(DayRow, (value, slot[2], 0 if row is None else row[2]))  # slot[2]: its total
+            for row, slot, value in zip(rows, slots, values, strict=True)
+        ]
     else:
+        values = list(before)
+        after = []
         for row, slot, value in zip(rows, slots, before, strict=True):
             rejected = 0 if row is None else row[2]
             after.append(DayRow(value, slot.total, rejected + 1 if is_day_row(slot) else rejected))
-    first = after[0]
-    outcome = ConsumeOutcome(
-        refused < 0,
-        first.used,
-        first.total,
-        request.day,
-        False,
-        before,
-        refused,
-        at,
-        tuple(row.used for row in after),  # verify need not decide again
+    outcome = _new(
+        ConsumeOutcome,
+        (
+            refused < 0,
+            values[0],
+            slots[0][2],
+            request.day,
+            False,
+            before,
+            refused,
+            at,
+            tuple(values),  # verify need not decide again
+        ),
     )
     claim = request.claim
     remember = None if claim is None else Answer(claim.fingerprint, claim.expires_at, outcome)
-    return SlotsDecision(outcome, after, remember)
+    return _new(SlotsDecision, (outcome, after, remember))
 
 
 class Decided(NamedTuple):
