@@ -77,3 +77,16 @@ async def test_ended_blocks_are_not_kept_until_their_deadline() -> None:
     await asyncio.sleep(0)  # each has begun its block
     assert deadline.held <= 11
     await asyncio.gather(*running)
+
+
+async def test_a_block_still_in_flight_does_not_keep_the_blocks_ended_after_it() -> None:
+    """Blocks that end are let go even while an older one runs on (one slow or not yet
+    resumed verify kept every later one until its own end)."""
+    deadline = Deadline(30.0)
+    slow = asyncio.create_task(guarded(deadline, asyncio.sleep(0.2)))
+    await asyncio.sleep(0)  # it has begun its block
+    for _ in range(1000):
+        await guarded(deadline, asyncio.sleep(0))
+    assert deadline.held == 1
+    await slow
+    assert deadline.held == 0

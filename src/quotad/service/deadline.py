@@ -3,7 +3,7 @@
 ``asyncio.timeout`` schedules and cancels a timer handle per call, which cost about a
 tenth of an HTTP verify's throughput. Every verify of a node waits for the store at most
 the same time (``store_timeout_ms``), so their deadlines arrive in the order the verifies
-began: they queue in a deque, and one timer, at most every ``granularity`` seconds,
+began: they are kept in that order, and one timer, at most every ``granularity`` seconds,
 cancels the verifies still running past theirs. A verify is so stopped between its
 deadline and ``granularity`` later.
 """
@@ -11,7 +11,7 @@ deadline and ``granularity`` later.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict
 from types import TracebackType
 
 
@@ -29,31 +29,29 @@ class Deadline:
         self.seconds = seconds
         self._granularity = granularity
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[Watch] = deque()
+        # The blocks in flight, oldest first: each leaves as it ends. (Not a queue whose
+        # ended blocks are dropped from the front: one block held up, say a task the loop
+        # has not resumed yet, kept every block after it, tens of thousands a second, for
+        # the collector to walk.)
+        self._running: OrderedDict[Watch, None] = OrderedDict()
         self._armed = False
 
     @property
     def held(self) -> int:
-        """How many blocks it keeps: those still running, and some just ended."""
-        return len(self._queue)
+        """How many blocks it keeps: those still running."""
+        return len(self._running)
 
     def watch(self) -> Watch:
         """Watch the current task until the ``with`` block the ``Watch`` guards ends."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._loop, self._queue, self._armed = loop, deque(), False
+            self._loop, self._running, self._armed = loop, OrderedDict(), False
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - a coroutine always runs in a task here
             msg = "a deadline needs a task"
             raise RuntimeError(msg)
-        queue = self._queue
-        # Blocks end in about the order they began: drop those already over from the
-        # front, so the queue holds what is in flight, not every block of the last
-        # ``seconds`` (at thousands a second, a long deadline kept millions alive).
-        while queue and queue[0].task is None:
-            queue.popleft()
-        watch = Watch(loop.time() + self.seconds, task)
-        queue.append(watch)
+        watch = Watch(loop.time() + self.seconds, task, self._running)
+        self._running[watch] = None
         if not self._armed:
             self._arm(watch.deadline)
         return watch
@@ -67,25 +65,30 @@ class Deadline:
         self._armed = False
         assert self._loop is not None  # noqa: S101 - scheduled by _arm only
         now = self._loop.time()
-        queue = self._queue
-        while queue and queue[0].deadline <= now:
-            watch = queue.popleft()
+        running = self._running
+        while running:
+            watch = next(iter(running))  # the oldest (an OrderedDict finds it at once)
+            if watch.deadline > now:
+                self._arm(watch.deadline)
+                return
+            del running[watch]
             task = watch.task
             if task is not None:
                 watch.expired = True
                 task.cancel()
-        if queue:
-            self._arm(queue[0].deadline)
 
 
 class Watch:
     """One block's deadline (see ``Deadline``); its ``with`` turns our cancellation into
     ``TimeoutError``, as ``asyncio.timeout`` does."""
 
-    __slots__ = ("cancelling", "deadline", "expired", "task")
+    __slots__ = ("cancelling", "deadline", "expired", "running", "task")
 
-    def __init__(self, deadline: float, task: asyncio.Task[object]) -> None:
+    def __init__(
+        self, deadline: float, task: asyncio.Task[object], running: OrderedDict[Watch, None]
+    ) -> None:
         self.deadline = deadline
+        self.running = running  # its deadline's blocks in flight, which it leaves on exit
         # Dropped when the block ends: a finished task kept alive until its deadline
         # would keep its whole request in memory that long, for the collector to walk.
         self.task: asyncio.Task[object] | None = task
@@ -102,6 +105,7 @@ class Watch:
         traceback: TracebackType | None,
     ) -> None:
         task, self.task = self.task, None
+        self.running.pop(self, None)
         # As asyncio.timeout: our own cancellation is taken back, and the block's
         # CancelledError is ours only when no other cancellation is pending.
         if (
