@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
 import pytest
 
 from quotad.api.app import create_app
+from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import parse_limits
 from quotad.domain.models import Quota
 from quotad.errors import StorageError
 from quotad.service import maintenance, reservations
 from quotad.service.context import Context
-from quotad.storage import Stores
+from quotad.storage import Stores, memory_reservations
+from quotad.storage.memory import MemoryStore
 from quotad.testing import FakeClock
 from tests.conftest import OPERATOR, Deployment, make_settings
 from tests.nodes import three_nodes
@@ -555,3 +558,30 @@ async def test_settled_reservations_are_deleted_once_their_claims_are_forgotten(
     clock.advance(days=reservations.REPLAY_DAYS, seconds=1)
     await maintenance.purge_once(ctx)
     assert await ctx.stores.credits.get_reservation(pending) is None
+
+
+@pytest.mark.memory
+async def test_a_memory_store_keeps_only_its_newest_settled_reservations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_SETTLED, a memory store drops its oldest settled reservation (as the upkeep
+    drops one 60 days old), so a steady rate of reserves does not fill its memory; pending
+    reservations are never dropped."""
+    monkeypatch.setattr(memory_reservations, "MAX_SETTLED", 3)
+    store = MemoryStore()
+    now = datetime.now(UTC)
+
+    def pending(ident: str) -> Reservation:
+        day, expires = now.date(), now + timedelta(minutes=5)
+        return Reservation(ident, "acme", None, (("insights", 1),), day, (), {}, 0, now, expires)
+
+    settled = [f"rsv_{n}" for n in range(5)]
+    await store.create_reservation(pending("rsv_open"))
+    for ident in settled:
+        await store.create_reservation(pending(ident))
+        done = pending(ident).settled_as(ReservationStatus.COMMITTED, 1, 0, now)
+        assert await store.finish_reservation(done, now)
+    kept = [await store.get_reservation(ident) for ident in settled]
+    assert [found is not None for found in kept] == [False, False, True, True, True]
+    assert all(found.status is ReservationStatus.COMMITTED for found in kept if found)
+    assert await store.get_reservation("rsv_open") is not None

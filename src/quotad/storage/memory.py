@@ -734,7 +734,9 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             for account_id in sorted(self._grants)
             for grant in sorted(self._grants[account_id].values(), key=lambda g: g.id)
         ]
-        items += [self._reservations[ident][0] for ident in sorted(self._reservations)]
+        kept = {ident: found[0] for ident, found in self._reservations.items()}
+        kept.update(self._settled)
+        items += [kept[ident] for ident in sorted(kept)]
         return items
 
     async def restore(self, items: AsyncIterable[DumpItem]) -> None:
@@ -769,6 +771,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_claims",
                 "_grants",
                 "_reservations",
+                "_settled",
             ):
                 setattr(self, name, getattr(staged, name))
 
@@ -865,9 +868,9 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 raise Conflict(f"the dump holds grant {item.id!r} twice")
             grants[item.id] = item
         else:
-            if item.id in self._reservations:
+            if item.id in self._reservations or item.id in self._settled:
                 raise Conflict(f"the dump holds reservation {item.id!r} twice")
-            self._reservations[item.id] = (item, None, None)  # unclaimed: any node settles it
+            self._keep(item)  # unclaimed: any node settles it
 
 
 def _note(history: list[TotalChange], change: TotalChange) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from datetime import datetime
 
 from quotad.domain.credits import Reservation, ReservationStatus
@@ -55,24 +56,47 @@ def with_intent(reservation: Reservation, claim: str) -> Reservation:
     return reservation._replace(status=intent[0], committed=intent[1])
 
 
+# How many settled reservations a memory store keeps: the newest. An older one is dropped,
+# as the SQL stores' upkeep drops one 60 days past its deadline (a commit or cancel of it
+# is then a 404). Without a bound, a steady rate of reserves would fill the process's
+# memory long before 60 days (at 1,000 a second, 5 billion of them), and every one kept
+# made the garbage collector's full passes longer.
+MAX_SETTLED = 10_000
+
+
 class MemoryReservations:
     """Reservations of the store (``CreditStore``)."""
 
     def __init__(self) -> None:
         self._reservations_lock = threading.Lock()
-        # id -> (reservation, claim, claimed until)
+        # Pending: id -> (reservation, claim, claimed until); settled: id -> reservation,
+        # oldest settled first (at most ``MAX_SETTLED``).
         self._reservations: dict[str, tuple[Reservation, str | None, datetime | None]] = {}
+        self._settled: OrderedDict[str, Reservation] = OrderedDict()
 
     async def create_reservation(self, reservation: Reservation) -> None:
         """Store a pending reservation (kept as it is if one of its id exists: a replay)."""
         with self._reservations_lock:
-            self._reservations.setdefault(reservation.id, (reservation, None, None))
+            if reservation.id not in self._settled:
+                self._reservations.setdefault(reservation.id, (reservation, None, None))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         """The reservation with this id."""
         with self._reservations_lock:
             found = self._reservations.get(reservation_id)
-        return None if found is None else found[0]
+            return found[0] if found is not None else self._settled.get(reservation_id)
+
+    def _keep(self, reservation: Reservation) -> None:
+        """Store a reservation, unclaimed (its lock held): settled, among the settled ones
+        (the oldest settled one dropped past ``MAX_SETTLED``)."""
+        if reservation.status is ReservationStatus.PENDING:
+            self._reservations[reservation.id] = (reservation, None, None)
+            return
+        self._reservations.pop(reservation.id, None)
+        settled = self._settled
+        settled[reservation.id] = reservation
+        if len(settled) > MAX_SETTLED:
+            settled.popitem(last=False)
 
     async def claim_reservation(
         self, reservation_id: str, claim: str, now: datetime, until: datetime
@@ -113,7 +137,7 @@ class MemoryReservations:
                 return False
             if found[0].status is not ReservationStatus.PENDING:
                 return False
-            self._reservations[reservation.id] = (reservation, None, None)
+            self._keep(reservation)
         return True
 
     async def finish_reservation(self, reservation: Reservation, now: datetime) -> bool:
@@ -125,18 +149,13 @@ class MemoryReservations:
             stored = found[0]
             if stored.status is not ReservationStatus.PENDING or stored.expires_at <= now:
                 return False
-            self._reservations[reservation.id] = (reservation, None, None)
+            self._keep(reservation)
         return True
 
     async def purge_reservations(self, before: datetime) -> int:
         """Delete settled reservations whose deadline was before ``before``."""
         with self._reservations_lock:
-            gone = [
-                reservation_id
-                for reservation_id, (reservation, _, _) in self._reservations.items()
-                if reservation.status is not ReservationStatus.PENDING
-                and reservation.expires_at < before
-            ]
+            gone = [ident for ident, kept in self._settled.items() if kept.expires_at < before]
             for reservation_id in gone:
-                del self._reservations[reservation_id]
+                del self._settled[reservation_id]
         return len(gone)
