@@ -214,9 +214,11 @@ class Consumes:
             created_keys = {tuple(row) for row in created} if claims else set()
         rows: dict[DayKey, DayRow] = {}
         row_ids: dict[DayKey, str] = {}
-        for row_id, a, s, d, used, total, rejected in await conn.execute(self._lock_days, keys):
-            rows[a, s, d] = DayRow(int(used), int(total), int(rejected))
-            row_ids[a, s, d] = row_id
+        ordered = list(totals)
+        for row_id, used, total, rejected, position in await conn.execute(self._lock_days, keys):
+            key = ordered[position - 1]
+            rows[key] = DayRow(used, total, rejected)
+            row_ids[key] = row_id
         if existing and len(rows) < len(totals):
             raise _Missing
         seen: dict[ClaimKey, Answer] = {}

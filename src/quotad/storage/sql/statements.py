@@ -27,6 +27,7 @@ from quotad.storage.sql.decide import Answer, ClaimKey, DayKey, DayRow
 from quotad.storage.sql.rows import from_micros, to_micros
 
 DAY_KEY = (usage_days.c.account_id, usage_days.c.service, usage_days.c.day)
+DAY_COUNTS = tuple(usage_days.c)[len(DAY_KEY) :]  # a day row's columns after its key
 CLAIM_KEY = (idempotency.c.account_id, idempotency.c.key)
 # The written rows' parameters, in the tables' column order (the key first), which
 # ``day_params`` and ``claim_params`` follow.
@@ -116,14 +117,19 @@ class TID(sa.types.UserDefinedType[str]):
 def pg_lock_days() -> sa.Select[Any]:
     """Read and lock the day rows of the batch's keys (rows that start with
     ``account_id``, ``service`` and ``day``), in the one lock order every node follows:
-    each row's ``ROW_ID`` (as text), then its columns in ``DAY_COLUMNS`` order."""
-    keys = unnested(DAY_KEY)
-    wanted = sa.select(*(keys.c[column.name] for column in DAY_KEY))
+    each row's ``ROW_ID`` (as text), ``used``, ``total``, ``rejected``, and the position of
+    its key in the batch (from 1), rather than the key itself."""
+    batch = sa.func.jsonb_array_elements(sa.cast(_BATCH, pg_dialect.JSONB))
+    item = batch.table_valued("value", with_ordinality="position").render_derived(name="item")
+    field = (item.c.value.op("->>")(sa.literal_column(str(i))) for i in range(len(DAY_KEY)))
+    key = (sa.cast(value, sa.String) for value in field)
     return (
-        sa.select(sa.cast(ROW_ID, sa.String), *usage_days.c)
-        .where(sa.tuple_(*DAY_KEY).in_(wanted))
+        sa.select(sa.cast(ROW_ID, sa.String), *DAY_COUNTS, item.c.position)
+        .select_from(
+            usage_days.join(item, sa.and_(*(c == v for c, v in zip(DAY_KEY, key, strict=True))))
+        )
         .order_by(*DAY_KEY)
-        .with_for_update()
+        .with_for_update(of=usage_days)
     )
 
 
@@ -136,12 +142,11 @@ def pg_write_days() -> Any:
 def pg_write_locked_days() -> Any:
     """Store the values of day rows this transaction has locked (rows of their ``ROW_ID``
     then their columns after the key): found by address, not by a search of the key."""
-    counted = tuple(usage_days.c)[len(DAY_KEY) :]
-    rows = unnested((sa.column("row_id", sa.String), *counted))
+    rows = unnested((sa.column("row_id", sa.String), *DAY_COUNTS))
     return (
         usage_days.update()
         .where(sa.cast(rows.c.row_id, TID) == ROW_ID)
-        .values({column.name: rows.c[column.name] for column in counted})
+        .values({column.name: rows.c[column.name] for column in DAY_COUNTS})
     )
 
 
@@ -228,12 +233,11 @@ def _with_keys(stmt: sa.Select[Any], count: int, width: int) -> str:
 # SQLite's own key of a row, which the writer's transaction keeps from changing: a row it
 # has read is written back by it, without a search of the primary key's index.
 SQLITE_ROW_ID: sa.ColumnClause[int] = sa.column("rowid", sa.Integer, _selectable=usage_days)
-_COUNTED = tuple(usage_days.c)[len(DAY_KEY) :]
 SQLITE_WRITE_READ_DAYS = sqlite_compiled(
     usage_days.update()
     .where(sa.bindparam("rowid") == SQLITE_ROW_ID)
-    .values({column.name: sa.bindparam(column.name) for column in _COUNTED}),
-    (*(column.name for column in _COUNTED), "rowid"),
+    .values({column.name: sa.bindparam(column.name) for column in DAY_COUNTS}),
+    (*(column.name for column in DAY_COUNTS), "rowid"),
 )
 
 
