@@ -498,6 +498,14 @@ def advanced(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> list[
     return decide(values, slots, now_us)[1]
 
 
+def with_day_row(
+    service: str, day: date, total: int, mode: int, cost: int, extra: tuple[Slot, ...]
+) -> tuple[Slot, ...]:
+    """A consume's slots: its day row (``service`` on ``day``, within ``total``), then
+    ``extra``. (Built without the named tuple's keyword ``__new__``: once per consume.)"""
+    return (tuple.__new__(Slot, (service, day.isoformat(), total, mode, cost, 0)), *extra)
+
+
 def is_day_row(slot: Slot) -> bool:
     """Whether ``slot`` is a service's day row (where refused calls are counted)."""
     return "." not in slot.name

@@ -29,7 +29,7 @@ from quotad.domain.dump import (
     Setting,
     WindowCounter,
 )
-from quotad.domain.limits import HARD, Limits, Slot, decide, is_day_row
+from quotad.domain.limits import HARD, Limits, Slot, decide, is_day_row, with_day_row
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -310,8 +310,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         """Add ``cost`` within ``total``, all or nothing (and make ``hold``'s reservation
         with a grant: nothing runs between the two)."""
         if extra or day_mode != HARD or (hold is not None and claim is not None):
-            first = _new(Slot, (service, day.isoformat(), total, day_mode, cost, 0))
-            slots = (first, *extra)
+            slots = with_day_row(service, day, total, day_mode, cost, extra)
             outcome = self._consume_slots(account_id, day, slots, claim, now)
             if hold is not None and outcome.granted and not outcome.replayed:
                 await self._make(hold, account_id, day, slots, outcome.before, outcome.after)

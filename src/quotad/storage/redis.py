@@ -83,7 +83,7 @@ from redis.crc import key_slot
 
 from quotad.domain.credits import Hold
 from quotad.domain.dump import DumpItem
-from quotad.domain.limits import HARD, RATE_PERIOD, Slot, decide, is_day_row
+from quotad.domain.limits import HARD, RATE_PERIOD, Slot, decide, is_day_row, with_day_row
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -526,7 +526,7 @@ class RedisCounters:
         # A negative cost (a give-back) goes as a v2 line too: the version-1 line's
         # pattern reads unsigned costs only, and a line it cannot read fails its batch.
         if extra or day_mode != HARD or cost < 0:
-            slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
+            slots = with_day_row(service, day, total, day_mode, cost, extra)
             return await self._consume_slots(account_id, day, slots, claim, now)
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from quotad.domain.credits import Hold
-from quotad.domain.limits import HARD, Slot
+from quotad.domain.limits import HARD, Slot, with_day_row
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -81,7 +81,7 @@ class SqlCounters:
         ``batch=False``); a grant with a ``hold`` inserts its reservation in the same
         transaction."""
         if extra or day_mode != HARD or hold is not None:
-            slots = (Slot(service, day.isoformat(), total, day_mode, cost), *extra)
+            slots = with_day_row(service, day, total, day_mode, cost, extra)
             return await self._consumes.consume(
                 SlotConsume(account_id, service, day, cost, total, claim, now, slots, hold)
             )
