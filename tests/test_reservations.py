@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from quotad.api.app import create_app
-from quotad.domain.credits import Reservation, ReservationStatus
+from quotad.domain.credits import Hold, Reservation, ReservationStatus
 from quotad.domain.limits import parse_limits
 from quotad.domain.models import Quota
 from quotad.errors import StorageError
@@ -561,27 +561,36 @@ async def test_settled_reservations_are_deleted_once_their_claims_are_forgotten(
 
 
 @pytest.mark.memory
-async def test_a_memory_store_keeps_only_its_newest_settled_reservations(
+async def test_a_memory_store_keeps_only_its_newest_settled_reservations_of_consumes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past MAX_SETTLED, a memory store drops its oldest settled reservation (as the upkeep
-    drops one 60 days old), so a steady rate of reserves does not fill its memory; pending
-    reservations are never dropped."""
+    """Past MAX_SETTLED, a memory store drops its oldest settled reservation made by a
+    verify's consume (as the upkeep drops one 60 days old), so a steady rate of reserves
+    does not fill its memory; one made under an Idempotency-Key (which a replay answers)
+    and pending ones are kept."""
     monkeypatch.setattr(memory_reservations, "MAX_SETTLED", 3)
     store = MemoryStore()
     now = datetime.now(UTC)
-
-    def pending(ident: str) -> Reservation:
-        day, expires = now.date(), now + timedelta(minutes=5)
-        return Reservation(ident, "acme", None, (("insights", 1),), day, (), {}, 0, now, expires)
-
-    settled = [f"rsv_{n}" for n in range(5)]
-    await store.create_reservation(pending("rsv_open"))
-    for ident in settled:
-        await store.create_reservation(pending(ident))
-        done = pending(ident).settled_as(ReservationStatus.COMMITTED, 1, 0, now)
-        assert await store.finish_reservation(done, now)
-    kept = [await store.get_reservation(ident) for ident in settled]
-    assert [found is not None for found in kept] == [False, False, True, True, True]
-    assert all(found.status is ReservationStatus.COMMITTED for found in kept if found)
-    assert await store.get_reservation("rsv_open") is not None
+    expires = now + timedelta(minutes=5)
+    replayable = Reservation(
+        "rsv_key", "acme", None, (("insights", 1),), now.date(), (), {}, 0, now, expires
+    )
+    await store.create_reservation(replayable)  # as a reserve with an Idempotency-Key
+    done = replayable.settled_as(ReservationStatus.COMMITTED, 1, 0, now)
+    assert await store.finish_reservation(done, now)
+    made = []
+    for n in range(6):
+        hold = Hold(f"rsv_{n}", (("insights", 1),), now, expires)
+        outcome = await store.consume("acme", "insights", now.date(), 1, 100, now=now, hold=hold)
+        assert outcome.granted
+        assert hold.made is not None
+        made.append(hold.made)
+    for reservation in made[:5]:  # the last stays pending
+        settled = reservation.settled_as(ReservationStatus.COMMITTED, 1, 0, now)
+        assert await store.finish_reservation(settled, now)
+    kept = [await store.get_reservation(reservation.id) for reservation in made]
+    assert [found is not None for found in kept] == [False, False, True, True, True, True]
+    assert [found.status for found in kept[2:] if found] == [ReservationStatus.COMMITTED] * 3 + [
+        ReservationStatus.PENDING
+    ]
+    assert await store.get_reservation("rsv_key") == done

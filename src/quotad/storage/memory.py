@@ -313,7 +313,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             slots = with_day_row(service, day, total, day_mode, cost, extra)
             outcome = self._consume_slots(account_id, day, slots, claim, now)
             if hold is not None and outcome.granted and not outcome.replayed:
-                await self._make(hold, account_id, day, slots, outcome.before, outcome.after)
+                self._make(hold, account_id, day, slots, outcome.before, outcome.after)
             return outcome
         if claim is not None:
             return self._consume_claimed(account_id, service, day, cost, total, claim, now)
@@ -341,10 +341,10 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             lock.release()
         # A grant with a hold: its reservation, before anything else can run.
         slot = Slot(service, day.isoformat(), total, HARD, cost)
-        await self._make(hold, account_id, day, (slot,), (used - cost,), (used,))
+        self._make(hold, account_id, day, (slot,), (used - cost,), (used,))
         return granted
 
-    async def _make(
+    def _make(
         self,
         hold: Hold,
         account_id: str,
@@ -355,7 +355,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     ) -> None:
         """Store the reservation ``hold`` makes of a grant (nothing awaited before it)."""
         made = hold.reservation_of(account_id, day, slots, before, after)
-        await self.create_reservation(made)
+        self._create_made(made)
         hold.made = made
 
     def _row(self, account_id: str, slot: Slot) -> list[int]:
@@ -735,6 +735,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         ]
         kept = {ident: found[0] for ident, found in self._reservations.items()}
         kept.update(self._settled)
+        kept.update(self._recent)
         items += [kept[ident] for ident in sorted(kept)]
         return items
 
@@ -771,6 +772,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_grants",
                 "_reservations",
                 "_settled",
+                "_recent",
+                "_from_consumes",
             ):
                 setattr(self, name, getattr(staged, name))
 
@@ -867,7 +870,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 raise Conflict(f"the dump holds grant {item.id!r} twice")
             grants[item.id] = item
         else:
-            if item.id in self._reservations or item.id in self._settled:
+            if item.id in self._reservations or item.id in self._settled or item.id in self._recent:
                 raise Conflict(f"the dump holds reservation {item.id!r} twice")
             self._keep(item)  # unclaimed: any node settles it
 

@@ -56,11 +56,14 @@ def with_intent(reservation: Reservation, claim: str) -> Reservation:
     return reservation._replace(status=intent[0], committed=intent[1])
 
 
-# How many settled reservations a memory store keeps: the newest. An older one is dropped,
-# as the SQL stores' upkeep drops one 60 days past its deadline (a commit or cancel of it
-# is then a 404). Without a bound, a steady rate of reserves would fill the process's
-# memory long before 60 days (at 1,000 a second, 5 billion of them), and every one kept
-# made the garbage collector's full passes longer.
+# How many settled reservations a memory store keeps of those a verify's consume made (a
+# reserve without an Idempotency-Key): the newest. An older one is dropped, as the SQL
+# stores' upkeep drops one 60 days past its deadline (a commit or cancel of it is then a
+# 404). Without a bound, a steady rate of reserves would fill the process's memory long
+# before 60 days (at 1,000 a second, 5 billion of them), and every one kept made the
+# garbage collector's full passes longer. A reservation made under an Idempotency-Key is
+# kept the 60 days: a replay of its verify answers it for as long as the key lasts, and
+# one dropped early would be made afresh and its cost given back twice.
 MAX_SETTLED = 10_000
 
 
@@ -69,34 +72,56 @@ class MemoryReservations:
 
     def __init__(self) -> None:
         self._reservations_lock = threading.Lock()
-        # Pending: id -> (reservation, claim, claimed until); settled: id -> reservation,
-        # oldest settled first (at most ``MAX_SETTLED``).
+        # Pending: id -> (reservation, claim, claimed until), and which of them a verify's
+        # consume made; settled: id -> reservation, those a consume made apart (the
+        # newest ``MAX_SETTLED``, oldest first).
         self._reservations: dict[str, tuple[Reservation, str | None, datetime | None]] = {}
-        self._settled: OrderedDict[str, Reservation] = OrderedDict()
+        self._from_consumes: set[str] = set()
+        self._settled: dict[str, Reservation] = {}
+        self._recent: OrderedDict[str, Reservation] = OrderedDict()
 
     async def create_reservation(self, reservation: Reservation) -> None:
         """Store a pending reservation (kept as it is if one of its id exists: a replay)."""
         with self._reservations_lock:
-            if reservation.id not in self._settled:
-                self._reservations.setdefault(reservation.id, (reservation, None, None))
+            self._create(reservation)
+
+    def _create(self, reservation: Reservation) -> bool:
+        ident = reservation.id
+        if ident in self._settled or ident in self._recent or ident in self._reservations:
+            return False
+        self._reservations[ident] = (reservation, None, None)
+        return True
+
+    def _create_made(self, reservation: Reservation) -> None:
+        """Store the pending reservation a verify's consume made (no replay asks for it)."""
+        with self._reservations_lock:
+            if self._create(reservation):
+                self._from_consumes.add(reservation.id)
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         """The reservation with this id."""
         with self._reservations_lock:
             found = self._reservations.get(reservation_id)
-            return found[0] if found is not None else self._settled.get(reservation_id)
+            if found is not None:
+                return found[0]
+            return self._settled.get(reservation_id) or self._recent.get(reservation_id)
 
     def _keep(self, reservation: Reservation) -> None:
         """Store a reservation, unclaimed (its lock held): settled, among the settled ones
-        (the oldest settled one dropped past ``MAX_SETTLED``)."""
+        (one a consume made among the newest ``MAX_SETTLED``, the oldest dropped)."""
+        ident = reservation.id
         if reservation.status is ReservationStatus.PENDING:
-            self._reservations[reservation.id] = (reservation, None, None)
+            self._reservations[ident] = (reservation, None, None)
             return
-        self._reservations.pop(reservation.id, None)
-        settled = self._settled
-        settled[reservation.id] = reservation
-        if len(settled) > MAX_SETTLED:
-            settled.popitem(last=False)
+        self._reservations.pop(ident, None)
+        if ident not in self._from_consumes:
+            self._settled[ident] = reservation
+            return
+        self._from_consumes.discard(ident)
+        recent = self._recent
+        recent[ident] = reservation
+        if len(recent) > MAX_SETTLED:
+            recent.popitem(last=False)
 
     async def claim_reservation(
         self, reservation_id: str, claim: str, now: datetime, until: datetime
@@ -154,8 +179,11 @@ class MemoryReservations:
 
     async def purge_reservations(self, before: datetime) -> int:
         """Delete settled reservations whose deadline was before ``before``."""
+        gone = 0
         with self._reservations_lock:
-            gone = [ident for ident, kept in self._settled.items() if kept.expires_at < before]
-            for reservation_id in gone:
-                del self._settled[reservation_id]
-        return len(gone)
+            for settled in (self._settled, self._recent):
+                old = [ident for ident, kept in settled.items() if kept.expires_at < before]
+                for reservation_id in old:
+                    del settled[reservation_id]
+                gone += len(old)
+        return gone
