@@ -387,21 +387,15 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     ) -> ConsumeOutcome:
         """Limits v2: every slot decided together, all or nothing (``limits.decide``)."""
         now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
-        row_of, cells = self._row, self._cells
-        lock = self._lock
-        lock.acquire()  # not ``with``: see ``consume``
-        try:
+        row_of = self._row
+        with self._lock:
             if claim is not None:
                 seen = self._idempotency.get((account_id, claim.key))
                 if seen is not None and (now is None or seen[0].expires_at > now):
                     if seen[0].fingerprint != claim.fingerprint:
                         raise Conflict("Idempotency-Key was used with a different request")
                     return seen[1]._replace(replayed=True, before=(), at_us=now_us, after=())
-            # Each slot's counter as ``_row`` finds it, the stored ones without a call.
-            rows = [
-                cells.get((account_id, slot[0], slot[1])) or row_of(account_id, slot)
-                for slot in slots
-            ]
+            rows = [row_of(account_id, slot) for slot in slots]
             before = tuple([row[0] for row in rows])
             refused, after = decide(before, slots, now_us)
             if refused < 0:
@@ -430,8 +424,6 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             if claim is not None:
                 self._idempotency[(account_id, claim.key)] = (claim, outcome)
             return outcome
-        finally:
-            lock.release()
 
     async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
         """Counters by (name, period), 0 where absent."""
@@ -870,7 +862,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 raise Conflict(f"the dump holds grant {item.id!r} twice")
             grants[item.id] = item
         else:
-            if item.id in self._reservations or item.id in self._settled or item.id in self._recent:
+            if self._known(item.id):
                 raise Conflict(f"the dump holds reservation {item.id!r} twice")
             self._keep(item)  # unclaimed: any node settles it
 

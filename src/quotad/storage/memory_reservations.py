@@ -85,11 +85,14 @@ class MemoryReservations:
         with self._reservations_lock:
             self._create(reservation)
 
+    def _known(self, ident: str) -> bool:
+        """Whether a reservation of this id is kept, pending or settled."""
+        return ident in self._reservations or ident in self._settled or ident in self._recent
+
     def _create(self, reservation: Reservation) -> bool:
-        ident = reservation.id
-        if ident in self._settled or ident in self._recent or ident in self._reservations:
+        if self._known(reservation.id):
             return False
-        self._reservations[ident] = (reservation, None, None)
+        self._reservations[reservation.id] = (reservation, None, None)
         return True
 
     def _create_made(self, reservation: Reservation) -> None:

@@ -76,11 +76,16 @@ def write_days(insert: Insert, rows: sa.Select[Any] | None = None) -> Any:
 _BATCH = sa.bindparam("batch", type_=sa.String)
 
 
+def _batch_items() -> Any:
+    """The rows of the ``batch`` parameter, one JSON array each (``jsonb_array_elements``)."""
+    return sa.func.jsonb_array_elements(sa.cast(_BATCH, pg_dialect.JSONB))
+
+
 def unnested(columns: tuple[sa.ColumnClause[Any], ...]) -> Any:
     """The rows of the ``batch`` parameter (``as_batch``), as a table named ``batch`` with
     ``columns`` (a BIGINT for a BigInteger column, else a VARCHAR), which are each row's
     first values, in order."""
-    item = sa.func.jsonb_array_elements(sa.cast(_BATCH, pg_dialect.JSONB)).column_valued("item")
+    item = _batch_items().column_valued("item")
     values = (
         sa.cast(
             item.op("->>")(sa.literal_column(str(index))),
@@ -119,8 +124,8 @@ def pg_lock_days() -> sa.Select[Any]:
     ``account_id``, ``service`` and ``day``), in the one lock order every node follows:
     each row's ``ROW_ID`` (as text), ``used``, ``total``, ``rejected``, and the position of
     its key in the batch (from 1), rather than the key itself."""
-    batch = sa.func.jsonb_array_elements(sa.cast(_BATCH, pg_dialect.JSONB))
-    item = batch.table_valued("value", with_ordinality="position").render_derived(name="item")
+    item = _batch_items().table_valued("value", with_ordinality="position")
+    item = item.render_derived(name="item")
     field = (item.c.value.op("->>")(sa.literal_column(str(i))) for i in range(len(DAY_KEY)))
     key = (sa.cast(value, sa.String) for value in field)
     return (
