@@ -39,7 +39,7 @@ all or nothing by ``consume.lua``, which mirrors ``limits.fits`` and ``limits.de
 line for line (a change to those is a change to it). A slot moves by what ``decide``
 says, which for a credit slot (SPEC 10) is its take, not its cost: the node journals
 (and an abandoned grant gives back) those moves, recomputed from the values the script
-answers it found (``_moved``). Every key
+answers it found (``_moved``; the caller's verdict reads the same ``after``). Every key
 of an account carries its hash tag, so a multi-slot consume stays in one Cluster slot.
 
 - A window counter other than a day row is a hash like a day's,
@@ -130,21 +130,35 @@ RESTORE_CHUNK = 500  # Idempotency-Key answers restored per script call
 # resends at once; a resend later than this of a verify's consume is past its deadline, and
 # so does nothing anyway.
 REPLAY_SECONDS = 5
+MAX_SHAPES = 4096  # consume lines' shapes kept (per account and slots), then started afresh
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
 
 
+def _settled(slots: tuple[Slot, ...], reply: _Reply) -> list[int]:
+    """Every slot's counter after a granted v2 consume: ``limits.decide`` again over the
+    values the script answers it found (``reply[8:]``) at its clock (``reply[7]``), as
+    the script decided; computed once, when the batch is answered, and then appended to
+    the reply (the caller's ``ConsumeOutcome.after``)."""
+    count = len(slots)
+    if len(reply) > 8 + count:
+        after: list[int] = reply[8 + count]
+        return after
+    before = [int(value) for value in reply[8 : 8 + count]]
+    after = decide(before, slots, int(reply[7]))[1]
+    reply.append(after)
+    return after
+
+
 def _moved(slots: tuple[Slot, ...], reply: _Reply) -> list[int]:
     """What a granted v2 consume moved each slot by (0 for a rate, whose bucket SQL never
-    holds): ``limits.decide`` again over the values the script answers it found
-    (``reply[8:]``) at its clock (``reply[7]``), as the script decided. A credit slot moves
-    by its take and a LEDGER slot by the take before it, never simply by ``cost``."""
-    before = [int(value) for value in reply[8:]]
-    after = decide(before, slots, int(reply[7]))[1]
+    holds): after (``_settled``) less before. A credit slot moves by its take and a
+    LEDGER slot by the take before it, never simply by ``cost``."""
+    after = _settled(slots, reply)
     return [
-        0 if slot.interval else moved - found
-        for slot, found, moved in zip(slots, before, after, strict=True)
+        0 if slot.interval else moved - int(found)
+        for slot, found, moved in zip(slots, reply[8 : 8 + len(slots)], after, strict=True)
     ]
 
 
@@ -190,6 +204,9 @@ class _Consume(NamedTuple):
 
 
 _Reply = list[Any]  # strings and integers, as the script answers
+# A consume line's keys (the first slot's counter and the marker; the other slots') and
+# its slot fields: see RedisCounters._shape.
+_Shape = tuple[tuple[str, str], tuple[str, ...], str]
 
 
 class RedisCounters:
@@ -243,6 +260,7 @@ class RedisCounters:
         self._batch = batch
         self._batcher = self._new_batcher()
         self._slot_batchers: dict[int, Batcher[_Consume, _Reply]] = {}
+        self._shapes: dict[tuple[str, tuple[Slot, ...]], _Shape] = {}
 
     def _new_batcher(self) -> Batcher[_Consume, _Reply]:
         return Batcher(self._consume_batch, in_flight=2, abandoned=self._abandoned)
@@ -612,24 +630,21 @@ class RedisCounters:
         ``at_us``. It goes in the same batch (one script call) as version-1 consumes.
         """
         first = slots[0]
-        keys = [self._counter(account_id, first.name, first.period), self._marker(account_id)]
+        shape = self._shapes.get((account_id, slots))
+        if shape is None:
+            shape = self._shape(account_id, slots)
+        head, rest, fields = shape
         if claim is None:
+            keys = [*head, *rest]
             idem = "- 0 0 0"
         else:
-            keys.append(self._idempotency(account_id, claim.key))
+            keys = [*head, self._idempotency(account_id, claim.key), *rest]
             now_ms = 0 if now is None else int(now.timestamp() * 1000)
             expires_ms = int(claim.expires_at.timestamp() * 1000)
             idem_ttl = max((expires_ms - now_ms) // 1000, 1)
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
-        keys += [self._slot_key(account_id, slot) for slot in slots[1:]]
-        fields = []
-        for slot in slots:
-            kind = "r" if slot.interval else "d" if is_day_row(slot) else "w"
-            fields.append(f"{kind} {slot.mode} {slot.cost} {slot.total} {slot.interval}")
         now_us = 0 if now is None else int(now.timestamp() * 1_000_000)
-        line = (
-            f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {' '.join(fields)} {now_us}"
-        )
+        line = f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {fields} {now_us}"
         request = _Consume(
             account_id, first.name, first.period, first.cost, first.total, claim, keys, line, slots
         )
@@ -641,16 +656,36 @@ class RedisCounters:
         answer = await self._answer(request, now, missing)
         granted, used, stored_total, stored_day = answer[1:5]
         replay = answer[0] == "replay"
+        count = len(slots)
         return ConsumeOutcome(
             int(granted) == 1,
             int(used),
             int(stored_total),
             day if stored_day == first.period else date.fromisoformat(stored_day),
             replay,
-            () if replay else tuple(int(value) for value in answer[8:]),
+            () if replay else tuple([int(value) for value in answer[8 : 8 + count]]),
             int(answer[6]),
             int(answer[7]),
+            tuple(answer[8 + count]) if len(answer) > 8 + count else (),
         )
+
+    def _shape(self, account_id: str, slots: tuple[Slot, ...]) -> _Shape:
+        """The keys and the slot fields of a consume line for ``slots``, kept while the
+        same account consumes the same slots (most verifies: its prepared call's)."""
+        first = slots[0]
+        head = (self._counter(account_id, first.name, first.period), self._marker(account_id))
+        rest = tuple([self._slot_key(account_id, slot) for slot in slots[1:]])
+        fields = " ".join(
+            [
+                f"{'r' if slot.interval else 'd' if is_day_row(slot) else 'w'}"
+                f" {slot.mode} {slot.cost} {slot.total} {slot.interval}"
+                for slot in slots
+            ]
+        )
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        shape = self._shapes[account_id, slots] = (head, rest, fields)
+        return shape
 
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call (all in one slot on a Cluster); note the grants."""
