@@ -17,7 +17,16 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from quotad.domain.limits import HARD, RATE_PERIOD, SOFT, TALLY, Slot, interval_us
+from quotad.domain.limits import (
+    HARD,
+    RATE_PERIOD,
+    SOFT,
+    TALLY,
+    Slot,
+    advanced,
+    interval_us,
+    with_day_row,
+)
 from quotad.domain.models import (
     Account,
     AccountStatus,
@@ -181,6 +190,34 @@ async def test_a_rate_is_decided_on_the_callers_clock_or_redis_time(redis_url: s
             await client.aclose()
         unclocked = await at(None)
         assert abs(unclocked.at_us - server_us) < 5_000_000  # Redis's TIME, not 2024
+    finally:
+        await store.close()
+
+
+async def test_a_granted_v2_consume_hands_back_every_counter_after_it(redis_url: str) -> None:
+    """A granted v2 consume answers each slot's counter after it, as ``limits.advanced``
+    computes it from the counters before (what the verdict shows, without deciding again);
+    a refused one answers none (its counters did not move), and a consume of other slots
+    is keyed and answered for its own."""
+    store = await open_node(redis_url, "acme")
+    try:
+        rate = Slot("insights.rate", RATE_PERIOD, 5, HARD, 1, interval_us(10))
+        month = Slot("insights.month", "2024-11-01", 30, HARD, 10)
+        extra = (rate, month)
+        first = await store.consume("acme", "insights", DAY, 10, 1000, None, NOW, extra=extra)
+        second = await store.consume("acme", "insights", DAY, 10, 1000, None, NOW, extra=extra)
+        slots = with_day_row("insights", DAY, 1000, HARD, 10, extra)
+        for outcome in (first, second):
+            assert outcome.granted
+            assert outcome.after == tuple(advanced(outcome.before, slots, outcome.at_us))
+        assert second.before[0] == first.after[0] == 10
+        assert second.before[2] == first.after[2] == 10
+        over = Slot("insights.month", "2024-11-01", 30, HARD, 20)  # 20 more than 30 - 20
+        refused = await store.consume(
+            "acme", "insights", DAY, 20, 1000, None, NOW, extra=(rate, over)
+        )
+        assert (refused.granted, refused.refused, refused.after) == (False, 2, ())
+        assert refused.before[2] == 20
     finally:
         await store.close()
 
