@@ -90,3 +90,19 @@ async def test_a_block_still_in_flight_does_not_keep_the_blocks_ended_after_it()
     assert deadline.held == 1
     await slow
     assert deadline.held == 0
+
+
+async def test_a_block_outside_a_task_is_refused_with_a_clear_error() -> None:
+    """Watching from a plain loop callback (no task to cancel) raises RuntimeError at once."""
+    deadline = Deadline(0.1)
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def callback() -> None:
+        try:
+            deadline.watch()
+        except RuntimeError as exc:
+            refused.set_result(str(exc))
+
+    asyncio.get_running_loop().call_soon(callback)
+    assert await refused == "a deadline needs a task"
+    assert deadline.held == 0
