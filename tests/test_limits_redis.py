@@ -222,6 +222,36 @@ async def test_a_granted_v2_consume_hands_back_every_counter_after_it(redis_url:
         await store.close()
 
 
+async def test_a_v2_consume_writes_a_counters_total_and_freshness_only_when_they_change(
+    redis_url: str,
+) -> None:
+    """A window's hash takes the call's total when it differs (a plan changed mid-window),
+    loses its "fresh" mark (loaded from SQL without a row) at the first write, and a
+    refused call leaves a window's use and mark alone while its day row counts it."""
+    store = await open_node(redis_url, "acme")
+    key = f"{prefix_of(redis_url)}:{{acme}}:u:insights.month:2024-11-01"
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        month = Slot("insights.month", "2024-11-01", 30, HARD, 10)
+        first = await store.consume("acme", "insights", DAY, 10, 1000, None, NOW, extra=(month,))
+        assert first.granted
+        assert await client.hgetall(key) == {"used": "10", "total": "30", "rejected": "0"}
+        raised = month._replace(total=50)
+        await store.consume("acme", "insights", DAY, 10, 1000, None, NOW, extra=(raised,))
+        assert await client.hmget(key, "used", "total") == ["20", "50"]
+        too_much = raised._replace(cost=40)
+        refused = await store.consume(
+            "acme", "insights", DAY, 40, 1000, None, NOW, extra=(too_much,)
+        )
+        assert (refused.granted, refused.refused) == (False, 1)
+        assert await client.hgetall(key) == {"used": "20", "total": "50", "rejected": "0"}
+        day_key = f"{prefix_of(redis_url)}:{{acme}}:u:insights:{DAY.isoformat()}"
+        assert await client.hmget(day_key, "used", "rejected") == ["20", "1"]
+    finally:
+        await client.aclose()
+        await store.close()
+
+
 async def test_a_replayed_v2_consume_keeps_its_refusal(redis_url: str) -> None:
     """A v2 consume's Idempotency-Key replays its first answer, refused slot included."""
     store = await open_node(redis_url, "acme")

@@ -166,7 +166,7 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
       return reply, table.concat(reply, ' ')
     end
   end
-  local slots, values, missing = {}, {}, {}
+  local slots, values, missing, stored = {}, {}, {}, {}
   for i = 1, #keys do
     local base = 9 + (i - 1) * 5
     local slot = {kind = f[base], mode = tonumber(f[base + 1]), cost = tonumber(f[base + 2]),
@@ -176,10 +176,15 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
     if slot.kind == 'r' then
       -- A bucket Redis does not hold is full (never loaded from SQL).
       values[i] = tonumber(redis.call('GET', keys[i]) or '0')
-    elseif redis.call('EXISTS', keys[i]) == 0 then
-      missing[#missing + 1] = i
     else
-      values[i] = tonumber(redis.call('HGET', keys[i], 'used'))
+      -- One read of what the writes below need: every counter hash holds 'used' (seed,
+      -- consume, adjust, events and refund all write it), so a hash without it is absent.
+      local row = redis.call('HMGET', keys[i], 'used', 'fresh', 'total')
+      if not row[1] then
+        missing[#missing + 1] = i
+      else
+        values[i], stored[i] = tonumber(row[1]), row
+      end
     end
   end
   if #missing > 0 then
@@ -198,15 +203,18 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
         redis.call('SET', key, string.format('%d', after[i]), 'PX', ttl_ms)
       end
     else
+      -- Only what changes is written: 'fresh' goes with the first write, and the total
+      -- when the call's differs from the stored one.
+      local row = stored[i]
+      local written = refused < 0 or slot.kind == 'd'
       if refused < 0 then
         -- What decide moved it by (a credit slot: its take), as text: never 1e+15.
         redis.call('HINCRBY', key, 'used', string.format('%d', after[i] - values[i]))
-        redis.call('HDEL', key, 'fresh')
       elseif slot.kind == 'd' then
         redis.call('HINCRBY', key, 'rejected', 1)
-        redis.call('HDEL', key, 'fresh')
       end
-      redis.call('HSET', key, 'total', slot.total_text)
+      if written and row[2] then redis.call('HDEL', key, 'fresh') end
+      if row[3] ~= slot.total_text then redis.call('HSET', key, 'total', slot.total_text) end
       redis.call('EXPIRE', key, counter_ttl_s)
     end
   end
