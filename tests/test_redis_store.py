@@ -282,3 +282,24 @@ async def test_a_consume_call_sent_twice_is_applied_once(redis_url: str) -> None
         assert row.used == 30
     finally:
         await store.close()
+
+
+async def test_a_day_counter_takes_a_new_total_and_loses_its_fresh_mark_once_written(
+    redis_url: str,
+) -> None:
+    """A version-1 consume writes the day's hash as before: its use, its refusals, the
+    call's total when it changes, and no "fresh" mark after the first write."""
+    store = await open_node(redis_url)
+    prefix = redis_url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    key = f"{prefix}:{{acme}}:u:insights:{DAY.isoformat()}"
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await with_account(store)
+        assert (await store.consume("acme", "insights", DAY, 40, 100)).granted
+        assert await client.hgetall(key) == {"used": "40", "total": "100", "rejected": "0"}
+        assert not (await store.consume("acme", "insights", DAY, 70, 100)).granted
+        assert (await store.consume("acme", "insights", DAY, 70, 120)).granted  # raised
+        assert await client.hgetall(key) == {"used": "110", "total": "120", "rejected": "1"}
+    finally:
+        await client.aclose()
+        await store.close()

@@ -70,9 +70,11 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
         table.concat({'replay', seen[2], seen[3], seen[4], seen[5], incarnation}, ' ')
     end
   end
-  -- A day the counters do not hold yet is loaded from SQL by the caller first.
-  if redis.call('EXISTS', counter) == 0 then return {'missing'}, 'missing' end
-  local used = tonumber(redis.call('HGET', counter, 'used'))
+  -- A day the counters do not hold yet is loaded from SQL by the caller first. (Every
+  -- counter hash holds 'used': one HMGET reads what the writes below need.)
+  local row = redis.call('HMGET', counter, 'used', 'fresh', 'total')
+  if not row[1] then return {'missing'}, 'missing' end
+  local used = tonumber(row[1])
   local granted = 0
   if used + cost <= total then
     used = redis.call('HINCRBY', counter, 'used', cost)
@@ -80,8 +82,8 @@ local function consume(counter, marker, idem, cost, total_text, day, deadline, f
   else
     redis.call('HINCRBY', counter, 'rejected', 1)
   end
-  redis.call('HSET', counter, 'total', total_text)
-  redis.call('HDEL', counter, 'fresh')
+  if row[3] ~= total_text then redis.call('HSET', counter, 'total', total_text) end
+  if row[2] then redis.call('HDEL', counter, 'fresh') end
   redis.call('EXPIRE', counter, counter_ttl)
   if idem then
     redis.call('HSET', idem, 'fp', fp, 'granted', granted, 'used', string.format('%d', used),
