@@ -21,6 +21,7 @@ from quotad.domain.models import (
     Plan,
     Quota,
     Service,
+    UsageDay,
     UsageEvent,
 )
 from quotad.storage import Stores, stores_from_url
@@ -159,6 +160,24 @@ async def test_adjust_moves_the_window_counters_and_leaves_rates(stores: Stores)
     assert counters == [0, 0, bucket]
     await stores.counters.adjust("acme", "insights", DAY, 2, 100, extra=extra)
     assert await stores.counters.read_counters("acme", [MONTH]) == [2]
+
+
+async def test_a_consume_after_an_import_counts_on_the_imported_day(stores: Stores) -> None:
+    """A day replaced by an import (``put_usage_days``) is the one the next consume of the
+    same slots counts on, however many consumes of them came before."""
+    await add_account(stores)
+    extra = (window(MONTH, 100, 1),)
+    for _ in range(2):
+        await stores.counters.consume("acme", "insights", DAY, 1, 10, now=NOON, extra=extra)
+    await stores.counters.put_usage_days("acme", [("insights", UsageDay(DAY, 7, 10, 3))])
+    outcome = await stores.counters.consume("acme", "insights", DAY, 1, 10, now=NOON, extra=extra)
+    assert (outcome.granted, outcome.before, outcome.used) == (True, (7, 2), 8)
+    refused = await stores.counters.consume(
+        "acme", "insights", DAY, 3, 10, now=NOON, extra=(window(MONTH, 100, 3),)
+    )
+    assert (refused.granted, refused.before) == (False, (8, 3))
+    [day] = await stores.counters.usage("acme", "insights", DAY, DAY)
+    assert (day.used, day.rejected) == (8, 4)
 
 
 async def test_an_event_counts_in_its_windows(stores: Stores) -> None:

@@ -52,6 +52,7 @@ from quotad.storage.memory_credits import MemoryCredits
 from quotad.storage.memory_reservations import MemoryReservations
 
 _UsageKey = tuple[str, str, date]
+MAX_SLOT_ROWS = 4096  # calls' slot rows kept (per account and slots), then started afresh
 _USED, _TOTAL, _REJECTED = 0, 1, 2
 _new = tuple.__new__  # builds a named tuple (a ConsumeOutcome, a Slot) without its Python __new__
 
@@ -78,6 +79,10 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         # counters and the day rows of ``_usage`` (the same lists), so that a slot finds
         # its row in one lookup. Cleared whenever a day row is replaced or removed.
         self._cells: dict[tuple[str, str, str], list[int]] = {}
+        # The rows of a call's slots, by account and slots (a verify's are its prepared
+        # call's, the same until a window ends): one lookup instead of one per slot.
+        # Cleared with ``_cells``.
+        self._slot_rows: dict[tuple[str, tuple[Slot, ...]], list[list[int]]] = {}
         self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
@@ -214,7 +219,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 del self._key_by_digest[key.digest]
             for usage_key in [u for u in self._usage if u[0] == account_id]:
                 del self._usage[usage_key]
-            self._cells.clear()
+            self._forget_cells()
             for counter_key in [c for c in self._counters if c[0] == account_id]:
                 del self._counters[counter_key]
             with self._credits_lock:
@@ -358,6 +363,11 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         self._create_made(made)
         hold.made = made
 
+    def _forget_cells(self) -> None:
+        """Forget where every counter is (a day row was replaced or removed)."""
+        self._cells.clear()
+        self._slot_rows.clear()
+
     def _row(self, account_id: str, slot: Slot) -> list[int]:
         """The stored counter of ``slot`` (created empty): a day row's ``[used, total,
         rejected]`` or another counter's ``[value, total]``."""
@@ -395,7 +405,12 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                     if seen[0].fingerprint != claim.fingerprint:
                         raise Conflict("Idempotency-Key was used with a different request")
                     return seen[1]._replace(replayed=True, before=(), at_us=now_us, after=())
-            rows = [row_of(account_id, slot) for slot in slots]
+            rows = self._slot_rows.get((account_id, slots))
+            if rows is None:
+                rows = [row_of(account_id, slot) for slot in slots]
+                if len(self._slot_rows) >= MAX_SLOT_ROWS:
+                    self._slot_rows.clear()
+                self._slot_rows[account_id, slots] = rows
             before = tuple([row[0] for row in rows])
             refused, after = decide(before, slots, now_us)
             if refused < 0:
@@ -507,7 +522,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 raise Conflict(f"account {account_id!r} does not exist")
             for service, row in rows:
                 self._usage[(account_id, service, row.day)] = [row.used, row.total, row.rejected]
-            self._cells.clear()
+            self._forget_cells()
 
     async def usage(self, account_id: str, service: str, start: date, end: date) -> list[UsageDay]:
         """Stored days in a range."""
@@ -750,6 +765,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_usage",
                 "_counters",
                 "_cells",
+                "_slot_rows",
                 "_events",
                 "_idempotency",
                 "_gauges",
