@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from quotad.domain.models import Account, ApiKey, Overrides, Plan, Quota
+from quotad.domain.operators import Role
 from quotad.errors import AuthError
-from quotad.service import admin, auth, verify
+from quotad.service import admin, auth, credits, tokens, verify
 from quotad.service.context import Context
 from quotad.storage import RecordStore, Stores
 from quotad.storage.cache import RecordCache
@@ -278,6 +280,137 @@ async def test_lookups_asked_for_together_share_one_query(kind: str, tmp_path: P
             event.remove(engine, "before_cursor_execute", count)
             assert [f[0].id for f in found if f is not None] == [r.id for r in records]
             assert len(queries) <= 2  # the first alone, the rest together
+        finally:
+            await store.close()
+
+
+# The records version (SQL): one number read instead of every key reloaded ----------------
+class CountedSql(SqlStore):
+    """A SQL store that counts its key lookups and its records version reads."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.lookups = 0
+        self.version_reads = 0
+
+    async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
+        """The key's records, counted."""
+        self.lookups += 1
+        return await super().find_key_records(digest)
+
+    async def records_version(self) -> int | None:
+        """The records version, counted."""
+        self.version_reads += 1
+        return await super().records_version()
+
+
+async def checked(ctx: Context) -> None:
+    """Wait for the version read the record cache has under way, if any."""
+    assert ctx.cache is not None
+    pending = ctx.cache._checking  # the background read to wait on
+    if pending is not None:
+        await asyncio.wait_for(asyncio.shield(pending), 10)
+
+
+async def raw_write(store: SqlStore, statement: str) -> None:
+    """A write made in plain SQL, as an operator with psql would make it."""
+    async with store._db.write() as conn:  # SQL the store does not write
+        await conn.execute(sa.text(statement))
+
+
+@pytest.mark.parametrize("kind", SQL)
+async def test_every_change_to_what_verify_reads_moves_the_records_version(
+    kind: str, tmp_path: Path
+) -> None:
+    """Each kind of record verify or auth reads, changed through quotad or in plain SQL,
+    moves the version; usage does not."""
+    with store_url(kind, tmp_path) as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            ctx = Context(Stores.of(store), make_settings(url, record_cache_seconds=0), FakeClock())
+            changes: list[tuple[str, Callable[[], Any]]] = [
+                ("a service", lambda: admin.create_service(ctx, "insights", "")),
+                ("a price", lambda: admin.update_service(ctx, "insights", credit_price=2)),
+                (
+                    "a plan",
+                    lambda: admin.create_plan(ctx, "free", {"insights": Quota.daily(5)}, [], ""),
+                ),
+                (
+                    "an account",
+                    lambda: admin.create_account(ctx, "acme", "A", "free", "UTC", Overrides()),
+                ),
+                ("a key", lambda: admin.create_key(ctx, "acme", "k")),
+                ("a grant", lambda: credits.grant(ctx, "acme", 1000)),
+                ("an operator token", lambda: tokens.create_token(ctx, "ops", Role.READ)),
+                ("the bootstrap token", lambda: auth.reset_operator_token(ctx)),
+                ("psql", lambda: raw_write(store, "UPDATE accounts SET name = 'B'")),
+                ("a deletion", lambda: admin.delete_account(ctx, "acme")),
+            ]
+            for what, change in changes:
+                before = await store.records_version()
+                await change()
+                after = await store.records_version()
+                assert before is not None, what
+                assert after is not None, what
+                assert after > before, what
+            version = await store.records_version()
+            await admin.create_account(ctx, "other", "O", "free", "UTC", Overrides())
+            key = (await admin.create_key(ctx, "other", "k")).secret
+            await credits.grant(ctx, "other", 1000)
+            moved = await store.records_version()
+            assert (await verify.verify(ctx, key, "insights", 1)).valid
+            assert await store.records_version() == moved != version  # usage is no record
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("kind", SQL)
+async def test_a_node_keeps_keys_in_use_current_with_one_version_read_not_reloads(
+    kind: str, tmp_path: Path
+) -> None:
+    """While the records stand still a node reloads no key in use, however long; another
+    node's revocation, and a suspension made in plain SQL, are refused within the ttl."""
+    with store_url(kind, tmp_path) as url:
+        store = CountedSql(url)
+        await store.open()
+        try:
+            clock, monotonic = FakeClock(), Monotonic()
+            here = Context(
+                Stores.of(store), make_settings(url, record_cache_seconds=TTL), clock, monotonic
+            )
+            there = Context(
+                Stores.of(store), make_settings(url, record_cache_seconds=TTL), clock, monotonic
+            )
+            key, record = await provision(here, total=10_000)
+            spare = (await admin.create_key(here, "acme", "spare")).secret
+
+            async def spell(seconds: float) -> float | None:
+                """Verify every 0.1 s for ``seconds``: when a verify was first refused."""
+                for step in range(round(seconds * 10)):
+                    monotonic.now += 0.1
+                    for secret in (key, spare):
+                        if not (await verify.verify(here, secret, "insights", 1)).valid:
+                            return (step + 1) / 10
+                    await checked(here)
+                return None
+
+            assert await spell(TTL) is None  # warm: each key read, the version read once
+            store.lookups, store.version_reads = 0, 0
+            assert await spell(5 * TTL) is None
+            assert store.lookups == 0  # two keys, five ttls of verifies
+            assert 5 <= store.version_reads <= 11  # about one every half ttl
+
+            await admin.revoke_key(there, record.id)
+            refused = await spell(2 * TTL)
+            assert refused is not None
+            assert refused <= TTL
+
+            await raw_write(store, "UPDATE accounts SET status = 'suspended'")
+            key = spare
+            refused = await spell(2 * TTL)
+            assert refused is not None
+            assert refused <= TTL
         finally:
             await store.close()
 

@@ -94,6 +94,15 @@ class RecordStore(Protocol):
         """Store or replace a deployment setting."""
         ...
 
+    async def records_version(self) -> int | None:
+        """A number that moves whenever any writer changes a setting, service, plan,
+        account, key, operator token or credit grant (None: not kept).
+
+        The record cache reads it to tell whether what it holds is still current, so a
+        store that keeps it must move it with every change, its own writes and others'.
+        """
+        ...
+
     # Services ---------------------------------------------------------------
     async def create_service(self, service: Service) -> None:
         """Register a service; ``Conflict`` if the name is taken."""

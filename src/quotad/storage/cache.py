@@ -9,12 +9,21 @@ a suspended account, a changed plan) takes effect here within ``ttl`` seconds. C
 Values derived from records (what verify resolves a key to, see ``quotad.service.verify``)
 are kept the same way with ``derive`` and ``recall``: their loader reads records the cache
 passes through (``find_key_records``), so a derived value is never older than ``ttl``
-either. A value
-missing is loaded once however many callers ask for it at the same time, and a value
-still asked for late in its life (past a point drawn at random between its half and
-nine tenths, so values loaded together are not reloaded together) is loaded again in
-the background while it goes on being served; so keys in steady use never expire, and
-their callers never wait for a reload.
+either. A value missing is loaded once however many callers ask for it at the same time.
+
+A value still asked for late in its life (past a point drawn at random between its half
+and nine tenths of ``ttl``) stays current without waiting, in one of two ways:
+
+- A store that keeps a records version (SQL: triggers move it with every change, see
+  ``RecordStore.records_version``) is asked for that one number, in the background, at
+  most every half ``ttl``. Unchanged, it vouches for everything held, which is then
+  served for another ``ttl`` from when it was asked; changed, everything is forgotten.
+  So a node reads one row a second however many keys are in use, instead of reloading
+  each of them every second or so.
+- Otherwise (the memory store: one process, whose writes all clear this cache) the value
+  itself is loaded again in the background while it goes on being served.
+
+Either way keys in steady use never expire, and their callers never wait for a reload.
 
 Every clear starts a new generation, and a value read or derived before it is neither
 stored after it nor handed to a caller that asked after it: a read racing a write cannot
@@ -67,6 +76,7 @@ class RecordCache:
 
     READS = frozenset(
         {
+            "records_version",
             "get_setting",
             "get_service",
             "list_services",
@@ -98,6 +108,13 @@ class RecordCache:
         self._entries: dict[Hashable, tuple[float, Any, float]] = {}
         self._loading: dict[Hashable, asyncio.Task[Any]] = {}
         self.generation = 0  # one more at every clear
+        # The records version (None: not read yet): every value held was read at it or
+        # later; a check that finds it unchanged vouches for them until ``_vouched``.
+        self._versioned: bool | None = None  # whether the store keeps one (unknown: None)
+        self._version: int | None = None
+        self._vouched = float("-inf")
+        self._check_at = float("-inf")
+        self._checking: asyncio.Task[None] | None = None
 
     def clear(self) -> None:
         """Forget every cached record and derived value (and loads begun before now)."""
@@ -115,11 +132,42 @@ class RecordCache:
         if hit is None:
             return None
         now = self._monotonic()
+        if now < hit[2]:
+            return hit[1]  # early in its life
+        if now >= self._check_at and self._versioned is not False:
+            self._check(now)
+        if self._versioned:
+            return hit[1] if now < hit[0] or now < self._vouched else None
         if now >= hit[0]:
             return None
-        if reload is not None and now >= hit[2] and key not in self._loading:
+        if reload is not None and key not in self._loading:
             self._load(key, reload, keep)
         return hit[1]
+
+    def _check(self, now: float) -> None:
+        """Read the records version in the background (one read at a time)."""
+        if self._checking is None:
+            self._check_at = now + self._ttl / 2
+            self._checking = asyncio.ensure_future(self._read_version(now))
+
+    async def _read_version(self, began: float) -> None:
+        try:
+            version = await self._inner.records_version()
+        except Exception:  # values age out meanwhile; a later call retries
+            return
+        finally:
+            self._checking = None
+        self._versioned = version is not None
+        if version is None:
+            return
+        if version != self._version:
+            # Something changed (or this is the first read): what is held may predate it.
+            # Values read from now on are at this version or later.
+            self.clear()
+            self._version = version
+            return
+        # Unchanged since every value held was read: each is current as of ``began``.
+        self._vouched = began + self._ttl
 
     async def derive(self, key: Hashable, load: Loader, keep: Keep) -> Any:
         """What ``load`` answers for ``key``: remembered, or loaded once for every caller.
@@ -172,9 +220,8 @@ class RecordCache:
         if _INSIDE.get():
             return await read(key)  # its own writes: not kept, and not loaded by a task
         entry = (name, key)
-        hit = self._entries.get(entry)
-        if hit is not None and hit[0] > self._monotonic():
-            value: T = hit[1]
+        value: T | None = self.recall(entry)
+        if value is not None:
             return value
         # Loaded once for every caller asking at the same time; a record missing is not
         # kept, so one created elsewhere shows up at once.
@@ -215,6 +262,10 @@ class RecordCache:
         return await self._cached("find_operator_token", self._inner.find_operator_token, digest)
 
     # Reads passed through ---------------------------------------------------
+    async def records_version(self) -> int | None:
+        """The store's records version, read afresh."""
+        return await self._inner.records_version()
+
     async def get_setting(self, name: str) -> str | None:
         """A stored setting, read afresh."""
         return await self._inner.get_setting(name)

@@ -109,6 +109,10 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         with self._lock:
             self._settings[name] = value
 
+    async def records_version(self) -> int | None:
+        """None: one process holds this store, and its writes clear its record cache."""
+        return None
+
     async def create_service(self, service: Service) -> None:
         """Register a service."""
         with self._lock:

@@ -295,3 +295,13 @@ counter_nodes = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
 )
+
+# One row (id 1): a number that triggers (migration 0010) move with every change to the
+# records verify and auth read: settings, services, plans, accounts, API keys, operator
+# tokens and credit grants. A node's record cache reads it instead of reloading each key.
+record_version = sa.Table(
+    "record_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)

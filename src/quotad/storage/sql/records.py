@@ -26,6 +26,7 @@ from quotad.storage.schema import (
     dashboard_sessions,
     operator_tokens,
     plans,
+    record_version,
     services,
     settings,
     total_changes,
@@ -84,6 +85,15 @@ class SqlRecords:
         stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value})
         async with self._db.write() as conn:
             await conn.execute(stmt)
+
+    async def records_version(self) -> int | None:
+        """The number the schema's triggers move with every change to a record that
+        verify or auth reads, whoever writes it (migration 0010)."""
+        async with self._db.read() as conn:
+            version = await conn.scalar(
+                sa.select(record_version.c.version).where(record_version.c.id == 1)
+            )
+        return None if version is None else int(version)
 
     # Services ---------------------------------------------------------------
     async def create_service(self, service: Service) -> None:
