@@ -292,11 +292,15 @@ class CountedSql(SqlStore):
         super().__init__(url)
         self.lookups = 0
         self.version_reads = 0
+        self.hold = asyncio.Event()
+        self.hold.set()
 
     async def find_key_records(self, digest: str) -> tuple[ApiKey, Account, Plan] | None:
-        """The key's records, counted."""
+        """The key's records, counted, handed over once the test lets them."""
         self.lookups += 1
-        return await super().find_key_records(digest)
+        found = await super().find_key_records(digest)
+        await self.hold.wait()
+        return found
 
     async def records_version(self) -> int | None:
         """The records version, counted."""
@@ -411,6 +415,88 @@ async def test_a_node_keeps_keys_in_use_current_with_one_version_read_not_reload
             refused = await spell(2 * TTL)
             assert refused is not None
             assert refused <= TTL
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("kind", SQL)
+async def test_after_a_change_elsewhere_keys_in_use_are_reloaded_without_a_caller_waiting(
+    kind: str, tmp_path: Path
+) -> None:
+    """A new records version has each key in use reloaded in the background, while the
+    copy the last version read vouched for goes on being served."""
+    with store_url(kind, tmp_path) as url:
+        store = CountedSql(url)
+        await store.open()
+        try:
+            clock, monotonic = FakeClock(), Monotonic()
+            settings = make_settings(url, record_cache_seconds=TTL)
+            here = Context(Stores.of(store), settings, clock, monotonic)
+            there = Context(Stores.of(store), settings, clock, monotonic)
+            key, _ = await provision(here, total=10_000)
+
+            async def verified(steps: int) -> None:
+                for _ in range(steps):
+                    monotonic.now += 0.1
+                    verdict = await asyncio.wait_for(verify.verify(here, key, "insights", 1), 5)
+                    assert verdict.valid
+                    await checked(here)
+
+            await verified(round(3 * TTL * 10))  # past the key's first copy's own ttl
+            store.lookups = 0
+            store.hold.clear()  # from now on, a caller that waits for a lookup times out
+            await admin.create_account(there, "other", "Other", "free", "UTC", Overrides())
+            await verified(round(TTL * 10 / 2) + 1)  # the change seen, the key still served
+            assert store.lookups == 1  # its reload, under way
+            store.hold.set()
+            await settle()
+            await verified(round(3 * TTL * 10))
+            assert store.lookups == 1  # the reloaded copy, vouched for again
+        finally:
+            store.hold.set()
+            await store.close()
+
+
+@pytest.mark.postgresql
+async def test_record_writes_crossing_on_postgresql_wait_for_each_other_not_deadlock(
+    tmp_path: Path,
+) -> None:
+    """Two transactions that lock a plan and an account in opposite turns both commit:
+    the version's row is locked at commit, last, so it closes no cycle of locks."""
+    import psycopg
+
+    with store_url("postgresql", tmp_path) as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            ctx = Context(Stores.of(store), make_settings(url, record_cache_seconds=0), FakeClock())
+            await provision(ctx)
+            before = await store.records_version()
+        finally:
+            await store.close()
+        first, second = psycopg.connect(url), psycopg.connect(url)
+        try:
+            for conn in (first, second):  # a lock not granted fails the test, not hangs it
+                conn.execute("SET lock_timeout = '5s'")
+            first.execute("UPDATE plans SET description = 'one' WHERE id = 'free'")
+            second.execute("UPDATE accounts SET name = 'two' WHERE id = 'acme'")
+            # Waits for ``second``'s lock on the account, which its commit releases.
+            crossing = asyncio.get_running_loop().run_in_executor(
+                None, first.execute, "UPDATE accounts SET name = 'one' WHERE id = 'acme'"
+            )
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(second.commit)
+            await asyncio.wait_for(crossing, 10)
+            first.commit()
+        finally:
+            first.close()
+            second.close()
+        store = SqlStore(url)
+        await store.open()
+        try:
+            after = await store.records_version()
+            assert before is not None
+            assert after == before + 3  # a move per row written
         finally:
             await store.close()
 

@@ -16,18 +16,21 @@ and nine tenths of ``ttl``) stays current without waiting, in one of two ways:
 
 - A store that keeps a records version (SQL: triggers move it with every change, see
   ``RecordStore.records_version``) is asked for that one number, in the background, at
-  most every half ``ttl``. Unchanged, it vouches for everything held, which is then
-  served for another ``ttl`` from when it was asked; changed, everything is forgotten.
-  So a node reads one row a second however many keys are in use, instead of reloading
-  each of them every second or so.
-- Otherwise (the memory store: one process, whose writes all clear this cache) the value
-  itself is loaded again in the background while it goes on being served.
+  most every half ``ttl``. Each value is stamped with the version known when its read
+  began; a read of the version that finds it so vouches for the value (nothing has
+  changed since it was read), which is then served up to ``ttl`` after that read began,
+  and not reloaded. So a node reads one row a second however many keys are in use,
+  instead of reloading each of them every second or so.
+- Otherwise, and for a value whose stamp is no longer the version (the records changed
+  somewhere since: a new version starts a new generation), the value itself is loaded
+  again in the background while it goes on being served (within ``ttl`` of when it was
+  read, or of the last read of the version that vouched for it).
 
 Either way keys in steady use never expire, and their callers never wait for a reload.
 
-Every clear starts a new generation, and a value read or derived before it is neither
-stored after it nor handed to a caller that asked after it: a read racing a write cannot
-put back what the write replaced.
+Every clear (and every new records version) starts a new generation, and a value read or
+derived before it is neither stored after it nor handed to a caller that asked after a
+clear: a read racing a write cannot put back what the write replaced.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ MAX_ENTRIES = 50_000
 Loader = Callable[[], Awaitable[Any]]
 Keep = Callable[[Any], bool]
 T = TypeVar("T")
+
+
+_NEVER = float("-inf")
 
 
 def _always(_value: Any) -> bool:
@@ -104,16 +110,18 @@ class RecordCache:
         self._inner = inner
         self._ttl = ttl
         self._monotonic = monotonic
-        # key -> (expires, value, reload at): records and derived values alike
-        self._entries: dict[Hashable, tuple[float, Any, float]] = {}
+        # key -> (expires, value, reload at, stamp): records and derived values alike; the
+        # stamp is the records version known when the value's read began (None: unknown)
+        self._entries: dict[Hashable, tuple[float, Any, float, int | None]] = {}
         self._loading: dict[Hashable, asyncio.Task[Any]] = {}
-        self.generation = 0  # one more at every clear
-        # The records version (None: not read yet): every value held was read at it or
-        # later; a check that finds it unchanged vouches for them until ``_vouched``.
+        self.generation = 0  # one more at every clear and every new records version
+        # The records version last read (None: none yet, or the store keeps none), and
+        # until when the reads of it vouch for the values stamped with it (this version's
+        # and the one before it).
         self._versioned: bool | None = None  # whether the store keeps one (unknown: None)
         self._version: int | None = None
-        self._vouched = float("-inf")
-        self._check_at = float("-inf")
+        self._vouched: dict[int, float] = {}
+        self._check_at = _NEVER
         self._checking: asyncio.Task[None] | None = None
 
     def clear(self) -> None:
@@ -136,9 +144,13 @@ class RecordCache:
             return hit[1]  # early in its life
         if now >= self._check_at and self._versioned is not False:
             self._check(now)
-        if self._versioned:
-            return hit[1] if now < hit[0] or now < self._vouched else None
-        if now >= hit[0]:
+        stamp = hit[3]
+        vouched = _NEVER if stamp is None else self._vouched.get(stamp, _NEVER)
+        if stamp is not None and stamp == self._version:
+            # Nothing has changed since it was read, as far as the last read of the version
+            # knows (the one under way, if any, will vouch for it again).
+            return hit[1] if now < hit[0] or now < vouched else None
+        if now >= hit[0] and now >= vouched:
             return None
         if reload is not None and key not in self._loading:
             self._load(key, reload, keep)
@@ -161,13 +173,15 @@ class RecordCache:
         if version is None:
             return
         if version != self._version:
-            # Something changed (or this is the first read): what is held may predate it.
-            # Values read from now on are at this version or later.
-            self.clear()
+            # Records changed somewhere (or this is the first read). A value read before
+            # now is not stamped with this version: a new generation.
+            self.generation += 1
+            kept = self._version
+            self._vouched = {} if kept is None else {kept: self._vouched.get(kept, _NEVER)}
             self._version = version
-            return
-        # Unchanged since every value held was read: each is current as of ``began``.
-        self._vouched = began + self._ttl
+        # A value stamped ``version`` was read since the store reached it and nothing has
+        # changed up to this read: it is current as of ``began``.
+        self._vouched[version] = began + self._ttl
 
     async def derive(self, key: Hashable, load: Loader, keep: Keep) -> Any:
         """What ``load`` answers for ``key``: remembered, or loaded once for every caller.
@@ -193,7 +207,8 @@ class RecordCache:
             self._entries.clear()
         now = self._monotonic()
         reload_at = now + self._ttl * random.uniform(0.5, 0.9)  # noqa: S311 - not a secret
-        self._entries[key] = (now + self._ttl, value, reload_at)
+        # No new version since ``generation`` began: the read began at this one or later.
+        self._entries[key] = (now + self._ttl, value, reload_at, self._version)
 
     def _load(self, key: Hashable, load: Loader, keep: Keep) -> asyncio.Task[Any]:
         generation = self.generation

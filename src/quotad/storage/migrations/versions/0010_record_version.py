@@ -38,8 +38,10 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO record_version (id, version) VALUES (1, 0)")
     if op.get_bind().dialect.name == "postgresql":
-        # Once per statement, not per row. The table's name in the body is resolved
-        # through the writer's search_path, as every statement of quotad's is.
+        # Deferred to the commit, so a transaction locks the version's row last: two
+        # record writes may wait for each other there, but never deadlock on it. The
+        # table's name in the body resolves through the writer's search_path, as every
+        # statement of quotad's does.
         op.execute(
             "CREATE FUNCTION quotad_record_changed() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN {_BUMP} RETURN NULL; END\n"
@@ -47,8 +49,13 @@ def upgrade() -> None:
         )
         for table in _TABLES:
             op.execute(
-                f"CREATE TRIGGER record_version_{table} "
-                f"AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
+                f"CREATE CONSTRAINT TRIGGER record_version_{table} "
+                f"AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                "DEFERRABLE INITIALLY DEFERRED "
+                "FOR EACH ROW EXECUTE FUNCTION quotad_record_changed()"
+            )
+            op.execute(  # a constraint trigger is per row, and TRUNCATE has no rows
+                f"CREATE TRIGGER record_version_{table}_truncate AFTER TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION quotad_record_changed()"
             )
         return
@@ -63,8 +70,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
+    events = ("", "_truncate") if postgresql else ("_insert", "_update", "_delete")
     for table in _TABLES:
-        events = ("",) if postgresql else ("_insert", "_update", "_delete")
         for event in events:
             suffix = f" ON {table}" if postgresql else ""
             op.execute(f"DROP TRIGGER record_version_{table}{event}{suffix}")
