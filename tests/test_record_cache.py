@@ -466,6 +466,20 @@ async def test_after_a_change_elsewhere_keys_in_use_are_reloaded_without_a_calle
         assert store.lookups == 1  # the reloaded copy, vouched for again
 
 
+@asynccontextmanager
+async def provisioned(kind: str, tmp_path: Path) -> AsyncIterator[tuple[str, SqlStore]]:
+    """A fresh SQL store of ``kind``, open and provisioned, and its URL."""
+    with store_url(kind, tmp_path) as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            ctx = Context(Stores.of(store), make_settings(url, record_cache_seconds=0), FakeClock())
+            await provision(ctx)
+            yield url, store
+        finally:
+            await store.close()
+
+
 @pytest.mark.postgresql
 async def test_record_writes_crossing_on_postgresql_wait_for_each_other_not_deadlock(
     tmp_path: Path,
@@ -474,15 +488,8 @@ async def test_record_writes_crossing_on_postgresql_wait_for_each_other_not_dead
     the version's row is locked at commit, last, so it closes no cycle of locks."""
     import psycopg
 
-    with store_url("postgresql", tmp_path) as url:
-        store = SqlStore(url)
-        await store.open()
-        try:
-            ctx = Context(Stores.of(store), make_settings(url, record_cache_seconds=0), FakeClock())
-            await provision(ctx)
-            before = await store.records_version()
-        finally:
-            await store.close()
+    async with provisioned("postgresql", tmp_path) as (url, store):
+        before = await store.records_version()
         first, second = psycopg.connect(url), psycopg.connect(url)
         try:
             for conn in (first, second):  # a lock not granted fails the test, not hangs it
@@ -500,37 +507,24 @@ async def test_record_writes_crossing_on_postgresql_wait_for_each_other_not_dead
         finally:
             first.close()
             second.close()
-        store = SqlStore(url)
-        await store.open()
-        try:
-            after = await store.records_version()
-            assert before is not None
-            assert after == before + 2  # a move per transaction
-        finally:
-            await store.close()
+        assert before is not None
+        assert await store.records_version() == before + 2  # a move per transaction
 
 
 @pytest.mark.postgresql
 async def test_a_bulk_write_on_postgresql_moves_the_version_once(tmp_path: Path) -> None:
     """A transaction writing many rows moves the version once, at its commit: updating
     that one row per row written made a bulk insert (a restore) take quadratic time."""
-    with store_url("postgresql", tmp_path) as url:
-        store = SqlStore(url)
-        await store.open()
-        try:
-            ctx = Context(Stores.of(store), make_settings(url, record_cache_seconds=0), FakeClock())
-            await provision(ctx)
-            before = await store.records_version()
-            await raw_write(
-                store,
-                "INSERT INTO accounts (id, name, plan_id, timezone, status, overrides, created_at)"
-                " SELECT 'bulk-' || n, 'Bulk', 'free', 'UTC', 'active', '{}', 0"
-                " FROM generate_series(1, 2000) AS n",
-            )
-            assert before is not None
-            assert await store.records_version() == before + 1
-        finally:
-            await store.close()
+    async with provisioned("postgresql", tmp_path) as (_, store):
+        before = await store.records_version()
+        await raw_write(
+            store,
+            "INSERT INTO accounts (id, name, plan_id, timezone, status, overrides, created_at)"
+            " SELECT 'bulk-' || n, 'Bulk', 'free', 'UTC', 'active', '{}', 0"
+            " FROM generate_series(1, 2000) AS n",
+        )
+        assert before is not None
+        assert await store.records_version() == before + 1
 
 
 # The cache against the records protocol -----------------------------------------------
