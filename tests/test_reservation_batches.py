@@ -155,6 +155,57 @@ async def test_a_bad_reservation_fails_alone_in_its_batch(tmp_path: Path) -> Non
             await store.close()
 
 
+async def test_new_reservations_and_commits_of_others_in_one_batch_each_apply(
+    sql_store: SqlStore, batches: list[int]
+) -> None:
+    """Reserves and commits of other reservations sent at once, interleaved: each is stored
+    or settled and answered as if written alone."""
+    earlier = [pending(n) for n in range(20)]
+    await asyncio.gather(*(sql_store.create_reservation(r) for r in earlier))
+    later = NOW + timedelta(seconds=1)
+    done = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, later) for r in earlier]
+    fresh = [pending(n) for n in range(100, 120)]
+    batches.clear()
+    writes = []
+    for settled, new in zip(done, fresh, strict=True):
+        writes += [sql_store.finish_reservation(settled, later), sql_store.create_reservation(new)]
+    answers = await asyncio.gather(*writes)
+    assert answers == [True, None] * 20
+    assert max(batches) > 1  # some batch held both kinds
+    for reservation in [*done, *fresh]:
+        assert await sql_store.get_reservation(reservation.id) == reservation
+
+
+async def test_a_commit_postgresql_refuses_fails_alone_beside_new_reservations() -> None:
+    """On PostgreSQL a commit it cannot run (a NUL in the id) is refused alone; the
+    reservations made and the other commits of its batch are kept and answered."""
+    with postgres_schema() as url:
+        store = SqlStore(url)
+        await store.open()
+        try:
+            earlier = [pending(n) for n in range(4)]
+            await asyncio.gather(*(store.create_reservation(r) for r in earlier))
+            later = NOW + timedelta(seconds=1)
+            done = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, later) for r in earlier]
+            bad = done[0]._replace(id="rsv_\x00")
+            fresh = [pending(n) for n in range(100, 104)]
+            answers = await asyncio.gather(
+                *(store.create_reservation(r) for r in fresh[:2]),
+                store.finish_reservation(bad, later),
+                *(store.finish_reservation(r, later) for r in done),
+                *(store.create_reservation(r) for r in fresh[2:]),
+                return_exceptions=True,
+            )
+            assert isinstance(answers[2], ValidationFailed)
+            assert [a for i, a in enumerate(answers) if i != 2] == [None] * 2 + [True] * 4 + [
+                None
+            ] * 2
+            for reservation in [*done, *fresh]:
+                assert await store.get_reservation(reservation.id) == reservation
+        finally:
+            await store.close()
+
+
 async def test_a_failing_work_is_rolled_back_alone_in_a_shared_transaction(
     tmp_path: Path,
 ) -> None:
@@ -258,17 +309,21 @@ async def test_two_finishes_of_one_reservation_in_a_batch_apply_once(
 
 
 async def test_postgresql_runs_a_batch_of_reservation_writes_as_one_statement_a_kind() -> None:
-    """Reservation inserts and commits run once a batch, never a row at a time, SQL fixed."""
+    """Reservation inserts and commits run once a batch, never a row at a time, SQL fixed,
+    each committing on its own (no BEGIN and COMMIT round trips around it)."""
     with postgres_schema() as url:
         store = SqlStore(url)
         await store.open()
         try:
             sent: list[tuple[str, bool]] = []
+            transactions: list[bool] = []  # each write's: whether it ran in one
 
             def note(*args: Any) -> None:
                 statement, executemany = args[2], args[5]
                 if "reservations" in statement:
                     sent.append((statement, executemany))
+                    if not statement.startswith("SELECT"):
+                        transactions.append(not args[0].connection.dbapi_connection.autocommit)
 
             writer = store._db.writer  # the engine reservation writes go through
             assert writer is not None
@@ -291,5 +346,7 @@ async def test_postgresql_runs_a_batch_of_reservation_writes_as_one_statement_a_
             finally:
                 event.remove(writer.sync_engine, "before_cursor_execute", note)
             assert texts[0] == texts[1]
+            assert transactions
+            assert not any(transactions)
         finally:
             await store.close()

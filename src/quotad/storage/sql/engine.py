@@ -13,8 +13,8 @@ import functools
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,8 @@ class Database:
         self._pool_size = pool_size
         self.writer: AsyncEngine | None = None
         self.reader: AsyncEngine | None = None
+        # PostgreSQL: the writer's pool, its connections in autocommit (``single``).
+        self._autocommit: AsyncEngine | None = None
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""
@@ -271,6 +273,7 @@ class Database:
                 pool_timeout=30,
             )
             _check_when_idle(self.writer, PG_IDLE_CHECK_SECONDS)
+            self._autocommit = self.writer.execution_options(isolation_level="AUTOCOMMIT")
         # A schema already at the head (every CLI command's store, every node but the first
         # to start) is read as such without taking SQLite's write lock or PostgreSQL's
         # migration lock, so a command does not queue behind a running server's writes.
@@ -296,7 +299,7 @@ class Database:
         engines = {id(e): e for e in (self.writer, self.reader) if e is not None}
         for engine in engines.values():
             await engine.dispose()
-        self.writer = self.reader = None
+        self.writer = self.reader = self._autocommit = None
 
     @property
     def free(self) -> bool:
@@ -335,15 +338,31 @@ class Database:
         held = self._held()
         if self.writer is None:
             raise StorageError("store is not open")
-        with self._write_errors():
+        async with self._write_errors():
             if held is not None:
                 yield held
             else:
                 async with self.writer.begin() as conn:
                     yield conn
 
-    @contextmanager
-    def _write_errors(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def single(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose write statements each commit on their own, atomically; driver
+        errors become quotad's.
+
+        On PostgreSQL, autocommit: a statement is one round trip, where a transaction
+        costs three (BEGIN, the statement, COMMIT). Elsewhere, and inside ``atomic``, a
+        write transaction (``write``).
+        """
+        if self._autocommit is None or self._held() is not None:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self._write_errors(), self._autocommit.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write_errors(self) -> AsyncIterator[None]:
         """Driver errors of a write as quotad's."""
         try:
             yield
@@ -356,9 +375,9 @@ class Database:
         except sa.exc.OperationalError as exc:
             if _lost_a_race(exc):
                 raise lost_race() from exc
-            raise self._failure(exc, "write") from exc
+            raise await self._diagnosed(exc, "write") from exc
         except _UNREACHABLE as exc:
-            raise self._failure(exc, "write") from exc
+            raise await self._diagnosed(exc, "write") from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -378,7 +397,20 @@ class Database:
         except sa.exc.DataError as exc:
             raise _unstorable() from exc
         except _UNREACHABLE as exc:
-            raise self._failure(exc, "read") from exc
+            raise await self._diagnosed(exc, "read") from exc
+
+    async def _diagnosed(self, exc: BaseException, what: str) -> StorageError:
+        """``_failure``, but for a connection the server ended while it sat in the pool (a
+        restart, a dropped database: connections in steady use are not checked before
+        use) after one fresh connection, whose own failure says more."""
+        if self.sqlite or self.reader is None or not getattr(exc, "connection_invalidated", False):
+            return self._failure(exc, what)
+        try:
+            async with self.reader.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except _UNREACHABLE as again:
+            return self._failure(again, what)
+        return self._failure(exc, what)
 
     def _failure(self, exc: BaseException, what: str) -> StorageError:
         """quotad's error for a driver failure: a missing database named, else generic."""

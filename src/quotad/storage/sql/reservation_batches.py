@@ -7,21 +7,24 @@ wait sleeps for milliseconds at a time). Here:
 
 - SQLite: a batch runs as one transaction on the consumes' own writer thread and
   connection (``SqliteDayWriter.transaction``), so the two never contend for the lock.
-- PostgreSQL: a batch runs as one transaction through the pooled engine, its statements
-  in arrival order: a run of consecutive inserts as one statement over one JSON parameter,
-  and a run of commits as one conditional update over another (the same SQL text,
-  prepared once, for any batch size: ``statements.unnested``).
+- PostgreSQL: a batch runs as at most two statements, each committing on its own
+  (autocommit: one round trip each, where a transaction costs two more): every insert in
+  one statement over one JSON parameter, then every commit as one conditional update over
+  another (the same SQL text, prepared once, for any batch size: ``statements.unnested``).
+  Inserts go first: a commit always follows its reservation's acknowledged insert, so
+  the two of one reservation are never in one batch, and writes of different ones in one
+  batch were concurrent, for which any order is an order they could have run in.
 
 Each caller is answered once its batch has committed, so an acknowledged reservation is
-as durable as one written alone. Statements run in arrival order within a batch, so two
-writes of one reservation settle as they would one after the other. A batch the database
-refuses (bad input in one request) committed nothing and runs again one request at a
-time, so one bad request cannot fail the others.
+as durable as one written alone. Two commits of one reservation run one after the other,
+in arrival order. A batch the database refuses (bad input in one request) runs again one
+request at a time, so one bad request cannot fail the others: what it committed before
+(PostgreSQL's inserts) is kept, and an insert runs again as a no-op (an id that exists is
+left as it is), a conditional update as it would have.
 """
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from collections.abc import Callable
 from functools import partial
@@ -167,7 +170,7 @@ class ReservationWrites:
 
     async def _apply(self, batch: list[Write]) -> list[bool]:
         if not self._db.sqlite:
-            async with self._db.write() as conn:
+            async with self._db.single() as conn:
                 return await _apply_pg(conn, batch)
         writer = self._sqlite_writer()
         if writer is None:
@@ -198,16 +201,14 @@ def _apply_sqlite_one(request: Write, connection: sqlite3.Connection) -> bool:
 
 
 async def _apply_pg(conn: AsyncConnection, batch: list[Write]) -> list[bool]:
-    """A batch's statements in arrival order, each run of one kind as one statement."""
-    answers: list[bool] = []
-    for kind, run in itertools.groupby(batch, key=type):
-        if kind is Create:
-            creates = [request.values for request in run if isinstance(request, Create)]
-            await insert_pg(conn, creates)
-            answers += [True] * len(creates)
-        else:
-            answers += await _finish_pg(conn, [r for r in run if isinstance(r, Finish)])
-    return answers
+    """A batch's inserts in one statement, then its commits in another (the module's
+    docstring says why that order is safe); each request's answer, in order."""
+    creates = [request.values for request in batch if isinstance(request, Create)]
+    finishes = [request for request in batch if isinstance(request, Finish)]
+    if creates:
+        await insert_pg(conn, creates)
+    settled = iter(await _finish_pg(conn, finishes) if finishes else ())
+    return [True if isinstance(request, Create) else next(settled) for request in batch]
 
 
 async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool]:
