@@ -4,7 +4,9 @@
 in both directions without closing anything: connections stay open, new ones are accepted,
 and the bytes sent meanwhile are held, as packets dropped on a network path are held by TCP
 (retransmitted) until the path is back. ``restore()`` delivers them and forwards again. So a
-client sees a hung server, never a refused or reset connection.
+client sees a hung server, never a refused or reset connection. ``replies_held()`` does the
+same to the server's replies only: the server gets and runs every request, and the client
+hears nothing back.
 
 The rest are the helpers the fault tests share: real ``quotad serve`` nodes, accounts made
 over the admin API, verifies recorded with their timing, and a latency summary.
@@ -53,6 +55,7 @@ class BlackholeProxy:
             target=self._loop.run_forever, name=f"blackhole-proxy-{port}", daemon=True
         )
         self._flowing: asyncio.Event | None = None
+        self._replying: asyncio.Event | None = None  # the server's direction only
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -88,6 +91,16 @@ class BlackholeProxy:
         self._run(self._set_flowing(flowing=True))
 
     @contextmanager
+    def replies_held(self) -> Iterator[None]:
+        """Forwarding requests but holding the server's replies inside the ``with``
+        block; delivering them and forwarding again after it."""
+        self._run(self._set_replying(replying=False))
+        try:
+            yield
+        finally:
+            self._run(self._set_replying(replying=True))
+
+    @contextmanager
     def blackholed(self) -> Iterator[None]:
         """Dropping traffic inside the ``with`` block, forwarding again after it."""
         self.blackhole()
@@ -111,6 +124,8 @@ class BlackholeProxy:
     async def _listen(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replying = asyncio.Event()
+        self._replying.set()
         self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -120,6 +135,13 @@ class BlackholeProxy:
             self._flowing.set()
         else:
             self._flowing.clear()
+
+    async def _set_replying(self, *, replying: bool) -> None:
+        assert self._replying is not None
+        if replying:
+            self._replying.set()
+        else:
+            self._replying.clear()
 
     async def _shutdown(self) -> None:
         if self._server is not None:
@@ -145,8 +167,10 @@ class BlackholeProxy:
             await self._flowing.wait()
             upstream_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
+            assert self._replying is not None
             await asyncio.gather(
-                self._pump(reader, upstream, writer), self._pump(upstream_reader, writer, upstream)
+                self._pump(reader, upstream, writer),
+                self._pump(upstream_reader, writer, upstream, self._replying),
             )
         except OSError:
             pass  # the target refused: the client sees its connection closed
@@ -164,12 +188,16 @@ class BlackholeProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         other: asyncio.StreamWriter,
+        gate: asyncio.Event | None = None,
     ) -> None:
-        """Copy ``reader`` to ``writer``, holding each chunk while the path is down."""
+        """Copy ``reader`` to ``writer``, holding each chunk while the path is down (or
+        ``gate``, this direction's own, is closed)."""
         assert self._flowing is not None
         try:
             while data := await reader.read(CHUNK):
                 await self._flowing.wait()
+                if gate is not None:
+                    await gate.wait()
                 writer.write(data)
                 await writer.drain()
             await self._flowing.wait()  # a close is delivered in order, after the held bytes

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +27,7 @@ from quotad.errors import RateLimited, StorageError
 from quotad.service.throttle import SharedThrottle
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.redis import RedisCounters
+from tests.faults import BlackholeProxy
 from tests.servers import REDIS_URL, redis_namespace
 
 pytestmark = pytest.mark.redis
@@ -215,6 +218,79 @@ async def test_a_consume_past_its_callers_deadline_changes_nothing(redis_url: st
         assert row.used == 5
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def node_behind_proxy(redis_url: str) -> AsyncIterator[tuple[RedisCounters, BlackholeProxy]]:
+    """A node of ``redis_url`` that reaches Redis through a ``BlackholeProxy``, with acme."""
+    target = urlsplit(REDIS_URL)
+    assert target.hostname is not None
+    assert target.port is not None
+    with BlackholeProxy(target.hostname, target.port) as proxy:
+        url = redis_url.replace(f"{target.hostname}:{target.port}", proxy.address, 1)
+        store = await open_node(url)
+        try:
+            await with_account(store)
+            yield store, proxy
+        finally:
+            await store.close()
+
+
+async def used_in_redis(redis_url: str) -> int:
+    """acme's insights used today as Redis holds it, read directly (not through a proxy)."""
+    prefix = redis_url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        return int(await client.hget(f"{prefix}:{{acme}}:u:insights:{DAY}", "used") or 0)
+    finally:
+        await client.aclose()
+
+
+async def used_once_settled(store: RedisCounters, expected: int) -> int:
+    """acme's insights used today, polled for up to 10 s until it is ``expected``."""
+    deadline = time.monotonic() + 10
+    while True:
+        [row] = await store.usage("acme", "insights", DAY, DAY)
+        if row.used == expected or time.monotonic() > deadline:
+            return row.used
+        await asyncio.sleep(0.1)
+
+
+async def test_a_consume_whose_reply_was_lost_is_given_back_once_redis_answers(
+    redis_url: str,
+) -> None:
+    """Redis runs a consume whose reply never comes back (past the client library's resend):
+    the caller gets StorageError, and once replies flow again what it granted is given
+    back, in Redis and in SQL's copy; the consume answered before stays counted."""
+    async with node_behind_proxy(redis_url) as (store, proxy):
+        await store.consume("acme", "insights", DAY, 5, 100)
+        with proxy.replies_held():
+            with pytest.raises(StorageError):
+                await store.consume("acme", "insights", DAY, 3, 100)
+            assert await used_in_redis(redis_url) == 8  # Redis ran it
+        assert await used_once_settled(store, 5) == 5
+        await store.flush()
+        [row] = await store.records.usage("acme", "insights", DAY, DAY)
+        assert row.used == 5
+
+
+async def test_a_lost_reply_to_a_consume_with_an_idempotency_key_stays_counted_once(
+    redis_url: str,
+) -> None:
+    """The same with an Idempotency-Key: the retry is answered the first run's grant (a
+    replay), so that grant is kept, and counted once."""
+    claim = IdempotencyClaim("k", "fp", NOW + timedelta(days=1))
+    async with node_behind_proxy(redis_url) as (store, proxy):
+        await store.consume("acme", "insights", DAY, 5, 100)
+        with proxy.replies_held():
+            with pytest.raises(StorageError):
+                await store.consume("acme", "insights", DAY, 3, 100, claim, NOW)
+            assert await used_in_redis(redis_url) == 8  # Redis ran it
+        again = await store.consume("acme", "insights", DAY, 3, 100, claim, NOW)
+        assert again.granted
+        assert again.replayed
+        await asyncio.sleep(1)  # the lost call asked again meanwhile
+        assert await used_once_settled(store, 8) == 8
 
 
 async def test_no_key_is_shared_by_accounts(redis_url: str) -> None:

@@ -80,6 +80,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from quotad.domain.credits import Hold
 from quotad.domain.dump import DumpItem
@@ -132,6 +133,10 @@ RESTORE_CHUNK = 500  # Idempotency-Key answers restored per script call
 # resends at once; a resend later than this of a verify's consume is past its deadline, and
 # so does nothing anyway.
 REPLAY_SECONDS = 5
+# A call whose answer was lost is asked again about this many times, over about 15 s
+# (each attempt waits up to the socket timeout while Redis still does not answer).
+SETTLE_ATTEMPTS = 16
+MAX_SETTLING = 64  # such calls asked again at once (a long hang times out a few a second)
 MAX_SHAPES = 4096  # consume lines' shapes kept (per account and slots), then started afresh
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
@@ -256,6 +261,7 @@ class RedisCounters:
         self._next_barrier: asyncio.Task[None] | None = None
         self._restores: dict[str, asyncio.Task[None]] = {}
         self._refunds: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Task[None]] = set()  # calls whose answer was lost
         # Two batches in flight: one is prepared while Redis runs the other. On a
         # Cluster, one batcher per slot, so a slot whose master is down holds up only
         # the consumes of its own accounts.
@@ -340,6 +346,8 @@ class RedisCounters:
             self._closing.set()
             await self._flusher
             self._flusher = None
+        for task in list(self._settling):
+            task.cancel()  # what those calls granted stays counted (see _settle_later)
         for task in list(self._refunds):
             with contextlib.suppress(Exception):
                 await task
@@ -697,7 +705,49 @@ class RedisCounters:
         keys += [key for request in batch for key in request.keys]
         lines = "\n".join([request.line for request in batch])
         args = [COUNTER_TTL_SECONDS, lines, REPLAY_SECONDS]
-        replies: list[_Reply] = await self._script("consume", keys, args)
+        try:
+            replies: list[_Reply] = await self._script("consume", keys, args)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, (RedisTimeout, TimeoutError)):
+                self._settle_later(batch, keys, args)
+            raise
+        self._note(batch, replies)
+        return list(replies)
+
+    def _settle_later(self, batch: list[_Consume], keys: list[str], args: list[Any]) -> None:
+        """A call that timed out (the client library's one resend included): Redis may have
+        run it (a Redis paused right after running it, say), and its callers are told it
+        failed. Redis keeps a call's replies ``REPLAY_SECONDS`` under its key, so the same
+        call is asked again, in the background, until Redis answers; what it granted is
+        then given back, as for a caller who stopped waiting. (A refused connection is not
+        a timeout: that call never reached Redis.)"""
+        if len(self._settling) >= MAX_SETTLING:
+            log.warning("too many consume calls timed out at once; one is left counted")
+            return
+        task = asyncio.get_running_loop().create_task(self._settle_lost(batch, keys, args))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle_lost(self, batch: list[_Consume], keys: list[str], args: list[Any]) -> None:
+        for attempt in range(SETTLE_ATTEMPTS):
+            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+            try:
+                replies: list[_Reply] = await self._script("consume", keys, args)
+            except StorageError:
+                continue
+            # Replies of the first run, or (past REPLAY_SECONDS, or if it never ran) of
+            # this one: "late" for a verify's consume, whose deadline has passed.
+            self._note(batch, replies)
+            for request, reply in zip(batch, replies, strict=True):
+                # Not a call with an Idempotency-Key: its retry may have been answered
+                # this grant as a replay already, and giving it back would lose it.
+                if request.claim is None:
+                    self._abandoned(request, reply)
+            return
+        log.warning("a consume call's answer was lost; what it granted stays counted")
+
+    def _note(self, batch: list[_Consume], replies: list[_Reply]) -> None:
+        """Journal what a call's replies granted and refused (for SQL)."""
         journal = self._journal.pending
         for request, reply in zip(batch, replies, strict=True):
             if reply[0] != "ok":
@@ -722,7 +772,6 @@ class RedisCounters:
                     request.total,
                     request.day,
                 )
-        return list(replies)
 
     def _journal_slots(self, request: _Consume, reply: _Reply) -> None:
         """Note a v2 consume's changes: what each window moved when granted (a credit slot
