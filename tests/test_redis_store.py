@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -291,6 +292,35 @@ async def test_a_lost_reply_to_a_consume_with_an_idempotency_key_stays_counted_o
         assert again.replayed
         await asyncio.sleep(1)  # the lost call asked again meanwhile
         assert await used_once_settled(store, 8) == 8
+
+
+async def test_a_give_back_whose_reply_was_lost_applies_once(redis_url: str) -> None:
+    """A grant whose caller stopped waiting is given back; when the give-back's replies are
+    lost (the client library resends it, the node retries it), it still applies once."""
+    async with node_behind_proxy(redis_url) as (store, proxy):
+        await store.consume("acme", "insights", DAY, 5, 100)
+        seen: list[tuple[Any, Any]] = []
+        batcher = store._batcher  # its batches' requests and replies, noted
+        run = batcher._run
+
+        async def noted(batch: list[Any]) -> list[Any]:
+            replies = await run(batch)
+            seen.extend(zip(batch, replies, strict=True))
+            return replies
+
+        batcher._run = noted
+        await store.consume("acme", "insights", DAY, 3, 100)
+        await store.consume("acme", "insights", DAY, 3, 100)
+        [(first, first_reply), (request, reply)] = seen
+        store._abandoned(first, first_reply)  # once while replies flow (Redis loads the script)
+        await asyncio.gather(*store._refunds)
+        assert await used_in_redis(redis_url) == 8
+        with proxy.replies_held():
+            store._abandoned(request, reply)  # as when its caller stopped waiting
+            await asyncio.sleep(2.5)  # sent, resent, and retried: none answered
+            assert await used_in_redis(redis_url) == 5
+        await asyncio.gather(*store._refunds)
+        assert await used_in_redis(redis_url) == 5
 
 
 async def test_no_key_is_shared_by_accounts(redis_url: str) -> None:

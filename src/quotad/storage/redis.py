@@ -28,7 +28,10 @@ Durability (the invariants; ``write_behind.py`` has the node's side):
   then added to the counters Redis holds.
 - A consume carries its caller's deadline (in Redis's clock): a script that runs after it
   (Redis paused, then resumed) changes nothing, and a grant whose caller stopped waiting
-  before the answer came is given back.
+  before the answer came is given back. A call whose answer never came (timed out) is
+  asked again once Redis answers (Redis keeps its replies ``REPLAY_SECONDS``), and what it
+  granted given back the same way. A give-back applies once however often it is sent
+  (its own key, ``<prefix>:{<account>}:f:<id>``).
 
 Consumes are batched: the consumes that arrive while one round trip is in flight go
 together in the next, as one script call (per Cluster slot: a slot whose master is down
@@ -136,6 +139,7 @@ REPLAY_SECONDS = 5
 # A call whose answer was lost is asked again about this many times, over about 15 s
 # (each attempt waits up to the socket timeout while Redis still does not answer).
 SETTLE_ATTEMPTS = 16
+REFUND_SECONDS = 60  # how long a refund's key is kept, past every resend of it
 MAX_SETTLING = 64  # such calls asked again at once (a long hang times out a few a second)
 MAX_SHAPES = 4096  # consume lines' shapes kept (per account and slots), then started afresh
 BARRIER_POLL_SECONDS = 0.05
@@ -797,7 +801,8 @@ class RedisCounters:
         journal.add((request.account_id, request.service, request.day), -moved[0], 0, request.total)
         # The idempotency hash's place holds the marker again when there is no claim.
         keys = [*request.keys[:2], request.keys[2] if request.claim else request.keys[1]]
-        args: list[Any] = [moved[0], reply[5], ""]
+        keys.append(f"{self._prefix}:{{{request.account_id}}}:f:{uuid.uuid4().hex}")
+        args: list[Any] = [moved[0], reply[5], "", REFUND_SECONDS]
         if request.claim is not None:
             journal.claims[(request.account_id, request.claim.key)] = None
             args[2] = request.claim.fingerprint
