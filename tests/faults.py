@@ -56,6 +56,7 @@ class BlackholeProxy:
         )
         self._flowing: asyncio.Event | None = None
         self._replying: asyncio.Event | None = None  # the server's direction only
+        self._hold_after: bytes | None = None  # hold replies once a request holds this
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -99,6 +100,24 @@ class BlackholeProxy:
             yield
         finally:
             self._run(self._set_replying(replying=True))
+
+    def hold_replies_after(self, request: bytes) -> None:
+        """Hold the server's replies from the first request bytes containing ``request``
+        on (that request is forwarded, and runs); ``release_replies()`` ends it."""
+        self._hold_after = request
+
+    def release_replies(self, *, reset: bool = False) -> None:
+        """Forward replies again; with ``reset``, first reset every connection open now
+        (their held replies dropped), as a connection lost after the request went out."""
+        self._run(self._release(reset=reset))
+
+    async def _release(self, *, reset: bool) -> None:
+        assert self._replying is not None
+        self._hold_after = None
+        if reset:
+            for writer in list(self._writers):
+                writer.transport.abort()
+        self._replying.set()
 
     @contextmanager
     def blackholed(self) -> Iterator[None]:
@@ -169,7 +188,7 @@ class BlackholeProxy:
             self._writers.add(upstream)
             assert self._replying is not None
             await asyncio.gather(
-                self._pump(reader, upstream, writer),
+                self._pump(reader, upstream, writer, watch=True),
                 self._pump(upstream_reader, writer, upstream, self._replying),
             )
         except OSError:
@@ -189,15 +208,21 @@ class BlackholeProxy:
         writer: asyncio.StreamWriter,
         other: asyncio.StreamWriter,
         gate: asyncio.Event | None = None,
+        *,
+        watch: bool = False,
     ) -> None:
         """Copy ``reader`` to ``writer``, holding each chunk while the path is down (or
-        ``gate``, this direction's own, is closed)."""
+        ``gate``, this direction's own, is closed). ``watch``: the client's direction,
+        where ``hold_replies_after`` looks for its request."""
         assert self._flowing is not None
+        assert self._replying is not None
         try:
             while data := await reader.read(CHUNK):
                 await self._flowing.wait()
                 if gate is not None:
                     await gate.wait()
+                if watch and self._hold_after is not None and self._hold_after in data:
+                    self._replying.clear()
                 writer.write(data)
                 await writer.drain()
             await self._flowing.wait()  # a close is delivered in order, after the held bytes

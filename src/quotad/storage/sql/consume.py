@@ -26,8 +26,9 @@ one request at a time, so each request gets its own answer.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
@@ -72,6 +73,10 @@ from quotad.storage.sql.statements import (
     stored_answer,
     write_claims,
 )
+
+# The key of a give-back's mark in the idempotency table, before 32 random hex digits (a
+# client's Idempotency-Key may look alike, but cannot guess them).
+GIVE_BACK_MARK = "quotad-give-back:"
 
 log = structlog.get_logger("quotad.storage.sql")
 
@@ -273,12 +278,17 @@ class Consumes:
             given = [(request.row_key, request.cost)]
         hold = request.hold if isinstance(request, SlotConsume) else None
         made = None if hold is None else hold.made
+        # A give-back whose commit was answered by a lost connection may have committed:
+        # it is tried again, and applies once (its mark, or its reservation's cancel).
+        mark = f"{GIVE_BACK_MARK}{uuid.uuid4().hex}"
         for attempt in range(8):
             try:
                 async with self._db.write() as conn:
                     # The reservation the grant made is cancelled with the give-back, or,
                     # settled already (its deadline swept), gave back itself: not twice.
                     if made is not None and not await _cancelled(conn, made.id):
+                        return
+                    if made is None and not await self._marked(conn, request.account_id, mark):
                         return
                     for (account_id, service, day), cost in sorted(given):
                         less = usage_days.c.used - cost
@@ -298,12 +308,22 @@ class Consumes:
                         )
             except StorageError:
                 await asyncio.sleep(min(0.25 * 2**attempt, 10))
+            except QuotadError:  # the account was deleted meanwhile: nothing to give back
+                return
             else:
                 return
         log.error(
             "could not give back a grant whose caller was answered 503",
             account_id=request.account_id,
         )
+
+    async def _marked(self, conn: AsyncConnection, account_id: str, mark: str) -> bool:
+        """Note the give-back ``mark`` among the account's Idempotency-Key claims (no
+        answer: never replayed nor dumped; purged once expired): whether it was new."""
+        expires = to_micros(datetime.now(UTC) + timedelta(days=1))
+        row = {"account_id": account_id, "key": mark, "fingerprint": "-", "expires_at": expires}
+        insert = self._db.insert(idempotency).values(row).on_conflict_do_nothing()
+        return await affects_a_row(conn, insert)
 
 
 class _Missing(Exception):
