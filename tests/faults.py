@@ -232,6 +232,21 @@ class BlackholeProxy:
             other.transport.abort()  # one end reset: so is the other
 
 
+def noting_answers(batcher: Any) -> list[tuple[Any, Any]]:
+    """Every request ``batcher`` (a ``storage.batching.Batcher``) runs from now on, with
+    its answer, in order: a test's view of what a store decided."""
+    seen: list[tuple[Any, Any]] = []
+    run = batcher._run
+
+    async def noted(batch: list[Any]) -> list[Any]:
+        answers = await run(batch)
+        seen.extend(zip(batch, answers, strict=True))
+        return list(answers)
+
+    batcher._run = noted
+    return seen
+
+
 # Latency -----------------------------------------------------------------------------
 def latency_summary(label: str, seconds: Sequence[float]) -> str:
     """``label: p50/p99/max ms (n)``, for the record (printed; ``pytest -s`` shows it)."""

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,7 +27,7 @@ from quotad.errors import RateLimited, StorageError
 from quotad.service.throttle import SharedThrottle
 from quotad.storage.base import CALL_DEADLINE
 from quotad.storage.redis import RedisCounters
-from tests.faults import BlackholeProxy
+from tests.faults import BlackholeProxy, noting_answers
 from tests.servers import REDIS_URL, redis_namespace
 
 pytestmark = pytest.mark.redis
@@ -299,16 +298,7 @@ async def test_a_give_back_whose_reply_was_lost_applies_once(redis_url: str) -> 
     lost (the client library resends it, the node retries it), it still applies once."""
     async with node_behind_proxy(redis_url) as (store, proxy):
         await store.consume("acme", "insights", DAY, 5, 100)
-        seen: list[tuple[Any, Any]] = []
-        batcher = store._batcher  # its batches' requests and replies, noted
-        run = batcher._run
-
-        async def noted(batch: list[Any]) -> list[Any]:
-            replies = await run(batch)
-            seen.extend(zip(batch, replies, strict=True))
-            return replies
-
-        batcher._run = noted
+        seen = noting_answers(store._batcher)
         await store.consume("acme", "insights", DAY, 3, 100)
         await store.consume("acme", "insights", DAY, 3, 100)
         [(first, first_reply), (request, reply)] = seen

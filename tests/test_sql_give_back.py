@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, date, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -14,7 +13,7 @@ import pytest
 
 from quotad.domain.models import Account, AccountStatus, Overrides, Plan, Quota
 from quotad.storage.sql import SqlStore
-from tests.faults import BlackholeProxy, with_address
+from tests.faults import BlackholeProxy, noting_answers, with_address
 from tests.servers import postgres_schema
 
 pytestmark = pytest.mark.postgresql
@@ -61,18 +60,8 @@ def test_a_give_back_whose_commit_answer_was_lost_applies_once() -> None:
                     await store.create_account(
                         Account("acme", "Acme", "p", "UTC", AccountStatus.ACTIVE, Overrides(), NOW)
                     )
-                    seen: list[tuple[Any, Any]] = []
                     consumes = store._consumes
-                    batcher = consumes._batcher  # its batches' requests and answers, noted
-                    assert batcher is not None
-                    run = batcher._run
-
-                    async def noted(batch: list[Any]) -> list[Any]:
-                        answers = await run(batch)
-                        seen.extend(zip(batch, answers, strict=True))
-                        return answers
-
-                    batcher._run = noted
+                    seen = noting_answers(consumes._batcher)
                     await store.consume("acme", "insights", DAY, 5, 100)
                     await store.consume("acme", "insights", DAY, 3, 100)
                     request, outcome = seen[-1]
