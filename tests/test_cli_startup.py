@@ -32,8 +32,9 @@ finally:
         json.dump(sorted(sys.modules), file)
 """
 
-# None of these serves a local command: they are the HTTP server's, the remote client's,
-# the migrations' (a migrated store needs none) or the metrics endpoint's.
+# None of these serves a local command on SQLite: they are the HTTP server's, the remote
+# client's, the migrations' (a migrated store needs none), the metrics endpoint's or
+# PostgreSQL's.
 NOT_FOR_LOCAL = (
     "quotad.api",
     "quotad.asgi",
@@ -45,6 +46,7 @@ NOT_FOR_LOCAL = (
     "httpx2",
     "alembic",
     "prometheus_client",
+    "sqlalchemy.dialects.postgresql",
 )
 
 
@@ -85,8 +87,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_local_listing_loads_nothing_of_the_server(
     tmp_path: Path, store: str, group: str
 ) -> None:
-    """``quotad <group> list --store`` loads SQLAlchemy but no API, framework, Alembic or
-    Prometheus module."""
+    """``quotad <group> list --store`` on SQLite loads SQLAlchemy but no API, framework,
+    Alembic, Prometheus or PostgreSQL module."""
     done, modules = loaded_by(tmp_path, group, "list", "--store", store)
     assert done.returncode == 0, done.stderr[-2000:]
     assert group in done.stdout

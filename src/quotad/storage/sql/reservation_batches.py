@@ -25,6 +25,7 @@ left as it is), a conditional update as it would have.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable
 from functools import partial
@@ -74,6 +75,7 @@ def _finish(given: Any, body: Any) -> Any:
     )
 
 
+@functools.cache  # built once, when PostgreSQL first needs it
 def _pg_finish() -> Any:
     """Settle a batch of reservations that move nothing (rows of ``_FINISH``): the ids it
     settled."""
@@ -220,8 +222,5 @@ async def _finish_pg(conn: AsyncConnection, finishes: list[Finish]) -> list[bool
         # one, in order, the second sees the first's write as it would alone.
         return [answer for f in finishes for answer in await _finish_pg(conn, [f])]
     rows = ((f.id, f.status, body_text(f.body), f.settled_at, f.now) for f in finishes)
-    done = {row.id for row in await conn.execute(_PG_FINISH, as_batch(rows))}
+    done = {row.id for row in await conn.execute(_pg_finish(), as_batch(rows))}
     return [f.id in done for f in finishes]
-
-
-_PG_FINISH = _pg_finish()

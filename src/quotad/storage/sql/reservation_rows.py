@@ -7,13 +7,13 @@ can insert the reservation it makes (``Hold``) without importing either.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from datetime import date
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +21,7 @@ from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.domain.limits import Slot
 from quotad.storage.schema import reservations
 from quotad.storage.sql.rows import from_micros, opt_dt, opt_micros, to_micros
-from quotad.storage.sql.statements import as_batch, sqlite_compiled, unnested
+from quotad.storage.sql.statements import as_batch, pg_insert, sqlite_compiled, unnested
 
 
 def reservation_body(reservation: Reservation) -> dict[str, Any]:
@@ -92,6 +92,7 @@ _SQLITE_CREATE = sqlite_compiled(
 )
 
 
+@functools.cache  # built once, when PostgreSQL first needs it
 def _pg_create() -> Any:
     """Insert a batch's pending reservations (``as_batch`` rows; ``body`` as JSON text),
     leaving any whose id exists as it is."""
@@ -99,11 +100,8 @@ def _pg_create() -> Any:
     rows = sa.select(
         *(sa.cast(batch.c[name], sa.JSON) if name == _BODY else batch.c[name] for name in _COLUMNS)
     )
-    insert = pg_dialect.insert(reservations).from_select(list(_COLUMNS), rows)
+    insert = pg_insert(reservations).from_select(list(_COLUMNS), rows)
     return insert.on_conflict_do_nothing()
-
-
-_PG_CREATE = _pg_create()
 
 
 def _row(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -113,7 +111,7 @@ def _row(values: dict[str, Any]) -> tuple[Any, ...]:
 async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Insert pending reservations (``reservation_values``) in one statement on PostgreSQL,
     the same SQL whatever their number; ids that exist are left as they are."""
-    await conn.execute(_PG_CREATE, as_batch(map(_row, rows)))
+    await conn.execute(_pg_create(), as_batch(map(_row, rows)))
 
 
 def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from quotad.domain.models import ConsumeOutcome
@@ -78,7 +77,16 @@ _BATCH = sa.bindparam("batch", type_=sa.String)
 
 def _batch_items() -> Any:
     """The rows of the ``batch`` parameter, one JSON array each (``jsonb_array_elements``)."""
-    return sa.func.jsonb_array_elements(sa.cast(_BATCH, pg_dialect.JSONB))
+    from sqlalchemy.dialects.postgresql import JSONB  # PostgreSQL's statements only
+
+    return sa.func.jsonb_array_elements(sa.cast(_BATCH, JSONB))
+
+
+def pg_insert(table: sa.Table) -> Any:
+    """PostgreSQL's INSERT (with ON CONFLICT), its dialect imported when first needed."""
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert(table)
 
 
 def unnested(columns: tuple[sa.ColumnClause[Any], ...]) -> Any:
@@ -102,7 +110,7 @@ def pg_create_days() -> Any:
     new = unnested((*DAY_KEY, usage_days.c.total))
     zero = sa.literal(0, sa.BigInteger)
     rows = sa.select(*(new.c[column.name] for column in DAY_KEY), zero, new.c.total, zero)
-    insert = pg_dialect.insert(usage_days).from_select(list(DAY_COLUMNS), rows)
+    insert = pg_insert(usage_days).from_select(list(DAY_COLUMNS), rows)
     return insert.on_conflict_do_nothing()
 
 
@@ -141,7 +149,7 @@ def pg_lock_days() -> sa.Select[Any]:
 def pg_write_days() -> Any:
     """Store day rows' absolute values (rows of ``DAY_COLUMNS``)."""
     rows = unnested(tuple(usage_days.c))
-    return write_days(pg_dialect.insert, sa.select(*(rows.c[name] for name in DAY_COLUMNS)))
+    return write_days(pg_insert, sa.select(*(rows.c[name] for name in DAY_COLUMNS)))
 
 
 def pg_write_locked_days() -> Any:
