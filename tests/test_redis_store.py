@@ -313,6 +313,25 @@ async def test_a_give_back_whose_reply_was_lost_applies_once(redis_url: str) -> 
         assert await used_in_redis(redis_url) == 5
 
 
+async def test_an_adjustment_whose_connection_was_lost_applies_once(redis_url: str) -> None:
+    """An adjustment Redis ran whose connection was reset before the reply came: the client
+    library sends it again on a new connection, and it is answered, not applied again."""
+    async with node_behind_proxy(redis_url) as (store, proxy):
+        await store.consume("acme", "insights", DAY, 5, 100)
+        await store.adjust("acme", "insights", DAY, 2, 100)  # Redis loads the script
+        proxy.hold_replies_after(store._scripts["adjust"].sha.encode())
+        adjusting = asyncio.create_task(store.adjust("acme", "insights", DAY, 3, 100))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until Redis has run it (its reply held)
+            if await used_in_redis(redis_url) == 10:
+                break
+            await asyncio.sleep(0.02)
+        proxy.release_replies(reset=True)
+        row = await adjusting
+        assert row.used == 10
+        assert await used_in_redis(redis_url) == 10
+
+
 async def test_no_key_is_shared_by_accounts(redis_url: str) -> None:
     """Every key the store writes carries an account's hash tag (none on a global slot)."""
     store = await open_node(redis_url)

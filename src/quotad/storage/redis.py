@@ -31,7 +31,8 @@ Durability (the invariants; ``write_behind.py`` has the node's side):
   before the answer came is given back. A call whose answer never came (timed out) is
   asked again once Redis answers (Redis keeps its replies ``REPLAY_SECONDS``), and what it
   granted given back the same way. A give-back applies once however often it is sent
-  (its own key, ``<prefix>:{<account>}:f:<id>``).
+  (its own key, ``<prefix>:{<account>}:f:<id>``), and so does an adjustment (``:a:<id>``,
+  holding its reply for the client library's resend).
 
 Consumes are batched: the consumes that arrive while one round trip is in flight go
 together in the next, as one script call (per Cluster slot: a slot whose master is down
@@ -842,10 +843,14 @@ class RedisCounters:
         day_text = day.isoformat()
         counters = [(service, day_text, total)]
         counters += [(slot.name, slot.period, slot.total) for slot in windows]
-        keys = [self._counter(account_id, service, day), self._marker(account_id)]
+        keys = [self._counter(account_id, service, day), self._marker(account_id), ""]
         keys += [self._counter(account_id, name, period) for name, period, _ in counters[1:]]
         args: list[Any] = [delta, COUNTER_TTL_SECONDS, *(each for _, _, each in counters)]
+        args.append(REPLAY_SECONDS)
         for _ in range(4):
+            # Each call its own key: a resend of it (redis-py's) is answered, not applied.
+            keys[2] = f"{self._prefix}:{{{account_id}}}:a:{uuid.uuid4().hex}"
+
             answer = await self._script("adjust", keys, args)
             if answer[0] == "missing":
                 await self._hydrate(account_id, [counters[int(i) - 1] for i in answer[1:]])
