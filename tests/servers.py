@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -70,7 +70,34 @@ def postgres_schema(*, migrated: bool = False) -> Iterator[str]:
         try:
             yield _with_search_path(POSTGRES_URL, schema)
         finally:
+            _drop_schema(admin, schema)
+
+
+# Lock waits of a schema's DROP before the sessions holding its locks are ended.
+DROP_LOCK_TIMEOUT = "5s"
+
+
+def _drop_schema(admin: Any, schema: str) -> None:
+    """Drop a test's schema. A session a test left holding locks in it (a store closed while
+    one of its transactions was under way, on an event loop that then closed) is ended, so
+    the drop fails neither that test's teardown nor every later one by waiting forever."""
+    import psycopg
+
+    admin.execute(f"SET lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+    for _ in range(3):
+        try:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        except psycopg.errors.LockNotAvailable:
+            admin.execute(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l"
+                " JOIN pg_class c ON c.oid = l.relation"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND l.pid <> pg_backend_pid()",
+                (schema,),
+            )
+        else:
+            return
+    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _create_database() -> None:

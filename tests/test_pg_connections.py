@@ -13,6 +13,7 @@ import pytest
 
 from quotad.storage import stores_from_url
 from quotad.storage.sql import engine
+from tests import servers
 from tests.servers import POSTGRES_URL, postgres_schema
 
 pytestmark = pytest.mark.postgresql
@@ -104,3 +105,22 @@ def test_a_connection_in_steady_use_is_not_checked_before_each_use(
             await stores.close()
 
     asyncio.run(scenario())
+
+
+def test_a_schema_a_session_left_in_a_transaction_is_still_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tests' schema helper ends a session that holds locks in its schema (a store closed
+    mid-transaction) instead of waiting for it forever, and drops the schema."""
+    monkeypatch.setattr(servers, "DROP_LOCK_TIMEOUT", "200ms")
+    with postgres_schema(migrated=True) as url:
+        schema = url.rsplit("%3D", 1)[1]
+        held = psycopg.connect(url)  # a transaction of its own, left open
+        held.execute("LOCK TABLE usage_days IN ACCESS SHARE MODE")
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        left = admin.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+    assert left == (0,)
+    with held, pytest.raises(psycopg.OperationalError):
+        held.execute("SELECT 1")  # the session was ended
