@@ -850,7 +850,6 @@ class RedisCounters:
         for _ in range(4):
             # Each call its own key: a resend of it (redis-py's) is answered, not applied.
             keys[2] = f"{self._prefix}:{{{account_id}}}:a:{uuid.uuid4().hex}"
-
             answer = await self._script("adjust", keys, args)
             if answer[0] == "missing":
                 await self._hydrate(account_id, [counters[int(i) - 1] for i in answer[1:]])

@@ -65,6 +65,7 @@ from quotad.storage.sql.statements import (
     claim_params,
     day_params,
     pg_create_days,
+    pg_insert,
     pg_lock_days,
     pg_write_days,
     pg_write_locked_days,
@@ -102,17 +103,15 @@ class Consumes:
         # Built once: building them (``excluded`` above all) costs more than running them
         # through SQLAlchemy's compiled cache. Not on SQLite, whose commands would import
         # PostgreSQL's dialect for them (about a twentieth of their start-up).
-        from sqlalchemy.dialects import postgresql as pg_dialect
-
         create_days = pg_create_days()
         self._create_days = create_days
         self._create_days_noted = create_days.returning(*DAY_KEY)
-        self._create_claims = pg_dialect.insert(idempotency).on_conflict_do_nothing()
+        self._create_claims = pg_insert(idempotency).on_conflict_do_nothing()
         self._lock_days = pg_lock_days()
         self._lock_claims = read_claims().order_by(*CLAIM_KEY).with_for_update()
         self._write_days = pg_write_days()
         self._write_locked_days = pg_write_locked_days()
-        self._write_claims = write_claims(pg_dialect.insert)
+        self._write_claims = write_claims(pg_insert)
         self._forget_days = usage_days.delete().where(
             sa.tuple_(*DAY_KEY).in_(sa.bindparam("keys", expanding=True))
         )
