@@ -23,6 +23,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from quotad.storage.under_way import UnderWay
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -42,9 +44,12 @@ class Batcher(Generic[T, R]):
         max_size: int = 256,
         in_flight: int = 1,
         abandoned: Abandoned[T, R] | None = None,
+        under_way: UnderWay | None = None,
     ) -> None:
         self._run = run
         self._abandoned = abandoned
+        # Each call counts from submission to answer: a queued call is under way too.
+        self._under_way = under_way
         self._max_size = max_size
         self._in_flight = in_flight
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -58,6 +63,9 @@ class Batcher(Generic[T, R]):
         self._queue.append((request, answer))
         if len(self._workers) < self._in_flight:
             self._start_worker(loop)
+        under_way = self._under_way
+        if under_way is not None:
+            under_way.begin()
         try:
             return await answer
         except asyncio.CancelledError:
@@ -71,6 +79,9 @@ class Batcher(Generic[T, R]):
             ):
                 self._abandoned(request, answer.result())
             raise
+        finally:
+            if under_way is not None:
+                under_way.end()
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         worker = loop.create_task(self._drain(), name="quotad-batch")

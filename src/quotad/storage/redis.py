@@ -100,6 +100,7 @@ from quotad.errors import Conflict, QuotadError, StorageError
 from quotad.storage.base import CALL_DEADLINE, NOT_EMPTY
 from quotad.storage.batching import Batcher
 from quotad.storage.sql import SqlStore
+from quotad.storage.under_way import UnderWay
 from quotad.storage.write_behind import Journal, StoredClaim
 
 log = structlog.get_logger("quotad.storage.redis")
@@ -255,6 +256,7 @@ class RedisCounters:
         self._flusher: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._inflight = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._under_way = UnderWay()  # commands to Redis, and consumes from queue to answer
         self._node_id = f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._batch_ids = itertools.count()
         self._batch_prefix = uuid.uuid4().hex[:10]
@@ -344,7 +346,11 @@ class RedisCounters:
         self._flusher = asyncio.create_task(self._flush_forever(), name="quotad-redis-flush")
 
     async def close(self) -> None:
-        """Stop the flusher, write what is left to SQL, leave the roll, disconnect."""
+        """Let the calls under way finish, stop the flusher, write what is left to SQL,
+        leave the roll, disconnect."""
+        # First: a consume answered after the last flush below would be left out of SQL,
+        # and one still running when the pool disconnects reconnects into a closed pool.
+        await self._under_way.settled()
         if self._flusher is not None:
             # Asked to stop rather than cancelled: a driver that swallows a cancellation
             # mid-flush would leave a cancelled loop running, and close() waiting, forever.
@@ -373,6 +379,8 @@ class RedisCounters:
         await self.records.close()
 
     async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
+        under_way = self._under_way
+        under_way.begin()
         try:
             # Bounded in-flight commands: redis-py's cluster client fails (rather than
             # queues) when hundreds of calls race to open connections to a node.
@@ -385,6 +393,8 @@ class RedisCounters:
             # seen to raise AttributeError inside redis-py. Every failure of the driver
             # is a store failure, answered by the on_store_error policy.
             raise StorageError("the counter store (Redis) could not be reached") from exc
+        finally:
+            under_way.end()
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._call(lambda: self._scripts[name](keys=keys, args=args))
@@ -595,28 +605,35 @@ class RedisCounters:
         """Run ``request`` until Redis answers it ("ok" or "replay"): first loading the
         counters it lacks (``missing`` names them from the reply) or rebuilding the
         account's counters it lost."""
-        batcher = self._batcher_for(request.keys[1])
-        for _ in range(4):
-            if self._batch:
-                answer = await batcher.submit(request)
-            else:
-                [alone] = await self._consume_batch([request])
-                if isinstance(alone, Exception):
-                    raise alone
-                answer = alone
-            kind = answer[0]
-            if kind == "missing":
-                await self._hydrate(request.account_id, missing(answer))
-                continue
-            if kind == "lost":
-                await self._recover(request.account_id, now)
-                continue
-            if kind == "late":
-                raise StorageError("the counter store (Redis) answered after the deadline")
-            if kind == "conflict":
-                raise Conflict("Idempotency-Key was used with a different request")
-            return answer
-        raise StorageError("the call's counters could not be loaded into Redis")
+        # Under way from the first try to the last: between them (loading what Redis
+        # lacked) no command of this consume is.
+        under_way = self._under_way
+        under_way.begin()
+        try:
+            batcher = self._batcher_for(request.keys[1])
+            for _ in range(4):
+                if self._batch:
+                    answer = await batcher.submit(request)
+                else:
+                    [alone] = await self._consume_batch([request])
+                    if isinstance(alone, Exception):
+                        raise alone
+                    answer = alone
+                kind = answer[0]
+                if kind == "missing":
+                    await self._hydrate(request.account_id, missing(answer))
+                    continue
+                if kind == "lost":
+                    await self._recover(request.account_id, now)
+                    continue
+                if kind == "late":
+                    raise StorageError("the counter store (Redis) answered after the deadline")
+                if kind == "conflict":
+                    raise Conflict("Idempotency-Key was used with a different request")
+                return answer
+            raise StorageError("the call's counters could not be loaded into Redis")
+        finally:
+            under_way.end()
 
     def _deadline_ms(self) -> int:
         deadline = CALL_DEADLINE.get()

@@ -51,6 +51,7 @@ class SqlStore(SqlRecords, SqlCounters, SqlAlerts, SqlCredits, SqlReservations, 
 
     async def close(self) -> None:
         """Finish what is under way and dispose of the engines."""
+        await self._db.under_way.settled()
         await self._consumes.stop()
         await self._db.close()
 

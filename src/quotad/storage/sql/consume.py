@@ -92,7 +92,7 @@ class Consumes:
     def __init__(self, db: Database, *, batch: bool) -> None:
         self._db = db
         self._batcher: Batcher[Consume, ConsumeOutcome] | None = (
-            Batcher(self._run, abandoned=self._abandoned) if batch else None
+            Batcher(self._run, abandoned=self._abandoned, under_way=db.under_way) if batch else None
         )
         self._refunds: set[asyncio.Task[None]] = set()
         self._sqlite: SqliteDayWriter | None = None

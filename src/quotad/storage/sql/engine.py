@@ -25,6 +25,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from quotad.errors import Conflict, StorageError, ValidationFailed
+from quotad.storage.under_way import UnderWay
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
@@ -259,6 +260,8 @@ class Database:
         self.reader: AsyncEngine | None = None
         # PostgreSQL: the writer's pool, its connections in autocommit (``single``).
         self._autocommit: AsyncEngine | None = None
+        # Connections in use, and (its batchers count them too) the store's calls queued.
+        self.under_way = UnderWay()
 
     async def open(self) -> None:
         """Create the engines and migrate the schema to the latest revision."""
@@ -295,7 +298,9 @@ class Database:
             event.listen(engine.sync_engine, "begin", _begin_with(begin))
 
     async def close(self) -> None:
-        """Dispose of the engines (one on PostgreSQL, two on SQLite)."""
+        """Let the calls under way finish (``UnderWay.settled``), then dispose of the
+        engines (one on PostgreSQL, two on SQLite)."""
+        await self.under_way.settled()
         engines = {id(e): e for e in (self.writer, self.reader) if e is not None}
         for engine in engines.values():
             await engine.dispose()
@@ -341,9 +346,14 @@ class Database:
         async with self._write_errors():
             if held is not None:
                 yield held
-            else:
+                return
+            under_way = self.under_way
+            under_way.begin()
+            try:
                 async with self.writer.begin() as conn:
                     yield conn
+            finally:
+                under_way.end()
 
     @asynccontextmanager
     async def single(self) -> AsyncIterator[AsyncConnection]:
@@ -358,8 +368,13 @@ class Database:
             async with self.write() as conn:
                 yield conn
             return
-        async with self._write_errors(), self._autocommit.connect() as conn:
-            yield conn
+        under_way = self.under_way
+        under_way.begin()
+        try:
+            async with self._write_errors(), self._autocommit.connect() as conn:
+                yield conn
+        finally:
+            under_way.end()
 
     @asynccontextmanager
     async def _write_errors(self) -> AsyncIterator[None]:
@@ -391,6 +406,8 @@ class Database:
             return
         if self.reader is None:
             raise StorageError("store is not open")
+        under_way = self.under_way
+        under_way.begin()
         try:
             async with self.reader.connect() as conn:
                 yield conn
@@ -398,6 +415,8 @@ class Database:
             raise _unstorable() from exc
         except _UNREACHABLE as exc:
             raise await self._diagnosed(exc, "read") from exc
+        finally:
+            under_way.end()
 
     async def _diagnosed(self, exc: BaseException, what: str) -> StorageError:
         """``_failure``, but for a connection the server ended while it sat in the pool (a

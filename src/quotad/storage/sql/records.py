@@ -65,7 +65,7 @@ class SqlRecords:
             .where(api_keys.c.digest.in_(sa.bindparam("digests", expanding=True)))
         )
         self._key_lookups: Batcher[str, tuple[ApiKey, Account, Plan] | None] = Batcher(
-            self._find_key_records
+            self._find_key_records, under_way=db.under_way
         )
 
     def atomic(self) -> AbstractAsyncContextManager[None]:

@@ -144,7 +144,7 @@ class ReservationWrites:
         self._db = db
         self._sqlite_writer = sqlite_writer
         self._batcher: Batcher[Write, bool] | None = (
-            Batcher(self._run, in_flight=IN_FLIGHT) if batch else None
+            Batcher(self._run, in_flight=IN_FLIGHT, under_way=db.under_way) if batch else None
         )
 
     async def write(self, request: Write) -> bool:
