@@ -202,6 +202,23 @@ async def test_idempotency_answers_and_event_ids_survive_a_lost_redis(redis_url:
         await store.close()
 
 
+async def test_an_adjustments_idempotency_key_survives_a_lost_redis(redis_url: str) -> None:
+    """An adjustment repeated under its Idempotency-Key after Redis lost everything (the
+    first one not yet flushed to SQL) still moves nothing."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        claim = IdempotencyClaim("adjust k1", "fp", NOW + timedelta(days=1))
+        first, _ = await store.adjust_once("acme", "insights", DAY, 7, 100, (), claim, NOW)
+        await drop_everything(redis_url)
+        again, repeated = await store.adjust_once("acme", "insights", DAY, 7, 100, (), claim, NOW)
+        assert (repeated, again.used) == (True, first.used)
+        [row] = await store.usage("acme", "insights", DAY, DAY)
+        assert row.used == 7
+    finally:
+        await store.close()
+
+
 async def test_a_consume_past_its_callers_deadline_changes_nothing(redis_url: str) -> None:
     """A consume Redis runs after its caller's deadline is refused with StorageError, uncharged."""
     store = await open_node(redis_url)

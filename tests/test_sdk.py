@@ -392,6 +392,24 @@ async def test_verify_is_retried_only_with_an_idempotency_key(mode: str) -> None
 
 
 @MODES
+async def test_adjust_usage_is_retried_under_one_idempotency_key(mode: str) -> None:
+    """adjust_usage is sent with an Idempotency-Key and retried under that same key after a
+    503; each call has a key of its own unless one is given."""
+    day = {"date": "2024-11-06", "used": 40, "total": 250, "remaining": 210, "rejected": 0}
+    handler, seen = script(httpx2.Response(503), httpx2.Response(200, json=day))
+    assert (
+        await perform(mode, handler, "adjust_usage", "a", "insights", "2024-11-06", 40)
+    ).used == 40
+    handler, later = script(httpx2.Response(200, json=day))
+    await perform(mode, handler, "adjust_usage", "a", "insights", "2024-11-06", 40)
+    handler, given = script(httpx2.Response(200, json=day))
+    await perform(mode, handler, "adjust_usage", "a", "insights", "2024-11-06", 40, "fix-1")
+    keys = [r.headers["Idempotency-Key"] for r in (*seen, *later, *given)]
+    assert keys[0] == keys[1] != keys[2] != "fix-1" == keys[3]
+    assert all(keys)
+
+
+@MODES
 async def test_connection_errors_are_retried_for_idempotent_calls(mode: str) -> None:
     """A refused connection, then an answer: an idempotent call succeeds."""
     handler, seen = script(httpx2.ConnectError("refused"), httpx2.Response(200, json=SERVICES))

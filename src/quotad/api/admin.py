@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 from pydantic import JsonValue
 from starlette.responses import Response, StreamingResponse
 
@@ -43,6 +43,7 @@ from quotad.api.schemas import (
     UsageDayOut,
     UsageLineOut,
 )
+from quotad.api.verify_endpoint import IDEMPOTENCY_KEY
 from quotad.domain.models import AccountStatus, Limit, Overrides, Plan, Quota, Service
 from quotad.http import views
 from quotad.http.credit_views import (
@@ -330,9 +331,25 @@ async def account_usages(ctx: Ctx, account_id: str) -> Response:
 
 
 @router.post("/accounts/{account_id}/usage/{service}/adjust", response_model=UsageDayOut)
-async def adjust_usage(ctx: Ctx, account_id: str, service: str, body: AdjustIn) -> Response:
+async def adjust_usage(
+    ctx: Ctx,
+    account_id: str,
+    service: str,
+    body: AdjustIn,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=(
+                "Applies the adjustment once: a repeat with the same body within 24 h moves"
+                " nothing and answers the day as it stands; with another body, 409"
+            ),
+            pattern=IDEMPOTENCY_KEY.pattern,
+        ),
+    ] = None,
+) -> Response:
     """Correct or credit a day (use never goes below zero)."""
-    row = await usage.adjust(ctx, account_id, service, body.date, body.delta)
+    row = await usage.adjust(ctx, account_id, service, body.date, body.delta, idempotency_key)
     return ORJSONResponse(views.usage_day_view(row))
 
 

@@ -6,6 +6,7 @@ each one perform its call with the client's I/O (see ``quotad.sdk._core``).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
@@ -698,14 +699,27 @@ class Endpoints:
 
     @endpoint
     def adjust_usage(
-        self, account_id: str, service: str, day: date | str, delta: int
+        self,
+        account_id: str,
+        service: str,
+        day: date | str,
+        delta: int,
+        idempotency_key: str | None = None,
     ) -> Call[UsageDay]:
-        """Add ``delta`` (negative to credit back) to one day's use; never below zero."""
+        """Add ``delta`` (negative to credit back) to one day's use; never below zero.
+
+        Sent with an Idempotency-Key (``idempotency_key``, else a fresh one), so a retry
+        after a lost answer applies the adjustment once; give your own to make a repeat
+        of the whole call (a re-run script, say) safe as well.
+        """
+        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         return Call(
             "POST",
             f"/admin/v1/accounts/{_seg(account_id)}/usage/{_seg(service)}/adjust",
             json_with(UsageDay.from_json),
             body={"date": _day(day), "delta": delta},
+            headers={"Idempotency-Key": key},
+            idempotent=True,
         )
 
     @endpoint

@@ -13,6 +13,7 @@ day: that window's total then (its history is noted under the limit's name,
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from quotad.domain.limits import Limits, LimitSpec, Per, Window
 from quotad.domain.models import (
     Account,
     EventsOutcome,
+    IdempotencyClaim,
     UsageDay,
     UsageEvent,
     day_total,
@@ -254,10 +256,35 @@ def _with_usage(line: UsageLine, usage: int) -> UsageLine:
     return UsageLine(line.description, line.limit, line.name, usage)
 
 
+def adjustment_claim(
+    ctx: Context, idempotency_key: str, service: str, day: date, delta: int
+) -> IdempotencyClaim:
+    """What an adjustment's Idempotency-Key binds to: the same service, day and delta.
+
+    Its stored key is kept apart from verify's (a space, which their keys never hold)
+    and hashed, so any key of up to 255 characters fits the stores' column.
+    """
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return IdempotencyClaim(
+        f"adjust {digest}",
+        hashlib.sha256(f"{service}\n{day.isoformat()}\n{delta}".encode()).hexdigest(),
+        ctx.clock.now() + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
+    )
+
+
 async def adjust(
-    ctx: Context, account_id: str, service: str, day_text: str, delta: int
+    ctx: Context,
+    account_id: str,
+    service: str,
+    day_text: str,
+    delta: int,
+    idempotency_key: str | None = None,
 ) -> UsageDay:
-    """Correct or credit one day's use (never below zero, never a future day)."""
+    """Correct or credit one day's use (never below zero, never a future day).
+
+    With ``idempotency_key``, a repeat of the same adjustment within the idempotency
+    window moves nothing and answers the day as it stands (the audit log keeps the first).
+    """
     account = await admin.require_account(ctx, account_id)
     await admin.require_service(ctx, service)
     day = parse_date(day_text, "/body/date")
@@ -270,7 +297,14 @@ async def adjust(
     plan = await admin.require_plan(ctx, account.plan_id)
     extra = quotas.window_slots(account, plan, service, days.day_start(day, account.timezone))
     async with audit.with_counters(ctx):
-        if extra:
+        if idempotency_key is not None:
+            claim = adjustment_claim(ctx, idempotency_key, service, day, delta)
+            row, repeated = await ctx.counters.adjust_once(
+                account.id, service, day, delta, total_on(day), extra, claim, ctx.clock.now()
+            )
+            if repeated:
+                return row
+        elif extra:
             row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day), extra)
         else:  # version 1's call, as it always was
             row = await ctx.counters.adjust(account.id, service, day, delta, total_on(day))

@@ -321,6 +321,25 @@ class CounterStore(Connected, Protocol):
         """
         ...
 
+    async def adjust_once(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[UsageDay, bool]:
+        """``adjust`` under an Idempotency-Key ``claim``, in the same atomic step: the day
+        after it, and whether it was a repeat. A claim seen before and unexpired at ``now``
+        with the same fingerprint moves nothing (the day is answered as it stands); with
+        another fingerprint it raises ``Conflict``. The claim is kept as an idempotency
+        answer (granted, the day's use and total after the first adjustment).
+        """
+        ...
+
     async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
         """The values of counters by ``(name, period)`` (a slot's), 0 where absent, in order.
 

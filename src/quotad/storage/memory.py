@@ -494,13 +494,48 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     ) -> UsageDay:
         """Add ``delta`` to a day (and to ``extra``'s windows), flooring at zero."""
         with self._lock:
-            row = self._usage.setdefault((account_id, service, day), [0, total, 0])
-            row[_USED] = max(row[_USED] + delta, 0)
-            for slot in extra:
-                if not slot.interval:
-                    counter = self._row(account_id, slot)
-                    counter[0] = max(counter[0] + delta, 0)
-            return UsageDay(day, *row)
+            return self._adjusted(account_id, service, day, delta, total, extra)
+
+    def _adjusted(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+    ) -> UsageDay:
+        row = self._usage.setdefault((account_id, service, day), [0, total, 0])
+        row[_USED] = max(row[_USED] + delta, 0)
+        for slot in extra:
+            if not slot.interval:
+                counter = self._row(account_id, slot)
+                counter[0] = max(counter[0] + delta, 0)
+        return UsageDay(day, *row)
+
+    async def adjust_once(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[UsageDay, bool]:
+        """``adjust`` unless ``claim`` was seen before (``Store.adjust_once``)."""
+        with self._lock:
+            seen = self._idempotency.get((account_id, claim.key))
+            if seen is not None and seen[0].expires_at > now:
+                if seen[0].fingerprint != claim.fingerprint:
+                    raise Conflict("Idempotency-Key was used with a different request")
+                row = self._usage.get((account_id, service, day))
+                return (UsageDay(day, 0, total) if row is None else UsageDay(day, *row)), True
+            adjusted = self._adjusted(account_id, service, day, delta, total, extra)
+            outcome = ConsumeOutcome(True, adjusted.used, adjusted.total, day)
+            self._idempotency[(account_id, claim.key)] = (claim, outcome)
+            return adjusted, False
 
     async def record_events(self, events: list[UsageEvent]) -> EventsOutcome:
         """Add unseen events to their days."""

@@ -856,30 +856,84 @@ class RedisCounters:
     ) -> UsageDay:
         """Add ``delta`` to a day's counter and to each window of ``extra`` (rates are left
         alone), flooring each at zero, in one script call."""
+        adjusted, _ = await self._adjust(account_id, service, day, delta, total, extra)
+        return adjusted
+
+    async def adjust_once(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[UsageDay, bool]:
+        """``adjust`` unless ``claim`` was seen before (``Store.adjust_once``), in its
+        script call; the claim is kept as a verify's is (journaled to SQL, restored with
+        the account's counters)."""
+        return await self._adjust(account_id, service, day, delta, total, extra, claim, now)
+
+    async def _adjust(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+        claim: IdempotencyClaim | None = None,
+        now: datetime | None = None,
+    ) -> tuple[UsageDay, bool]:
         windows = [slot for slot in extra if not slot.interval]
         day_text = day.isoformat()
         counters = [(service, day_text, total)]
         counters += [(slot.name, slot.period, slot.total) for slot in windows]
-        keys = [self._counter(account_id, service, day), self._marker(account_id), ""]
+        keys = [self._counter(account_id, service, day), self._marker(account_id), "", ""]
         keys += [self._counter(account_id, name, period) for name, period, _ in counters[1:]]
-        args: list[Any] = [delta, COUNTER_TTL_SECONDS, *(each for _, _, each in counters)]
-        args.append(REPLAY_SECONDS)
+        args: list[Any] = [delta, COUNTER_TTL_SECONDS, REPLAY_SECONDS, "-", 0, 0, day_text, 0]
+        if claim is not None:
+            keys[3] = self._idempotency(account_id, claim.key)
+            now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
+            expires_ms = int(claim.expires_at.timestamp() * 1000)
+            args[3:6] = [claim.fingerprint, max((expires_ms - now_ms) // 1000, 1), expires_ms]
+            args[7] = now_ms
+        args += [each for _, _, each in counters]
         for _ in range(4):
             # Each call its own key: a resend of it (redis-py's) is answered, not applied.
             keys[2] = f"{self._prefix}:{{{account_id}}}:a:{uuid.uuid4().hex}"
+            if claim is None:
+                keys[3] = keys[2]
             answer = await self._script("adjust", keys, args)
             if answer[0] == "missing":
                 await self._hydrate(account_id, [counters[int(i) - 1] for i in answer[1:]])
                 continue
             if answer[0] == "lost":
-                await self._recover(account_id)
+                await self._recover(account_id, now)
                 continue
+            if answer[0] == "conflict":
+                raise Conflict("Idempotency-Key was used with a different request")
+            if answer[0] == "replay":
+                used, stored_total, rejected = (int(v or 0) for v in answer[1:4])
+                return UsageDay(day, used, stored_total, rejected), True
             used, stored_total, rejected = (int(v or 0) for v in answer[:3])
             journal = self._journal.pending
             journal.add((account_id, service, day_text), int(answer[3]), 0, stored_total)
             for (name, period, window_total), applied in zip(counters[1:], answer[4:], strict=True):
                 journal.add((account_id, name, period), int(applied), 0, window_total)
-            return UsageDay(day, used, stored_total, rejected)
+            if claim is not None:
+                journal.claims[(account_id, claim.key)] = StoredClaim(
+                    account_id,
+                    claim.key,
+                    claim.fingerprint,
+                    int(claim.expires_at.timestamp() * 1000),
+                    True,
+                    used,
+                    stored_total,
+                    day_text,
+                )
+            return UsageDay(day, used, stored_total, rejected), False
         raise StorageError("the day's counter could not be loaded into Redis")
 
     async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:

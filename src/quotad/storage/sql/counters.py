@@ -23,6 +23,7 @@ from quotad.domain.models import (
     UsageDay,
     UsageEvent,
 )
+from quotad.errors import Conflict
 from quotad.storage.schema import (
     accounts,
     counter_nodes,
@@ -115,17 +116,87 @@ class SqlCounters:
     ) -> UsageDay:
         """Add ``delta`` to a day and to ``extra``'s window counters (rates are left
         alone), flooring each at zero, in one transaction."""
+        async with self._db.write() as conn:
+            return await self._adjusted(conn, account_id, service, day, delta, total, extra)
+
+    async def adjust_once(
+        self,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[UsageDay, bool]:
+        """``adjust`` unless ``claim`` was seen before (``Store.adjust_once``), in the
+        adjustment's transaction."""
+        async with self._db.write() as conn:
+            if await self._seen(conn, account_id, claim, now):
+                row = (
+                    await conn.execute(
+                        usage_days.select().where(
+                            usage_days.c.account_id == account_id,
+                            usage_days.c.service == service,
+                            usage_days.c.day == day.isoformat(),
+                        )
+                    )
+                ).first()
+                return (UsageDay(day, 0, total) if row is None else usage_day_of(row)), True
+            adjusted = await self._adjusted(conn, account_id, service, day, delta, total, extra)
+            await conn.execute(
+                idempotency.update()
+                .where(idempotency.c.account_id == account_id, idempotency.c.key == claim.key)
+                .values(granted=True, used=adjusted.used, total=adjusted.total, day=day.isoformat())
+            )
+            return adjusted, False
+
+    async def _seen(
+        self, conn: Any, account_id: str, claim: IdempotencyClaim, now: datetime
+    ) -> bool:
+        """Take ``claim`` for this transaction: whether it was seen before (unexpired).
+
+        Inserted first (a concurrent twin waits for this transaction, then finds it);
+        an expired one is taken over; one of another request raises ``Conflict``.
+        """
+        values = {"fingerprint": claim.fingerprint, "expires_at": to_micros(claim.expires_at)}
+        insert = self._db.insert(idempotency).values(account_id=account_id, key=claim.key, **values)
+        if await affects_a_row(conn, insert.on_conflict_do_nothing()):
+            return False
+        kept = idempotency.c.account_id == account_id, idempotency.c.key == claim.key
+        fingerprint, expires_at = (
+            await conn.execute(
+                sa.select(idempotency.c.fingerprint, idempotency.c.expires_at).where(*kept)
+            )
+        ).one()
+        if expires_at <= to_micros(now):
+            await conn.execute(idempotency.update().where(*kept).values(**values))
+            return False
+        if fingerprint != claim.fingerprint:
+            raise Conflict("Idempotency-Key was used with a different request")
+        return True
+
+    async def _adjusted(
+        self,
+        conn: Any,
+        account_id: str,
+        service: str,
+        day: date,
+        delta: int,
+        total: int,
+        extra: tuple[Slot, ...],
+    ) -> UsageDay:
         day_key = (service, day.isoformat())
         moved = {day_key: total}
         for slot in extra:
             if not slot.interval:
                 moved.setdefault((slot.name, slot.period), slot.total)
         found: dict[tuple[str, str], Any] = {}
-        async with self._db.write() as conn:
-            # Sorted: the lock order consumes take the same rows in (no deadlock between them).
-            for (name, period), new_total in sorted(moved.items()):
-                upsert = self._add_to(account_id, name, period, delta, new_total)
-                found[name, period] = (await conn.execute(upsert.returning(usage_days))).one()
+        # Sorted: the lock order consumes take the same rows in (no deadlock between them).
+        for (name, period), new_total in sorted(moved.items()):
+            upsert = self._add_to(account_id, name, period, delta, new_total)
+            found[name, period] = (await conn.execute(upsert.returning(usage_days))).one()
         return usage_day_of(found[day_key])
 
     async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
