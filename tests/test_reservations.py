@@ -163,6 +163,21 @@ async def test_commit_settles_the_difference(
     assert await used(client, deployment.key) == after
 
 
+async def test_a_customer_key_named_like_a_settlement_cannot_block_it(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A verify whose Idempotency-Key is the name quotad gives a reservation's settlement
+    (``reservation:<id>``) counts as its own call: the commit still settles, once."""
+    rid = (await reserve(client, deployment.key, 10))["reservation_id"]
+    for _ in range(2):
+        body = {"key": deployment.key, "service": "insights", "cost": 1}
+        answer = await verify(client, body, {"Idempotency-Key": f"reservation:{rid}"})
+        assert answer.status_code == 200, answer.text
+    response = await commit(client, rid, 3)
+    assert (response.status_code, response.json().get("committed")) == (200, 3), response.text
+    assert await used(client, deployment.key) == 3 + 1
+
+
 async def test_commit_gives_back_to_every_window(
     client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
 ) -> None:

@@ -151,6 +151,22 @@ def items_fingerprint(key_digest: str, items: Items) -> str:
     return hashlib.sha256(f"{key_digest}{parts}".encode()).hexdigest()
 
 
+# The claims quotad makes itself share the account's Idempotency-Keys: a reservation's
+# settlement ("reservation:<id>", "reservation:<id>:over") and a SQL give-back's mark
+# ("quotad-give-back:<uuid>"). (An adjustment's, "adjust <digest>", holds a space, which
+# a caller's key never does.)
+OWN_CLAIMS = ("reservation:", "quotad-")
+
+
+def claim_key(idempotency_key: str) -> str:
+    """The name a caller's Idempotency-Key is kept under: itself, unless it reads as one of
+    quotad's own claims (``OWN_CLAIMS``), which a call could then block or replay (a
+    commit answered 409 for good, say); such a key is kept under a name of its own."""
+    if idempotency_key.startswith(OWN_CLAIMS):
+        return "customer " + hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return idempotency_key
+
+
 # Builds a named tuple without its Python-level ``__new__`` (see ``_verdict``).
 _new = tuple.__new__
 
@@ -417,7 +433,7 @@ async def _verify(
     claim = None
     if idempotency_key is not None:
         claim = IdempotencyClaim(
-            idempotency_key,
+            claim_key(idempotency_key),
             items_fingerprint(first.key_digest, items),
             now + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
         )
