@@ -142,6 +142,35 @@ async def test_grants_and_voids_are_audited(
     assert actions["credits.void"]["after"]["voided_at"] is not None
 
 
+async def test_a_grant_under_an_idempotency_key_is_made_once(
+    client: httpx2.AsyncClient, deployment: Deployment
+) -> None:
+    """A grant sent twice with one Idempotency-Key answers the same grant both times, and
+    the balance, the ledger and the audit log hold it once; the key with another amount is
+    409 and a malformed key 400, and neither grants anything. Another key grants anew."""
+    keyed = {**OPERATOR, "Idempotency-Key": "payment-pi_3Nx"}
+    body = {"amount": 5, "expires_at": "2030-01-01T01:00:00+01:00", "note": "top-up"}
+    first = await client.post(f"{BASE}/grants", json=body, headers=keyed)
+    again = await client.post(f"{BASE}/grants", json=body, headers=keyed)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert first.json() == again.json()
+    reused = await client.post(f"{BASE}/grants", json={**body, "amount": 6}, headers=keyed)
+    assert (reused.status_code, reused.json()["error"]) == (409, "CONFLICT")
+    malformed = {**OPERATOR, "Idempotency-Key": "two words"}
+    refused = await client.post(f"{BASE}/grants", json=body, headers=malformed)
+    assert (refused.status_code, refused.json()["error"]) == (400, "VALIDATION_FAILED")
+    assert (await client.get(f"{BASE}/credits", headers=OPERATOR)).json()["balance"] == 5
+    other = {**OPERATOR, "Idempotency-Key": "payment-pi_4Qy"}
+    assert (await client.post(f"{BASE}/grants", json=body, headers=other)).status_code == 201
+    assert (await client.get(f"{BASE}/credits", headers=OPERATOR)).json()["balance"] == 10
+    ledger = (await client.get(f"{BASE}/credits/ledger", headers=OPERATOR)).json()["items"]
+    assert [e["kind"] for e in ledger] == ["grant", "grant"]
+    log = (
+        await client.get("/admin/v1/audit", params={"target": "account:acme"}, headers=OPERATOR)
+    ).json()["items"]
+    assert [entry["action"] for entry in log].count("credits.grant") == 2
+
+
 async def test_a_service_price_is_set_changed_and_removed(client: httpx2.AsyncClient) -> None:
     """credit_price on create and PATCH: shown back, null unprices, bad values refused."""
     made = await client.post(

@@ -410,6 +410,30 @@ async def test_adjust_usage_is_retried_under_one_idempotency_key(mode: str) -> N
 
 
 @MODES
+async def test_grant_credits_is_retried_under_one_idempotency_key(mode: str) -> None:
+    """grant_credits is sent with an Idempotency-Key and retried under that same key after
+    a 503; a key given is the one sent."""
+    made = {
+        "id": "gr_1",
+        "kind": "grant",
+        "amount": 5,
+        "remaining": 5,
+        "expires_at": None,
+        "priority": 0,
+        "note": "",
+        "created_at": "2024-11-07T12:00:00Z",
+        "voided_at": None,
+    }
+    handler, seen = script(httpx2.Response(503), httpx2.Response(201, json=made))
+    assert (await perform(mode, handler, "grant_credits", "a", 5)).id == "gr_1"
+    handler, given = script(httpx2.Response(201, json=made))
+    await perform(mode, handler, "grant_credits", "a", 5, idempotency_key="payment-1")
+    keys = [r.headers["Idempotency-Key"] for r in (*seen, *given)]
+    assert keys[0] == keys[1] != "payment-1" == keys[2]
+    assert keys[0]
+
+
+@MODES
 async def test_connection_errors_are_retried_for_idempotent_calls(mode: str) -> None:
     """A refused connection, then an answer: an idempotent call succeeds."""
     handler, seen = script(httpx2.ConnectError("refused"), httpx2.Response(200, json=SERVICES))

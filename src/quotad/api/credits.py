@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 from starlette.responses import Response
 
 from quotad.api.deps import Ctx, operator
@@ -22,6 +22,7 @@ from quotad.api.schemas import (
     LedgerEntryOut,
     Page,
 )
+from quotad.api.verify_endpoint import IDEMPOTENCY_KEY
 from quotad.domain.models import Account
 from quotad.http import views
 from quotad.http.credit_views import (
@@ -52,11 +53,33 @@ PageSize = Annotated[int, Query(ge=1, le=500, description="Items per page")]
 Cursor = Annotated[CursorText | None, Query()]
 
 
-@router.post("/accounts/{account_id}/grants", status_code=201, response_model=GrantOut)
-async def create_grant(ctx: Ctx, account_id: str, body: GrantIn) -> Response:
+@router.post(
+    "/accounts/{account_id}/grants",
+    status_code=201,
+    response_model=GrantOut,
+    responses={409: {"model": ErrorBody}},  # the Idempotency-Key of another grant
+)
+async def create_grant(
+    ctx: Ctx,
+    account_id: str,
+    body: GrantIn,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=(
+                "Grants once: a repeat with the same body answers the grant the first call"
+                " made; with another body, 409"
+            ),
+            pattern=IDEMPOTENCY_KEY.pattern,
+        ),
+    ] = None,
+) -> Response:
     """Give credits to an account, drawn from before later-expiring grants."""
     amount = credits_at(body.amount, "/body/amount")
-    made = await credits.grant(ctx, account_id, amount, body.expires_at, body.priority, body.note)
+    made = await credits.grant(
+        ctx, account_id, amount, body.expires_at, body.priority, body.note, idempotency_key
+    )
     return ORJSONResponse(grant_view(made, made.amount), status_code=201)
 
 

@@ -571,9 +571,16 @@ class Endpoints:
         expires_at: datetime | None = None,
         priority: int | None = None,
         note: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Call[CreditGrant]:
         """Grant ``amount`` credits to an account, until ``expires_at`` (None: no expiry);
-        a debit draws first from the grant expiring first, then the highest ``priority``."""
+        a debit draws first from the grant expiring first, then the highest ``priority``.
+
+        Sent with an Idempotency-Key (``idempotency_key``, else a fresh one), so a retry
+        after a lost answer grants once; give your own (a payment's id, say) to make a
+        repeat of the whole call safe as well.
+        """
+        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         body: dict[str, Any] = {"amount": amount}
         if expires_at is not None:
             body["expires_at"] = expires_at.isoformat()
@@ -586,6 +593,8 @@ class Endpoints:
             f"/admin/v1/accounts/{_seg(account_id)}/grants",
             json_with(CreditGrant.from_json),
             body=body,
+            headers={"Idempotency-Key": key},
+            idempotent=True,
         )
 
     @endpoint

@@ -10,6 +10,7 @@ the grants); other nodes see it within ``record_cache_seconds``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -26,8 +27,9 @@ from quotad.domain.credits import (
     LedgerEntry,
     RefillMode,
 )
+from quotad.domain.keys import BASE62
 from quotad.domain.models import Account, Plan
-from quotad.errors import NotFound, ValidationFailed
+from quotad.errors import Conflict, NotFound, ValidationFailed
 from quotad.service import audit
 from quotad.service.admin import new_id, require_account
 from quotad.service.context import Context
@@ -72,8 +74,14 @@ async def grant(
     expires_at: datetime | None = None,
     priority: int = 0,
     note: str = "",
+    idempotency_key: str | None = None,
 ) -> Grant:
-    """Give ``amount`` micro-credits to an account (audited ``credits.grant``)."""
+    """Give ``amount`` micro-credits to an account (audited ``credits.grant``).
+
+    With ``idempotency_key``, once: the grant's id comes from the account and the key, so
+    a repeat finds the grant the first call made and answers it (another grant under the
+    key raises ``Conflict``), at any time later.
+    """
     if isinstance(amount, bool) or not 0 < amount <= MAX_CREDITS * MICROS:
         raise ValidationFailed.at(
             "/body/amount", f"amount must be above 0 and at most {MAX_CREDITS}", "range"
@@ -93,7 +101,7 @@ async def grant(
         raise ValidationFailed.at("/body/expires_at", "expires_at must be in the future", "range")
     await require_account(ctx, account_id)
     made = Grant(
-        id=new_id("gr"),
+        id=new_id("gr") if idempotency_key is None else keyed_id(account_id, idempotency_key),
         account_id=account_id,
         amount=amount,
         created_at=now,
@@ -102,7 +110,8 @@ async def grant(
         note=note,
     )
     async with ctx.records.atomic():  # grants are kept with the records
-        await ctx.stores.credits.create_grant(made)
+        if not await ctx.stores.credits.create_grant(made):
+            return _same_grant(await ctx.stores.credits.list_grants(account_id), made)
         await audit.record(
             ctx, "credits.grant", _target(account_id, made.id), None, grant_state(made)
         )
@@ -129,6 +138,30 @@ async def void(ctx: Context, account_id: str, grant_id: str) -> Grant:
             grant_state(voided),
         )
     return voided
+
+
+def keyed_id(account_id: str, idempotency_key: str) -> str:
+    """The id of the grant an Idempotency-Key makes on an account: shaped as ``new_id``'s."""
+    digest = int.from_bytes(hashlib.sha256(f"{account_id}\n{idempotency_key}".encode()).digest())
+    letters = []
+    for _ in range(16):
+        digest, index = divmod(digest, len(BASE62))
+        letters.append(BASE62[index])
+    return "gr_" + "".join(letters)
+
+
+def _same_grant(grants: list[Grant], asked: Grant) -> Grant:
+    """The grant already made under ``asked``'s id: it, when the same grant was asked."""
+    made = _find(grants, asked.id)
+    same = (made.amount, made.expires_at, made.priority, made.note) == (
+        asked.amount,
+        asked.expires_at,
+        asked.priority,
+        asked.note,
+    )
+    if not same:
+        raise Conflict("Idempotency-Key was used with a different request")
+    return made
 
 
 def _find(grants: list[Grant], grant_id: str) -> Grant:
