@@ -434,6 +434,20 @@ async def test_grant_credits_is_retried_under_one_idempotency_key(mode: str) -> 
 
 
 @MODES
+async def test_acquire_and_release_are_retried_under_one_idempotency_key(mode: str) -> None:
+    """acquire and release are each sent with an Idempotency-Key and retried under that same
+    key after a 503."""
+    gauge = {"name": "cohorts", "usage": 1, "limit": 10}
+    keys = []
+    for move in ("acquire", "release"):
+        handler, seen = script(httpx2.Response(503), httpx2.Response(200, json=gauge))
+        assert (await perform(mode, handler, move, "a", "cohorts")).usage == 1
+        keys.append([r.headers["Idempotency-Key"] for r in seen])
+    assert [len(set(sent)) for sent in keys] == [1, 1]
+    assert keys[0][0] != keys[1][0]
+
+
+@MODES
 async def test_connection_errors_are_retried_for_idempotent_calls(mode: str) -> None:
     """A refused connection, then an answer: an idempotent call succeeds."""
     handler, seen = script(httpx2.ConnectError("refused"), httpx2.Response(200, json=SERVICES))

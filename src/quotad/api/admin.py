@@ -369,6 +369,19 @@ async def set_limit_usage(ctx: Ctx, account_id: str, name: str, body: GaugeSetIn
     )
 
 
+GaugeKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description=(
+            "Moves the gauge once: a repeat with the same body within 24 h moves nothing and"
+            " answers the usage as it stands; with another body, 409"
+        ),
+        pattern=IDEMPOTENCY_KEY.pattern,
+    ),
+]
+
+
 @router.post(
     "/accounts/{account_id}/limits/{name}/acquire",
     response_model=GaugeOut,
@@ -376,11 +389,16 @@ async def set_limit_usage(ctx: Ctx, account_id: str, name: str, body: GaugeSetIn
     summary="Acquire units of a resource limit gauge",
 )
 async def acquire(
-    ctx: Ctx, account_id: str, name: str, body: Annotated[GaugeAmountIn | None, Body()] = None
+    ctx: Ctx,
+    account_id: str,
+    name: str,
+    body: Annotated[GaugeAmountIn | None, Body()] = None,
+    idempotency_key: GaugeKey = None,
 ) -> Response:
     """Take units of a limit; 403 MAX_RESOURCES_REACHED past it, nothing changed."""
     amount = (body or GaugeAmountIn()).amount
-    return ORJSONResponse(views.gauge_view(await admin.acquire(ctx, account_id, name, amount)))
+    moved = await admin.acquire(ctx, account_id, name, amount, idempotency_key)
+    return ORJSONResponse(views.gauge_view(moved))
 
 
 @router.post(
@@ -390,11 +408,16 @@ async def acquire(
     summary="Release units of a resource limit gauge",
 )
 async def release(
-    ctx: Ctx, account_id: str, name: str, body: Annotated[GaugeAmountIn | None, Body()] = None
+    ctx: Ctx,
+    account_id: str,
+    name: str,
+    body: Annotated[GaugeAmountIn | None, Body()] = None,
+    idempotency_key: GaugeKey = None,
 ) -> Response:
     """Give units of a limit back; 409 if more than is in use."""
     amount = (body or GaugeAmountIn()).amount
-    return ORJSONResponse(views.gauge_view(await admin.release(ctx, account_id, name, amount)))
+    moved = await admin.release(ctx, account_id, name, amount, idempotency_key)
+    return ORJSONResponse(views.gauge_view(moved))
 
 
 # Export ---------------------------------------------------------------------

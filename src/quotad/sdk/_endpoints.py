@@ -756,23 +756,41 @@ class Endpoints:
         )
 
     @endpoint
-    def acquire(self, account_id: str, name: str, amount: int = 1) -> Call[Gauge]:
-        """Take ``amount`` units of a limit (``MaxResourcesReachedError`` past it)."""
+    def acquire(
+        self, account_id: str, name: str, amount: int = 1, idempotency_key: str | None = None
+    ) -> Call[Gauge]:
+        """Take ``amount`` units of a limit (``MaxResourcesReachedError`` past it).
+
+        Sent with an Idempotency-Key (``idempotency_key``, else a fresh one): a retry after
+        a lost answer moves the gauge once.
+        """
+        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         return Call(
             "POST",
             f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/acquire",
             json_with(Gauge.from_json),
             body={"amount": amount},
+            headers={"Idempotency-Key": key},
+            idempotent=True,
         )
 
     @endpoint
-    def release(self, account_id: str, name: str, amount: int = 1) -> Call[Gauge]:
-        """Give ``amount`` units of a limit back."""
+    def release(
+        self, account_id: str, name: str, amount: int = 1, idempotency_key: str | None = None
+    ) -> Call[Gauge]:
+        """Give ``amount`` units of a limit back.
+
+        Sent with an Idempotency-Key (``idempotency_key``, else a fresh one): a retry after
+        a lost answer moves the gauge once.
+        """
+        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         return Call(
             "POST",
             f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/release",
             json_with(Gauge.from_json),
             body={"amount": amount},
+            headers={"Idempotency-Key": key},
+            idempotent=True,
         )
 
     # Metering ---------------------------------------------------------------------

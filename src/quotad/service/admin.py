@@ -5,6 +5,7 @@ Each change writes its audit entry (``quotad.service.audit``) once it is made.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from quotad.domain.models import (
     AccountStatus,
     ApiKey,
     GaugeChange,
+    IdempotencyClaim,
     Limit,
     Overrides,
     Plan,
@@ -653,11 +655,44 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     return GaugeChange(name, value, limit.limit)
 
 
-async def acquire(ctx: Context, account_id: str, name: str, amount: int) -> GaugeChange:
-    """Take ``amount`` units of a limit, or refuse with ``MaxResourcesReached``."""
+def gauge_claim(
+    ctx: Context, idempotency_key: str, move: str, name: str, amount: int
+) -> IdempotencyClaim:
+    """What a gauge move's Idempotency-Key binds to: the same move (``acquire`` or
+    ``release``), limit and amount. Kept apart from verify's keys (a space, which theirs
+    never hold) and hashed, so any key of up to 255 characters fits the stores."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return IdempotencyClaim(
+        f"gauge {digest}",
+        hashlib.sha256(f"{move}\n{name}\n{amount}".encode()).hexdigest(),
+        ctx.clock.now() + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
+    )
+
+
+async def _moved_once(
+    ctx: Context, account_id: str, name: str, delta: int, limit: int, claim: IdempotencyClaim
+) -> int | None:
+    usage, _ = await ctx.counters.move_gauge_once(
+        account_id, name, delta, limit, claim, ctx.clock.now()
+    )
+    return usage
+
+
+async def acquire(
+    ctx: Context, account_id: str, name: str, amount: int, idempotency_key: str | None = None
+) -> GaugeChange:
+    """Take ``amount`` units of a limit, or refuse with ``MaxResourcesReached``.
+
+    With ``idempotency_key``, once: a repeat within the idempotency window moves nothing and
+    answers the usage as it stands.
+    """
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
-    usage = await ctx.counters.acquire(account.id, name, amount, limit.limit)
+    if idempotency_key is None:
+        usage = await ctx.counters.acquire(account.id, name, amount, limit.limit)
+    else:
+        claim = gauge_claim(ctx, idempotency_key, "acquire", name, amount)
+        usage = await _moved_once(ctx, account.id, name, amount, limit.limit, claim)
     if usage is None:
         current = (await ctx.counters.gauges(account.id)).get(name, 0)
         raise MaxResourcesReached(
@@ -666,11 +701,20 @@ async def acquire(ctx: Context, account_id: str, name: str, amount: int) -> Gaug
     return GaugeChange(name, usage, limit.limit)
 
 
-async def release(ctx: Context, account_id: str, name: str, amount: int) -> GaugeChange:
-    """Give back ``amount`` units of a limit; more than is in use is a ``Conflict``."""
+async def release(
+    ctx: Context, account_id: str, name: str, amount: int, idempotency_key: str | None = None
+) -> GaugeChange:
+    """Give back ``amount`` units of a limit; more than is in use is a ``Conflict``.
+
+    With ``idempotency_key``, once (as ``acquire``).
+    """
     account = await require_account(ctx, account_id)
     limit = await _limit_of(ctx, account, name)
-    usage = await ctx.counters.release(account.id, name, amount)
+    if idempotency_key is None:
+        usage = await ctx.counters.release(account.id, name, amount)
+    else:
+        claim = gauge_claim(ctx, idempotency_key, "release", name, amount)
+        usage = await _moved_once(ctx, account.id, name, -amount, limit.limit, claim)
     if usage is None:
         current = (await ctx.counters.gauges(account.id)).get(name, 0)
         raise Conflict(f"{name}: cannot release {amount}, only {current} in use")

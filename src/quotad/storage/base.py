@@ -391,6 +391,24 @@ class CounterStore(Connected, Protocol):
         """Take ``amount`` away if that much is in use: the new usage, or ``None``."""
         ...
 
+    async def move_gauge_once(
+        self,
+        account_id: str,
+        name: str,
+        delta: int,
+        limit: int,
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[int | None, bool]:
+        """``acquire`` (``delta`` above zero, within ``limit``) or ``release`` (below zero,
+        never past what is in use; never zero) under an Idempotency-Key ``claim``, in one
+        atomic step: the new usage (``None``: refused, and the claim is not kept), and
+        whether it was a repeat. A claim seen before and unexpired at ``now`` with the same
+        fingerprint moves nothing and answers the usage as it stands; with another
+        fingerprint it raises ``Conflict``.
+        """
+        ...
+
     # Account lifecycle ------------------------------------------------------
     async def open_account(self, account_id: str) -> None:
         """Start the counters of an account the records store has just created.

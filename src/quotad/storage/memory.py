@@ -86,6 +86,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
+        # The Idempotency-Keys of gauge moves: the claim only (no answer to replay).
+        self._gauge_claims: dict[tuple[str, str], IdempotencyClaim] = {}
         self._totals: dict[tuple[str, str], list[TotalChange]] = {}
         self._sessions: dict[str, datetime] = {}
         self._tokens: dict[str, OperatorToken] = {}
@@ -232,6 +234,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 del self._gauges[gauge_key]
             for idem_key in [i for i in self._idempotency if i[0] == account_id]:
                 del self._idempotency[idem_key]
+            for claim_key in [c for c in self._gauge_claims if c[0] == account_id]:
+                del self._gauge_claims[claim_key]
             for totals_key in [t for t in self._totals if t[0] == account_id]:
                 del self._totals[totals_key]
 
@@ -588,6 +592,9 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 k for k, (claim, _) in self._idempotency.items() if claim.expires_at <= now
             ]:
                 del self._idempotency[key]
+            claims = self._gauge_claims
+            for key in [k for k, claim in claims.items() if claim.expires_at <= now]:
+                del claims[key]
 
     async def gauges(self, account_id: str) -> dict[str, int]:
         """An account's gauges."""
@@ -616,6 +623,30 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 return None
             self._gauges[(account_id, name)] = usage - amount
             return usage - amount
+
+    async def move_gauge_once(
+        self,
+        account_id: str,
+        name: str,
+        delta: int,
+        limit: int,
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[int | None, bool]:
+        """``acquire`` or ``release`` unless ``claim`` was seen (``Store.move_gauge_once``)."""
+        with self._lock:
+            usage = self._gauges.get((account_id, name), 0)
+            seen = self._gauge_claims.get((account_id, claim.key))
+            if seen is not None and seen.expires_at > now:
+                if seen.fingerprint != claim.fingerprint:
+                    raise Conflict("Idempotency-Key was used with a different request")
+                return usage, True
+            moved = usage + delta
+            if moved < 0 or (delta > 0 and moved > limit):
+                return None, False
+            self._gauges[(account_id, name)] = moved
+            self._gauge_claims[(account_id, claim.key)] = claim
+            return moved, False
 
     async def record_totals(
         self, at: datetime, *, account_id: str | None = None, plan_id: str | None = None

@@ -1056,6 +1056,18 @@ class RedisCounters:
         """Release what is in use."""
         return await self.records.release(account_id, name, amount)
 
+    async def move_gauge_once(
+        self,
+        account_id: str,
+        name: str,
+        delta: int,
+        limit: int,
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[int | None, bool]:
+        """Gauges are kept in the records' SQL (``SqlStore.move_gauge_once``)."""
+        return await self.records.move_gauge_once(account_id, name, delta, limit, claim, now)
+
     # Account lifecycle ----------------------------------------------------------
     async def open_account(self, account_id: str) -> None:
         """Mark a new account's counters whole in Redis from the start."""

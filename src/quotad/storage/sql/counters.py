@@ -455,28 +455,69 @@ class SqlCounters:
         """Acquire within the limit, in one conditional upsert."""
         if amount > limit:
             return None
-        stmt = self._db.insert(gauges).values(account_id=account_id, name=name, usage=amount)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["account_id", "name"],
-            set_={"usage": gauges.c.usage + amount},
-            where=gauges.c.usage + amount <= limit,
-        ).returning(gauges.c.usage)
         async with self._db.write() as conn:
-            usage = await conn.scalar(upsert)
-        return None if usage is None else int(usage)
+            return await self._moved_gauge(conn, account_id, name, amount, limit, acquiring=True)
 
     async def release(self, account_id: str, name: str, amount: int) -> int | None:
         """Release what is in use, in one conditional update."""
-        stmt = (
-            gauges.update()
-            .where(gauges.c.account_id == account_id)
-            .where(gauges.c.name == name)
-            .where(gauges.c.usage >= amount)
-            .values(usage=gauges.c.usage - amount)
-            .returning(gauges.c.usage)
-        )
         async with self._db.write() as conn:
-            usage = await conn.scalar(stmt)
+            return await self._moved_gauge(conn, account_id, name, -amount, 0, acquiring=False)
+
+    async def move_gauge_once(
+        self,
+        account_id: str,
+        name: str,
+        delta: int,
+        limit: int,
+        claim: IdempotencyClaim,
+        now: datetime,
+    ) -> tuple[int | None, bool]:
+        """``acquire`` or ``release`` unless ``claim`` was seen (``Store.move_gauge_once``),
+        in one transaction."""
+        async with self._db.write() as conn:
+            if await self._seen(conn, account_id, claim, now):
+                found = await conn.scalar(
+                    sa.select(gauges.c.usage).where(
+                        gauges.c.account_id == account_id, gauges.c.name == name
+                    )
+                )
+                return int(found or 0), True
+            usage = None
+            if delta <= limit:
+                usage = await self._moved_gauge(
+                    conn, account_id, name, delta, limit, acquiring=delta > 0
+                )
+            if usage is None:  # refused: a retry of it is decided afresh
+                await conn.execute(
+                    idempotency.delete().where(
+                        idempotency.c.account_id == account_id, idempotency.c.key == claim.key
+                    )
+                )
+            return usage, False
+
+    async def _moved_gauge(
+        self, conn: Any, account_id: str, name: str, delta: int, limit: int, *, acquiring: bool
+    ) -> int | None:
+        """Add ``delta`` within ``limit`` (a release: take ``-delta`` if that much is in use),
+        in one conditional statement: the new usage, or ``None``."""
+        moved: Any
+        if acquiring:
+            stmt = self._db.insert(gauges).values(account_id=account_id, name=name, usage=delta)
+            moved = stmt.on_conflict_do_update(
+                index_elements=["account_id", "name"],
+                set_={"usage": gauges.c.usage + delta},
+                where=gauges.c.usage + delta <= limit,
+            ).returning(gauges.c.usage)
+        else:
+            moved = (
+                gauges.update()
+                .where(gauges.c.account_id == account_id)
+                .where(gauges.c.name == name)
+                .where(gauges.c.usage >= -delta)
+                .values(usage=gauges.c.usage + delta)
+                .returning(gauges.c.usage)
+            )
+        usage = await conn.scalar(moved)
         if usage is None:
-            return 0 if amount == 0 else None
+            return 0 if delta == 0 else None
         return int(usage)
