@@ -215,6 +215,30 @@ async def test_a_grant_through_the_form_moves_the_balance_and_is_audited(
     assert "account:acme" in changes
 
 
+async def test_a_grant_form_sent_twice_grants_once(
+    client: httpx2.AsyncClient, ctx: Context, deployment: Deployment
+) -> None:
+    """The grant form carries a once-key of its own: the same form posted twice (a double
+    click, a resend) grants once and audits once; the next form the page shows has
+    another key and grants anew."""
+    await operator_signed_in(client)
+    page = await client.get(ACCOUNT)
+    found = re.search(r'name="once" value="([0-9a-f]{32})"', page.text)
+    assert found is not None
+    form = {"csrf": csrf_of(page.text), "once": found.group(1), "amount": "7", "priority": "0"}
+    for _ in range(2):
+        sent = await client.post(f"{ACCOUNT}/grants", data=form)
+        assert sent.status_code == 303, sent.text
+    assert balance_of((await client.get(ACCOUNT)).text) == 7_000_000
+    assert await credit_audit(client) == [("credits.grant", "bootstrap")]
+    again = await client.get(ACCOUNT)
+    fresh = re.search(r'name="once" value="([0-9a-f]{32})"', again.text)
+    assert fresh is not None
+    assert fresh.group(1) != found.group(1)
+    assert (await post_grant(client, amount="7", once=fresh.group(1))).status_code == 303
+    assert len((await credits.balance(ctx, "acme")).grants) == 2
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [

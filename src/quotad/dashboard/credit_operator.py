@@ -87,9 +87,13 @@ async def grant(request: Request) -> Response:
     if refusal is not None or session is None or account is None:
         return refusal or web.to_login(AREA)
     entered = {name: form.get(name, "") for name in credit_pages.EMPTY_GRANT_FORM}
+    # The form's own Idempotency-Key (kept when the form comes back with a refusal): a
+    # double click, or a resend after an answer that never came, grants once.
+    once = form.get("once", "")[: credit_pages.MAX_ONCE] or None
+    entered["once"] = once or credit_pages.fresh_once()
     try:
         amount, expires_at, priority, note = parse_grant(form)
-        await credits.grant(ctx, account.id, amount, expires_at, priority, note)
+        await credits.grant(ctx, account.id, amount, expires_at, priority, note, once)
     except (FormError, QuotadError) as exc:
         # Said beside the form (far below the page's top on a long account page).
         why, status = (

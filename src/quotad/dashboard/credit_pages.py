@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,12 @@ LEDGER_ROWS = 50  # entries on the account page and on each page of the whole le
 SCAN_PAGE = credits.MAX_LEDGER_PAGE  # entries read at a time to find the latest ones
 LEDGER_FIELDS = ("id", "at", "kind", "grant_id", "amount", "balance_after")
 EMPTY_GRANT_FORM = {"amount": "", "expires_at": "", "priority": "0", "note": ""}
+MAX_ONCE = 64  # a grant form's once-key: a fresh one is 32 hexadecimal digits
+
+
+def fresh_once() -> str:
+    """A new grant form's once-key (its grant's Idempotency-Key)."""
+    return uuid.uuid4().hex
 
 
 def amount_text(micros: int, *, signed: bool = False) -> str:

@@ -160,7 +160,8 @@ async def render_account(
         changes=changes,
         alerts=alerts,
         credits=credits,
-        entered_grant=entered_grant or credit_pages.EMPTY_GRANT_FORM,
+        entered_grant=entered_grant
+        or {**credit_pages.EMPTY_GRANT_FORM, "once": credit_pages.fresh_once()},
         grant_error=grant_error,
         amount_text=credit_pages.amount_text,
         when=credit_pages.when,
