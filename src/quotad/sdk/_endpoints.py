@@ -67,6 +67,22 @@ UNSET = _Unset()
 QuotaInput = int | Quota | Sequence[QuotaLimit]
 
 
+def _gauge_move(
+    move: str, account_id: str, name: str, amount: int, idempotency_key: str | None
+) -> Call[Gauge]:
+    """``POST …/limits/{name}/acquire`` or ``…/release``, under ``idempotency_key`` (else a
+    fresh one), so that a retry moves the gauge once."""
+    key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
+    return Call(
+        "POST",
+        f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/{move}",
+        json_with(Gauge.from_json),
+        body={"amount": amount},
+        headers={"Idempotency-Key": key},
+        idempotent=True,
+    )
+
+
 def _seg(value: str) -> str:
     """One path segment, percent-encoded."""
     return quote(value, safe="")
@@ -764,15 +780,7 @@ class Endpoints:
         Sent with an Idempotency-Key (``idempotency_key``, else a fresh one): a retry after
         a lost answer moves the gauge once.
         """
-        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
-        return Call(
-            "POST",
-            f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/acquire",
-            json_with(Gauge.from_json),
-            body={"amount": amount},
-            headers={"Idempotency-Key": key},
-            idempotent=True,
-        )
+        return _gauge_move("acquire", account_id, name, amount, idempotency_key)
 
     @endpoint
     def release(
@@ -783,15 +791,7 @@ class Endpoints:
         Sent with an Idempotency-Key (``idempotency_key``, else a fresh one): a retry after
         a lost answer moves the gauge once.
         """
-        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
-        return Call(
-            "POST",
-            f"/admin/v1/accounts/{_seg(account_id)}/limits/{_seg(name)}/release",
-            json_with(Gauge.from_json),
-            body={"amount": amount},
-            headers={"Idempotency-Key": key},
-            idempotent=True,
-        )
+        return _gauge_move("release", account_id, name, amount, idempotency_key)
 
     # Metering ---------------------------------------------------------------------
     @endpoint

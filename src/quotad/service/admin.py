@@ -5,7 +5,6 @@ Each change writes its audit entry (``quotad.service.audit``) once it is made.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from quotad.domain.webhooks import parse_thresholds
 from quotad.errors import Conflict, FieldError, MaxResourcesReached, NotFound, ValidationFailed
 from quotad.service import audit
 from quotad.service.audit import target
+from quotad.service.claims import operator_claim
 from quotad.service.context import Context
 
 KEY_SCOPES = ("usage:read", "consume:*")
@@ -655,20 +655,6 @@ async def set_gauge(ctx: Context, account_id: str, name: str, usage: int) -> Gau
     return GaugeChange(name, value, limit.limit)
 
 
-def gauge_claim(
-    ctx: Context, idempotency_key: str, move: str, name: str, amount: int
-) -> IdempotencyClaim:
-    """What a gauge move's Idempotency-Key binds to: the same move (``acquire`` or
-    ``release``), limit and amount. Kept apart from verify's keys (a space, which theirs
-    never hold) and hashed, so any key of up to 255 characters fits the stores."""
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    return IdempotencyClaim(
-        f"gauge {digest}",
-        hashlib.sha256(f"{move}\n{name}\n{amount}".encode()).hexdigest(),
-        ctx.clock.now() + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
-    )
-
-
 async def _moved_once(
     ctx: Context, account_id: str, name: str, delta: int, limit: int, claim: IdempotencyClaim
 ) -> int | None:
@@ -691,7 +677,7 @@ async def acquire(
     if idempotency_key is None:
         usage = await ctx.counters.acquire(account.id, name, amount, limit.limit)
     else:
-        claim = gauge_claim(ctx, idempotency_key, "acquire", name, amount)
+        claim = operator_claim(ctx, "gauge", idempotency_key, "acquire", name, amount)
         usage = await _moved_once(ctx, account.id, name, amount, limit.limit, claim)
     if usage is None:
         current = (await ctx.counters.gauges(account.id)).get(name, 0)
@@ -713,7 +699,7 @@ async def release(
     if idempotency_key is None:
         usage = await ctx.counters.release(account.id, name, amount)
     else:
-        claim = gauge_claim(ctx, idempotency_key, "release", name, amount)
+        claim = operator_claim(ctx, "gauge", idempotency_key, "release", name, amount)
         usage = await _moved_once(ctx, account.id, name, -amount, limit.limit, claim)
     if usage is None:
         current = (await ctx.counters.gauges(account.id)).get(name, 0)

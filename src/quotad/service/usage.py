@@ -13,7 +13,6 @@ day: that window's total then (its history is noted under the limit's name,
 from __future__ import annotations
 
 import bisect
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from quotad.domain.limits import Limits, LimitSpec, Per, Window
 from quotad.domain.models import (
     Account,
     EventsOutcome,
-    IdempotencyClaim,
     UsageDay,
     UsageEvent,
     day_total,
@@ -37,6 +35,7 @@ from quotad.domain.models import (
 )
 from quotad.errors import FieldError, ValidationFailed
 from quotad.service import admin, audit, quotas
+from quotad.service.claims import operator_claim
 from quotad.service.context import Context
 
 log = structlog.get_logger("quotad.usage")
@@ -256,22 +255,6 @@ def _with_usage(line: UsageLine, usage: int) -> UsageLine:
     return UsageLine(line.description, line.limit, line.name, usage)
 
 
-def adjustment_claim(
-    ctx: Context, idempotency_key: str, service: str, day: date, delta: int
-) -> IdempotencyClaim:
-    """What an adjustment's Idempotency-Key binds to: the same service, day and delta.
-
-    Its stored key is kept apart from verify's (a space, which their keys never hold)
-    and hashed, so any key of up to 255 characters fits the stores' column.
-    """
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    return IdempotencyClaim(
-        f"adjust {digest}",
-        hashlib.sha256(f"{service}\n{day.isoformat()}\n{delta}".encode()).hexdigest(),
-        ctx.clock.now() + timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
-    )
-
-
 async def adjust(
     ctx: Context,
     account_id: str,
@@ -298,7 +281,7 @@ async def adjust(
     extra = quotas.window_slots(account, plan, service, days.day_start(day, account.timezone))
     async with audit.with_counters(ctx):
         if idempotency_key is not None:
-            claim = adjustment_claim(ctx, idempotency_key, service, day, delta)
+            claim = operator_claim(ctx, "adjust", idempotency_key, service, day.isoformat(), delta)
             row, repeated = await ctx.counters.adjust_once(
                 account.id, service, day, delta, total_on(day), extra, claim, ctx.clock.now()
             )
