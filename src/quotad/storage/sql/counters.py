@@ -36,7 +36,7 @@ from quotad.storage.sql.consume import Consumes
 from quotad.storage.sql.decide import Consume, SlotConsume
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.rows import affects_a_row, claim_values, to_micros, usage_day_of
-from quotad.storage.sql.statements import write_claims
+from quotad.storage.sql.statements import DAY_KEY, keyed, write_claims
 from quotad.storage.write_behind import Changes, StoredClaim
 
 
@@ -62,6 +62,9 @@ class SqlCounters:
             },
         )
         self._put_claims = write_claims(db.insert)
+        self._drop_claim = idempotency.delete().where(
+            idempotency.c.account_id == sa.bindparam("a"), idempotency.c.key == sa.bindparam("k")
+        )
 
     # Usage ------------------------------------------------------------------
     async def consume(
@@ -211,16 +214,14 @@ class SqlCounters:
         a counter not stored is left out."""
         if not keys:
             return {}
-        query = sa.select(
+        query = keyed(
+            usage_days, DAY_KEY, [(account_id, name, period) for name, period in set(keys)]
+        ).with_only_columns(
             usage_days.c.service,
             usage_days.c.day,
             usage_days.c.used,
             usage_days.c.total,
             usage_days.c.rejected,
-        ).where(
-            sa.tuple_(usage_days.c.account_id, usage_days.c.service, usage_days.c.day).in_(
-                [(account_id, name, period) for name, period in keys]
-            )
         )
         async with self._db.read() as conn:
             return {
@@ -390,12 +391,8 @@ class SqlCounters:
                     stored.append(claim_values(claim))
             if stored:
                 await conn.execute(self._put_claims, stored)
-            if dropped:
-                await conn.execute(
-                    idempotency.delete().where(
-                        sa.tuple_(idempotency.c.account_id, idempotency.c.key).in_(dropped)
-                    )
-                )
+            if dropped:  # one key a row: found in the key's index (see ``keyed``)
+                await conn.execute(self._drop_claim, [{"a": a, "k": k} for a, k in dropped])
 
     async def counter_node_marks(self) -> dict[str, tuple[int, int]]:
         """Each counter node's last flush and heartbeat (microseconds)."""
