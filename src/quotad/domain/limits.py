@@ -538,9 +538,11 @@ class LimitState(NamedTuple):
 
 def rate_state(value: int, slot: Slot, now_us: int) -> tuple[int, datetime]:
     """A rate bucket's tokens in use and when it is full again, its counter at ``value``."""
-    ahead = max(value - now_us, 0)
-    used = min(math.ceil(ahead / slot.interval), slot.total)
-    return used, datetime.fromtimestamp(max(value, now_us) / 1e6, UTC)
+    ahead = value - now_us
+    if ahead <= 0:  # a full bucket
+        return 0, datetime.fromtimestamp(now_us / 1e6, UTC)
+    used = -(-ahead // slot.interval)  # the tokens ``ahead`` holds, rounded up
+    return min(used, slot.total), datetime.fromtimestamp(value / 1e6, UTC)
 
 
 def rate_wait(value: int, slot: Slot, now_us: int) -> int:

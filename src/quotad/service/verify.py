@@ -725,6 +725,9 @@ class _Prepared(NamedTuple):
     # has nothing to notice (most calls), and is decided without building a notice.
     alarms: tuple[tuple[int, int, int], ...] = ()
     shown: tuple[_Shown, ...] = ()  # the slots of ``order``, as ``_verdict`` reads them
+    # ``slots[1:]``, the consume's ``extra``: one tuple for every call of this prepared call
+    # (a store may recognise it: the memory store finds its slots' rows by its identity).
+    rest: tuple[Slot, ...] = ()
 
 
 class _Credit(NamedTuple):
@@ -830,6 +833,7 @@ def _prepare(
         credit_from,
         alarms,
         tuple(_shown(index, slots[index], owners[index]) for index in order),
+        tuple(slots[1:]),
     )
 
 
@@ -914,7 +918,7 @@ async def _consume_limits(
         first.total,
         claim,
         now,
-        extra=slots[1:],
+        extra=prepared.rest,
         day_mode=first.mode,
         hold=hold,
     )

@@ -52,7 +52,11 @@ from quotad.storage.memory_credits import MemoryCredits
 from quotad.storage.memory_reservations import MemoryReservations
 
 _UsageKey = tuple[str, str, date]
-MAX_SLOT_ROWS = 4096  # calls' slot rows kept (per account and slots), then started afresh
+# A call's slots: (account, service, day, total, day mode, cost) of its day row and the
+# ``id`` of its other slots; kept with those slots, all of them, and their rows.
+_CallKey = tuple[str, str, date, int, int, int, int]
+_Call = tuple[tuple[Slot, ...], tuple[Slot, ...], list[list[int]]]
+MAX_CALLS = 4096  # calls' slots and rows kept (``_calls``), then started afresh
 _USED, _TOTAL, _REJECTED = 0, 1, 2
 _new = tuple.__new__  # builds a named tuple (a ConsumeOutcome, a Slot) without its Python __new__
 
@@ -79,10 +83,12 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         # counters and the day rows of ``_usage`` (the same lists), so that a slot finds
         # its row in one lookup. Cleared whenever a day row is replaced or removed.
         self._cells: dict[tuple[str, str, str], list[int]] = {}
-        # The rows of a call's slots, by account and slots (a verify's are its prepared
-        # call's, the same until a window ends): one lookup instead of one per slot.
-        # Cleared with ``_cells``.
-        self._slot_rows: dict[tuple[str, tuple[Slot, ...]], list[list[int]]] = {}
+        # A call's slots and their rows, by its day row and the identity of its other
+        # slots: a verify passes the same ``extra`` tuple (its prepared call's) until a
+        # window ends, so one lookup of a few small values replaces building the slots
+        # and hashing each of their fields. An entry holds its ``extra``, so that the
+        # ``id`` cannot be another tuple's while it lasts. Cleared with ``_cells``.
+        self._calls: dict[_CallKey, _Call] = {}
         self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
@@ -323,8 +329,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         """Add ``cost`` within ``total``, all or nothing (and make ``hold``'s reservation
         with a grant: nothing runs between the two)."""
         if extra or day_mode != HARD or (hold is not None and claim is not None):
-            slots = with_day_row(service, day, total, day_mode, cost, extra)
-            outcome = self._consume_slots(account_id, day, slots, claim, now)
+            call = (account_id, service, day, total, day_mode, cost, id(extra))
+            outcome, slots = self._consume_slots(call, extra, claim, now)
             if hold is not None and outcome.granted and not outcome.replayed:
                 self._make(hold, account_id, day, slots, outcome.before, outcome.after)
             return outcome
@@ -374,7 +380,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
     def _forget_cells(self) -> None:
         """Forget where every counter is (a day row was replaced or removed)."""
         self._cells.clear()
-        self._slot_rows.clear()
+        self._calls.clear()
 
     def _row(self, account_id: str, slot: Slot) -> list[int]:
         """The stored counter of ``slot`` (created empty): a day row's ``[used, total,
@@ -395,38 +401,50 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         self._cells[cell_key] = row
         return row
 
+    def _new_call(self, call: _CallKey, extra: tuple[Slot, ...]) -> _Call:
+        """A call's entry in ``_calls``, made now (its lock held)."""
+        account_id, service, day, total, day_mode, cost, _ = call
+        slots = with_day_row(service, day, total, day_mode, cost, extra)
+        rows = [self._row(account_id, slot) for slot in slots]
+        if len(self._calls) >= MAX_CALLS:
+            self._calls.clear()
+        made = self._calls[call] = (extra, slots, rows)
+        return made
+
     def _consume_slots(
         self,
-        account_id: str,
-        day: date,
-        slots: tuple[Slot, ...],
+        call: _CallKey,
+        extra: tuple[Slot, ...],
         claim: IdempotencyClaim | None,
         now: datetime | None,
-    ) -> ConsumeOutcome:
-        """Limits v2: every slot decided together, all or nothing (``limits.decide``)."""
+    ) -> tuple[ConsumeOutcome, tuple[Slot, ...]]:
+        """Limits v2: every slot of ``call`` (its day row, then ``extra``) decided together,
+        all or nothing (``limits.decide``); the outcome, and the slots."""
         now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
-        row_of = self._row
-        with self._lock:
+        account_id, day = call[0], call[2]
+        lock = self._lock
+        lock.acquire()  # not ``with``: see ``consume``
+        try:
+            found = self._calls.get(call)
+            if found is None or found[0] is not extra:
+                found = self._new_call(call, extra)
+            slots, rows = found[1], found[2]
             if claim is not None:
                 seen = self._idempotency.get((account_id, claim.key))
                 if seen is not None and (now is None or seen[0].expires_at > now):
                     if seen[0].fingerprint != claim.fingerprint:
                         raise Conflict("Idempotency-Key was used with a different request")
-                    return seen[1]._replace(replayed=True, before=(), at_us=now_us, after=())
-            rows = self._slot_rows.get((account_id, slots))
-            if rows is None:
-                rows = [row_of(account_id, slot) for slot in slots]
-                if len(self._slot_rows) >= MAX_SLOT_ROWS:
-                    self._slot_rows.clear()
-                self._slot_rows[account_id, slots] = rows
+                    replayed = seen[1]._replace(replayed=True, before=(), at_us=now_us, after=())
+                    return replayed, slots
             before = tuple([row[0] for row in rows])
             refused, after = decide(before, slots, now_us)
+            # ``rows`` were found for ``slots``, one each: zip needs no ``strict`` here.
             if refused < 0:
-                for row, value, slot in zip(rows, after, slots, strict=True):
+                for row, value, slot in zip(rows, after, slots):  # noqa: B905
                     row[0] = value
                     row[1] = slot[2]  # its total
             else:
-                for row, slot in zip(rows, slots, strict=True):
+                for row, slot in zip(rows, slots):  # noqa: B905
                     row[1] = slot[2]
                     if len(row) == 3:  # a day row: it counts refused calls
                         row[2] += 1
@@ -435,7 +453,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 (
                     refused < 0,
                     rows[0][0],
-                    slots[0].total,
+                    slots[0][2],
                     day,
                     False,
                     before,
@@ -446,7 +464,9 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
             )
             if claim is not None:
                 self._idempotency[(account_id, claim.key)] = (claim, outcome)
-            return outcome
+            return outcome, slots
+        finally:
+            lock.release()
 
     async def read_counters(self, account_id: str, keys: list[tuple[str, str]]) -> list[int]:
         """Counters by (name, period), 0 where absent."""
@@ -835,7 +855,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_usage",
                 "_counters",
                 "_cells",
-                "_slot_rows",
+                "_calls",
                 "_events",
                 "_idempotency",
                 "_gauges",
