@@ -54,6 +54,7 @@ JSON, which is also written to ``--json`` (default ``bench/results.json``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import inspect
 import itertools
@@ -65,7 +66,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +271,12 @@ def declare_pair(section: Section, store: str, callers: str) -> tuple[str, str]:
 
 
 async def verify_limits(
-    url: str, cfg: Config, three: bool | str, fresh: bool, hooks: bool = False
+    url: str,
+    cfg: Config,
+    three: bool | str,
+    fresh: bool,
+    hooks: bool = False,
+    history: int = 0,
 ) -> Measurement:
     """``service.verify.verify`` (record cache on, as served) by ``cfg.callers`` callers,
     one account and key each, on a plan of THREE_LIMITS or of one daily quota.
@@ -282,14 +288,13 @@ async def verify_limits(
     ``fresh``: the store is new (seed it); else it was seeded by an earlier run (the keys
     are those of ``_VERIFY_KEYS``). ``hooks``: three webhook endpoints are registered and
     the node's delivery loop runs beside the callers, as on a served node.
+    ``history``: a new SQLite store also gets that many earlier day rows (``add_history``).
     """
     kind = {True: "three", False: "one"}.get(three, three) if isinstance(three, bool) else three
     import asyncio
 
     from quotad.domain.clock import SystemClock
-    from quotad.domain.limits import parse_limits
-    from quotad.domain.models import Overrides, Quota
-    from quotad.service import admin, credits, deliveries, reservations, webhooks
+    from quotad.service import deliveries, reservations, webhooks
     from quotad.service.context import Context
     from quotad.service.verify import verify
     from quotad.settings import Settings
@@ -306,21 +311,11 @@ async def verify_limits(
             store_timeout_ms=VERIFY_DEADLINE_MS,
         )
         ctx = Context(stores, settings, SystemClock())
-        plan = kind
-        names = [f"{plan}-{n}" for n in range(cfg.callers)]
         if fresh:
-            shape = THREE_LIMITS if kind in ("three", "credits") else {"total": TOTAL}
-            limits = parse_limits(shape)
-            price = 1 if kind == "credits" else None  # a micro-credit a unit
-            await admin.create_service(ctx, SERVICE, "benchmark", price)
-            await admin.create_plan(ctx, plan, {SERVICE: Quota(limits)}, [], "benchmark")
-            keys = []
-            for name in names:
-                await admin.create_account(ctx, name, name, plan, "UTC", Overrides())
-                keys.append((await admin.create_key(ctx, name, "bench")).secret)
-                if price is not None:
-                    await credits.grant(ctx, name, 10**15)
-            _VERIFY_KEYS[url, kind] = keys
+            names = [f"{kind}-{n}" for n in range(cfg.callers)]
+            _VERIFY_KEYS[url, kind] = await seed_verify(ctx, kind, names)
+            if history:
+                add_history(url, names, history)
             for n in range(3 if hooks else 0):
                 events = ["quota.threshold", "quota.exceeded"]
                 await webhooks.create(ctx, f"http://127.0.0.1:9/hook-{n}", events)
@@ -349,6 +344,27 @@ async def verify_limits(
                 await asyncio.gather(sender, return_exceptions=True)
     finally:
         await stores.close()
+
+
+async def seed_verify(ctx: Any, kind: str, names: list[str]) -> list[str]:
+    """Seed ``verify_limits``' store: the service, a plan named ``kind`` (THREE_LIMITS for
+    "three" and "credits", else one daily quota), an account each of ``names`` with a
+    key (and, for "credits", a grant that never runs out); the keys, in order."""
+    from quotad.domain.limits import parse_limits
+    from quotad.domain.models import Overrides, Quota
+    from quotad.service import admin, credits
+
+    shape = THREE_LIMITS if kind in ("three", "credits") else {"total": TOTAL}
+    price = 1 if kind == "credits" else None  # a micro-credit a unit
+    await admin.create_service(ctx, SERVICE, "benchmark", price)
+    await admin.create_plan(ctx, kind, {SERVICE: Quota(parse_limits(shape))}, [], "benchmark")
+    keys = []
+    for name in names:
+        await admin.create_account(ctx, name, name, kind, "UTC", Overrides())
+        keys.append((await admin.create_key(ctx, name, "bench")).secret)
+        if price is not None:
+            await credits.grant(ctx, name, 10**15)
+    return keys
 
 
 _VERIFY_KEYS: dict[tuple[str, str], list[str]] = {}
@@ -446,6 +462,54 @@ def webhooks_pair(
     sections.interleave(
         section, {hooked: runner(True), plain: runner(False)}, cfg.repeat, probe_for
     )
+
+
+HISTORY_DAYS, HISTORY_TARGET = 200_000, 0.8
+HISTORY_SERVICES = 10  # services each account used in the past
+
+
+def add_history(url: str, accounts: list[str], rows: int) -> None:
+    """Give a seeded SQLite store ``rows`` earlier day rows, spread over ``accounts`` and
+    ``HISTORY_SERVICES`` past services each, written straight into its file."""
+    import sqlite3
+
+    per_account = -(-rows // (len(accounts) * HISTORY_SERVICES))
+    yesterday = workloads.today() - timedelta(days=1)
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+        db.executemany(
+            "INSERT INTO usage_days (account_id, service, day, used, total, rejected)"
+            " VALUES (?, ?, ?, 1, 100, 0)",
+            (
+                (account, f"old-{n}", (yesterday - timedelta(days=back)).isoformat())
+                for account in accounts
+                for n in range(HISTORY_SERVICES)
+                for back in range(per_account)
+            ),
+        )
+
+
+def history_pair(
+    cfg: Config, section: Section, url_for: Callable[[bool], tuple[str, bool]]
+) -> None:
+    """SQLite finds a batch's rows by key (``tests/test_sql_lookups.py``): verify on a
+    store holding ``HISTORY_DAYS`` earlier day rows >= 0.8x verify on a store holding
+    none, same plan and callers. (Before, each consume batch read the whole table.)"""
+    old = f"History: verify on SQLite, {HISTORY_DAYS:,} earlier days stored"
+    new = "History: verify on SQLite, no earlier day"
+    callers = f"{cfg.callers} asyncio callers, one account and key each, one daily quota"
+    section.subject(old, f"{callers}: {HISTORY_DAYS:,} day rows of earlier days in the file")
+    section.subject(new, f"{callers}: a new file")
+    section.targets.append(Target(old, new, min_ratio=HISTORY_TARGET))
+
+    def runner(history: bool) -> Callable[[], Measurement]:
+        def run() -> Measurement:
+            url, fresh = url_for(history)
+            rows = HISTORY_DAYS if history else 0
+            return run_async(verify_limits(url, cfg, False, fresh, history=rows))
+
+        return run
+
+    sections.interleave(section, {old: runner(True), new: runner(False)}, cfg.repeat)
 
 
 def seeded_once(make: Callable[[Any], str]) -> Callable[[Any], tuple[str, bool]]:
@@ -572,6 +636,13 @@ def sqlite_limits_rows(cfg: Config, section: Section) -> None:
         networked_rows(cfg, section, "SqlStore SQLite", make, settle=settle)
         verify_pair(cfg, section, "SQLite", seeded_once(verify_file))
         webhooks_pair(cfg, section, "SQLite", seeded_once(hooks_file))
+
+        def history_file(history: bool) -> str:
+            path = Path(f"/tmp/bench-history-{cfg.run_id}-{int(history)}.db")
+            paths.append(path)
+            return f"sqlite:///{path}"
+
+        history_pair(cfg, section, seeded_once(history_file))
 
         def credits_file(kind: str) -> str:
             path = Path(f"/tmp/bench-credits-{cfg.run_id}-{kind}.db")
