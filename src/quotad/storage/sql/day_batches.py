@@ -41,8 +41,8 @@ from quotad.storage.sql.decide import (
     Decided,
     claim_order,
     decide_batch,
-    lock_order,
     made_reservations,
+    row_keys,
 )
 from quotad.storage.sql.engine import SQLITE_PRAGMAS, lost_race
 from quotad.storage.sql.reservation_rows import insert_sqlite, reservation_values
@@ -58,6 +58,7 @@ from quotad.storage.sql.statements import (
 )
 
 CHECKPOINT_SECONDS = 1.0
+_new = tuple.__new__  # a named tuple without its keyword ``__new__`` (one per row read)
 
 T = TypeVar("T")
 
@@ -265,13 +266,14 @@ def _read_days(
     connection: sqlite3.Connection, batch: list[Consume]
 ) -> tuple[dict[DayKey, DayRow], dict[DayKey, int]]:
     """The batch's day rows that exist, and each one's rowid."""
-    keys = lock_order(batch)
+    keys = row_keys(batch)
     found = connection.execute(sqlite_read_days(len(keys)), [part for key in keys for part in key])
     rows: dict[DayKey, DayRow] = {}
     row_ids: dict[DayKey, int] = {}
     for row_id, account_id, service, day, used, total, rejected in found:
-        rows[account_id, service, day] = DayRow(used, total, rejected)
-        row_ids[account_id, service, day] = row_id
+        key = (account_id, service, day)
+        rows[key] = _new(DayRow, (used, total, rejected))
+        row_ids[key] = row_id
     return rows, row_ids
 
 

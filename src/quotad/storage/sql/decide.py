@@ -73,12 +73,17 @@ class SlotConsume(Consume):
 
     slots: tuple[Slot, ...] = ()
     hold: Hold | None = None  # the reservation a grant makes in the same transaction
-    keys: tuple[DayKey, ...] = field(init=False)
+    keys: tuple[DayKey, ...] = ()  # given when known (``slot_keys``), else made here
 
     def __post_init__(self) -> None:
-        account_id = self.account_id
-        self.row_key = (account_id, self.service, self.day.isoformat())
-        self.keys = tuple([(account_id, slot[0], slot[1]) for slot in self.slots])  # name, period
+        if not self.keys:
+            self.keys = slot_keys(self.account_id, self.slots)
+        self.row_key = self.keys[0]  # the day row's
+
+
+def slot_keys(account_id: str, slots: tuple[Slot, ...]) -> tuple[DayKey, ...]:
+    """The row of each of an account's slots, in slot order: its name and period."""
+    return tuple([(account_id, slot[0], slot[1]) for slot in slots])
 
 
 class Decision(NamedTuple):
@@ -168,9 +173,10 @@ def decide_slots(
     each day row among them counts one rejection. Either way each row's total becomes
     its slot's, as a version-1 consume makes the day's total the request's.
     """
-    replay = replayed(request, seen)
-    if replay is not None:
-        return SlotsDecision(replay.answer, None, None)
+    if request.claim is not None:
+        replay = replayed(request, seen)
+        if replay is not None:
+            return SlotsDecision(replay.answer, None, None)
     slots = request.slots
     at = now_us(request)
     before = tuple([0 if row is None else row[0] for row in rows])
@@ -249,6 +255,18 @@ def decide_batch(
         if decision.remember is not None and claim_key is not None:
             remembered[claim_key] = decision.remember
     return Decided(answers, written, remembered)
+
+
+def row_keys(batch: list[Consume]) -> list[DayKey]:
+    """Each row the batch reads, once, in no particular order (SQLite's writer holds the
+    whole database's lock: no order among its rows to keep)."""
+    keys: dict[DayKey, None] = {}
+    for request in batch:
+        if request.__class__ is Consume:
+            keys[request.row_key] = None
+        else:
+            keys.update(dict.fromkeys(cast("SlotConsume", request).keys))
+    return list(keys)
 
 
 def lock_order(batch: list[Consume]) -> dict[DayKey, int]:
