@@ -143,7 +143,7 @@ REPLAY_SECONDS = 5
 SETTLE_ATTEMPTS = 16
 REFUND_SECONDS = 60  # how long a refund's key is kept, past every resend of it
 MAX_SETTLING = 64  # such calls asked again at once (a long hang times out a few a second)
-MAX_SHAPES = 4096  # consume lines' shapes kept (per account and slots), then started afresh
+MAX_SHAPES = 4096  # consume lines' shapes kept (per call: see ``_shapes``), then started afresh
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
@@ -220,6 +220,10 @@ _Reply = list[Any]  # strings and integers, as the script answers
 # A consume line's keys (the first slot's counter and the marker; the other slots') and
 # its slot fields: see RedisCounters._shape.
 _Shape = tuple[tuple[str, str], tuple[str, ...], str]
+# A call: (account, service, day, total, day mode, cost) of its day row and the ``id`` of
+# its other slots; kept with those slots, all of them, and its line's shape.
+_CallKey = tuple[str, str, date, int, int, int, int]
+_Call = tuple[tuple[Slot, ...], tuple[Slot, ...], _Shape]
 
 
 class RedisCounters:
@@ -275,7 +279,11 @@ class RedisCounters:
         self._batch = batch
         self._batcher = self._new_batcher()
         self._slot_batchers: dict[int, Batcher[_Consume, _Reply]] = {}
-        self._shapes: dict[tuple[str, tuple[Slot, ...]], _Shape] = {}
+        # A Limits v2 call's slots and line shape, by its day row and the identity of its
+        # other slots (a verify passes its prepared call's tuple each time): built once,
+        # not on every consume. An entry holds its ``extra``, so that the ``id`` is no
+        # other tuple's while it lasts.
+        self._shapes: dict[_CallKey, _Call] = {}
 
     def _new_batcher(self) -> Batcher[_Consume, _Reply]:
         return Batcher(self._consume_batch, in_flight=2, abandoned=self._abandoned)
@@ -569,8 +577,11 @@ class RedisCounters:
         # A negative cost (a give-back) goes as a v2 line too: the version-1 line's
         # pattern reads unsigned costs only, and a line it cannot read fails its batch.
         if extra or day_mode != HARD or cost < 0:
-            slots = with_day_row(service, day, total, day_mode, cost, extra)
-            return await self._consume_slots(account_id, day, slots, claim, now)
+            call = (account_id, service, day, total, day_mode, cost, id(extra))
+            found = self._shapes.get(call)
+            if found is None or found[0] is not extra:
+                found = self._new_call(call, extra)
+            return await self._consume_slots(account_id, day, found[1], found[2], claim, now)
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them
         keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:m"]
@@ -652,6 +663,7 @@ class RedisCounters:
         account_id: str,
         day: date,
         slots: tuple[Slot, ...],
+        shape: _Shape,
         claim: IdempotencyClaim | None,
         now: datetime | None,
     ) -> ConsumeOutcome:
@@ -662,9 +674,6 @@ class RedisCounters:
         ``at_us``. It goes in the same batch (one script call) as version-1 consumes.
         """
         first = slots[0]
-        shape = self._shapes.get((account_id, slots))
-        if shape is None:
-            shape = self._shape(account_id, slots)
         head, rest, fields = shape
         if claim is None:
             keys = [*head, *rest]
@@ -701,9 +710,11 @@ class RedisCounters:
             tuple(answer[8 + count]) if len(answer) > 8 + count else (),
         )
 
-    def _shape(self, account_id: str, slots: tuple[Slot, ...]) -> _Shape:
-        """The keys and the slot fields of a consume line for ``slots``, kept while the
-        same account consumes the same slots (most verifies: its prepared call's)."""
+    def _new_call(self, call: _CallKey, extra: tuple[Slot, ...]) -> _Call:
+        """A call's slots and the keys and slot fields of its consume line, kept while the
+        same account consumes with the same ``extra`` (most verifies: its prepared call's)."""
+        account_id, service, day, total, day_mode, cost, _ = call
+        slots = with_day_row(service, day, total, day_mode, cost, extra)
         first = slots[0]
         head = (self._counter(account_id, first.name, first.period), self._marker(account_id))
         rest = tuple([self._slot_key(account_id, slot) for slot in slots[1:]])
@@ -716,8 +727,8 @@ class RedisCounters:
         )
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
-        shape = self._shapes[account_id, slots] = (head, rest, fields)
-        return shape
+        made = self._shapes[call] = (extra, slots, (head, rest, fields))
+        return made
 
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call (all in one slot on a Cluster); note the grants."""
