@@ -29,7 +29,7 @@ from quotad.domain.dump import (
     Setting,
     WindowCounter,
 )
-from quotad.domain.limits import HARD, Limits, Slot, decide, is_day_row, with_day_row
+from quotad.domain.limits import HARD, Limits, Slot, decide, is_day_row
 from quotad.domain.models import (
     Account,
     ApiKey,
@@ -50,13 +50,9 @@ from quotad.storage.base import NOT_EMPTY
 from quotad.storage.memory_alerts import MemoryAlerts
 from quotad.storage.memory_credits import MemoryCredits
 from quotad.storage.memory_reservations import MemoryReservations
+from quotad.storage.slot_calls import SlotCalls
 
 _UsageKey = tuple[str, str, date]
-# A call's slots: (account, service, day, total, day mode, cost) of its day row and the
-# ``id`` of its other slots; kept with those slots, all of them, and their rows.
-_CallKey = tuple[str, str, date, int, int, int, int]
-_Call = tuple[tuple[Slot, ...], tuple[Slot, ...], list[list[int]]]
-MAX_CALLS = 4096  # calls' slots and rows kept (``_calls``), then started afresh
 _USED, _TOTAL, _REJECTED = 0, 1, 2
 _new = tuple.__new__  # builds a named tuple (a ConsumeOutcome, a Slot) without its Python __new__
 
@@ -83,12 +79,9 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         # counters and the day rows of ``_usage`` (the same lists), so that a slot finds
         # its row in one lookup. Cleared whenever a day row is replaced or removed.
         self._cells: dict[tuple[str, str, str], list[int]] = {}
-        # A call's slots and their rows, by its day row and the identity of its other
-        # slots: a verify passes the same ``extra`` tuple (its prepared call's) until a
-        # window ends, so one lookup of a few small values replaces building the slots
-        # and hashing each of their fields. An entry holds its ``extra``, so that the
-        # ``id`` cannot be another tuple's while it lasts. Cleared with ``_cells``.
-        self._calls: dict[_CallKey, _Call] = {}
+        # A Limits v2 call's slots and their rows (``slot_calls``), found under the lock.
+        # Cleared with ``_cells``.
+        self._calls: SlotCalls[list[list[int]]] = SlotCalls(self._rows_of)
         self._events: dict[tuple[str, str], datetime] = {}  # -> when it was recorded
         self._idempotency: dict[tuple[str, str], tuple[IdempotencyClaim, ConsumeOutcome]] = {}
         self._gauges: dict[tuple[str, str], int] = {}
@@ -329,8 +322,8 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         """Add ``cost`` within ``total``, all or nothing (and make ``hold``'s reservation
         with a grant: nothing runs between the two)."""
         if extra or day_mode != HARD or (hold is not None and claim is not None):
-            call = (account_id, service, day, total, day_mode, cost, id(extra))
-            outcome, slots = self._consume_slots(call, extra, claim, now)
+            args = (account_id, service, day, total, day_mode, cost, extra)
+            outcome, slots = self._consume_slots(args, claim, now)
             if hold is not None and outcome.granted and not outcome.replayed:
                 self._make(hold, account_id, day, slots, outcome.before, outcome.after)
             return outcome
@@ -401,34 +394,25 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
         self._cells[cell_key] = row
         return row
 
-    def _new_call(self, call: _CallKey, extra: tuple[Slot, ...]) -> _Call:
-        """A call's entry in ``_calls``, made now (its lock held)."""
-        account_id, service, day, total, day_mode, cost, _ = call
-        slots = with_day_row(service, day, total, day_mode, cost, extra)
-        rows = [self._row(account_id, slot) for slot in slots]
-        if len(self._calls) >= MAX_CALLS:
-            self._calls.clear()
-        made = self._calls[call] = (extra, slots, rows)
-        return made
+    def _rows_of(self, account_id: str, slots: tuple[Slot, ...]) -> list[list[int]]:
+        """The stored counter of each of a call's slots (its lock held)."""
+        return [self._row(account_id, slot) for slot in slots]
 
     def _consume_slots(
         self,
-        call: _CallKey,
-        extra: tuple[Slot, ...],
+        args: tuple[str, str, date, int, int, int, tuple[Slot, ...]],
         claim: IdempotencyClaim | None,
         now: datetime | None,
     ) -> tuple[ConsumeOutcome, tuple[Slot, ...]]:
-        """Limits v2: every slot of ``call`` (its day row, then ``extra``) decided together,
-        all or nothing (``limits.decide``); the outcome, and the slots."""
+        """Limits v2: every slot of a call (``SlotCalls.slots_of``'s ``args``: its day row,
+        then its other slots) decided together, all or nothing (``limits.decide``); the
+        outcome, and the slots."""
         now_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
-        account_id, day = call[0], call[2]
+        account_id, day = args[0], args[2]
         lock = self._lock
         lock.acquire()  # not ``with``: see ``consume``
         try:
-            found = self._calls.get(call)
-            if found is None or found[0] is not extra:
-                found = self._new_call(call, extra)
-            slots, rows = found[1], found[2]
+            slots, rows = self._calls.slots_of(*args)
             if claim is not None:
                 seen = self._idempotency.get((account_id, claim.key))
                 if seen is not None and (now is None or seen[0].expires_at > now):
@@ -855,7 +839,6 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_usage",
                 "_counters",
                 "_cells",
-                "_calls",
                 "_events",
                 "_idempotency",
                 "_gauges",
@@ -874,6 +857,7 @@ class MemoryStore(MemoryAlerts, MemoryCredits, MemoryReservations):
                 "_from_consumes",
             ):
                 setattr(self, name, getattr(staged, name))
+            self._calls.clear()  # its rows were this store's own (it held none)
 
     def _require_empty(self) -> None:
         if self._services or self._plans or self._accounts:

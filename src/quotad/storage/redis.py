@@ -88,7 +88,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from quotad.domain.credits import Hold
 from quotad.domain.dump import DumpItem
-from quotad.domain.limits import HARD, RATE_PERIOD, Slot, decide, is_day_row, with_day_row
+from quotad.domain.limits import HARD, RATE_PERIOD, Slot, decide, is_day_row
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -99,6 +99,7 @@ from quotad.domain.models import (
 from quotad.errors import Conflict, QuotadError, StorageError
 from quotad.storage.base import CALL_DEADLINE, NOT_EMPTY
 from quotad.storage.batching import Batcher
+from quotad.storage.slot_calls import SlotCalls
 from quotad.storage.sql import SqlStore
 from quotad.storage.under_way import UnderWay
 from quotad.storage.write_behind import Journal, StoredClaim
@@ -143,7 +144,6 @@ REPLAY_SECONDS = 5
 SETTLE_ATTEMPTS = 16
 REFUND_SECONDS = 60  # how long a refund's key is kept, past every resend of it
 MAX_SETTLING = 64  # such calls asked again at once (a long hang times out a few a second)
-MAX_SHAPES = 4096  # consume lines' shapes kept (per call: see ``_shapes``), then started afresh
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
@@ -220,10 +220,6 @@ _Reply = list[Any]  # strings and integers, as the script answers
 # A consume line's keys (the first slot's counter and the marker; the other slots') and
 # its slot fields: see RedisCounters._shape.
 _Shape = tuple[tuple[str, str], tuple[str, ...], str]
-# A call: (account, service, day, total, day mode, cost) of its day row and the ``id`` of
-# its other slots; kept with those slots, all of them, and its line's shape.
-_CallKey = tuple[str, str, date, int, int, int, int]
-_Call = tuple[tuple[Slot, ...], tuple[Slot, ...], _Shape]
 
 
 class RedisCounters:
@@ -279,11 +275,8 @@ class RedisCounters:
         self._batch = batch
         self._batcher = self._new_batcher()
         self._slot_batchers: dict[int, Batcher[_Consume, _Reply]] = {}
-        # A Limits v2 call's slots and line shape, by its day row and the identity of its
-        # other slots (a verify passes its prepared call's tuple each time): built once,
-        # not on every consume. An entry holds its ``extra``, so that the ``id`` is no
-        # other tuple's while it lasts.
-        self._shapes: dict[_CallKey, _Call] = {}
+        # A Limits v2 call's slots and its consume line's shape (``slot_calls``).
+        self._shapes: SlotCalls[_Shape] = SlotCalls(self._shape)
 
     def _new_batcher(self) -> Batcher[_Consume, _Reply]:
         return Batcher(self._consume_batch, in_flight=2, abandoned=self._abandoned)
@@ -577,11 +570,10 @@ class RedisCounters:
         # A negative cost (a give-back) goes as a v2 line too: the version-1 line's
         # pattern reads unsigned costs only, and a line it cannot read fails its batch.
         if extra or day_mode != HARD or cost < 0:
-            call = (account_id, service, day, total, day_mode, cost, id(extra))
-            found = self._shapes.get(call)
-            if found is None or found[0] is not extra:
-                found = self._new_call(call, extra)
-            return await self._consume_slots(account_id, day, found[1], found[2], claim, now)
+            slots, shape = self._shapes.slots_of(
+                account_id, service, day, total, day_mode, cost, extra
+            )
+            return await self._consume_slots(account_id, day, slots, shape, claim, now)
         day_text = day.isoformat()
         tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them
         keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:m"]
@@ -710,11 +702,8 @@ class RedisCounters:
             tuple(answer[8 + count]) if len(answer) > 8 + count else (),
         )
 
-    def _new_call(self, call: _CallKey, extra: tuple[Slot, ...]) -> _Call:
-        """A call's slots and the keys and slot fields of its consume line, kept while the
-        same account consumes with the same ``extra`` (most verifies: its prepared call's)."""
-        account_id, service, day, total, day_mode, cost, _ = call
-        slots = with_day_row(service, day, total, day_mode, cost, extra)
+    def _shape(self, account_id: str, slots: tuple[Slot, ...]) -> _Shape:
+        """The keys and the slot fields of a consume line for ``slots``."""
         first = slots[0]
         head = (self._counter(account_id, first.name, first.period), self._marker(account_id))
         rest = tuple([self._slot_key(account_id, slot) for slot in slots[1:]])
@@ -725,10 +714,7 @@ class RedisCounters:
                 for slot in slots
             ]
         )
-        if len(self._shapes) >= MAX_SHAPES:
-            self._shapes.clear()
-        made = self._shapes[call] = (extra, slots, (head, rest, fields))
-        return made
+        return head, rest, fields
 
     async def _consume_batch(self, batch: list[_Consume]) -> list[_Reply | Exception]:
         """Run consumes as one script call (all in one slot on a Cluster); note the grants."""

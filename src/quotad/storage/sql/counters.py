@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from quotad.domain.credits import Hold
-from quotad.domain.limits import HARD, Slot, with_day_row
+from quotad.domain.limits import HARD, Slot
 from quotad.domain.models import (
     ConsumeOutcome,
     EventsOutcome,
@@ -32,16 +32,13 @@ from quotad.storage.schema import (
     usage_days,
     usage_events,
 )
+from quotad.storage.slot_calls import SlotCalls
 from quotad.storage.sql.consume import Consumes
 from quotad.storage.sql.decide import Consume, DayKey, SlotConsume, slot_keys
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.rows import affects_a_row, claim_values, to_micros, usage_day_of
 from quotad.storage.sql.statements import DAY_KEY, keyed, write_claims
 from quotad.storage.write_behind import Changes, StoredClaim
-
-MAX_CALLS = 4096  # calls' slots kept (``_calls``), then started afresh
-_CallKey = tuple[str, str, date, int, int, int, int]  # see MemoryStore's
-_Call = tuple[tuple[Slot, ...], tuple[Slot, ...], tuple[DayKey, ...]]
 
 
 class SqlCounters:
@@ -66,11 +63,8 @@ class SqlCounters:
             },
         )
         self._put_claims = write_claims(db.insert)
-        # A Limits v2 call's slots and their rows' keys, by its day row and the identity of
-        # its other slots (a verify passes its prepared call's tuple each time), as the
-        # memory store keeps them: built once, not on every consume. An entry holds its
-        # ``extra``, so that the ``id`` is no other tuple's while it lasts.
-        self._calls: dict[_CallKey, _Call] = {}
+        # A Limits v2 call's slots and their rows' keys (``slot_calls``).
+        self._calls: SlotCalls[tuple[DayKey, ...]] = SlotCalls(slot_keys)
         self._drop_claim = idempotency.delete().where(
             idempotency.c.account_id == sa.bindparam("a"), idempotency.c.key == sa.bindparam("k")
         )
@@ -94,26 +88,15 @@ class SqlCounters:
         ``batch=False``); a grant with a ``hold`` inserts its reservation in the same
         transaction."""
         if extra or day_mode != HARD or hold is not None:
-            call = (account_id, service, day, total, day_mode, cost, id(extra))
-            found = self._calls.get(call)
-            if found is None or found[0] is not extra:
-                found = self._new_call(call, extra)
-            _, slots, keys = found
+            slots, keys = self._calls.slots_of(
+                account_id, service, day, total, day_mode, cost, extra
+            )
             return await self._consumes.consume(
                 SlotConsume(account_id, service, day, cost, total, claim, now, slots, hold, keys)
             )
         return await self._consumes.consume(
             Consume(account_id, service, day, cost, total, claim, now)
         )
-
-    def _new_call(self, call: _CallKey, extra: tuple[Slot, ...]) -> _Call:
-        """A call's slots and their rows' keys, kept for its next consume (see ``_calls``)."""
-        account_id, service, day, total, day_mode, cost, _ = call
-        slots = with_day_row(service, day, total, day_mode, cost, extra)
-        if len(self._calls) >= MAX_CALLS:
-            self._calls.clear()
-        made = self._calls[call] = (extra, slots, slot_keys(account_id, slots))
-        return made
 
     def _add_to(self, account_id: str, service: str, day: str, delta: int, total: int) -> Any:
         """Add ``delta`` to a row's use, flooring at zero; ``total`` for a new row."""
