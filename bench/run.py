@@ -418,21 +418,51 @@ def verify_pair(
     """The issue's target: verify with three limits >= 0.7x verify with one daily quota,
     same store and callers. ``url_for(three)`` is the store URL of a run and whether it is
     a new store to seed."""
-    three = f"Limits v2: verify on {store}, rate + day + month"
-    one = f"Limits v2: verify on {store}, one daily quota"
     callers = f"{cfg.callers} asyncio callers, one account and key each"
-    section.subject(three, f"{callers}: service verify, plan THREE_LIMITS")
-    section.subject(one, f"{callers}: service verify, plan {{'total': N}}")
-    section.targets.append(Target(three, one, min_ratio=LIMITS_TARGET))
+    verify_pair_of(
+        cfg,
+        section,
+        (
+            f"Limits v2: verify on {store}, rate + day + month",
+            f"{callers}: service verify, plan THREE_LIMITS",
+        ),
+        (
+            f"Limits v2: verify on {store}, one daily quota",
+            f"{callers}: service verify, plan {{'total': N}}",
+        ),
+        LIMITS_TARGET,
+        url_for,
+        lambda url, fresh, three: verify_limits(url, cfg, three, fresh),
+        probe_for,
+    )
 
-    def runner(is_three: bool) -> Callable[[], Measurement]:
+
+def verify_pair_of(
+    cfg: Config,
+    section: Section,
+    measured: tuple[str, str],
+    baseline: tuple[str, str],
+    min_ratio: float,
+    url_for: Callable[[bool], tuple[str, bool]],
+    verify_of: Callable[[str, bool, bool], Awaitable[Measurement]],
+    probe_for: Callable[[str], CpuProbe] | None = None,
+) -> None:
+    """Declare the subject ``measured`` (name, description) against ``baseline`` with
+    ``min_ratio``, and measure the two interleaved: each run is ``verify_of(url, fresh,
+    is_measured)`` on the store ``url_for(is_measured)`` gives (and whether it is new)."""
+    section.subject(*measured)
+    section.subject(*baseline)
+    section.targets.append(Target(measured[0], baseline[0], min_ratio=min_ratio))
+
+    def runner(is_measured: bool) -> Callable[[], Measurement]:
         def run() -> Measurement:
-            url, fresh = url_for(is_three)
-            return run_async(verify_limits(url, cfg, is_three, fresh))
+            url, fresh = url_for(is_measured)
+            return run_async(verify_of(url, fresh, is_measured))
 
         return run
 
-    sections.interleave(section, {three: runner(True), one: runner(False)}, cfg.repeat, probe_for)
+    runners = {measured[0]: runner(True), baseline[0]: runner(False)}
+    sections.interleave(section, runners, cfg.repeat, probe_for)
 
 
 def webhooks_pair(
@@ -445,22 +475,22 @@ def webhooks_pair(
     """Alerts' target (SPEC 11): verify with three webhook endpoints registered and the
     delivery loop running >= 0.95x verify without, same store, plan and callers.
     ``url_for(hooks)`` is the store URL of a run and whether it is a new store to seed."""
-    hooked = f"Alerts: verify on {store}, 3 webhook endpoints"
-    plain = f"Alerts: verify on {store}, no webhook endpoint"
     callers = f"{cfg.callers} asyncio callers, one account and key each, one daily quota"
-    section.subject(hooked, f"{callers}: 3 endpoints registered, delivery loop running")
-    section.subject(plain, f"{callers}: no endpoint, no delivery loop")
-    section.targets.append(Target(hooked, plain, min_ratio=WEBHOOKS_TARGET))
-
-    def runner(hooks: bool) -> Callable[[], Measurement]:
-        def run() -> Measurement:
-            url, fresh = url_for(hooks)
-            return run_async(verify_limits(url, cfg, False, fresh, hooks))
-
-        return run
-
-    sections.interleave(
-        section, {hooked: runner(True), plain: runner(False)}, cfg.repeat, probe_for
+    verify_pair_of(
+        cfg,
+        section,
+        (
+            f"Alerts: verify on {store}, 3 webhook endpoints",
+            f"{callers}: 3 endpoints registered, delivery loop running",
+        ),
+        (
+            f"Alerts: verify on {store}, no webhook endpoint",
+            f"{callers}: no endpoint, no delivery loop",
+        ),
+        WEBHOOKS_TARGET,
+        url_for,
+        lambda url, fresh, hooks: verify_limits(url, cfg, False, fresh, hooks),
+        probe_for,
     )
 
 
@@ -494,22 +524,21 @@ def history_pair(
     """SQLite finds a batch's rows by key (``tests/test_sql_lookups.py``): verify on a
     store holding ``HISTORY_DAYS`` earlier day rows >= 0.8x verify on a store holding
     none, same plan and callers. (Before, each consume batch read the whole table.)"""
-    old = f"History: verify on SQLite, {HISTORY_DAYS:,} earlier days stored"
-    new = "History: verify on SQLite, no earlier day"
     callers = f"{cfg.callers} asyncio callers, one account and key each, one daily quota"
-    section.subject(old, f"{callers}: {HISTORY_DAYS:,} day rows of earlier days in the file")
-    section.subject(new, f"{callers}: a new file")
-    section.targets.append(Target(old, new, min_ratio=HISTORY_TARGET))
-
-    def runner(history: bool) -> Callable[[], Measurement]:
-        def run() -> Measurement:
-            url, fresh = url_for(history)
-            rows = HISTORY_DAYS if history else 0
-            return run_async(verify_limits(url, cfg, False, fresh, history=rows))
-
-        return run
-
-    sections.interleave(section, {old: runner(True), new: runner(False)}, cfg.repeat)
+    verify_pair_of(
+        cfg,
+        section,
+        (
+            f"History: verify on SQLite, {HISTORY_DAYS:,} earlier days stored",
+            f"{callers}: {HISTORY_DAYS:,} day rows of earlier days in the file",
+        ),
+        ("History: verify on SQLite, no earlier day", f"{callers}: a new file"),
+        HISTORY_TARGET,
+        url_for,
+        lambda url, fresh, old: verify_limits(
+            url, cfg, False, fresh, history=HISTORY_DAYS if old else 0
+        ),
+    )
 
 
 def seeded_once(make: Callable[[Any], str]) -> Callable[[Any], tuple[str, bool]]:
