@@ -490,11 +490,7 @@ class SqlCounters:
                     conn, account_id, name, delta, limit, acquiring=delta > 0
                 )
             if usage is None:  # refused: a retry of it is decided afresh
-                await conn.execute(
-                    idempotency.delete().where(
-                        idempotency.c.account_id == account_id, idempotency.c.key == claim.key
-                    )
-                )
+                await conn.execute(self._drop_claim, {"a": account_id, "k": claim.key})
             return usage, False
 
     async def _moved_gauge(
