@@ -33,8 +33,8 @@ finally:
 """
 
 # None of these serves a local command on SQLite: they are the HTTP server's, the remote
-# client's, the migrations' (a migrated store needs none), the metrics endpoint's or
-# PostgreSQL's.
+# client's, the migrations' (a migrated store needs none), the metrics endpoint's,
+# PostgreSQL's or the logs' (a command that logs nothing).
 NOT_FOR_LOCAL = (
     "quotad.api",
     "quotad.asgi",
@@ -47,6 +47,7 @@ NOT_FOR_LOCAL = (
     "alembic",
     "prometheus_client",
     "sqlalchemy.dialects.postgresql",
+    "structlog",
 )
 
 

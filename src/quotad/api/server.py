@@ -515,6 +515,7 @@ def run(
                 now=cap,
             )
             limits = dataclasses.replace(limits, max_connections=cap)
+    gc.unfreeze()  # what the command froze while it started (quotad.cli.startup) included
     gc.collect()  # what is garbage now is not frozen for ever
     gc.freeze()
     config = uvicorn.Config(

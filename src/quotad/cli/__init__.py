@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from quotad import __version__
-from quotad.cli import admin, credits, data, dump, proxy, serve, target, tokens, webhooks
+from quotad.cli import admin, credits, data, dump, proxy, serve, startup, target, tokens, webhooks
 from quotad.cli.console import App, console
 
 app = App(name="quotad", help="Usage metering and quotas for API providers.", add_completion=False)
@@ -102,4 +102,5 @@ def _name_of(command: typer.models.CommandInfo) -> str | None:
 
 def main() -> None:
     """Entry point of the ``quotad`` script."""
-    app_for(sys.argv[1:])()
+    with startup.collector_held():
+        app_for(sys.argv[1:])()

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import typer
 
+from quotad.cli import startup
 from quotad.cli.console import err_console, fail
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def run_with_store(
         err_console.print(f"[red]invalid store URL:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     check_store(settings.store_url, create)
+    startup.imported()
 
     async def main() -> T:
         audit.acting_as(audit.CLI_ACTOR)  # the audit log's actor of what a command changes

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from quotad.cli import startup
 from quotad.cli.console import fail
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def _run_remote(url: str, token: str, action: Callable[[Operator], Awaitable[T]]
         async with AsyncClient(url, operator_token=token, transport=transport) as client:
             return await action(RemoteOperator(client))
 
+    startup.imported()
     try:
         return asyncio.run(main())
     except AuthenticationError as exc:
