@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx2
 import pytest
+import structlog.testing
 
 from quotad.domain import keys
+from quotad.lazy_logger import LazyLogger
 from quotad.logs import REDACTED, redact_secrets, redact_text
 from tests.processes import BIN, running
 
@@ -66,6 +68,20 @@ def test_processor_redacts_nested_values() -> None:
     redacted = redact_secrets([TOKEN])(None, "info", event)
     assert key not in json.dumps(redacted)
     assert redacted["headers"]["n"] == 3
+
+
+# Loggers made on first use ------------------------------------------------------------
+def test_a_lazy_logger_logs_as_structlog_does() -> None:
+    """A line through ``LazyLogger`` reaches structlog's configuration of the moment, with
+    its level, event and values."""
+    log = LazyLogger("quotad.test")
+    with structlog.testing.capture_logs() as captured:
+        log.error("alert events lost", dropped=3)
+        log.warning("retrying")
+    assert captured == [
+        {"event": "alert events lost", "dropped": 3, "log_level": "error"},
+        {"event": "retrying", "log_level": "warning"},
+    ]
 
 
 # A real server's log ----------------------------------------------------------------

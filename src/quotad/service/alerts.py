@@ -20,8 +20,6 @@ from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
-import structlog
-
 from quotad.domain import days, ids
 from quotad.domain.limits import LimitState, Mode
 from quotad.domain.webhooks import (
@@ -34,9 +32,10 @@ from quotad.domain.webhooks import (
     AlertEvent,
     crossed,
 )
+from quotad.lazy_logger import LazyLogger
 from quotad.storage import AlertStore
 
-log = structlog.get_logger("quotad.alerts")
+log = LazyLogger("quotad.alerts")  # structlog only when something goes wrong
 
 _WRITE_TRIES = 6  # about 30 s of retries (1, 2, 4, 8, 16 s) before an event is given up
 _MAX_SEEN = 65_536

@@ -18,12 +18,11 @@ id, name and hint (prefix and last four characters), never by its digest.
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, cast
-
-import structlog
 
 from quotad.domain import credits, days, ids, limits
 from quotad.domain.models import Account, ApiKey, Plan, Service, UsageDay
@@ -39,7 +38,12 @@ _ACTOR: ContextVar[tuple[str | None, str] | None] = ContextVar("quotad_audit_act
 
 def request_id() -> str | None:
     """The id of the request being answered (bound to the log context), if any."""
-    value = structlog.contextvars.get_contextvars().get("request_id")
+    # Not imported here: a command of the CLI, where no request is answered, never loads
+    # structlog. Where it is not loaded, nothing has bound a request id.
+    contextvars = sys.modules.get("structlog.contextvars")
+    if contextvars is None:
+        return None
+    value = contextvars.get_contextvars().get("request_id")
     return value if isinstance(value, str) else None
 
 

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-import structlog
-
 from quotad.domain import days, limits
 from quotad.domain.limits import Limits, LimitSpec, Per, Window
 from quotad.domain.models import (
@@ -34,11 +32,12 @@ from quotad.domain.models import (
     service_limits,
 )
 from quotad.errors import FieldError, ValidationFailed
+from quotad.lazy_logger import LazyLogger
 from quotad.service import admin, audit, quotas
 from quotad.service.claims import operator_claim
 from quotad.service.context import Context
 
-log = structlog.get_logger("quotad.usage")
+log = LazyLogger("quotad.usage")  # structlog only when something goes wrong
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FUTURE_EVENT_TOLERANCE = timedelta(minutes=5)

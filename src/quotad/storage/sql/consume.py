@@ -31,12 +31,12 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from quotad.domain.credits import Hold, Reservation, ReservationStatus
 from quotad.domain.models import ConsumeOutcome
 from quotad.errors import QuotadError, StorageError
+from quotad.lazy_logger import LazyLogger
 from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import idempotency, reservations, usage_days
 from quotad.storage.sql.day_batches import SqliteDayWriter
@@ -78,7 +78,7 @@ from quotad.storage.sql.statements import (
 # client's Idempotency-Key may look alike, but cannot guess them).
 GIVE_BACK_MARK = "quotad-give-back:"
 
-log = structlog.get_logger("quotad.storage.sql")
+log = LazyLogger("quotad.storage.sql")  # structlog only when something goes wrong
 
 
 class Consumes:
