@@ -34,6 +34,18 @@ ADMIN_TOKEN = "embedding-operator-token"
 OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+def probed_cli(probe: str, out: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``quotad *argv`` in a fresh interpreter under ``probe``: Python that takes the
+    path ``out`` (where it writes what it saw) as its first argument and runs the command."""
+    return subprocess.run(
+        [sys.executable, "-c", probe, str(out), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as sock:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import gc
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from quotad.cli import startup
+from tests.processes import probed_cli
 
 # Run as the ``quotad`` script runs; count the collections before anything was frozen
 # (while the command starts) and after (while it works), and whether the collector is on
@@ -53,13 +53,7 @@ def run_probe(
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
     """Run ``quotad *argv`` in a fresh interpreter; its result and the collections seen."""
     out = tmp_path / "collections.json"
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(out), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = probed_cli(PROBE, out, *argv)
     return done, json.loads(out.read_text())
 
 

@@ -17,6 +17,7 @@ import pytest
 import typer
 
 from quotad.cli import app, app_for
+from tests.processes import probed_cli
 
 # Run as the ``quotad`` script runs (``main()``), then list every module loaded, whether
 # the command succeeded or not (Click ends with SystemExit either way).
@@ -54,13 +55,7 @@ NOT_FOR_LOCAL = (
 def loaded_by(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``quotad *argv`` in a fresh interpreter; its result and the modules it loaded."""
     out = tmp_path / "modules.json"
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(out), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = probed_cli(PROBE, out, *argv)
     return done, set(json.loads(out.read_text()))
 
 
