@@ -27,6 +27,12 @@ COMMANDS: dict[str, list[str]] = {
     "services list": ["services", "list", "--store", "{store}"],
     "accounts list": ["accounts", "list", "--store", "{store}"],
     "plans list": ["plans", "list", "--store", "{store}"],
+    "keys list": ["keys", "list", "acme", "--store", "{store}"],
+    "usage show": ["usage", "show", "acme", "--service", "search", "--store", "{store}"],
+    "credits show": ["credits", "show", "acme", "--store", "{store}"],
+    "tokens list": ["tokens", "list", "--store", "{store}"],
+    "webhooks list": ["webhooks", "list", "--store", "{store}"],
+    "audit": ["audit", "--store", "{store}"],
 }
 
 RUNNER = "import sys; from quotad.cli import main; sys.argv = ['quotad', *sys.argv[1:]]; main()"
@@ -76,7 +82,8 @@ def prepare(python: str, directory: Path) -> str:
         ["migrate", "--store", store],
         ["services", "create", "search", "--store", store],
         ["plans", "create", "pro", "--quota", "search=1000", "--store", store],
-        ["accounts", "create", "--name", "Acme", "--plan", "pro", "--store", store],
+        ["accounts", "create", "--id", "acme", "--name", "Acme", "--plan", "pro", "--store", store],
+        ["keys", "create", "acme", "--store", store],
     ):
         run_once(python, argv, directory)
     return store
