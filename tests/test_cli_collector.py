@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from quotad.cli import startup
-from tests.processes import probed_cli
+from tests.processes import free_port, probed_cli
 
 # Run as the ``quotad`` script runs; count the collections before anything was frozen
 # (while the command starts) and after (while it works), and whether the collector is on
@@ -80,6 +80,47 @@ def test_a_remote_command_collects_once_its_work_begins(tmp_path: Path) -> None:
     assert seen["starting"] == 0
     assert seen["working"] > 0
     assert seen["enabled_after"]
+
+
+# Run ``quotad serve`` as the script runs it; once its port answers, note whether the
+# collector is on, and stop it with Ctrl-C (SIGINT), as an operator would.
+SERVE_PROBE = """
+import gc, json, os, signal, socket, sys, threading, time
+from quotad.cli import main
+out = sys.argv.pop(1)
+sys.argv[0] = "quotad"
+port = int(sys.argv[sys.argv.index("--port") + 1])
+seen = {}
+def watch():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    seen["serving"] = time.monotonic() < deadline
+    seen["enabled_while_serving"] = gc.isenabled()
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=watch, daemon=True).start()
+try:
+    main()
+finally:
+    with open(out, "w") as file:
+        json.dump(seen, file)
+"""
+
+
+def test_a_server_serves_with_the_collector_on(tmp_path: Path) -> None:
+    """``quotad serve`` started by the script answers on its port with the collector on
+    (its start-up ran without it)."""
+    store = f"sqlite:///{tmp_path / 'q.db'}"
+    out = tmp_path / "serving.json"
+    argv = ["serve", "--store", store, "--host", "127.0.0.1", "--port", str(free_port())]
+    done = probed_cli(SERVE_PROBE, out, *argv)
+    seen = json.loads(out.read_text())
+    assert seen["serving"], done.stderr[-2000:]
+    assert seen["enabled_while_serving"]
 
 
 def test_help_ends_with_the_collector_on(tmp_path: Path) -> None:
