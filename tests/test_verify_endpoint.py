@@ -939,3 +939,22 @@ def test_request_ids_are_uuid4_hex() -> None:
     for request_id in ids:
         parsed = uuid.UUID(request_id)
         assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, request_id)
+
+
+async def test_only_the_verify_path_itself_is_answered_by_the_endpoint(
+    deployment: Deployment,
+) -> None:
+    """/v1/verify/ and /v1/verifyx, and /v1/verify beside a root path it is not under, are
+    the contract's 404, not verify answers."""
+    for path, extra in (
+        ("/v1/verify/", {}),
+        ("/v1/verifyx", {}),
+        ("/quotadx/v1/verify", {"root_path": "/quotad"}),
+    ):
+        answer = await call(
+            deployment.app,
+            [JSON, TOKEN],
+            verify_json(deployment.key),
+            scope_extra={"path": path, **extra},
+        )
+        assert (answer.status, answer.json()["error"]) == (404, "NOT_FOUND"), path

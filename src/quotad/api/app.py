@@ -61,10 +61,10 @@ def create_app(
 
     A plain Starlette app whose middleware (request id, ``api-version``, access line, the
     JSON body guard, and whatever ``add_middleware`` adds later) runs for every request,
-    whichever of the three answers it. ``POST /v1/verify`` is tried first and answered by
-    its own endpoint; the operator and customer API is a FastAPI app (``create_api``)
-    mounted at the root, so its routing, validation and exception handlers cost nothing
-    on the hot path.
+    whichever of the three answers it. ``/v1/verify`` is answered by its own endpoint from
+    the innermost middleware, ahead of the router; the operator and customer API is a
+    FastAPI app (``create_api``) mounted at the root, so its routing, validation and
+    exception handlers cost nothing on the hot path.
 
     Args:
         ctx: the service context (stores, settings, clock).
@@ -99,7 +99,6 @@ def create_app(
     api = create_api(ctx)
     app = Starlette(
         routes=[
-            verify_endpoint.route(ctx),  # the hottest first: the router tries them in order
             *health.routes(ctx),
             dashboard.Mounted(dashboard.create_app(ctx)),
             Mount("", app=api),
@@ -110,6 +109,7 @@ def create_app(
             Middleware(
                 JsonBodyGuard, max_body_bytes=ctx.settings.max_body_bytes, exempt=dashboard.AREAS
             ),
+            Middleware(verify_endpoint.VerifyFirst, ctx=ctx),  # innermost: ahead of the router
         ],
         # A path no route takes (one with a newline, which the API's mount does not match)
         # and what fails outside RequestContext (in middleware added later) answer as the

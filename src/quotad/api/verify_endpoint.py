@@ -1,11 +1,15 @@
-"""``POST /v1/verify``: the one answer, as a plain ASGI endpoint in the app's router.
+"""``POST /v1/verify``: the one answer, as a plain ASGI endpoint inside the app's middleware.
 
 Verify is the hot path, so it is not a FastAPI route: dependency injection and pydantic
-validation would cost several times the verify itself. It is a Starlette ``Route``
-inside the app's router all the same, so that every middleware of the app (request id,
-access log, the JSON body guard, tracing, CORS a deployment adds) sees it like any other
-request. It answers everything itself, refusals included, from the same pieces the rest
-of the app uses (``quotad.http``); the order of its checks is the API's everywhere:
+validation would cost several times the verify itself. Nor is it one of the router's
+routes: Starlette's router and the exception layer around it (a ``Request`` and two
+closures made for every request) cost a seventh of an HTTP verify, for exception
+handlers verify never needs, as it answers its own errors. ``VerifyFirst``, the app's
+innermost middleware, hands ``/v1/verify`` to the endpoint and everything else to the
+router; every other middleware of the app (request id, access log, the JSON body guard,
+tracing, CORS a deployment adds) sees it like any other request. The endpoint answers
+everything itself, refusals included, from the same pieces the rest of the app uses
+(``quotad.http``); the order of its checks is the API's everywhere:
 
 1. the app's middleware: ``api-version``, then the body's type and size;
 2. the body read as JSON (400 ``BAD_REQUEST`` when it is not);
@@ -28,7 +32,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Header
 from fastapi.routing import APIRoute
-from starlette.routing import Route
 
 from quotad.api import metering
 from quotad.api.responses import verdict_body
@@ -41,7 +44,7 @@ from quotad.errors import ErrorCode, QuotadError, ValidationFailed
 from quotad.http.errors import JSON_TYPE, ErrorAnswer, error_answer, quotad_error_answer
 from quotad.http.headers import client_host, too_large
 from quotad.http.quota import verdict_headers
-from quotad.http.types import Receive, Scope, Send
+from quotad.http.types import ASGIApp, Receive, Scope, Send
 from quotad.http.verify_body import VerifyArgs, VerifyItems, verify_request
 from quotad.service import auth, reservations, verify
 from quotad.service.context import Context
@@ -238,9 +241,32 @@ def _method_not_allowed() -> ErrorAnswer:
     )
 
 
-def route(ctx: Context) -> Route:
-    """The route of ``/v1/verify``: every method, so that its 405 is the endpoint's own."""
-    return Route(PATH, VerifyEndpoint(ctx), include_in_schema=False)
+def _route_path(scope: Scope) -> str:
+    """The path below the app's root path, as Starlette's router matches it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+class VerifyFirst:
+    """Middleware answering ``/v1/verify`` (every method, so that its 405 is the
+    endpoint's own) with ``VerifyEndpoint``, and passing every other request on.
+
+    The app's innermost middleware: whatever wraps the app wraps verify too.
+    """
+
+    def __init__(self, app: ASGIApp, ctx: Context) -> None:
+        self.app = app
+        self.endpoint = VerifyEndpoint(ctx)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] == "http" and _route_path(scope) == PATH:
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 async def documentation_route(
