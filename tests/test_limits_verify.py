@@ -106,6 +106,33 @@ async def test_three_limits_are_checked_and_moved_in_one_call(
     assert "Retry-After" not in response.headers
 
 
+async def test_the_policy_header_follows_the_window_it_is_in(
+    client: httpx2.AsyncClient, deployment: Deployment, ctx: Context, clock: FakeClock
+) -> None:
+    """RateLimit-Policy gives each window its own length (November's 30 days, then
+    December's 31) and a rate its refill time, at every verify; the limit the verdict's own
+    fields describe is the one RateLimit names."""
+    await set_limits(
+        ctx,
+        insights=[
+            {"rate": {"per_second": 10, "burst": 20}},
+            {"window": "month", "total": 1000},
+        ],
+    )
+    november = await post(client, {"key": deployment.key, "service": "insights", "cost": 1})
+    assert november.headers["RateLimit-Policy"] == (
+        '"insights.rate";q=20;w=2, "insights.month";q=1000;w=2592000'
+    )
+    clock.advance(days=30)  # 2024-12-07
+    december = await post(client, {"key": deployment.key, "service": "insights", "cost": 19})
+    assert december.headers["RateLimit-Policy"] == (
+        '"insights.rate";q=20;w=2, "insights.month";q=1000;w=2678400'
+    )
+    # The rate has 1 token left, the month 981: the rate is shown.
+    assert december.json()["remaining"] == 1
+    assert december.headers["RateLimit"].startswith('"insights.rate";r=1;t=')
+
+
 async def test_the_third_limit_refusing_moves_none(
     client: httpx2.AsyncClient, deployment: Deployment, ctx: Context
 ) -> None:

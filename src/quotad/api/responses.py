@@ -21,7 +21,7 @@ class ORJSONResponse(JSONResponse):
 
 
 # Every verify of a day answers with the same reset instant: format it once.
-_reset_text = lru_cache(maxsize=1024)(days.rfc3339)
+reset_text = lru_cache(maxsize=1024)(days.rfc3339)
 
 
 def verdict_body(verdict: Verdict) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def verdict_body(verdict: Verdict) -> dict[str, Any]:
         "used": verdict.used,
         "remaining": verdict.remaining,
         "total": verdict.total,
-        "reset": None if verdict.reset is None else _reset_text(verdict.reset),
+        "reset": None if verdict.reset is None else reset_text(verdict.reset),
     }
     if verdict.note:
         body["note"] = verdict.note

@@ -34,7 +34,7 @@ from fastapi import Header
 from fastapi.routing import APIRoute
 
 from quotad.api import metering
-from quotad.api.responses import verdict_body
+from quotad.api.responses import reset_text, verdict_body
 from quotad.api.schemas import VerifyIn, VerifyItemsIn, VerifyOut
 from quotad.domain import days
 from quotad.domain.credits import from_micros
@@ -160,9 +160,6 @@ async def _reserved(
     return verdict, answer
 
 
-_reset_text = lru_cache(maxsize=1024)(days.rfc3339)
-
-
 def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
     """The verify answer: version 1's fields, and SPEC 9's ``limits``, ``overage``,
     ``would_refuse`` and ``refused_by``. A version-1 verdict lists its one daily limit."""
@@ -179,7 +176,7 @@ def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
                 "used": verdict.used,
                 "remaining": verdict.remaining,
                 "total": verdict.total,
-                "reset": _reset_text(verdict.reset),
+                "reset": reset_text(verdict.reset),
             }
         ]
     else:
@@ -198,13 +195,13 @@ def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
 
 
 def _limit_entry(state: LimitState) -> dict[str, Any]:
-    entry = {
-        **_entry_head(state.name, state.limit),
-        "used": state.used,
-        "remaining": state.remaining,
-        "total": state.total,
-        "reset": _reset_text(state.reset),
-    }
+    entry = _entry_head(state.name, state.limit).copy()
+    entry["used"] = used = state.used
+    entry["remaining"] = max(state.total - used, 0)
+    entry["total"] = state.total
+    # The body's own reset is formatted first, in the same cache: a rate's reset, new at
+    # every verify, is formatted once when the verdict shows the rate.
+    entry["reset"] = reset_text(state.reset)
     if state.overage:
         entry["overage"] = state.overage
     return entry

@@ -18,8 +18,8 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from quotad.domain.limits import LimitState
-from quotad.service.verify import Verdict, window_seconds
+from quotad.domain.limits import LimitSpec, LimitState
+from quotad.service.verify import Verdict, rate_seconds, span_seconds
 
 Header = tuple[bytes, bytes]
 DEFAULT_WINDOW = 86_400
@@ -65,12 +65,32 @@ def _fixed_headers(
 
 def shown_limit(verdict: Verdict) -> LimitState | None:
     """The limit a v2 verdict's own fields describe: the refusing one, else the least room."""
-    if not verdict.limits:
-        return None
+    if verdict.shown is not None or not verdict.limits:
+        return verdict.shown
     for state in verdict.limits:
         if state.name == verdict.refused_by:
             return state
     return min(verdict.limits, key=lambda state: state.remaining)
+
+
+def _policy_item(state: LimitState) -> bytes:
+    """One limit's item of ``RateLimit-Policy``."""
+    limit = state.limit
+    if limit.window is None:  # a rate's item is the same at every verify
+        return _rate_item(state.name, state.total, limit)
+    # A window's, for as long as the window lasts (its start and end are the same objects
+    # for every verify of one prepared call, their hashes kept by the datetimes).
+    return _window_item(state.name, state.total, state.window_start, state.reset)
+
+
+@lru_cache(maxsize=4096)
+def _rate_item(name: str, burst: int, limit: LimitSpec) -> bytes:
+    return f'"{name}";q={burst};w={rate_seconds(limit)}'.encode("latin-1")
+
+
+@lru_cache(maxsize=4096)
+def _window_item(name: str, total: int, start: datetime | None, end: datetime) -> bytes:
+    return f'"{name}";q={total};w={span_seconds(start, end)}'.encode("latin-1")
 
 
 def _limits_headers(
@@ -83,13 +103,11 @@ def _limits_headers(
 ) -> list[Header]:
     shown = shown_limit(verdict)
     name = verdict.service if shown is None else shown.name
-    policy = ", ".join(
-        f'"{state.name}";q={state.total};w={window_seconds(state)}' for state in states
-    )
+    policy = b", ".join([_policy_item(state) for state in states])
     reset_epoch = int(reset.timestamp())
     reset_in = max(reset_epoch - int(now_epoch), 0)
     headers = [
-        (b"ratelimit-policy", policy.encode("latin-1")),
+        (b"ratelimit-policy", policy),
         (b"ratelimit", f'"{name}";r={remaining};t={reset_in}'.encode("latin-1")),
         (b"x-ratelimit-limit", b"%d" % total),
         (b"x-ratelimit-remaining", b"%d" % remaining),

@@ -104,6 +104,9 @@ class Verdict(NamedTuple):
     decided: Decided | None = None
     # A priced call (SPEC 10): micro-credits debited, and the balance of live grants after.
     credits: tuple[int, int] | None = None
+    # The entry of ``limits`` the verdict's own fields come from (the refusing limit, else
+    # the one with the least room); None for version 1's.
+    shown: LimitState | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -1018,6 +1021,7 @@ def _verdict(
         charged,
         _new(Decided, (slots, before, after)),
         spent,
+        shown,
     )
     return _new(Verdict, fields)
 
@@ -1129,10 +1133,20 @@ def window_seconds(state: LimitState) -> int:
     to refill its whole burst (rounded up)."""
     limit = state.limit
     if limit.window is None:
-        return math.ceil(limit.total / limit.per_second)
-    if state.window_start is None:
+        return rate_seconds(limit)
+    return span_seconds(state.window_start, state.reset)
+
+
+def rate_seconds(limit: LimitSpec) -> int:
+    """The time a rate takes to refill its whole burst, in seconds (rounded up)."""
+    return math.ceil(limit.total / limit.per_second)
+
+
+def span_seconds(start: datetime | None, end: datetime) -> int:
+    """A calendar window's length in seconds (a day's when its start is not known)."""
+    if start is None:
         return int(timedelta(days=1).total_seconds())
-    return int((state.reset - state.window_start).total_seconds())
+    return int((end - start).total_seconds())
 
 
 def consumed_day(verdict: Verdict, timezone: str) -> date:
