@@ -144,6 +144,8 @@ REPLAY_SECONDS = 5
 SETTLE_ATTEMPTS = 16
 REFUND_SECONDS = 60  # how long a refund's key is kept, past every resend of it
 MAX_SETTLING = 64  # such calls asked again at once (a long hang times out a few a second)
+MAX_DAY_KEYS = 100_000  # version-1 rows whose script keys are kept (a day's accounts)
+_new = tuple.__new__  # a named tuple without its keyword ``__new__`` (one per consume)
 BARRIER_POLL_SECONDS = 0.05
 FORGET_NODES_AFTER_US = 86_400 * 1_000_000  # rows of nodes that died a day ago
 _SCRIPTS = ("consume", "seed", "adjust", "events", "begin", "restore", "refund", "bucket")
@@ -277,6 +279,8 @@ class RedisCounters:
         self._slot_batchers: dict[int, Batcher[_Consume, _Reply]] = {}
         # A Limits v2 call's slots and its consume line's shape (``slot_calls``).
         self._shapes: SlotCalls[_Shape] = SlotCalls(self._shape)
+        # A version-1 row's day text and script keys, by (account, service, day).
+        self._day_keys: dict[tuple[str, str, date], tuple[str, list[str]]] = {}
 
     def _new_batcher(self) -> Batcher[_Consume, _Reply]:
         return Batcher(self._consume_batch, in_flight=2, abandoned=self._abandoned)
@@ -574,30 +578,53 @@ class RedisCounters:
                 account_id, service, day, total, day_mode, cost, extra
             )
             return await self._consume_slots(account_id, day, slots, shape, claim, now)
-        day_text = day.isoformat()
-        tag = f"{self._prefix}:{{{account_id}}}"  # as _counter and _marker build them
-        keys = [f"{tag}:u:{service}:{day_text}", f"{tag}:m"]
+        found = self._day_keys.get((account_id, service, day))
+        if found is None:
+            found = self._day_keys_of(account_id, service, day)
+        day_text, keys = found
         deadline = CALL_DEADLINE.get()
         deadline_ms = 0 if deadline is None else int((deadline + self._clock_offset) * 1000)
         if claim is None:
             line = f"2 {cost} {total} {day_text} {deadline_ms}"
         else:
-            keys.append(self._idempotency(account_id, claim.key))
+            keys = [*keys, self._idempotency(account_id, claim.key)]
             now_ms = 0 if now is None else int(now.timestamp() * 1000)
             expires_ms = int(claim.expires_at.timestamp() * 1000)
             idem_ttl = max((expires_ms - now_ms) // 1000, 1)
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
             line = f"3 {cost} {total} {day_text} {deadline_ms} {idem}"
-        request = _Consume(account_id, service, day_text, cost, total, claim, keys, line)
-        answer = await self._answer(request, now, lambda _: [(service, day_text, total)])
-        granted, used, stored_total, stored_day = answer[1:5]
-        return ConsumeOutcome(
-            int(granted) == 1,
-            int(used),
-            int(stored_total),
-            day if stored_day == day_text else date.fromisoformat(stored_day),
-            answer[0] == "replay",
+        request = _new(
+            _Consume, (account_id, service, day_text, cost, total, claim, keys, line, ())
         )
+        answer = await self._answer(request, now, lambda _: [(service, day_text, total)])
+        kind, granted, used, stored_total, stored_day = answer[:5]
+        return _new(
+            ConsumeOutcome,
+            (
+                int(granted) == 1,
+                int(used),
+                int(stored_total),
+                day if stored_day == day_text else date.fromisoformat(stored_day),
+                kind == "replay",
+                (),
+                -1,
+                0,
+                (),
+            ),
+        )
+
+    def _day_keys_of(self, account_id: str, service: str, day: date) -> tuple[str, list[str]]:
+        """A version-1 consume's day text and script keys (its counter and the marker),
+        kept for the next consume of the same row (never changed: a call with a claim
+        copies them)."""
+        if len(self._day_keys) >= MAX_DAY_KEYS:
+            self._day_keys.clear()
+        day_text = day.isoformat()
+        found = self._day_keys[account_id, service, day] = (
+            day_text,
+            [self._counter(account_id, service, day_text), self._marker(account_id)],
+        )
+        return found
 
     async def _answer(
         self,
