@@ -705,8 +705,19 @@ class RedisCounters:
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
         now_us = 0 if now is None else int(now.timestamp() * 1_000_000)
         line = f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {fields} {now_us}"
-        request = _Consume(
-            account_id, first.name, first.period, first.cost, first.total, claim, keys, line, slots
+        request = _new(
+            _Consume,
+            (
+                account_id,
+                first.name,
+                first.period,
+                first.cost,
+                first.total,
+                claim,
+                keys,
+                line,
+                slots,
+            ),
         )
 
         def missing(answer: _Reply) -> list[tuple[str, str, int]]:
@@ -717,16 +728,19 @@ class RedisCounters:
         granted, used, stored_total, stored_day = answer[1:5]
         replay = answer[0] == "replay"
         count = len(slots)
-        return ConsumeOutcome(
-            int(granted) == 1,
-            int(used),
-            int(stored_total),
-            day if stored_day == first.period else date.fromisoformat(stored_day),
-            replay,
-            () if replay else tuple([int(value) for value in answer[8 : 8 + count]]),
-            int(answer[6]),
-            int(answer[7]),
-            tuple(answer[8 + count]) if len(answer) > 8 + count else (),
+        return _new(
+            ConsumeOutcome,
+            (
+                int(granted) == 1,
+                int(used),
+                int(stored_total),
+                day if stored_day == first.period else date.fromisoformat(stored_day),
+                replay,
+                () if replay else tuple([int(value) for value in answer[8 : 8 + count]]),
+                int(answer[6]),
+                int(answer[7]),
+                tuple(answer[8 + count]) if len(answer) > 8 + count else (),
+            ),
         )
 
     def _shape(self, account_id: str, slots: tuple[Slot, ...]) -> _Shape:
