@@ -416,6 +416,30 @@ async def test_a_consume_call_sent_twice_is_applied_once(redis_url: str) -> None
         await store.close()
 
 
+async def test_consumes_with_and_without_a_claim_on_one_row_each_count_once(
+    redis_url: str,
+) -> None:
+    """On one day row, consumes with an Idempotency-Key and without one, in any order, each
+    count (a key's replay once): what one call sends never changes the next one's."""
+    store = await open_node(redis_url)
+    try:
+        await with_account(store)
+        expires = NOW + timedelta(days=1)
+        first = IdempotencyClaim("k1", "f1", expires)
+        assert (await store.consume("acme", "insights", DAY, 1, 100)).used == 1
+        assert (await store.consume("acme", "insights", DAY, 2, 100, first, NOW)).used == 3
+        assert (await store.consume("acme", "insights", DAY, 4, 100)).used == 7
+        replay = await store.consume("acme", "insights", DAY, 2, 100, first, NOW)
+        assert (replay.replayed, replay.used) == (True, 3)
+        second = IdempotencyClaim("k2", "f2", expires)
+        assert (await store.consume("acme", "insights", DAY, 8, 100, second, NOW)).used == 15
+        assert (await store.consume("acme", "insights", DAY, 16, 100)).used == 31
+        [row] = await store.usage("acme", "insights", DAY, DAY)
+        assert row.used == 31
+    finally:
+        await store.close()
+
+
 async def test_a_day_counter_takes_a_new_total_and_loses_its_fresh_mark_once_written(
     redis_url: str,
 ) -> None:
