@@ -81,7 +81,11 @@ class Tenant:
 
 # The app's routes ------------------------------------------------------------------------
 def routes(app: Starlette | Mounted) -> Iterator[tuple[str, str]]:
-    """Every (method, path) the app serves, included routers and the mounted web UI flattened."""
+    """Every (method, path) the app serves, included routers and the mounted web UI flattened;
+    verify, which the app's innermost middleware answers ahead of the router, too."""
+    middleware = [m.cls for m in getattr(app, "user_middleware", ())]
+    if verify_endpoint.VerifyFirst in middleware:  # every method: its own 405
+        yield "POST", verify_endpoint.PATH
     for route in app.routes:
         contexts = getattr(route, "effective_route_contexts", None)
         if contexts is not None:  # an included router (FastAPI keeps them unflattened)
@@ -92,8 +96,6 @@ def routes(app: Starlette | Mounted) -> Iterator[tuple[str, str]]:
             yield from routes(route)
         elif isinstance(route, Mount) and isinstance(route.app, FastAPI):  # the API, at the root
             yield from routes(route.app)
-        elif getattr(route, "path", None) == verify_endpoint.PATH:  # every method: its own 405
-            yield "POST", verify_endpoint.PATH
         else:
             methods = getattr(route, "methods", None) or {"GET"}
             for method in methods:
@@ -344,6 +346,7 @@ async def test_no_customer_key_reaches_any_operator_route(
         ),
     )
     assert len(operator_routes) >= 24, operator_routes
+    assert ("POST", verify_endpoint.PATH) in operator_routes
     before = await snapshot(ctx.stores)
 
     for tenant in tenants:

@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind
 
 from quotad.api import tracing
 from quotad.api.app import create_app
+from quotad.api.verify_endpoint import VerifyFirst
 from quotad.http.middleware import JsonBodyGuard, RequestContext
 from quotad.sdk import AsyncClient, Client, NotFoundError
 from quotad.service.context import Context
@@ -310,7 +311,7 @@ async def test_with_tracing_off_the_app_has_no_tracing_at_all(ctx: Context) -> N
     """No OTEL_* variable: no tracing middleware, and the app's stores are the context's own."""
     app = create_app(ctx, manage_store=False)
     classes: list[object] = [m.cls for m in app.user_middleware]
-    assert classes == [RequestContext, JsonBodyGuard]
+    assert classes == [RequestContext, JsonBodyGuard, VerifyFirst]
     assert app.state.ctx is ctx
     assert not isinstance(app.state.ctx.stores.counters, TracedStore)
 
