@@ -196,8 +196,8 @@ def answer_body(verdict: verify.Verdict) -> dict[str, Any]:
 
 def _limit_entry(state: LimitState) -> dict[str, Any]:
     entry = _entry_head(state.name, state.limit).copy()
-    entry["used"] = used = state.used
-    entry["remaining"] = max(state.total - used, 0)
+    entry["used"] = state.used
+    entry["remaining"] = state.remaining
     entry["total"] = state.total
     # The body's own reset is formatted first, in the same cache: a rate's reset, new at
     # every verify, is formatted once when the verdict shows the rate.

@@ -846,9 +846,9 @@ def _shown(index: int, slot: Slot, owner: _Owner | None) -> _Shown:
     limit, span = owner.limit, owner.span
     hard = limit.mode is Mode.HARD
     if span is None:  # a rate: the time it takes to refill its whole burst
-        seconds = math.ceil(limit.total / limit.per_second)
+        seconds = rate_seconds(limit)
         return _Shown(index, slot, owner.name, owner.service, limit, hard, None, None, seconds)
-    seconds = int((span.end - span.start).total_seconds())
+    seconds = span_seconds(span.start, span.end)
     return _Shown(
         index, slot, owner.name, owner.service, limit, hard, span.end, span.start, seconds
     )
