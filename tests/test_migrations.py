@@ -14,7 +14,7 @@ from quotad.storage.schema import metadata
 from quotad.storage.sql import SqlStore, migrate
 from tests.servers import postgres_schema
 
-HEAD = "0010"
+HEAD = "0011"
 
 
 @pytest.fixture(

@@ -281,7 +281,6 @@ reservations = sa.Table(
     sa.Column("claim", sa.String(64), nullable=True),
     sa.Column("claimed_until", sa.BigInteger, nullable=True),
     sa.Index("ix_reservations_due", "status", "expires_at"),
-    sa.Index("ix_reservations_account_id", "account_id"),
 )
 
 # The quotad nodes of a Redis deployment, each with the last batch of counter changes it
