@@ -609,3 +609,16 @@ async def test_a_memory_store_keeps_only_its_newest_settled_reservations_of_cons
         ReservationStatus.PENDING
     ]
     assert await store.get_reservation("rsv_key") == done
+
+
+def test_random_reservation_ids_sort_in_the_order_they_were_made() -> None:
+    """Ids without an Idempotency-Key are 32 hex digits, the first 14 the time they were
+    made (µs), so each sorts at or after the one before it; none repeats."""
+    made = [reservations.reservation_id("acme", None) for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    assert all(len(rid) == 36 and rid.startswith("rsv_") for rid in made)
+    assert all(int(rid[4:], 16) >= 0 for rid in made)
+    times = [int(rid[4:18], 16) for rid in made]
+    assert times == sorted(times)
+    assert abs(times[0] / 1e6 - datetime.now(UTC).timestamp()) < 60
+    assert reservations.reservation_id("acme", "k1") == reservations.reservation_id("acme", "k1")
