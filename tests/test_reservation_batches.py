@@ -350,3 +350,39 @@ async def test_postgresql_runs_a_batch_of_reservation_writes_as_one_statement_a_
             assert not any(transactions)
         finally:
             await store.close()
+
+
+async def test_sqlite_runs_a_batch_of_reservation_writes_as_one_statement_a_kind(
+    tmp_path: Path, batches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite's writer a batch's inserts run as one statement and its commits as
+    another, never a row at a time; each is stored and answered as if written alone."""
+    sent: list[str] = []
+    connect = SqliteDayWriter._connect
+
+    def traced(self: SqliteDayWriter) -> sqlite3.Connection:
+        connection = connect(self)
+        connection.set_trace_callback(sent.append)
+        return connection
+
+    monkeypatch.setattr(SqliteDayWriter, "_connect", traced)
+    store = SqlStore(f"sqlite:///{tmp_path / 'quotad.db'}")
+    await store.open()
+    try:
+        made = [pending(n) for n in range(40)]
+        await asyncio.gather(*(store.create_reservation(r) for r in made))
+        inserts = [s for s in sent if s.startswith("INSERT INTO reservations")]
+        assert len(batches) < 40
+        assert len(inserts) == len(batches)
+        later = NOW + timedelta(seconds=1)
+        done = [r.settled_as(ReservationStatus.COMMITTED, 3, 0, later) for r in made]
+        sent.clear()
+        batches.clear()
+        answers = await asyncio.gather(*(store.finish_reservation(r, later) for r in done))
+        assert answers == [True] * 40
+        updates = [s for s in sent if "UPDATE reservations" in s]
+        assert len(batches) < 40
+        assert len(updates) == len(batches)
+        assert [await store.get_reservation(r.id) for r in done] == done
+    finally:
+        await store.close()

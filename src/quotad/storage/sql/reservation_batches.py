@@ -41,7 +41,12 @@ from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import reservations
 from quotad.storage.sql.day_batches import SqliteDayWriter
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.reservation_rows import body_text, insert_pg, insert_sqlite
+from quotad.storage.sql.reservation_rows import (
+    SQLITE_ROWS_A_STATEMENT,
+    body_text,
+    insert_pg,
+    insert_sqlite,
+)
 from quotad.storage.sql.statements import as_batch, sqlite_compiled, unnested
 
 _PENDING = ReservationStatus.PENDING.value
@@ -102,6 +107,15 @@ def _sqlite_finish() -> str:
 
 
 _SQLITE_FINISH = _sqlite_finish()
+
+
+@functools.cache  # per number of reservations, which a batch's size bounds
+def _sqlite_finishes(count: int) -> str:
+    """Settle ``count`` reservations (``_FINISH`` rows, flattened, then the pending status
+    they must find) in one statement, ids all different."""
+    given = sa.values(*_FINISH, name="given").data([("",) * len(_FINISH)] * count)
+    found = given.cte("given")
+    return sqlite_compiled(_finish(found.c, found.c.finish_body))
 
 
 # Batches at a time: while one waits for its transaction (or runs in it), the next one
@@ -181,13 +195,40 @@ class ReservationWrites:
 
 
 def _apply_sqlite(batch: list[Write], connection: sqlite3.Connection) -> list[bool]:
-    return [_apply_sqlite_one(request, connection) for request in batch]
+    """As on PostgreSQL: a batch's inserts in one statement, then its commits in another
+    (one SQLite call each, not one a row: each call hands the GIL back and waits for it
+    again behind the event loop's thread); each request's answer, in order."""
+    creates = [request.values for request in batch if isinstance(request, Create)]
+    finishes = [request for request in batch if isinstance(request, Finish)]
+    if creates:
+        insert_sqlite(connection, creates)
+    settled = iter(_finish_sqlite(connection, finishes) if finishes else ())
+    return [True if isinstance(request, Create) else next(settled) for request in batch]
 
 
-def _apply_sqlite_one(request: Write, connection: sqlite3.Connection) -> bool:
-    if isinstance(request, Create):
-        insert_sqlite(connection, [request.values])
-        return True
+def _finish_sqlite(connection: sqlite3.Connection, finishes: list[Finish]) -> list[bool]:
+    """Conditional updates: one statement for all when their ids differ and each settles
+    (the usual case: a commit of a pending reservation); else one by one, in order, each
+    as it would alone (the one statement's changes undone first)."""
+    count = len(finishes)
+    if count > 1 and count <= SQLITE_ROWS_A_STATEMENT and len({f.id for f in finishes}) == count:
+        params: list[Any] = []
+        for f in finishes:
+            params += (f.id, f.status, body_text(f.body), f.settled_at, f.now)
+        connection.execute("SAVEPOINT finishes")
+        connection.execute(_sqlite_finishes(count), [*params, _PENDING])
+        # changes(), not the cursor's rowcount: Python's sqlite3 counts only statements
+        # that begin with INSERT, UPDATE or DELETE, and this one begins with its WITH.
+        (done,) = connection.execute("SELECT changes()").fetchone()
+        if done == count:
+            connection.execute("RELEASE finishes")
+            return [True] * count
+        connection.execute("ROLLBACK TO finishes")
+        connection.execute("RELEASE finishes")
+    return [_finish_sqlite_one(connection, f) for f in finishes]
+
+
+def _finish_sqlite_one(connection: sqlite3.Connection, request: Finish) -> bool:
     done = connection.execute(
         _SQLITE_FINISH,
         (

@@ -83,13 +83,19 @@ def reservation_of(row: Any) -> Reservation:
 _COLUMNS = tuple(column.name for column in reservations.c)
 _BODY = reservations.c.body.name  # JSON: sent as text, cast by the server
 
-# SQLite's insert, run by hand on the writer thread's connection; the body column is
-# SQLAlchemy's JSON, which SQLite keeps as JSON text.
-_SQLITE_CREATE = sqlite_compiled(
-    sqlite_dialect.insert(reservations).on_conflict_do_nothing(index_elements=["id"]),
-    _COLUMNS,
-    column_keys=_COLUMNS,
-)
+# Rows a SQLite insert takes at most (a batch's, 10 parameters each: far below SQLite's
+# limit of 32,766 parameters a statement).
+SQLITE_ROWS_A_STATEMENT = 100
+
+
+@functools.cache  # per number of rows, which a batch's size bounds
+def _sqlite_create(count: int) -> str:
+    """SQLite's insert of ``count`` rows (``_row``s, flattened), run by hand on the writer
+    thread's connection; the body column is SQLAlchemy's JSON, which SQLite keeps as text."""
+    rows = [dict.fromkeys(_COLUMNS, "")] * count
+    insert = sqlite_dialect.insert(reservations).values(rows)
+    order = tuple(f"{name}_m{n}" for n in range(count) for name in _COLUMNS)
+    return sqlite_compiled(insert.on_conflict_do_nothing(index_elements=["id"]), order)
 
 
 @functools.cache  # built once, when PostgreSQL first needs it
@@ -115,5 +121,15 @@ async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
 
 
 def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert pending reservations on SQLite (the writer thread's connection)."""
-    connection.executemany(_SQLITE_CREATE, [_row(values) for values in rows])
+    """Insert pending reservations on SQLite (the writer thread's connection), ids that
+    exist left as they are: one statement for up to ``SQLITE_ROWS_A_STATEMENT`` rows.
+
+    One statement, not ``executemany``: each of SQLite's steps hands the GIL back and
+    waits for it again, behind the event loop's thread; with Redis counters over SQLite
+    records, inserting a batch's reservations one step each took 0.45 ms of the writer's
+    time for 0.12 ms of its CPU.
+    """
+    for start in range(0, len(rows), SQLITE_ROWS_A_STATEMENT):
+        chunk = rows[start : start + SQLITE_ROWS_A_STATEMENT]
+        params = [part for values in chunk for part in _row(values)]
+        connection.execute(_sqlite_create(len(chunk)), params)
