@@ -6,7 +6,8 @@ worse, a wait for the file's write lock behind the consumes' writer thread (SQLi
 wait sleeps for milliseconds at a time). Here:
 
 - SQLite: a batch runs as one transaction on the consumes' own writer thread and
-  connection (``SqliteDayWriter.transaction``), so the two never contend for the lock.
+  connection (``SqliteDayWriter.transaction``), so the two never contend for the lock,
+  its inserts as one statement and its commits as another, as on PostgreSQL.
 - PostgreSQL: a batch runs as at most two statements, each committing on its own
   (autocommit: one round trip each, where a transaction costs two more): every insert in
   one statement over one JSON parameter, then every commit as one conditional update over
@@ -207,9 +208,10 @@ def _apply_sqlite(batch: list[Write], connection: sqlite3.Connection) -> list[bo
 
 
 def _finish_sqlite(connection: sqlite3.Connection, finishes: list[Finish]) -> list[bool]:
-    """Conditional updates: one statement for all when their ids differ and each settles
-    (the usual case: a commit of a pending reservation); else one by one, in order, each
-    as it would alone (the one statement's changes undone first)."""
+    """Conditional updates: one statement for all (up to ``SQLITE_ROWS_A_STATEMENT``)
+    when their ids differ and each settles (the usual case: commits of pending
+    reservations); else one by one, in order, each as it would alone (the one
+    statement's changes undone first)."""
     count = len(finishes)
     if count > 1 and count <= SQLITE_ROWS_A_STATEMENT and len({f.id for f in finishes}) == count:
         params: list[Any] = []
