@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -471,5 +472,106 @@ async def test_a_sqlite_batch_writes_the_rows_it_read_by_rowid_and_inserts_new_o
                 account_id, [("insights", DAY.isoformat())]
             )
             assert counters == [used]
+    finally:
+        await stores.close()
+
+
+async def test_a_sqlite_batch_decides_on_the_rows_it_wrote_without_reading_them_again(
+    tmp_path: Path,
+) -> None:
+    """The writer keeps the day rows it wrote: a later batch on the same rows reads none
+    of them from the database, and the counters stay exact."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'quotad.db'}")
+    stores = Stores.of(store)
+    await stores.open()
+    try:
+        await add_account(stores)
+        writer = store._consumes.sqlite_writer
+        assert writer is not None
+        reads: list[str] = []
+
+        def note(statement: str) -> None:
+            if "FROM wanted JOIN usage_days" in statement:
+                reads.append(statement)
+
+        await writer.transaction(lambda connection: connection.set_trace_callback(note))
+        await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)  # inserts the row
+        await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)  # reads, writes it
+        reads.clear()
+        outcomes = [
+            await stores.counters.consume("racer", "insights", DAY, 1, TOTAL) for _ in range(5)
+        ]
+        assert reads == []
+        assert [outcome.used for outcome in outcomes] == [3, 4, 5, 6, 7]
+    finally:
+        await stores.close()
+
+
+async def test_a_sqlite_day_row_another_connection_changed_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """A day row the writer knows, changed by another connection (an operator's fix, a
+    second process): the next consume decides on the row as that connection left it."""
+    database = tmp_path / "quotad.db"
+    stores = Stores.of(SqlStore(f"sqlite:///{database}"))
+    await stores.open()
+    try:
+        await add_account(stores)
+        for _ in range(3):
+            await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)
+        with sqlite3.connect(database) as other:
+            other.execute("UPDATE usage_days SET used = ?", (TOTAL,))
+        refused = await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)
+        assert not refused.granted
+        assert refused.used == TOTAL
+        with sqlite3.connect(database) as other:
+            other.execute("UPDATE usage_days SET used = 10")
+        granted = await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)
+        assert granted.granted
+        assert granted.used == 11
+    finally:
+        await stores.close()
+
+
+async def test_a_sqlite_work_that_fails_after_writing_leaves_no_row_known(
+    tmp_path: Path,
+) -> None:
+    """A consume work that fails after writing its row, alone in its transaction or rolled
+    back to its savepoint beside others: the consumes after it, in the same transaction
+    or the next, decide on the row as committed."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'quotad.db'}")
+    stores = Stores.of(store)
+    await stores.open()
+    try:
+        await add_account(stores)
+        for _ in range(2):
+            await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)
+        writer = store._consumes.sqlite_writer
+        assert writer is not None
+        batch = [day_batches.Consume("racer", "insights", DAY, 5, TOTAL, None, None)]
+
+        def fails_after_writing(connection: sqlite3.Connection) -> None:
+            day_batches._decide_and_write(connection, batch, [], writer._known)
+            raise sqlite3.IntegrityError("refused after writing")
+
+        with pytest.raises(Conflict):  # alone: the whole transaction rolls back
+            await writer.transaction(fails_after_writing)
+        assert (await stores.counters.consume("racer", "insights", DAY, 1, TOTAL)).used == 3
+
+        gate = threading.Event()
+
+        def held(connection: sqlite3.Connection) -> None:
+            gate.wait(5)  # keeps the thread busy while the others queue
+
+        first = asyncio.ensure_future(writer.transaction(held))
+        await asyncio.sleep(0.05)
+        failing = asyncio.ensure_future(writer.transaction(fails_after_writing))
+        after = asyncio.ensure_future(stores.counters.consume("racer", "insights", DAY, 1, TOTAL))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        with pytest.raises(Conflict):
+            await failing
+        assert (await after).used == 4
     finally:
         await stores.close()

@@ -61,6 +61,42 @@ CHECKPOINT_SECONDS = 1.0
 _new = tuple.__new__  # a named tuple without its keyword ``__new__`` (one per row read)
 
 T = TypeVar("T")
+MAX_KNOWN_ROWS = 100_000  # day rows the writer remembers (all forgotten past that)
+
+
+class KnownRows:
+    """The day rows this writer has written, each as stored and with its ``rowid``, for
+    the next batch to decide on without reading them again.
+
+    Sound only while no other connection writes the file: each transaction first reads
+    SQLite's ``data_version`` (under the write lock, so nothing else can commit until the
+    transaction ends), which moves with every commit of any other connection (a purge, an
+    adjustment, another process), and forgets every row when it moved. A row written is
+    known at once, so a later work of the same transaction decides on it as the database
+    now holds it; a work that fails, or a transaction that does not commit, forgets them
+    all (what was learnt may have been rolled back).
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[DayKey, tuple[DayRow, int]] = {}
+        self._version: int | None = None
+
+    def begin(self, connection: sqlite3.Connection) -> None:
+        """Forget every row if another connection has committed since the last check
+        (or if too many are known)."""
+        (version,) = connection.execute("PRAGMA data_version").fetchone()
+        if version != self._version or len(self.rows) > MAX_KNOWN_ROWS:
+            self.rows.clear()
+            self._version = version
+
+    def learn(self, key: DayKey, row: DayRow, row_id: int) -> None:
+        """``row`` is written at ``row_id`` in the transaction under way."""
+        self.rows[key] = (row, row_id)
+
+    def forget(self) -> None:
+        """Something failed, or the connection closes: trust nothing known."""
+        self.rows.clear()
+        self._version = None
 
 
 class SqliteDayWriter:
@@ -83,6 +119,7 @@ class SqliteDayWriter:
         # Works waiting for the next transaction, taken by the thread all at once.
         self._waiting: list[_Work] = []
         self._waiting_lock = threading.Lock()
+        self._known = KnownRows()  # used on the writer's thread only
 
     def start(self) -> None:
         """Begin checkpointing in the background."""
@@ -99,7 +136,10 @@ class SqliteDayWriter:
             StorageError: the database could not run it.
         """
         held = [] if made is None else made
-        return await self.transaction(lambda connection: _decide_and_write(connection, batch, held))
+        known = self._known
+        return await self.transaction(
+            lambda connection: _decide_and_write(connection, batch, held, known)
+        )
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on this writer's thread and connection, in the next transaction
@@ -144,6 +184,7 @@ class SqliteDayWriter:
         return self._connection
 
     def _disconnect(self) -> None:
+        self._known.forget()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -179,16 +220,18 @@ class SqliteDayWriter:
         try:
             connection = self._connect()
             connection.execute("BEGIN IMMEDIATE")
+            self._known.begin(connection)
         except sqlite3.Error as exc:
             self._disconnect()  # a fresh connection next time
             for _, answer in works:
                 answer.set_exception(_mapped(exc))
             return
         try:
-            results = _run_each(connection, works)
+            results = _run_each(connection, works, self._known)
             connection.execute("COMMIT")
         except Exception as exc:
             # The transaction as a whole failed: nothing of it was committed.
+            self._known.forget()
             if connection.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
@@ -211,8 +254,9 @@ class _Failed(NamedTuple):
 _Work = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
 
 
-def _run_each(connection: sqlite3.Connection, works: list[_Work]) -> list[Any]:
-    """Each work's result (or ``_Failed``); raises if the transaction as a whole failed."""
+def _run_each(connection: sqlite3.Connection, works: list[_Work], known: KnownRows) -> list[Any]:
+    """Each work's result (or ``_Failed``); raises if the transaction as a whole failed.
+    A work rolled back forgets the rows ``known`` (it may have written some)."""
     if len(works) == 1:
         return [works[0][0](connection)]  # its failure is the transaction's
     results: list[Any] = []
@@ -225,6 +269,7 @@ def _run_each(connection: sqlite3.Connection, works: list[_Work]) -> list[Any]:
                 raise  # SQLite rolled the whole transaction back (a full disk, say)
             connection.execute("ROLLBACK TO work")
             connection.execute("RELEASE work")
+            known.forget()
             results.append(_Failed(_mapped(exc)))
             continue
         connection.execute("RELEASE work")
@@ -242,12 +287,20 @@ def _mapped(exc: Exception) -> Exception:
 
 
 def _decide_and_write(
-    connection: sqlite3.Connection, batch: list[Consume], made: list[tuple[Hold, Reservation]]
+    connection: sqlite3.Connection,
+    batch: list[Consume],
+    made: list[tuple[Hold, Reservation]],
+    known: KnownRows,
 ) -> Decided:
-    rows, row_ids = _read_days(connection, batch)
+    rows, row_ids = _read_days(connection, batch, known.rows)
     decided = decide_batch(batch, rows, _read_claims(connection, batch))
     # Rows read are written back by their rowid; new ones inserted.
-    found = [(*row, row_ids[key]) for key, row in decided.rows.items() if key in row_ids]
+    found = []
+    for key, row in decided.rows.items():
+        row_id = row_ids.get(key)
+        if row_id is not None:
+            found.append((*row, row_id))
+            known.learn(key, row, row_id)
     if found:
         connection.executemany(SQLITE_WRITE_READ_DAYS, found)
     if len(found) < len(decided.rows):
@@ -263,13 +316,24 @@ def _decide_and_write(
 
 
 def _read_days(
-    connection: sqlite3.Connection, batch: list[Consume]
+    connection: sqlite3.Connection,
+    batch: list[Consume],
+    known: dict[DayKey, tuple[DayRow, int]],
 ) -> tuple[dict[DayKey, DayRow], dict[DayKey, int]]:
-    """The batch's day rows that exist, and each one's rowid."""
-    keys = row_keys(batch)
-    found = connection.execute(sqlite_read_days(len(keys)), [part for key in keys for part in key])
+    """The batch's day rows that exist, and each one's rowid: those ``known`` as they
+    are, the others read."""
     rows: dict[DayKey, DayRow] = {}
     row_ids: dict[DayKey, int] = {}
+    keys = []
+    for key in row_keys(batch):
+        remembered = known.get(key)
+        if remembered is None:
+            keys.append(key)
+        else:
+            rows[key], row_ids[key] = remembered
+    if not keys:
+        return rows, row_ids
+    found = connection.execute(sqlite_read_days(len(keys)), [part for key in keys for part in key])
     for row_id, account_id, service, day, used, total, rejected in found:
         key = (account_id, service, day)
         rows[key] = _new(DayRow, (used, total, rejected))
