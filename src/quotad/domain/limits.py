@@ -458,28 +458,29 @@ def decide(values: Sequence[int], slots: Sequence[Slot], now_us: int) -> tuple[i
     after = []
     owed = -1  # what the credit pool still owes (-1: no pool yet)
     taken = pool = 0
-    for index, slot in enumerate(slots):
+    index = -1
+    # Unpacked, not read by attribute: a slot's fields by name cost a lookup each.
+    for _name, _period, total, mode, cost, interval in slots:
+        index += 1
         value = values[index]
-        mode = slot.mode
         if mode >= CREDIT:
             if mode == LEDGER:
                 after.append(value + taken)
                 continue
             if owed < 0:
-                owed, pool = slot.cost, index
-            left = slot.total - value
+                owed, pool = cost, index
+            left = total - value
             taken = owed if owed < left else (left if left > 0 else 0)
             owed -= taken
             after.append(value + taken)
             continue
-        interval = slot.interval
         if interval:
-            moved = (value if value > now_us else now_us) + slot.cost * interval
-            room = moved - now_us <= slot.total * interval
+            moved = (value if value > now_us else now_us) + cost * interval
+            room = moved - now_us <= total * interval
             after.append(moved if room else value)
         else:
-            moved = value + slot.cost
-            room = moved <= slot.total
+            moved = value + cost
+            room = moved <= total
             after.append(moved)
         if not room and refused < 0 and mode == HARD:
             refused = index
@@ -538,11 +539,16 @@ class LimitState(NamedTuple):
 
 def rate_state(value: int, slot: Slot, now_us: int) -> tuple[int, datetime]:
     """A rate bucket's tokens in use and when it is full again, its counter at ``value``."""
+    # Fields by index and no min(): this runs for every rate of every verify.
     ahead = value - now_us
     if ahead <= 0:  # a full bucket
-        return 0, datetime.fromtimestamp(now_us / 1e6, UTC)
-    used = -(-ahead // slot.interval)  # the tokens ``ahead`` holds, rounded up
-    return min(used, slot.total), datetime.fromtimestamp(value / 1e6, UTC)
+        return 0, _moment(now_us / 1e6, UTC)
+    used = -(-ahead // slot[5])  # the tokens ``ahead`` holds (interval each), rounded up
+    total = slot[2]
+    return (used if used < total else total), _moment(value / 1e6, UTC)
+
+
+_moment = datetime.fromtimestamp
 
 
 def rate_wait(value: int, slot: Slot, now_us: int) -> int:

@@ -913,6 +913,7 @@ async def _consume_limits(
         return prepared.never
     slots = prepared.slots
     first = slots[0]
+    # Positional: a coroutine's keyword arguments cost more to bind, once per verify.
     outcome = await ctx.counters.consume(
         account_id,
         first.name,
@@ -921,9 +922,9 @@ async def _consume_limits(
         first.total,
         claim,
         now,
-        extra=prepared.rest,
-        day_mode=first.mode,
-        hold=hold,
+        prepared.rest,
+        first.mode,
+        hold,
     )
     now_us = outcome.at_us or int(now.timestamp() * 1_000_000)
     before: Sequence[int] = outcome.before
