@@ -47,7 +47,6 @@ from quotad.storage.sql.decide import (
     claim_order,
     decide_batch,
     made_reservations,
-    row_keys,
 )
 from quotad.storage.sql.engine import SQLITE_PRAGMAS, lost_race
 from quotad.storage.sql.reservation_rows import insert_sqlite, reservation_values
@@ -70,20 +69,24 @@ MAX_KNOWN_ROWS = 100_000  # day rows the writer remembers (all forgotten past th
 
 
 class KnownRows:
-    """The day rows this writer has written, each as stored and with its ``rowid``, for
-    the next batch to decide on without reading them again.
+    """The day rows this writer has read or written, each as stored and its ``rowid``,
+    for the next batch to decide on without reading them again.
 
     Sound only while no other connection writes the file: each transaction first reads
     SQLite's ``data_version`` (under the write lock, so nothing else can commit until the
     transaction ends), which moves with every commit of any other connection (a purge, an
-    adjustment, another process), and forgets every row when it moved. A row written is
-    known at once, so a later work of the same transaction decides on it as the database
-    now holds it; a work that fails, or a transaction that does not commit, forgets them
-    all (what was learnt may have been rolled back).
+    adjustment, another process), and forgets every row when it moved. A row read or
+    written is known at once, so a later work of the same transaction decides on it as
+    the database now holds it; a work that fails, or a transaction that does not commit,
+    forgets them all (what was learnt may have been rolled back).
+
+    ``rows`` is handed to ``decide_batch`` as it is (a batch whose rows are all known
+    copies nothing); ``ids`` holds the ``rowid`` of every key of ``rows``.
     """
 
     def __init__(self) -> None:
-        self.rows: dict[DayKey, tuple[DayRow, int]] = {}
+        self.rows: dict[DayKey, DayRow] = {}
+        self.ids: dict[DayKey, int] = {}
         self._version: int | None = None
 
     def begin(self, connection: sqlite3.Connection) -> None:
@@ -92,15 +95,18 @@ class KnownRows:
         (version,) = connection.execute("PRAGMA data_version").fetchone()
         if version != self._version or len(self.rows) > MAX_KNOWN_ROWS:
             self.rows.clear()
+            self.ids.clear()
             self._version = version
 
     def learn(self, key: DayKey, row: DayRow, row_id: int) -> None:
-        """``row`` is written at ``row_id`` in the transaction under way."""
-        self.rows[key] = (row, row_id)
+        """``row`` is stored at ``row_id`` in the transaction under way."""
+        self.rows[key] = row
+        self.ids[key] = row_id
 
     def forget(self) -> None:
         """Something failed, or the connection closes: trust nothing known."""
         self.rows.clear()
+        self.ids.clear()
         self._version = None
 
 
@@ -297,19 +303,22 @@ def _decide_and_write(
     made: list[tuple[Hold, Reservation]],
     known: KnownRows,
 ) -> Decided:
-    rows, row_ids = _read_days(connection, batch, known.rows)
-    decided = decide_batch(batch, rows, _read_claims(connection, batch))
-    # Rows read are written back by their rowid; new ones inserted.
+    _read_days(connection, batch, known)
+    decided = decide_batch(batch, known.rows, _read_claims(connection, batch))
+    # Rows stored are written back by their rowid (and known as written); new ones inserted.
+    rows, ids = known.rows, known.ids
     found = []
+    new = {}
     for key, row in decided.rows.items():
-        row_id = row_ids.get(key)
-        if row_id is not None:
+        row_id = ids.get(key)
+        if row_id is None:
+            new[key] = row
+        else:
             found.append((*row, row_id))
-            known.learn(key, row, row_id)
+            rows[key] = row
     if found:
         connection.executemany(SQLITE_WRITE_READ_DAYS, found)
-    if len(found) < len(decided.rows):
-        new = {key: row for key, row in decided.rows.items() if key not in row_ids}
+    if new:
         connection.executemany(SQLITE_WRITE_DAYS, day_params(new))
     if decided.claims:
         connection.executemany(SQLITE_WRITE_CLAIMS, claim_params(decided.claims))
@@ -320,30 +329,26 @@ def _decide_and_write(
     return decided
 
 
-def _read_days(
-    connection: sqlite3.Connection,
-    batch: list[Consume],
-    known: dict[DayKey, tuple[DayRow, int]],
-) -> tuple[dict[DayKey, DayRow], dict[DayKey, int]]:
-    """The batch's day rows that exist, and each one's rowid: those ``known`` as they
-    are, the others read."""
-    rows: dict[DayKey, DayRow] = {}
-    row_ids: dict[DayKey, int] = {}
-    keys = []
-    for key in row_keys(batch):
-        remembered = known.get(key)
-        if remembered is None:
-            keys.append(key)
+def _read_days(connection: sqlite3.Connection, batch: list[Consume], known: KnownRows) -> None:
+    """Have ``known`` hold each of the batch's day rows that is stored: those it does not
+    know yet are read (a row not stored yet stays unknown: the batch inserts it)."""
+    rows = known.rows
+    missing: dict[DayKey, None] = {}
+    for request in batch:
+        if request.__class__ is Consume:
+            key = request.row_key
+            if key not in rows:
+                missing[key] = None
         else:
-            rows[key], row_ids[key] = remembered
-    if not keys:
-        return rows, row_ids
+            for key in request.keys:  # type: ignore[attr-defined]  # a SlotConsume's
+                if key not in rows:
+                    missing[key] = None
+    if not missing:
+        return
+    keys = list(missing)
     found = connection.execute(sqlite_read_days(len(keys)), [part for key in keys for part in key])
     for row_id, account_id, service, day, used, total, rejected in found:
-        key = (account_id, service, day)
-        rows[key] = _new(DayRow, (used, total, rejected))
-        row_ids[key] = row_id
-    return rows, row_ids
+        known.learn((account_id, service, day), _new(DayRow, (used, total, rejected)), row_id)
 
 
 def _read_claims(connection: sqlite3.Connection, batch: list[Consume]) -> dict[ClaimKey, Answer]:

@@ -181,17 +181,25 @@ def decide_slots(
     at = now_us(request)
     before = tuple([0 if row is None else row[0] for row in rows])
     refused, values = limits.decide(before, slots, at)  # one pass: refusal and values
+    # ``rows`` holds one row a slot: walked by index (cheaper than zip, per slot per consume).
+    after = []
+    index = 0
     if refused < 0:
-        after = [
-            _new(DayRow, (value, slot[2], 0 if row is None else row[2]))  # slot[2]: its total
-            for row, slot, value in zip(rows, slots, values, strict=True)
-        ]
+        for row in rows:
+            # slot[2]: its total
+            after.append(
+                _new(DayRow, (values[index], slots[index][2], 0 if row is None else row[2]))
+            )
+            index += 1
     else:
         values = list(before)
-        after = []
-        for row, slot, value in zip(rows, slots, before, strict=True):
+        for row in rows:
+            slot = slots[index]
             rejected = 0 if row is None else row[2]
-            after.append(DayRow(value, slot.total, rejected + 1 if is_day_row(slot) else rejected))
+            if is_day_row(slot):
+                rejected += 1
+            after.append(_new(DayRow, (before[index], slot[2], rejected)))
+            index += 1
     outcome = _new(
         ConsumeOutcome,
         (
@@ -235,14 +243,16 @@ def decide_batch(
             if answer is None:
                 answer = seen.get(claim_key)
         if request.__class__ is not Consume:  # a Limits v2 consume: all its slots
-            multi = cast("SlotConsume", request)
-            stored = [written.get(key) or rows.get(key) for key in multi.keys]
-            decided = decide_slots(stored, multi, answer)
-            answers.append(decided.answer)
-            if decided.rows is not None:
-                written.update(zip(multi.keys, decided.rows, strict=True))
-            if decided.remember is not None and claim_key is not None:
-                remembered[claim_key] = decided.remember
+            multi: SlotConsume = request  # type: ignore[assignment]  # (cast() is a call)
+            keys = multi.keys
+            stored = [written.get(key) or rows.get(key) for key in keys]
+            answer_of, after, remember = decide_slots(stored, multi, answer)
+            answers.append(answer_of)
+            if after is not None:
+                # One row a key (decide_slots' contract): zip needs no ``strict`` here.
+                written.update(zip(keys, after))  # noqa: B905
+            if remember is not None and claim_key is not None:
+                remembered[claim_key] = remember
             continue
         row_key = request.row_key
         row = written.get(row_key)
@@ -255,18 +265,6 @@ def decide_batch(
         if decision.remember is not None and claim_key is not None:
             remembered[claim_key] = decision.remember
     return Decided(answers, written, remembered)
-
-
-def row_keys(batch: list[Consume]) -> list[DayKey]:
-    """Each row the batch reads, once, in no particular order (SQLite's writer holds the
-    whole database's lock: no order among its rows to keep)."""
-    keys: dict[DayKey, None] = {}
-    for request in batch:
-        if request.__class__ is Consume:
-            keys[request.row_key] = None
-        else:
-            keys.update(dict.fromkeys(cast("SlotConsume", request).keys))
-    return list(keys)
 
 
 def lock_order(batch: list[Consume]) -> dict[DayKey, int]:
