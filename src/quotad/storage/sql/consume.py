@@ -54,7 +54,7 @@ from quotad.storage.sql.decide import (
     made_reservations,
 )
 from quotad.storage.sql.engine import Database
-from quotad.storage.sql.reservation_rows import insert_pg, reservation_values
+from quotad.storage.sql.reservation_rows import insert_pg
 from quotad.storage.sql.rows import affects_a_row, to_micros
 from quotad.storage.sql.statements import (
     CLAIM_COLUMNS,
@@ -251,7 +251,7 @@ class Consumes:
             )
         made += made_reservations(batch, decided.answers)
         if made:
-            await insert_pg(conn, [reservation_values(r) for _, r in made])
+            await insert_pg(conn, [r for _, r in made])
         # A day created only to be locked, whose consumes all replayed an earlier answer
         # (or reused a key): as if it had never been asked for.
         untouched = created_keys - decided.rows.keys()

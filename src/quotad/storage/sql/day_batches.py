@@ -49,7 +49,7 @@ from quotad.storage.sql.decide import (
     made_reservations,
 )
 from quotad.storage.sql.engine import SQLITE_PRAGMAS, lost_race
-from quotad.storage.sql.reservation_rows import insert_sqlite, reservation_values
+from quotad.storage.sql.reservation_rows import insert_sqlite
 from quotad.storage.sql.statements import (
     SQLITE_WRITE_CLAIMS,
     SQLITE_WRITE_DAYS,
@@ -324,7 +324,7 @@ def _decide_and_write(
         connection.executemany(SQLITE_WRITE_CLAIMS, claim_params(decided.claims))
     making = made_reservations(batch, decided.answers)
     if making:
-        insert_sqlite(connection, [reservation_values(r) for _, r in making])
+        insert_sqlite(connection, [r for _, r in making])
         made += making
     return decided
 

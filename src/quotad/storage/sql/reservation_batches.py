@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from quotad.domain.credits import ReservationStatus
+from quotad.domain.credits import Reservation, ReservationStatus
 from quotad.errors import QuotadError, StorageError
 from quotad.storage.batching import Batcher, submit_or_run
 from quotad.storage.schema import reservations
@@ -125,9 +125,9 @@ IN_FLIGHT = 2
 
 
 class Create(NamedTuple):
-    """Insert a pending reservation (``reservation_values``), unless its id exists."""
+    """Insert a pending reservation, unless its id exists."""
 
-    values: dict[str, Any]
+    reservation: Reservation
 
 
 class Finish(NamedTuple):
@@ -199,7 +199,7 @@ def _apply_sqlite(batch: list[Write], connection: sqlite3.Connection) -> list[bo
     """As on PostgreSQL: a batch's inserts in one statement, then its commits in another
     (one SQLite call each, not one a row: each call hands the GIL back and waits for it
     again behind the event loop's thread); each request's answer, in order."""
-    creates = [request.values for request in batch if isinstance(request, Create)]
+    creates = [request.reservation for request in batch if isinstance(request, Create)]
     finishes = [request for request in batch if isinstance(request, Finish)]
     if creates:
         insert_sqlite(connection, creates)
@@ -248,7 +248,7 @@ def _finish_sqlite_one(connection: sqlite3.Connection, request: Finish) -> bool:
 async def _apply_pg(conn: AsyncConnection, batch: list[Write]) -> list[bool]:
     """A batch's inserts in one statement, then its commits in another (the module's
     docstring says why that order is safe); each request's answer, in order."""
-    creates = [request.values for request in batch if isinstance(request, Create)]
+    creates = [request.reservation for request in batch if isinstance(request, Create)]
     finishes = [request for request in batch if isinstance(request, Finish)]
     if creates:
         await insert_pg(conn, creates)

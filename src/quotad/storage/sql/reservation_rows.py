@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -44,19 +45,35 @@ def body_text(body: dict[str, Any]) -> str:
 
 
 def reservation_values(reservation: Reservation) -> dict[str, Any]:
-    """A reservation as a row (unclaimed)."""
-    return {
-        "id": reservation.id,
-        "account_id": reservation.account_id,
-        "key_id": reservation.key_id,
-        "status": reservation.status.value,
-        "body": reservation_body(reservation),
-        "created_at": to_micros(reservation.created_at),
-        "expires_at": to_micros(reservation.expires_at),
-        "settled_at": opt_micros(reservation.settled_at),
-        "claim": None,
-        "claimed_until": None,
-    }
+    """A reservation as a row (unclaimed), by column (the body as a dict, for SQLAlchemy)."""
+    return dict(zip(_COLUMNS, _row(reservation, reservation_body), strict=True))
+
+
+def _row(reservation: Reservation, body: Callable[[Reservation], Any]) -> tuple[Any, ...]:
+    """A reservation as a row (unclaimed), in the table's column order, its body as ``body``
+    gives it."""
+    return (
+        reservation.id,
+        reservation.account_id,
+        reservation.key_id,
+        reservation.status.value,
+        body(reservation),
+        to_micros(reservation.created_at),
+        to_micros(reservation.expires_at),
+        opt_micros(reservation.settled_at),
+        None,  # claim
+        None,  # claimed_until
+    )
+
+
+def _sent(reservation: Reservation) -> tuple[Any, ...]:
+    """A reservation's row as the inserts send it: the body as JSON text, which the
+    database takes as it is (built from the reservation, no dictionary between)."""
+    return _row(reservation, _body_sent)
+
+
+def _body_sent(reservation: Reservation) -> str:
+    return body_text(reservation_body(reservation))
 
 
 def reservation_of(row: Any) -> Reservation:
@@ -110,17 +127,13 @@ def _pg_create() -> Any:
     return insert.on_conflict_do_nothing()
 
 
-def _row(values: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(body_text(values[name]) if name == _BODY else values[name] for name in _COLUMNS)
+async def insert_pg(conn: AsyncConnection, pending: list[Reservation]) -> None:
+    """Insert pending reservations in one statement on PostgreSQL, the same SQL whatever
+    their number; ids that exist are left as they are."""
+    await conn.execute(_pg_create(), as_batch(map(_sent, pending)))
 
 
-async def insert_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert pending reservations (``reservation_values``) in one statement on PostgreSQL,
-    the same SQL whatever their number; ids that exist are left as they are."""
-    await conn.execute(_pg_create(), as_batch(map(_row, rows)))
-
-
-def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+def insert_sqlite(connection: sqlite3.Connection, pending: list[Reservation]) -> None:
     """Insert pending reservations on SQLite (the writer thread's connection), ids that
     exist left as they are: one statement for up to ``SQLITE_ROWS_A_STATEMENT`` rows.
 
@@ -129,7 +142,7 @@ def insert_sqlite(connection: sqlite3.Connection, rows: list[dict[str, Any]]) ->
     records, inserting a batch's reservations one step each took 0.45 ms of the writer's
     time for 0.12 ms of its CPU.
     """
-    for start in range(0, len(rows), SQLITE_ROWS_A_STATEMENT):
-        chunk = rows[start : start + SQLITE_ROWS_A_STATEMENT]
-        params = [part for values in chunk for part in _row(values)]
+    for start in range(0, len(pending), SQLITE_ROWS_A_STATEMENT):
+        chunk = pending[start : start + SQLITE_ROWS_A_STATEMENT]
+        params = [part for reservation in chunk for part in _sent(reservation)]
         connection.execute(_sqlite_create(len(chunk)), params)

@@ -18,7 +18,7 @@ from quotad.storage.schema import reservations
 from quotad.storage.sql.consume import Consumes
 from quotad.storage.sql.engine import Database
 from quotad.storage.sql.reservation_batches import Create, Finish, ReservationWrites
-from quotad.storage.sql.reservation_rows import reservation_body, reservation_of, reservation_values
+from quotad.storage.sql.reservation_rows import reservation_body, reservation_of
 from quotad.storage.sql.rows import affects_a_row, opt_dt, opt_micros, to_micros
 
 
@@ -40,7 +40,7 @@ class SqlReservations:
     async def create_reservation(self, reservation: Reservation) -> None:
         """Store a pending reservation (kept as it is if one of its id exists: a replay);
         group-committed with concurrent reservation writes."""
-        await self._writes().write(Create(reservation_values(reservation)))
+        await self._writes().write(Create(reservation))
 
     async def get_reservation(self, reservation_id: str) -> Reservation | None:
         """The reservation with this id."""
