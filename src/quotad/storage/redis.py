@@ -704,7 +704,7 @@ class RedisCounters:
             idem_ttl = max((expires_ms - now_ms) // 1000, 1)
             idem = f"{claim.fingerprint} {expires_ms} {now_ms} {idem_ttl}"
         now_us = 0 if now is None else int(now.timestamp() * 1_000_000)
-        line = f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {fields} {now_us}"
+        line = f"v {len(keys)} {first.period} {self._deadline_ms()} {idem} {now_us};{fields}"
         request = _new(
             _Consume,
             (

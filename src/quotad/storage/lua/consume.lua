@@ -22,12 +22,13 @@
 -- answered with the first one's replies, so no consume is ever applied twice.
 --
 -- Limits v2 (SPEC 9): a line "v" decides several slots (counters) in one step, all or
--- nothing: "v nkeys day deadline_ms fp expires_ms now_ms idem_ttl_s" (fp "-" without an
--- Idempotency-Key, the next three "0"), then per slot "kind mode cost total interval_us"
--- (kind: d a day row, w another window, r a rate; mode as limits.HARD/SOFT/SHADOW/TALLY,
--- or CREDIT/LEDGER/CREDIT_TAKE for a grant's counters, kind w; a cost may be negative: a
--- TALLY give-back).
--- and last the caller's clock in µs (0: this server's TIME), the rates' now.
+-- nothing: "v nkeys day deadline_ms fp expires_ms now_ms idem_ttl_s now_us" (fp "-"
+-- without an Idempotency-Key, the next three "0"; now_us the caller's clock in µs, the
+-- rates' now, 0: this server's TIME), then ";" and per slot "kind mode cost total
+-- interval_us" (kind: d a day row, w another window, r a rate; mode as
+-- limits.HARD/SOFT/SHADOW/TALLY, or CREDIT/LEDGER/CREDIT_TAKE for a grant's counters, kind
+-- w; a cost may be negative: a TALLY give-back). The consumes of one call mostly share
+-- their slots' text (the same plan): each distinct text is read once a call.
 -- Its keys: slot 1's counter, the marker, [the idempotency hash], then the other slots'
 -- (a window's hash like a day's; a rate's string holding its GCRA theoretical arrival
 -- time in microseconds).
@@ -147,14 +148,29 @@ local function decide(values, slots, now_us)
   return refused, after
 end
 
-local function consume_slots(f, keys, marker, idem, counter_ttl_s)
+-- A line's slots, from their text (read-only tables: consumes with the same text share
+-- them).
+local function read_slots(text)
+  local fields = {}
+  for field in string.gmatch(text, '%S+') do fields[#fields + 1] = field end
+  local slots = {}
+  for base = 1, #fields, 5 do
+    slots[#slots + 1] = {kind = fields[base], mode = tonumber(fields[base + 1]),
+                         cost = tonumber(fields[base + 2]), cost_text = fields[base + 2],
+                         total_text = fields[base + 3], total = tonumber(fields[base + 3]),
+                         interval = tonumber(fields[base + 4])}
+  end
+  return slots
+end
+
+local function consume_slots(f, slots, keys, marker, idem, counter_ttl_s)
   local deadline = tonumber(f[4])
   if deadline > 0 and now_ms > deadline then return {'late'}, 'late' end
   local incarnation = redis.call('GET', marker)
   if not incarnation then return {'lost'}, 'lost' end
   local day = f[3]
-  -- The caller's clock (the line's last field), as every store decides rates; 0: TIME.
-  local now_us = tonumber(f[9 + #keys * 5] or '0')
+  -- The caller's clock, as every store decides rates; 0: TIME.
+  local now_us = tonumber(f[9])
   if now_us == 0 then now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2]) end
   local now_text = string.format('%d', now_us)
   if idem then
@@ -168,13 +184,9 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
       return reply, table.concat(reply, ' ')
     end
   end
-  local slots, values, missing, stored = {}, {}, {}, {}
+  local values, missing, stored = {}, {}, {}
   for i = 1, #keys do
-    local base = 9 + (i - 1) * 5
-    local slot = {kind = f[base], mode = tonumber(f[base + 1]), cost = tonumber(f[base + 2]),
-                  cost_text = f[base + 2], total_text = f[base + 3], total = tonumber(f[base + 3]),
-                  interval = tonumber(f[base + 4])}
-    slots[i] = slot
+    local slot = slots[i]
     if slot.kind == 'r' then
       -- A bucket Redis does not hold is full (never loaded from SQL).
       values[i] = tonumber(redis.call('GET', keys[i]) or '0')
@@ -238,17 +250,24 @@ local function consume_slots(f, keys, marker, idem, counter_ttl_s)
 end
 
 local replies, lines, k = {}, {}, 2
+local shapes = {}  -- each distinct slots' text of this call, read
 for line in string.gmatch(ARGV[2], '[^\n]+') do
   if string.sub(line, 1, 1) == 'v' then
+    local head, text = string.match(line, '^([^;]*);(.*)$')
     local f = {}
-    for field in string.gmatch(line, '%S+') do f[#f + 1] = field end
+    for field in string.gmatch(head, '%S+') do f[#f + 1] = field end
+    local slots = shapes[text]
+    if not slots then
+      slots = read_slots(text)
+      shapes[text] = slots
+    end
     local count = tonumber(f[2])
     local idem, first = nil, k + 2
     if f[5] ~= '-' then idem, first = KEYS[k + 2], k + 3 end
     local keys = {KEYS[k]}
     for i = first, k + count - 1 do keys[#keys + 1] = KEYS[i] end
     local n = #replies + 1
-    replies[n], lines[n] = consume_slots(f, keys, KEYS[k + 1], idem, counter_ttl)
+    replies[n], lines[n] = consume_slots(f, slots, keys, KEYS[k + 1], idem, counter_ttl)
     k = k + count
   else
     local count, cost, total, day, deadline, fp, expires, now, idem_ttl = string.match(
