@@ -14,10 +14,10 @@ two connections writing one file queue on its lock, and SQLite's busy wait sleep
 milliseconds at a time. Whatever works wait when a transaction begins share it, each
 under a savepoint, so a consume batch and a reservation batch cost one fsync.
 
-The rows a batch writes are kept (``KnownRows``), and the next batch reads only the rows
-it does not know: most batches touch the rows the one before them wrote. Kept only while
-no other connection has written the file (``PRAGMA data_version``, read in each
-transaction), and forgotten whenever a work fails.
+The rows a batch reads or writes are kept (``KnownRows``), and the next batch reads only
+the rows it does not know: most batches touch the rows the one before them wrote. Kept
+only while no other connection has written the file (``PRAGMA data_version``, read in
+each transaction), and forgotten whenever a work fails.
 
 Its commits never checkpoint the write-ahead log themselves (SQLite's default makes the
 commit that fills the log copy it into the database, an fsync of the database file in

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -46,18 +45,17 @@ def body_text(body: dict[str, Any]) -> str:
 
 def reservation_values(reservation: Reservation) -> dict[str, Any]:
     """A reservation as a row (unclaimed), by column (the body as a dict, for SQLAlchemy)."""
-    return dict(zip(_COLUMNS, _row(reservation, reservation_body), strict=True))
+    return dict(zip(_COLUMNS, _row(reservation, reservation_body(reservation)), strict=True))
 
 
-def _row(reservation: Reservation, body: Callable[[Reservation], Any]) -> tuple[Any, ...]:
-    """A reservation as a row (unclaimed), in the table's column order, its body as ``body``
-    gives it."""
+def _row(reservation: Reservation, body: Any) -> tuple[Any, ...]:
+    """A reservation as a row (unclaimed), in the table's column order, with ``body``."""
     return (
         reservation.id,
         reservation.account_id,
         reservation.key_id,
         reservation.status.value,
-        body(reservation),
+        body,
         to_micros(reservation.created_at),
         to_micros(reservation.expires_at),
         opt_micros(reservation.settled_at),
@@ -69,11 +67,7 @@ def _row(reservation: Reservation, body: Callable[[Reservation], Any]) -> tuple[
 def _sent(reservation: Reservation) -> tuple[Any, ...]:
     """A reservation's row as the inserts send it: the body as JSON text, which the
     database takes as it is (built from the reservation, no dictionary between)."""
-    return _row(reservation, _body_sent)
-
-
-def _body_sent(reservation: Reservation) -> str:
-    return body_text(reservation_body(reservation))
+    return _row(reservation, body_text(reservation_body(reservation)))
 
 
 def reservation_of(row: Any) -> Reservation:
